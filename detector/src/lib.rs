@@ -1,0 +1,2 @@
+//! Vigil detector: ingests agents' per-minute counters into an embedded store and judges
+//! releases.
