@@ -20,6 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // No `connect()` helper: it would need tonic's transport in every user of this crate.
+        .build_transport(false)
         .compile_fds(descriptors)?;
     Ok(())
 }
