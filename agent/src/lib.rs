@@ -1,2 +1,23 @@
 //! Vigil agent: tails Java log files, turns stack traces into stable fingerprints, samples
 //! host metrics and streams compact per-minute counters to the detector over gRPC.
+//!
+//! The agent never links the detector's store, web or judgement code: it depends only on
+//! the protocol crate.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use vigil_agent::config::AgentConfig;
+//!
+//! let config = AgentConfig::load("/etc/vigil/agent.toml".as_ref())?;
+//! vigil_agent::run(config, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+pub mod fsutil;
+pub mod identity;
+pub mod minute;
+pub mod pipeline;
+pub mod ship;
+
+pub use pipeline::{AgentError, run};

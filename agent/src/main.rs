@@ -1,1 +1,140 @@
-fn main() {}
+//! `vigil-agent`: Vigil's agent for every production host.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use vigil_agent::config::{AgentConfig, DEFAULT_PATH};
+
+/// Vigil's agent: watches Java logs and host metrics and ships per-minute counters.
+#[derive(Debug, Parser)]
+#[command(name = "vigil-agent", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent.
+    Run {
+        /// Configuration file.
+        #[arg(long, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Validate the configuration, list the files each glob matches, try the detector.
+    Check {
+        /// Configuration file.
+        #[arg(long, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("vigil-agent: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Returns whether everything was fine.
+fn run(cli: Cli) -> anyhow::Result<bool> {
+    let runtime = || tokio::runtime::Runtime::new().context("cannot start the runtime");
+    match cli.command {
+        Command::Run { config } => {
+            let config = AgentConfig::load(&config)?;
+            runtime()?.block_on(vigil_agent::run(config, shutdown_signal()))?;
+            Ok(true)
+        }
+        Command::Check { config: path } => {
+            let config = AgentConfig::load(&path)?;
+            println!("{}: configuration is valid", path.display());
+            let mut ok = list_files(&config);
+            match runtime()?.block_on(vigil_agent::ship::probe(&config.detector)) {
+                Ok(()) => println!("detector {}: reachable", config.detector.endpoint),
+                Err(e) => {
+                    println!("detector {}: PROBLEM: {e}", config.detector.endpoint);
+                    ok = false;
+                }
+            }
+            Ok(ok)
+        }
+    }
+}
+
+/// Prints the files each glob matches now; returns false when a glob's directory is missing.
+fn list_files(config: &AgentConfig) -> bool {
+    let mut ok = true;
+    for (i, logs) in config.logs.iter().enumerate() {
+        for pattern in &logs.paths {
+            println!("logs[{i}] app {:?}: {pattern}", logs.app);
+            let base = glob_base(pattern);
+            if !base.is_dir() {
+                println!("    PROBLEM: directory {} does not exist", base.display());
+                ok = false;
+                continue;
+            }
+            let mut matched = 0;
+            for entry in glob::glob(pattern).into_iter().flatten() {
+                match entry {
+                    Ok(path) if path.is_file() => {
+                        let size = path.metadata().map(|m| m.len()).unwrap_or(0);
+                        println!("    {} ({size} bytes)", path.display());
+                        matched += 1;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        println!("    PROBLEM: {e}");
+                        ok = false;
+                    }
+                }
+            }
+            if matched == 0 {
+                println!("    matches no file now (files that appear later are picked up)");
+            }
+        }
+    }
+    ok
+}
+
+/// The directory part of a glob before its first wildcard.
+fn glob_base(pattern: &str) -> &Path {
+    let cut = pattern.find(['*', '?', '[']).unwrap_or(pattern.len());
+    let head = &pattern[..cut];
+    let dir = match head.rfind('/') {
+        Some(0) => "/",
+        Some(i) => &head[..i],
+        None => ".",
+    };
+    Path::new(dir)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down");
+}

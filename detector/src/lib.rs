@@ -1,2 +1,160 @@
-//! Vigil detector: ingests agents' per-minute counters into an embedded store and judges
-//! releases.
+//! Vigil detector: ingests agents' per-minute counters into an embedded store, serves them
+//! over an HTTP API, and (in later stages) judges releases.
+//!
+//! The service is two ports: gRPC for agents (`vigil.v1.Collector`, plus the standard
+//! health and reflection services) and HTTP for people and tools.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use vigil_detector::{Detector, config::DetectorConfig};
+//!
+//! let config = DetectorConfig::load("/etc/vigil/detector.toml".as_ref())?;
+//! let detector = Detector::bind(config).await?;
+//! println!("agents connect to {}", detector.grpc_addr());
+//! detector.serve(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod ingest;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::service::interceptor::InterceptedService;
+use vigil_proto::v1::collector_server::{CollectorServer, SERVICE_NAME as COLLECTOR_SERVICE};
+
+use crate::config::DetectorConfig;
+use crate::store::SqliteStore;
+
+/// Largest report accepted on the gRPC port; a minute report of a busy app is a few KB.
+pub const MAX_REPORT_BYTES: usize = 4 * 1024 * 1024;
+
+/// Why the detector could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectorError {
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("token_file: {0}")]
+    Token(String),
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("HTTP server: {0}")]
+    Http(std::io::Error),
+}
+
+/// A detector whose ports are bound and whose store is open, ready to serve.
+#[derive(Debug)]
+pub struct Detector {
+    config: DetectorConfig,
+    store: Arc<SqliteStore>,
+    grpc: TcpListener,
+    http: TcpListener,
+}
+
+impl Detector {
+    /// Opens the store and binds both ports (port 0 picks a free one).
+    ///
+    /// # Errors
+    /// [`DetectorError`] when a port cannot be bound, the token file cannot be read or the
+    /// store cannot be opened.
+    pub async fn bind(config: DetectorConfig) -> Result<Self, DetectorError> {
+        config.token().map_err(DetectorError::Token)?;
+        let store = Arc::new(SqliteStore::open(&config.data_dir).await?);
+        let grpc = bind(config.grpc_listen, "grpc_listen").await?;
+        let http = bind(config.http_listen, "http_listen").await?;
+        Ok(Self {
+            config,
+            store,
+            grpc,
+            http,
+        })
+    }
+
+    /// Where agents connect.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc.local_addr().unwrap_or(self.config.grpc_listen)
+    }
+
+    /// Where the HTTP API is served.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http.local_addr().unwrap_or(self.config.http_listen)
+    }
+
+    /// Serves both ports until `shutdown` resolves, then stops accepting, lets in-flight
+    /// commits finish and returns.
+    ///
+    /// # Errors
+    /// [`DetectorError`] when a server fails.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), DetectorError> {
+        let token = self.config.token().map_err(DetectorError::Token)?;
+        let (grpc_addr, http_addr) = (self.grpc_addr(), self.http_addr());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+
+        let ingest = ingest::Ingest::start(Arc::clone(&self.store));
+        let collector = InterceptedService::new(
+            CollectorServer::new(ingest::CollectorService::new(ingest))
+                .max_decoding_message_size(MAX_REPORT_BYTES),
+            auth::TokenCheck::new(token.clone()),
+        );
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_service_status(COLLECTOR_SERVICE, tonic_health::ServingStatus::Serving)
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(vigil_proto::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| DetectorError::Token(format!("reflection: {e}")))?;
+        let grpc = tonic::transport::Server::builder()
+            .add_service(health)
+            .add_service(reflection)
+            .add_service(collector)
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(self.grpc),
+                stopped(stop_rx.clone()),
+            );
+
+        let app = api::router(Arc::new(api::ApiState {
+            store: Arc::clone(&self.store),
+            token,
+        }));
+        let http = axum::serve(self.http, app).with_graceful_shutdown(stopped(stop_rx));
+        tracing::info!(grpc = %grpc_addr, http = %http_addr, data_dir = %self.config.data_dir.display(), "vigil-detector serving");
+        let (grpc, http) = tokio::join!(grpc, http);
+        grpc?;
+        http.map_err(DetectorError::Http)?;
+        tracing::info!("vigil-detector stopped");
+        Ok(())
+    }
+}
+
+async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, DetectorError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| DetectorError::Bind { addr, what, source })
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}

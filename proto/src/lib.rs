@@ -32,5 +32,6 @@ pub mod v1 {
     tonic::include_proto!("vigil.v1");
 
     /// Encoded file descriptor set of `vigil.v1`, for gRPC reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("vigil_v1_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("vigil_v1_descriptor");
 }

@@ -1,0 +1,661 @@
+//! The agent's configuration file (DESIGN §3, a contract): TOML, unknown keys refused, every
+//! value checked before the agent starts, errors naming the file, the key and the reason.
+//!
+//! Extensions to the contract, all optional: `[detector] flush_interval`, `[spool] max_bytes`,
+//! and in `[[logs]]` `max_line_bytes`, `timezone` and `process`. `host` may be a string (the
+//! host name, as in DESIGN) or the `[host]` table, which then takes the name as `name`:
+//! TOML cannot hold both a `host = "..."` key and a `[host]` table in one file.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default location of the configuration file.
+pub const DEFAULT_PATH: &str = "/etc/vigil/agent.toml";
+
+/// The configuration as written in the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    host: Option<HostKey>,
+    #[serde(default = "default_data_dir")]
+    data_dir: PathBuf,
+    #[serde(default = "default_admin_listen")]
+    admin_listen: String,
+    #[serde(default)]
+    detector: RawDetector,
+    #[serde(default)]
+    logs: Vec<RawLogs>,
+    #[serde(default)]
+    java: JavaConfig,
+    #[serde(default)]
+    spool: RawSpool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum HostKey {
+    Name(String),
+    Table(RawHost),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    name: Option<String>,
+    interval: Option<String>,
+    procfs: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDetector {
+    #[serde(default = "default_endpoint")]
+    endpoint: String,
+    token_file: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    flush_interval: Option<String>,
+}
+
+impl Default for RawDetector {
+    fn default() -> Self {
+        Self {
+            endpoint: default_endpoint(),
+            token_file: None,
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            flush_interval: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLogs {
+    app: String,
+    paths: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    #[serde(default)]
+    start_at: StartAt,
+    event_start: Option<String>,
+    #[serde(default)]
+    app_packages: Vec<String>,
+    max_line_bytes: Option<ByteSize>,
+    timezone: Option<String>,
+    process: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpool {
+    max_bytes: Option<ByteSize>,
+}
+
+/// A size in bytes: an integer, or a string such as `"256MiB"`, `"64 MB"`, `"512k"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum ByteSize {
+    Bytes(u64),
+    Text(String),
+}
+
+/// Where to start reading a file first seen without a checkpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartAt {
+    /// Read the file from its first byte.
+    Beginning,
+    /// Read only what is written from now on.
+    #[default]
+    End,
+}
+
+/// The `[java]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JavaConfig {
+    /// Replaces the built-in list of dangerous classes when set.
+    pub dangerous: Option<Vec<String>>,
+    /// Added to the built-in (or replaced) list.
+    #[serde(default)]
+    pub extra_dangerous: Vec<String>,
+}
+
+/// How timestamps without a zone are read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Timezone {
+    /// The host's local time.
+    #[default]
+    Local,
+    /// A fixed offset east of UTC, in seconds (`"UTC"` is 0).
+    Fixed(i32),
+}
+
+/// A validated agent configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Host name reported to the detector.
+    pub host: String,
+    /// Checkpoints, spool and identity live here.
+    pub data_dir: PathBuf,
+    /// Status and metrics endpoint; `None` when turned off.
+    pub admin_listen: Option<SocketAddr>,
+    pub detector: DetectorConfig,
+    pub logs: Vec<LogsConfig>,
+    pub java: JavaConfig,
+    pub host_metrics: HostConfig,
+    pub spool: SpoolConfig,
+}
+
+/// The `[detector]` table.
+#[derive(Debug, Clone)]
+pub struct DetectorConfig {
+    /// `http://` or `https://` address of the detector's gRPC port.
+    pub endpoint: String,
+    /// Bearer token sent with every call.
+    pub token: Option<String>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// How often counters are sent. At 60 s (the default) each minute is sent once, when
+    /// it has closed; shorter intervals also send the open minute's counters so far.
+    pub flush_interval: Duration,
+}
+
+/// One `[[logs]]` entry.
+#[derive(Debug, Clone)]
+pub struct LogsConfig {
+    pub app: String,
+    /// Absolute glob patterns (`**` allowed).
+    pub paths: Vec<String>,
+    pub exclude: Vec<String>,
+    pub start_at: StartAt,
+    /// A line matching it starts a log event.
+    pub event_start: Option<regex::bytes::Regex>,
+    /// Packages whose frames are the app's own.
+    pub app_packages: Vec<String>,
+    /// Longest line kept; the excess is skipped and counted.
+    pub max_line_bytes: usize,
+    pub timezone: Timezone,
+    /// Pattern on the command line of the app's process, for its CPU and memory.
+    pub process: Option<regex::Regex>,
+}
+
+/// The `[host]` table.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// How often CPU, memory, load and disk are sampled.
+    pub interval: Duration,
+    /// Where the host's /proc is mounted.
+    pub procfs: PathBuf,
+}
+
+/// The `[spool]` table.
+#[derive(Debug, Clone)]
+pub struct SpoolConfig {
+    /// Largest size of the on-disk spool of unacknowledged reports.
+    pub max_bytes: u64,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/vigil-agent")
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:7402".into()
+}
+
+fn default_endpoint() -> String {
+    "http://127.0.0.1:7400".into()
+}
+
+/// Default cap on the length of a line.
+pub const DEFAULT_MAX_LINE_BYTES: usize = 1024 * 1024;
+/// Default bound of the spool.
+pub const DEFAULT_SPOOL_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Why a configuration was refused: the file, the key (when known) and the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not fit the schema.
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// A key holds a value that is not acceptable.
+    #[error("{path}: {key}: {reason}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
+}
+
+impl AgentConfig {
+    /// Reads and validates the configuration at `path`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file, the key and the reason.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and validates configuration text; `path` is only used in errors.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file, the key and the reason.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        Validator { path }.config(raw)
+    }
+}
+
+struct Validator<'a> {
+    path: &'a Path,
+}
+
+impl Validator<'_> {
+    fn err(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_owned(),
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn config(&self, raw: RawConfig) -> Result<AgentConfig, ConfigError> {
+        let (name, host_table) = match raw.host {
+            None => (None, RawHost::default()),
+            Some(HostKey::Name(name)) => (Some(name), RawHost::default()),
+            Some(HostKey::Table(table)) => (table.name.clone(), table),
+        };
+        let host = match name {
+            Some(name) => name,
+            None => gethostname::gethostname().to_string_lossy().into_owned(),
+        };
+        if host.trim().is_empty() || host.len() > 255 {
+            return Err(self.err("host", "must be 1 to 255 characters"));
+        }
+        if raw.data_dir.as_os_str().is_empty() {
+            return Err(self.err("data_dir", "must not be empty"));
+        }
+        let admin_listen = if raw.admin_listen.is_empty() {
+            None
+        } else {
+            Some(raw.admin_listen.parse::<SocketAddr>().map_err(|e| {
+                self.err(
+                    "admin_listen",
+                    format!(
+                        "{:?} is not an address like 127.0.0.1:7402: {e}",
+                        raw.admin_listen
+                    ),
+                )
+            })?)
+        };
+        let detector = self.detector(raw.detector)?;
+        let logs = raw
+            .logs
+            .into_iter()
+            .enumerate()
+            .map(|(i, logs)| self.logs(i, logs))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (key, names) in [
+            (
+                "java.dangerous",
+                raw.java.dangerous.as_deref().unwrap_or_default(),
+            ),
+            ("java.extra_dangerous", &raw.java.extra_dangerous[..]),
+        ] {
+            if let Some(bad) = names.iter().find(|n| !is_class_name(n)) {
+                return Err(self.err(key, format!("{bad:?} is not a Java class name")));
+            }
+        }
+        let interval = match &host_table.interval {
+            Some(text) => self.duration("host.interval", text)?,
+            None => Duration::from_secs(10),
+        };
+        if interval < Duration::from_secs(1) || interval > Duration::from_secs(60) {
+            return Err(self.err("host.interval", "must be between 1s and 60s"));
+        }
+        let spool_bytes = match raw.spool.max_bytes {
+            Some(size) => self.bytes("spool.max_bytes", size)?,
+            None => DEFAULT_SPOOL_BYTES,
+        };
+        if spool_bytes < 1024 * 1024 {
+            return Err(self.err("spool.max_bytes", "must be at least 1MiB"));
+        }
+        Ok(AgentConfig {
+            host,
+            data_dir: raw.data_dir,
+            admin_listen,
+            detector,
+            logs,
+            java: raw.java,
+            host_metrics: HostConfig {
+                interval,
+                procfs: host_table.procfs.unwrap_or_else(|| PathBuf::from("/proc")),
+            },
+            spool: SpoolConfig {
+                max_bytes: spool_bytes,
+            },
+        })
+    }
+
+    fn detector(&self, raw: RawDetector) -> Result<DetectorConfig, ConfigError> {
+        let uri: tonic::codegen::http::Uri = raw.endpoint.parse().map_err(|e| {
+            self.err(
+                "detector.endpoint",
+                format!("{:?} is not a URL: {e}", raw.endpoint),
+            )
+        })?;
+        let scheme = uri.scheme_str().unwrap_or_default();
+        if !matches!(scheme, "http" | "https") || uri.authority().is_none() {
+            return Err(self.err(
+                "detector.endpoint",
+                format!(
+                    "{:?} must look like http://host:7400 or https://host:7400",
+                    raw.endpoint
+                ),
+            ));
+        }
+        let token = match &raw.token_file {
+            Some(file) => {
+                Some(read_token(file).map_err(|reason| self.err("detector.token_file", reason))?)
+            }
+            None => None,
+        };
+        if raw.tls_cert.is_some() != raw.tls_key.is_some() {
+            return Err(self.err(
+                "detector.tls_cert",
+                "tls_cert and tls_key must be set together",
+            ));
+        }
+        for (key, file) in [
+            ("detector.tls_ca", &raw.tls_ca),
+            ("detector.tls_cert", &raw.tls_cert),
+            ("detector.tls_key", &raw.tls_key),
+        ] {
+            if let Some(file) = file {
+                fs::metadata(file)
+                    .map_err(|e| self.err(key, format!("cannot read {}: {e}", file.display())))?;
+                if scheme != "https" {
+                    return Err(self.err(key, "TLS files need an https:// endpoint"));
+                }
+            }
+        }
+        let flush_interval = match &raw.flush_interval {
+            Some(text) => self.duration("detector.flush_interval", text)?,
+            None => Duration::from_secs(60),
+        };
+        if flush_interval < Duration::from_millis(100) || flush_interval > Duration::from_secs(60) {
+            return Err(self.err("detector.flush_interval", "must be between 100ms and 60s"));
+        }
+        Ok(DetectorConfig {
+            endpoint: raw.endpoint,
+            token,
+            tls_ca: raw.tls_ca,
+            tls_cert: raw.tls_cert,
+            tls_key: raw.tls_key,
+            flush_interval,
+        })
+    }
+
+    fn logs(&self, i: usize, raw: RawLogs) -> Result<LogsConfig, ConfigError> {
+        let key = |name: &str| format!("logs[{i}].{name}");
+        if raw.app.trim().is_empty() || raw.app.len() > 255 {
+            return Err(self.err(key("app"), "must be 1 to 255 characters"));
+        }
+        if raw.paths.is_empty() {
+            return Err(self.err(key("paths"), "needs at least one glob"));
+        }
+        for path in &raw.paths {
+            if !path.starts_with('/') {
+                return Err(self.err(key("paths"), format!("{path:?} is not an absolute path")));
+            }
+            glob::Pattern::new(path)
+                .map_err(|e| self.err(key("paths"), format!("{path:?} is not a glob: {e}")))?;
+        }
+        for pattern in &raw.exclude {
+            glob::Pattern::new(pattern)
+                .map_err(|e| self.err(key("exclude"), format!("{pattern:?} is not a glob: {e}")))?;
+        }
+        let event_start = raw
+            .event_start
+            .as_deref()
+            .map(|re| {
+                regex::bytes::Regex::new(re)
+                    .map_err(|e| self.err(key("event_start"), format!("not a regex: {e}")))
+            })
+            .transpose()?;
+        if let Some(bad) = raw.app_packages.iter().find(|p| !is_class_name(p)) {
+            return Err(self.err(
+                key("app_packages"),
+                format!("{bad:?} is not a Java package"),
+            ));
+        }
+        let max_line_bytes = match raw.max_line_bytes {
+            Some(size) => self.bytes(&key("max_line_bytes"), size)?,
+            None => DEFAULT_MAX_LINE_BYTES as u64,
+        };
+        if !(1024..=64 * 1024 * 1024).contains(&max_line_bytes) {
+            return Err(self.err(key("max_line_bytes"), "must be between 1KiB and 64MiB"));
+        }
+        let timezone = match raw.timezone.as_deref() {
+            None => Timezone::Local,
+            Some(text) => parse_timezone(text).ok_or_else(|| {
+                self.err(
+                    key("timezone"),
+                    format!("{text:?} is not \"local\", \"UTC\" or an offset like \"+02:00\""),
+                )
+            })?,
+        };
+        let process = raw
+            .process
+            .as_deref()
+            .map(|re| {
+                regex::Regex::new(re)
+                    .map_err(|e| self.err(key("process"), format!("not a regex: {e}")))
+            })
+            .transpose()?;
+        Ok(LogsConfig {
+            app: raw.app,
+            paths: raw.paths,
+            exclude: raw.exclude,
+            start_at: raw.start_at,
+            event_start,
+            app_packages: raw.app_packages,
+            max_line_bytes: usize::try_from(max_line_bytes).unwrap_or(DEFAULT_MAX_LINE_BYTES),
+            timezone,
+            process,
+        })
+    }
+
+    fn duration(&self, key: &str, text: &str) -> Result<Duration, ConfigError> {
+        humantime::parse_duration(text)
+            .map_err(|e| self.err(key, format!("{text:?} is not a duration like \"10s\": {e}")))
+    }
+
+    fn bytes(&self, key: &str, size: ByteSize) -> Result<u64, ConfigError> {
+        match size {
+            ByteSize::Bytes(n) => Ok(n),
+            ByteSize::Text(text) => parse_bytes(&text)
+                .ok_or_else(|| self.err(key, format!("{text:?} is not a size like \"256MiB\""))),
+        }
+    }
+}
+
+/// Parses `"256MiB"`, `"64 MB"`, `"512k"`, `"1048576"`; units are powers of 1024.
+fn parse_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    number.checked_mul(multiplier)
+}
+
+/// `"local"`, `"UTC"`/`"Z"`, or `"+HH:MM"`/`"-HH:MM"`.
+fn parse_timezone(text: &str) -> Option<Timezone> {
+    match text {
+        "local" => return Some(Timezone::Local),
+        "UTC" | "utc" | "Z" => return Some(Timezone::Fixed(0)),
+        _ => {}
+    }
+    let sign = match text.as_bytes().first()? {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let (hours, minutes) = text.get(1..)?.split_once(':')?;
+    let (hours, minutes): (i32, i32) = (hours.parse().ok()?, minutes.parse().ok()?);
+    if hours > 18 || minutes > 59 || hours < 0 || minutes < 0 {
+        return None;
+    }
+    Some(Timezone::Fixed(sign * (hours * 3600 + minutes * 60)))
+}
+
+/// A dotted Java name: letters, digits, `_`, `$` and dots, not empty.
+fn is_class_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '$'))
+}
+
+/// Reads a token file: its content without surrounding white space, never empty.
+fn read_token(path: &Path) -> Result<String, String> {
+    let text =
+        fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(token.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<AgentConfig, ConfigError> {
+        AgentConfig::parse(Path::new("agent.toml"), text)
+    }
+
+    fn error(text: &str) -> String {
+        parse(text).expect_err("config must be refused").to_string()
+    }
+
+    #[test]
+    fn the_design_example_is_valid() {
+        let config = parse(
+            r#"
+host = "web-17"
+data_dir = "/var/lib/vigil-agent"
+admin_listen = "127.0.0.1:7402"
+
+[detector]
+endpoint = "http://vigil.internal:7400"
+
+[[logs]]
+app = "shop"
+paths = ["/var/log/shop/*.log"]
+exclude = ["*.gz"]
+start_at = "end"
+event_start = '^\d{4}-\d{2}-\d{2}'
+app_packages = ["com.example"]
+
+[java]
+extra_dangerous = ["com.example.FatalConfigError"]
+"#,
+        )
+        .expect("valid");
+        assert_eq!(config.host, "web-17");
+        assert_eq!(config.logs[0].app, "shop");
+        assert_eq!(config.logs[0].start_at, StartAt::End);
+        assert_eq!(config.logs[0].max_line_bytes, DEFAULT_MAX_LINE_BYTES);
+        assert_eq!(config.detector.flush_interval, Duration::from_secs(60));
+        assert_eq!(config.host_metrics.interval, Duration::from_secs(10));
+        assert_eq!(config.spool.max_bytes, DEFAULT_SPOOL_BYTES);
+    }
+
+    #[test]
+    fn host_table_carries_name_and_sampling() {
+        let config = parse("[host]\nname = \"db-2\"\ninterval = \"5s\"\nprocfs = \"/host/proc\"\n")
+            .expect("valid");
+        assert_eq!(config.host, "db-2");
+        assert_eq!(config.host_metrics.interval, Duration::from_secs(5));
+        assert_eq!(config.host_metrics.procfs, PathBuf::from("/host/proc"));
+    }
+
+    #[test]
+    fn errors_name_file_key_and_reason() {
+        assert!(error("colour = 1").contains("colour"));
+        assert_eq!(
+            error("[[logs]]\napp = \"shop\"\npaths = [\"var/log/*.log\"]"),
+            "agent.toml: logs[0].paths: \"var/log/*.log\" is not an absolute path"
+        );
+        assert!(
+            error("[[logs]]\napp = \"shop\"\npaths = [\"/x/[*.log\"]")
+                .starts_with("agent.toml: logs[0].paths: \"/x/[*.log\" is not a glob")
+        );
+        assert!(
+            error("[[logs]]\napp = \"a\"\npaths = [\"/x\"]\nevent_start = \"(\"")
+                .starts_with("agent.toml: logs[0].event_start: not a regex")
+        );
+        assert!(
+            error("[[logs]]\napp = \"a\"\npaths = [\"/x\"]\nstart_at = \"middle\"")
+                .contains("middle")
+        );
+        assert!(error("[detector]\nendpoint = \"vigil:7400\"").contains("detector.endpoint"));
+        assert!(error("[host]\ninterval = \"ten\"").contains("host.interval"));
+        assert!(error("[spool]\nmax_bytes = \"lots\"").contains("spool.max_bytes"));
+        assert!(error("admin_listen = \"localhost\"").contains("admin_listen"));
+        assert!(
+            error("[java]\nextra_dangerous = [\"Not A Class\"]").contains("java.extra_dangerous")
+        );
+        assert!(
+            error("[detector]\ntoken_file = \"/nonexistent/token\"")
+                .contains("detector.token_file: cannot read /nonexistent/token")
+        );
+    }
+
+    #[test]
+    fn sizes_and_zones_parse() {
+        assert_eq!(parse_bytes("256MiB"), Some(256 << 20));
+        assert_eq!(parse_bytes("64 MB"), Some(64 << 20));
+        assert_eq!(parse_bytes("512k"), Some(512 << 10));
+        assert_eq!(parse_bytes("10"), Some(10));
+        assert_eq!(parse_bytes("1TB"), None);
+        assert_eq!(parse_timezone("+02:00"), Some(Timezone::Fixed(7200)));
+        assert_eq!(parse_timezone("-05:30"), Some(Timezone::Fixed(-19800)));
+        assert_eq!(parse_timezone("UTC"), Some(Timezone::Fixed(0)));
+        assert_eq!(parse_timezone("Mars/Olympus"), None);
+    }
+}

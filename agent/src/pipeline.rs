@@ -1,0 +1,237 @@
+//! The agent's main loop: read what the log files gained, count it per minute, cut minute
+//! reports on the flush interval and hand them to the shipper.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::future::Future;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use vigil_proto::PROTOCOL_VERSION;
+use vigil_proto::v1::{Report, report::Body};
+
+use crate::config::{AgentConfig, LogsConfig, StartAt};
+use crate::identity::{Identity, IdentityError};
+use crate::minute::{Counts, MinuteCounters};
+use crate::ship::{ShipError, Shipper};
+
+/// Version of the exception fingerprint algorithm carried in every report.
+pub const FINGERPRINT_VERSION: u32 = 1;
+/// How often files are checked for new data.
+const READ_INTERVAL: Duration = Duration::from_millis(250);
+/// How long a stopping agent waits for its last reports to be acknowledged.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Why the agent stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Ship(#[from] ShipError),
+}
+
+/// Runs the agent until `shutdown` resolves.
+///
+/// # Errors
+/// [`AgentError`] when the data directory or the detector endpoint cannot be used.
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), AgentError> {
+    let mut identity = Identity::load_or_create(&config.data_dir)?;
+    let shipper = Shipper::start(&config.detector)?;
+    let apps = config.logs.iter().map(|l| l.app.clone()).collect();
+    let mut counters = MinuteCounters::new(apps, unix_now());
+    let mut files = LineCounter::new(&config.logs);
+    let flush_every = config.detector.flush_interval;
+    // At a 60 s interval each minute goes out once, shortly after it closes.
+    let include_open = flush_every < Duration::from_secs(60);
+    let first_flush = if include_open {
+        flush_every
+    } else {
+        let into_minute = unix_now().rem_euclid(60);
+        Duration::from_secs(u64::try_from(62 - into_minute).unwrap_or(60))
+    };
+    let mut flush_tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + first_flush, flush_every);
+    let mut read_tick = tokio::time::interval(READ_INTERVAL);
+    tracing::info!(host = %config.host, instance = identity.instance(), endpoint = %config.detector.endpoint, sources = config.logs.len(), "vigil-agent running");
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = read_tick.tick() => files.poll(&mut counters, unix_now()),
+            _ = flush_tick.tick() => {
+                flush(&config, &mut counters, include_open, &mut identity, &shipper).await?;
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    files.poll(&mut counters, unix_now());
+    flush(&config, &mut counters, true, &mut identity, &shipper).await?;
+    shipper.close(SHUTDOWN_GRACE).await;
+    tracing::info!("vigil-agent stopped");
+    Ok(())
+}
+
+async fn flush(
+    config: &AgentConfig,
+    counters: &mut MinuteCounters,
+    include_open: bool,
+    identity: &mut Identity,
+    shipper: &Shipper,
+) -> Result<(), AgentError> {
+    let now = unix_now();
+    for minute in counters.take(now, include_open) {
+        let report = Report {
+            protocol_version: PROTOCOL_VERSION,
+            host: config.host.clone(),
+            instance: identity.instance().to_owned(),
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            fingerprint_version: FINGERPRINT_VERSION,
+            seq: identity.next_seq()?,
+            sent_at: now,
+            body: Some(Body::Minute(minute)),
+        };
+        shipper.send(report).await?;
+    }
+    Ok(())
+}
+
+pub(crate) fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Counts the lines files gain, following each configured glob.
+struct LineCounter {
+    sources: Vec<Source>,
+    first_poll: bool,
+}
+
+struct Source {
+    paths: Vec<String>,
+    exclude: Vec<glob::Pattern>,
+    start_at: StartAt,
+    files: HashMap<PathBuf, Followed>,
+}
+
+struct Followed {
+    inode: u64,
+    offset: u64,
+}
+
+impl LineCounter {
+    fn new(logs: &[LogsConfig]) -> Self {
+        let sources = logs
+            .iter()
+            .map(|l| Source {
+                paths: l.paths.clone(),
+                exclude: l
+                    .exclude
+                    .iter()
+                    .filter_map(|p| glob::Pattern::new(p).ok())
+                    .collect(),
+                start_at: l.start_at,
+                files: HashMap::new(),
+            })
+            .collect();
+        Self {
+            sources,
+            first_poll: true,
+        }
+    }
+
+    fn poll(&mut self, counters: &mut MinuteCounters, now: i64) {
+        let first = std::mem::take(&mut self.first_poll);
+        for (app, source) in self.sources.iter_mut().enumerate() {
+            for pattern in &source.paths {
+                let Ok(paths) = glob::glob(pattern) else {
+                    continue;
+                };
+                for path in paths.flatten() {
+                    let excluded = source.exclude.iter().any(|p| {
+                        p.matches_path(&path)
+                            || path
+                                .file_name()
+                                .is_some_and(|n| p.matches(&n.to_string_lossy()))
+                    });
+                    if excluded {
+                        continue;
+                    }
+                    let lines = read_new_lines(
+                        &mut source.files,
+                        &path,
+                        first && source.start_at == StartAt::End,
+                    );
+                    if lines > 0 {
+                        counters.record(
+                            app,
+                            now,
+                            Counts {
+                                lines,
+                                ..Default::default()
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads what `path` gained since the last call and returns the number of complete lines.
+fn read_new_lines(
+    files: &mut HashMap<PathBuf, Followed>,
+    path: &PathBuf,
+    skip_existing: bool,
+) -> u64 {
+    let Ok(mut file) = File::open(path) else {
+        return 0;
+    };
+    let Ok(meta) = file.metadata() else {
+        return 0;
+    };
+    if !meta.is_file() {
+        return 0;
+    }
+    let followed = files.entry(path.clone()).or_insert(Followed {
+        inode: meta.ino(),
+        offset: if skip_existing { meta.len() } else { 0 },
+    });
+    if followed.inode != meta.ino() || meta.len() < followed.offset {
+        *followed = Followed {
+            inode: meta.ino(),
+            offset: 0,
+        };
+    }
+    if meta.len() == followed.offset || file.seek(SeekFrom::Start(followed.offset)).is_err() {
+        return 0;
+    }
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut lines = 0;
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let chunk = &buf[..n];
+                // Only complete lines count; a partial last line waits for its newline.
+                match memchr::memrchr(b'\n', chunk) {
+                    Some(last) => {
+                        lines += memchr::memchr_iter(b'\n', &chunk[..=last]).count() as u64;
+                        followed.offset += last as u64 + 1;
+                        if last + 1 < n {
+                            break;
+                        }
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+    lines
+}

@@ -1,0 +1,129 @@
+//! The HTTP API (DESIGN §5, a contract): JSON under `/api/v1`, liveness on `/healthz`.
+//! Bad requests get a `4xx` with `{"error": "..."}` saying what is wrong.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::store::{SeriesQuery, Store};
+
+/// What every handler can reach.
+#[derive(Debug)]
+pub struct ApiState<S> {
+    pub store: Arc<S>,
+    /// Bearer token required on `/api/*`, when configured.
+    pub token: Option<String>,
+}
+
+/// An API error: a status and a message for the caller.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        tracing::error!(error = %e, "API request failed in the store");
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: e.to_string(),
+        }
+    }
+}
+
+/// The router of the HTTP port.
+pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
+    let api = Router::new()
+        .route("/series", get(series::<S>))
+        .fallback(|| async {
+            ApiError {
+                status: StatusCode::NOT_FOUND,
+                message: "no such API endpoint".into(),
+            }
+        })
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&state),
+            require_token::<S>,
+        ));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .nest("/api/v1", api)
+        .with_state(state)
+}
+
+async fn require_token<S: Store>(
+    State(state): State<Arc<ApiState<S>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(expected) = &state.token {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !presented.is_some_and(|p| crate::auth::token_matches(p, expected)) {
+            return ApiError {
+                status: StatusCode::UNAUTHORIZED,
+                message: "missing or wrong bearer token".into(),
+            }
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeriesParams {
+    app: Option<String>,
+    host: Option<String>,
+    from: Option<i64>,
+    to: Option<i64>,
+}
+
+async fn series<S: Store>(
+    State(state): State<Arc<ApiState<S>>>,
+    params: Result<Query<SeriesParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if let (Some(from), Some(to)) = (params.from, params.to)
+        && from > to
+    {
+        return Err(ApiError::bad_request(format!(
+            "from ({from}) is after to ({to})"
+        )));
+    }
+    let query = SeriesQuery {
+        app: params.app.filter(|s| !s.is_empty()),
+        host: params.host.filter(|s| !s.is_empty()),
+        from: params.from,
+        to: params.to,
+    };
+    let minutes = state.store.series(&query).await?;
+    Ok(Json(json!({ "minutes": minutes })).into_response())
+}

@@ -1,0 +1,201 @@
+//! The detector's configuration file (DESIGN §5, a contract): TOML, unknown keys refused.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Default location of the configuration file.
+pub const DEFAULT_PATH: &str = "/etc/vigil/detector.toml";
+
+/// A validated detector configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorConfig {
+    /// Where agents connect (gRPC).
+    #[serde(default = "default_grpc_listen")]
+    pub grpc_listen: SocketAddr,
+    /// Where the HTTP API and pages are served.
+    #[serde(default = "default_http_listen")]
+    pub http_listen: SocketAddr,
+    /// Directory of the embedded store.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// File holding the bearer token that agents and API callers must send.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Where decision changes are posted.
+    #[serde(default)]
+    pub webhooks: Vec<Webhook>,
+}
+
+/// A receiver of decision changes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// `http://` or `https://` URL that receives a JSON POST.
+    pub url: String,
+    /// Decisions that are posted (`pass`, `watch`, `block`); empty means all.
+    #[serde(default)]
+    pub events: Vec<String>,
+}
+
+fn default_grpc_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 7400))
+}
+
+fn default_http_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7401))
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/vigil-detector")
+}
+
+/// Why a configuration was refused: the file, the key (when known) and the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not fit the schema.
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// A key holds a value that is not acceptable.
+    #[error("{path}: {key}: {reason}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
+}
+
+impl DetectorConfig {
+    /// Reads and validates the configuration at `path`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file, the key and the reason.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and validates configuration text; `path` is only used in errors.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file, the key and the reason.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let config: DetectorConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: String, reason: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            reason,
+        };
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir".into(), "must not be empty".into()));
+        }
+        if let Some(token_file) = &self.token_file {
+            read_token(token_file).map_err(|reason| invalid("token_file".into(), reason))?;
+        }
+        for (i, hook) in self.webhooks.iter().enumerate() {
+            if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
+                return Err(invalid(
+                    format!("webhooks[{i}].url"),
+                    format!("{:?} is not an http:// or https:// URL", hook.url),
+                ));
+            }
+            for event in &hook.events {
+                if !matches!(event.as_str(), "pass" | "watch" | "block") {
+                    return Err(invalid(
+                        format!("webhooks[{i}].events"),
+                        format!("{event:?} is not one of \"pass\", \"watch\", \"block\""),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The bearer token callers must present, when `token_file` is set.
+    ///
+    /// # Errors
+    /// The reason the token file cannot be used.
+    pub fn token(&self) -> Result<Option<String>, String> {
+        self.token_file.as_deref().map(read_token).transpose()
+    }
+}
+
+/// Reads a token file: its content without surrounding white space, never empty.
+fn read_token(path: &Path) -> Result<String, String> {
+    let text =
+        fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(token.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<DetectorConfig, ConfigError> {
+        DetectorConfig::parse(Path::new("detector.toml"), text)
+    }
+
+    #[test]
+    fn defaults_fill_an_empty_file() {
+        let config = parse("").expect("empty config is valid");
+        assert_eq!(config.grpc_listen.port(), 7400);
+        assert_eq!(config.http_listen.to_string(), "127.0.0.1:7401");
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/vigil-detector"));
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_the_file() {
+        let err = parse("grpc_listn = \"0.0.0.0:1\"").expect_err("unknown key");
+        let text = err.to_string();
+        assert!(text.starts_with("detector.toml: "), "{text}");
+        assert!(text.contains("grpc_listn"), "{text}");
+    }
+
+    #[test]
+    fn bad_address_is_refused() {
+        let err = parse("http_listen = \"localhost\"").expect_err("bad address");
+        assert!(err.to_string().contains("http_listen"), "{err}");
+    }
+
+    #[test]
+    fn webhook_events_are_checked() {
+        let err = parse("[[webhooks]]\nurl = \"http://x/hook\"\nevents = [\"explode\"]")
+            .expect_err("bad event");
+        assert_eq!(
+            err.to_string(),
+            "detector.toml: webhooks[0].events: \"explode\" is not one of \"pass\", \"watch\", \"block\""
+        );
+        let err = parse("[[webhooks]]\nurl = \"ftp://x\"").expect_err("bad url");
+        assert!(err.to_string().contains("webhooks[0].url"), "{err}");
+    }
+
+    #[test]
+    fn missing_token_file_is_refused() {
+        let err = parse("token_file = \"/nonexistent/vigil-token\"").expect_err("missing token");
+        assert!(err.to_string().contains("token_file: cannot read"), "{err}");
+    }
+}

@@ -1,0 +1,260 @@
+//! Ingest: the `vigil.v1.Collector` gRPC service. Reports from all agent streams go to one
+//! writer task that commits them in batches (group commit) and only then lets each stream
+//! acknowledge its reports, in order.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use vigil_proto::PROTOCOL_VERSION;
+use vigil_proto::v1::collector_server::Collector;
+use vigil_proto::v1::{Ack, AckStatus, Report, report::Body};
+
+use crate::store::{IngestOutcome, Store};
+
+/// Largest number of reports committed in one transaction.
+const MAX_BATCH: usize = 1024;
+/// Reports of one stream that may wait for their commit before the stream stops reading.
+const IN_FLIGHT_PER_STREAM: usize = 256;
+/// How far in the future a minute may lie (clock skew), in seconds.
+const MAX_FUTURE_SECS: i64 = 24 * 60 * 60;
+
+type Reply = oneshot::Sender<Result<IngestOutcome, String>>;
+
+/// Hands reports to the writer task; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    tx: mpsc::Sender<(Report, Reply)>,
+}
+
+impl Ingest {
+    /// Starts the writer task over `store`.
+    pub fn start<S: Store>(store: Arc<S>) -> Self {
+        let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
+        tokio::spawn(write_batches(store, rx));
+        Self { tx }
+    }
+
+    /// Queues a valid report; the receiver resolves once it is committed (or the store
+    /// failed, with the reason).
+    async fn submit(&self, report: Report) -> oneshot::Receiver<Result<IngestOutcome, String>> {
+        let (reply, wait) = oneshot::channel();
+        if let Err(mpsc::error::SendError((_, reply))) = self.tx.send((report, reply)).await {
+            let _ = reply.send(Err("the store is shutting down".into()));
+        }
+        wait
+    }
+}
+
+async fn write_batches<S: Store>(store: Arc<S>, mut rx: mpsc::Receiver<(Report, Reply)>) {
+    let mut pending = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut pending, MAX_BATCH).await > 0 {
+        let (reports, replies): (Vec<Report>, Vec<Reply>) = pending.drain(..).unzip();
+        match store.ingest(&reports, unix_now()).await {
+            Ok(outcomes) => {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, reports = reports.len(), "commit failed; agents will resend");
+                for reply in replies {
+                    let _ = reply.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Why a report can never be stored. The agent is told and must not send it again.
+pub fn validate(report: &Report, now: i64) -> Result<(), String> {
+    if report.protocol_version != PROTOCOL_VERSION {
+        return Err(format!(
+            "protocol version {} is not supported (this detector speaks {PROTOCOL_VERSION})",
+            report.protocol_version
+        ));
+    }
+    if report.host.is_empty() || report.host.len() > 255 {
+        return Err("host must be 1 to 255 bytes".into());
+    }
+    if report.instance.is_empty() || report.instance.len() > 64 {
+        return Err("instance must be 1 to 64 bytes".into());
+    }
+    if report.seq == 0 {
+        return Err("seq must start at 1".into());
+    }
+    match &report.body {
+        None => Err("report has no body".into()),
+        Some(Body::Minute(minute)) => {
+            if minute.minute % 60 != 0 {
+                return Err(format!("minute {} is not a multiple of 60", minute.minute));
+            }
+            if minute.minute > now + MAX_FUTURE_SECS {
+                return Err(format!(
+                    "minute {} is more than a day in the future",
+                    minute.minute
+                ));
+            }
+            for app in &minute.apps {
+                if app.app.is_empty() || app.app.len() > 255 {
+                    return Err("app name must be 1 to 255 bytes".into());
+                }
+            }
+            Ok(())
+        }
+        Some(Body::Alert(alert)) => {
+            if alert.app.is_empty() {
+                return Err("alert without app".into());
+            }
+            if alert.definition.is_none() {
+                return Err("alert without exception definition".into());
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The `vigil.v1.Collector` service.
+#[derive(Debug, Clone)]
+pub struct CollectorService {
+    ingest: Ingest,
+}
+
+impl CollectorService {
+    /// A service that hands reports to `ingest`.
+    pub fn new(ingest: Ingest) -> Self {
+        Self { ingest }
+    }
+}
+
+type AckStream = Pin<Box<dyn Stream<Item = Result<Ack, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Collector for CollectorService {
+    type StreamStream = AckStream;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<Report>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let peer = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let mut inbound = request.into_inner();
+        let (ack_tx, ack_rx) = mpsc::channel::<Result<Ack, Status>>(IN_FLIGHT_PER_STREAM);
+        // Acks leave in the order reports arrived: each report's commit is awaited in turn.
+        let (wait_tx, mut wait_rx) = mpsc::channel::<(u64, PendingAck)>(IN_FLIGHT_PER_STREAM);
+        let ingest = self.ingest.clone();
+        tokio::spawn(async move {
+            loop {
+                match inbound.message().await {
+                    Ok(Some(report)) => {
+                        let seq = report.seq;
+                        let pending = match validate(&report, unix_now()) {
+                            Ok(()) => PendingAck::Commit(ingest.submit(report).await),
+                            Err(reason) => {
+                                tracing::warn!(%peer, host = %report.host, seq, %reason, "report rejected");
+                                PendingAck::Rejected(reason)
+                            }
+                        };
+                        if wait_tx.send((seq, pending)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(%peer, %status, "agent stream ended");
+                        break;
+                    }
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some((seq, pending)) = wait_rx.recv().await {
+                let ack = match pending {
+                    PendingAck::Rejected(error) => Ok(Ack {
+                        seq,
+                        status: AckStatus::Rejected.into(),
+                        error,
+                    }),
+                    PendingAck::Commit(wait) => match wait.await {
+                        Ok(Ok(outcome)) => Ok(Ack {
+                            seq,
+                            status: match outcome {
+                                IngestOutcome::Stored => AckStatus::Stored,
+                                IngestOutcome::Duplicate => AckStatus::Duplicate,
+                            }
+                            .into(),
+                            error: String::new(),
+                        }),
+                        // The store failed: end the stream so the agent resends later.
+                        Ok(Err(reason)) => Err(Status::unavailable(reason)),
+                        Err(_) => Err(Status::unavailable("detector shutting down")),
+                    },
+                };
+                let failed = ack.is_err();
+                if ack_tx.send(ack).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(ack_rx))))
+    }
+}
+
+enum PendingAck {
+    Commit(oneshot::Receiver<Result<IngestOutcome, String>>),
+    Rejected(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_proto::v1::{AppCounters, MinuteReport};
+
+    fn report(minute: i64) -> Report {
+        Report {
+            protocol_version: PROTOCOL_VERSION,
+            host: "h".into(),
+            instance: "i".into(),
+            seq: 1,
+            body: Some(Body::Minute(MinuteReport {
+                minute,
+                apps: vec![AppCounters {
+                    app: "shop".into(),
+                    ..Default::default()
+                }],
+                host_metrics: None,
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        let now = 1_763_880_000;
+        assert_eq!(validate(&report(now), now), Ok(()));
+        assert!(validate(&report(now + 30), now).is_err_and(|e| e.contains("multiple of 60")));
+        assert!(
+            validate(&report(now + 2 * 86_400), now).is_err_and(|e| e.contains("in the future"))
+        );
+        let mut old = report(now);
+        old.protocol_version = 7;
+        assert!(validate(&old, now).is_err_and(|e| e.contains("protocol version 7")));
+        let mut no_seq = report(now);
+        no_seq.seq = 0;
+        assert!(validate(&no_seq, now).is_err());
+    }
+}

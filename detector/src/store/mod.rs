@@ -1,0 +1,129 @@
+//! The detector's store: reports de-duplicated by `(instance, seq)`, per-minute counters
+//! added up per app, host and minute, and the exceptions each app has shown.
+//!
+//! The [`Store`] trait keeps the rest of the detector independent of the database; the
+//! embedded [`SqliteStore`] is the default, and a shared PostgreSQL store can follow behind
+//! the same trait.
+
+mod sqlite;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+
+use serde::Serialize;
+use vigil_proto::v1::Report;
+
+pub use sqlite::SqliteStore;
+
+/// What became of a report handed to [`Store::ingest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestOutcome {
+    /// Committed now.
+    Stored,
+    /// The same `(instance, seq)` was stored before; nothing changed.
+    Duplicate,
+}
+
+/// A failure of the store itself (not of a report).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed.
+    #[error("store: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The store's files could not be prepared.
+    #[error("store: {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// The database was written by a newer Vigil.
+    #[error("store: schema version {found} is newer than this detector's {supported}")]
+    SchemaTooNew { found: i64, supported: i64 },
+}
+
+/// Which per-minute counters to read.
+#[derive(Debug, Clone, Default)]
+pub struct SeriesQuery {
+    /// Only this app.
+    pub app: Option<String>,
+    /// Only this host.
+    pub host: Option<String>,
+    /// First minute included (Unix seconds).
+    pub from: Option<i64>,
+    /// Last minute included (Unix seconds).
+    pub to: Option<i64>,
+}
+
+/// Counters of one app on one host in one minute, summed over reports: the `minutes` shape
+/// of the replay case (DESIGN §5), with the app added.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MinuteRow {
+    pub app: String,
+    pub host: String,
+    pub minute: i64,
+    pub lines: u64,
+    pub error_lines: u64,
+    pub warn_lines: u64,
+    /// Count per fingerprint (16 lowercase hex digits).
+    pub exceptions: BTreeMap<String, u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_metrics: Option<HostMetricsRow>,
+}
+
+/// Host metrics of one host in one minute; absent fields were not measured.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct HostMetricsRow {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_pct: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_pct_max: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mem_used_pct: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub swap_used_pct: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load1: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load5: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load15: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_read_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_write_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_reads: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_writes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_busy_pct: Option<f64>,
+}
+
+/// Formats a fingerprint as the 16 lowercase hex digits used in the API and replay cases.
+pub fn fingerprint_hex(fingerprint: u64) -> String {
+    format!("{fingerprint:016x}")
+}
+
+/// The detector's storage. Implementations must make [`Store::ingest`] atomic per call:
+/// when it returns `Ok`, every report of the batch is durably committed.
+pub trait Store: Send + Sync + 'static {
+    /// Stores a batch of validated reports in one transaction, once per `(instance, seq)`;
+    /// the outcomes are in the order of the batch.
+    ///
+    /// # Errors
+    /// [`StoreError`] when nothing of the batch could be committed.
+    fn ingest(
+        &self,
+        batch: &[Report],
+        received_at: i64,
+    ) -> impl Future<Output = Result<Vec<IngestOutcome>, StoreError>> + Send;
+
+    /// Per-minute counters, ordered by app, host and minute.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    fn series(
+        &self,
+        query: &SeriesQuery,
+    ) -> impl Future<Output = Result<Vec<MinuteRow>, StoreError>> + Send;
+}

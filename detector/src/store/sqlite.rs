@@ -1,0 +1,688 @@
+//! The embedded store: one SQLite file in `data_dir`, written by one connection in WAL mode
+//! with `synchronous = FULL`, so a committed batch survives a crash or power loss.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+use vigil_proto::v1::{
+    AppCounters, ExceptionDefinition, HostMetrics, MinuteReport, Report, report::Body,
+};
+
+use super::{
+    HostMetricsRow, IngestOutcome, MinuteRow, SeriesQuery, Store, StoreError, fingerprint_hex,
+};
+
+/// Version of the schema below, kept in `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Name of the database file inside `data_dir`.
+pub const DB_FILE: &str = "vigil.db";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS reports (
+    instance TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    PRIMARY KEY (instance, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS app_minutes (
+    app TEXT NOT NULL,
+    host TEXT NOT NULL,
+    minute INTEGER NOT NULL,
+    lines INTEGER NOT NULL,
+    error_lines INTEGER NOT NULL,
+    warn_lines INTEGER NOT NULL,
+    events INTEGER NOT NULL,
+    truncated_lines INTEGER NOT NULL,
+    reports INTEGER NOT NULL,
+    PRIMARY KEY (app, host, minute)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS exception_minutes (
+    app TEXT NOT NULL,
+    host TEXT NOT NULL,
+    minute INTEGER NOT NULL,
+    fingerprint INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (app, host, minute, fingerprint)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS host_minutes (
+    host TEXT NOT NULL,
+    minute INTEGER NOT NULL,
+    metrics TEXT NOT NULL,
+    samples INTEGER NOT NULL,
+    partial INTEGER NOT NULL,
+    PRIMARY KEY (host, minute)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS fingerprints (
+    app TEXT NOT NULL,
+    fingerprint INTEGER NOT NULL,
+    class TEXT NOT NULL DEFAULT '',
+    causes TEXT NOT NULL DEFAULT '[]',
+    message TEXT NOT NULL DEFAULT '',
+    frames TEXT NOT NULL DEFAULT '[]',
+    dangerous INTEGER NOT NULL DEFAULT 0,
+    sample TEXT NOT NULL DEFAULT '',
+    first_seen INTEGER,
+    last_seen INTEGER,
+    count INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (app, fingerprint)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY,
+    app TEXT NOT NULL,
+    host TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    fingerprint INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    received_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS hosts (
+    app TEXT NOT NULL,
+    host TEXT NOT NULL,
+    last_minute INTEGER NOT NULL,
+    agent_version TEXT NOT NULL,
+    PRIMARY KEY (app, host)
+) WITHOUT ROWID;
+";
+
+/// The embedded SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    /// The only connection that writes: SQLite has one writer at a time anyway, and one
+    /// connection makes each `ingest` batch one transaction without lock contention.
+    writer: SqlitePool,
+    readers: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `data_dir`.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the directory or database cannot be opened, or the schema is
+    /// newer than this detector understands.
+    pub async fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Io {
+            path: data_dir.to_owned(),
+            source,
+        })?;
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(data_dir.join(DB_FILE))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        let found: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&writer)
+            .await?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew {
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        sqlx::raw_sql(SCHEMA).execute(&writer).await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "PRAGMA user_version = {SCHEMA_VERSION}"
+        )))
+        .execute(&writer)
+        .await?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Self { writer, readers })
+    }
+}
+
+impl Store for SqliteStore {
+    async fn ingest(
+        &self,
+        batch: &[Report],
+        received_at: i64,
+    ) -> Result<Vec<IngestOutcome>, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for report in batch {
+            outcomes.push(ingest_one(&mut tx, report, received_at).await?);
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn series(&self, query: &SeriesQuery) -> Result<Vec<MinuteRow>, StoreError> {
+        macro_rules! filter {
+            () => {
+                "(?1 IS NULL OR app = ?1) AND (?2 IS NULL OR host = ?2) \
+                 AND (?3 IS NULL OR minute >= ?3) AND (?4 IS NULL OR minute <= ?4)"
+            };
+        }
+        let rows = sqlx::query(concat!(
+            "SELECT app, host, minute, lines, error_lines, warn_lines FROM app_minutes WHERE ",
+            filter!(),
+            " ORDER BY app, host, minute"
+        ))
+        .bind(&query.app)
+        .bind(&query.host)
+        .bind(query.from)
+        .bind(query.to)
+        .fetch_all(&self.readers)
+        .await?;
+        let mut out: BTreeMap<(String, String, i64), MinuteRow> = BTreeMap::new();
+        for row in rows {
+            let key: (String, String, i64) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            out.insert(
+                key.clone(),
+                MinuteRow {
+                    app: key.0,
+                    host: key.1,
+                    minute: key.2,
+                    lines: get_u64(&row, 3)?,
+                    error_lines: get_u64(&row, 4)?,
+                    warn_lines: get_u64(&row, 5)?,
+                    exceptions: BTreeMap::new(),
+                    host_metrics: None,
+                },
+            );
+        }
+        let exceptions = sqlx::query(concat!(
+            "SELECT app, host, minute, fingerprint, count FROM exception_minutes WHERE ",
+            filter!()
+        ))
+        .bind(&query.app)
+        .bind(&query.host)
+        .bind(query.from)
+        .bind(query.to)
+        .fetch_all(&self.readers)
+        .await?;
+        for row in exceptions {
+            let key: (String, String, i64) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            if let Some(minute) = out.get_mut(&key) {
+                let fingerprint: i64 = row.try_get(3)?;
+                minute
+                    .exceptions
+                    .insert(fingerprint_hex(fingerprint as u64), get_u64(&row, 4)?);
+            }
+        }
+        let host_rows = sqlx::query(
+            "SELECT host, minute, metrics FROM host_minutes WHERE (?1 IS NULL OR host = ?1) \
+             AND (?2 IS NULL OR minute >= ?2) AND (?3 IS NULL OR minute <= ?3)",
+        )
+        .bind(&query.host)
+        .bind(query.from)
+        .bind(query.to)
+        .fetch_all(&self.readers)
+        .await?;
+        let mut host_metrics: BTreeMap<(String, i64), HostMetricsRow> = BTreeMap::new();
+        for row in host_rows {
+            let stored: StoredHostMetrics = decode_metrics(row.try_get(2)?);
+            host_metrics.insert((row.try_get(0)?, row.try_get(1)?), stored.into_row());
+        }
+        Ok(out
+            .into_values()
+            .map(|mut row| {
+                row.host_metrics = host_metrics.get(&(row.host.clone(), row.minute)).cloned();
+                row
+            })
+            .collect())
+    }
+}
+
+fn get_u64(row: &SqliteRow, index: usize) -> Result<u64, sqlx::Error> {
+    let value: i64 = row.try_get(index)?;
+    Ok(u64::try_from(value).unwrap_or(0))
+}
+
+/// Counts are kept as SQLite integers (i64); a count never comes near 2^63.
+fn count(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Fingerprints are 64-bit patterns stored in SQLite's signed integers bit for bit.
+fn fp(fingerprint: u64) -> i64 {
+    fingerprint as i64
+}
+
+async fn ingest_one(
+    tx: &mut Transaction<'_, Sqlite>,
+    report: &Report,
+    received_at: i64,
+) -> Result<IngestOutcome, StoreError> {
+    let kind = match &report.body {
+        Some(Body::Minute(_)) => "minute",
+        Some(Body::Alert(_)) => "alert",
+        None => "empty",
+    };
+    let inserted = sqlx::query(
+        "INSERT INTO reports (instance, seq, host, kind, received_at) VALUES (?, ?, ?, ?, ?) \
+         ON CONFLICT (instance, seq) DO NOTHING",
+    )
+    .bind(&report.instance)
+    .bind(count(report.seq))
+    .bind(&report.host)
+    .bind(kind)
+    .bind(received_at)
+    .execute(&mut **tx)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Ok(IngestOutcome::Duplicate);
+    }
+    match &report.body {
+        Some(Body::Minute(minute)) => ingest_minute(tx, report, minute).await?,
+        Some(Body::Alert(alert)) => {
+            if let Some(definition) = &alert.definition {
+                store_definition(tx, &alert.app, definition).await?;
+                sqlx::query(
+                    "INSERT INTO alerts (app, host, at, fingerprint, count, received_at) \
+                     VALUES (?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&alert.app)
+                .bind(&report.host)
+                .bind(alert.at)
+                .bind(fp(definition.fingerprint))
+                .bind(count(alert.count))
+                .bind(received_at)
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
+        None => {}
+    }
+    Ok(IngestOutcome::Stored)
+}
+
+async fn ingest_minute(
+    tx: &mut Transaction<'_, Sqlite>,
+    report: &Report,
+    minute: &MinuteReport,
+) -> Result<(), StoreError> {
+    for app in &minute.apps {
+        ingest_app(tx, report, minute.minute, app).await?;
+    }
+    if let Some(metrics) = &minute.host_metrics {
+        let old: Option<String> =
+            sqlx::query_scalar("SELECT metrics FROM host_minutes WHERE host = ? AND minute = ?")
+                .bind(&report.host)
+                .bind(minute.minute)
+                .fetch_optional(&mut **tx)
+                .await?;
+        let new = StoredHostMetrics::from_proto(metrics);
+        let merged = match old {
+            Some(text) => decode_metrics(text).merge(&new),
+            None => new,
+        };
+        let json = serde_json::to_string(&merged).unwrap_or_default();
+        sqlx::query(
+            "INSERT INTO host_minutes (host, minute, metrics, samples, partial) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (host, minute) DO UPDATE SET metrics = excluded.metrics, \
+             samples = excluded.samples, partial = excluded.partial",
+        )
+        .bind(&report.host)
+        .bind(minute.minute)
+        .bind(json)
+        .bind(i64::from(merged.samples))
+        .bind(merged.partial)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn ingest_app(
+    tx: &mut Transaction<'_, Sqlite>,
+    report: &Report,
+    minute: i64,
+    app: &AppCounters,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO app_minutes (app, host, minute, lines, error_lines, warn_lines, events, \
+         truncated_lines, reports) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1) \
+         ON CONFLICT (app, host, minute) DO UPDATE SET lines = lines + excluded.lines, \
+         error_lines = error_lines + excluded.error_lines, \
+         warn_lines = warn_lines + excluded.warn_lines, events = events + excluded.events, \
+         truncated_lines = truncated_lines + excluded.truncated_lines, reports = reports + 1",
+    )
+    .bind(&app.app)
+    .bind(&report.host)
+    .bind(minute)
+    .bind(count(app.lines))
+    .bind(count(app.error_lines))
+    .bind(count(app.warn_lines))
+    .bind(count(app.events))
+    .bind(count(app.truncated_lines))
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO hosts (app, host, last_minute, agent_version) VALUES (?, ?, ?, ?) \
+         ON CONFLICT (app, host) DO UPDATE SET last_minute = max(last_minute, excluded.last_minute), \
+         agent_version = excluded.agent_version",
+    )
+    .bind(&app.app)
+    .bind(&report.host)
+    .bind(minute)
+    .bind(&report.agent_version)
+    .execute(&mut **tx)
+    .await?;
+    for definition in &app.definitions {
+        store_definition(tx, &app.app, definition).await?;
+    }
+    for exception in &app.exceptions {
+        sqlx::query(
+            "INSERT INTO exception_minutes (app, host, minute, fingerprint, count) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (app, host, minute, fingerprint) \
+             DO UPDATE SET count = count + excluded.count",
+        )
+        .bind(&app.app)
+        .bind(&report.host)
+        .bind(minute)
+        .bind(fp(exception.fingerprint))
+        .bind(count(exception.count))
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO fingerprints (app, fingerprint, first_seen, last_seen, count) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT (app, fingerprint) DO UPDATE SET \
+             first_seen = min(coalesce(first_seen, excluded.first_seen), excluded.first_seen), \
+             last_seen = max(coalesce(last_seen, excluded.last_seen), excluded.last_seen), \
+             count = count + excluded.count",
+        )
+        .bind(&app.app)
+        .bind(fp(exception.fingerprint))
+        .bind(minute)
+        .bind(minute)
+        .bind(count(exception.count))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Keeps the first definition a fingerprint arrived with.
+async fn store_definition(
+    tx: &mut Transaction<'_, Sqlite>,
+    app: &str,
+    definition: &ExceptionDefinition,
+) -> Result<(), StoreError> {
+    let causes = serde_json::to_string(&definition.causes).unwrap_or_default();
+    let frames = serde_json::to_string(&definition.frames).unwrap_or_default();
+    sqlx::query(
+        "INSERT INTO fingerprints (app, fingerprint, class, causes, message, frames, dangerous, \
+         sample) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (app, fingerprint) DO UPDATE SET \
+         class = excluded.class, causes = excluded.causes, message = excluded.message, \
+         frames = excluded.frames, dangerous = excluded.dangerous, sample = excluded.sample \
+         WHERE fingerprints.class = ''",
+    )
+    .bind(app)
+    .bind(fp(definition.fingerprint))
+    .bind(&definition.class)
+    .bind(causes)
+    .bind(&definition.message)
+    .bind(frames)
+    .bind(definition.dangerous)
+    .bind(&definition.sample)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Host metrics as stored, with what is needed to add up several reports of one minute.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+struct StoredHostMetrics {
+    #[serde(flatten)]
+    values: BTreeMap<String, f64>,
+    samples: u32,
+    partial: bool,
+}
+
+/// Fields averaged (weighted by samples) when two reports carry the same minute.
+const MEAN_FIELDS: [&str; 7] = [
+    "cpu_pct",
+    "mem_used_pct",
+    "swap_used_pct",
+    "load1",
+    "load5",
+    "load15",
+    "disk_busy_pct",
+];
+/// Fields that take the larger value.
+const MAX_FIELDS: [&str; 1] = ["cpu_pct_max"];
+/// Fields added up.
+const SUM_FIELDS: [&str; 4] = [
+    "disk_read_bytes",
+    "disk_write_bytes",
+    "disk_reads",
+    "disk_writes",
+];
+
+fn decode_metrics(text: String) -> StoredHostMetrics {
+    serde_json::from_str(&text).unwrap_or_default()
+}
+
+impl StoredHostMetrics {
+    fn from_proto(m: &HostMetrics) -> Self {
+        let mut values = BTreeMap::new();
+        let floats = [
+            ("cpu_pct", m.cpu_pct),
+            ("cpu_pct_max", m.cpu_pct_max),
+            ("mem_used_pct", m.mem_used_pct),
+            ("swap_used_pct", m.swap_used_pct),
+            ("load1", m.load1),
+            ("load5", m.load5),
+            ("load15", m.load15),
+            ("disk_busy_pct", m.disk_busy_pct),
+        ];
+        let counters = [
+            ("disk_read_bytes", m.disk_read_bytes),
+            ("disk_write_bytes", m.disk_write_bytes),
+            ("disk_reads", m.disk_reads),
+            ("disk_writes", m.disk_writes),
+        ];
+        for (name, value) in floats {
+            if let Some(v) = value.filter(|v| v.is_finite()) {
+                values.insert(name.to_owned(), v);
+            }
+        }
+        for (name, value) in counters {
+            if let Some(v) = value {
+                values.insert(name.to_owned(), v as f64);
+            }
+        }
+        Self {
+            values,
+            samples: m.samples.max(1),
+            partial: m.partial,
+        }
+    }
+
+    /// Adds up two reports of the same host and minute.
+    fn merge(&self, other: &Self) -> Self {
+        let mut values = BTreeMap::new();
+        let (wa, wb) = (f64::from(self.samples), f64::from(other.samples));
+        for name in MEAN_FIELDS.iter().chain(&MAX_FIELDS).chain(&SUM_FIELDS) {
+            let merged = match (self.values.get(*name), other.values.get(*name)) {
+                (Some(a), Some(b)) if MEAN_FIELDS.contains(name) => (a * wa + b * wb) / (wa + wb),
+                (Some(a), Some(b)) if MAX_FIELDS.contains(name) => a.max(*b),
+                (Some(a), Some(b)) => a + b,
+                (Some(a), None) | (None, Some(a)) => *a,
+                (None, None) => continue,
+            };
+            values.insert((*name).to_owned(), merged);
+        }
+        Self {
+            values,
+            samples: self.samples.saturating_add(other.samples),
+            partial: self.partial && other.partial,
+        }
+    }
+
+    fn into_row(self) -> HostMetricsRow {
+        let f = |name: &str| self.values.get(name).copied();
+        let u = |name: &str| self.values.get(name).map(|v| *v as u64);
+        HostMetricsRow {
+            cpu_pct: f("cpu_pct"),
+            cpu_pct_max: f("cpu_pct_max"),
+            mem_used_pct: f("mem_used_pct"),
+            swap_used_pct: f("swap_used_pct"),
+            load1: f("load1"),
+            load5: f("load5"),
+            load15: f("load15"),
+            disk_read_bytes: u("disk_read_bytes"),
+            disk_write_bytes: u("disk_write_bytes"),
+            disk_reads: u("disk_reads"),
+            disk_writes: u("disk_writes"),
+            disk_busy_pct: f("disk_busy_pct"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_proto::v1::ExceptionCount;
+
+    fn minute_report(instance: &str, seq: u64, minute: i64, lines: u64) -> Report {
+        Report {
+            protocol_version: 1,
+            host: "web-1".into(),
+            instance: instance.into(),
+            agent_version: "0.1.0".into(),
+            fingerprint_version: 1,
+            seq,
+            sent_at: minute + 61,
+            body: Some(Body::Minute(MinuteReport {
+                minute,
+                apps: vec![AppCounters {
+                    app: "shop".into(),
+                    lines,
+                    error_lines: 2,
+                    exceptions: vec![ExceptionCount {
+                        fingerprint: 0xfeed_beef_0000_0001,
+                        count: 3,
+                    }],
+                    ..Default::default()
+                }],
+                host_metrics: Some(HostMetrics {
+                    cpu_pct: Some(20.0),
+                    cpu_pct_max: Some(40.0),
+                    disk_write_bytes: Some(1000),
+                    samples: 6,
+                    ..Default::default()
+                }),
+            })),
+        }
+    }
+
+    #[tokio::test]
+    async fn reports_are_stored_once_and_minutes_add_up() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).await.expect("open");
+        let first = store
+            .ingest(
+                &[
+                    minute_report("i1", 1, 600, 10),
+                    minute_report("i1", 1, 600, 10),
+                    minute_report("i1", 2, 600, 5),
+                ],
+                700,
+            )
+            .await
+            .expect("ingest");
+        assert_eq!(
+            first,
+            [
+                IngestOutcome::Stored,
+                IngestOutcome::Duplicate,
+                IngestOutcome::Stored
+            ]
+        );
+        // A redelivery after a reconnect changes nothing.
+        let again = store
+            .ingest(&[minute_report("i1", 2, 600, 5)], 701)
+            .await
+            .expect("ingest");
+        assert_eq!(again, [IngestOutcome::Duplicate]);
+
+        let rows = store.series(&SeriesQuery::default()).await.expect("series");
+        assert_eq!(rows.len(), 1);
+        let row = &rows[0];
+        assert_eq!((row.lines, row.error_lines), (15, 4));
+        assert_eq!(row.exceptions.get("feedbeef00000001"), Some(&6));
+        let metrics = row.host_metrics.as_ref().expect("host metrics");
+        assert_eq!(metrics.cpu_pct, Some(20.0));
+        assert_eq!(metrics.disk_write_bytes, Some(2000));
+    }
+
+    #[tokio::test]
+    async fn store_survives_reopen_and_filters() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let store = SqliteStore::open(dir.path()).await.expect("open");
+            store
+                .ingest(
+                    &[
+                        minute_report("i1", 1, 600, 10),
+                        minute_report("i1", 2, 660, 7),
+                    ],
+                    700,
+                )
+                .await
+                .expect("ingest");
+        }
+        let store = SqliteStore::open(dir.path()).await.expect("reopen");
+        let rows = store
+            .series(&SeriesQuery {
+                app: Some("shop".into()),
+                host: Some("web-1".into()),
+                from: Some(660),
+                to: None,
+            })
+            .await
+            .expect("series");
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].minute, rows[0].lines), (660, 7));
+        let none = store
+            .series(&SeriesQuery {
+                app: Some("other".into()),
+                ..Default::default()
+            })
+            .await
+            .expect("series");
+        assert!(none.is_empty());
+    }
+
+    #[test]
+    fn host_metrics_merge_weights_means_and_adds_counters() {
+        let a = StoredHostMetrics::from_proto(&HostMetrics {
+            cpu_pct: Some(10.0),
+            cpu_pct_max: Some(50.0),
+            disk_reads: Some(4),
+            samples: 3,
+            ..Default::default()
+        });
+        let b = StoredHostMetrics::from_proto(&HostMetrics {
+            cpu_pct: Some(40.0),
+            cpu_pct_max: Some(45.0),
+            disk_reads: Some(6),
+            load1: Some(1.5),
+            samples: 1,
+            partial: true,
+            ..Default::default()
+        });
+        let row = a.merge(&b).into_row();
+        assert_eq!(row.cpu_pct, Some(17.5));
+        assert_eq!(row.cpu_pct_max, Some(50.0));
+        assert_eq!(row.disk_reads, Some(10));
+        assert_eq!(row.load1, Some(1.5));
+    }
+}

@@ -1,0 +1,239 @@
+//! Shared parts of the end-to-end tests: the real `vigil-agent` and `vigil-detector`
+//! binaries started as child processes on 127.0.0.1, with temporary configs.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Path of a workspace binary, built once per test run with the same profile as the tests.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = BUILT
+        .get_or_init(build_binaries)
+        .clone()
+        .unwrap_or_else(|e| panic!("{e}"));
+    dir.join(name)
+}
+
+fn build_binaries() -> Result<PathBuf, String> {
+    // tests run from target/<profile>/deps/; the binaries live in target/<profile>/.
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("cannot find the target directory")?
+        .to_owned();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args([
+        "build",
+        "--quiet",
+        "-p",
+        "vigil-agent",
+        "-p",
+        "vigil-detector",
+        "--bins",
+    ]);
+    if !cfg!(debug_assertions) {
+        build.arg("--release");
+    }
+    let status = build
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .map_err(|e| format!("cannot run cargo build: {e}"))?;
+    if !status.success() {
+        return Err(format!("cargo build of the binaries failed: {status}"));
+    }
+    Ok(profile_dir)
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; the OS rarely hands it out again at once).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+/// A child process killed when dropped.
+pub struct Running {
+    pub child: Child,
+    pub name: &'static str,
+}
+
+impl Running {
+    /// Sends SIGTERM and waits for the exit; returns whether it exited with success.
+    pub fn terminate(&mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        false
+    }
+
+    /// Kills with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A detector on free loopback ports with its data in `dir`.
+pub struct DetectorProcess {
+    pub process: Running,
+    pub grpc: String,
+    pub http: String,
+    pub config: PathBuf,
+}
+
+impl DetectorProcess {
+    pub fn start(dir: &Path) -> Self {
+        let (grpc_port, http_port) = (free_port(), free_port());
+        let config = dir.join("detector.toml");
+        write(
+            &config,
+            &format!(
+                "grpc_listen = \"127.0.0.1:{grpc_port}\"\nhttp_listen = \"127.0.0.1:{http_port}\"\ndata_dir = \"{}\"\n",
+                dir.join("detector-data").display()
+            ),
+        );
+        let mut detector = Self {
+            process: spawn("vigil-detector", &config, &dir.join("detector.log")),
+            grpc: format!("http://127.0.0.1:{grpc_port}"),
+            http: format!("http://127.0.0.1:{http_port}"),
+            config,
+        };
+        detector.wait_healthy();
+        detector
+    }
+
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if ureq::get(&format!("{}/healthz", self.http)).call().is_ok() {
+                return;
+            }
+            if let Ok(Some(status)) = self.process.child.try_wait() {
+                panic!("vigil-detector exited early: {status}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("vigil-detector did not become healthy within 20 s");
+    }
+
+    /// `GET` an API path, returning the JSON body.
+    pub fn get(&self, path: &str) -> serde_json::Value {
+        let mut response = ureq::get(&format!("{}{path}", self.http))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+        response
+            .body_mut()
+            .read_json()
+            .unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
+    }
+
+    /// Total lines stored for `app` on `host`.
+    pub fn lines(&self, app: &str, host: &str) -> u64 {
+        let series = self.get(&format!("/api/v1/series?app={app}&host={host}"));
+        series["minutes"]
+            .as_array()
+            .map(|minutes| minutes.iter().filter_map(|m| m["lines"].as_u64()).sum())
+            .unwrap_or(0)
+    }
+}
+
+/// Starts `vigil-<name> run --config PATH` with its output in `log`.
+pub fn spawn(name: &'static str, config: &Path, log: &Path) -> Running {
+    let out = std::fs::File::create(log).expect("log file");
+    let err = out.try_clone().expect("log file");
+    let child = Command::new(binary(name))
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .env("VIGIL_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+    Running { child, name }
+}
+
+/// Writes an agent config for one app tailing `logs_glob`, flushing every 200 ms.
+pub fn agent_config(dir: &Path, endpoint: &str, host: &str, app: &str, logs_glob: &str) -> PathBuf {
+    let config = dir.join(format!("agent-{host}.toml"));
+    write(
+        &config,
+        &format!(
+            r#"data_dir = "{data}"
+admin_listen = ""
+
+[host]
+name = "{host}"
+
+[detector]
+endpoint = "{endpoint}"
+flush_interval = "200ms"
+
+[[logs]]
+app = "{app}"
+paths = ["{logs_glob}"]
+start_at = "beginning"
+"#,
+            data = dir.join(format!("agent-{host}-data")).display()
+        ),
+    );
+    config
+}
+
+pub fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// Appends `lines` numbered log lines (logback layout) to `path`, starting at `first`.
+pub fn append_lines(path: &Path, first: u64, lines: u64) {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("open log");
+    let mut text = String::new();
+    for n in first..first + lines {
+        text.push_str(&format!(
+            "2026-11-23 18:44:43.651 INFO  [http-nio-8080-exec-1] shop.OrderService - Order {n} placed\n"
+        ));
+    }
+    file.write_all(text.as_bytes()).expect("append");
+}
+
+/// Polls `f` until it returns true or `timeout` passes; returns the last result.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

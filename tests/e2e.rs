@@ -1,0 +1,84 @@
+//! End to end: the real detector and agent binaries on 127.0.0.1.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{DetectorProcess, agent_config, append_lines, eventually, spawn};
+
+/// Lines written to a log file arrive in the detector, each counted exactly once.
+#[test]
+fn every_line_written_is_counted_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).expect("logs dir");
+    let log = logs.join("shop.log");
+    // Lines written before the agent starts are read too (start_at = "beginning").
+    append_lines(&log, 0, 500);
+
+    let detector = DetectorProcess::start(dir.path());
+    let config = agent_config(
+        dir.path(),
+        &detector.grpc,
+        "e2e-1",
+        "shop",
+        &format!("{}/*.log", logs.display()),
+    );
+    let mut agent = spawn("vigil-agent", &config, &dir.path().join("agent.log"));
+
+    let mut written = 500;
+    for _ in 0..10 {
+        append_lines(&log, written, 300);
+        written += 300;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(written, 3500);
+    let arrived = eventually(Duration::from_secs(30), || {
+        detector.lines("shop", "e2e-1") >= written
+    });
+    let counted = detector.lines("shop", "e2e-1");
+    assert!(
+        arrived,
+        "only {counted} of {written} lines arrived within 30 s"
+    );
+    // Nothing arrives twice, also once the agent has flushed again and stopped.
+    std::thread::sleep(Duration::from_millis(600));
+    assert!(
+        agent.terminate(),
+        "the agent did not stop cleanly on SIGTERM"
+    );
+    assert_eq!(detector.lines("shop", "e2e-1"), written);
+
+    let series = detector.get("/api/v1/series?app=shop&host=e2e-1");
+    let minute = &series["minutes"][0];
+    assert_eq!(minute["host"], "e2e-1");
+    assert_eq!(minute["app"], "shop");
+    assert_eq!(minute["minute"].as_i64().map(|m| m % 60), Some(0));
+}
+
+/// The API refuses bad requests with a 4xx and a JSON error that says what is wrong.
+#[test]
+fn bad_series_requests_get_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let detector = DetectorProcess::start(dir.path());
+    for (query, expected) in [
+        ("from=10&to=5", "from (10) is after to (5)"),
+        ("from=yesterday", "from"),
+        ("colour=red", "colour"),
+    ] {
+        let response = ureq::get(&format!("{}/api/v1/series?{query}", detector.http))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .expect("request");
+        assert_eq!(response.status().as_u16(), 400, "{query}");
+        let body: serde_json::Value = response.into_body().read_json().expect("JSON error body");
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(error.contains(expected), "{query}: {error}");
+    }
+    assert_eq!(
+        detector.get("/api/v1/series?app=none"),
+        serde_json::json!({"minutes": []})
+    );
+}
