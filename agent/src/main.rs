@@ -28,6 +28,10 @@ enum Command {
         /// Configuration file.
         #[arg(long, default_value = DEFAULT_PATH)]
         config: PathBuf,
+        /// Do not try the detector (for a unit's ExecStartPre: the agent must start, and
+        /// keep its reports, while the detector is down).
+        #[arg(long)]
+        offline: bool,
     },
 }
 
@@ -59,10 +63,16 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             runtime()?.block_on(vigil_agent::run(config, shutdown_signal()))?;
             Ok(true)
         }
-        Command::Check { config: path } => {
+        Command::Check {
+            config: path,
+            offline,
+        } => {
             let config = AgentConfig::load(&path)?;
             println!("{}: configuration is valid", path.display());
             let mut ok = list_files(&config);
+            if offline {
+                return Ok(ok);
+            }
             match runtime()?.block_on(vigil_agent::ship::probe(&config.detector)) {
                 Ok(()) => println!("detector {}: reachable", config.detector.endpoint),
                 Err(e) => {

@@ -52,12 +52,13 @@ fn build_binaries() -> Result<PathBuf, String> {
     Ok(profile_dir)
 }
 
-/// A free TCP port on 127.0.0.1 (free when asked; the OS rarely hands it out again at once).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on 127.0.0.1")
+/// `N` distinct TCP ports on 127.0.0.1 that were free when asked (all held open until all
+/// are chosen, so they differ).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let listeners: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("a free port on 127.0.0.1"))
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().expect("local address").port())
 }
 
 /// A child process killed when dropped.
@@ -106,7 +107,7 @@ pub struct DetectorProcess {
 
 impl DetectorProcess {
     pub fn start(dir: &Path) -> Self {
-        let (grpc_port, http_port) = (free_port(), free_port());
+        let [grpc_port, http_port] = free_ports();
         let config = dir.join("detector.toml");
         write(
             &config,
@@ -115,24 +116,26 @@ impl DetectorProcess {
                 dir.join("detector-data").display()
             ),
         );
+        let log = dir.join("detector.log");
         let mut detector = Self {
-            process: spawn("vigil-detector", &config, &dir.join("detector.log")),
+            process: spawn("vigil-detector", &config, &log),
             grpc: format!("http://127.0.0.1:{grpc_port}"),
             http: format!("http://127.0.0.1:{http_port}"),
             config,
         };
-        detector.wait_healthy();
+        detector.wait_healthy(&log);
         detector
     }
 
-    fn wait_healthy(&mut self) {
+    fn wait_healthy(&mut self, log: &Path) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if ureq::get(&format!("{}/healthz", self.http)).call().is_ok() {
                 return;
             }
             if let Ok(Some(status)) = self.process.child.try_wait() {
-                panic!("vigil-detector exited early: {status}");
+                let output = std::fs::read_to_string(log).unwrap_or_default();
+                panic!("vigil-detector exited early ({status}):\n{output}");
             }
             std::thread::sleep(Duration::from_millis(50));
         }

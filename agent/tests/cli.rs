@@ -1,0 +1,71 @@
+//! The `vigil-agent` command line, run as a user would.
+
+use std::process::Command;
+
+fn agent(args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_vigil-agent"))
+        .args(args)
+        .output()
+        .expect("run vigil-agent");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+#[test]
+fn check_refuses_a_bad_config_naming_file_key_and_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        "[[logs]]\napp = \"shop\"\npaths = [\"/var/log/shop/*.log\"]\nevent_start = \"([\"\n",
+    )
+    .expect("write config");
+    let (ok, text) = agent(&["check", "--config", config.to_str().expect("utf-8 path")]);
+    assert!(!ok, "check must fail: {text}");
+    assert!(
+        text.contains("agent.toml: logs[0].event_start: not a regex"),
+        "{text}"
+    );
+}
+
+#[test]
+fn check_lists_matched_files_and_reports_an_unreachable_detector() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).expect("mkdir");
+    std::fs::write(logs.join("app.log"), "a line\n").expect("write log");
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[detector]\nendpoint = \"http://127.0.0.1:1\"\n\
+             [[logs]]\napp = \"shop\"\npaths = [\"{}/*.log\", \"/nonexistent-vigil/*.log\"]\n",
+            dir.path().join("data"),
+            logs.display()
+        ),
+    )
+    .expect("write config");
+    let (ok, text) = agent(&["check", "--config", config.to_str().expect("utf-8 path")]);
+    assert!(!ok, "an unreachable detector is a problem: {text}");
+    assert!(text.contains("configuration is valid"), "{text}");
+    assert!(text.contains("app.log (7 bytes)"), "{text}");
+    assert!(
+        text.contains("directory /nonexistent-vigil does not exist"),
+        "{text}"
+    );
+    assert!(
+        text.contains("detector http://127.0.0.1:1: PROBLEM"),
+        "{text}"
+    );
+}
+
+#[test]
+fn missing_config_file_is_named() {
+    let (ok, text) = agent(&["check", "--config", "/nonexistent/agent.toml"]);
+    assert!(!ok);
+    assert!(
+        text.contains("/nonexistent/agent.toml: cannot read"),
+        "{text}"
+    );
+}
