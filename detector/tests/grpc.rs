@@ -1,0 +1,207 @@
+//! The detector's gRPC port over a real socket on 127.0.0.1: the Collector stream with its
+//! acknowledgements and rejections, the bearer token, and the standard health and
+//! reflection services.
+
+use std::path::Path;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+use vigil_detector::Detector;
+use vigil_detector::config::DetectorConfig;
+use vigil_proto::PROTOCOL_VERSION;
+use vigil_proto::v1::collector_client::CollectorClient;
+use vigil_proto::v1::{AckStatus, AppCounters, MinuteReport, Report, report::Body};
+
+struct Running {
+    channel: Channel,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn start(dir: &Path, token: Option<&str>) -> Running {
+    let mut text = format!(
+        "grpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n",
+        dir.join("data")
+    );
+    if let Some(token) = token {
+        let file = dir.join("token");
+        std::fs::write(&file, format!("{token}\n")).expect("token file");
+        text.push_str(&format!("token_file = {file:?}\n"));
+    }
+    let config = DetectorConfig::parse(Path::new("detector.toml"), &text).expect("config");
+    let detector = Detector::bind(config).await.expect("bind");
+    let addr = detector.grpc_addr();
+    let (stop, stopped) = oneshot::channel();
+    tokio::spawn(detector.serve(async {
+        let _ = stopped.await;
+    }));
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    Running {
+        channel,
+        stop: Some(stop),
+    }
+}
+
+fn report(seq: u64, minute: i64, lines: u64) -> Report {
+    Report {
+        protocol_version: PROTOCOL_VERSION,
+        host: "web-1".into(),
+        instance: "test-instance".into(),
+        agent_version: "test".into(),
+        fingerprint_version: 1,
+        seq,
+        sent_at: minute,
+        body: Some(Body::Minute(MinuteReport {
+            minute,
+            apps: vec![AppCounters {
+                app: "shop".into(),
+                lines,
+                ..Default::default()
+            }],
+            host_metrics: None,
+        })),
+    }
+}
+
+fn now_minute() -> i64 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    i64::try_from(secs / 60 * 60).expect("time")
+}
+
+fn bearer<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("header"),
+    );
+    request
+}
+
+#[tokio::test]
+async fn reports_are_acknowledged_in_order_and_bad_ones_rejected_without_dropping_the_stream() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = start(dir.path(), None).await;
+    let mut client = CollectorClient::new(running.channel.clone());
+    let (tx, rx) = mpsc::channel(16);
+    let mut acks = client
+        .stream(Request::new(ReceiverStream::new(rx)))
+        .await
+        .expect("stream")
+        .into_inner();
+    let minute = now_minute();
+    // seq 2 is invalid (not on a minute boundary); seq 1 comes again at the end.
+    let bad = report(2, minute + 30, 1);
+    for r in [
+        report(1, minute, 10),
+        bad,
+        report(3, minute, 5),
+        report(1, minute, 10),
+    ] {
+        tx.send(r).await.expect("send");
+    }
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let ack = acks.message().await.expect("ack").expect("open stream");
+        seen.push((ack.seq, ack.status(), ack.error));
+    }
+    assert_eq!(seen[0], (1, AckStatus::Stored, String::new()));
+    assert_eq!(seen[1].0, 2);
+    assert_eq!(seen[1].1, AckStatus::Rejected);
+    assert!(seen[1].2.contains("multiple of 60"), "{:?}", seen[1]);
+    assert_eq!(seen[2], (3, AckStatus::Stored, String::new()));
+    assert_eq!(seen[3], (1, AckStatus::Duplicate, String::new()));
+}
+
+#[tokio::test]
+async fn a_stream_without_the_token_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = start(dir.path(), Some("s3cret")).await;
+    let mut client = CollectorClient::new(running.channel.clone());
+
+    let (_tx, rx) = mpsc::channel::<Report>(1);
+    let status = client
+        .stream(Request::new(ReceiverStream::new(rx)))
+        .await
+        .expect_err("no token");
+    assert_eq!(status.code(), Code::Unauthenticated);
+
+    let (_tx, rx) = mpsc::channel::<Report>(1);
+    let status = client
+        .stream(bearer(ReceiverStream::new(rx), "wrong"))
+        .await
+        .expect_err("wrong token");
+    assert_eq!(status.code(), Code::Unauthenticated);
+
+    let (tx, rx) = mpsc::channel::<Report>(1);
+    let mut acks = client
+        .stream(bearer(ReceiverStream::new(rx), "s3cret"))
+        .await
+        .expect("right token")
+        .into_inner();
+    tx.send(report(1, now_minute(), 3)).await.expect("send");
+    let ack = acks.message().await.expect("ack").expect("open");
+    assert_eq!(ack.status(), AckStatus::Stored);
+}
+
+#[tokio::test]
+async fn health_and_reflection_are_served() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = start(dir.path(), None).await;
+    let mut health = HealthClient::new(running.channel.clone());
+    let status = health
+        .check(HealthCheckRequest {
+            service: "vigil.v1.Collector".into(),
+        })
+        .await
+        .expect("health check")
+        .into_inner()
+        .status();
+    assert_eq!(status, ServingStatus::Serving);
+
+    let mut reflection = ServerReflectionClient::new(running.channel.clone());
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let response = responses.message().await.expect("message").expect("one");
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection answer: {response:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"vigil.v1.Collector".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_owned()),
+        "{names:?}"
+    );
+}
