@@ -56,6 +56,50 @@ fn every_line_written_is_counted_once() {
     assert_eq!(minute["minute"].as_i64().map(|m| m % 60), Some(0));
 }
 
+/// The detector killed with SIGKILL and down for a while: the agent keeps its reports in
+/// the spool and delivers them when the detector is back, each counted once.
+#[test]
+fn a_detector_outage_loses_nothing_and_counts_nothing_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).expect("logs dir");
+    let log = logs.join("shop.log");
+    let mut detector = DetectorProcess::start(dir.path());
+    let config = agent_config(
+        dir.path(),
+        &detector.grpc,
+        "e2e-2",
+        "shop",
+        &format!("{}/*.log", logs.display()),
+    );
+    let _agent = spawn("vigil-agent", &config, &dir.path().join("agent.log"));
+    append_lines(&log, 0, 1000);
+    assert!(eventually(Duration::from_secs(30), || detector
+        .lines("shop", "e2e-2")
+        == 1000));
+
+    detector.process.kill();
+    let mut written = 1000;
+    for _ in 0..10 {
+        append_lines(&log, written, 200);
+        written += 200;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    detector.restart(dir.path());
+    append_lines(&log, written, 500);
+    written += 500;
+    let arrived = eventually(Duration::from_secs(40), || {
+        detector.lines("shop", "e2e-2") >= written
+    });
+    assert!(
+        arrived,
+        "{} of {written} lines arrived after the outage",
+        detector.lines("shop", "e2e-2")
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(detector.lines("shop", "e2e-2"), written);
+}
+
 /// The API refuses bad requests with a 4xx and a JSON error that says what is wrong.
 #[test]
 fn bad_series_requests_get_a_clear_error() {

@@ -107,6 +107,25 @@ impl Identity {
         Ok(seq)
     }
 
+    /// Makes sure seqs handed out from now on are above `seq` (one found in the spool).
+    ///
+    /// # Errors
+    /// [`IdentityError`] when the counter cannot be persisted.
+    pub fn advance_past(&mut self, seq: u64) -> Result<(), IdentityError> {
+        if self.stored.next_seq > seq {
+            return Ok(());
+        }
+        let before = self.stored.next_seq;
+        self.stored.next_seq = seq + 1;
+        self.save().map_err(|source| {
+            self.stored.next_seq = before;
+            IdentityError::Io {
+                path: self.path.clone(),
+                source,
+            }
+        })
+    }
+
     fn save(&self) -> io::Result<()> {
         let json = serde_json::to_vec(&self.stored).map_err(io::Error::other)?;
         write_atomic(&self.path, &json)

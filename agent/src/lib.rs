@@ -19,5 +19,6 @@ pub mod identity;
 pub mod minute;
 pub mod pipeline;
 pub mod ship;
+pub mod spool;
 
 pub use pipeline::{AgentError, run};

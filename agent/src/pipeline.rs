@@ -7,6 +7,7 @@ use std::future::Future;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use vigil_proto::PROTOCOL_VERSION;
@@ -16,6 +17,7 @@ use crate::config::{AgentConfig, LogsConfig, StartAt};
 use crate::identity::{Identity, IdentityError};
 use crate::minute::{Counts, MinuteCounters};
 use crate::ship::{ShipError, Shipper};
+use crate::spool::{Spool, SpoolError, SpoolRecord};
 
 /// Version of the exception fingerprint algorithm carried in every report.
 pub const FINGERPRINT_VERSION: u32 = 1;
@@ -31,6 +33,8 @@ pub enum AgentError {
     Identity(#[from] IdentityError),
     #[error(transparent)]
     Ship(#[from] ShipError),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
 }
 
 /// Runs the agent until `shutdown` resolves.
@@ -42,7 +46,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), AgentError> {
     let mut identity = Identity::load_or_create(&config.data_dir)?;
-    let shipper = Shipper::start(&config.detector)?;
+    let spool = Spool::open(&config.data_dir, config.spool.max_bytes, 0)?;
+    identity.advance_past(spool.last_seq())?;
+    let acked = spool.acked();
+    let spool = Arc::new(Mutex::new(spool));
+    let shipper = Shipper::start(&config.detector, Arc::clone(&spool), acked)?;
+    let mut outbox = Outbox {
+        spool,
+        unspooled: Vec::new(),
+    };
     let apps = config.logs.iter().map(|l| l.app.clone()).collect();
     let mut counters = MinuteCounters::new(apps, unix_now());
     let mut files = LineCounter::new(&config.logs);
@@ -62,28 +74,71 @@ pub async fn run(
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            _ = read_tick.tick() => files.poll(&mut counters, unix_now()),
+            _ = read_tick.tick() => {
+                // A full spool (or one that failed) pauses reading: the files keep the data.
+                if outbox.accepts_more() {
+                    files.poll(&mut counters, unix_now());
+                }
+            }
             _ = flush_tick.tick() => {
-                flush(&config, &mut counters, include_open, &mut identity, &shipper).await?;
+                flush(&config, &mut counters, include_open, &mut identity, &mut outbox)?;
+                shipper.wake();
             }
             () = &mut shutdown => break,
         }
     }
-    files.poll(&mut counters, unix_now());
-    flush(&config, &mut counters, true, &mut identity, &shipper).await?;
+    if outbox.accepts_more() {
+        files.poll(&mut counters, unix_now());
+    }
+    flush(&config, &mut counters, true, &mut identity, &mut outbox)?;
+    shipper.wake();
     shipper.close(SHUTDOWN_GRACE).await;
     tracing::info!("vigil-agent stopped");
     Ok(())
 }
 
-async fn flush(
+/// Reports on their way into the spool.
+struct Outbox {
+    spool: Arc<Mutex<Spool>>,
+    /// Reports whose append failed (disk full, I/O error), retried on the next flush.
+    unspooled: Vec<SpoolRecord>,
+}
+
+impl Outbox {
+    fn spool(&self) -> std::sync::MutexGuard<'_, Spool> {
+        self.spool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn accepts_more(&self) -> bool {
+        self.unspooled.is_empty() && !self.spool().status().full
+    }
+
+    fn push(&mut self, records: Vec<SpoolRecord>) {
+        self.unspooled.extend(records);
+        let result = {
+            let mut spool = self.spool();
+            spool.append(&self.unspooled)
+        };
+        match result {
+            Ok(()) => self.unspooled.clear(),
+            Err(e) => {
+                tracing::error!(error = %e, held = self.unspooled.len(), "cannot write the spool; reading paused, retrying")
+            }
+        }
+    }
+}
+
+fn flush(
     config: &AgentConfig,
     counters: &mut MinuteCounters,
     include_open: bool,
     identity: &mut Identity,
-    shipper: &Shipper,
+    outbox: &mut Outbox,
 ) -> Result<(), AgentError> {
     let now = unix_now();
+    let mut records = Vec::new();
     for minute in counters.take(now, include_open) {
         let report = Report {
             protocol_version: PROTOCOL_VERSION,
@@ -95,7 +150,13 @@ async fn flush(
             sent_at: now,
             body: Some(Body::Minute(minute)),
         };
-        shipper.send(report).await?;
+        records.push(SpoolRecord {
+            report: Some(report),
+            positions: Vec::new(),
+        });
+    }
+    if !records.is_empty() || !outbox.unspooled.is_empty() {
+        outbox.push(records);
     }
     Ok(())
 }

@@ -1,11 +1,14 @@
-//! Shipping: one bidirectional `vigil.v1.Collector` stream to the detector. Reports are sent
-//! in `seq` order and kept until the detector acknowledges them; after a reconnect every
-//! unacknowledged report is sent again (the detector stores each `(instance, seq)` once).
+//! Shipping: one bidirectional `vigil.v1.Collector` stream to the detector. Reports are read
+//! from the on-disk spool and sent in `seq` order, at most a window of them unacknowledged;
+//! an acknowledged report leaves the spool. After a reconnect everything unacknowledged is
+//! sent again (the detector stores each `(instance, seq)` once). Reconnection backs off
+//! exponentially with jitter; refusals that retrying cannot fix are logged as errors.
 
 use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
@@ -13,49 +16,66 @@ use vigil_proto::v1::collector_client::CollectorClient;
 use vigil_proto::v1::{Ack, AckStatus, Report};
 
 use crate::config::DetectorConfig;
+use crate::spool::Spool;
 
-/// Reports held in memory waiting for their acknowledgement; producers wait beyond it.
-const MAX_QUEUE: usize = 10_000;
+/// Reports sent but not yet acknowledged, at most.
+const WINDOW: usize = 256;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
-/// Why shipping cannot go on.
+/// Why shipping cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum ShipError {
     #[error("detector endpoint {endpoint:?}: {reason}")]
     Endpoint { endpoint: String, reason: String },
-    #[error("the shipping task has stopped")]
-    Stopped,
 }
 
-/// Handle to the shipping task.
+/// Handle to the shipping task, which sends what the spool holds.
 #[derive(Debug)]
 pub struct Shipper {
-    tx: mpsc::Sender<Report>,
+    wake: Arc<Notify>,
+    stop: watch::Sender<bool>,
     acked: watch::Receiver<u64>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Shipper {
-    /// Starts shipping to the detector of `config`.
+    /// Starts shipping the reports of `spool` to the detector of `config`, beginning after
+    /// `acked` (the highest seq known to be acknowledged).
     ///
     /// # Errors
     /// [`ShipError::Endpoint`] when the endpoint cannot be used at all.
-    pub fn start(config: &DetectorConfig) -> Result<Self, ShipError> {
+    pub fn start(
+        config: &DetectorConfig,
+        spool: Arc<Mutex<Spool>>,
+        acked: u64,
+    ) -> Result<Self, ShipError> {
         let endpoint = endpoint(config)?;
-        let (tx, rx) = mpsc::channel(1024);
-        let (acked_tx, acked) = watch::channel(0);
-        let task = tokio::spawn(deliver(endpoint, config.token.clone(), rx, acked_tx));
-        Ok(Self { tx, acked, task })
+        let wake = Arc::new(Notify::new());
+        let (stop, stop_rx) = watch::channel(false);
+        let (acked_tx, acked) = watch::channel(acked);
+        let task = tokio::spawn(deliver(
+            Link {
+                endpoint,
+                token: config.token.clone(),
+                spool,
+                wake: Arc::clone(&wake),
+                acked: acked_tx,
+            },
+            stop_rx,
+        ));
+        Ok(Self {
+            wake,
+            stop,
+            acked,
+            task,
+        })
     }
 
-    /// Queues a report; waits while too many are unacknowledged.
-    ///
-    /// # Errors
-    /// [`ShipError::Stopped`] when the shipping task is gone.
-    pub async fn send(&self, report: Report) -> Result<(), ShipError> {
-        self.tx.send(report).await.map_err(|_| ShipError::Stopped)
+    /// Tells the task that new reports were appended to the spool.
+    pub fn wake(&self) {
+        self.wake.notify_one();
     }
 
     /// The highest seq such that it and every report before it were acknowledged.
@@ -63,11 +83,10 @@ impl Shipper {
         self.acked.clone()
     }
 
-    /// Stops taking reports and waits up to `grace` for the queued ones to be acknowledged;
-    /// what is still unacknowledged then is dropped (and will be counted again from the
-    /// files' checkpoints).
+    /// Waits up to `grace` for the spooled reports to be acknowledged, then stops. What is
+    /// still unacknowledged stays in the spool for the next start.
     pub async fn close(self, grace: Duration) {
-        drop(self.tx);
+        let _ = self.stop.send(true);
         let mut task = self.task;
         if tokio::time::timeout(grace, &mut task).await.is_err() {
             task.abort();
@@ -125,41 +144,40 @@ fn authorized<T>(message: T, token: Option<&str>) -> Result<Request<T>, Status> 
     Ok(request)
 }
 
-/// Unacknowledged reports: `queue[..sent]` went out on the current stream, the rest did not.
-struct Outbox {
-    queue: VecDeque<Report>,
-    sent: usize,
-}
-
-async fn deliver(
+/// What a session needs to reach the detector and the spool.
+struct Link {
     endpoint: Endpoint,
     token: Option<String>,
-    mut rx: mpsc::Receiver<Report>,
+    spool: Arc<Mutex<Spool>>,
+    wake: Arc<Notify>,
     acked: watch::Sender<u64>,
-) {
-    let mut outbox = Outbox {
-        queue: VecDeque::new(),
-        sent: 0,
-    };
-    let mut closed = false;
+}
+
+impl Link {
+    fn spool(&self) -> std::sync::MutexGuard<'_, Spool> {
+        // A panic elsewhere while holding the lock leaves the spool itself consistent.
+        self.spool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn all_acknowledged(&self) -> bool {
+        self.spool().status().reports == 0
+    }
+}
+
+async fn deliver(link: Link, mut stop: watch::Receiver<bool>) {
     let mut backoff = BACKOFF_MIN;
     loop {
-        if closed && outbox.queue.is_empty() {
+        if *stop.borrow() && link.all_acknowledged() {
             return;
         }
-        outbox.sent = 0;
-        let progressed = match session(
-            &endpoint,
-            token.as_deref(),
-            &mut rx,
-            &mut closed,
-            &mut outbox,
-            &acked,
-        )
-        .await
-        {
-            Ok(progressed) => progressed,
-            Err(status) => {
+        match session(&link, &mut stop).await {
+            Ok(()) => return,
+            Err((status, progressed)) => {
+                if progressed {
+                    backoff = BACKOFF_MIN;
+                }
                 let permanent = matches!(
                     status.code(),
                     Code::Unauthenticated
@@ -167,107 +185,111 @@ async fn deliver(
                         | Code::Unimplemented
                         | Code::InvalidArgument
                 );
+                let pending = link.spool().status().reports;
                 if permanent {
-                    tracing::error!(code = ?status.code(), message = status.message(), "the detector refuses this agent; retrying slowly");
+                    tracing::error!(code = ?status.code(), message = status.message(), pending, "the detector refuses this agent; retrying slowly");
                     backoff = BACKOFF_MAX;
                 } else {
-                    tracing::warn!(code = ?status.code(), message = status.message(), pending = outbox.queue.len(), "detector unreachable; reports kept");
+                    tracing::warn!(code = ?status.code(), message = status.message(), pending, "detector unreachable; reports stay in the spool");
                 }
-                false
             }
-        };
-        if progressed {
-            backoff = BACKOFF_MIN;
         }
-        if closed && outbox.queue.is_empty() {
+        if *stop.borrow() {
             return;
         }
         // Full jitter between half and all of the backoff, so agents do not reconnect in step.
         let pause = backoff.mul_f64(0.5 + fastrand::f64() / 2.0);
-        let sleep = tokio::time::sleep(pause);
-        tokio::pin!(sleep);
-        loop {
-            tokio::select! {
-                () = &mut sleep => break,
-                report = rx.recv(), if !closed && outbox.queue.len() < MAX_QUEUE => match report {
-                    Some(report) => outbox.queue.push_back(report),
-                    None => closed = true,
-                },
-            }
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            _ = stop.changed() => return,
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
-/// One connection: sends what is queued, takes new reports, removes acknowledged ones.
-/// Returns whether any report was acknowledged; `Err` when the stream failed.
-async fn session(
-    endpoint: &Endpoint,
-    token: Option<&str>,
-    rx: &mut mpsc::Receiver<Report>,
-    closed: &mut bool,
-    outbox: &mut Outbox,
-    acked: &watch::Sender<u64>,
-) -> Result<bool, Status> {
-    let channel: Channel = endpoint
+/// One connection: sends the spool's unacknowledged reports in order, then new ones as they
+/// are appended, and records acknowledgements. `Ok` when stopping with nothing left to send;
+/// `Err` with whether anything was acknowledged when the stream failed.
+async fn session(link: &Link, stop: &mut watch::Receiver<bool>) -> Result<(), (Status, bool)> {
+    let fail = |status: Status| (status, false);
+    let channel: Channel = link
+        .endpoint
         .connect()
         .await
-        .map_err(|e| Status::unavailable(format!("cannot connect: {e}")))?;
+        .map_err(|e| fail(Status::unavailable(format!("cannot connect: {e}"))))?;
     let mut client = CollectorClient::new(channel);
-    let (out_tx, out_rx) = mpsc::channel::<Report>(256);
-    let request = authorized(ReceiverStream::new(out_rx), token)?;
+    let (out_tx, out_rx) = mpsc::channel::<Report>(WINDOW);
+    let request = authorized(ReceiverStream::new(out_rx), link.token.as_deref()).map_err(fail)?;
     let mut inbound = tokio::time::timeout(CONNECT_TIMEOUT, client.stream(request))
         .await
-        .map_err(|_| Status::deadline_exceeded("the detector did not answer"))??
+        .map_err(|_| fail(Status::deadline_exceeded("the detector did not answer")))?
+        .map_err(fail)?
         .into_inner();
-    tracing::info!(pending = outbox.queue.len(), "connected to the detector");
+    let mut next_seq = *link.acked.borrow() + 1;
+    tracing::info!(
+        from_seq = next_seq,
+        pending = link.spool().status().reports,
+        "connected to the detector"
+    );
+    let mut in_flight: VecDeque<u64> = VecDeque::new();
+    let mut ready: VecDeque<Report> = VecDeque::new();
     let mut progressed = false;
     loop {
-        if *closed && outbox.queue.is_empty() {
-            return Ok(progressed);
+        if ready.is_empty() && in_flight.len() < WINDOW {
+            let read = link.spool().read_from(next_seq, WINDOW - in_flight.len());
+            match read {
+                Ok(reports) => ready.extend(reports),
+                Err(e) => return Err((Status::internal(e.to_string()), progressed)),
+            }
+        }
+        if *stop.borrow() && ready.is_empty() && in_flight.is_empty() {
+            return Ok(());
         }
         tokio::select! {
-            permit = out_tx.reserve(), if outbox.sent < outbox.queue.len() => {
-                let permit = permit.map_err(|_| Status::unavailable("stream closed"))?;
-                if let Some(report) = outbox.queue.get(outbox.sent) {
-                    permit.send(report.clone());
-                    outbox.sent += 1;
+            permit = out_tx.reserve(), if !ready.is_empty() => {
+                let permit = permit.map_err(|_| (Status::unavailable("stream closed"), progressed))?;
+                if let Some(report) = ready.pop_front() {
+                    next_seq = report.seq + 1;
+                    in_flight.push_back(report.seq);
+                    permit.send(report);
                 }
             }
-            report = rx.recv(), if !*closed && outbox.queue.len() < MAX_QUEUE => match report {
-                Some(report) => outbox.queue.push_back(report),
-                None => *closed = true,
-            },
-            ack = inbound.message() => match ack? {
-                Some(ack) => {
-                    if take_ack(outbox, &ack) {
+            () = link.wake.notified(), if ready.is_empty() => {}
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    return Ok(());
+                }
+            }
+            ack = inbound.message() => match ack {
+                Ok(Some(ack)) => {
+                    if take_ack(&mut in_flight, &ack) {
                         progressed = true;
-                        acked.send_replace(ack.seq);
+                        if let Err(e) = link.spool().ack(ack.seq) {
+                            tracing::warn!(error = %e, "cannot remove acknowledged reports from the spool");
+                        }
+                        link.acked.send_replace(ack.seq);
                     }
                 }
-                None => return Err(Status::unavailable("the detector closed the stream")),
+                Ok(None) => return Err((Status::unavailable("the detector closed the stream"), progressed)),
+                Err(status) => return Err((status, progressed)),
             },
         }
     }
 }
 
-/// Removes the report `ack` acknowledges (always the oldest: the detector answers in order).
-fn take_ack(outbox: &mut Outbox, ack: &Ack) -> bool {
-    match outbox.queue.front() {
-        Some(front) if front.seq == ack.seq && outbox.sent > 0 => {
-            if ack.status() == AckStatus::Rejected {
-                tracing::warn!(seq = ack.seq, reason = %ack.error, "the detector rejected a report; it is dropped");
-            }
-            outbox.queue.pop_front();
-            outbox.sent -= 1;
-            true
-        }
-        _ => {
-            tracing::warn!(
-                seq = ack.seq,
-                "acknowledgement for a report not in flight; ignored"
-            );
-            false
-        }
+/// Takes the report `ack` acknowledges off the in-flight list (always the oldest: the
+/// detector answers in order).
+fn take_ack(in_flight: &mut VecDeque<u64>, ack: &Ack) -> bool {
+    if in_flight.front() != Some(&ack.seq) {
+        tracing::warn!(
+            seq = ack.seq,
+            "acknowledgement for a report not in flight; ignored"
+        );
+        return false;
     }
+    if ack.status() == AckStatus::Rejected {
+        tracing::warn!(seq = ack.seq, reason = %ack.error, "the detector rejected a report for good; it is dropped");
+    }
+    in_flight.pop_front();
+    true
 }

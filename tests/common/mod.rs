@@ -127,6 +127,14 @@ impl DetectorProcess {
         detector
     }
 
+    /// Starts the detector again on the same ports and data after it was stopped or killed.
+    pub fn restart(&mut self, dir: &Path) {
+        self.process.kill();
+        let log = dir.join("detector-restarted.log");
+        self.process = spawn("vigil-detector", &self.config, &log);
+        self.wait_healthy(&log);
+    }
+
     fn wait_healthy(&mut self, log: &Path) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
