@@ -51,9 +51,9 @@ mod sampler;
 use std::path::PathBuf;
 
 pub use command::sample_command;
-pub use minute::MinuteHostMetrics;
+pub use minute::{MinuteHostMetrics, minute_of};
 pub use process::{AppProcessMetrics, AppProcessSample, MinuteProcessMetrics, ProcessSampler};
-pub use sampler::{HostSampler, Sample};
+pub use sampler::{HostSampler, Sample, cpu_busy_pct, sysfs_for};
 
 /// Why host metrics could not be read.
 #[derive(Debug, thiserror::Error)]
