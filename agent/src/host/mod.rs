@@ -52,7 +52,10 @@ use std::path::PathBuf;
 
 pub use command::sample_command;
 pub use minute::{MinuteHostMetrics, minute_of};
-pub use process::{AppProcessMetrics, AppProcessSample, MinuteProcessMetrics, ProcessSampler};
+pub use process::{
+    AppProcessMetrics, AppProcessSample, MinuteProcessMetrics, ProcStat, ProcessSampler, USER_HZ,
+    parse_pid_stat, vm_rss_kb,
+};
 pub use sampler::{HostSampler, Sample, cpu_busy_pct, sysfs_for};
 
 /// Why host metrics could not be read.
