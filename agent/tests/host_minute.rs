@@ -34,11 +34,19 @@ const M: i64 = 1_763_880_000; // a minute
 #[test]
 fn minute_of_the_middle_of_the_interval() {
     let ten = Duration::from_secs(10);
-    assert_eq!(minute_of(M + 60, ten), M, "a sample at :00 covers the minute that ended");
+    assert_eq!(
+        minute_of(M + 60, ten),
+        M,
+        "a sample at :00 covers the minute that ended"
+    );
     assert_eq!(minute_of(M + 59, ten), M);
     assert_eq!(minute_of(M + 66, ten), M + 60);
     assert_eq!(minute_of(M + 64, ten), M, "middle at :59");
-    assert_eq!(minute_of(-1, Duration::ZERO), -60, "floor, also before 1970");
+    assert_eq!(
+        minute_of(-1, Duration::ZERO),
+        -60,
+        "floor, also before 1970"
+    );
 }
 
 #[test]
@@ -49,7 +57,11 @@ fn steady_minutes_first_one_partial() {
     let mut handed = Vec::new();
     let mut t = M + 33;
     while t <= M + 133 {
-        let cpu = if t < M + 60 { 20.0 } else { 10.0 + (t - M - 60) as f64 };
+        let cpu = if t < M + 60 {
+            20.0
+        } else {
+            10.0 + (t - M - 60) as f64
+        };
         agg.add(t, &sample(10, cpu, 40960));
         for (minute, m) in agg.take_completed(t) {
             handed.push((t, minute, m));
@@ -94,7 +106,10 @@ fn cpu_mean_is_time_weighted() {
     agg.add(M + 130, &sample(20, 0.0, 0)); // mid M+120: next minute
     let done = agg.take_completed(M + 130);
     let (_, m) = done.iter().find(|(m, _)| *m == M + 60).unwrap();
-    assert!((m.cpu_pct.unwrap() - 50.0).abs() < 1e-9, "(90×20 + 30×40) / 60");
+    assert!(
+        (m.cpu_pct.unwrap() - 50.0).abs() < 1e-9,
+        "(90×20 + 30×40) / 60"
+    );
     assert_eq!(m.cpu_pct_max, Some(90.0));
 }
 
@@ -143,7 +158,10 @@ fn missing_figures_stay_absent() {
     s.cpu_busy_pct = None;
     agg.add(M + 10, &s);
     let (_, m) = agg.take_all().pop().unwrap();
-    assert_eq!((m.cpu_pct, m.cpu_pct_max, m.disk_read_bytes, m.disk_busy_pct), (None, None, None, None));
+    assert_eq!(
+        (m.cpu_pct, m.cpu_pct_max, m.disk_read_bytes, m.disk_busy_pct),
+        (None, None, None, None)
+    );
     assert_eq!(m.samples, 1);
 }
 
@@ -171,7 +189,10 @@ fn process_minutes() {
     let mut agg = MinuteProcessMetrics::new();
     agg.add(M + 5, &app(0, None, 1000, 1)); // priming sample: not counted
     for (i, t) in (M + 15..M + 60).step_by(10).enumerate() {
-        agg.add(t, &app(10, Some(100.0 + i as f64 * 10.0), 1000 * (i as u64 + 1), 1));
+        agg.add(
+            t,
+            &app(10, Some(100.0 + i as f64 * 10.0), 1000 * (i as u64 + 1), 1),
+        );
     }
     for t in (M + 65..=M + 125).step_by(10) {
         agg.add(t, &app(10, Some(150.0), 2000, 2));

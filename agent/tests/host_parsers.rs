@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
+use vigil_agent::host::cpu_busy_pct;
 use vigil_agent::host::disk::{DiskFilter, DiskIo, DiskTracker, counter_delta, excluded_by_name};
 use vigil_agent::host::procfs::{
     CpuTimes, parse_diskstats, parse_diskstats_line, parse_loadavg, parse_meminfo, parse_stat,
 };
-use vigil_agent::host::cpu_busy_pct;
 
 macro_rules! fixture {
     ($name:literal) => {
@@ -82,7 +82,11 @@ fn cpu_busy_survives_counters_going_back() {
     assert!(close(pct, 100.0), "{pct}");
     assert_eq!(cpu_busy_pct(&a, &a), None, "no tick elapsed");
     // After a reboot everything is smaller: never negative, never above 100.
-    let reboot = CpuTimes { user: 5, idle: 10, ..CpuTimes::default() };
+    let reboot = CpuTimes {
+        user: 5,
+        idle: 10,
+        ..CpuTimes::default()
+    };
     if let Some(pct) = cpu_busy_pct(&a, &reboot) {
         assert!((0.0..=100.0).contains(&pct));
     }
@@ -102,7 +106,10 @@ fn meminfo_without_swap_has_no_swap_figure() {
     let m = parse_meminfo(fixture!("meminfo.no-swap")).unwrap();
     assert_eq!(m.swap_used_pct(), None);
     let used = m.mem_used_pct().unwrap();
-    assert!(close(used, 100.0 * (1.0 - 24_306_020.0 / 24_684_100.0)), "{used}");
+    assert!(
+        close(used, 100.0 * (1.0 - 24_306_020.0 / 24_684_100.0)),
+        "{used}"
+    );
 }
 
 #[test]
@@ -121,7 +128,10 @@ fn meminfo_errors() {
     // Available above total (never from a kernel) still stays within 0..=100.
     let m = parse_meminfo("MemTotal: 100 kB\nMemAvailable: 200 kB\n").unwrap();
     assert!(close(m.mem_used_pct().unwrap(), 0.0));
-    assert_eq!(parse_meminfo("MemTotal: 0 kB\n").unwrap().mem_used_pct(), None);
+    assert_eq!(
+        parse_meminfo("MemTotal: 0 kB\n").unwrap().mem_used_pct(),
+        None
+    );
 }
 
 #[test]
@@ -143,27 +153,61 @@ fn diskstats_lines_of_every_kernel_generation() {
     ] {
         let d = parse_diskstats_line(line).unwrap();
         assert_eq!((d.major, d.minor, d.name), (8, 0, "sda"));
-        assert_eq!((d.reads, d.sectors_read, d.writes, d.sectors_written), (300, 24000, 400, 32000));
+        assert_eq!(
+            (d.reads, d.sectors_read, d.writes, d.sectors_written),
+            (300, 24000, 400, 32000)
+        );
         assert_eq!(d.io_ms, 250);
     }
     assert!(parse_diskstats_line("   8       0 sda 300 5 24000").is_err());
-    assert!(parse_diskstats_line("   8       0 sda 300 5 x 100 400 3 32000 200 0 250 300").is_err());
-    let all: Vec<_> = parse_diskstats(fixture!("diskstats.1")).collect::<Result<_, _>>().unwrap();
+    assert!(
+        parse_diskstats_line("   8       0 sda 300 5 x 100 400 3 32000 200 0 250 300").is_err()
+    );
+    let all: Vec<_> = parse_diskstats(fixture!("diskstats.1"))
+        .collect::<Result<_, _>>()
+        .unwrap();
     assert_eq!(all.len(), 22);
 }
 
 #[test]
 fn physical_disks_by_name() {
     for name in [
-        "sda", "sdaa", "vda", "xvda", "hda", "nvme0n1", "nvme12n3", "mmcblk0", "nbd0", "rbd0",
+        "sda",
+        "sdaa",
+        "vda",
+        "xvda",
+        "hda",
+        "nvme0n1",
+        "nvme12n3",
+        "mmcblk0",
+        "nbd0",
+        "rbd0",
         "cciss/c0d0",
     ] {
         assert!(!excluded_by_name(name), "{name} is a disk");
     }
     for name in [
-        "sda1", "sdaa12", "vdb2", "xvda1", "hda3", "nvme0n1p1", "nvme12n3p15", "mmcblk0p1",
-        "mmcblk0boot0", "mmcblk1rpmb", "loop0", "loop12", "ram0", "zram0", "fd0", "sr0",
-        "dm-0", "dm-12", "md0", "md127", "md_d0",
+        "sda1",
+        "sdaa12",
+        "vdb2",
+        "xvda1",
+        "hda3",
+        "nvme0n1p1",
+        "nvme12n3p15",
+        "mmcblk0p1",
+        "mmcblk0boot0",
+        "mmcblk1rpmb",
+        "loop0",
+        "loop12",
+        "ram0",
+        "zram0",
+        "fd0",
+        "sr0",
+        "dm-0",
+        "dm-12",
+        "md0",
+        "md127",
+        "md_d0",
     ] {
         assert!(excluded_by_name(name), "{name} is not a physical disk");
     }
@@ -210,7 +254,11 @@ fn counter_deltas() {
     assert_eq!(counter_delta(4_294_967_000, 200), Some(496));
     // Anything else that goes back is a reset.
     assert_eq!(counter_delta(5_000_000, 3), None);
-    assert_eq!(counter_delta(1 << 40, 3), None, "64-bit counters do not wrap at 2^32");
+    assert_eq!(
+        counter_delta(1 << 40, 3),
+        None,
+        "64-bit counters do not wrap at 2^32"
+    );
     assert_eq!(counter_delta(4_294_967_000, 2_000_000_000), None);
 }
 
@@ -221,7 +269,10 @@ fn tracker() -> DiskTracker {
 #[test]
 fn disk_io_over_physical_disks_with_wrap_reset_hotplug_and_removal() {
     let mut t = tracker();
-    assert_eq!(t.update(fixture!("diskstats.1"), None).unwrap(), DiskIo::default());
+    assert_eq!(
+        t.update(fixture!("diskstats.1"), None).unwrap(),
+        DiskIo::default()
+    );
     let io = t.update(fixture!("diskstats.2"), TEN_S).unwrap();
     // nvme0n1 (+8000/+16000 sectors, +100/+200 ops, 25 % busy), sda (+80/+160 sectors,
     // +10/+20 ops, 90 % busy), sdb (+8 sectors, +1 read, io_ticks wrapped: 496 ms).
@@ -246,8 +297,11 @@ fn disk_io_over_physical_disks_with_wrap_reset_hotplug_and_removal() {
 #[test]
 fn disk_busy_is_capped_and_impossible_jumps_are_dropped() {
     let mut t = tracker();
-    t.update("8 0 sda 0 0 0 0 0 0 0 0 0 0 0\n8 16 sdb 0 0 0 0 0 0 0 0 0 0 0\n", None)
-        .unwrap();
+    t.update(
+        "8 0 sda 0 0 0 0 0 0 0 0 0 0 0\n8 16 sdb 0 0 0 0 0 0 0 0 0 0 0\n",
+        None,
+    )
+    .unwrap();
     // sda: io_ticks a little over the elapsed time (jiffies rounding). sdb: 2^50 sectors in
     // ten seconds, which no disk does: a counter that restarted high, dropped.
     let io = t
@@ -264,19 +318,30 @@ fn disk_busy_is_capped_and_impossible_jumps_are_dropped() {
 #[test]
 fn disk_with_new_device_number_is_a_new_device() {
     let mut t = tracker();
-    t.update("8 0 sda 100 0 800 0 0 0 0 0 0 0 0\n", None).unwrap();
+    t.update("8 0 sda 100 0 800 0 0 0 0 0 0 0 0\n", None)
+        .unwrap();
     // Same name, different major:minor: another device took the name; prime again.
-    let io = t.update("8 32 sda 500 0 4000 0 0 0 0 0 0 0 0\n", TEN_S).unwrap();
+    let io = t
+        .update("8 32 sda 500 0 4000 0 0 0 0 0 0 0 0\n", TEN_S)
+        .unwrap();
     assert_eq!(io.disks, 0);
-    let io = t.update("8 32 sda 501 0 4008 0 0 0 0 0 0 0 0\n", TEN_S).unwrap();
+    let io = t
+        .update("8 32 sda 501 0 4008 0 0 0 0 0 0 0 0\n", TEN_S)
+        .unwrap();
     assert_eq!((io.reads, io.read_bytes, io.disks), (1, 8 * 512, 1));
 }
 
 #[test]
 fn disk_parse_error_forgets_previous_counters() {
     let mut t = tracker();
-    t.update("8 0 sda 100 0 800 0 0 0 0 0 0 0 0\n", None).unwrap();
+    t.update("8 0 sda 100 0 800 0 0 0 0 0 0 0 0\n", None)
+        .unwrap();
     assert!(t.update("8 0 sda 100 0 garbage\n", TEN_S).is_err());
-    let io = t.update("8 0 sda 900 0 9000 0 0 0 0 0 0 0 0\n", TEN_S).unwrap();
-    assert_eq!(io.disks, 0, "primes again after an error instead of a huge delta");
+    let io = t
+        .update("8 0 sda 900 0 9000 0 0 0 0 0 0 0 0\n", TEN_S)
+        .unwrap();
+    assert_eq!(
+        io.disks, 0,
+        "primes again after an error instead of a huge delta"
+    );
 }

@@ -8,7 +8,14 @@ use std::time::{Duration, Instant};
 use vigil_agent::host::{HostError, ProcessSampler};
 use vigil_agent::host::{parse_pid_stat, vm_rss_kb};
 
-fn write_process(procfs: &Path, pid: u32, cmdline: &[&str], ticks: (u64, u64), start: u64, rss_kb: u64) {
+fn write_process(
+    procfs: &Path,
+    pid: u32,
+    cmdline: &[&str],
+    ticks: (u64, u64),
+    start: u64,
+    rss_kb: u64,
+) {
     let dir = procfs.join(pid.to_string());
     std::fs::create_dir_all(&dir).unwrap();
     let mut cmd = cmdline.join("\0");
@@ -45,7 +52,10 @@ fn pid_stat_and_status() {
     assert_eq!((s.ticks, s.start), (850, 98765));
     assert_eq!(parse_pid_stat("4242 (java"), None);
     assert_eq!(parse_pid_stat("4242 (java) S 1 2"), None);
-    assert_eq!(vm_rss_kb("Name:\tjava\nVmRSS:\t  123456 kB\n"), Some(123456));
+    assert_eq!(
+        vm_rss_kb("Name:\tjava\nVmRSS:\t  123456 kB\n"),
+        Some(123456)
+    );
     assert_eq!(vm_rss_kb("Name:\tkthreadd\n"), None);
 }
 
@@ -61,10 +71,31 @@ fn apps_found_by_command_line_with_cpu_rss_and_pid_reuse() {
     let dir = tempfile::tempdir().unwrap();
     let proc = dir.path();
     std::fs::create_dir_all(proc.join("self")).unwrap(); // not a pid: skipped
-    write_process(proc, 100, &["/usr/bin/java", "-Xmx2g", "-jar", "/opt/shop/shop.jar"], (500, 100), 1000, 200_000);
-    write_process(proc, 101, &["java", "-jar", "billing-2.jar"], (10, 10), 1100, 50_000);
+    write_process(
+        proc,
+        100,
+        &["/usr/bin/java", "-Xmx2g", "-jar", "/opt/shop/shop.jar"],
+        (500, 100),
+        1000,
+        200_000,
+    );
+    write_process(
+        proc,
+        101,
+        &["java", "-jar", "billing-2.jar"],
+        (10, 10),
+        1100,
+        50_000,
+    );
     write_process(proc, 102, &["/bin/bash"], (1, 1), 900, 3_000);
-    write_process(proc, 103, &["java", "-Dx=1", "-jar", "shop.jar", "--worker"], (0, 0), 1200, 100_000);
+    write_process(
+        proc,
+        103,
+        &["java", "-Dx=1", "-jar", "shop.jar", "--worker"],
+        (0, 0),
+        1200,
+        100_000,
+    );
 
     let mut sampler = ProcessSampler::new(proc, &apps()).unwrap();
     let t0 = Instant::now();
@@ -77,25 +108,70 @@ fn apps_found_by_command_line_with_cpu_rss_and_pid_reuse() {
 
     // Ten seconds later: shop used 250 + 50 ticks (3 s of CPU: 30 % of a core), billing
     // 1000 ticks (100 %).
-    write_process(proc, 100, &["/usr/bin/java", "-Xmx2g", "-jar", "/opt/shop/shop.jar"], (700, 150), 1000, 210_000);
-    write_process(proc, 103, &["java", "-Dx=1", "-jar", "shop.jar", "--worker"], (40, 10), 1200, 100_000);
-    write_process(proc, 101, &["java", "-jar", "billing-2.jar"], (510, 510), 1100, 50_000);
-    let s = sampler.sample(t0 + Duration::from_secs(10)).unwrap().to_vec();
+    write_process(
+        proc,
+        100,
+        &["/usr/bin/java", "-Xmx2g", "-jar", "/opt/shop/shop.jar"],
+        (700, 150),
+        1000,
+        210_000,
+    );
+    write_process(
+        proc,
+        103,
+        &["java", "-Dx=1", "-jar", "shop.jar", "--worker"],
+        (40, 10),
+        1200,
+        100_000,
+    );
+    write_process(
+        proc,
+        101,
+        &["java", "-jar", "billing-2.jar"],
+        (510, 510),
+        1100,
+        50_000,
+    );
+    let s = sampler
+        .sample(t0 + Duration::from_secs(10))
+        .unwrap()
+        .to_vec();
     assert_eq!(s[0].interval, Duration::from_secs(10));
-    assert!((s[0].cpu_pct.unwrap() - 30.0).abs() < 1e-9, "{:?}", s[0].cpu_pct);
+    assert!(
+        (s[0].cpu_pct.unwrap() - 30.0).abs() < 1e-9,
+        "{:?}",
+        s[0].cpu_pct
+    );
     assert_eq!(s[0].rss_bytes, 310_000 * 1024);
-    assert!((s[1].cpu_pct.unwrap() - 100.0).abs() < 1e-9, "{:?}", s[1].cpu_pct);
+    assert!(
+        (s[1].cpu_pct.unwrap() - 100.0).abs() < 1e-9,
+        "{:?}",
+        s[1].cpu_pct
+    );
 
     // Billing exits and its pid is reused by another program; a new billing JVM starts.
     std::fs::remove_dir_all(proc.join("101")).unwrap();
     write_process(proc, 101, &["sleep", "100"], (0, 0), 5000, 500);
-    write_process(proc, 104, &["java", "-jar", "billing-3.jar"], (300, 0), 5001, 60_000);
+    write_process(
+        proc,
+        104,
+        &["java", "-jar", "billing-3.jar"],
+        (300, 0),
+        5001,
+        60_000,
+    );
     std::fs::remove_dir_all(proc.join("103")).unwrap();
-    let s = sampler.sample(t0 + Duration::from_secs(20)).unwrap().to_vec();
+    let s = sampler
+        .sample(t0 + Duration::from_secs(20))
+        .unwrap()
+        .to_vec();
     assert_eq!(s[0].processes, 1);
     assert_eq!((s[1].processes, s[1].rss_bytes), (1, 60_000 * 1024));
     assert_eq!(s[1].cpu_pct, None, "the new JVM has no previous reading");
-    let s = sampler.sample(t0 + Duration::from_secs(30)).unwrap().to_vec();
+    let s = sampler
+        .sample(t0 + Duration::from_secs(30))
+        .unwrap()
+        .to_vec();
     assert_eq!(s[1].cpu_pct, Some(0.0));
 }
 

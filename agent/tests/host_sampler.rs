@@ -28,7 +28,10 @@ fn first_sample_primes_then_rates() {
     let t0 = Instant::now();
     assert_eq!(sampler.sample(t0).unwrap(), None);
     install(dir.path(), 2);
-    let s = sampler.sample(t0 + Duration::from_secs(10)).unwrap().unwrap();
+    let s = sampler
+        .sample(t0 + Duration::from_secs(10))
+        .unwrap()
+        .unwrap();
     assert_eq!(s.interval, Duration::from_secs(10));
     assert!((s.cpu_busy_pct.unwrap() - 50.0).abs() < 1e-9);
     assert!((s.mem_used_pct.unwrap() - 75.0).abs() < 1e-9);
@@ -40,8 +43,14 @@ fn first_sample_primes_then_rates() {
     // Same instant again: no rates, and the previous reading is kept.
     assert_eq!(sampler.sample(t0 + Duration::from_secs(10)).unwrap(), None);
     install(dir.path(), 3);
-    let s = sampler.sample(t0 + Duration::from_secs(20)).unwrap().unwrap();
-    assert_eq!(s.cpu_busy_pct, None, "no CPU tick between identical readings");
+    let s = sampler
+        .sample(t0 + Duration::from_secs(20))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        s.cpu_busy_pct, None,
+        "no CPU tick between identical readings"
+    );
     assert_eq!(s.disk.unwrap().disks, 5);
 }
 
@@ -53,7 +62,10 @@ fn missing_diskstats_gives_no_disk_figures() {
     let mut sampler = HostSampler::with_sysfs(dir.path(), None);
     let t0 = Instant::now();
     sampler.sample(t0).unwrap();
-    let s = sampler.sample(t0 + Duration::from_secs(10)).unwrap().unwrap();
+    let s = sampler
+        .sample(t0 + Duration::from_secs(10))
+        .unwrap()
+        .unwrap();
     assert_eq!(s.disk, None);
     assert!(s.mem_used_pct.is_some());
 }
@@ -69,15 +81,26 @@ fn errors_name_the_file_and_the_next_sample_primes_again() {
     std::fs::write(dir.path().join("meminfo"), "nothing useful\n").unwrap();
     let err = sampler.sample(t0 + Duration::from_secs(10)).unwrap_err();
     assert!(matches!(err, HostError::Parse { .. }));
-    assert!(err.to_string().contains("meminfo") && err.to_string().contains("MemTotal"), "{err}");
+    assert!(
+        err.to_string().contains("meminfo") && err.to_string().contains("MemTotal"),
+        "{err}"
+    );
 
     install(dir.path(), 2);
-    assert_eq!(sampler.sample(t0 + Duration::from_secs(20)).unwrap(), None, "primes again");
+    assert_eq!(
+        sampler.sample(t0 + Duration::from_secs(20)).unwrap(),
+        None,
+        "primes again"
+    );
 
     std::fs::remove_file(dir.path().join("stat")).unwrap();
     let err = sampler.sample(t0 + Duration::from_secs(30)).unwrap_err();
     assert!(matches!(err, HostError::Read { .. }));
-    assert!(err.to_string().contains(&dir.path().join("stat").display().to_string()), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&dir.path().join("stat").display().to_string()),
+        "{err}"
+    );
 }
 
 #[test]
@@ -89,5 +112,8 @@ fn sysfs_is_derived_from_procfs() {
     std::fs::create_dir_all(root.path().join("sys/block")).unwrap();
     assert_eq!(sysfs_for(&proc), Some(root.path().join("sys")));
     let sampler = HostSampler::new(&proc);
-    assert_eq!(sampler.sysfs_block(), Some(root.path().join("sys/block").as_path()));
+    assert_eq!(
+        sampler.sysfs_block(),
+        Some(root.path().join("sys/block").as_path())
+    );
 }
