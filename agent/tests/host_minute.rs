@@ -151,6 +151,19 @@ fn interrupted_and_stopping_minutes_are_partial() {
 }
 
 #[test]
+fn a_stall_never_lands_more_than_a_minute_of_io_in_one_minute() {
+    let mut agg = MinuteHostMetrics::new();
+    agg.add(M + 10, &sample(10, 5.0, 4096));
+    // The host was suspended for an hour: one sample over 3600 s.
+    agg.add(M + 3610, &sample(3600, 5.0, 3600 * 4096));
+    let done = agg.take_all();
+    let (minute, m) = done.last().unwrap();
+    assert_eq!(*minute, M + 3540, "the last minute of the stall");
+    assert_eq!(m.disk_write_bytes, Some(60 * 4096));
+    assert_eq!(m.disk_writes, Some(60));
+}
+
+#[test]
 fn missing_figures_stay_absent() {
     let mut agg = MinuteHostMetrics::new();
     let mut s = sample(10, 5.0, 0);

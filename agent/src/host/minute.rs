@@ -10,9 +10,10 @@ use super::sampler::Sample;
 /// The minute a sample belongs to: the minute of the middle of its interval, so a sample
 /// taken at `:00` over the ten seconds before belongs to the minute that just ended. The
 /// agent should sample on multiples of the interval (`:00`, `:10`, …) so that no sample
-/// straddles two minutes; otherwise a sample's figures land wholly in one of them.
+/// straddles two minutes; otherwise a sample's figures land wholly in one of them. An
+/// interval longer than a minute counts as its last minute (`unix_secs - 30`).
 pub fn minute_of(unix_secs: i64, interval: Duration) -> i64 {
-    let half_ms = (interval.as_millis() / 2).min(i64::MAX as u128) as i64;
+    let half_ms = (interval.as_millis().min(60_000) / 2) as i64;
     let mid_ms = unix_secs.saturating_mul(1000).saturating_sub(half_ms);
     mid_ms.div_euclid(60_000) * 60
 }
@@ -102,8 +103,9 @@ impl Mean {
 ///
 /// Per minute: `cpu_pct` is the mean of the samples weighted by their intervals (time
 /// weighted), `cpu_pct_max` the highest sample; memory, swap and load are means of the
-/// samples; disk bytes and operations are sums; `disk_busy_pct` is the time-weighted mean
-/// of the samples' busiest-disk busy %. A field is absent when no sample measured it.
+/// samples; disk bytes and operations are sums (a sample longer than a minute brings only
+/// a minute's share of them); `disk_busy_pct` is the time-weighted mean of the samples'
+/// busiest-disk busy %. A field is absent when no sample measured it.
 ///
 /// A minute is `partial` when it is the first one after start, when [`take_all`] hands it
 /// out before it ended (the agent stops), or when its samples cover less than a minute by
@@ -149,11 +151,20 @@ impl MinuteHostMetrics {
         acc.load5.add(Some(sample.load5));
         acc.load15.add(Some(sample.load15));
         if let Some(disk) = &sample.disk {
+            // A sample longer than a minute (the agent was stopped or starved) brings only a
+            // minute's share of its I/O, so a stall never lands hours of bytes in one minute.
+            let share = |v: u64| {
+                if secs > 60.0 {
+                    (v as f64 * 60.0 / secs) as u64
+                } else {
+                    v
+                }
+            };
             acc.disk_measured = true;
-            acc.disk_read_bytes = acc.disk_read_bytes.saturating_add(disk.read_bytes);
-            acc.disk_write_bytes = acc.disk_write_bytes.saturating_add(disk.write_bytes);
-            acc.disk_reads = acc.disk_reads.saturating_add(disk.reads);
-            acc.disk_writes = acc.disk_writes.saturating_add(disk.writes);
+            acc.disk_read_bytes = acc.disk_read_bytes.saturating_add(share(disk.read_bytes));
+            acc.disk_write_bytes = acc.disk_write_bytes.saturating_add(share(disk.write_bytes));
+            acc.disk_reads = acc.disk_reads.saturating_add(share(disk.reads));
+            acc.disk_writes = acc.disk_writes.saturating_add(share(disk.writes));
             acc.busy_weighted += disk.busy_pct * secs;
             acc.busy_secs += secs;
         }
