@@ -114,14 +114,17 @@ fn cpu_mean_is_time_weighted() {
 }
 
 #[test]
-fn late_samples_are_dropped_not_double_counted() {
+fn late_samples_go_to_the_next_open_minute_never_twice() {
     let mut agg = MinuteHostMetrics::new();
     agg.add(M + 50, &sample(10, 10.0, 100));
     let done = agg.take_completed(M + 200);
     assert_eq!(done.len(), 1);
     agg.add(M + 55, &sample(5, 10.0, 100)); // the wall clock stepped back
     assert_eq!(agg.late_samples(), 1);
-    assert!(agg.take_completed(M + 400).is_empty());
+    let done = agg.take_completed(M + 400);
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].0, M + 60);
+    assert_eq!(done[0].1.disk_write_bytes, Some(100));
 }
 
 #[test]

@@ -30,9 +30,9 @@ pub fn sample_command(procfs: &Path, json: bool, out: &mut dyn Write) -> Result<
         }
     }
     let Some(sample) = sample else {
-        return Err(HostError::Output(std::io::Error::other(
-            "no counters advanced in two seconds",
-        )));
+        return Err(HostError::NoSample(
+            "the clock did not advance in two seconds",
+        ));
     };
     let fields = fields(&sample);
     if json {

@@ -27,6 +27,7 @@
 //! Deltas beyond what any disk can do in the interval (over 32 GiB/s, 16 M operations/s)
 //! are dropped as resets too, and busy time is capped at the elapsed time.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -86,7 +87,7 @@ pub fn excluded_by_name(name: &str) -> bool {
 #[derive(Debug)]
 pub struct DiskFilter {
     sysfs_block: Option<PathBuf>,
-    known: Vec<(String, bool)>,
+    known: HashMap<String, bool>,
 }
 
 impl DiskFilter {
@@ -94,7 +95,7 @@ impl DiskFilter {
     pub fn new(sysfs: Option<&Path>) -> Self {
         Self {
             sysfs_block: sysfs.map(|s| s.join("block")),
-            known: Vec::new(),
+            known: HashMap::new(),
         }
     }
 
@@ -106,7 +107,7 @@ impl DiskFilter {
     /// Whether `name` is a physical disk. The answer is cached per name, so sysfs is only
     /// looked at when a device name is seen for the first time.
     pub fn is_physical(&mut self, name: &str) -> bool {
-        if let Some((_, physical)) = self.known.iter().find(|(n, _)| n == name) {
+        if let Some(physical) = self.known.get(name) {
             return *physical;
         }
         let physical = !excluded_by_name(name)
@@ -115,7 +116,7 @@ impl DiskFilter {
                 Some(block) => block.join(name.replace('/', "!")).join("device").exists(),
                 None => true,
             };
-        self.known.push((name.to_owned(), physical));
+        self.known.insert(name.to_owned(), physical);
         physical
     }
 }

@@ -29,19 +29,23 @@ pub(crate) struct MinuteClock {
     pub(crate) max_interval: Duration,
     /// No sample was added yet: the first minute is partial.
     pub(crate) started: bool,
-    /// Samples dropped because their minute was already handed out.
+    /// Samples that came after their minute was handed out.
     pub(crate) late_samples: u64,
 }
 
 impl MinuteClock {
-    /// Whether a sample for `minute` can still be added (counts it late otherwise).
-    pub(crate) fn accept(&mut self, minute: i64, interval: Duration) -> bool {
-        if self.last_taken.is_some_and(|t| minute <= t) {
-            self.late_samples += 1;
-            return false;
-        }
+    /// The minute a sample of `minute` goes to: its own, or, when that minute was already
+    /// handed out (the sample came late), the earliest one not handed out yet — so its
+    /// bytes are counted once, a little late, rather than lost or sent twice.
+    pub(crate) fn place(&mut self, minute: i64, interval: Duration) -> i64 {
         self.max_interval = self.max_interval.max(interval);
-        true
+        match self.last_taken {
+            Some(taken) if minute <= taken => {
+                self.late_samples += 1;
+                taken + 60
+            }
+            _ => minute,
+        }
     }
 
     /// Whether `minute` is complete at `now_unix`: no sample can belong to it any more.
@@ -124,14 +128,14 @@ impl MinuteHostMetrics {
         Self::default()
     }
 
-    /// Add a sample that ended at `unix_secs` (UTC). Samples must come in time order; a
-    /// sample whose minute was already handed out by [`take_completed`](Self::take_completed)
-    /// is dropped and counted in [`late_samples`](Self::late_samples).
+    /// Add a sample that ended at `unix_secs` (UTC). Samples come in time order. A sample
+    /// whose minute was already handed out by [`take_completed`](Self::take_completed) (it
+    /// was delayed past the grace, or the wall clock stepped back) goes to the earliest
+    /// minute not handed out yet and is counted in [`late_samples`](Self::late_samples).
     pub fn add(&mut self, unix_secs: i64, sample: &Sample) {
-        let minute = minute_of(unix_secs, sample.interval);
-        if !self.clock.accept(minute, sample.interval) {
-            return;
-        }
+        let minute = self
+            .clock
+            .place(minute_of(unix_secs, sample.interval), sample.interval);
         let first = !self.clock.started;
         self.clock.started = true;
         let acc = self.minutes.entry(minute).or_default();
@@ -170,7 +174,7 @@ impl MinuteHostMetrics {
         }
     }
 
-    /// Samples dropped because they came after their minute was handed out.
+    /// Samples that came after their minute was handed out (see [`add`](Self::add)).
     pub fn late_samples(&self) -> u64 {
         self.clock.late_samples
     }

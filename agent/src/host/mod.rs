@@ -87,6 +87,9 @@ pub enum HostError {
         #[source]
         source: regex::Error,
     },
+    /// Two readings could not be taken apart in time (the monotonic clock did not advance).
+    #[error("no sample: {0}")]
+    NoSample(&'static str),
     /// Writing the output of `vigil-agent sample` failed.
     #[error("cannot write the sample: {0}")]
     Output(#[source] std::io::Error),

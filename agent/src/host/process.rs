@@ -318,10 +318,7 @@ impl MinuteProcessMetrics {
         if interval.is_zero() {
             return;
         }
-        let minute = minute_of(unix_secs, interval);
-        if !self.clock.accept(minute, interval) {
-            return;
-        }
+        let minute = self.clock.place(minute_of(unix_secs, interval), interval);
         let first = !self.clock.started;
         self.clock.started = true;
         let acc = self.minutes.entry(minute).or_default();
