@@ -54,7 +54,21 @@ pub fn sample_command(procfs: &Path, json: bool, out: &mut dyn Write) -> Result<
         )
         .map_err(HostError::Output)?;
         for (key, value) in &fields {
-            writeln!(out, "  {key:<17} {value}").map_err(HostError::Output)?;
+            let unit = if key.ends_with("_pct") {
+                " %"
+            } else if key.ends_with("_bytes") {
+                " bytes"
+            } else {
+                ""
+            };
+            writeln!(out, "  {key:<17} {value}{unit}").map_err(HostError::Output)?;
+        }
+        if sample.swap_used_pct.is_none() {
+            writeln!(out, "  {:<17} - (no swap)", "swap_used_pct").map_err(HostError::Output)?;
+        }
+        if sample.disk.is_none() {
+            writeln!(out, "  {:<17} - (no physical disk measured)", "disk_*")
+                .map_err(HostError::Output)?;
         }
     }
     Ok(())
