@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod fsutil;
+pub mod host;
 pub mod identity;
 pub mod minute;
 pub mod pipeline;
