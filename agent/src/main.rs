@@ -33,6 +33,15 @@ enum Command {
         #[arg(long)]
         offline: bool,
     },
+    /// Take one host-metrics sample over one second and print it.
+    Sample {
+        /// One JSON object with the `host_metrics` keys of a replay case.
+        #[arg(long)]
+        json: bool,
+        /// Where the host's /proc is mounted.
+        #[arg(long, default_value = "/proc")]
+        procfs: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -61,6 +70,11 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Run { config } => {
             let config = AgentConfig::load(&config)?;
             runtime()?.block_on(vigil_agent::run(config, shutdown_signal()))?;
+            Ok(true)
+        }
+        Command::Sample { json, procfs } => {
+            let mut out = std::io::stdout().lock();
+            vigil_agent::host::sample_command(&procfs, json, &mut out)?;
             Ok(true)
         }
         Command::Check {

@@ -27,6 +27,8 @@ struct AppMinute {
     counts: Counts,
     exceptions: HashMap<u64, u64>,
     definitions: Vec<ExceptionDefinition>,
+    process_cpu_pct: Option<f64>,
+    process_rss_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -94,6 +96,19 @@ impl MinuteCounters {
             .entry(minute_of(minute))
             .or_default()
             .host_metrics = Some(metrics);
+    }
+
+    /// Sets the CPU % and resident memory of `app`'s process in a minute.
+    pub fn set_process_metrics(
+        &mut self,
+        app: usize,
+        minute: i64,
+        cpu_pct: Option<f64>,
+        rss_bytes: Option<u64>,
+    ) {
+        let entry = self.app_minute(app, minute);
+        entry.process_cpu_pct = cpu_pct;
+        entry.process_rss_bytes = rss_bytes;
     }
 
     fn app_minute(&mut self, app: usize, t: i64) -> &mut AppMinute {
@@ -177,8 +192,8 @@ fn app_counters(name: &str, data: Option<&AppMinute>) -> AppCounters {
         truncated_lines: data.counts.truncated_lines,
         exceptions,
         definitions: data.definitions.clone(),
-        process_cpu_pct: None,
-        process_rss_bytes: None,
+        process_cpu_pct: data.process_cpu_pct,
+        process_rss_bytes: data.process_rss_bytes,
     }
 }
 

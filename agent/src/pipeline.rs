@@ -14,6 +14,9 @@ use vigil_proto::PROTOCOL_VERSION;
 use vigil_proto::v1::{Report, report::Body};
 
 use crate::config::{AgentConfig, LogsConfig, StartAt};
+use crate::host::{
+    HostError, HostSampler, MinuteHostMetrics, MinuteProcessMetrics, ProcessSampler,
+};
 use crate::identity::{Identity, IdentityError};
 use crate::minute::{Counts, MinuteCounters};
 use crate::ship::{ShipError, Shipper};
@@ -35,6 +38,8 @@ pub enum AgentError {
     Ship(#[from] ShipError),
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    #[error(transparent)]
+    Host(#[from] HostError),
 }
 
 /// Runs the agent until `shutdown` resolves.
@@ -55,8 +60,14 @@ pub async fn run(
         spool,
         unspooled: Vec::new(),
     };
-    let apps = config.logs.iter().map(|l| l.app.clone()).collect();
-    let mut counters = MinuteCounters::new(apps, unix_now());
+    let apps: Vec<String> = config.logs.iter().map(|l| l.app.clone()).collect();
+    let mut counters = MinuteCounters::new(apps.clone(), unix_now());
+    let mut host = HostWatch::new(&config, apps)?;
+    let sample_every = config.host_metrics.interval;
+    let mut sample_tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + until_multiple_of(sample_every),
+        sample_every,
+    );
     let mut files = LineCounter::new(&config.logs);
     let flush_every = config.detector.flush_interval;
     // At a 60 s interval each minute goes out once, shortly after it closes.
@@ -64,8 +75,10 @@ pub async fn run(
     let first_flush = if include_open {
         flush_every
     } else {
-        let into_minute = unix_now().rem_euclid(60);
-        Duration::from_secs(u64::try_from(62 - into_minute).unwrap_or(60))
+        // Once the minute has closed and its last host sample is in.
+        let lag = (sample_every.as_secs() / 2 + 3).max(2);
+        let into_minute = u64::try_from(unix_now().rem_euclid(60)).unwrap_or(0);
+        Duration::from_secs((60 + lag - into_minute) % 60).max(Duration::from_secs(1))
     };
     let mut flush_tick =
         tokio::time::interval_at(tokio::time::Instant::now() + first_flush, flush_every);
@@ -80,7 +93,9 @@ pub async fn run(
                     files.poll(&mut counters, unix_now());
                 }
             }
+            _ = sample_tick.tick() => host.sample(unix_now()),
             _ = flush_tick.tick() => {
+                host.drain(&mut counters, unix_now(), false);
                 flush(&config, &mut counters, include_open, &mut identity, &mut outbox)?;
                 shipper.wake();
             }
@@ -90,11 +105,109 @@ pub async fn run(
     if outbox.accepts_more() {
         files.poll(&mut counters, unix_now());
     }
+    host.drain(&mut counters, unix_now(), true);
     flush(&config, &mut counters, true, &mut identity, &mut outbox)?;
     shipper.wake();
     shipper.close(SHUTDOWN_GRACE).await;
     tracing::info!("vigil-agent stopped");
     Ok(())
+}
+
+/// Time until the next wall-clock multiple of `every` (so samples of all hosts line up).
+fn until_multiple_of(every: Duration) -> Duration {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let every_ms = every.as_millis().max(1);
+    let into = now.as_millis() % every_ms;
+    Duration::from_millis(u64::try_from(every_ms - into).unwrap_or(1000))
+}
+
+/// Host and process metrics, sampled on their interval and aggregated per minute.
+struct HostWatch {
+    sampler: HostSampler,
+    minutes: MinuteHostMetrics,
+    processes: Option<ProcessSampler>,
+    process_minutes: MinuteProcessMetrics,
+    apps: Vec<String>,
+    failing: bool,
+}
+
+impl HostWatch {
+    fn new(config: &AgentConfig, apps: Vec<String>) -> Result<Self, HostError> {
+        let patterns: Vec<(String, String)> = config
+            .logs
+            .iter()
+            .filter_map(|l| {
+                l.process
+                    .as_ref()
+                    .map(|re| (l.app.clone(), re.as_str().to_owned()))
+            })
+            .collect();
+        let procfs = &config.host_metrics.procfs;
+        let processes = if patterns.is_empty() {
+            None
+        } else {
+            Some(ProcessSampler::new(procfs.clone(), &patterns)?)
+        };
+        Ok(Self {
+            sampler: HostSampler::new(procfs.clone()),
+            minutes: MinuteHostMetrics::new(),
+            processes,
+            process_minutes: MinuteProcessMetrics::new(),
+            apps,
+            failing: false,
+        })
+    }
+
+    fn sample(&mut self, now: i64) {
+        let at = std::time::Instant::now();
+        let mut result = self.sampler.sample(at).map(|sample| {
+            if let Some(sample) = sample {
+                self.minutes.add(now, &sample);
+            }
+        });
+        if let Some(processes) = self.processes.as_mut() {
+            match processes.sample(at) {
+                Ok(samples) => self.process_minutes.add(now, samples),
+                Err(e) => result = Err(e),
+            }
+        }
+        // One line when sampling starts failing and one when it recovers, not one per tick.
+        match result {
+            Err(e) if !self.failing => {
+                tracing::warn!(error = %e, "host metrics sampling failed");
+                self.failing = true;
+            }
+            Ok(()) if self.failing => {
+                tracing::info!("host metrics sampling works again");
+                self.failing = false;
+            }
+            _ => {}
+        }
+    }
+
+    /// Moves completed minutes (all minutes when `all`) into the counters.
+    fn drain(&mut self, counters: &mut MinuteCounters, now: i64, all: bool) {
+        let (host, processes) = if all {
+            (self.minutes.take_all(), self.process_minutes.take_all())
+        } else {
+            (
+                self.minutes.take_completed(now),
+                self.process_minutes.take_completed(now),
+            )
+        };
+        for (minute, metrics) in host {
+            counters.set_host_metrics(minute, metrics);
+        }
+        for (minute, apps) in processes {
+            for metrics in apps {
+                if let Some(index) = self.apps.iter().position(|a| *a == metrics.app) {
+                    counters.set_process_metrics(index, minute, metrics.cpu_pct, metrics.rss_bytes);
+                }
+            }
+        }
+    }
 }
 
 /// Reports on their way into the spool.
