@@ -1,7 +1,7 @@
 //! The embedded store: one SQLite file in `data_dir`, written by one connection in WAL mode
 //! with `synchronous = FULL`, so a committed batch survives a crash or power loss.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 
@@ -9,10 +9,8 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
-use vigil_proto::v1::{
-    AppCounters, ExceptionDefinition, HostMetrics, MinuteReport, Report, report::Body,
-};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use vigil_proto::v1::{ExceptionDefinition, HostMetrics, Report, report::Body};
 
 use super::{
     HostMetricsRow, IngestOutcome, MinuteRow, SeriesQuery, Store, StoreError, fingerprint_hex,
@@ -153,10 +151,18 @@ impl Store for SqliteStore {
         received_at: i64,
     ) -> Result<Vec<IngestOutcome>, StoreError> {
         let mut tx = self.writer.begin().await?;
+        let fresh = insert_report_keys(&mut tx, batch, received_at).await?;
+        let mut acc = BatchAccumulator::default();
         let mut outcomes = Vec::with_capacity(batch.len());
-        for report in batch {
-            outcomes.push(ingest_one(&mut tx, report, received_at).await?);
+        for (report, fresh) in batch.iter().zip(fresh) {
+            if fresh {
+                acc.add(report, received_at);
+                outcomes.push(IngestOutcome::Stored);
+            } else {
+                outcomes.push(IngestOutcome::Duplicate);
+            }
         }
+        acc.write(&mut tx).await?;
         tx.commit().await?;
         Ok(outcomes)
     }
@@ -254,185 +260,324 @@ fn fp(fingerprint: u64) -> i64 {
     fingerprint as i64
 }
 
-async fn ingest_one(
+/// Rows bound per statement stay under SQLite's limit of 32766 parameters.
+const MAX_PARAMS: usize = 32_000;
+
+/// Records each report's `(instance, seq)`; returns, per report, whether it is new (the
+/// first of its key in the batch and not stored before).
+async fn insert_report_keys(
     tx: &mut Transaction<'_, Sqlite>,
-    report: &Report,
+    batch: &[Report],
     received_at: i64,
-) -> Result<IngestOutcome, StoreError> {
-    let kind = match &report.body {
-        Some(Body::Minute(_)) => "minute",
-        Some(Body::Alert(_)) => "alert",
-        None => "empty",
-    };
-    let inserted = sqlx::query(
-        "INSERT INTO reports (instance, seq, host, kind, received_at) VALUES (?, ?, ?, ?, ?) \
-         ON CONFLICT (instance, seq) DO NOTHING",
-    )
-    .bind(&report.instance)
-    .bind(count(report.seq))
-    .bind(&report.host)
-    .bind(kind)
-    .bind(received_at)
-    .execute(&mut **tx)
-    .await?;
-    if inserted.rows_affected() == 0 {
-        return Ok(IngestOutcome::Duplicate);
+) -> Result<Vec<bool>, StoreError> {
+    let mut inserted: HashSet<(String, i64)> = HashSet::with_capacity(batch.len());
+    for chunk in batch.chunks(MAX_PARAMS / 5) {
+        let mut query = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO reports (instance, seq, host, kind, received_at) ",
+        );
+        query.push_values(chunk, |mut row, report| {
+            row.push_bind(report.instance.as_str())
+                .push_bind(count(report.seq))
+                .push_bind(report.host.as_str())
+                .push_bind(match &report.body {
+                    Some(Body::Minute(_)) => "minute",
+                    Some(Body::Alert(_)) => "alert",
+                    None => "empty",
+                })
+                .push_bind(received_at);
+        });
+        query.push(" ON CONFLICT (instance, seq) DO NOTHING RETURNING instance, seq");
+        for row in query.build().fetch_all(&mut **tx).await? {
+            inserted.insert((row.try_get(0)?, row.try_get(1)?));
+        }
     }
-    match &report.body {
-        Some(Body::Minute(minute)) => ingest_minute(tx, report, minute).await?,
-        Some(Body::Alert(alert)) => {
-            if let Some(definition) = &alert.definition {
-                store_definition(tx, &alert.app, definition).await?;
-                sqlx::query(
-                    "INSERT INTO alerts (app, host, at, fingerprint, count, received_at) \
-                     VALUES (?, ?, ?, ?, ?, ?)",
-                )
-                .bind(&alert.app)
-                .bind(&report.host)
-                .bind(alert.at)
-                .bind(fp(definition.fingerprint))
-                .bind(count(alert.count))
-                .bind(received_at)
-                .execute(&mut **tx)
-                .await?;
+    // The first report of a key in the batch takes the insert; repeats are duplicates.
+    Ok(batch
+        .iter()
+        .map(|r| inserted.remove(&(r.instance.clone(), count(r.seq))))
+        .collect())
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct AppMinuteSums {
+    lines: u64,
+    error_lines: u64,
+    warn_lines: u64,
+    events: u64,
+    truncated_lines: u64,
+    reports: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct FingerprintSums {
+    first_seen: i64,
+    last_seen: i64,
+    count: u64,
+}
+
+/// The new reports of one batch, added up in memory so that each table gets a few
+/// multi-row statements instead of one statement per counter.
+#[derive(Debug, Default)]
+struct BatchAccumulator<'a> {
+    app_minutes: HashMap<(&'a str, &'a str, i64), AppMinuteSums>,
+    exceptions: HashMap<(&'a str, &'a str, i64, u64), u64>,
+    fingerprints: HashMap<(&'a str, u64), FingerprintSums>,
+    definitions: HashMap<(&'a str, u64), &'a ExceptionDefinition>,
+    hosts: HashMap<(&'a str, &'a str), (i64, &'a str)>,
+    host_metrics: HashMap<(&'a str, i64), StoredHostMetrics>,
+    alerts: Vec<(&'a str, &'a str, i64, u64, u64, i64)>,
+}
+
+impl<'a> BatchAccumulator<'a> {
+    fn add(&mut self, report: &'a Report, received_at: i64) {
+        let host = report.host.as_str();
+        match &report.body {
+            Some(Body::Minute(minute)) => {
+                let m = minute.minute;
+                for app in &minute.apps {
+                    let name = app.app.as_str();
+                    let sums = self.app_minutes.entry((name, host, m)).or_default();
+                    sums.lines += app.lines;
+                    sums.error_lines += app.error_lines;
+                    sums.warn_lines += app.warn_lines;
+                    sums.events += app.events;
+                    sums.truncated_lines += app.truncated_lines;
+                    sums.reports += 1;
+                    let seen = self
+                        .hosts
+                        .entry((name, host))
+                        .or_insert((m, report.agent_version.as_str()));
+                    if m >= seen.0 {
+                        *seen = (m, report.agent_version.as_str());
+                    }
+                    for definition in &app.definitions {
+                        self.definitions
+                            .entry((name, definition.fingerprint))
+                            .or_insert(definition);
+                    }
+                    for exception in &app.exceptions {
+                        *self
+                            .exceptions
+                            .entry((name, host, m, exception.fingerprint))
+                            .or_default() += exception.count;
+                        let fp = self
+                            .fingerprints
+                            .entry((name, exception.fingerprint))
+                            .or_insert(FingerprintSums {
+                                first_seen: m,
+                                last_seen: m,
+                                count: 0,
+                            });
+                        fp.first_seen = fp.first_seen.min(m);
+                        fp.last_seen = fp.last_seen.max(m);
+                        fp.count += exception.count;
+                    }
+                }
+                if let Some(metrics) = &minute.host_metrics {
+                    let new = StoredHostMetrics::from_proto(metrics);
+                    self.host_metrics
+                        .entry((host, m))
+                        .and_modify(|old| *old = old.merge(&new))
+                        .or_insert(new);
+                }
+            }
+            Some(Body::Alert(alert)) => {
+                if let Some(definition) = &alert.definition {
+                    self.definitions
+                        .entry((alert.app.as_str(), definition.fingerprint))
+                        .or_insert(definition);
+                    self.alerts.push((
+                        alert.app.as_str(),
+                        host,
+                        alert.at,
+                        definition.fingerprint,
+                        alert.count,
+                        received_at,
+                    ));
+                }
+            }
+            None => {}
+        }
+    }
+
+    async fn write(self, tx: &mut Transaction<'_, Sqlite>) -> Result<(), StoreError> {
+        let app_minutes: Vec<_> = self.app_minutes.into_iter().collect();
+        for chunk in app_minutes.chunks(MAX_PARAMS / 9) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO app_minutes (app, host, minute, lines, error_lines, warn_lines, \
+                 events, truncated_lines, reports) ",
+            );
+            q.push_values(chunk, |mut row, ((app, host, minute), s)| {
+                row.push_bind(*app)
+                    .push_bind(*host)
+                    .push_bind(*minute)
+                    .push_bind(count(s.lines))
+                    .push_bind(count(s.error_lines))
+                    .push_bind(count(s.warn_lines))
+                    .push_bind(count(s.events))
+                    .push_bind(count(s.truncated_lines))
+                    .push_bind(count(s.reports));
+            });
+            q.push(
+                " ON CONFLICT (app, host, minute) DO UPDATE SET lines = lines + excluded.lines, \
+                 error_lines = error_lines + excluded.error_lines, \
+                 warn_lines = warn_lines + excluded.warn_lines, events = events + excluded.events, \
+                 truncated_lines = truncated_lines + excluded.truncated_lines, \
+                 reports = reports + excluded.reports",
+            );
+            q.build().execute(&mut **tx).await?;
+        }
+        let hosts: Vec<_> = self.hosts.into_iter().collect();
+        for chunk in hosts.chunks(MAX_PARAMS / 4) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO hosts (app, host, last_minute, agent_version) ",
+            );
+            q.push_values(chunk, |mut row, ((app, host), (minute, version))| {
+                row.push_bind(*app)
+                    .push_bind(*host)
+                    .push_bind(*minute)
+                    .push_bind(*version);
+            });
+            q.push(
+                " ON CONFLICT (app, host) DO UPDATE SET \
+                 last_minute = max(last_minute, excluded.last_minute), \
+                 agent_version = excluded.agent_version",
+            );
+            q.build().execute(&mut **tx).await?;
+        }
+        let exceptions: Vec<_> = self.exceptions.into_iter().collect();
+        for chunk in exceptions.chunks(MAX_PARAMS / 5) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO exception_minutes (app, host, minute, fingerprint, count) ",
+            );
+            q.push_values(chunk, |mut row, ((app, host, minute, f), n)| {
+                row.push_bind(*app)
+                    .push_bind(*host)
+                    .push_bind(*minute)
+                    .push_bind(fp(*f))
+                    .push_bind(count(*n));
+            });
+            q.push(
+                " ON CONFLICT (app, host, minute, fingerprint) \
+                 DO UPDATE SET count = count + excluded.count",
+            );
+            q.build().execute(&mut **tx).await?;
+        }
+        let definitions: Vec<_> = self.definitions.into_iter().collect();
+        for chunk in definitions.chunks(MAX_PARAMS / 8) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO fingerprints (app, fingerprint, class, causes, message, frames, \
+                 dangerous, sample) ",
+            );
+            q.push_values(chunk, |mut row, ((app, f), d)| {
+                row.push_bind(*app)
+                    .push_bind(fp(*f))
+                    .push_bind(d.class.as_str())
+                    .push_bind(serde_json::to_string(&d.causes).unwrap_or_default())
+                    .push_bind(d.message.as_str())
+                    .push_bind(serde_json::to_string(&d.frames).unwrap_or_default())
+                    .push_bind(d.dangerous)
+                    .push_bind(d.sample.as_str());
+            });
+            // The first definition a fingerprint arrived with is kept.
+            q.push(
+                " ON CONFLICT (app, fingerprint) DO UPDATE SET class = excluded.class, \
+                 causes = excluded.causes, message = excluded.message, frames = excluded.frames, \
+                 dangerous = excluded.dangerous, sample = excluded.sample \
+                 WHERE fingerprints.class = ''",
+            );
+            q.build().execute(&mut **tx).await?;
+        }
+        let fingerprints: Vec<_> = self.fingerprints.into_iter().collect();
+        for chunk in fingerprints.chunks(MAX_PARAMS / 5) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO fingerprints (app, fingerprint, first_seen, last_seen, count) ",
+            );
+            q.push_values(chunk, |mut row, ((app, f), s)| {
+                row.push_bind(*app)
+                    .push_bind(fp(*f))
+                    .push_bind(s.first_seen)
+                    .push_bind(s.last_seen)
+                    .push_bind(count(s.count));
+            });
+            q.push(
+                " ON CONFLICT (app, fingerprint) DO UPDATE SET \
+                 first_seen = min(coalesce(first_seen, excluded.first_seen), excluded.first_seen), \
+                 last_seen = max(coalesce(last_seen, excluded.last_seen), excluded.last_seen), \
+                 count = count + excluded.count",
+            );
+            q.build().execute(&mut **tx).await?;
+        }
+        for chunk in self.alerts.chunks(MAX_PARAMS / 6) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO alerts (app, host, at, fingerprint, count, received_at) ",
+            );
+            q.push_values(chunk, |mut row, (app, host, at, f, n, received)| {
+                row.push_bind(*app)
+                    .push_bind(*host)
+                    .push_bind(*at)
+                    .push_bind(fp(*f))
+                    .push_bind(count(*n))
+                    .push_bind(*received);
+            });
+            q.build().execute(&mut **tx).await?;
+        }
+        write_host_metrics(tx, self.host_metrics).await
+    }
+}
+
+/// Adds the batch's host metrics to what is stored for the same host and minute.
+async fn write_host_metrics(
+    tx: &mut Transaction<'_, Sqlite>,
+    mut metrics: HashMap<(&str, i64), StoredHostMetrics>,
+) -> Result<(), StoreError> {
+    let keys: Vec<(&str, i64)> = metrics.keys().copied().collect();
+    let mut stored: HashMap<(String, i64), StoredHostMetrics> = HashMap::new();
+    for chunk in keys.chunks(MAX_PARAMS / 2) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT host, minute, metrics FROM host_minutes WHERE (host, minute) IN (",
+        );
+        let mut keys = q.separated(", ");
+        for (host, minute) in chunk {
+            keys.push("(")
+                .push_bind_unseparated(*host)
+                .push_unseparated(", ")
+                .push_bind_unseparated(*minute)
+                .push_unseparated(")");
+        }
+        q.push(")");
+        for row in q.build().fetch_all(&mut **tx).await? {
+            stored.insert(
+                (row.try_get(0)?, row.try_get(1)?),
+                decode_metrics(row.try_get(2)?),
+            );
+        }
+    }
+    if !stored.is_empty() {
+        for ((host, minute), new) in &mut metrics {
+            if let Some(old) = stored.get(&((*host).to_owned(), *minute)) {
+                *new = old.merge(new);
             }
         }
-        None => {}
     }
-    Ok(IngestOutcome::Stored)
-}
-
-async fn ingest_minute(
-    tx: &mut Transaction<'_, Sqlite>,
-    report: &Report,
-    minute: &MinuteReport,
-) -> Result<(), StoreError> {
-    for app in &minute.apps {
-        ingest_app(tx, report, minute.minute, app).await?;
-    }
-    if let Some(metrics) = &minute.host_metrics {
-        let old: Option<String> =
-            sqlx::query_scalar("SELECT metrics FROM host_minutes WHERE host = ? AND minute = ?")
-                .bind(&report.host)
-                .bind(minute.minute)
-                .fetch_optional(&mut **tx)
-                .await?;
-        let new = StoredHostMetrics::from_proto(metrics);
-        let merged = match old {
-            Some(text) => decode_metrics(text).merge(&new),
-            None => new,
-        };
-        let json = serde_json::to_string(&merged).unwrap_or_default();
-        sqlx::query(
-            "INSERT INTO host_minutes (host, minute, metrics, samples, partial) VALUES (?, ?, ?, ?, ?) \
-             ON CONFLICT (host, minute) DO UPDATE SET metrics = excluded.metrics, \
+    let rows: Vec<_> = metrics.into_iter().collect();
+    for chunk in rows.chunks(MAX_PARAMS / 5) {
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO host_minutes (host, minute, metrics, samples, partial) ",
+        );
+        q.push_values(chunk, |mut row, ((host, minute), m)| {
+            row.push_bind(*host)
+                .push_bind(*minute)
+                .push_bind(serde_json::to_string(m).unwrap_or_default())
+                .push_bind(i64::from(m.samples))
+                .push_bind(m.partial);
+        });
+        q.push(
+            " ON CONFLICT (host, minute) DO UPDATE SET metrics = excluded.metrics, \
              samples = excluded.samples, partial = excluded.partial",
-        )
-        .bind(&report.host)
-        .bind(minute.minute)
-        .bind(json)
-        .bind(i64::from(merged.samples))
-        .bind(merged.partial)
-        .execute(&mut **tx)
-        .await?;
+        );
+        q.build().execute(&mut **tx).await?;
     }
-    Ok(())
-}
-
-async fn ingest_app(
-    tx: &mut Transaction<'_, Sqlite>,
-    report: &Report,
-    minute: i64,
-    app: &AppCounters,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO app_minutes (app, host, minute, lines, error_lines, warn_lines, events, \
-         truncated_lines, reports) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1) \
-         ON CONFLICT (app, host, minute) DO UPDATE SET lines = lines + excluded.lines, \
-         error_lines = error_lines + excluded.error_lines, \
-         warn_lines = warn_lines + excluded.warn_lines, events = events + excluded.events, \
-         truncated_lines = truncated_lines + excluded.truncated_lines, reports = reports + 1",
-    )
-    .bind(&app.app)
-    .bind(&report.host)
-    .bind(minute)
-    .bind(count(app.lines))
-    .bind(count(app.error_lines))
-    .bind(count(app.warn_lines))
-    .bind(count(app.events))
-    .bind(count(app.truncated_lines))
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query(
-        "INSERT INTO hosts (app, host, last_minute, agent_version) VALUES (?, ?, ?, ?) \
-         ON CONFLICT (app, host) DO UPDATE SET last_minute = max(last_minute, excluded.last_minute), \
-         agent_version = excluded.agent_version",
-    )
-    .bind(&app.app)
-    .bind(&report.host)
-    .bind(minute)
-    .bind(&report.agent_version)
-    .execute(&mut **tx)
-    .await?;
-    for definition in &app.definitions {
-        store_definition(tx, &app.app, definition).await?;
-    }
-    for exception in &app.exceptions {
-        sqlx::query(
-            "INSERT INTO exception_minutes (app, host, minute, fingerprint, count) \
-             VALUES (?, ?, ?, ?, ?) ON CONFLICT (app, host, minute, fingerprint) \
-             DO UPDATE SET count = count + excluded.count",
-        )
-        .bind(&app.app)
-        .bind(&report.host)
-        .bind(minute)
-        .bind(fp(exception.fingerprint))
-        .bind(count(exception.count))
-        .execute(&mut **tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO fingerprints (app, fingerprint, first_seen, last_seen, count) \
-             VALUES (?, ?, ?, ?, ?) ON CONFLICT (app, fingerprint) DO UPDATE SET \
-             first_seen = min(coalesce(first_seen, excluded.first_seen), excluded.first_seen), \
-             last_seen = max(coalesce(last_seen, excluded.last_seen), excluded.last_seen), \
-             count = count + excluded.count",
-        )
-        .bind(&app.app)
-        .bind(fp(exception.fingerprint))
-        .bind(minute)
-        .bind(minute)
-        .bind(count(exception.count))
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(())
-}
-
-/// Keeps the first definition a fingerprint arrived with.
-async fn store_definition(
-    tx: &mut Transaction<'_, Sqlite>,
-    app: &str,
-    definition: &ExceptionDefinition,
-) -> Result<(), StoreError> {
-    let causes = serde_json::to_string(&definition.causes).unwrap_or_default();
-    let frames = serde_json::to_string(&definition.frames).unwrap_or_default();
-    sqlx::query(
-        "INSERT INTO fingerprints (app, fingerprint, class, causes, message, frames, dangerous, \
-         sample) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (app, fingerprint) DO UPDATE SET \
-         class = excluded.class, causes = excluded.causes, message = excluded.message, \
-         frames = excluded.frames, dangerous = excluded.dangerous, sample = excluded.sample \
-         WHERE fingerprints.class = ''",
-    )
-    .bind(app)
-    .bind(fp(definition.fingerprint))
-    .bind(&definition.class)
-    .bind(causes)
-    .bind(&definition.message)
-    .bind(frames)
-    .bind(definition.dangerous)
-    .bind(&definition.sample)
-    .execute(&mut **tx)
-    .await?;
     Ok(())
 }
 
@@ -549,7 +694,7 @@ impl StoredHostMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vigil_proto::v1::ExceptionCount;
+    use vigil_proto::v1::{AppCounters, ExceptionCount, MinuteReport};
 
     fn minute_report(instance: &str, seq: u64, minute: i64, lines: u64) -> Report {
         Report {
