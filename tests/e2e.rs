@@ -4,7 +4,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{DetectorProcess, agent_config, append_lines, eventually, spawn};
+use common::{
+    DetectorProcess, TestPki, agent_config, agent_config_with, append_lines, eventually, spawn,
+};
 
 /// Lines written to a log file arrive in the detector, each counted exactly once.
 #[test]
@@ -98,6 +100,62 @@ fn a_detector_outage_loses_nothing_and_counts_nothing_twice() {
     );
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(detector.lines("shop", "e2e-2"), written);
+}
+
+/// Mutual TLS on the gRPC port: an agent with a certificate from the configured CA
+/// delivers every line; one without a client certificate is refused and delivers nothing.
+#[test]
+fn mutual_tls_admits_only_agents_with_a_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = TestPki::create(dir.path());
+    let detector = DetectorProcess::start_with(
+        dir.path(),
+        &format!(
+            "tls_cert = {:?}\ntls_key = {:?}\ntls_client_ca = {:?}\n",
+            pki.server_cert, pki.server_key, pki.ca
+        ),
+    );
+    let endpoint = detector.grpc.replace("http://", "https://");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).expect("logs dir");
+    append_lines(&logs.join("shop.log"), 0, 700);
+    let glob = format!("{}/*.log", logs.display());
+
+    let trusted = agent_config_with(
+        dir.path(),
+        &endpoint,
+        &format!(
+            "tls_ca = {:?}\ntls_cert = {:?}\ntls_key = {:?}",
+            pki.ca, pki.client_cert, pki.client_key
+        ),
+        "tls-ok",
+        "shop",
+        &glob,
+    );
+    let stranger = agent_config_with(
+        dir.path(),
+        &endpoint,
+        &format!("tls_ca = {:?}", pki.ca),
+        "tls-no-cert",
+        "shop",
+        &glob,
+    );
+    let _trusted = spawn("vigil-agent", &trusted, &dir.path().join("agent-ok.log"));
+    let _stranger = spawn(
+        "vigil-agent",
+        &stranger,
+        &dir.path().join("agent-no-cert.log"),
+    );
+    assert!(
+        eventually(Duration::from_secs(30), || detector.lines("shop", "tls-ok")
+            == 700),
+        "the agent with a client certificate delivered {} of 700 lines",
+        detector.lines("shop", "tls-ok")
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(detector.lines("shop", "tls-no-cert"), 0);
+    let refused = std::fs::read_to_string(dir.path().join("agent-no-cert.log")).unwrap_or_default();
+    assert!(refused.contains("detector unreachable"), "{refused}");
 }
 
 /// The API refuses bad requests with a 4xx and a JSON error that says what is wrong.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Request, Status};
 use vigil_proto::v1::collector_client::CollectorClient;
 use vigil_proto::v1::{Ack, AckStatus, Report};
@@ -99,17 +99,35 @@ fn endpoint(config: &DetectorConfig) -> Result<Endpoint, ShipError> {
         endpoint: config.endpoint.clone(),
         reason,
     };
-    if config.endpoint.starts_with("https://") || config.tls_ca.is_some() {
-        return Err(fail(
-            "TLS is not available in this build of vigil-agent".into(),
-        ));
+    let mut endpoint =
+        Endpoint::from_shared(config.endpoint.clone()).map_err(|e| fail(e.to_string()))?;
+    if config.endpoint.starts_with("https://") {
+        endpoint = endpoint
+            .tls_config(client_tls(config).map_err(fail)?)
+            .map_err(|e| fail(e.to_string()))?;
     }
-    Ok(Endpoint::from_shared(config.endpoint.clone())
-        .map_err(|e| fail(e.to_string()))?
+    Ok(endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10)))
+}
+
+/// TLS towards the detector: its CA (`tls_ca`, else the system's roots) and, for mutual
+/// TLS, this agent's certificate and key.
+fn client_tls(config: &DetectorConfig) -> Result<ClientTlsConfig, String> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let mut tls = ClientTlsConfig::new();
+    tls = match &config.tls_ca {
+        Some(ca) => tls.ca_certificate(Certificate::from_pem(read(ca)?)),
+        None => tls.with_native_roots(),
+    };
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(tls)
 }
 
 /// Tries the detector once: connects and opens the stream. For `vigil-agent check`.

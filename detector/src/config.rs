@@ -28,6 +28,16 @@ pub struct DetectorConfig {
     /// Where decision changes are posted.
     #[serde(default)]
     pub webhooks: Vec<Webhook>,
+    /// PEM certificate chain of the gRPC port; with `tls_key`, agents must use `https://`.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates: when set, agents must present a client certificate it signed
+    /// (mutual TLS).
+    #[serde(default)]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 /// A receiver of decision changes.
@@ -112,6 +122,29 @@ impl DetectorConfig {
         if let Some(token_file) = &self.token_file {
             read_token(token_file).map_err(|reason| invalid("token_file".into(), reason))?;
         }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(invalid(
+                "tls_cert".into(),
+                "tls_cert and tls_key must be set together".into(),
+            ));
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return Err(invalid(
+                "tls_client_ca".into(),
+                "client certificates need TLS: set tls_cert and tls_key too".into(),
+            ));
+        }
+        for (key, file) in [
+            ("tls_cert", &self.tls_cert),
+            ("tls_key", &self.tls_key),
+            ("tls_client_ca", &self.tls_client_ca),
+        ] {
+            if let Some(file) = file {
+                fs::read(file).map_err(|e| {
+                    invalid(key.into(), format!("cannot read {}: {e}", file.display()))
+                })?;
+            }
+        }
         for (i, hook) in self.webhooks.iter().enumerate() {
             if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
                 return Err(invalid(
@@ -129,6 +162,26 @@ impl DetectorConfig {
             }
         }
         Ok(())
+    }
+
+    /// The TLS settings of the gRPC port, when `tls_cert` is set.
+    ///
+    /// # Errors
+    /// The file that cannot be read, and why.
+    pub fn grpc_tls(&self) -> Result<Option<tonic::transport::ServerTlsConfig>, String> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let read = |path: &Path| {
+            fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        };
+        let mut tls = tonic::transport::ServerTlsConfig::new().identity(
+            tonic::transport::Identity::from_pem(read(cert)?, read(key)?),
+        );
+        if let Some(ca) = &self.tls_client_ca {
+            tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
+        }
+        Ok(Some(tls))
     }
 
     /// The bearer token callers must present, when `token_file` is set.

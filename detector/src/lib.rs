@@ -50,6 +50,8 @@ pub enum DetectorError {
     Store(#[from] store::StoreError),
     #[error("token_file: {0}")]
     Token(String),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
     #[error("HTTP server: {0}")]
@@ -73,6 +75,7 @@ impl Detector {
     /// store cannot be opened.
     pub async fn bind(config: DetectorConfig) -> Result<Self, DetectorError> {
         config.token().map_err(DetectorError::Token)?;
+        config.grpc_tls().map_err(DetectorError::Tls)?;
         let store = Arc::new(SqliteStore::open(&config.data_dir).await?);
         let grpc = bind(config.grpc_listen, "grpc_listen").await?;
         let http = bind(config.http_listen, "http_listen").await?;
@@ -125,8 +128,14 @@ impl Detector {
             .register_encoded_file_descriptor_set(vigil_proto::v1::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
-            .map_err(|e| DetectorError::Token(format!("reflection: {e}")))?;
-        let grpc = tonic::transport::Server::builder()
+            .map_err(|e| DetectorError::Tls(format!("reflection descriptors: {e}")))?;
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = self.config.grpc_tls().map_err(DetectorError::Tls)? {
+            server = server
+                .tls_config(tls)
+                .map_err(|e| DetectorError::Tls(e.to_string()))?;
+        }
+        let grpc = server
             .add_service(health)
             .add_service(reflection)
             .add_service(collector)
@@ -140,7 +149,8 @@ impl Detector {
             token,
         }));
         let http = axum::serve(self.http, app).with_graceful_shutdown(stopped(stop_rx));
-        tracing::info!(grpc = %grpc_addr, http = %http_addr, data_dir = %self.config.data_dir.display(), "vigil-detector serving");
+        let tls = self.config.tls_cert.is_some();
+        tracing::info!(grpc = %grpc_addr, tls, http = %http_addr, data_dir = %self.config.data_dir.display(), "vigil-detector serving");
         let (grpc, http) = tokio::join!(grpc, http);
         grpc?;
         http.map_err(DetectorError::Http)?;

@@ -107,12 +107,17 @@ pub struct DetectorProcess {
 
 impl DetectorProcess {
     pub fn start(dir: &Path) -> Self {
+        Self::start_with(dir, "")
+    }
+
+    /// Starts a detector whose config has `extra` lines added (TLS, token, ...).
+    pub fn start_with(dir: &Path, extra: &str) -> Self {
         let [grpc_port, http_port] = free_ports();
         let config = dir.join("detector.toml");
         write(
             &config,
             &format!(
-                "grpc_listen = \"127.0.0.1:{grpc_port}\"\nhttp_listen = \"127.0.0.1:{http_port}\"\ndata_dir = \"{}\"\n",
+                "grpc_listen = \"127.0.0.1:{grpc_port}\"\nhttp_listen = \"127.0.0.1:{http_port}\"\ndata_dir = \"{}\"\n{extra}",
                 dir.join("detector-data").display()
             ),
         );
@@ -190,6 +195,18 @@ pub fn spawn(name: &'static str, config: &Path, log: &Path) -> Running {
 
 /// Writes an agent config for one app tailing `logs_glob`, flushing every 200 ms.
 pub fn agent_config(dir: &Path, endpoint: &str, host: &str, app: &str, logs_glob: &str) -> PathBuf {
+    agent_config_with(dir, endpoint, "", host, app, logs_glob)
+}
+
+/// As [`agent_config`], with `detector_extra` lines added to the `[detector]` table.
+pub fn agent_config_with(
+    dir: &Path,
+    endpoint: &str,
+    detector_extra: &str,
+    host: &str,
+    app: &str,
+    logs_glob: &str,
+) -> PathBuf {
     let config = dir.join(format!("agent-{host}.toml"));
     write(
         &config,
@@ -203,6 +220,7 @@ name = "{host}"
 [detector]
 endpoint = "{endpoint}"
 flush_interval = "200ms"
+{detector_extra}
 
 [[logs]]
 app = "{app}"
@@ -246,5 +264,53 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
             return false;
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A test certificate authority with a server certificate for 127.0.0.1 and a client
+/// certificate, written as PEM files.
+pub struct TestPki {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl TestPki {
+    pub fn create(dir: &Path) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "Vigil test CA");
+        let ca_key = KeyPair::generate().expect("CA key");
+        let ca = CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA");
+        let leaf = |names: Vec<String>, cn: &str| {
+            let mut params = CertificateParams::new(names).expect("params");
+            params.distinguished_name.push(DnType::CommonName, cn);
+            let key = KeyPair::generate().expect("key");
+            let cert = params.signed_by(&key, &ca).expect("sign");
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) = leaf(
+            vec!["127.0.0.1".into(), "localhost".into()],
+            "vigil-detector",
+        );
+        let (client_cert, client_key) = leaf(vec!["agent.test".into()], "vigil-agent");
+        let pki = Self {
+            ca: dir.join("ca.pem"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client.key"),
+        };
+        write(&pki.ca, &ca.pem());
+        write(&pki.server_cert, &server_cert);
+        write(&pki.server_key, &server_key);
+        write(&pki.client_cert, &client_cert);
+        write(&pki.client_key, &client_key);
+        pki
     }
 }
