@@ -340,8 +340,8 @@ impl Validator<'_> {
             Some(size) => self.bytes("spool.max_bytes", size)?,
             None => DEFAULT_SPOOL_BYTES,
         };
-        if spool_bytes < 1024 * 1024 {
-            return Err(self.err("spool.max_bytes", "must be at least 1MiB"));
+        if spool_bytes < 4096 {
+            return Err(self.err("spool.max_bytes", "must be at least 4KiB"));
         }
         Ok(AgentConfig {
             host,

@@ -33,6 +33,15 @@ enum Command {
         #[arg(long)]
         offline: bool,
     },
+    /// Ask the running agent (its admin endpoint) for files, spool and detector state.
+    Status {
+        /// Configuration file (for `admin_listen`).
+        #[arg(long, default_value = DEFAULT_PATH)]
+        config: PathBuf,
+        /// Print the status as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Take one host-metrics sample over one second and print it.
     Sample {
         /// One JSON object with the `host_metrics` keys of a replay case.
@@ -72,6 +81,25 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             runtime()?.block_on(vigil_agent::run(config, shutdown_signal()))?;
             Ok(true)
         }
+        Command::Status { config, json } => {
+            let config = AgentConfig::load(&config)?;
+            let addr = config
+                .admin_listen
+                .context("admin_listen is \"\" in the configuration: the agent serves no status")?;
+            let url = format!("http://{addr}/status");
+            let status: vigil_agent::admin::Status = ureq::get(&url)
+                .call()
+                .with_context(|| format!("cannot reach the agent at {url}"))?
+                .body_mut()
+                .read_json()
+                .with_context(|| format!("{url}: not a status"))?;
+            if json {
+                println!("{}", serde_json::to_string(&status)?);
+            } else {
+                print_status(&status);
+            }
+            Ok(true)
+        }
         Command::Sample { json, procfs } => {
             let mut out = std::io::stdout().lock();
             vigil_agent::host::sample_command(&procfs, json, &mut out)?;
@@ -96,6 +124,46 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             }
             Ok(ok)
         }
+    }
+}
+
+fn print_status(status: &vigil_agent::admin::Status) {
+    println!(
+        "host {} (instance {}, vigil-agent {})",
+        status.host, status.instance, status.version
+    );
+    let d = &status.detector;
+    println!(
+        "detector {}: {}, last acknowledged report {}",
+        d.endpoint,
+        if d.connected {
+            "connected"
+        } else {
+            "NOT CONNECTED"
+        },
+        d.last_acked_seq
+    );
+    let s = &status.spool;
+    println!(
+        "spool: {} reports, {} bytes{}{}{}",
+        s.reports,
+        s.bytes,
+        s.oldest
+            .map(|t| format!(", oldest made at {t} (Unix s)"))
+            .unwrap_or_default(),
+        if s.full { ", FULL: reading paused" } else { "" },
+        if s.corrupt_records > 0 {
+            format!(", {} corrupt records skipped", s.corrupt_records)
+        } else {
+            String::new()
+        }
+    );
+    println!("files: {}", status.files.len());
+    for f in &status.files {
+        println!(
+            "  {:<12} {}  offset {} of {} (lag {} bytes)",
+            f.app, f.path, f.offset, f.size, f.lag
+        );
     }
 }
 

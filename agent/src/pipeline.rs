@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use vigil_proto::PROTOCOL_VERSION;
 use vigil_proto::v1::{Report, report::Body};
 
+use crate::admin::{self, Admin, DetectorView, Metrics, SpoolView, Status};
 use crate::config::{AgentConfig, LogsConfig, StartAt};
 use crate::host::{
     HostError, HostSampler, MinuteHostMetrics, MinuteProcessMetrics, ProcessSampler,
@@ -40,6 +41,11 @@ pub enum AgentError {
     Spool(#[from] SpoolError),
     #[error(transparent)]
     Host(#[from] HostError),
+    #[error("admin_listen {addr}: {source}")]
+    Admin {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Runs the agent until `shutdown` resolves.
@@ -55,14 +61,46 @@ pub async fn run(
     identity.advance_past(spool.last_seq())?;
     let acked = spool.acked();
     let spool = Arc::new(Mutex::new(spool));
-    let shipper = Shipper::start(&config.detector, Arc::clone(&spool), acked)?;
+    let apps: Vec<String> = config.logs.iter().map(|l| l.app.clone()).collect();
+    let metrics = Arc::new(Metrics::new(&apps));
+    let shipper = Shipper::start(
+        &config.detector,
+        Arc::clone(&spool),
+        acked,
+        Arc::clone(&metrics),
+    )?;
+    let status = Arc::new(Mutex::new(Status {
+        host: config.host.clone(),
+        instance: identity.instance().to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        ..Status::default()
+    }));
+    let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(addr) = config.admin_listen {
+        let listener = admin::bind(addr)
+            .await
+            .map_err(|source| AgentError::Admin { addr, source })?;
+        let admin = Admin {
+            metrics: Arc::clone(&metrics),
+            status: Arc::clone(&status),
+        };
+        tokio::spawn(async move {
+            let stopped = async {
+                let _ = admin_stopped.await;
+            };
+            if let Err(e) = admin::serve(listener, admin, stopped).await {
+                tracing::warn!(error = %e, "admin endpoint stopped");
+            }
+        });
+    }
     let mut outbox = Outbox {
         spool,
         unspooled: Vec::new(),
+        metrics: Arc::clone(&metrics),
     };
-    let apps: Vec<String> = config.logs.iter().map(|l| l.app.clone()).collect();
     let mut counters = MinuteCounters::new(apps.clone(), unix_now());
-    let mut host = HostWatch::new(&config, apps)?;
+    let mut host = HostWatch::new(&config, apps, Arc::clone(&metrics))?;
+    let mut status_tick = tokio::time::interval(Duration::from_secs(1));
     let sample_every = config.host_metrics.interval;
     let mut sample_tick = tokio::time::interval_at(
         tokio::time::Instant::now() + until_multiple_of(sample_every),
@@ -94,6 +132,7 @@ pub async fn run(
                 }
             }
             _ = sample_tick.tick() => host.sample(unix_now()),
+            _ = status_tick.tick() => publish_status(&status, &outbox, &config, *shipper.acked().borrow(), &metrics),
             _ = flush_tick.tick() => {
                 host.drain(&mut counters, unix_now(), false);
                 flush(&config, &mut counters, include_open, &mut identity, &mut outbox)?;
@@ -109,8 +148,48 @@ pub async fn run(
     flush(&config, &mut counters, true, &mut identity, &mut outbox)?;
     shipper.wake();
     shipper.close(SHUTDOWN_GRACE).await;
+    let _ = admin_stop.send(());
     tracing::info!("vigil-agent stopped");
     Ok(())
+}
+
+/// Refreshes what `GET /status` shows.
+fn publish_status(
+    status: &Mutex<Status>,
+    outbox: &Outbox,
+    config: &AgentConfig,
+    acked: u64,
+    metrics: &Metrics,
+) {
+    let spool = {
+        let mut spool = outbox.spool();
+        let s = spool.status();
+        let oldest = if s.reports > 0 {
+            let first = spool.acked() + 1;
+            spool
+                .read_from(first, 1)
+                .ok()
+                .and_then(|r| r.first().map(|r| r.sent_at))
+        } else {
+            None
+        };
+        SpoolView {
+            reports: s.reports,
+            bytes: s.bytes,
+            oldest,
+            full: s.full,
+            corrupt_records: s.corrupt_records,
+        }
+    };
+    let mut status = status
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    status.spool = spool;
+    status.detector = DetectorView {
+        endpoint: config.detector.endpoint.clone(),
+        connected: metrics.connected.load(std::sync::atomic::Ordering::Relaxed) == 1,
+        last_acked_seq: acked,
+    };
 }
 
 /// Time until the next wall-clock multiple of `every` (so samples of all hosts line up).
@@ -131,10 +210,15 @@ struct HostWatch {
     process_minutes: MinuteProcessMetrics,
     apps: Vec<String>,
     failing: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl HostWatch {
-    fn new(config: &AgentConfig, apps: Vec<String>) -> Result<Self, HostError> {
+    fn new(
+        config: &AgentConfig,
+        apps: Vec<String>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, HostError> {
         let patterns: Vec<(String, String)> = config
             .logs
             .iter()
@@ -157,6 +241,7 @@ impl HostWatch {
             process_minutes: MinuteProcessMetrics::new(),
             apps,
             failing: false,
+            metrics,
         })
     }
 
@@ -173,6 +258,11 @@ impl HostWatch {
                 Err(e) => result = Err(e),
             }
         }
+        admin::add(&self.metrics.host_samples, 1);
+        if result.is_err() {
+            admin::add(&self.metrics.host_sample_errors, 1);
+        }
+        admin::add(&self.metrics.sample_nanos, elapsed_nanos(at));
         // One line when sampling starts failing and one when it recovers, not one per tick.
         match result {
             Err(e) if !self.failing => {
@@ -210,8 +300,13 @@ impl HostWatch {
     }
 }
 
+fn elapsed_nanos(since: std::time::Instant) -> u64 {
+    u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Reports on their way into the spool.
 struct Outbox {
+    metrics: Arc<Metrics>,
     spool: Arc<Mutex<Spool>>,
     /// Reports whose append failed (disk full, I/O error), retried on the next flush.
     unspooled: Vec<SpoolRecord>,
@@ -235,7 +330,10 @@ impl Outbox {
             spool.append(&self.unspooled)
         };
         match result {
-            Ok(()) => self.unspooled.clear(),
+            Ok(()) => {
+                admin::add(&self.metrics.reports_spooled, self.unspooled.len() as u64);
+                self.unspooled.clear();
+            }
             Err(e) => {
                 tracing::error!(error = %e, held = self.unspooled.len(), "cannot write the spool; reading paused, retrying")
             }

@@ -15,6 +15,7 @@ use tonic::{Code, Request, Status};
 use vigil_proto::v1::collector_client::CollectorClient;
 use vigil_proto::v1::{Ack, AckStatus, Report};
 
+use crate::admin::{Metrics, add};
 use crate::config::DetectorConfig;
 use crate::spool::Spool;
 
@@ -50,6 +51,7 @@ impl Shipper {
         config: &DetectorConfig,
         spool: Arc<Mutex<Spool>>,
         acked: u64,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, ShipError> {
         let endpoint = endpoint(config)?;
         let wake = Arc::new(Notify::new());
@@ -62,6 +64,7 @@ impl Shipper {
                 spool,
                 wake: Arc::clone(&wake),
                 acked: acked_tx,
+                metrics,
             },
             stop_rx,
         ));
@@ -169,6 +172,7 @@ struct Link {
     spool: Arc<Mutex<Spool>>,
     wake: Arc<Notify>,
     acked: watch::Sender<u64>,
+    metrics: Arc<Metrics>,
 }
 
 impl Link {
@@ -190,7 +194,11 @@ async fn deliver(link: Link, mut stop: watch::Receiver<bool>) {
         if *stop.borrow() && link.all_acknowledged() {
             return;
         }
-        match session(&link, &mut stop).await {
+        let result = session(&link, &mut stop).await;
+        link.metrics
+            .connected
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        match result {
             Ok(()) => return,
             Err((status, progressed)) => {
                 if progressed {
@@ -243,6 +251,10 @@ async fn session(link: &Link, stop: &mut watch::Receiver<bool>) -> Result<(), (S
         .map_err(|_| fail(Status::deadline_exceeded("the detector did not answer")))?
         .map_err(fail)?
         .into_inner();
+    add(&link.metrics.reconnects, 1);
+    link.metrics
+        .connected
+        .store(1, std::sync::atomic::Ordering::Relaxed);
     let mut next_seq = *link.acked.borrow() + 1;
     tracing::info!(
         from_seq = next_seq,
@@ -282,6 +294,10 @@ async fn session(link: &Link, stop: &mut watch::Receiver<bool>) -> Result<(), (S
                 Ok(Some(ack)) => {
                     if take_ack(&mut in_flight, &ack) {
                         progressed = true;
+                        add(&link.metrics.reports_acked, 1);
+                        if ack.status() == AckStatus::Rejected {
+                            add(&link.metrics.reports_rejected, 1);
+                        }
                         if let Err(e) = link.spool().ack(ack.seq) {
                             tracing::warn!(error = %e, "cannot remove acknowledged reports from the spool");
                         }
