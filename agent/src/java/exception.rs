@@ -17,7 +17,8 @@ pub const FINGERPRINT_VERSION: u32 = 1;
 /// Seed of the fingerprint hash: fixed, so fingerprints are stable across runs and hosts.
 const SEED: u64 = 0x5669_6769_6c46_5031; // "VigilFP1"
 
-/// Most frames that enter a fingerprint.
+/// Most app frames (or, without app frames, top frames) that enter a fingerprint besides
+/// the top frame.
 const TOP_FRAMES: usize = 4;
 /// Most classes kept of a cause chain.
 const MAX_CHAIN: usize = 16;
@@ -423,13 +424,22 @@ pub(crate) fn analyze(
         let app = frame::is_app_class(&f[..class_len], app_packages);
         sc.norm_frames.push((start, sc.norm.len(), class_len, app));
     }
+    // The throw point (top frame) always; then the app's frames when it has any (they say
+    // which of the app's code paths failed, and survive library upgrades), else the next
+    // top frames.
     let any_app = sc.norm_frames.iter().any(|f| f.3);
+    let top_is_app = sc.norm_frames.first().is_some_and(|f| f.3);
+    let limit = if top_is_app {
+        TOP_FRAMES
+    } else {
+        TOP_FRAMES + 1
+    };
     let mut nframes = 0;
-    for &(s, e, _, app) in &sc.norm_frames {
-        if nframes == TOP_FRAMES {
+    for (i, &(s, e, _, app)) in sc.norm_frames.iter().enumerate() {
+        if nframes == limit {
             break;
         }
-        if any_app && !app {
+        if i > 0 && any_app && !app {
             continue;
         }
         set_string(&mut out.frames, nframes, &sc.norm[s..e]);
