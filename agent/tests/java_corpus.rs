@@ -475,23 +475,31 @@ fn defects4j_generated_names_share_a_fingerprint() {
 
 #[test]
 fn defects4j_accessor_variants_in_the_wild() {
-    // Real pairs: the same trace recorded with `GeneratedMethodAccessor4` and with `…16`.
+    // Real pairs: the same trace (up to line numbers) recorded with `GeneratedMethodAccessor4`
+    // and with `…16`.
     let traces = defects4j();
     let an = d4j_analyzer(false);
-    let mut groups: HashMap<String, HashSet<Fingerprint>> = HashMap::new();
+    let accessor = regex::Regex::new(r"GeneratedMethodAccessor\d+").expect("valid regex");
+    let line_no = regex::Regex::new(r"\.java:\d+\)").expect("valid regex");
+    let mut groups: HashMap<String, (HashSet<&str>, HashSet<Fingerprint>)> = HashMap::new();
     for t in traces
         .iter()
         .filter(|t| t.text.contains("GeneratedMethodAccessor"))
     {
-        let key = regex::Regex::new(r"GeneratedMethodAccessor\d+")
-            .expect("valid regex")
-            .replace_all(&t.text, "GMA")
-            .into_owned();
+        let key = line_no.replace_all(&t.text, ".java:N)");
+        let key = accessor.replace_all(&key, "GMA").into_owned();
         let (fp, _) = fingerprint_of(&an, &t.text).expect("trace found");
-        groups.entry(key).or_default().insert(fp);
+        let g = groups.entry(key).or_default();
+        g.0.extend(accessor.find_iter(&t.text).map(|m| m.as_str()));
+        g.1.insert(fp);
     }
-    assert!(!groups.is_empty());
-    for (k, fps) in groups {
+    let variants = groups.values().filter(|g| g.0.len() > 1).count();
+    eprintln!("{variants} traces recorded with different accessor numbers");
+    assert!(
+        variants > 0,
+        "the corpus holds traces differing only in accessor numbers"
+    );
+    for (k, (_, fps)) in groups {
         assert_eq!(fps.len(), 1, "{}", k.lines().next().unwrap_or_default());
     }
 }

@@ -162,9 +162,9 @@ const MESSAGES: &[&str] = &[
 fn fill(template: &str, rng: &mut Rng, out: &mut Vec<u8>) {
     let mut rest = template;
     while let Some(i) = rest.find('{') {
-        out.extend_from_slice(rest[..i].as_bytes());
+        out.extend_from_slice(&rest.as_bytes()[..i]);
         let Some(j) = rest[i..].find('}') else {
-            out.extend_from_slice(rest[i..].as_bytes());
+            out.extend_from_slice(&rest.as_bytes()[i..]);
             return;
         };
         let key = &rest[i + 1..i + j];

@@ -126,11 +126,7 @@ impl<'de> Visitor<'de> for RecordVisitor {
                 "stack_trace" | "error.stack_trace" | "stacktrace" | "stackTrace" | "exception"
                 | "error" | "throwable" | "thrown" => match map.next_value::<Value<'de>>()? {
                     Value::Str(s) if r.stack_trace.is_none() => r.stack_trace = Some(s),
-                    Value::Obj(o) => {
-                        if r.stack_trace.is_none() {
-                            r.stack_trace = o.stack_trace;
-                        }
-                    }
+                    Value::Obj(o) if r.stack_trace.is_none() => r.stack_trace = o.stack_trace,
                     _ => {}
                 },
                 "log" => {
