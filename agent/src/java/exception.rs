@@ -496,7 +496,13 @@ mod tests {
         assert_eq!(e.class, "shop.svc.RemoteCallException");
         assert_eq!(e.causes, vec!["java.net.SocketTimeoutException"]);
         assert_eq!(e.message, "inventory call failed after 3 retries");
-        assert_eq!(e.frames, vec!["shop.svc.InventoryClient.readReply"]);
+        assert_eq!(
+            e.frames,
+            vec![
+                "java.net.SocketInputStream.read",
+                "shop.svc.InventoryClient.readReply"
+            ]
+        );
         assert_eq!(e.frame_count, 5);
         assert!(!e.dangerous);
         assert!(e.sample.starts_with("shop.svc.RemoteCallException"));
