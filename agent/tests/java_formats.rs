@@ -192,14 +192,15 @@ mod java {
              \tat shop.A.a(A.java:1)\n\
              18:45:02.562 [main] DEBUG shop.OrderService - next",
                 vec![
+                    // The day it was read, or the day before (2033-05-17, read at 03:33 UTC).
                     ev(
-                        READ_AT,
+                        1_999_968_302,
                         Error,
                         3,
                         Some("java.lang.IllegalArgumentException"),
                         &[],
                     ),
-                    ev(READ_AT, Other, 1, None, &[]),
+                    ev(1_999_968_302, Other, 1, None, &[]),
                 ],
             ),
             (

@@ -217,12 +217,14 @@ impl EventAssembler {
         self.buf.extend_from_slice(&line[..kept]);
         let start = start.unwrap_or(RecordStart {
             civil: None,
+            time_of_day: None,
             level: Level::Other,
             kind: Kind::Text,
         });
-        let (time, timestamped) = match &start.civil {
-            Some(c) => (self.clock.unix(c), true),
-            None => (read_at, false),
+        let (time, timestamped) = match (&start.civil, start.time_of_day) {
+            (Some(c), _) => (self.clock.unix(c), true),
+            (None, Some(tod)) => (self.clock.at_time_of_day(tod, read_at), true),
+            (None, None) => (read_at, false),
         };
         let mut p = Pending {
             time,

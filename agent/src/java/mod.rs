@@ -38,9 +38,9 @@
 //! # Events
 //! A record starts with a line that begins with a readable timestamp
 //! (`yyyy-MM-dd[ T]HH:mm:ss[[.,]SSS][zone]`, optionally in `[…]`; Tomcat's
-//! `dd-MMM-yyyy HH:mm:ss`; a bare `HH:mm:ss.SSS`; java.util.logging's
-//! `MMM d, yyyy h:mm:ss AM|PM` header, whose next line `SEVERE: …` belongs to it and gives the
-//! level), a JSON object line, a lone jul `LEVEL: ` line, or — when configured — a line
+//! `dd-MMM-yyyy HH:mm:ss`; a bare `HH:mm:ss.SSS`, dated the day it is read or the day before;
+//! java.util.logging's `MMM d, yyyy h:mm:ss AM|PM` header, whose next line `SEVERE: …` belongs
+//! to it and gives the level), a JSON object line, a lone jul `LEVEL: ` line, or — when configured — a line
 //! matching `event_start` (which then replaces all of the above). Every other line (frames,
 //! `Caused by:`, `Suppressed:`, `... N more`, blank lines, anything) attaches to the pending
 //! event. Events are never split: text over `max_event_bytes` is dropped (the event is

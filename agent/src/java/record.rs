@@ -55,6 +55,8 @@ pub(crate) enum Kind {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RecordStart {
     pub civil: Option<Civil>,
+    /// Seconds since midnight, for a time without a date.
+    pub time_of_day: Option<u32>,
     pub level: Level,
     pub kind: Kind,
 }
@@ -112,6 +114,7 @@ pub(crate) fn record_start(an: &Analyzer, line: &[u8]) -> Option<RecordStart> {
         // The override decides; read what else the line offers.
         return Some(builtin(line).unwrap_or(RecordStart {
             civil: None,
+            time_of_day: None,
             level: scan_level(line),
             kind: Kind::Text,
         }));
@@ -127,13 +130,15 @@ fn builtin(line: &[u8]) -> Option<RecordStart> {
             if let Some((civil, n)) = parsed {
                 return Some(RecordStart {
                     civil: Some(civil),
+                    time_of_day: None,
                     level: scan_level(&line[n..]),
                     kind: Kind::Text,
                 });
             }
-            if time::is_time_only(line) {
+            if let Some(tod) = time::time_of_day(line) {
                 return Some(RecordStart {
                     civil: None,
+                    time_of_day: Some(tod),
                     level: scan_level(&line[12..]),
                     kind: Kind::Text,
                 });
@@ -142,6 +147,7 @@ fn builtin(line: &[u8]) -> Option<RecordStart> {
         }
         b'{' if json::looks_like_json(line) => Some(RecordStart {
             civil: None,
+            time_of_day: None,
             level: Level::Other,
             kind: Kind::Json,
         }),
@@ -149,6 +155,7 @@ fn builtin(line: &[u8]) -> Option<RecordStart> {
             if let Some((civil, _)) = time::parse_jul(line) {
                 return Some(RecordStart {
                     civil: Some(civil),
+                    time_of_day: None,
                     level: Level::Other,
                     kind: Kind::JulHeader,
                 });
@@ -156,6 +163,7 @@ fn builtin(line: &[u8]) -> Option<RecordStart> {
             // A jul level line on its own (a one-line SimpleFormatter format).
             jul_level_line(line).map(|level| RecordStart {
                 civil: None,
+                time_of_day: None,
                 level,
                 kind: Kind::Text,
             })

@@ -327,17 +327,15 @@ pub(crate) fn parse_jul(b: &[u8]) -> Option<(Civil, usize)> {
     ))
 }
 
-/// `HH:mm:ss[.,]SSS` at the start of a line (logback's default pattern has no date): a record
-/// start without a readable date.
-pub(crate) fn is_time_only(b: &[u8]) -> bool {
-    b.len() >= 13
-        && b[2] == b':'
-        && b[5] == b':'
-        && matches!(b[8], b'.' | b',')
-        && num2(b, 0).is_some_and(|h| h <= 23)
-        && num2(b, 3).is_some_and(|m| m <= 59)
-        && num2(b, 6).is_some_and(|s| s <= 60)
-        && digit(b, 9).is_some()
+/// `HH:mm:ss[.,]SSS` at the start of a line (logback's default pattern has no date): the
+/// seconds since midnight, for a record start without a date.
+pub(crate) fn time_of_day(b: &[u8]) -> Option<u32> {
+    if b.len() < 13 || b[2] != b':' || b[5] != b':' || !matches!(b[8], b'.' | b',') {
+        return None;
+    }
+    digit(b, 9)?;
+    let (h, m, s) = (num2(b, 0)?, num2(b, 3)?, num2(b, 6)?);
+    (h <= 23 && m <= 59 && s <= 60).then_some(h * 3600 + m * 60 + s)
 }
 
 /// Converts wall-clock times to Unix seconds for one file, caching the day number and the
@@ -381,6 +379,23 @@ impl Clock {
             hour_key: i64::MIN,
             hour_offset: 0,
         }
+    }
+
+    /// Unix seconds of a time of day `tod` (seconds since local midnight) on the day it was
+    /// read (`read_at`), or the day before when that would put it more than an hour after
+    /// `read_at` (a line written before midnight, read after).
+    pub(crate) fn at_time_of_day(&mut self, tod: u32, read_at: i64) -> i64 {
+        let off = match &self.zone {
+            Zone::Fixed(off) => i64::from(*off),
+            Zone::Named(tz) => jiff::Timestamp::from_second(read_at)
+                .map_or(0, |ts| i64::from(tz.to_offset(ts).seconds())),
+        };
+        let local = read_at + off;
+        let mut t = local.div_euclid(86_400) * 86_400 + i64::from(tod);
+        if t > local + 3600 {
+            t -= 86_400;
+        }
+        t - off
     }
 
     /// Unix seconds of `c`: its own offset when it has one, else the configured zone's.
@@ -465,8 +480,18 @@ mod tests {
         assert_eq!(c.hour, 0);
         let (c, _) = parse_tomcat(b"23-Nov-2025 18:44:43.568 SEVERE [main]").expect("tomcat");
         assert_eq!(Clock::new(Zone::Fixed(0)).unix(&c), 1_763_923_483);
-        assert!(is_time_only(b"18:44:43.568 [main] INFO x"));
-        assert!(!is_time_only(b"18:44 x"));
+        assert_eq!(time_of_day(b"18:44:43.568 [main] INFO x"), Some(67_483));
+        assert_eq!(time_of_day(b"18:44 x"), None);
+        let mut clock = Clock::new(Zone::Fixed(0));
+        // Read at 2025-11-23T18:50:00Z.
+        assert_eq!(clock.at_time_of_day(67_483, 1_763_923_800), 1_763_923_483);
+        // Written at 23:59:59, read just after midnight: the day before.
+        assert_eq!(clock.at_time_of_day(86_399, 1_763_942_410), 1_763_942_399);
+        let mut plus2 = Clock::new(Zone::Fixed(7200));
+        assert_eq!(
+            plus2.at_time_of_day(67_483 + 7200, 1_763_923_800),
+            1_763_923_483
+        );
     }
 
     #[test]
