@@ -505,4 +505,77 @@ mod java {
             assert_eq!(fps.len(), 1, "{}", k.lines().next().unwrap_or_default());
         }
     }
+
+    #[test]
+    fn parse_command_json_and_text() {
+        let dir = corpus().join("jvm-samples");
+        let files: Vec<PathBuf> = ["jul.log", "log4j2.log", "logback.log", "plain.log"]
+            .iter()
+            .map(|f| dir.join(f))
+            .collect();
+        let mut out = Vec::new();
+        let summary = vigil_agent::java::parse_files(&files, &[], true, &mut out).expect("parses");
+        assert_eq!(
+            (
+                summary.events,
+                summary.exceptions,
+                summary.fingerprints,
+                summary.dangerous
+            ),
+            (1601, 39, 3, 32)
+        );
+        let text = String::from_utf8(out).expect("utf-8");
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+            .collect();
+        assert_eq!(lines.len(), 40);
+        for v in &lines[..39] {
+            let keys: Vec<&str> = v
+                .as_object()
+                .expect("object")
+                .keys()
+                .map(String::as_str)
+                .collect();
+            let mut sorted = keys.clone();
+            sorted.sort_unstable();
+            assert_eq!(
+                sorted,
+                [
+                    "causes",
+                    "class",
+                    "dangerous",
+                    "file",
+                    "fingerprint",
+                    "frames",
+                    "line",
+                    "time"
+                ]
+            );
+            let fp = v["fingerprint"].as_str().expect("fingerprint string");
+            assert!(
+                fp.len() == 16
+                    && fp
+                        .bytes()
+                        .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            );
+        }
+        assert_eq!(lines[0]["line"], 25);
+        assert_eq!(lines[0]["frames"], 10);
+        assert_eq!(
+            lines[39],
+            serde_json::json!({"summary": {"events": 1601, "exceptions": 39, "fingerprints": 3, "dangerous": 32}})
+        );
+
+        let mut out = Vec::new();
+        vigil_agent::java::parse_files(&files[1..2], &[], false, &mut out).expect("parses");
+        let text = String::from_utf8(out).expect("utf-8");
+        assert!(text.contains("summary: 398 events, 12 exceptions, 3 fingerprints, 8 dangerous"));
+        assert!(text.contains("log4j2.log:284 2026-11-23T18:45:07Z"));
+
+        let missing = dir.join("no-such.log");
+        let err = vigil_agent::java::parse_files(&[missing], &[], true, &mut Vec::new())
+            .expect_err("a missing file fails");
+        assert!(err.to_string().contains("no-such.log"), "{err}");
+    }
 }

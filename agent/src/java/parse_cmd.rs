@@ -126,6 +126,32 @@ pub fn read_lines<R: Read>(
     Ok(offset)
 }
 
+/// One exception event of `parse --json`, keys in the documented order.
+#[derive(serde::Serialize)]
+struct JsonEvent<'a> {
+    file: &'a str,
+    line: u64,
+    time: i64,
+    class: &'a str,
+    causes: &'a [String],
+    fingerprint: String,
+    dangerous: bool,
+    frames: u32,
+}
+
+#[derive(serde::Serialize)]
+struct JsonSummary {
+    summary: JsonTotals,
+}
+
+#[derive(serde::Serialize)]
+struct JsonTotals {
+    events: u64,
+    exceptions: u64,
+    fingerprints: u64,
+    dangerous: u64,
+}
+
 struct Printer<'w> {
     out: &'w mut dyn Write,
     json: bool,
@@ -163,17 +189,19 @@ impl Printer<'_> {
             return;
         }
         let r = if self.json {
-            let v = serde_json::json!({
-                "file": path.display().to_string(),
-                "line": ev.line_number,
-                "time": ev.time,
-                "class": x.class,
-                "causes": x.causes,
-                "fingerprint": x.fingerprint.to_string(),
-                "dangerous": x.dangerous,
-                "frames": x.frame_count,
-            });
-            writeln!(self.out, "{v}")
+            let v = JsonEvent {
+                file: &path.to_string_lossy(),
+                line: ev.line_number,
+                time: ev.time,
+                class: &x.class,
+                causes: &x.causes,
+                fingerprint: x.fingerprint.to_string(),
+                dangerous: x.dangerous,
+                frames: x.frame_count,
+            };
+            serde_json::to_writer(&mut *self.out, &v)
+                .map_err(io::Error::from)
+                .and_then(|()| writeln!(self.out))
         } else {
             let mut chain = x.class.clone();
             for c in &x.causes {
@@ -251,13 +279,17 @@ pub fn parse_files(
     let s = &mut p.summary;
     s.fingerprints = s.per_fingerprint.len() as u64;
     let r = if json {
-        let v = serde_json::json!({"summary": {
-            "events": s.events,
-            "exceptions": s.exceptions,
-            "fingerprints": s.fingerprints,
-            "dangerous": s.dangerous,
-        }});
-        writeln!(p.out, "{v}")
+        let v = JsonSummary {
+            summary: JsonTotals {
+                events: s.events,
+                exceptions: s.exceptions,
+                fingerprints: s.fingerprints,
+                dangerous: s.dangerous,
+            },
+        };
+        serde_json::to_writer(&mut *p.out, &v)
+            .map_err(io::Error::from)
+            .and_then(|()| writeln!(p.out))
     } else {
         write_human_summary(p.out, s)
     };
