@@ -191,6 +191,17 @@ mod java {
         }
         let all: HashSet<_> = fp_by_class.values().flatten().collect();
         assert_eq!(all.len(), 3, "three different failures, three fingerprints");
+        // Fingerprints travel to the detector and must not change silently: a change here
+        // needs a new FINGERPRINT_VERSION.
+        assert_eq!(vigil_agent::java::FINGERPRINT_VERSION, 1);
+        for (class, fp) in [
+            ("java.lang.ClassNotFoundException", "473dd02637e49090"),
+            ("shop.svc.RemoteCallException", "d1e652b4343e60e0"),
+            ("java.lang.NullPointerException", "576e03e534220422"),
+        ] {
+            let want: Fingerprint = fp.parse().expect("hex");
+            assert_eq!(fp_by_class[class], HashSet::from([want]), "{class}");
+        }
     }
 
     #[test]

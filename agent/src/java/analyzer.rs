@@ -26,6 +26,26 @@ pub fn builtin_dangerous() -> &'static [&'static str] {
     BUILTIN_DANGEROUS
 }
 
+/// The dangerous list after configuration (DESIGN §3 `[java]`): `dangerous` replaces the
+/// built-in list when set, `extra_dangerous` is added; duplicates are dropped, order kept.
+pub fn configured_dangerous(
+    dangerous: Option<&[String]>,
+    extra_dangerous: &[String],
+) -> Vec<String> {
+    let base: Vec<String> = match dangerous {
+        Some(d) => d.to_vec(),
+        None => BUILTIN_DANGEROUS.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    let mut out: Vec<String> = Vec::with_capacity(base.len() + extra_dangerous.len());
+    for d in base.into_iter().chain(extra_dangerous.iter().cloned()) {
+        let d = d.trim().to_owned();
+        if !out.contains(&d) {
+            out.push(d);
+        }
+    }
+    out
+}
+
 /// Default cap on the bytes kept of one event ([`AnalyzerConfig::max_event_bytes`]).
 pub const DEFAULT_MAX_EVENT_BYTES: usize = 128 * 1024;
 
@@ -172,6 +192,15 @@ mod tests {
         assert!(a.chain_is_dangerous("com.example.FatalThing"));
         assert!(!a.chain_is_dangerous("org.other.com.example.FatalThing"));
         assert!(!a.chain_is_dangerous("java.io.IOException"));
+    }
+
+    #[test]
+    fn dangerous_configuration() {
+        let all = configured_dangerous(None, &["com.x.Boom".to_owned(), "LinkageError".to_owned()]);
+        assert_eq!(all.len(), BUILTIN_DANGEROUS.len() + 1);
+        assert_eq!(all.last().map(String::as_str), Some("com.x.Boom"));
+        let only = configured_dangerous(Some(&["OutOfMemoryError".to_owned()]), &[]);
+        assert_eq!(only, ["OutOfMemoryError"]);
     }
 
     #[test]

@@ -69,6 +69,7 @@ mod time;
 
 pub use analyzer::{
     Analyzer, AnalyzerConfig, AnalyzerError, DEFAULT_MAX_EVENT_BYTES, builtin_dangerous,
+    configured_dangerous,
 };
 pub use assemble::{Event, EventAssembler};
 pub use exception::{ExceptionInfo, FINGERPRINT_VERSION, Fingerprint, FingerprintError};

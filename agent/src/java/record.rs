@@ -92,17 +92,35 @@ fn trim_punct(mut w: &[u8]) -> &[u8] {
     w
 }
 
-/// jul's second line: `SEVERE: message`.
+/// jul's second line: `SEVERE: message`. Only java.util.logging's own level names count, so
+/// that a message line such as `ERROR: duplicate key` inside a trace starts nothing.
 pub(crate) fn jul_level_line(line: &[u8]) -> Option<Level> {
     let colon = memchr::memchr(b':', &line[..line.len().min(8)])?;
     if line.get(colon + 1) != Some(&b' ') && colon + 1 != line.len() {
         return None;
     }
-    let w = &line[..colon];
-    if !w.iter().all(u8::is_ascii_uppercase) {
-        return None;
-    }
-    Level::from_word(w)
+    Some(match &line[..colon] {
+        b"SEVERE" => Level::Error,
+        b"WARNING" => Level::Warn,
+        b"INFO" | b"CONFIG" => Level::Info,
+        b"FINE" | b"FINER" | b"FINEST" => Level::Other,
+        _ => return None,
+    })
+}
+
+/// A JSON object line that is a log record: it names a time or level field (a JSON body
+/// quoted on its own line inside a message does not, as a rule, and starts nothing).
+fn is_json_record(line: &[u8]) -> bool {
+    json::looks_like_json(line)
+        && [
+            &b"\"@timestamp\""[..],
+            b"\"timestamp\"",
+            b"\"time\"",
+            b"\"level\"",
+            b"\"log.level\"",
+        ]
+        .iter()
+        .any(|k| memchr::memmem::find(line, k).is_some())
 }
 
 /// Does `line` start a record, and what does its first line say?
@@ -145,7 +163,7 @@ fn builtin(line: &[u8]) -> Option<RecordStart> {
             }
             None
         }
-        b'{' if json::looks_like_json(line) => Some(RecordStart {
+        b'{' if is_json_record(line) => Some(RecordStart {
             civil: None,
             time_of_day: None,
             level: Level::Other,
@@ -211,6 +229,7 @@ mod tests {
             "Nov 23, 2026 6:44:43 PM shop.OrderService tick",
             "{\"@timestamp\":\"2026-11-23T18:44:43Z\"}",
             "SEVERE: Failed",
+            "WARNING: Slow",
         ];
         for s in yes {
             assert!(record_start(&an, s.as_bytes()).is_some(), "{s}");
@@ -223,6 +242,8 @@ mod tests {
             "",
             "12345 not a time",
             "{ partial",
+            "{\"error\":\"bad request\"}",
+            "ERROR: duplicate key value violates unique constraint",
         ];
         for s in no {
             assert!(record_start(&an, s.as_bytes()).is_none(), "{s}");
