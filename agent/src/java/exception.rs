@@ -336,6 +336,7 @@ pub(crate) fn analyze(
     });
     let mut frame_count = 0u32;
     let mut in_suppressed = false;
+    let mut wrapped = false;
     for &(s, e) in &sc.lines[h + 1..] {
         let line = &text[s..e];
         let t = trim_start(line);
@@ -351,7 +352,12 @@ pub(crate) fn analyze(
                     sc.frames.push((idx as u32, bs, bs + body.len()));
                 }
             }
-        } else if let Some(rest) = t.strip_prefix(b"Caused by: ") {
+        } else if let Some(rest) = t
+            .strip_prefix(b"Caused by: ")
+            .or_else(|| t.strip_prefix(b"Wrapped by: "))
+        {
+            // log4j2's `%rEx` prints the root cause first, then `Wrapped by:` its wrappers.
+            wrapped |= t.starts_with(b"W");
             if base_indent != usize::MAX && indent > base_indent {
                 continue; // a cause of a suppressed exception
             }
@@ -369,6 +375,16 @@ pub(crate) fn analyze(
             in_suppressed = true;
         }
     }
+
+    if wrapped {
+        // Back to the usual order: outermost first, root cause last.
+        let n = sc.chain.len() as u32;
+        sc.chain.reverse();
+        for f in &mut sc.frames {
+            f.0 = n - 1 - f.0;
+        }
+    }
+    let (cs, ce) = sc.chain[0].class;
 
     // 4. Names, message, sample.
     out.frame_count = frame_count;
@@ -545,6 +561,18 @@ mod tests {
         assert_eq!(e.causes, vec!["java.lang.IllegalStateException"]);
         assert_eq!(e.frames, vec!["shop.C.c"]);
         assert!(!e.dangerous);
+    }
+
+    #[test]
+    fn log4j2_root_cause_first() {
+        let normal = "shop.RemoteCallException: failed\n\tat shop.Svc.call(Svc.java:14)\n\tat shop.App.tick(App.java:1)\nCaused by: java.net.SocketTimeoutException: Read timed out\n\tat shop.Client.read(Client.java:13)\n\tat shop.Svc.call(Svc.java:12)\n\t... 1 more";
+        let reversed = "java.net.SocketTimeoutException: Read timed out\n\tat shop.Client.read(Client.java:13)\n\tat shop.Svc.call(Svc.java:12)\nWrapped by: shop.RemoteCallException: failed\n\tat shop.Svc.call(Svc.java:14)\n\tat shop.App.tick(App.java:1)";
+        let a = run(normal).expect("exception");
+        let b = run(reversed).expect("exception");
+        assert_eq!(b.class, "shop.RemoteCallException");
+        assert_eq!(b.causes, vec!["java.net.SocketTimeoutException"]);
+        assert_eq!(a.frames, b.frames);
+        assert_eq!(a.fingerprint, b.fingerprint);
     }
 
     #[test]

@@ -48,14 +48,25 @@
 //! within an eighth more.
 //!
 //! # Fingerprints
-//! See [`FINGERPRINT_VERSION`]. Version 1 hashes (xxh3-64, fixed seed) the normalised cause
-//! chain (outermost class to root cause; `Suppressed:` exceptions excluded) and the top 4
-//! frames, as `class.method`, of the *throw site* (the deepest exception of the chain that
-//! has frames): the app's frames only when it has any (`app_packages`, or every package
-//! outside well-known libraries when none is configured), else the top frames. Reflection
-//! and method-handle plumbing frames are skipped. Names are normalised: no line numbers,
-//! messages, class-loader or module prefixes, jar suffixes, hidden-class addresses, or
-//! numbers of generated classes and synthetic methods.
+//! See [`FINGERPRINT_VERSION`]. Version 1 hashes (xxh3-64, fixed seed) two things:
+//!
+//! 1. the normalised cause chain, outermost class to root cause (`Caused by:` at the trace's
+//!    own indent; log4j2's root-first `Wrapped by:` form is turned around; `Suppressed:`
+//!    exceptions and their causes are left out);
+//! 2. frames of the *throw site*, the deepest exception of the chain that has frames, as
+//!    `class.method`, reflection and method-handle plumbing skipped: its top frame (where it
+//!    was thrown), then its first 4 frames of the app's own code — frames of `app_packages`,
+//!    or, when none is configured, of any package outside well-known libraries (JDK,
+//!    Spring, Apache, Netty, JUnit, …) — or, when it has none, its next 4 frames.
+//!
+//! Names are normalised first: no line numbers, messages, thread names, class-loader or
+//! module prefixes (`app//`, `java.base@17.0.9/`, `lib-v1//`), `~[jar:ver]` suffixes,
+//! hidden-class addresses, or numbers of generated classes and synthetic methods
+//! (`$$Lambda$14/0x…`, `$Proxy12`, `GeneratedMethodAccessor7`, `$$EnhancerBySpringCGLIB$$…`,
+//! `$$SpringCGLIB$$0`, `$MockitoMock$…`, `lambda$main$0`, `access$000`).
+//!
+//! An exception quoted in a message line without frames (`… failed:
+//! java.net.ConnectException: …`) fingerprints by its class alone.
 
 mod analyzer;
 mod assemble;
