@@ -195,6 +195,14 @@ mod tests {
     }
 
     #[test]
+    fn shareable_across_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>() {}
+        send_sync::<Analyzer>();
+        send::<crate::java::EventAssembler>();
+    }
+
+    #[test]
     fn dangerous_configuration() {
         let all = configured_dangerous(None, &["com.x.Boom".to_owned(), "LinkageError".to_owned()]);
         assert_eq!(all.len(), BUILTIN_DANGEROUS.len() + 1);
