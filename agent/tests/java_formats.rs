@@ -241,10 +241,12 @@ mod java {
             (
                 "ECS JSON lines, flat and nested keys",
                 "{\"@timestamp\":\"2026-11-23T18:45:02.461Z\",\"log.level\":\"ERROR\",\"message\":\"boom\",\"ecs.version\":\"1.2.0\",\"error.type\":\"java.lang.IllegalStateException\",\"error.stack_trace\":\"java.lang.IllegalStateException: x\\n\\tat shop.A.a(A.java:1)\\n\"}\n\
-             {\"@timestamp\":\"2026-11-23T18:45:03.461Z\",\"log\":{\"level\":\"WARN\",\"logger\":\"shop.A\"},\"message\":\"m\",\"error\":{\"type\":\"java.lang.StackOverflowError\",\"stack_trace\":\"java.lang.StackOverflowError\\n\\tat shop.A.r(A.java:1)\\n\\tat shop.A.r(A.java:1)\"}}",
+             {\"@timestamp\":\"2026-11-23T18:45:03.461Z\",\"log\":{\"level\":\"WARN\",\"logger\":\"shop.A\"},\"message\":\"m\",\"error\":{\"type\":\"java.lang.StackOverflowError\",\"stack_trace\":\"java.lang.StackOverflowError\\n\\tat shop.A.r(A.java:1)\\n\\tat shop.A.r(A.java:1)\"}}\n\
+             {\"@timestamp\":\"2026-11-23T18:45:04Z\",\"log.level\":\"ERROR\",\"message\":\"read failed\",\"error.type\":\"java.io.UncheckedIOException\",\"error.message\":\"disk full\"}",
                 vec![
                     ev(T, Error, 1, Some("java.lang.IllegalStateException"), &[]),
                     ev(T + 1, Warn, 1, Some("java.lang.StackOverflowError"), &[]),
+                    ev(T + 2, Error, 1, Some("java.io.UncheckedIOException"), &[]),
                 ],
             ),
         ];

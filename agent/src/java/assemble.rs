@@ -284,6 +284,15 @@ impl EventAssembler {
         if let Some(st) = rec.stack_trace.as_deref().filter(|s| !s.trim().is_empty()) {
             self.json_text.push_str(st);
             p.json = JsonState::Stack;
+        } else if let Some(ty) = rec.error_type.as_deref().filter(|s| !s.trim().is_empty()) {
+            // ECS without the trace: the class (and message) alone.
+            self.json_text.push_str(ty.trim());
+            if let Some(m) = rec.error_message.as_deref() {
+                self.json_text.push_str(": ");
+                self.json_text
+                    .push_str(m.lines().next().unwrap_or_default());
+            }
+            p.json = JsonState::Stack;
         } else if let Some(m) = rec.message.as_deref() {
             self.json_text.push_str(m);
             p.json = JsonState::Message;

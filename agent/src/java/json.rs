@@ -16,6 +16,12 @@ pub(crate) struct JsonRecord<'a> {
     pub level: Option<Cow<'a, str>>,
     pub message: Option<Cow<'a, str>>,
     pub stack_trace: Option<Cow<'a, str>>,
+    /// ECS `error.type` (the exception class, when the trace itself is not logged).
+    pub error_type: Option<Cow<'a, str>>,
+    /// ECS `error.message`.
+    pub error_message: Option<Cow<'a, str>>,
+    /// A `type` key (kept for nested `error` objects).
+    kind: Option<Cow<'a, str>>,
 }
 
 /// A JSON value reduced to what a field can usefully be.
@@ -126,9 +132,29 @@ impl<'de> Visitor<'de> for RecordVisitor {
                 "stack_trace" | "error.stack_trace" | "stacktrace" | "stackTrace" | "exception"
                 | "error" | "throwable" | "thrown" => match map.next_value::<Value<'de>>()? {
                     Value::Str(s) if r.stack_trace.is_none() => r.stack_trace = Some(s),
-                    Value::Obj(o) if r.stack_trace.is_none() => r.stack_trace = o.stack_trace,
+                    Value::Obj(o) => {
+                        if r.stack_trace.is_none() {
+                            r.stack_trace = o.stack_trace;
+                        }
+                        if r.error_type.is_none() {
+                            r.error_type = o.kind;
+                            r.error_message = o.message;
+                        }
+                    }
                     _ => {}
                 },
+                "error.type" => {
+                    let v = map.next_value::<Value<'de>>()?;
+                    r.error_type = v.into_str();
+                }
+                "error.message" => {
+                    let v = map.next_value::<Value<'de>>()?;
+                    r.error_message = v.into_str();
+                }
+                "type" => {
+                    let v = map.next_value::<Value<'de>>()?;
+                    r.kind = v.into_str();
+                }
                 "log" => {
                     if let Value::Obj(o) = map.next_value::<Value<'de>>()?
                         && r.level.is_none()
@@ -187,6 +213,12 @@ mod tests {
         let r = parse(l).expect("json");
         assert_eq!(r.level.as_deref(), Some("WARN"));
         assert_eq!(r.stack_trace.as_deref(), Some("x.YException: z"));
+        assert_eq!(r.error_type.as_deref(), Some("x.Y"));
+
+        let l = br#"{"@timestamp":"t","type":"access","error.type":"java.io.IOException","error.message":"disk"}"#;
+        let r = parse(l).expect("json");
+        assert_eq!(r.error_type.as_deref(), Some("java.io.IOException"));
+        assert_eq!(r.error_message.as_deref(), Some("disk"));
 
         assert!(parse(b"{not json}").is_none());
         assert!(parse(b"{\"a\":1} trailing").is_none());
