@@ -309,6 +309,10 @@ pub(crate) fn analyze(
         let upper = simple_name(class)
             .first()
             .is_some_and(|b| b.is_ascii_uppercase() || *b == b'$');
+        // A thread dump's `java.lang.Thread.State: RUNNABLE` is also followed by frames.
+        if class == b"java.lang.Thread.State" {
+            continue;
+        }
         if throwable_by_name(class) || (followed_by_frame && upper) {
             found = Some((i, cs, cs + n, msg.map(|m| cs + m), indent));
             break;
@@ -552,6 +556,7 @@ mod tests {
             "com.fasterxml.jackson.databind.deser.UnresolvedForwardReference"
         );
         assert!(run("some.config.value: 12\nnext line").is_none());
+        assert!(run("2026-11-23 18:45:02.000 WARN [main] x - thread dump\n\"main\" #1 prio=5\n   java.lang.Thread.State: WAITING\n\tat java.lang.Object.wait(Native Method)").is_none());
     }
 
     #[test]
