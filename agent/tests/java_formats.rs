@@ -225,7 +225,8 @@ mod java {
                 "logstash-logback-encoder JSON lines",
                 "{\"@timestamp\":\"2026-11-23T18:45:02.461Z\",\"@version\":\"1\",\"message\":\"checkout failed\",\"logger_name\":\"shop.OrderService\",\"thread_name\":\"main\",\"level\":\"ERROR\",\"level_value\":40000,\"stack_trace\":\"shop.svc.RemoteCallException: inventory call failed\\n\\tat shop.svc.ServicesImpl.remoteCall(ServicesImpl.java:14)\\nCaused by: java.net.SocketTimeoutException: Read timed out\\n\\tat shop.svc.InventoryClient.readReply(InventoryClient.java:13)\\n\\t... 4 common frames omitted\\n\"}\n\
              {\"@timestamp\":\"2026-11-23T18:45:03.000Z\",\"message\":\"ok\",\"level\":\"INFO\"}\n\
-             {\"@timestamp\":\"2026-11-23T18:45:04.000Z\",\"message\":\"retry after java.net.ConnectException: refused\",\"level\":\"WARN\"}",
+             {\"@timestamp\":\"2026-11-23T18:45:04.000Z\",\"message\":\"retry after java.net.ConnectException: refused\",\"level\":\"WARN\"}\n\
+             {\"msg\":\"no time, no level: still its own record\"}",
                 vec![
                     ev(
                         T,
@@ -236,6 +237,7 @@ mod java {
                     ),
                     ev(T + 1, Info, 1, None, &[]),
                     ev(T + 2, Warn, 1, Some("java.net.ConnectException"), &[]),
+                    ev(READ_AT, Other, 1, None, &[]),
                 ],
             ),
             (

@@ -144,7 +144,21 @@ impl EventAssembler {
             self.attach(analyzer, line, end_offset);
             return;
         }
-        match record::record_start(analyzer, line) {
+        let mut start = record::record_start(analyzer, line);
+        if start.is_none()
+            && analyzer.config.event_start.is_none()
+            && self.pending.is_some_and(|p| p.kind == Kind::Json)
+            && json::looks_like_json(line)
+        {
+            // In a JSON-lines log every object is a record, whatever its keys.
+            start = Some(RecordStart {
+                civil: None,
+                time_of_day: None,
+                level: Level::Other,
+                kind: Kind::Json,
+            });
+        }
+        match start {
             Some(start) => {
                 if self.pending.is_some() {
                     self.complete(analyzer, out);
