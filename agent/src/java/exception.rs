@@ -443,6 +443,11 @@ pub(crate) fn analyze(
         }
         let app = frame::is_app_class(&f[..class_len], app_packages);
         sc.norm_frames.push((start, sc.norm.len(), class_len, app));
+        // Enough seen: the top frame and 4 app frames are known (later frames cannot
+        // change the selection below).
+        if sc.norm_frames.iter().filter(|f| f.3).count() == TOP_FRAMES {
+            break;
+        }
     }
     // The throw point (top frame) always; then the app's frames when it has any (they say
     // which of the app's code paths failed, and survive library upgrades), else the next

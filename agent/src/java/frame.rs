@@ -88,7 +88,8 @@ pub(crate) fn is_app_class(class: &str, app_packages: &[String]) -> bool {
 
 /// Is this normalised frame reflection plumbing?
 pub(crate) fn is_plumbing(frame: &str) -> bool {
-    PLUMBING_PREFIXES.iter().any(|p| frame.starts_with(p)) || frame.contains("$$Lambda.")
+    PLUMBING_PREFIXES.iter().any(|p| frame.starts_with(p))
+        || (frame.contains('$') && frame.contains("$$Lambda."))
 }
 
 /// Appends the normalised form of class name `class` to `out`.
@@ -124,6 +125,10 @@ pub(crate) fn push_class(class: &str, out: &mut String) {
     }
     let start = out.len();
     out.push_str(class);
+    if !class.contains('$') {
+        // Every generated-name marker below holds a `$`: the common case ends here.
+        return;
+    }
     // `$$Lambda$14`, `$$Lambda/0x…`, `$$Lambda` (JDK 21): keep the marker only.
     if let Some(i) = out[start..].find("$$Lambda") {
         out.truncate(start + i + "$$Lambda".len());
@@ -169,6 +174,10 @@ fn cglib_marker(s: &str) -> Option<usize> {
 /// Appends the normalised form of a method name: `lambda$main$0` → `lambda$main`,
 /// `access$000` → `access`, `CGLIB$fullName$0` → `fullName`.
 fn push_method(method: &str, out: &mut String) {
+    if !method.contains('$') {
+        out.push_str(method);
+        return;
+    }
     let mut m = method.strip_prefix("CGLIB$").unwrap_or(method);
     while let Some(i) = m.rfind('$') {
         let tail = &m[i + 1..];
