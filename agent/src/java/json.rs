@@ -1,6 +1,8 @@
 //! JSON-lines records: logstash-logback-encoder (`@timestamp`, `level`, `message`,
 //! `stack_trace`), ECS (`@timestamp`, `log.level` flat or nested, `error.stack_trace` flat or
-//! nested) and similar layouts (`timestamp`, `time`, `severity`, `exception`).
+//! nested), log4j2 JsonTemplateLayout's logstash template (`exception.stacktrace`,
+//! `exception.exception_class`), GELF (`full_message`) and similar layouts (`timestamp`,
+//! `time`, `severity`).
 //!
 //! Only the few fields that matter are decoded; strings without escapes are borrowed.
 
@@ -123,14 +125,15 @@ impl<'de> Visitor<'de> for RecordVisitor {
                         r.level = v.into_str();
                     }
                 }
-                "message" | "msg" => {
+                "message" | "msg" | "exception_message" => {
                     let v = map.next_value::<Value<'de>>()?;
                     if r.message.is_none() {
                         r.message = v.into_str();
                     }
                 }
-                "stack_trace" | "error.stack_trace" | "stacktrace" | "stackTrace" | "exception"
-                | "error" | "throwable" | "thrown" => match map.next_value::<Value<'de>>()? {
+                "stack_trace" | "error.stack_trace" | "stacktrace" | "stackTrace"
+                | "StackTrace" | "full_message" | "exception" | "error" | "throwable"
+                | "thrown" => match map.next_value::<Value<'de>>()? {
                     Value::Str(s) if r.stack_trace.is_none() => r.stack_trace = Some(s),
                     Value::Obj(o) => {
                         if r.stack_trace.is_none() {
@@ -151,7 +154,7 @@ impl<'de> Visitor<'de> for RecordVisitor {
                     let v = map.next_value::<Value<'de>>()?;
                     r.error_message = v.into_str();
                 }
-                "type" => {
+                "type" | "exception_class" => {
                     let v = map.next_value::<Value<'de>>()?;
                     r.kind = v.into_str();
                 }
@@ -219,6 +222,15 @@ mod tests {
         let r = parse(l).expect("json");
         assert_eq!(r.error_type.as_deref(), Some("java.io.IOException"));
         assert_eq!(r.error_message.as_deref(), Some("disk"));
+
+        let l = br#"{"@timestamp":"t","level":"ERROR","exception":{"exception_class":"java.io.IOException","exception_message":"disk","stacktrace":"java.io.IOException: disk\n\tat a.B.c(B.java:1)"}}"#;
+        let r = parse(l).expect("json");
+        assert!(
+            r.stack_trace
+                .as_deref()
+                .is_some_and(|s| s.starts_with("java.io.IOException"))
+        );
+        assert_eq!(r.error_type.as_deref(), Some("java.io.IOException"));
 
         assert!(parse(b"{not json}").is_none());
         assert!(parse(b"{\"a\":1} trailing").is_none());
