@@ -213,6 +213,10 @@ fn quoted_exception(an: &Analyzer, line: &[u8]) -> Option<(usize, usize, Option<
         } else if line.get(end).is_some_and(|b| is_ident(*b)) {
             continue;
         }
+        // `FooException.java`, `FooException.class`: a file or a member, not the class.
+        if line.get(end) == Some(&b'.') && line.get(end + 1).is_some_and(|b| is_ident(*b)) {
+            continue;
+        }
         let mut start = m.start();
         while start > 0 && (is_ident(line[start - 1]) || line[start - 1] == b'.') {
             start -= 1;
@@ -321,6 +325,9 @@ pub(crate) fn analyze(
     // 2. Else a name quoted in the first line (or the second: jul's `SEVERE: …` line).
     if found.is_none() {
         for (i, &(s, e)) in sc.lines.iter().take(2).enumerate() {
+            if i == 1 && is_frame(trim_start(&text[s..e])) {
+                break;
+            }
             if let Some((qs, qe, msg)) = quoted_exception(an, &text[s..e]) {
                 found = Some((i, s + qs, s + qe, msg.map(|m| s + m), usize::MAX));
                 break;
@@ -547,6 +554,14 @@ mod tests {
             run("2026-11-23 18:45:02.461 INFO [main] shop.A - loading shop.svc.PromoEngineV2")
                 .is_none()
         );
+        assert!(
+            run("2026-11-23 18:45:02.461 INFO [main] shop.A - built shop/x/MyException.java")
+                .is_none()
+        );
+        assert!(run("2026-11-23 18:45:02.461 WARN [main] shop.A - stack follows\n\tat shop.MyException.<init>(MyException.java:3)").is_none());
+        let e = run("2026-11-23 18:45:02.461 WARN [main] shop.A - caught java.io.IOException.")
+            .expect("exception");
+        assert_eq!(e.class, "java.io.IOException");
     }
 
     #[test]
