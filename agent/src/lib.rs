@@ -18,6 +18,7 @@ pub mod config;
 pub mod fsutil;
 pub mod host;
 pub mod identity;
+pub mod java;
 pub mod minute;
 pub mod pipeline;
 pub mod ship;
