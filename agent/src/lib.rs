@@ -14,6 +14,7 @@
 //! ```
 
 pub mod admin;
+pub mod analysis;
 pub mod config;
 pub mod fsutil;
 pub mod host;
