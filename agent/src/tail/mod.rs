@@ -758,11 +758,7 @@ fn truncated(t: &mut Tracked, key: FileKey, now: Instant) -> (Tracked, bool) {
     let dir = t.path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let mut exclude = HashSet::new();
     exclude.insert((t.id.dev, t.id.ino));
-    let copy = if t.id.head_len > 0 && (t.read_pos > 0 || t.lines.has_partial()) {
-        find_copy(&dir, &t.id, t.delivered, &exclude)
-    } else {
-        None
-    };
+    let copy = find_copy(&dir, &t.id, t.delivered, &exclude);
     let copy_found = copy.is_some();
     let (path, id, reader) = match copy {
         Some((path, id, reader)) => {
@@ -986,9 +982,9 @@ fn find_rotated(
             break;
         }
     }
-    let mut exclude = claimed.clone();
-    exclude.insert((e.id.dev, e.id.ino));
-    find_copy(dir, &e.id, e.offset, &exclude).map(|(p, id, r)| (p, id, r, Drain::Copy))
+    // `claimed` holds the file now at the entry's path (same inode, new content); the
+    // entry's own inode stays a candidate: it may be a compressed copy being finished.
+    find_copy(dir, &e.id, e.offset, claimed).map(|(p, id, r)| (p, id, r, Drain::Copy))
 }
 
 #[cfg(test)]
