@@ -537,6 +537,9 @@ impl Tailer {
                     rewritten: false,
                     last_data: now,
                 });
+                if let Some(t) = self.files.last_mut() {
+                    widen_head(t);
+                }
                 return;
             }
         }
@@ -969,6 +972,11 @@ fn find_rotated(
         for entry in entries.flatten() {
             let path = entry.path();
             let Ok(meta) = std::fs::metadata(&path) else { continue };
+            // An empty-at-checkpoint file (no head) cannot be told from a later file
+            // that reused its inode: only a head identifies a file that moved.
+            if e.id.head_len == 0 {
+                break;
+            }
             if meta.dev() != e.id.dev || meta.ino() != e.id.ino || !meta.is_file() {
                 continue;
             }

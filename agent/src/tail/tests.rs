@@ -321,3 +321,30 @@ fn short_file_keeps_its_identity_across_restart() {
     assert_eq!(sink.lines.len(), 2, "resumed, not re-read");
     assert_eq!(t.checkpoints().files[0].id.head_len as usize, HEAD_WINDOW);
 }
+
+#[test]
+fn resumed_short_file_widens_its_head_before_copytruncate() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let p = dir.path().join("app.log");
+    let ct = |n: u32| {
+        fs::copy(&p, dir.path().join(format!("app.log.{n}"))).unwrap();
+        OpenOptions::new().write(true).open(&p).unwrap().set_len(0).unwrap();
+    };
+    let mut t = tailer(dir.path(), StartAt::Beginning, Checkpoints::empty());
+    let mut sink = Collect::default();
+    append(&p, "L0\n");
+    t.scan().unwrap();
+    ct(1);
+    t.scan().unwrap();
+    ct(2);
+    t.checkpoints().store(data.path()).unwrap();
+    drop(t);
+    append(&p, "L1\n");
+    let mut t = tailer(dir.path(), StartAt::Beginning, Checkpoints::load(data.path()).unwrap());
+    t.scan().unwrap();
+    ct(3);
+    pump(&mut t, &mut sink);
+    pump(&mut t, &mut sink);
+    assert_eq!(sink.texts(), ["L0", "L1"]);
+}
