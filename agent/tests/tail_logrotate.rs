@@ -11,6 +11,8 @@
 //! Needs the `logrotate` program (Debian package `logrotate`). Without it the test is
 //! skipped with a message, unless `CI` is set: then it fails.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io::{Read, Write};
@@ -22,15 +24,25 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use vigil_agent::tail::{Checkpoints, FileKey, LineSink, SourceConfig, StartAt, Tailer, TailerOptions};
+use vigil_agent::tail::{
+    Checkpoints, FileKey, LineSink, SourceConfig, StartAt, Tailer, TailerOptions,
+};
 
 fn logrotate() -> Option<PathBuf> {
-    for p in ["/usr/sbin/logrotate", "/sbin/logrotate", "/usr/bin/logrotate"] {
+    for p in [
+        "/usr/sbin/logrotate",
+        "/sbin/logrotate",
+        "/usr/bin/logrotate",
+    ] {
         if Path::new(p).exists() {
             return Some(p.into());
         }
     }
-    Command::new("logrotate").arg("--version").output().ok().map(|_| "logrotate".into())
+    Command::new("logrotate")
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|_| "logrotate".into())
 }
 
 #[derive(Default)]
@@ -41,7 +53,9 @@ struct Sink {
 impl LineSink for Sink {
     fn line(&mut self, _: usize, _: FileKey, line: &[u8], _: u64, truncated: bool) {
         assert!(!truncated);
-        self.lines.push(number(line).unwrap_or_else(|| panic!("bad line {:?}", String::from_utf8_lossy(line))));
+        self.lines.push(
+            number(line).unwrap_or_else(|| panic!("bad line {:?}", String::from_utf8_lossy(line))),
+        );
     }
     fn file_done(&mut self, _: usize, _: FileKey) {}
 }
@@ -54,13 +68,20 @@ fn number(line: &[u8]) -> Option<u64> {
 /// Appends numbered lines as fast as it can, reopening the file when its path holds a new
 /// inode (what an application does on logrotate's postrotate signal).
 fn writer(path: PathBuf, stop: Arc<AtomicBool>, written: Arc<AtomicU64>) {
-    let open = |p: &Path| OpenOptions::new().create(true).append(true).open(p).unwrap();
+    let open = |p: &Path| {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .unwrap()
+    };
     let mut f = open(&path);
     let mut ino = f.metadata().unwrap().ino();
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         for _ in 0..50 {
-            let line = format!("n={n} 2026-11-23T10:00:00.000Z INFO some.Logger - message number {n}\n");
+            let line =
+                format!("n={n} 2026-11-23T10:00:00.000Z INFO some.Logger - message number {n}\n");
             f.write_all(line.as_bytes()).unwrap();
             n += 1;
         }
@@ -86,7 +107,9 @@ fn on_disk(dir: &Path) -> Vec<u64> {
         }
         let mut data = Vec::new();
         if name.ends_with(".gz") {
-            flate2::read::MultiGzDecoder::new(fs::File::open(&p).unwrap()).read_to_end(&mut data).unwrap();
+            flate2::read::MultiGzDecoder::new(fs::File::open(&p).unwrap())
+                .read_to_end(&mut data)
+                .unwrap();
         } else {
             data = fs::read(&p).unwrap();
         }
@@ -108,7 +131,11 @@ fn scenario(logrotate: &Path, mode: &str, compress: bool, delay: bool) {
     if delay {
         opts.push("delaycompress");
     }
-    fs::write(&conf, format!("{} {{\n    {}\n}}\n", log.display(), opts.join("\n    "))).unwrap();
+    fs::write(
+        &conf,
+        format!("{} {{\n    {}\n}}\n", log.display(), opts.join("\n    ")),
+    )
+    .unwrap();
     fs::write(&log, b"").unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -122,14 +149,27 @@ fn scenario(logrotate: &Path, mode: &str, compress: bool, delay: bool) {
         thread::spawn(move || {
             for _ in 0..3 {
                 thread::sleep(Duration::from_millis(300));
-                let out = Command::new(&lr).arg("-f").arg("-s").arg(&state).arg(&conf).output().unwrap();
-                assert!(out.status.success(), "logrotate failed: {}", String::from_utf8_lossy(&out.stderr));
+                let out = Command::new(&lr)
+                    .arg("-f")
+                    .arg("-s")
+                    .arg(&state)
+                    .arg(&conf)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "logrotate failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
             thread::sleep(Duration::from_millis(200));
         })
     };
 
-    let cfg = SourceConfig { start_at: StartAt::Beginning, ..SourceConfig::new([log.display().to_string()]) };
+    let cfg = SourceConfig {
+        start_at: StartAt::Beginning,
+        ..SourceConfig::new([log.display().to_string()])
+    };
     let topts = TailerOptions {
         rotated_idle: Duration::from_millis(300),
         deleted_idle: Duration::from_millis(300),
@@ -149,7 +189,9 @@ fn scenario(logrotate: &Path, mode: &str, compress: bool, delay: bool) {
             stop.store(true, Ordering::Relaxed);
             writer_done_at = Some(Instant::now());
         }
-        if writer_done_at.is_some_and(|t| t.elapsed() > Duration::from_millis(800)) && tailer.files().len() == 1 {
+        if writer_done_at.is_some_and(|t| t.elapsed() > Duration::from_millis(800))
+            && tailer.files().len() == 1
+        {
             break;
         }
         if writer_done_at.is_none() && last_restart.elapsed() > Duration::from_millis(120) {
@@ -177,21 +219,42 @@ fn scenario(logrotate: &Path, mode: &str, compress: bool, delay: bool) {
     for n in &sink.lines {
         *delivered.entry(*n).or_default() += 1;
     }
-    let dups: Vec<_> = delivered.iter().filter(|(_, c)| **c > 1).map(|(n, _)| *n).take(10).collect();
+    let dups: Vec<_> = delivered
+        .iter()
+        .filter(|(_, c)| **c > 1)
+        .map(|(n, _)| *n)
+        .take(10)
+        .collect();
     let disk = on_disk(dir.path());
-    let missing: Vec<_> = disk.iter().filter(|n| !delivered.contains_key(n)).take(10).collect();
+    let missing: Vec<_> = disk
+        .iter()
+        .filter(|n| !delivered.contains_key(n))
+        .take(10)
+        .collect();
     let label = format!("{mode} compress={compress} delaycompress={delay}");
     eprintln!(
         "{label}: written {total}, on disk {}, delivered {}, restarts {restarts}",
         disk.len(),
         sink.lines.len()
     );
-    assert!(total > 1000, "{label}: the writer wrote too little ({total})");
+    assert!(
+        total > 1000,
+        "{label}: the writer wrote too little ({total})"
+    );
     assert!(dups.is_empty(), "{label}: delivered twice: {dups:?}");
-    assert!(missing.is_empty(), "{label}: on disk but not delivered: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "{label}: on disk but not delivered: {missing:?}"
+    );
     if mode == "create" {
-        let lost: Vec<_> = (0..total).filter(|n| !delivered.contains_key(n)).take(10).collect();
-        assert!(lost.is_empty(), "{label}: written but not delivered: {lost:?}");
+        let lost: Vec<_> = (0..total)
+            .filter(|n| !delivered.contains_key(n))
+            .take(10)
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "{label}: written but not delivered: {lost:?}"
+        );
     }
 }
 

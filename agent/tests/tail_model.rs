@@ -9,6 +9,8 @@
 //! the last stored checkpoint and a restart, and a file is only deleted or truncated without
 //! a copy once its lines are read and stored (otherwise they are gone for any reader).
 
+#![allow(clippy::unwrap_used)]
+
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,7 +18,9 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use vigil_agent::tail::identity::fnv1a;
-use vigil_agent::tail::{Checkpoints, FileKey, LineSink, SourceConfig, StartAt, Tailer, TailerOptions};
+use vigil_agent::tail::{
+    Checkpoints, FileKey, LineSink, SourceConfig, StartAt, Tailer, TailerOptions,
+};
 
 #[derive(Debug, Clone)]
 enum Action {
@@ -104,7 +108,11 @@ impl World {
     }
 
     fn append(&self, s: &str) {
-        let mut f = OpenOptions::new().create(true).append(true).open(self.log()).unwrap();
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log())
+            .unwrap();
         f.write_all(s.as_bytes()).unwrap();
     }
 
@@ -151,7 +159,9 @@ impl World {
             cp.store(self.data.path()).unwrap();
             // Known = same path, same inode and same head (not the old content of a file
             // truncated since).
-            let ino = fs::metadata(self.log()).ok().map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+            let ino = fs::metadata(self.log())
+                .ok()
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m));
             let content = fs::read(self.log()).unwrap_or_default();
             let log = self.log().display().to_string();
             self.current_stored = cp.files.iter().any(|e| {
@@ -230,7 +240,12 @@ impl World {
                 }
                 let to = self.rotated_name();
                 fs::copy(self.log(), &to).unwrap();
-                OpenOptions::new().write(true).open(self.log()).unwrap().set_len(0).unwrap();
+                OpenOptions::new()
+                    .write(true)
+                    .open(self.log())
+                    .unwrap()
+                    .set_len(0)
+                    .unwrap();
                 if compress {
                     gzip(&to);
                 }
@@ -244,7 +259,12 @@ impl World {
                 self.store();
                 self.current_stored = false;
                 if matches!(a, Action::Truncate) {
-                    OpenOptions::new().write(true).open(self.log()).unwrap().set_len(0).unwrap();
+                    OpenOptions::new()
+                        .write(true)
+                        .open(self.log())
+                        .unwrap()
+                        .set_len(0)
+                        .unwrap();
                 } else {
                     fs::remove_file(self.log()).unwrap();
                     self.current_stored = false;
@@ -276,7 +296,10 @@ impl World {
         let mut got: Vec<String> = std::mem::take(&mut self.sink.lines);
         got.sort();
         let want: Vec<String> = (0..self.next_line).map(line_text).collect();
-        let missing: Vec<&String> = want.iter().filter(|w| got.binary_search(w).is_err()).collect();
+        let missing: Vec<&String> = want
+            .iter()
+            .filter(|w| got.binary_search(w).is_err())
+            .collect();
         let mut dups = got.clone();
         dups.dedup();
         assert!(missing.is_empty(), "lost lines: {missing:?}");

@@ -152,6 +152,7 @@ impl Checkpoints {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -164,7 +165,12 @@ mod tests {
             key: FileKey(3),
             source: 0,
             path: "/var/log/a.log".into(),
-            id: FileId { dev: 1, ino: 2, head_len: 10, head: 99 },
+            id: FileId {
+                dev: 1,
+                ino: 2,
+                head_len: 10,
+                head: 99,
+            },
             offset: 1234,
         });
         cp.set_offset(FileKey(3), 1000);
@@ -181,7 +187,10 @@ mod tests {
         let p = Checkpoints::path_in(dir.path());
         fs::write(&p, b"{not json").unwrap();
         let e = Checkpoints::load(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("tail-checkpoints.json") && e.contains("corrupt"), "{e}");
+        assert!(
+            e.contains("tail-checkpoints.json") && e.contains("corrupt"),
+            "{e}"
+        );
         fs::write(&p, br#"{"version": 9, "files": []}"#).unwrap();
         let e = Checkpoints::load(dir.path()).unwrap_err().to_string();
         assert!(e.contains("version 9"), "{e}");

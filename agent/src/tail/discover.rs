@@ -85,7 +85,10 @@ impl Matcher {
     /// Whether `path` matches one of the `paths` globs and no `exclude` glob.
     pub fn matches(&self, path: &Path) -> bool {
         !self.excluded(path)
-            && self.compiled.iter().any(|p| p.matches_path_with(path, OPTS))
+            && self
+                .compiled
+                .iter()
+                .any(|p| p.matches_path_with(path, OPTS))
     }
 
     /// The regular files matched now, one per (device, inode): the first path wins when
@@ -153,6 +156,7 @@ fn watch_root(pattern: &str) -> (PathBuf, bool) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -161,7 +165,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         std::fs::create_dir_all(d.join("a/b")).unwrap();
-        for f in ["x.log", "a/y.log", "a/b/z.log", "a/b/z.log.1.gz", "a/debug.log"] {
+        for f in [
+            "x.log",
+            "a/y.log",
+            "a/b/z.log",
+            "a/b/z.log.1.gz",
+            "a/debug.log",
+        ] {
             std::fs::write(d.join(f), b"").unwrap();
         }
         let mut cfg = SourceConfig::new([format!("{}/**/*.log*", d.display())]);
@@ -187,8 +197,17 @@ mod tests {
 
     #[test]
     fn watch_roots() {
-        assert_eq!(watch_root("/var/log/app/*.log"), (PathBuf::from("/var/log/app"), false));
-        assert_eq!(watch_root("/var/log/**/*.log"), (PathBuf::from("/var/log"), true));
-        assert_eq!(watch_root("/var/log/app.log"), (PathBuf::from("/var/log"), false));
+        assert_eq!(
+            watch_root("/var/log/app/*.log"),
+            (PathBuf::from("/var/log/app"), false)
+        );
+        assert_eq!(
+            watch_root("/var/log/**/*.log"),
+            (PathBuf::from("/var/log"), true)
+        );
+        assert_eq!(
+            watch_root("/var/log/app.log"),
+            (PathBuf::from("/var/log"), false)
+        );
     }
 }

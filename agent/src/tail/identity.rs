@@ -91,7 +91,9 @@ pub fn read_head_seq(reader: &mut impl Read, want: usize, buf: &mut Vec<u8>) -> 
 
 /// The head (length, checksum) of a file of at least `size` bytes, as first seen.
 pub fn head_of(file: &File, size: u64) -> io::Result<(u32, u64)> {
-    let want = usize::try_from(size).unwrap_or(HEAD_WINDOW).min(HEAD_WINDOW);
+    let want = usize::try_from(size)
+        .unwrap_or(HEAD_WINDOW)
+        .min(HEAD_WINDOW);
     let mut buf = Vec::with_capacity(want);
     read_head(file, want, &mut buf)?;
     Ok((buf.len() as u32, fnv1a(&buf)))
@@ -108,6 +110,7 @@ pub fn head_matches(file: &File, id: &FileId) -> io::Result<bool> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::io::Write;
@@ -128,7 +131,12 @@ mod tests {
         let r = File::open(&p).unwrap();
         let (len, head) = head_of(&r, 17).unwrap();
         assert_eq!(len, 17);
-        let id = FileId { dev: 1, ino: 2, head_len: len, head };
+        let id = FileId {
+            dev: 1,
+            ino: 2,
+            head_len: len,
+            head,
+        };
         f.write_all(&[b'x'; 4000]).unwrap();
         assert!(head_matches(&r, &id).unwrap(), "growth keeps identity");
         // Widened head after growth covers the whole window.
@@ -143,7 +151,12 @@ mod tests {
         std::fs::write(&p, b"2026-11-23 10:00:00 one\n").unwrap();
         let r = File::open(&p).unwrap();
         let (len, head) = head_of(&r, 24).unwrap();
-        let id = FileId { dev: 1, ino: 2, head_len: len, head };
+        let id = FileId {
+            dev: 1,
+            ino: 2,
+            head_len: len,
+            head,
+        };
         std::fs::write(&p, b"2026-11-23 10:00:01 two\n").unwrap();
         assert!(!head_matches(&r, &id).unwrap());
         std::fs::write(&p, b"2026").unwrap();

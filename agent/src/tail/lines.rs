@@ -98,7 +98,11 @@ impl LineBuf {
                 if truncated {
                     self.skipped_bytes += (nl - pos - bytes.len()) as u64;
                 }
-                emit(Line { bytes, end_offset, truncated });
+                emit(Line {
+                    bytes,
+                    end_offset,
+                    truncated,
+                });
             } else {
                 self.push(&chunk[pos..nl], max);
                 self.emit_pending(end_offset, max, emit);
@@ -130,7 +134,11 @@ impl LineBuf {
             // Covers the one byte kept beyond `max` (to tell a trailing `\r`) as well.
             self.skipped_bytes += (self.pending.len() - bytes.len()) as u64;
         }
-        emit(Line { bytes, end_offset, truncated });
+        emit(Line {
+            bytes,
+            end_offset,
+            truncated,
+        });
         self.reset();
     }
 }
@@ -146,6 +154,7 @@ fn cap(line: &[u8], max: usize) -> (&[u8], bool) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -225,7 +234,9 @@ mod tests {
     fn flush_hands_on_the_unterminated_line() {
         let (_, mut lb) = run(&[b"a\nlast"], 100);
         let mut got = Vec::new();
-        assert!(lb.flush(6, 100, &mut |l: Line<'_>| got.push((l.bytes.to_vec(), l.end_offset))));
+        assert!(lb.flush(6, 100, &mut |l: Line<'_>| {
+            got.push((l.bytes.to_vec(), l.end_offset))
+        }));
         assert_eq!(got, vec![(b"last".to_vec(), 6)]);
         assert!(!lb.flush(6, 100, &mut |_| {}));
     }
@@ -235,7 +246,9 @@ mod tests {
         let mut lb = LineBuf::default();
         lb.skip_first_line();
         let mut got = Vec::new();
-        lb.feed(b"ment\nwhole\n", 100, 100, &mut |l: Line<'_>| got.push(l.bytes.to_vec()));
+        lb.feed(b"ment\nwhole\n", 100, 100, &mut |l: Line<'_>| {
+            got.push(l.bytes.to_vec())
+        });
         assert_eq!(got, vec![b"whole".to_vec()]);
     }
 }

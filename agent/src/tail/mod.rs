@@ -185,7 +185,9 @@ impl Reader {
             },
             Reader::Gz { dec, pos } => {
                 while *pos < offset {
-                    let want = usize::try_from(offset - *pos).unwrap_or(usize::MAX).min(buf.len());
+                    let want = usize::try_from(offset - *pos)
+                        .unwrap_or(usize::MAX)
+                        .min(buf.len());
                     let n = dec.read(&mut buf[..want])?;
                     if n == 0 {
                         return Ok(0);
@@ -385,12 +387,13 @@ impl Tailer {
                 }
                 (Role::Draining { kind, since }, _) => {
                     claimed.insert((t.id.dev, t.id.ino));
-                    if let Some(file) = t.reader.plain() {
-                        if let Ok(m) = file.metadata() {
-                            update_size(t, m.len());
-                            if m.nlink() == 0 && kind == Drain::Rotated {
-                                t.role = Role::Draining { kind: Drain::Deleted, since };
-                            }
+                    if let Some(m) = t.reader.plain().and_then(|f| f.metadata().ok()) {
+                        update_size(t, m.len());
+                        if m.nlink() == 0 && kind == Drain::Rotated {
+                            t.role = Role::Draining {
+                                kind: Drain::Deleted,
+                                since,
+                            };
                         }
                     }
                 }
@@ -423,7 +426,11 @@ impl Tailer {
                             m.nlink() == 0
                         })
                         .unwrap_or(true);
-                    let kind = if deleted { Drain::Deleted } else { Drain::Rotated };
+                    let kind = if deleted {
+                        Drain::Deleted
+                    } else {
+                        Drain::Rotated
+                    };
                     info!(path = %t.path.display(), key = %t.key, deleted, "file rotated away; finishing it");
                     self.stats.rotations += 1;
                     t.role = Role::Draining { kind, since: now };
@@ -580,7 +587,12 @@ impl Tailer {
             key,
             source,
             path: f.path.clone(),
-            id: FileId { dev, ino, head_len, head },
+            id: FileId {
+                dev,
+                ino,
+                head_len,
+                head,
+            },
             reader: Reader::Plain(file),
             read_pos: start,
             delivered: start,
@@ -743,15 +755,15 @@ fn check_truncated(t: &mut Tracked, size: u64) -> bool {
 }
 
 fn widen_head(t: &mut Tracked) {
-    if (t.id.head_len as usize) < HEAD_WINDOW && t.size.max(t.read_pos) > u64::from(t.id.head_len) {
-        if let Some(file) = t.reader.plain() {
-            if let Ok((len, head)) = head_of(file, t.size.max(t.read_pos)) {
-                if len > t.id.head_len {
-                    t.id.head_len = len;
-                    t.id.head = head;
-                }
-            }
-        }
+    let size = t.size.max(t.read_pos);
+    if (t.id.head_len as usize) < HEAD_WINDOW
+        && size > u64::from(t.id.head_len)
+        && let Some(file) = t.reader.plain()
+        && let Ok((len, head)) = head_of(file, size)
+        && len > t.id.head_len
+    {
+        t.id.head_len = len;
+        t.id.head = head;
     }
 }
 
@@ -784,7 +796,10 @@ fn truncated(t: &mut Tracked, key: FileKey, now: Instant) -> (Tracked, bool) {
         read_pos: t.read_pos,
         delivered: t.delivered,
         lines: std::mem::take(&mut t.lines),
-        role: Role::Draining { kind: Drain::Copy, since: now },
+        role: Role::Draining {
+            kind: Drain::Copy,
+            since: now,
+        },
         size: 0,
         more: true,
         rewritten: false,
@@ -855,26 +870,30 @@ fn read_file(
     // Reading the head back after the data catches a truncation (copytruncate) that
     // happened before this read but after the last scan: such bytes belong to the new
     // content and are left for the scan to handle.
-    if t.role == Role::Active && t.id.head_len > 0 {
-        if let Some(file) = t.reader.plain() {
-            if !head_matches(file, &t.id).unwrap_or(true) {
-                t.rewritten = true;
-                t.more = false;
-                return 0;
-            }
-        }
+    if t.role == Role::Active
+        && t.id.head_len > 0
+        && let Some(file) = t.reader.plain()
+        && !head_matches(file, &t.id).unwrap_or(true)
+    {
+        t.rewritten = true;
+        t.more = false;
+        return 0;
     }
     t.more = n == chunk.len() || !matches!(t.reader, Reader::Plain(_));
-    let max = configs.get(t.source).map_or(DEFAULT_MAX_LINE_BYTES, |c| c.max_line_bytes);
+    let max = configs
+        .get(t.source)
+        .map_or(DEFAULT_MAX_LINE_BYTES, |c| c.max_line_bytes);
     let (source, key) = (t.source, t.key);
     let mut delivered = t.delivered;
     let mut truncated = 0;
     let skipped_before = t.lines.skipped_bytes;
-    let lines = t.lines.feed(&chunk[..n], t.read_pos, max, &mut |l: Line<'_>| {
-        sink.line(source, key, l.bytes, l.end_offset, l.truncated);
-        delivered = l.end_offset;
-        truncated += u64::from(l.truncated);
-    });
+    let lines = t
+        .lines
+        .feed(&chunk[..n], t.read_pos, max, &mut |l: Line<'_>| {
+            sink.line(source, key, l.bytes, l.end_offset, l.truncated);
+            delivered = l.end_offset;
+            truncated += u64::from(l.truncated);
+        });
     t.delivered = delivered;
     t.read_pos += n as u64;
     t.last_data = now;
@@ -914,7 +933,9 @@ fn find_copy(
     let mut head = Vec::with_capacity(HEAD_WINDOW);
     for entry in entries.flatten() {
         let path = entry.path();
-        let Ok(meta) = std::fs::metadata(&path) else { continue };
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
         if !meta.is_file() || exclude.contains(&(meta.dev(), meta.ino())) {
             continue;
         }
@@ -929,21 +950,29 @@ fn find_copy(
         if plain.as_ref().is_some_and(|(t, _)| *t >= mtime) {
             continue;
         }
-        let Ok(file) = File::open(&path) else { continue };
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
         if read_head(&file, id.head_len as usize, &mut head).is_ok()
             && head.len() == id.head_len as usize
             && fnv1a(&head) == id.head
         {
-            let cid = FileId { dev: meta.dev(), ino: meta.ino(), ..*id };
+            let cid = FileId {
+                dev: meta.dev(),
+                ino: meta.ino(),
+                ..*id
+            };
             plain = Some((mtime, (path, cid, Reader::Plain(file))));
         }
     }
     if let Some((_, c)) = plain {
         return Some(c);
     }
-    gz.sort_by(|a, b| b.0.cmp(&a.0));
+    gz.sort_by_key(|c| std::cmp::Reverse(c.0));
     for (_, path, dev, ino) in gz {
-        let Ok(file) = File::open(&path) else { continue };
+        let Ok(file) = File::open(&path) else {
+            continue;
+        };
         let mut dec = MultiGzDecoder::new(BufReader::new(file));
         if read_head_seq(&mut dec, id.head_len as usize, &mut head).is_ok()
             && head.len() == id.head_len as usize
@@ -971,7 +1000,9 @@ fn find_rotated(
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
             let path = entry.path();
-            let Ok(meta) = std::fs::metadata(&path) else { continue };
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
             // An empty-at-checkpoint file (no head) cannot be told from a later file
             // that reused its inode: only a head identifies a file that moved.
             if e.id.head_len == 0 {

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! Unit tests of the tracker over real files in a temporary directory.
 
 use super::*;
@@ -12,7 +13,12 @@ struct Collect {
 
 impl LineSink for Collect {
     fn line(&mut self, _: usize, file: FileKey, line: &[u8], end: u64, truncated: bool) {
-        self.lines.push((file, String::from_utf8_lossy(line).into_owned(), end, truncated));
+        self.lines.push((
+            file,
+            String::from_utf8_lossy(line).into_owned(),
+            end,
+            truncated,
+        ));
     }
     fn file_done(&mut self, _: usize, file: FileKey) {
         self.done.push(file);
@@ -26,7 +32,11 @@ impl Collect {
 }
 
 fn append(path: &Path, s: &str) {
-    let mut f = OpenOptions::new().create(true).append(true).open(path).unwrap();
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
     f.write_all(s.as_bytes()).unwrap();
 }
 
@@ -138,7 +148,10 @@ fn truncated_and_regrown_is_noticed_by_its_head() {
     pump(&mut t, &mut sink);
     fs::write(&p, b"second 1\nsecond 2\nsecond 3\n").unwrap();
     pump(&mut t, &mut sink);
-    assert_eq!(sink.texts(), ["first 1", "second 1", "second 2", "second 3"]);
+    assert_eq!(
+        sink.texts(),
+        ["first 1", "second 1", "second 2", "second 3"]
+    );
 }
 
 #[test]
@@ -157,7 +170,11 @@ fn rename_rotation_finishes_the_old_file_first() {
     pump(&mut t, &mut sink);
     let old_key = sink.lines[0].0;
     let of = |k: bool| -> Vec<String> {
-        sink.lines.iter().filter(|l| (l.0 == old_key) == k).map(|l| l.1.clone()).collect()
+        sink.lines
+            .iter()
+            .filter(|l| (l.0 == old_key) == k)
+            .map(|l| l.1.clone())
+            .collect()
     };
     assert_eq!(of(true), ["old 1", "old 2", "old 3 unterminated"]);
     assert_eq!(of(false), ["new 1"]);
@@ -177,12 +194,21 @@ fn copytruncate_reads_the_copy_before_the_truncated_file() {
     pump(&mut t, &mut sink);
     append(&p, "gen1 line 2\n");
     fs::copy(&p, dir.path().join("app.log.1")).unwrap();
-    OpenOptions::new().write(true).open(&p).unwrap().set_len(0).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
     append(&p, "gen2 line 1 and longer than before\n");
     pump(&mut t, &mut sink);
     assert_eq!(
         sink.texts(),
-        ["gen1 line 1", "gen1 line 2", "gen2 line 1 and longer than before"]
+        [
+            "gen1 line 1",
+            "gen1 line 2",
+            "gen2 line 1 and longer than before"
+        ]
     );
     assert_eq!(t.stats().copies_found, 1);
 }
@@ -203,7 +229,12 @@ fn copytruncate_with_immediate_compression_reads_the_gzip() {
     );
     gz.write_all(&fs::read(&p).unwrap()).unwrap();
     gz.finish().unwrap();
-    OpenOptions::new().write(true).open(&p).unwrap().set_len(0).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
     pump(&mut t, &mut sink);
     assert_eq!(sink.texts(), ["gen1 line 1", "gen1 line 2"]);
 }
@@ -225,7 +256,11 @@ fn restart_resumes_and_finishes_a_file_rotated_while_stopped() {
     append(&p, "a 3\n");
     fs::rename(&p, dir.path().join("app.log.1")).unwrap();
     append(&p, "b 1\n");
-    let mut t = tailer(dir.path(), StartAt::End, Checkpoints::load(data.path()).unwrap());
+    let mut t = tailer(
+        dir.path(),
+        StartAt::End,
+        Checkpoints::load(data.path()).unwrap(),
+    );
     pump(&mut t, &mut sink);
     assert_eq!(sink.texts(), ["a 2", "a 3", "b 1"]);
 }
@@ -244,9 +279,20 @@ fn restart_after_copytruncate_while_stopped() {
     append(&p, "gen1 2\n");
     fs::copy(&p, dir.path().join("app.log.1")).unwrap();
     fs::write(&p, b"gen2 1 is a longer line than the old file\n").unwrap();
-    let mut t = tailer(dir.path(), StartAt::End, Checkpoints::load(data.path()).unwrap());
+    let mut t = tailer(
+        dir.path(),
+        StartAt::End,
+        Checkpoints::load(data.path()).unwrap(),
+    );
     pump(&mut t, &mut sink);
-    assert_eq!(sink.texts(), ["gen1 1", "gen1 2", "gen2 1 is a longer line than the old file"]);
+    assert_eq!(
+        sink.texts(),
+        [
+            "gen1 1",
+            "gen1 2",
+            "gen2 1 is a longer line than the old file"
+        ]
+    );
 }
 
 #[test]
@@ -329,7 +375,12 @@ fn resumed_short_file_widens_its_head_before_copytruncate() {
     let p = dir.path().join("app.log");
     let ct = |n: u32| {
         fs::copy(&p, dir.path().join(format!("app.log.{n}"))).unwrap();
-        OpenOptions::new().write(true).open(&p).unwrap().set_len(0).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_len(0)
+            .unwrap();
     };
     let mut t = tailer(dir.path(), StartAt::Beginning, Checkpoints::empty());
     let mut sink = Collect::default();
@@ -341,7 +392,11 @@ fn resumed_short_file_widens_its_head_before_copytruncate() {
     t.checkpoints().store(data.path()).unwrap();
     drop(t);
     append(&p, "L1\n");
-    let mut t = tailer(dir.path(), StartAt::Beginning, Checkpoints::load(data.path()).unwrap());
+    let mut t = tailer(
+        dir.path(),
+        StartAt::Beginning,
+        Checkpoints::load(data.path()).unwrap(),
+    );
     t.scan().unwrap();
     ct(3);
     pump(&mut t, &mut sink);

@@ -20,7 +20,9 @@ pub struct Watcher {
 
 impl std::fmt::Debug for Watcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Watcher").field("watched", &self.watched).finish()
+        f.debug_struct("Watcher")
+            .field("watched", &self.watched)
+            .finish()
     }
 }
 
@@ -37,13 +39,14 @@ impl Watcher {
         sources: &[SourceConfig],
         wake: impl Fn() + Send + 'static,
     ) -> Result<Self, TailError> {
-        let mut inner = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
-            wake();
-        })
-        .map_err(|e| TailError::Watch {
-            path: "(watcher)".into(),
-            reason: e.to_string(),
-        })?;
+        let mut inner =
+            notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
+                wake();
+            })
+            .map_err(|e| TailError::Watch {
+                path: "(watcher)".into(),
+                reason: e.to_string(),
+            })?;
         let mut roots: Vec<(std::path::PathBuf, bool)> = Vec::new();
         for (i, s) in sources.iter().enumerate() {
             for (dir, recursive) in Matcher::new(i, s)?.watch_roots() {
@@ -55,15 +58,25 @@ impl Watcher {
         }
         let mut watched = Vec::new();
         for (dir, recursive) in roots {
-            let dir = if dir.as_os_str().is_empty() { Path::new(".").to_path_buf() } else { dir };
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".").to_path_buf()
+            } else {
+                dir
+            };
             if !dir.is_dir() {
                 tracing::debug!(dir = %dir.display(), "not watching a missing directory; the periodic scan covers it");
                 continue;
             }
-            let mode = if recursive { RecursiveMode::Recursive } else { RecursiveMode::NonRecursive };
+            let mode = if recursive {
+                RecursiveMode::Recursive
+            } else {
+                RecursiveMode::NonRecursive
+            };
             match inner.watch(&dir, mode) {
                 Ok(()) => watched.push(dir),
-                Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory; relying on the periodic scan"),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory; relying on the periodic scan")
+                }
             }
         }
         Ok(Watcher { inner, watched })
@@ -77,6 +90,7 @@ impl Watcher {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::sync::mpsc;
