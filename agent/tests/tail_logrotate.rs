@@ -119,6 +119,11 @@ fn on_disk(dir: &Path) -> Vec<u64> {
 }
 
 fn scenario(logrotate: &Path, mode: &str, compress: bool, delay: bool) {
+    // `RUST_LOG=vigil_agent=debug` shows what the tailer did.
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
     let dir = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
     let log = dir.path().join("app.log");

@@ -4,10 +4,11 @@
 //! delivered since then forgotten, as the detector never acknowledged them). Whatever the
 //! sequence, the lines delivered must equal the lines written: none lost, none twice.
 //!
-//! The model keeps to what the engine promises: the tailer has scanned a file before it is
-//! rotated (it scans every second, rotation is daily), at most one rotation happens between
-//! the last stored checkpoint and a restart, and a file is only deleted or truncated without
-//! a copy once its lines are read and stored (otherwise they are gone for any reader).
+//! The model keeps to what the engine promises: while running, the tailer scans between two
+//! rotations (it scans every second, rotation is hourly at most); while stopped, or between
+//! the last stored checkpoint and a crash, any number of rotations may happen; a first
+//! checkpoint was stored; a file is only deleted or truncated without a copy once its lines
+//! are read and stored (otherwise they are gone for any reader).
 
 #![allow(clippy::unwrap_used)]
 
@@ -17,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use vigil_agent::tail::identity::fnv1a;
 use vigil_agent::tail::{
     Checkpoints, FileKey, LineSink, SourceConfig, StartAt, Tailer, TailerOptions,
 };
@@ -75,11 +75,6 @@ struct World {
     tailer: Option<Tailer>,
     sink: Sink,
     committed: usize,
-    rotations_since_store: u32,
-    /// The stored checkpoint holds the file now at `app.log`.
-    current_stored: bool,
-    /// A file was rotated before any stored checkpoint knew it.
-    unstored_rotation: bool,
 }
 
 fn line_text(n: u32) -> String {
@@ -97,9 +92,6 @@ impl World {
             tailer: None,
             sink: Sink::default(),
             committed: 0,
-            rotations_since_store: 0,
-            current_stored: false,
-            unstored_rotation: false,
         }
     }
 
@@ -155,27 +147,8 @@ impl World {
 
     fn store(&mut self) {
         if let Some(t) = &self.tailer {
-            let cp = t.checkpoints();
-            cp.store(self.data.path()).unwrap();
-            // Known = same path, same inode and same head (not the old content of a file
-            // truncated since).
-            let ino = fs::metadata(self.log())
-                .ok()
-                .map(|m| std::os::unix::fs::MetadataExt::ino(&m));
-            let content = fs::read(self.log()).unwrap_or_default();
-            let log = self.log().display().to_string();
-            self.current_stored = cp.files.iter().any(|e| {
-                let n = e.id.head_len as usize;
-                // An entry of a file that was empty has no head to find a compressed copy by.
-                e.path == log
-                    && n > 0
-                    && Some(e.id.ino) == ino
-                    && content.len() >= n
-                    && fnv1a(&content[..n]) == e.id.head
-            });
+            t.checkpoints().store(self.data.path()).unwrap();
             self.committed = self.sink.lines.len();
-            self.unstored_rotation = false;
-            self.rotations_since_store = 0;
         }
     }
 
@@ -184,17 +157,11 @@ impl World {
         self.dir.path().join(format!("app.log.{}", self.generation))
     }
 
-    /// Rotations are allowed when the tailer has seen the file, and while stopped only if
-    /// no rotation happened since the last stored checkpoint.
+    /// While running, the tailer scans before a rotation (it scans every second; at most
+    /// one rotation between two scans is followed). While stopped anything goes.
     fn may_rotate(&mut self) -> bool {
-        if self.tailer.is_none() && (self.rotations_since_store > 0 || !self.current_stored) {
-            return false;
-        }
         self.finish_partial();
         self.scan();
-        self.rotations_since_store += 1;
-        self.unstored_rotation |= !self.current_stored;
-        self.current_stored = false; // app.log is about to hold new content
         true
     }
 
@@ -229,7 +196,6 @@ impl World {
                 }
                 let to = self.rotated_name();
                 fs::rename(self.log(), &to).unwrap();
-                self.current_stored = false;
                 if compress {
                     gzip(&to);
                 }
@@ -257,7 +223,6 @@ impl World {
                 self.finish_partial();
                 self.drain();
                 self.store();
-                self.current_stored = false;
                 if matches!(a, Action::Truncate) {
                     OpenOptions::new()
                         .write(true)
@@ -267,7 +232,6 @@ impl World {
                         .unwrap();
                 } else {
                     fs::remove_file(self.log()).unwrap();
-                    self.current_stored = false;
                 }
             }
             Action::Store => self.store(),
@@ -279,9 +243,6 @@ impl World {
             Action::Crash => {
                 if self.tailer.is_none() {
                     return;
-                }
-                if self.rotations_since_store > 1 || self.unstored_rotation {
-                    self.store();
                 }
                 self.tailer = None;
                 self.sink.lines.truncate(self.committed);
@@ -330,7 +291,10 @@ proptest! {
     #[test]
     fn delivered_lines_equal_written_lines(actions in prop::collection::vec(action(), 1..60)) {
         let mut w = World::new();
+        // The agent stores a first checkpoint soon after it starts.
         w.start();
+        w.scan();
+        w.store();
         for a in &actions {
             w.apply(a);
         }

@@ -47,6 +47,23 @@ pub struct Checkpoints {
     /// Smallest key never handed out (keys are not reused after a restart from this).
     pub next_key: u64,
     pub files: Vec<CheckpointEntry>,
+    /// Heads of the most recent streams delivered to their end (at most
+    /// [`FINISHED_KEPT`]): after a restart, a rotated file with one of these heads is
+    /// known to be read already.
+    #[serde(default)]
+    pub finished: Vec<FinishedEntry>,
+}
+
+/// How many finished streams a checkpoint remembers.
+pub const FINISHED_KEPT: usize = 256;
+
+/// A stream that was read to its end and released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinishedEntry {
+    pub source: usize,
+    pub head_len: u32,
+    pub head: u64,
 }
 
 impl Checkpoints {

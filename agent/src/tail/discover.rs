@@ -126,6 +126,20 @@ impl Matcher {
         out
     }
 
+    /// The globs whose file name is literal (`/var/log/app/app.log`), as (directory, name).
+    pub fn literal_files(&self) -> Vec<(PathBuf, std::ffi::OsString)> {
+        self.paths
+            .iter()
+            .filter_map(|p| {
+                let path = Path::new(p);
+                let name = path.file_name()?;
+                let dir = path.parent()?;
+                let glob_chars = |s: &str| s.contains(['*', '?', '[']);
+                (!glob_chars(p)).then(|| (dir.to_path_buf(), name.to_os_string()))
+            })
+            .collect()
+    }
+
     /// Directories to watch for this source: the literal prefix of every glob, and whether
     /// it must be watched recursively (the rest of the glob spans several components).
     pub fn watch_roots(&self) -> Vec<(PathBuf, bool)> {

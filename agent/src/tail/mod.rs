@@ -59,7 +59,9 @@ pub mod identity;
 mod lines;
 mod watch;
 
-pub use checkpoint::{CHECKPOINT_FILE, CHECKPOINT_VERSION, CheckpointEntry, Checkpoints};
+pub use checkpoint::{
+    CHECKPOINT_FILE, CHECKPOINT_VERSION, CheckpointEntry, Checkpoints, FINISHED_KEPT, FinishedEntry,
+};
 pub use config::{DEFAULT_MAX_LINE_BYTES, SourceConfig, StartAt};
 pub use error::TailError;
 pub use identity::{FileId, FileKey, HEAD_WINDOW};
@@ -267,6 +269,8 @@ pub struct Tailer {
     /// Checkpoint entries not yet matched to a file (only until the first scan).
     restored: Vec<CheckpointEntry>,
     restored_scanned_at: Option<u64>,
+    /// Heads of streams read to their end (newest last, at most `FINISHED_KEPT`).
+    finished: Vec<FinishedEntry>,
     scanned_at: Option<u64>,
     scanned_once: bool,
     next_key: u64,
@@ -333,6 +337,7 @@ impl Tailer {
             files: Vec::new(),
             restored: checkpoints.files,
             restored_scanned_at: checkpoints.scanned_at,
+            finished: checkpoints.finished,
             scanned_at: checkpoints.scanned_at,
             scanned_once: false,
             next_key,
@@ -453,6 +458,7 @@ impl Tailer {
 
         // 3. Checkpointed files not found under the globs: rotated while we were stopped.
         if first {
+            let restored = self.restored.clone();
             for e in std::mem::take(&mut self.restored) {
                 let Some(source) = self.source_of(&e) else {
                     warn!(path = %e.path, "checkpointed file no longer matches any source; forgetting it");
@@ -482,14 +488,184 @@ impl Tailer {
                     None => {
                         warn!(path = %e.path, offset = e.offset, "checkpointed file is gone; lines after its checkpoint cannot be read");
                         self.stats.losses += 1;
+                        // Never read again from its start should a copy turn up.
+                        self.remember_finished(source, &e.id);
                     }
                 }
+            }
+            // 4. Generations rotated away entirely while we were stopped.
+            if let Some(at) = self.restored_scanned_at {
+                self.recover_generations(&found, &restored, at, &mut claimed, now);
             }
             self.restored_scanned_at = None;
         }
         self.scanned_once = true;
         self.scanned_at = Some(started);
         Ok(())
+    }
+
+    /// After a restart, reads from their start the rotated siblings of the tailed files
+    /// (`app.log.2`, `app.log.1.gz`, `app.log-20261123`) that hold lines written after the
+    /// checkpoint (modified at or after its scan) and whose head is neither a checkpointed
+    /// stream nor one finished before it: whole generations that were created and rotated
+    /// away while the agent was stopped, or after the last stored checkpoint.
+    fn recover_generations(
+        &mut self,
+        found: &[Vec<Found>],
+        restored: &[CheckpointEntry],
+        scanned_at: u64,
+        claimed: &mut HashSet<(u64, u64)>,
+        now: Instant,
+    ) {
+        let mut bases: Vec<(usize, PathBuf, std::ffi::OsString)> = Vec::new();
+        let live = found
+            .iter()
+            .enumerate()
+            .flat_map(|(s, l)| l.iter().map(move |f| (s, f.path.clone())));
+        let checkpointed = restored
+            .iter()
+            .filter_map(|e| self.source_of(e).map(|s| (s, PathBuf::from(&e.path))))
+            .filter(|(s, p)| self.matchers[*s].matches(p));
+        let literal: Vec<(usize, PathBuf)> = self
+            .matchers
+            .iter()
+            .enumerate()
+            .flat_map(|(s, m)| {
+                m.literal_files()
+                    .into_iter()
+                    .map(move |(d, n)| (s, d.join(n)))
+            })
+            .collect();
+        for (source, path) in live.chain(checkpointed.collect::<Vec<_>>()).chain(literal) {
+            let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+                continue;
+            };
+            if !bases.iter().any(|(_, d, n)| d == dir && n == name) {
+                bases.push((source, dir.to_path_buf(), name.to_os_string()));
+            }
+        }
+        let known: Vec<(u32, u64)> = restored
+            .iter()
+            .map(|e| (e.id.head_len, e.id.head))
+            .chain(self.finished.iter().map(|f| (f.head_len, f.head)))
+            .filter(|(len, _)| *len > 0)
+            .collect();
+        // The heads of the files followed now: a sibling that is a prefix of one of them is
+        // a copy being made (copytruncate in progress), finished by the truncation logic.
+        let live: Vec<Vec<u8>> = self
+            .files
+            .iter()
+            .filter_map(|t| {
+                let mut buf = Vec::new();
+                read_head(t.reader.plain()?, HEAD_WINDOW, &mut buf).ok()?;
+                Some(buf)
+            })
+            .collect();
+        let mut head = Vec::with_capacity(HEAD_WINDOW);
+        for (source, dir, base) in bases {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            let base = base.to_string_lossy().into_owned();
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(rest) = name.strip_prefix(&base) else {
+                    continue;
+                };
+                if !rest.starts_with(['.', '-', '_']) {
+                    continue;
+                }
+                let path = entry.path();
+                if self.matchers[source].matches(&path) {
+                    continue; // tailed in its own right
+                }
+                let Ok(meta) = std::fs::metadata(&path) else {
+                    continue;
+                };
+                let modified = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_secs());
+                if !meta.is_file()
+                    || modified < scanned_at
+                    || claimed.contains(&(meta.dev(), meta.ino()))
+                {
+                    continue;
+                }
+                let Ok(file) = File::open(&path) else {
+                    continue;
+                };
+                let gz = name.ends_with(".gz");
+                let reader = if gz {
+                    let mut dec = MultiGzDecoder::new(BufReader::new(file));
+                    if read_head_seq(&mut dec, HEAD_WINDOW, &mut head).is_err() {
+                        continue;
+                    }
+                    let Ok(file) = File::open(&path) else {
+                        continue;
+                    };
+                    Reader::Gz {
+                        dec: Box::new(MultiGzDecoder::new(BufReader::new(file))),
+                        pos: 0,
+                    }
+                } else {
+                    if read_head(&file, HEAD_WINDOW, &mut head).is_err() {
+                        continue;
+                    }
+                    Reader::Plain(file)
+                };
+                let is_known = known.iter().any(|&(len, h)| {
+                    head.get(..len as usize)
+                        .is_some_and(|prefix| fnv1a(prefix) == h)
+                });
+                let is_live_copy = live.iter().any(|p| p.starts_with(&head));
+                if head.is_empty() || is_known || is_live_copy {
+                    continue;
+                }
+                claimed.insert((meta.dev(), meta.ino()));
+                let key = self.new_key();
+                info!(path = %path.display(), key = %key, "reading a generation rotated away while the agent was stopped");
+                self.stats.files_opened += 1;
+                self.files.push(Tracked {
+                    key,
+                    source,
+                    path,
+                    id: FileId {
+                        dev: meta.dev(),
+                        ino: meta.ino(),
+                        head_len: head.len() as u32,
+                        head: fnv1a(&head),
+                    },
+                    reader,
+                    read_pos: 0,
+                    delivered: 0,
+                    lines: LineBuf::default(),
+                    role: Role::Draining {
+                        kind: Drain::Copy,
+                        since: now,
+                    },
+                    size: 0,
+                    more: true,
+                    rewritten: false,
+                    last_data: now,
+                });
+            }
+        }
+    }
+
+    fn remember_finished(&mut self, source: usize, id: &FileId) {
+        if id.head_len == 0 {
+            return;
+        }
+        if self.finished.len() >= FINISHED_KEPT {
+            self.finished.remove(0);
+        }
+        self.finished.push(FinishedEntry {
+            source,
+            head_len: id.head_len,
+            head: id.head,
+        });
     }
 
     /// The source a restored entry belongs to: the one whose globs match its path.
@@ -693,6 +869,7 @@ impl Tailer {
             }
             sink.file_done(source, key);
             self.stats.files_released += 1;
+            self.remember_finished(source, &t.id);
             debug!(path = %t.path.display(), key = %key, "finished rotated file released");
         }
     }
@@ -707,6 +884,7 @@ impl Tailer {
         cp.files = self.files.iter().map(Tracked::entry).collect();
         // Entries not matched yet (before the first scan) are kept as they were.
         cp.files.extend(self.restored.iter().cloned());
+        cp.finished.clone_from(&self.finished);
         cp
     }
 
@@ -742,12 +920,14 @@ fn check_truncated(t: &mut Tracked, size: u64) -> bool {
     let changed = size != t.size;
     update_size(t, size);
     if size < t.read_pos || std::mem::take(&mut t.rewritten) {
+        debug!(path = %t.path.display(), size, read_pos = t.read_pos, "shrunk or rewritten");
         return true;
     }
     let Some(file) = t.reader.plain() else {
         return false;
     };
     if changed && t.id.head_len > 0 && !head_matches(file, &t.id).unwrap_or(true) {
+        debug!(path = %t.path.display(), size, read_pos = t.read_pos, head_len = t.id.head_len, "head changed");
         return true;
     }
     widen_head(t);
