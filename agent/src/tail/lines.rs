@@ -37,6 +37,12 @@ impl LineBuf {
         self.skip_to_newline = true;
     }
 
+    /// Forgets the unfinished line, to read it again from its start (kept: a pending skip
+    /// of the first, partial line).
+    pub fn forget_partial(&mut self) {
+        self.reset();
+    }
+
     /// Whether an unfinished line is held (or being skipped).
     pub fn has_partial(&self) -> bool {
         !self.pending.is_empty() || self.overflow

@@ -43,13 +43,29 @@
 //!   idle; the new file is read from 0.
 //! * **Restart**: a checkpointed file is found again by identity, wherever it moved in its
 //!   directory (a rotation while the agent was stopped), also when compressed meanwhile, and
-//!   finished from its checkpoint; the file now at its old path is read from 0.
+//!   finished from its checkpoint; the file now at its old path is read from 0. Rotated
+//!   siblings (`app.log.2`, `app.log.1.gz`, `app.log-20261123`) modified since the
+//!   checkpoint whose head is neither a checkpointed stream, nor a stream finished before
+//!   (the checkpoint remembers the last [`FINISHED_KEPT`]), nor a prefix of a followed file
+//!   (a copy in progress) are whole generations rotated away meanwhile: read from 0.
 //! * **Deleted files** are read to their end and released within
 //!   [`TailerOptions::deleted_max`].
+//! * **Start**: `start_at` applies only to files found by the first scan of an agent without
+//!   checkpoint; a file appearing later, or created after the stored checkpoint, or found at
+//!   the path of a checkpointed file, is read from 0.
 //!
-//! Limits: at most one rotation of a file between two scans while running, and between the
-//! last stored checkpoint and a restart; intermediate generations of faster rotation are not
-//! followed unless the globs match the rotated names.
+//! # Limits
+//! * While running, one rotation of a file between two scans is followed; a second one
+//!   before the next scan (rotation faster than every second) loses the generation in
+//!   between unless the globs match the rotated names.
+//! * copytruncate: lines written between logrotate's copy and its truncate exist in no file
+//!   (logrotate's own race); the engine delivers them only if it read them before the
+//!   truncate. The copy must stay in the directory of the log (no `olddir`).
+//! * A file that was still empty when the checkpoint was stored has no head; if it is
+//!   rotated away and compressed before a restart, it is found only as an unknown
+//!   generation (read from 0, which is exact since its checkpoint was 0).
+//! * Rotated names must not match the `paths` globs in copytruncate mode (use `exclude`):
+//!   a copy is another inode and would be read again as a file of its own.
 
 mod checkpoint;
 mod config;
@@ -593,10 +609,13 @@ impl Tailer {
                 {
                     continue;
                 }
+                let gz = name.ends_with(".gz");
+                if gz && path.with_extension("").exists() {
+                    continue; // still being compressed: the plain file is the one to read
+                }
                 let Ok(file) = File::open(&path) else {
                     continue;
                 };
-                let gz = name.ends_with(".gz");
                 let reader = if gz {
                     let mut dec = MultiGzDecoder::new(BufReader::new(file));
                     if read_head_seq(&mut dec, HEAD_WINDOW, &mut head).is_err() {
@@ -967,15 +986,24 @@ fn truncated(t: &mut Tracked, key: FileKey, now: Instant) -> (Tracked, bool) {
             (t.path.clone(), t.id, Reader::Gone)
         }
     };
+    let mut lines = std::mem::take(&mut t.lines);
+    let read_pos = if copy_found {
+        // The copy holds the unfinished line whole (or as far as it got): read it again
+        // from its start rather than flush the fragment read before the truncation.
+        lines.forget_partial();
+        t.delivered
+    } else {
+        t.read_pos
+    };
     let old = Tracked {
         key: t.key,
         source: t.source,
         path,
         id,
         reader,
-        read_pos: t.read_pos,
+        read_pos,
         delivered: t.delivered,
-        lines: std::mem::take(&mut t.lines),
+        lines,
         role: Role::Draining {
             kind: Drain::Copy,
             since: now,
