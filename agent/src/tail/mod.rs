@@ -938,7 +938,9 @@ fn update_size(t: &mut Tracked, size: u64) {
 fn check_truncated(t: &mut Tracked, size: u64) -> bool {
     let changed = size != t.size;
     update_size(t, size);
-    if size < t.read_pos || std::mem::take(&mut t.rewritten) {
+    // Taken unconditionally: a flag left set would truncate the restarted file again.
+    let rewritten = std::mem::take(&mut t.rewritten);
+    if size < t.read_pos || rewritten {
         debug!(path = %t.path.display(), size, read_pos = t.read_pos, "shrunk or rewritten");
         return true;
     }
@@ -1014,6 +1016,7 @@ fn truncated(t: &mut Tracked, key: FileKey, now: Instant) -> (Tracked, bool) {
         last_data: now,
     };
     t.key = key;
+    t.rewritten = false;
     t.read_pos = 0;
     t.delivered = 0;
     t.lines = LineBuf::default();

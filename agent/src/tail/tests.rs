@@ -403,3 +403,34 @@ fn resumed_short_file_widens_its_head_before_copytruncate() {
     pump(&mut t, &mut sink);
     assert_eq!(sink.texts(), ["L0", "L1"]);
 }
+
+#[test]
+fn a_truncation_seen_by_read_and_scan_restarts_the_file_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("app.log");
+    append(&p, &"old line\n".repeat(100));
+    let mut t = tailer(dir.path(), StartAt::Beginning, Checkpoints::empty());
+    let mut sink = Collect::default();
+    t.scan().unwrap();
+    t.read(300, &mut sink);
+    // Truncated and regrown past the read position: the next read sees the new head...
+    fs::write(&p, "new line\n".repeat(200)).unwrap();
+    t.read(300, &mut sink);
+    // ...and then the file shrinks below it before the scan: both signals at once.
+    OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    append(&p, "new 1\n");
+    pump(&mut t, &mut sink);
+    append(&p, "new 2\n");
+    pump(&mut t, &mut sink);
+    let new: Vec<_> = sink
+        .texts()
+        .into_iter()
+        .filter(|l| l.starts_with("new"))
+        .collect();
+    assert_eq!(new, ["new 1", "new 2"]);
+}
