@@ -44,16 +44,6 @@ pub struct FileId {
     pub head: u64,
 }
 
-impl FileId {
-    /// Same device, inode and head checksum.
-    pub fn same_as(&self, other: &FileId) -> bool {
-        self.dev == other.dev
-            && self.ino == other.ino
-            && self.head_len == other.head_len
-            && self.head == other.head
-    }
-}
-
 /// FNV-1a 64: tiny, stable across Rust releases (unlike `DefaultHasher`), good enough to
 /// tell different log heads apart (they start with timestamps).
 pub fn fnv1a(bytes: &[u8]) -> u64 {

@@ -29,7 +29,7 @@
 //! ```
 //!
 //! # How files are followed
-//! * **Identity** ([`identity`]): device + inode and a checksum of the first bytes (up to
+//! * **Identity**: device + inode and a checksum of the first bytes (up to
 //!   1 KiB; as many as a shorter file had when first seen, widened as it grows). A file
 //!   whose inode is reused or whose content is replaced is a new file.
 //! * **Truncation**: a file smaller than the read position, or whose head changed, was
@@ -71,7 +71,7 @@ mod checkpoint;
 mod config;
 mod discover;
 mod error;
-pub mod identity;
+mod identity;
 mod lines;
 mod watch;
 
