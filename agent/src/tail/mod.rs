@@ -800,9 +800,10 @@ impl Tailer {
         });
     }
 
-    /// Reads at most `max_bytes` (at least one chunk's worth is attempted when
-    /// `max_bytes > 0`) of new data, file by file in turns, and hands every complete line to
-    /// `sink`. A file being finished after rotation is read before the file that replaced
+    /// Reads at most `max_bytes` of new data, file by file in turns (at most 128 KiB per
+    /// file per turn), and hands every complete line to `sink`. Data appended after a file
+    /// reached its end is noticed by the next [`scan`](Self::scan) (call it on a
+    /// [`Watcher`] wake-up and every second). A file being finished after rotation is read before the file that replaced
     /// it. Rotated, deleted and copied files that are finished are flushed
     /// ([`LineSink::file_done`]) and released here.
     pub fn read(&mut self, max_bytes: usize, sink: &mut impl LineSink) -> ReadProgress {
@@ -813,7 +814,18 @@ impl Tailer {
         if n > 0 {
             self.cursor = (self.cursor + 1) % n;
         }
+        let mut draining = vec![false; self.configs.len()];
         while budget > 0 {
+            // Sources with a rotated file still holding data: their new file waits.
+            draining.fill(false);
+            for d in &self.files {
+                if d.more
+                    && d.role != Role::Active
+                    && let Some(flag) = draining.get_mut(d.source)
+                {
+                    *flag = true;
+                }
+            }
             let mut any = false;
             for step in 0..n {
                 if budget == 0 {
@@ -824,11 +836,7 @@ impl Tailer {
                 if !t.more {
                     continue;
                 }
-                if t.role == Role::Active
-                    && self.files.iter().any(|d| {
-                        d.source == t.source && d.more && matches!(d.role, Role::Draining { .. })
-                    })
-                {
+                if t.role == Role::Active && draining.get(t.source).copied().unwrap_or(false) {
                     continue; // finish the rotated file first
                 }
                 let want = budget.min(CHUNK);
