@@ -14,7 +14,8 @@ use super::error::TailError;
 
 /// Watches the directories the sources' globs start from and calls `wake` on any change.
 pub struct Watcher {
-    inner: RecommendedWatcher,
+    /// Kept alive: dropping it stops the watching.
+    _inner: RecommendedWatcher,
     watched: Vec<std::path::PathBuf>,
 }
 
@@ -79,12 +80,14 @@ impl Watcher {
                 }
             }
         }
-        Ok(Watcher { inner, watched })
+        Ok(Watcher {
+            _inner: inner,
+            watched,
+        })
     }
 
     /// The directories being watched.
     pub fn watched(&self) -> &[std::path::PathBuf] {
-        let _ = &self.inner;
         &self.watched
     }
 }
