@@ -24,5 +24,6 @@ pub mod minute;
 pub mod pipeline;
 pub mod ship;
 pub mod spool;
+pub mod tail;
 
 pub use pipeline::{AgentError, run};
