@@ -108,15 +108,7 @@ enum ByteSize {
 }
 
 /// Where to start reading a file first seen without a checkpoint.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StartAt {
-    /// Read the file from its first byte.
-    Beginning,
-    /// Read only what is written from now on.
-    #[default]
-    End,
-}
+pub use crate::tail::StartAt;
 
 /// The `[java]` table.
 #[derive(Debug, Clone, Default, Deserialize)]

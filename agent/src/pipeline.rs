@@ -1,32 +1,46 @@
-//! The agent's main loop: read what the log files gained, count it per minute, cut minute
-//! reports on the flush interval and hand them to the shipper.
+//! The agent's main loop: tail the log files, turn their lines into events and counts per
+//! minute, sample host metrics, cut minute reports on the flush interval into the spool, and
+//! persist the files' checkpoints once the detector has acknowledged the reports that
+//! counted their lines.
+//!
+//! Exactly once, end to end: a report in the spool carries the file positions reached once
+//! its lines were counted (only completed events count; a pending multi-line event stays
+//! behind its file's position). The checkpoint file advances when the detector acknowledges
+//! such a report. After a crash the agent resumes from the newest positions in the spool
+//! (those reports will still be delivered) or, when the spool holds none, from the
+//! checkpoint file; the detector drops re-sent reports by `(instance, seq)`.
 
-use std::collections::HashMap;
-use std::fs::File;
+use std::collections::VecDeque;
 use std::future::Future;
-use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use tokio::sync::Notify;
 use vigil_proto::PROTOCOL_VERSION;
 use vigil_proto::v1::{Report, report::Body};
 
-use crate::admin::{self, Admin, DetectorView, Metrics, SpoolView, Status};
-use crate::config::{AgentConfig, LogsConfig, StartAt};
+use crate::admin::{self, Admin, DetectorView, FileStatus, Metrics, SpoolView, Status};
+use crate::analysis::LogAnalysis;
+use crate::config::AgentConfig;
 use crate::host::{
     HostError, HostSampler, MinuteHostMetrics, MinuteProcessMetrics, ProcessSampler,
 };
 use crate::identity::{Identity, IdentityError};
-use crate::minute::{Counts, MinuteCounters};
+use crate::java::{AnalyzerError, FINGERPRINT_VERSION};
+use crate::minute::MinuteCounters;
 use crate::ship::{ShipError, Shipper};
 use crate::spool::{Spool, SpoolError, SpoolRecord};
+use crate::tail::{Checkpoints, FileKey, LineSink, SourceConfig, TailError, Tailer, Watcher};
 
-/// Version of the exception fingerprint algorithm carried in every report.
-pub const FINGERPRINT_VERSION: u32 = 1;
-/// How often files are checked for new data.
+/// How often files are read even without a wake-up from the watcher.
 const READ_INTERVAL: Duration = Duration::from_millis(250);
+/// How often the globs are rescanned (new files, rotation) without a wake-up.
+const SCAN_INTERVAL: Duration = Duration::from_secs(1);
+/// A pending event with no new line for this long is complete (the flush timeout).
+const EVENT_IDLE: Duration = Duration::from_millis(500);
+/// Bytes read per turn of the main loop before other work gets its turn.
+const READ_BUDGET: usize = 8 * 1024 * 1024;
 /// How long a stopping agent waits for its last reports to be acknowledged.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -41,6 +55,10 @@ pub enum AgentError {
     Spool(#[from] SpoolError),
     #[error(transparent)]
     Host(#[from] HostError),
+    #[error(transparent)]
+    Tail(#[from] TailError),
+    #[error(transparent)]
+    Analyzer(#[from] AnalyzerError),
     #[error("admin_listen {addr}: {source}")]
     Admin {
         addr: std::net::SocketAddr,
@@ -51,7 +69,8 @@ pub enum AgentError {
 /// Runs the agent until `shutdown` resolves.
 ///
 /// # Errors
-/// [`AgentError`] when the data directory or the detector endpoint cannot be used.
+/// [`AgentError`] when the data directory, the log sources or the detector endpoint cannot
+/// be used.
 pub async fn run(
     config: AgentConfig,
     shutdown: impl Future<Output = ()> + Send,
@@ -59,6 +78,7 @@ pub async fn run(
     let mut identity = Identity::load_or_create(&config.data_dir)?;
     let spool = Spool::open(&config.data_dir, config.spool.max_bytes, 0)?;
     identity.advance_past(spool.last_seq())?;
+    let mut checkpoints = Checkpointing::resume(&config.data_dir, &spool)?;
     let acked = spool.acked();
     let spool = Arc::new(Mutex::new(spool));
     let apps: Vec<String> = config.logs.iter().map(|l| l.app.clone()).collect();
@@ -98,19 +118,44 @@ pub async fn run(
         unspooled: Vec::new(),
         metrics: Arc::clone(&metrics),
     };
+
+    let sources: Vec<SourceConfig> = config
+        .logs
+        .iter()
+        .map(|l| SourceConfig {
+            paths: l.paths.clone(),
+            exclude: l.exclude.clone(),
+            start_at: l.start_at,
+            max_line_bytes: l.max_line_bytes,
+        })
+        .collect();
+    let mut logs = Logs {
+        tailer: Tailer::new(sources.clone(), checkpoints.resumed.clone())?,
+        analysis: LogAnalysis::new(&config, Arc::clone(&metrics))?,
+        resumed: checkpoints.resumed.clone(),
+        last_scan: None,
+    };
+    let wake = Arc::new(Notify::new());
+    let _watcher = {
+        let wake = Arc::clone(&wake);
+        match Watcher::new(&sources, move || wake.notify_one()) {
+            Ok(watcher) => Some(watcher),
+            Err(e) => {
+                tracing::warn!(error = %e, "no file watcher; new data is noticed by polling");
+                None
+            }
+        }
+    };
+
     let mut counters = MinuteCounters::new(apps.clone(), unix_now());
     let mut host = HostWatch::new(&config, apps, Arc::clone(&metrics))?;
-    let mut status_tick = tokio::time::interval(Duration::from_secs(1));
     let sample_every = config.host_metrics.interval;
     let mut sample_tick = tokio::time::interval_at(
         tokio::time::Instant::now() + until_multiple_of(sample_every),
         sample_every,
     );
-    let mut files = LineCounter::new(&config.logs);
     let flush_every = config.detector.flush_interval;
-    // At a 60 s interval each minute goes out once, shortly after it closes.
-    let include_open = flush_every < Duration::from_secs(60);
-    let first_flush = if include_open {
+    let first_flush = if flush_every < Duration::from_secs(60) {
         flush_every
     } else {
         // Once the minute has closed and its last host sample is in.
@@ -121,36 +166,264 @@ pub async fn run(
     let mut flush_tick =
         tokio::time::interval_at(tokio::time::Instant::now() + first_flush, flush_every);
     let mut read_tick = tokio::time::interval(READ_INTERVAL);
+    let mut status_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut acked_rx = shipper.acked();
     tracing::info!(host = %config.host, instance = identity.instance(), endpoint = %config.detector.endpoint, sources = config.logs.len(), "vigil-agent running");
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = read_tick.tick() => {
-                // A full spool (or one that failed) pauses reading: the files keep the data.
-                if outbox.accepts_more() {
-                    files.poll(&mut counters, unix_now());
-                }
+                logs.read(&mut counters, &mut identity, &mut outbox, &config, &shipper)?;
+            }
+            () = wake.notified() => {
+                logs.read(&mut counters, &mut identity, &mut outbox, &config, &shipper)?;
             }
             _ = sample_tick.tick() => host.sample(unix_now()),
-            _ = status_tick.tick() => publish_status(&status, &outbox, &config, *shipper.acked().borrow(), &metrics),
             _ = flush_tick.tick() => {
+                let started = Instant::now();
                 host.drain(&mut counters, unix_now(), false);
-                flush(&config, &mut counters, include_open, &mut identity, &mut outbox)?;
+                flush(&config, &mut counters, &mut identity, &mut outbox, &logs, &mut checkpoints)?;
                 shipper.wake();
+                admin::add(&metrics.flush_nanos, elapsed_nanos(started));
+            }
+            _ = status_tick.tick() => {
+                publish_status(&status, &outbox, &config, *acked_rx.borrow(), &metrics, &logs, &config.logs);
+            }
+            changed = acked_rx.changed() => {
+                if changed.is_ok() {
+                    let acked = *acked_rx.borrow_and_update();
+                    checkpoints.acknowledged(acked);
+                }
             }
             () = &mut shutdown => break,
         }
     }
-    if outbox.accepts_more() {
-        files.poll(&mut counters, unix_now());
-    }
     host.drain(&mut counters, unix_now(), true);
-    flush(&config, &mut counters, true, &mut identity, &mut outbox)?;
+    flush(&config, &mut counters, &mut identity, &mut outbox, &logs, &mut checkpoints)?;
     shipper.wake();
+    let acked = shipper.acked();
     shipper.close(SHUTDOWN_GRACE).await;
+    checkpoints.acknowledged(*acked.borrow());
     let _ = admin_stop.send(());
     tracing::info!("vigil-agent stopped");
     Ok(())
+}
+
+/// The log files: the tailer and the per-file event analysis behind it.
+struct Logs {
+    tailer: Tailer,
+    analysis: LogAnalysis<FileKey>,
+    /// The positions this run started from.
+    resumed: Checkpoints,
+    last_scan: Option<Instant>,
+}
+
+/// Hands the tailer's lines to the analysis, counting into the minute counters.
+struct Counting<'a> {
+    analysis: &'a mut LogAnalysis<FileKey>,
+    counters: &'a mut MinuteCounters,
+    read_at: i64,
+}
+
+impl LineSink for Counting<'_> {
+    fn line(&mut self, source: usize, file: FileKey, line: &[u8], end_offset: u64, truncated: bool) {
+        self.analysis.line(
+            self.counters,
+            source,
+            &file,
+            line,
+            end_offset,
+            truncated,
+            self.read_at,
+        );
+    }
+
+    fn file_done(&mut self, _source: usize, file: FileKey) {
+        self.analysis.file_done(self.counters, &file);
+    }
+}
+
+impl Logs {
+    /// Reads what the files gained (unless the spool is full), completes idle events and
+    /// spools dangerous-exception alerts at once.
+    fn read(
+        &mut self,
+        counters: &mut MinuteCounters,
+        identity: &mut Identity,
+        outbox: &mut Outbox,
+        config: &AgentConfig,
+        shipper: &Shipper,
+    ) -> Result<(), AgentError> {
+        let started = Instant::now();
+        // A full spool (or one that failed) pauses reading: the files keep the data.
+        if outbox.accepts_more() {
+            if self
+                .last_scan
+                .is_none_or(|at| at.elapsed() >= SCAN_INTERVAL / 10)
+            {
+                self.tailer.scan()?;
+                self.last_scan = Some(Instant::now());
+            }
+            let mut sink = Counting {
+                analysis: &mut self.analysis,
+                counters,
+                read_at: unix_now(),
+            };
+            let mut budget = READ_BUDGET;
+            while budget > 0 {
+                let progress = self.tailer.read(budget.min(1024 * 1024), &mut sink);
+                budget = budget.saturating_sub(usize::try_from(progress.bytes).unwrap_or(budget));
+                if !progress.more || progress.bytes == 0 {
+                    break;
+                }
+            }
+        }
+        self.analysis.flush_idle(counters, Instant::now(), EVENT_IDLE);
+        let alerts = self.analysis.take_alerts();
+        if !alerts.is_empty() {
+            let now = unix_now();
+            let mut records = Vec::with_capacity(alerts.len());
+            for alert in alerts {
+                records.push(SpoolRecord {
+                    report: Some(report(config, identity, now, Body::Alert(alert))?),
+                    positions: Vec::new(),
+                });
+            }
+            outbox.push(records);
+            shipper.wake();
+        }
+        admin::add(&outbox.metrics.read_nanos, elapsed_nanos(started));
+        let stats = self.tailer.stats();
+        outbox.metrics.rotations.store(
+            stats.rotations + stats.truncations,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(())
+    }
+
+    /// The files' positions up to which every line is counted: the tailer's positions,
+    /// lowered to the start of each file's pending event.
+    fn counted_positions(&self) -> Checkpoints {
+        let mut positions = self.tailer.checkpoints();
+        for entry in &self.tailer.checkpoints().files {
+            if self.analysis.has_pending(&entry.key) {
+                let start = self
+                    .analysis
+                    .committed_offset(&entry.key)
+                    .or_else(|| self.resumed.offset(entry.key))
+                    .unwrap_or(0);
+                positions.set_offset(entry.key, start.min(entry.offset));
+            }
+        }
+        positions
+    }
+}
+
+/// The checkpoint file and the positions waiting for their reports' acknowledgement.
+struct Checkpointing {
+    data_dir: PathBuf,
+    /// Positions stored with a report, by that report's seq, oldest first.
+    waiting: VecDeque<(u64, Checkpoints)>,
+    /// Where this run started.
+    resumed: Checkpoints,
+}
+
+impl Checkpointing {
+    /// The positions to resume from: the newest ones in the spool (their reports will be
+    /// delivered), else the checkpoint file.
+    fn resume(data_dir: &Path, spool: &Spool) -> Result<Self, AgentError> {
+        let stored = Checkpoints::load(data_dir)?;
+        let mut waiting = VecDeque::new();
+        let resumed = match spool.latest_positions() {
+            Some((seq, bytes)) => match serde_json::from_slice::<Checkpoints>(bytes) {
+                Ok(positions) => {
+                    waiting.push_back((*seq, positions.clone()));
+                    positions
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "file positions in the spool are unreadable; resuming from the checkpoint file");
+                    stored
+                }
+            },
+            None => stored,
+        };
+        Ok(Self {
+            data_dir: data_dir.to_owned(),
+            waiting,
+            resumed,
+        })
+    }
+
+    /// The detector acknowledged every report up to `acked`: persist the newest positions
+    /// they cover.
+    fn acknowledged(&mut self, acked: u64) {
+        let mut newest = None;
+        while self.waiting.front().is_some_and(|(seq, _)| *seq <= acked) {
+            newest = self.waiting.pop_front();
+        }
+        if let Some((seq, positions)) = newest
+            && let Err(e) = positions.store(&self.data_dir)
+        {
+            tracing::warn!(error = %e, seq, "cannot store the file checkpoints; they will be stored with the next acknowledgement");
+            self.waiting.push_front((seq, positions));
+        }
+    }
+}
+
+fn report(
+    config: &AgentConfig,
+    identity: &mut Identity,
+    now: i64,
+    body: Body,
+) -> Result<Report, AgentError> {
+    Ok(Report {
+        protocol_version: PROTOCOL_VERSION,
+        host: config.host.clone(),
+        instance: identity.instance().to_owned(),
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        fingerprint_version: FINGERPRINT_VERSION,
+        seq: identity.next_seq()?,
+        sent_at: now,
+        body: Some(body),
+    })
+}
+
+/// Cuts the counters into minute reports (the open minute's counts so far included, so
+/// the positions stored with them cover exactly what they counted) and spools them.
+fn flush(
+    config: &AgentConfig,
+    counters: &mut MinuteCounters,
+    identity: &mut Identity,
+    outbox: &mut Outbox,
+    logs: &Logs,
+    checkpoints: &mut Checkpointing,
+) -> Result<(), AgentError> {
+    let now = unix_now();
+    let mut records = Vec::new();
+    for minute in counters.take(now, true) {
+        records.push(SpoolRecord {
+            report: Some(report(config, identity, now, Body::Minute(minute))?),
+            positions: Vec::new(),
+        });
+    }
+    let positions = logs.counted_positions();
+    if let Some(last) = records.last_mut()
+        && let Some(seq) = last.report.as_ref().map(|r| r.seq)
+    {
+        last.positions = serde_json::to_vec(&positions).unwrap_or_default();
+        checkpoints.waiting.push_back((seq, positions));
+    }
+    if !records.is_empty() || !outbox.unspooled.is_empty() {
+        outbox.push(records);
+    }
+    Ok(())
+}
+
+pub(crate) fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 /// Refreshes what `GET /status` shows.
@@ -160,7 +433,24 @@ fn publish_status(
     config: &AgentConfig,
     acked: u64,
     metrics: &Metrics,
+    logs: &Logs,
+    sources: &[crate::config::LogsConfig],
 ) {
+    let files = logs
+        .tailer
+        .files()
+        .into_iter()
+        .map(|f| FileStatus {
+            app: sources
+                .get(f.source)
+                .map(|s| s.app.clone())
+                .unwrap_or_default(),
+            path: f.path.display().to_string(),
+            offset: f.offset,
+            size: f.size,
+            lag: f.lag,
+        })
+        .collect();
     let spool = {
         let mut spool = outbox.spool();
         let s = spool.status();
@@ -184,6 +474,7 @@ fn publish_status(
     let mut status = status
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    status.files = files;
     status.spool = spool;
     status.detector = DetectorView {
         endpoint: config.detector.endpoint.clone(),
@@ -341,169 +632,3 @@ impl Outbox {
     }
 }
 
-fn flush(
-    config: &AgentConfig,
-    counters: &mut MinuteCounters,
-    include_open: bool,
-    identity: &mut Identity,
-    outbox: &mut Outbox,
-) -> Result<(), AgentError> {
-    let now = unix_now();
-    let mut records = Vec::new();
-    for minute in counters.take(now, include_open) {
-        let report = Report {
-            protocol_version: PROTOCOL_VERSION,
-            host: config.host.clone(),
-            instance: identity.instance().to_owned(),
-            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-            fingerprint_version: FINGERPRINT_VERSION,
-            seq: identity.next_seq()?,
-            sent_at: now,
-            body: Some(Body::Minute(minute)),
-        };
-        records.push(SpoolRecord {
-            report: Some(report),
-            positions: Vec::new(),
-        });
-    }
-    if !records.is_empty() || !outbox.unspooled.is_empty() {
-        outbox.push(records);
-    }
-    Ok(())
-}
-
-pub(crate) fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
-/// Counts the lines files gain, following each configured glob.
-struct LineCounter {
-    sources: Vec<Source>,
-    first_poll: bool,
-}
-
-struct Source {
-    paths: Vec<String>,
-    exclude: Vec<glob::Pattern>,
-    start_at: StartAt,
-    files: HashMap<PathBuf, Followed>,
-}
-
-struct Followed {
-    inode: u64,
-    offset: u64,
-}
-
-impl LineCounter {
-    fn new(logs: &[LogsConfig]) -> Self {
-        let sources = logs
-            .iter()
-            .map(|l| Source {
-                paths: l.paths.clone(),
-                exclude: l
-                    .exclude
-                    .iter()
-                    .filter_map(|p| glob::Pattern::new(p).ok())
-                    .collect(),
-                start_at: l.start_at,
-                files: HashMap::new(),
-            })
-            .collect();
-        Self {
-            sources,
-            first_poll: true,
-        }
-    }
-
-    fn poll(&mut self, counters: &mut MinuteCounters, now: i64) {
-        let first = std::mem::take(&mut self.first_poll);
-        for (app, source) in self.sources.iter_mut().enumerate() {
-            for pattern in &source.paths {
-                let Ok(paths) = glob::glob(pattern) else {
-                    continue;
-                };
-                for path in paths.flatten() {
-                    let excluded = source.exclude.iter().any(|p| {
-                        p.matches_path(&path)
-                            || path
-                                .file_name()
-                                .is_some_and(|n| p.matches(&n.to_string_lossy()))
-                    });
-                    if excluded {
-                        continue;
-                    }
-                    let lines = read_new_lines(
-                        &mut source.files,
-                        &path,
-                        first && source.start_at == StartAt::End,
-                    );
-                    if lines > 0 {
-                        counters.record(
-                            app,
-                            now,
-                            Counts {
-                                lines,
-                                ..Default::default()
-                            },
-                        );
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Reads what `path` gained since the last call and returns the number of complete lines.
-fn read_new_lines(
-    files: &mut HashMap<PathBuf, Followed>,
-    path: &PathBuf,
-    skip_existing: bool,
-) -> u64 {
-    let Ok(mut file) = File::open(path) else {
-        return 0;
-    };
-    let Ok(meta) = file.metadata() else {
-        return 0;
-    };
-    if !meta.is_file() {
-        return 0;
-    }
-    let followed = files.entry(path.clone()).or_insert(Followed {
-        inode: meta.ino(),
-        offset: if skip_existing { meta.len() } else { 0 },
-    });
-    if followed.inode != meta.ino() || meta.len() < followed.offset {
-        *followed = Followed {
-            inode: meta.ino(),
-            offset: 0,
-        };
-    }
-    if meta.len() == followed.offset || file.seek(SeekFrom::Start(followed.offset)).is_err() {
-        return 0;
-    }
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut lines = 0;
-    loop {
-        match file.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let chunk = &buf[..n];
-                // Only complete lines count; a partial last line waits for its newline.
-                match memchr::memrchr(b'\n', chunk) {
-                    Some(last) => {
-                        lines += memchr::memchr_iter(b'\n', &chunk[..=last]).count() as u64;
-                        followed.offset += last as u64 + 1;
-                        if last + 1 < n {
-                            break;
-                        }
-                    }
-                    None => break,
-                }
-            }
-        }
-    }
-    lines
-}
