@@ -138,7 +138,7 @@ fn throughput(dir: &Path) {
         mbs / cat
     );
     println!(
-        "  vigil tail           : {wall:.3} s wall ({:.0} MiB/s), {cpu:.2} s CPU ({:.0} MiB/s per core)",
+        "  vigil tail           : {wall:.3} s wall ({:.0} MiB/s), {cpu:.3} s CPU ({:.0} MiB/s per core)",
         mbs / wall,
         mbs / cpu
     );
