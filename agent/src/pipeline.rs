@@ -192,18 +192,25 @@ pub async fn run(
             changed = acked_rx.changed() => {
                 if changed.is_ok() {
                     let acked = *acked_rx.borrow_and_update();
-                    checkpoints.acknowledged(acked);
+                    checkpoints.acknowledged(acked, &outbox);
                 }
             }
             () = &mut shutdown => break,
         }
     }
     host.drain(&mut counters, unix_now(), true);
-    flush(&config, &mut counters, &mut identity, &mut outbox, &logs, &mut checkpoints)?;
+    flush(
+        &config,
+        &mut counters,
+        &mut identity,
+        &mut outbox,
+        &logs,
+        &mut checkpoints,
+    )?;
     shipper.wake();
     let acked = shipper.acked();
     shipper.close(SHUTDOWN_GRACE).await;
-    checkpoints.acknowledged(*acked.borrow());
+    checkpoints.acknowledged(*acked.borrow(), &outbox);
     let _ = admin_stop.send(());
     tracing::info!("vigil-agent stopped");
     Ok(())
@@ -226,7 +233,14 @@ struct Counting<'a> {
 }
 
 impl LineSink for Counting<'_> {
-    fn line(&mut self, source: usize, file: FileKey, line: &[u8], end_offset: u64, truncated: bool) {
+    fn line(
+        &mut self,
+        source: usize,
+        file: FileKey,
+        line: &[u8],
+        end_offset: u64,
+        truncated: bool,
+    ) {
         self.analysis.line(
             self.counters,
             source,
@@ -278,7 +292,8 @@ impl Logs {
                 }
             }
         }
-        self.analysis.flush_idle(counters, Instant::now(), EVENT_IDLE);
+        self.analysis
+            .flush_idle(counters, Instant::now(), EVENT_IDLE);
         let alerts = self.analysis.take_alerts();
         if !alerts.is_empty() {
             let now = unix_now();
@@ -355,8 +370,9 @@ impl Checkpointing {
     }
 
     /// The detector acknowledged every report up to `acked`: persist the newest positions
-    /// they cover.
-    fn acknowledged(&mut self, acked: u64) {
+    /// they cover, and only then let the spool delete those reports (a crash in between
+    /// finds the positions in one place or the other, never in neither).
+    fn acknowledged(&mut self, acked: u64, outbox: &Outbox) {
         let mut newest = None;
         while self.waiting.front().is_some_and(|(seq, _)| *seq <= acked) {
             newest = self.waiting.pop_front();
@@ -366,6 +382,10 @@ impl Checkpointing {
         {
             tracing::warn!(error = %e, seq, "cannot store the file checkpoints; they will be stored with the next acknowledgement");
             self.waiting.push_front((seq, positions));
+            return;
+        }
+        if let Err(e) = outbox.spool().release(acked) {
+            tracing::warn!(error = %e, "cannot delete acknowledged reports from the spool");
         }
     }
 }
@@ -631,4 +651,3 @@ impl Outbox {
         }
     }
 }
-

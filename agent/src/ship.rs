@@ -298,9 +298,7 @@ async fn session(link: &Link, stop: &mut watch::Receiver<bool>) -> Result<(), (S
                         if ack.status() == AckStatus::Rejected {
                             add(&link.metrics.reports_rejected, 1);
                         }
-                        if let Err(e) = link.spool().ack(ack.seq) {
-                            tracing::warn!(error = %e, "cannot remove acknowledged reports from the spool");
-                        }
+                        link.spool().ack(ack.seq);
                         link.acked.send_replace(ack.seq);
                     }
                 }

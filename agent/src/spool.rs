@@ -131,7 +131,8 @@ impl Spool {
         if let Some(first) = spool.segments.front() {
             spool.acked = spool.acked.max(first.first_seq.saturating_sub(1));
         }
-        spool.drop_acked()?;
+        let acked = spool.acked;
+        spool.drop_acked(acked)?;
         Ok(spool)
     }
 
@@ -360,19 +361,24 @@ impl Spool {
         Ok(out)
     }
 
-    /// Records that every report up to `seq` is acknowledged and deletes segments that hold
-    /// nothing else.
+    /// Records that every report up to `seq` is acknowledged: they are not read again.
+    /// Their segments stay on disk until [`release`](Self::release)d, so that the file
+    /// positions they carry survive until the checkpoint file holds them.
+    pub fn ack(&mut self, seq: u64) {
+        self.acked = self.acked.max(seq);
+    }
+
+    /// Deletes the segments that hold only acknowledged reports up to `seq`.
     ///
     /// # Errors
     /// [`SpoolError`] when a segment cannot be deleted.
-    pub fn ack(&mut self, seq: u64) -> Result<(), SpoolError> {
-        self.acked = self.acked.max(seq);
-        self.drop_acked()
+    pub fn release(&mut self, seq: u64) -> Result<(), SpoolError> {
+        self.drop_acked(seq.min(self.acked))
     }
 
-    fn drop_acked(&mut self) -> Result<(), SpoolError> {
+    fn drop_acked(&mut self, upto: u64) -> Result<(), SpoolError> {
         while let Some(segment) = self.segments.front() {
-            if segment.last_seq > self.acked {
+            if segment.last_seq > upto {
                 break;
             }
             if self.segments.len() == 1 {
@@ -472,14 +478,15 @@ mod tests {
                 .expect("append");
             assert_eq!(seqs(&spool.read_from(1, 10).expect("read")), [1, 2, 3]);
             assert_eq!(seqs(&spool.read_from(3, 10).expect("read")), [3]);
-            spool.ack(1).expect("ack");
+            spool.ack(1);
             assert_eq!(spool.status().reports, 2);
         }
         let mut spool = Spool::open(dir.path(), 1 << 30, 1).expect("reopen");
         assert_eq!(seqs(&spool.read_from(0, 10).expect("read")), [2, 3]);
         assert_eq!(spool.last_seq(), 3);
         assert_eq!(spool.latest_positions(), Some(&(3, b"pos-3".to_vec())));
-        spool.ack(3).expect("ack");
+        spool.ack(3);
+        spool.release(3).expect("release");
         assert_eq!(spool.status().reports, 0);
         assert!(spool.read_from(0, 10).expect("read").is_empty());
         spool
@@ -545,7 +552,12 @@ mod tests {
             seqs(&spool.read_from(1, 100).expect("read")),
             (1..=12).collect::<Vec<_>>()
         );
-        spool.ack(9).expect("ack");
+        spool.ack(9);
+        assert!(
+            spool.status().full,
+            "acknowledged segments stay until released"
+        );
+        spool.release(9).expect("release");
         assert!(!spool.status().full);
         assert_eq!(seqs(&spool.read_from(1, 100).expect("read")), [10, 11, 12]);
     }

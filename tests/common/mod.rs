@@ -113,6 +113,11 @@ impl DetectorProcess {
     /// Starts a detector whose config has `extra` lines added (TLS, token, ...).
     pub fn start_with(dir: &Path, extra: &str) -> Self {
         let [grpc_port, http_port] = free_ports();
+        Self::start_on(dir, grpc_port, http_port, extra)
+    }
+
+    /// Starts a detector on the given ports.
+    pub fn start_on(dir: &Path, grpc_port: u16, http_port: u16, extra: &str) -> Self {
         let config = dir.join("detector.toml");
         write(
             &config,
@@ -193,9 +198,37 @@ pub fn spawn(name: &'static str, config: &Path, log: &Path) -> Running {
     Running { child, name }
 }
 
+/// `vigil-agent status --json` of the agent with this config.
+pub fn agent_status(config: &Path) -> serde_json::Value {
+    let output = Command::new(binary("vigil-agent"))
+        .args(["status", "--json", "--config"])
+        .arg(config)
+        .output()
+        .expect("run vigil-agent status");
+    assert!(
+        output.status.success(),
+        "vigil-agent status failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("status JSON")
+}
+
+/// Counts the newline-terminated lines of the files in `dir` whose names start with
+/// `prefix` (a log and its rotated generations).
+pub fn lines_on_disk(dir: &Path, prefix: &str) -> u64 {
+    let mut lines = 0;
+    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+        if entry.file_name().to_string_lossy().starts_with(prefix) {
+            let bytes = std::fs::read(entry.path()).unwrap_or_default();
+            lines += bytes.iter().filter(|b| **b == b'\n').count() as u64;
+        }
+    }
+    lines
+}
+
 /// Writes an agent config for one app tailing `logs_glob`, flushing every 200 ms.
 pub fn agent_config(dir: &Path, endpoint: &str, host: &str, app: &str, logs_glob: &str) -> PathBuf {
-    agent_config_with(dir, endpoint, "", host, app, logs_glob)
+    AgentSetup::new(endpoint, host, app, logs_glob).write(dir)
 }
 
 /// As [`agent_config`], with `detector_extra` lines added to the `[detector]` table.
@@ -207,12 +240,54 @@ pub fn agent_config_with(
     app: &str,
     logs_glob: &str,
 ) -> PathBuf {
-    let config = dir.join(format!("agent-{host}.toml"));
-    write(
-        &config,
-        &format!(
-            r#"data_dir = "{data}"
-admin_listen = ""
+    AgentSetup {
+        detector_extra,
+        ..AgentSetup::new(endpoint, host, app, logs_glob)
+    }
+    .write(dir)
+}
+
+/// The parts of a test agent's configuration.
+pub struct AgentSetup<'a> {
+    pub endpoint: &'a str,
+    pub host: &'a str,
+    pub app: &'a str,
+    pub logs_glob: &'a str,
+    /// Lines added to `[detector]`.
+    pub detector_extra: &'a str,
+    /// Serve the admin endpoint on a free port.
+    pub admin: bool,
+    /// Tables added at the end (`[spool]`, ...).
+    pub tables: &'a str,
+}
+
+impl<'a> AgentSetup<'a> {
+    pub fn new(endpoint: &'a str, host: &'a str, app: &'a str, logs_glob: &'a str) -> Self {
+        Self {
+            endpoint,
+            host,
+            app,
+            logs_glob,
+            detector_extra: "",
+            admin: false,
+            tables: "",
+        }
+    }
+
+    /// Writes `agent-<host>.toml` in `dir` (data in `agent-<host>-data`) and returns its path.
+    pub fn write(&self, dir: &Path) -> PathBuf {
+        let config = dir.join(format!("agent-{}.toml", self.host));
+        let admin = if self.admin {
+            let [port] = free_ports();
+            format!("127.0.0.1:{port}")
+        } else {
+            String::new()
+        };
+        write(
+            &config,
+            &format!(
+                r#"data_dir = "{data}"
+admin_listen = "{admin}"
 
 [host]
 name = "{host}"
@@ -226,11 +301,20 @@ flush_interval = "200ms"
 app = "{app}"
 paths = ["{logs_glob}"]
 start_at = "beginning"
+
+{tables}
 "#,
-            data = dir.join(format!("agent-{host}-data")).display()
-        ),
-    );
-    config
+                data = dir.join(format!("agent-{}-data", self.host)).display(),
+                host = self.host,
+                endpoint = self.endpoint,
+                detector_extra = self.detector_extra,
+                app = self.app,
+                logs_glob = self.logs_glob,
+                tables = self.tables,
+            ),
+        );
+        config
+    }
 }
 
 pub fn write(path: &Path, text: &str) {

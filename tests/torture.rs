@@ -1,0 +1,191 @@
+//! Torture runs from outside, with the real binaries: a writer appending numbered Java log
+//! lines fast, real `logrotate -f` rotating under it, the agent killed with SIGKILL at
+//! random moments and restarted, the detector killed and restarted. Each ends with the same
+//! assertion: every line on disk is counted exactly once in the detector.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{DetectorProcess, agent_config, eventually, lines_on_disk, spawn, write};
+
+/// Whether real `logrotate` is here; under CI it must be (`.ci/run` installs it).
+fn logrotate_available() -> bool {
+    let found = Command::new("logrotate")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "logrotate is missing under CI: .ci/run must install it"
+        );
+        eprintln!("SKIPPED: logrotate is not installed (apt-get install logrotate)");
+    }
+    found
+}
+
+/// Appends numbered logback-style lines to `path` in bursts until `stop`, reopening the
+/// path for each burst (as a logger that reopens after `create` rotation does).
+fn writer(path: PathBuf, stop: Arc<AtomicBool>, written: Arc<AtomicU64>) {
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let mut text = String::with_capacity(200 * 500);
+        for _ in 0..500 {
+            n += 1;
+            // One record in 50 carries a stack trace (3 physical lines).
+            if n % 50 == 0 {
+                text.push_str(&format!(
+                    "2026-11-23 18:44:43.651 ERROR [exec-1] shop.OrderService - order {n} failed\n\
+                     java.lang.IllegalStateException: stock {n}\n\
+                     \tat shop.Stock.take(Stock.java:{})\n",
+                    n % 90
+                ));
+            } else {
+                text.push_str(&format!(
+                    "2026-11-23 18:44:43.651 INFO  [exec-1] shop.OrderService - order {n} placed\n"
+                ));
+            }
+        }
+        let lines = text.bytes().filter(|b| *b == b'\n').count() as u64;
+        let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+        else {
+            continue;
+        };
+        if file.write_all(text.as_bytes()).is_ok() {
+            written.fetch_add(lines, Ordering::Relaxed);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn logrotate(dir: &Path, mode: &str) -> (PathBuf, PathBuf) {
+    let conf = dir.join("logrotate.conf");
+    let state = dir.join("logrotate.state");
+    write(
+        &conf,
+        &format!(
+            "{}/app.log {{\n  rotate 1000\n  {mode}\n  missingok\n  notifempty\n  nocompress\n}}\n",
+            dir.join("logs").display()
+        ),
+    );
+    (conf, state)
+}
+
+fn rotate(conf: &Path, state: &Path) {
+    let out = Command::new("logrotate")
+        .arg("-f")
+        .arg("-s")
+        .arg(state)
+        .arg(conf)
+        .output()
+        .expect("run logrotate");
+    assert!(
+        out.status.success(),
+        "logrotate failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// One torture run in `mode` (`create` or `copytruncate`).
+fn torture(mode: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).expect("logs dir");
+    let log = logs.join("app.log");
+    let (conf, state) = logrotate(dir.path(), mode);
+    let mut detector = DetectorProcess::start(dir.path());
+    let config = agent_config(
+        dir.path(),
+        &detector.grpc,
+        "torture",
+        "shop",
+        &log.display().to_string(),
+    );
+    let agent_log = dir.path().join("agent.log");
+    let mut agent = spawn("vigil-agent", &config, &agent_log);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (log, stop, written) = (log.clone(), Arc::clone(&stop), Arc::clone(&written));
+        std::thread::spawn(move || writer(log, stop, written))
+    };
+    let started = Instant::now();
+    let mut kills = 0;
+    let mut rotations = 0;
+    let mut detector_restarts = 0;
+    while started.elapsed() < Duration::from_secs(8) {
+        std::thread::sleep(Duration::from_millis(100 + fastrand_ms(300)));
+        rotate(&conf, &state);
+        rotations += 1;
+        if rotations % 2 == 0 {
+            // A crash at a random moment, then a restart.
+            std::thread::sleep(Duration::from_millis(fastrand_ms(150)));
+            agent.kill();
+            kills += 1;
+            agent = spawn("vigil-agent", &config, &agent_log);
+        }
+        if rotations == 9 {
+            detector.restart(dir.path());
+            detector_restarts += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("writer");
+    assert!(kills >= 10, "only {kills} SIGKILLs");
+    let on_disk = lines_on_disk(&logs, "app.log");
+    let written = written.load(Ordering::Relaxed);
+    if mode == "create" {
+        assert_eq!(on_disk, written, "create rotation keeps every line on disk");
+    }
+    let arrived = eventually(Duration::from_secs(60), || {
+        detector.lines("shop", "torture") >= on_disk
+    });
+    let counted = detector.lines("shop", "torture");
+    assert!(
+        arrived,
+        "{mode}: {counted} of {on_disk} lines on disk counted ({written} written, {kills} kills, {rotations} rotations)"
+    );
+    // Settle: anything counted twice would show now.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        detector.lines("shop", "torture"),
+        on_disk,
+        "{mode}: counted exactly once ({written} written, {kills} kills, {rotations} rotations, {detector_restarts} detector restarts)"
+    );
+    eprintln!(
+        "{mode}: {on_disk} lines on disk of {written} written, all counted once; {kills} SIGKILLs, {rotations} rotations, {detector_restarts} detector restart"
+    );
+}
+
+/// A pseudo-random number of milliseconds below `max` (the clock's nanoseconds).
+fn fastrand_ms(max: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::from(d.subsec_nanos()))
+        .unwrap_or(0);
+    nanos % max.max(1)
+}
+
+#[test]
+fn rename_and_create_rotation_with_sigkills_counts_every_line_once() {
+    if logrotate_available() {
+        torture("create");
+    }
+}
+
+#[test]
+fn copytruncate_rotation_with_sigkills_counts_every_line_on_disk_once() {
+    if logrotate_available() {
+        torture("copytruncate");
+    }
+}
