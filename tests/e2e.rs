@@ -4,8 +4,12 @@ mod common;
 
 use std::time::Duration;
 
+use std::io::Write;
+use std::time::Instant;
+
 use common::{
-    DetectorProcess, TestPki, agent_config, agent_config_with, append_lines, eventually, spawn,
+    AgentSetup, DetectorProcess, TestPki, agent_config, agent_config_with, agent_status,
+    append_lines, eventually, free_ports, spawn,
 };
 
 /// Lines written to a log file arrive in the detector, each counted exactly once.
@@ -156,6 +160,122 @@ fn mutual_tls_admits_only_agents_with_a_certificate() {
     assert_eq!(detector.lines("shop", "tls-no-cert"), 0);
     let refused = std::fs::read_to_string(dir.path().join("agent-no-cert.log")).unwrap_or_default();
     assert!(refused.contains("detector unreachable"), "{refused}");
+}
+
+/// A dangerous exception reaches the detector as an alert within a second, without waiting
+/// for the minute report (the agent here flushes minutes only every 60 s).
+#[test]
+fn a_dangerous_exception_arrives_within_a_second() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).expect("logs dir");
+    let log = logs.join("shop.log");
+    append_lines(&log, 0, 10);
+    let detector = DetectorProcess::start(dir.path());
+    let glob = format!("{}/*.log", logs.display());
+    let config = AgentSetup {
+        flush_interval: "60s",
+        ..AgentSetup::new(&detector.grpc, "alert-1", "shop", &glob)
+    }
+    .write(dir.path());
+    let _agent = spawn("vigil-agent", &config, &dir.path().join("agent.log"));
+    // The agent is up once it has read the existing lines; give it a moment to connect.
+    std::thread::sleep(Duration::from_secs(2));
+
+    let written = Instant::now();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .expect("open");
+    file.write_all(
+        b"2026-11-23 18:45:02.461 ERROR [main] shop.Checkout - checkout failed\n\
+java.lang.NoClassDefFoundError: shop/promo/PromoEngineV2\n\
+\tat shop.Checkout.applyPromotions(Checkout.java:88)\n\
+\tat shop.Checkout.run(Checkout.java:41)\n\
+2026-11-23 18:45:02.562 INFO  [main] shop.Checkout - next request\n",
+    )
+    .expect("append");
+    drop(file);
+    let mut seen = None;
+    let arrived = eventually(Duration::from_secs(10), || {
+        let body = ureq::get(&format!("{}/api/v1/apps/shop/exceptions", detector.http))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_json::<serde_json::Value>().ok());
+        seen = body.and_then(|b| {
+            b["exceptions"]
+                .as_array()
+                .and_then(|list| list.iter().find(|e| e["dangerous"] == true).cloned())
+        });
+        seen.is_some()
+    });
+    let latency = written.elapsed();
+    assert!(arrived, "no dangerous exception arrived within 10 s");
+    let exception = seen.unwrap_or_default();
+    assert_eq!(exception["class"], "java.lang.NoClassDefFoundError");
+    assert_eq!(exception["fingerprint"].as_str().map(str::len), Some(16));
+    assert!(
+        latency < Duration::from_millis(1500),
+        "the alert took {latency:?} (target: within a second)"
+    );
+    eprintln!("dangerous exception visible in the detector {latency:?} after it was written");
+}
+
+/// With the detector unreachable the spool fills up; reading then pauses (the file keeps
+/// the data) and `status` says so. When the detector comes, everything drains, each line
+/// counted once.
+#[test]
+fn a_full_spool_pauses_reading_and_drains_when_the_detector_comes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).expect("logs dir");
+    let log = logs.join("shop.log");
+    let [grpc_port, http_port] = free_ports();
+    let endpoint = format!("http://127.0.0.1:{grpc_port}");
+    let glob = format!("{}/*.log", logs.display());
+    let config = AgentSetup {
+        admin: true,
+        tables: "[spool]\nmax_bytes = \"4KiB\"",
+        ..AgentSetup::new(&endpoint, "spool-1", "shop", &glob)
+    }
+    .write(dir.path());
+    let _agent = spawn("vigil-agent", &config, &dir.path().join("agent.log"));
+    let mut written = 0;
+    let full = eventually(Duration::from_secs(30), || {
+        append_lines(&log, written, 100);
+        written += 100;
+        std::thread::sleep(Duration::from_millis(100));
+        agent_status(&config)["spool"]["full"] == true
+    });
+    assert!(full, "the spool never filled");
+    // Reading is paused now: what is written next stays in the file.
+    append_lines(&log, written, 2000);
+    written += 2000;
+    // The status is refreshed every second.
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = agent_status(&config);
+    assert_eq!(status["spool"]["full"], true);
+    assert_eq!(status["detector"]["connected"], false);
+    let lag = status["files"][0]["lag"].as_u64().unwrap_or(0);
+    assert!(
+        lag > 100_000,
+        "reading must pause while the spool is full (lag {lag} bytes)"
+    );
+
+    let detector = DetectorProcess::start_on(dir.path(), grpc_port, http_port, "");
+    let arrived = eventually(Duration::from_secs(40), || {
+        detector.lines("shop", "spool-1") >= written
+    });
+    assert!(
+        arrived,
+        "{} of {written} lines arrived after the spool drained",
+        detector.lines("shop", "spool-1")
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(detector.lines("shop", "spool-1"), written);
+    let status = agent_status(&config);
+    assert_eq!(status["spool"]["full"], false);
+    assert_eq!(status["files"][0]["lag"], 0);
 }
 
 /// The API refuses bad requests with a 4xx and a JSON error that says what is wrong.

@@ -269,15 +269,15 @@ impl Logs {
         shipper: &Shipper,
     ) -> Result<(), AgentError> {
         let started = Instant::now();
+        if self
+            .last_scan
+            .is_none_or(|at| at.elapsed() >= SCAN_INTERVAL / 10)
+        {
+            self.tailer.scan()?;
+            self.last_scan = Some(Instant::now());
+        }
         // A full spool (or one that failed) pauses reading: the files keep the data.
         if outbox.accepts_more() {
-            if self
-                .last_scan
-                .is_none_or(|at| at.elapsed() >= SCAN_INTERVAL / 10)
-            {
-                self.tailer.scan()?;
-                self.last_scan = Some(Instant::now());
-            }
             let mut sink = Counting {
                 analysis: &mut self.analysis,
                 counters,

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -59,6 +59,8 @@ impl From<crate::store::StoreError> for ApiError {
 pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
     let api = Router::new()
         .route("/series", get(series::<S>))
+        .route("/apps", get(apps::<S>))
+        .route("/apps/{app}/exceptions", get(exceptions::<S>))
         .fallback(|| async {
             ApiError {
                 status: StatusCode::NOT_FOUND,
@@ -126,4 +128,23 @@ async fn series<S: Store>(
     };
     let minutes = state.store.series(&query).await?;
     Ok(Json(json!({ "minutes": minutes })).into_response())
+}
+
+async fn apps<S: Store>(State(state): State<Arc<ApiState<S>>>) -> Result<Response, ApiError> {
+    let apps = state.store.apps().await?;
+    Ok(Json(json!({ "apps": apps })).into_response())
+}
+
+async fn exceptions<S: Store>(
+    State(state): State<Arc<ApiState<S>>>,
+    Path(app): Path<String>,
+) -> Result<Response, ApiError> {
+    let exceptions = state.store.exceptions(&app).await?;
+    if exceptions.is_empty() && !state.store.apps().await?.iter().any(|a| a.app == app) {
+        return Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: format!("no app {app:?} has reported"),
+        });
+    }
+    Ok(Json(json!({ "app": app, "exceptions": exceptions })).into_response())
 }

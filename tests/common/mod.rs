@@ -253,6 +253,8 @@ pub struct AgentSetup<'a> {
     pub host: &'a str,
     pub app: &'a str,
     pub logs_glob: &'a str,
+    /// `[detector] flush_interval`.
+    pub flush_interval: &'a str,
     /// Lines added to `[detector]`.
     pub detector_extra: &'a str,
     /// Serve the admin endpoint on a free port.
@@ -268,6 +270,7 @@ impl<'a> AgentSetup<'a> {
             host,
             app,
             logs_glob,
+            flush_interval: "200ms",
             detector_extra: "",
             admin: false,
             tables: "",
@@ -294,7 +297,7 @@ name = "{host}"
 
 [detector]
 endpoint = "{endpoint}"
-flush_interval = "200ms"
+flush_interval = "{flush_interval}"
 {detector_extra}
 
 [[logs]]
@@ -307,6 +310,7 @@ start_at = "beginning"
                 data = dir.join(format!("agent-{}-data", self.host)).display(),
                 host = self.host,
                 endpoint = self.endpoint,
+                flush_interval = self.flush_interval,
                 detector_extra = self.detector_extra,
                 app = self.app,
                 logs_glob = self.logs_glob,

@@ -99,6 +99,40 @@ pub struct HostMetricsRow {
     pub disk_busy_pct: Option<f64>,
 }
 
+/// An app and the hosts that reported for it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AppRow {
+    pub app: String,
+    pub hosts: Vec<HostRow>,
+}
+
+/// A host of an app.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostRow {
+    pub host: String,
+    /// The newest minute it reported counters for.
+    pub last_minute: i64,
+    pub agent_version: String,
+}
+
+/// A fingerprint an app has shown, with its definition.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FingerprintRow {
+    /// 16 lowercase hex digits.
+    pub fingerprint: String,
+    pub class: String,
+    pub causes: Vec<String>,
+    pub message: String,
+    pub frames: Vec<String>,
+    pub dangerous: bool,
+    pub sample: String,
+    /// First and last minute it was counted or alerted in.
+    pub first_seen: Option<i64>,
+    pub last_seen: Option<i64>,
+    /// Occurrences counted in minute reports.
+    pub count: u64,
+}
+
 /// Formats a fingerprint as the 16 lowercase hex digits used in the API and replay cases.
 pub fn fingerprint_hex(fingerprint: u64) -> String {
     format!("{fingerprint:016x}")
@@ -126,4 +160,19 @@ pub trait Store: Send + Sync + 'static {
         &self,
         query: &SeriesQuery,
     ) -> impl Future<Output = Result<Vec<MinuteRow>, StoreError>> + Send;
+
+    /// Every app with its hosts, ordered by app and host.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    fn apps(&self) -> impl Future<Output = Result<Vec<AppRow>, StoreError>> + Send;
+
+    /// The fingerprints `app` has shown, most recently seen first.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    fn exceptions(
+        &self,
+        app: &str,
+    ) -> impl Future<Output = Result<Vec<FingerprintRow>, StoreError>> + Send;
 }

@@ -13,7 +13,8 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use vigil_proto::v1::{ExceptionDefinition, HostMetrics, Report, report::Body};
 
 use super::{
-    HostMetricsRow, IngestOutcome, MinuteRow, SeriesQuery, Store, StoreError, fingerprint_hex,
+    AppRow, FingerprintRow, HostMetricsRow, HostRow, IngestOutcome, MinuteRow, SeriesQuery, Store,
+    StoreError, fingerprint_hex,
 };
 
 /// Version of the schema below, kept in `PRAGMA user_version`.
@@ -167,6 +168,14 @@ impl Store for SqliteStore {
         Ok(outcomes)
     }
 
+    async fn apps(&self) -> Result<Vec<AppRow>, StoreError> {
+        self.apps_impl().await
+    }
+
+    async fn exceptions(&self, app: &str) -> Result<Vec<FingerprintRow>, StoreError> {
+        self.exceptions_impl(app).await
+    }
+
     async fn series(&self, query: &SeriesQuery) -> Result<Vec<MinuteRow>, StoreError> {
         macro_rules! filter {
             () => {
@@ -242,6 +251,63 @@ impl Store for SqliteStore {
                 row
             })
             .collect())
+    }
+}
+
+impl SqliteStore {
+    async fn apps_impl(&self) -> Result<Vec<AppRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT app, host, last_minute, agent_version FROM hosts ORDER BY app, host",
+        )
+        .fetch_all(&self.readers)
+        .await?;
+        let mut apps: Vec<AppRow> = Vec::new();
+        for row in rows {
+            let app: String = row.try_get(0)?;
+            let host = HostRow {
+                host: row.try_get(1)?,
+                last_minute: row.try_get(2)?,
+                agent_version: row.try_get(3)?,
+            };
+            match apps.last_mut() {
+                Some(last) if last.app == app => last.hosts.push(host),
+                _ => apps.push(AppRow {
+                    app,
+                    hosts: vec![host],
+                }),
+            }
+        }
+        Ok(apps)
+    }
+
+    async fn exceptions_impl(&self, app: &str) -> Result<Vec<FingerprintRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT fingerprint, class, causes, message, frames, dangerous, sample, first_seen, \
+             last_seen, count FROM fingerprints WHERE app = ? \
+             ORDER BY coalesce(last_seen, 0) DESC, fingerprint",
+        )
+        .bind(app)
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let fingerprint: i64 = row.try_get(0)?;
+                let causes: String = row.try_get(2)?;
+                let frames: String = row.try_get(4)?;
+                Ok(FingerprintRow {
+                    fingerprint: fingerprint_hex(fingerprint as u64),
+                    class: row.try_get(1)?,
+                    causes: serde_json::from_str(&causes).unwrap_or_default(),
+                    message: row.try_get(3)?,
+                    frames: serde_json::from_str(&frames).unwrap_or_default(),
+                    dangerous: row.try_get(5)?,
+                    sample: row.try_get(6)?,
+                    first_seen: row.try_get(7)?,
+                    last_seen: row.try_get(8)?,
+                    count: get_u64(row, 9)?,
+                })
+            })
+            .collect()
     }
 }
 
@@ -386,6 +452,17 @@ impl<'a> BatchAccumulator<'a> {
                     self.definitions
                         .entry((alert.app.as_str(), definition.fingerprint))
                         .or_insert(definition);
+                    let minute = alert.at.div_euclid(60) * 60;
+                    let seen = self
+                        .fingerprints
+                        .entry((alert.app.as_str(), definition.fingerprint))
+                        .or_insert(FingerprintSums {
+                            first_seen: minute,
+                            last_seen: minute,
+                            count: 0,
+                        });
+                    seen.first_seen = seen.first_seen.min(minute);
+                    seen.last_seen = seen.last_seen.max(minute);
                     self.alerts.push((
                         alert.app.as_str(),
                         host,
