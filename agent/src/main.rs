@@ -33,6 +33,19 @@ enum Command {
         #[arg(long)]
         offline: bool,
     },
+    /// Read log files from the start and print every exception event, then a summary per
+    /// fingerprint.
+    Parse {
+        /// One JSON object per event, then a summary object.
+        #[arg(long)]
+        json: bool,
+        /// Packages whose frames are the app's own (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        app_packages: Vec<String>,
+        /// Log files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Ask the running agent (its admin endpoint) for files, spool and detector state.
     Status {
         /// Configuration file (for `admin_listen`).
@@ -79,6 +92,16 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Run { config } => {
             let config = AgentConfig::load(&config)?;
             runtime()?.block_on(vigil_agent::run(config, shutdown_signal()))?;
+            Ok(true)
+        }
+        Command::Parse {
+            json,
+            app_packages,
+            files,
+        } => {
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            vigil_agent::java::parse_files(&files, &app_packages, json, &mut out)?;
+            std::io::Write::flush(&mut out)?;
             Ok(true)
         }
         Command::Status { config, json } => {

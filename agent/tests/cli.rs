@@ -69,3 +69,41 @@ fn missing_config_file_is_named() {
         "{text}"
     );
 }
+
+#[test]
+fn parse_prints_every_exception_event_and_a_summary() {
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/corpus/jvm-samples/logback.log");
+    assert!(
+        corpus.exists(),
+        "the corpus is missing at {} (it lives beside the repository in shared/)",
+        corpus.display()
+    );
+    let (ok, text) = agent(&["parse", "--json", corpus.to_str().expect("utf-8 path")]);
+    assert!(ok, "{text}");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let (summary, events) = lines.split_last().expect("a summary");
+    assert_eq!(
+        summary["summary"],
+        serde_json::json!({"events": 395, "exceptions": 3, "fingerprints": 2, "dangerous": 2})
+    );
+    assert_eq!(events.len(), 3);
+    for event in events {
+        for key in [
+            "file",
+            "line",
+            "time",
+            "class",
+            "causes",
+            "fingerprint",
+            "dangerous",
+            "frames",
+        ] {
+            assert!(event.get(key).is_some(), "{key} missing in {event}");
+        }
+        assert_eq!(event["fingerprint"].as_str().map(str::len), Some(16));
+    }
+}
