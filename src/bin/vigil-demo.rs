@@ -75,6 +75,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
 fn demo(args: &Args, dir: &Path) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_agent_tx, stop_agent_rx) = watch::channel(false);
 
     let detector_config = DetectorConfig::parse(
         Path::new("<demo detector>"),
@@ -96,6 +97,7 @@ admin_listen = ""
 
 [host]
 name = "demo-host-1"
+interval = "1s"
 
 [detector]
 endpoint = "http://{grpc}"
@@ -110,7 +112,7 @@ start_at = "beginning"
             glob = dir.join("shop").join("*.log"),
         ),
     )?;
-    let agent_task = runtime.spawn(vigil_agent::run(agent_config, stopped(stop_rx)));
+    let agent_task = runtime.spawn(vigil_agent::run(agent_config, stopped(stop_agent_rx)));
 
     println!("Vigil demo");
     println!(
@@ -131,18 +133,56 @@ start_at = "beginning"
         std::thread::sleep(Duration::from_millis(200));
         minutes = series(&http.to_string())?;
     }
-    // One more flush interval: anything counted twice would show now.
-    std::thread::sleep(Duration::from_millis(1500));
+    // The agent stops: it sends its last counters and the host metrics of the minutes so
+    // far (marked partial). Anything counted twice would show after that.
+    let _ = stop_agent_tx.send(true);
+    runtime.block_on(async {
+        if let Ok(Err(e)) = agent_task.await {
+            eprintln!("agent: {e}");
+        }
+    });
     minutes = series(&http.to_string())?;
 
     println!("\nWhat the detector received (GET /api/v1/series?app=shop):");
-    println!("  {:<22} {:<12} {:>8}", "minute (UTC)", "host", "lines");
+    println!(
+        "  {:<20} {:<12} {:>7} {:>7} {:>6}  {:<10}",
+        "minute (UTC)", "host", "lines", "errors", "warns", "cpu %"
+    );
     for m in &minutes {
+        let cpu = m["host_metrics"]["cpu_pct"]
+            .as_f64()
+            .map_or_else(|| "-".to_owned(), |c| format!("{c:.1}"));
         println!(
-            "  {:<22} {:<12} {:>8}",
+            "  {:<20} {:<12} {:>7} {:>7} {:>6}  {:<10}",
             format_utc(m["minute"].as_i64().unwrap_or(0)),
             m["host"].as_str().unwrap_or("?"),
-            m["lines"].as_u64().unwrap_or(0)
+            m["lines"].as_u64().unwrap_or(0),
+            m["error_lines"].as_u64().unwrap_or(0),
+            m["warn_lines"].as_u64().unwrap_or(0),
+            cpu
+        );
+    }
+    println!("\nExceptions the detector knows for shop (GET /api/v1/apps/shop/exceptions):");
+    for e in exceptions(&http.to_string())? {
+        let causes: Vec<&str> = e["causes"]
+            .as_array()
+            .map(|c| c.iter().filter_map(|c| c.as_str()).collect())
+            .unwrap_or_default();
+        println!(
+            "  {}  {:>4}x  {}{}{}",
+            e["fingerprint"].as_str().unwrap_or("?"),
+            e["count"].as_u64().unwrap_or(0),
+            e["class"].as_str().unwrap_or("?"),
+            if causes.is_empty() {
+                String::new()
+            } else {
+                format!(" <- {}", causes.join(" <- "))
+            },
+            if e["dangerous"] == true {
+                "  DANGEROUS"
+            } else {
+                ""
+            }
         );
     }
     let counted = total_lines(&minutes);
@@ -151,9 +191,6 @@ start_at = "beginning"
 
     let _ = stop_tx.send(true);
     runtime.block_on(async {
-        if let Ok(Err(e)) = agent_task.await {
-            eprintln!("agent: {e}");
-        }
         if let Ok(Err(e)) = detector_task.await {
             eprintln!("detector: {e}");
         }
@@ -181,13 +218,36 @@ fn run_demo_service(log: &Path, args: &Args, http: &str) -> anyhow::Result<u64> 
         let mut text = String::new();
         while written < due {
             order += 1;
-            text.push_str(&format!(
-                "{} INFO  [http-nio-8080-exec-{}] shop.OrderService - Order {order} placed in {} ms\n",
-                log_time(),
-                order % 8 + 1,
-                order % 300
-            ));
-            written += 1;
+            let thread = order % 8 + 1;
+            if order % 97 == 0 {
+                // Now and then a payment call times out, with its stack trace.
+                text.push_str(&format!(
+                    "{} ERROR [http-nio-8080-exec-{thread}] shop.OrderService - Order {order} failed\n\
+                     shop.payment.PaymentException: payment service did not answer\n\
+                     \tat shop.payment.PaymentClient.charge(PaymentClient.java:{})\n\
+                     \tat shop.OrderService.place(OrderService.java:88)\n\
+                     Caused by: java.net.SocketTimeoutException: Read timed out\n\
+                     \tat java.base/java.net.SocketInputStream.read(SocketInputStream.java:168)\n\
+                     \t... 2 more\n",
+                    log_time(),
+                    40 + order % 7
+                ));
+                written += 7;
+            } else if order % 41 == 0 {
+                text.push_str(&format!(
+                    "{} WARN  [http-nio-8080-exec-{thread}] shop.OrderService - Order {order} slow: {} ms\n",
+                    log_time(),
+                    900 + order % 300
+                ));
+                written += 1;
+            } else {
+                text.push_str(&format!(
+                    "{} INFO  [http-nio-8080-exec-{thread}] shop.OrderService - Order {order} placed in {} ms\n",
+                    log_time(),
+                    order % 300
+                ));
+                written += 1;
+            }
         }
         file.write_all(text.as_bytes())
             .context("cannot write the demo log")?;
@@ -212,6 +272,16 @@ fn series(http: &str) -> anyhow::Result<Vec<serde_json::Value>> {
         .read_json()
         .context("GET /api/v1/series: not JSON")?;
     Ok(body["minutes"].as_array().cloned().unwrap_or_default())
+}
+
+fn exceptions(http: &str) -> anyhow::Result<Vec<serde_json::Value>> {
+    let body: serde_json::Value = ureq::get(&format!("http://{http}/api/v1/apps/shop/exceptions"))
+        .call()
+        .context("GET /api/v1/apps/shop/exceptions")?
+        .body_mut()
+        .read_json()
+        .context("GET /api/v1/apps/shop/exceptions: not JSON")?;
+    Ok(body["exceptions"].as_array().cloned().unwrap_or_default())
 }
 
 fn total_lines(minutes: &[serde_json::Value]) -> u64 {
