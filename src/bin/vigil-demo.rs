@@ -219,7 +219,7 @@ fn run_demo_service(log: &Path, args: &Args, http: &str) -> anyhow::Result<u64> 
         while written < due {
             order += 1;
             let thread = order % 8 + 1;
-            if order % 97 == 0 {
+            if order.is_multiple_of(97) {
                 // Now and then a payment call times out, with its stack trace.
                 text.push_str(&format!(
                     "{} ERROR [http-nio-8080-exec-{thread}] shop.OrderService - Order {order} failed\n\
@@ -233,7 +233,7 @@ fn run_demo_service(log: &Path, args: &Args, http: &str) -> anyhow::Result<u64> 
                     40 + order % 7
                 ));
                 written += 7;
-            } else if order % 41 == 0 {
+            } else if order.is_multiple_of(41) {
                 text.push_str(&format!(
                     "{} WARN  [http-nio-8080-exec-{thread}] shop.OrderService - Order {order} slow: {} ms\n",
                     log_time(),
