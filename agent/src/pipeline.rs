@@ -30,7 +30,7 @@ use crate::identity::{Identity, IdentityError};
 use crate::java::{AnalyzerError, FINGERPRINT_VERSION};
 use crate::minute::MinuteCounters;
 use crate::ship::{ShipError, Shipper};
-use crate::spool::{Spool, SpoolError, SpoolRecord};
+use crate::spool::{SharedSpool, Spool, SpoolError, SpoolRecord};
 use crate::tail::{Checkpoints, FileKey, LineSink, SourceConfig, TailError, Tailer, Watcher};
 
 /// How often files are read even without a wake-up from the watcher.
@@ -80,15 +80,10 @@ pub async fn run(
     identity.advance_past(spool.last_seq())?;
     let mut checkpoints = Checkpointing::resume(&config.data_dir, &spool)?;
     let acked = spool.acked();
-    let spool = Arc::new(Mutex::new(spool));
+    let spool = SharedSpool::new(spool);
     let apps: Vec<String> = config.logs.iter().map(|l| l.app.clone()).collect();
     let metrics = Arc::new(Metrics::new(&apps));
-    let shipper = Shipper::start(
-        &config.detector,
-        Arc::clone(&spool),
-        acked,
-        Arc::clone(&metrics),
-    )?;
+    let shipper = Shipper::start(&config.detector, spool.clone(), acked, Arc::clone(&metrics))?;
     let status = Arc::new(Mutex::new(Status {
         host: config.host.clone(),
         instance: identity.instance().to_owned(),
@@ -384,7 +379,7 @@ impl Checkpointing {
             self.waiting.push_front((seq, positions));
             return;
         }
-        if let Err(e) = outbox.spool().release(acked) {
+        if let Err(e) = outbox.spool.lock().release(acked) {
             tracing::warn!(error = %e, "cannot delete acknowledged reports from the spool");
         }
     }
@@ -472,7 +467,7 @@ fn publish_status(
         })
         .collect();
     let spool = {
-        let mut spool = outbox.spool();
+        let mut spool = outbox.spool.lock();
         let s = spool.status();
         let oldest = if s.reports > 0 {
             let first = spool.acked() + 1;
@@ -618,26 +613,20 @@ fn elapsed_nanos(since: std::time::Instant) -> u64 {
 /// Reports on their way into the spool.
 struct Outbox {
     metrics: Arc<Metrics>,
-    spool: Arc<Mutex<Spool>>,
+    spool: SharedSpool,
     /// Reports whose append failed (disk full, I/O error), retried on the next flush.
     unspooled: Vec<SpoolRecord>,
 }
 
 impl Outbox {
-    fn spool(&self) -> std::sync::MutexGuard<'_, Spool> {
-        self.spool
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     fn accepts_more(&self) -> bool {
-        self.unspooled.is_empty() && !self.spool().status().full
+        self.unspooled.is_empty() && !self.spool.lock().status().full
     }
 
     fn push(&mut self, records: Vec<SpoolRecord>) {
         self.unspooled.extend(records);
         let result = {
-            let mut spool = self.spool();
+            let mut spool = self.spool.lock();
             spool.append(&self.unspooled)
         };
         match result {

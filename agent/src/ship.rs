@@ -5,7 +5,7 @@
 //! exponentially with jitter; refusals that retrying cannot fix are logged as errors.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, watch};
@@ -17,7 +17,7 @@ use vigil_proto::v1::{Ack, AckStatus, Report};
 
 use crate::admin::{Metrics, add};
 use crate::config::DetectorConfig;
-use crate::spool::Spool;
+use crate::spool::SharedSpool;
 
 /// Reports sent but not yet acknowledged, at most.
 const WINDOW: usize = 256;
@@ -49,7 +49,7 @@ impl Shipper {
     /// [`ShipError::Endpoint`] when the endpoint cannot be used at all.
     pub fn start(
         config: &DetectorConfig,
-        spool: Arc<Mutex<Spool>>,
+        spool: SharedSpool,
         acked: u64,
         metrics: Arc<Metrics>,
     ) -> Result<Self, ShipError> {
@@ -169,22 +169,15 @@ fn authorized<T>(message: T, token: Option<&str>) -> Result<Request<T>, Status> 
 struct Link {
     endpoint: Endpoint,
     token: Option<String>,
-    spool: Arc<Mutex<Spool>>,
+    spool: SharedSpool,
     wake: Arc<Notify>,
     acked: watch::Sender<u64>,
     metrics: Arc<Metrics>,
 }
 
 impl Link {
-    fn spool(&self) -> std::sync::MutexGuard<'_, Spool> {
-        // A panic elsewhere while holding the lock leaves the spool itself consistent.
-        self.spool
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     fn all_acknowledged(&self) -> bool {
-        self.spool().status().reports == 0
+        self.spool.lock().status().reports == 0
     }
 }
 
@@ -211,7 +204,7 @@ async fn deliver(link: Link, mut stop: watch::Receiver<bool>) {
                         | Code::Unimplemented
                         | Code::InvalidArgument
                 );
-                let pending = link.spool().status().reports;
+                let pending = link.spool.lock().status().reports;
                 if permanent {
                     tracing::error!(code = ?status.code(), message = status.message(), pending, "the detector refuses this agent; retrying slowly");
                     backoff = BACKOFF_MAX;
@@ -258,7 +251,7 @@ async fn session(link: &Link, stop: &mut watch::Receiver<bool>) -> Result<(), (S
     let mut next_seq = *link.acked.borrow() + 1;
     tracing::info!(
         from_seq = next_seq,
-        pending = link.spool().status().reports,
+        pending = link.spool.lock().status().reports,
         "connected to the detector"
     );
     let mut in_flight: VecDeque<u64> = VecDeque::new();
@@ -266,7 +259,10 @@ async fn session(link: &Link, stop: &mut watch::Receiver<bool>) -> Result<(), (S
     let mut progressed = false;
     loop {
         if ready.is_empty() && in_flight.len() < WINDOW {
-            let read = link.spool().read_from(next_seq, WINDOW - in_flight.len());
+            let read = link
+                .spool
+                .lock()
+                .read_from(next_seq, WINDOW - in_flight.len());
             match read {
                 Ok(reports) => ready.extend(reports),
                 Err(e) => return Err((Status::internal(e.to_string()), progressed)),
@@ -298,7 +294,7 @@ async fn session(link: &Link, stop: &mut watch::Receiver<bool>) -> Result<(), (S
                         if ack.status() == AckStatus::Rejected {
                             add(&link.metrics.reports_rejected, 1);
                         }
-                        link.spool().ack(ack.seq);
+                        link.spool.lock().ack(ack.seq);
                         link.acked.send_replace(ack.seq);
                     }
                 }

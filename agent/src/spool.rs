@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use prost::Message;
 use vigil_proto::v1::Report;
@@ -23,6 +24,23 @@ const HEADER_LEN: u64 = 8;
 const SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
 /// Largest record accepted when reading (a report is far smaller).
 const MAX_RECORD_BYTES: u32 = 64 * 1024 * 1024;
+
+/// The spool shared by the main loop (appends) and the shipper (reads, acknowledgements).
+#[derive(Debug, Clone)]
+pub struct SharedSpool(Arc<Mutex<Spool>>);
+
+impl SharedSpool {
+    /// Shares `spool`.
+    pub fn new(spool: Spool) -> Self {
+        Self(Arc::new(Mutex::new(spool)))
+    }
+
+    /// The spool, for one short operation. A panic elsewhere while it was held leaves the
+    /// spool itself consistent (every change is one call), so a poisoned lock is taken over.
+    pub fn lock(&self) -> MutexGuard<'_, Spool> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
 
 /// One spooled report, with the file positions reached once its lines were counted.
 #[derive(Clone, PartialEq, Message)]
