@@ -175,7 +175,10 @@ impl Collector for CollectorService {
                     }
                     Ok(None) => break,
                     Err(status) => {
-                        tracing::debug!(%peer, %status, "agent stream ended");
+                        // Tell the agent why (after the acks it is owed), e.g. an oversized
+                        // message, then end the stream.
+                        tracing::warn!(%peer, %status, "agent stream failed");
+                        let _ = wait_tx.send((0, PendingAck::Failed(status))).await;
                         break;
                     }
                 }
@@ -184,6 +187,7 @@ impl Collector for CollectorService {
         tokio::spawn(async move {
             while let Some((seq, pending)) = wait_rx.recv().await {
                 let ack = match pending {
+                    PendingAck::Failed(status) => Err(status),
                     PendingAck::Rejected(error) => Ok(Ack {
                         seq,
                         status: AckStatus::Rejected.into(),
@@ -217,6 +221,8 @@ impl Collector for CollectorService {
 enum PendingAck {
     Commit(oneshot::Receiver<Result<IngestOutcome, String>>),
     Rejected(String),
+    /// The stream itself failed; the agent gets this status.
+    Failed(Status),
 }
 
 #[cfg(test)]

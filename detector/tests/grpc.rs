@@ -205,3 +205,28 @@ async fn health_and_reflection_are_served() {
         "{names:?}"
     );
 }
+
+#[tokio::test]
+async fn an_oversized_report_is_refused_with_a_clear_status() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = start(dir.path(), None).await;
+    let mut client = CollectorClient::new(running.channel.clone());
+    let (tx, rx) = mpsc::channel(4);
+    let mut acks = client
+        .stream(Request::new(ReceiverStream::new(rx)))
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut huge = report(1, now_minute(), 1);
+    huge.host = "h".repeat(5 * 1024 * 1024);
+    tx.send(huge).await.expect("send");
+    let status = acks
+        .message()
+        .await
+        .expect_err("an oversized report ends the stream");
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(
+        status.message().contains("message length too large"),
+        "{status:?}"
+    );
+}
