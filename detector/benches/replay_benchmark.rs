@@ -27,6 +27,7 @@ struct Args {
     seed: u64,
     write: Option<String>,
     details: bool,
+    trace: Option<String>,
 }
 
 fn args() -> Args {
@@ -35,6 +36,7 @@ fn args() -> Args {
         seed: BENCH_SEED,
         write: None,
         details: false,
+        trace: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -54,6 +56,10 @@ fn args() -> Args {
                 i += 1;
             }
             "--details" => a.details = true,
+            "--trace" => {
+                a.trace = Some(next);
+                i += 1;
+            }
             _ => {}
         }
         i += 1;
@@ -342,6 +348,37 @@ fn scenario(id: &str) -> String {
     }
 }
 
+/// Prints every round of one case, with the memory the cases before it left.
+fn trace(cases: &[ParsedCase], id: &str) {
+    let mut replayer = Replayer::default();
+    for case in cases {
+        if !case.id.starts_with(id) {
+            replayer.judge_case(case);
+            continue;
+        }
+        let memory = replayer.memories.entry(case.release.app.clone()).or_default().clone();
+        println!("{} memory thresholds {:?}", case.id, memory.thresholds);
+        let mut judge = vigil_detector::judge::ReleaseJudge::new(
+            case.release.clone(),
+            case.known.clone(),
+            case.definitions.clone(),
+        );
+        let start = first(case);
+        let until = case.release.until.unwrap_or(start + 3600);
+        let mut m = start;
+        while m < until {
+            let rows: Vec<HostMinute> = case.rows.iter().filter(|r| r.minute <= m).cloned().collect();
+            let v = judge.round(m, &rows, &memory);
+            println!("+{:>3} min {:?}", (m - start) / 60, v.decision);
+            for r in &v.reasons {
+                println!("      {:?} {} {}", r.severity, r.rule, r.summary);
+            }
+            m += 60;
+        }
+        return;
+    }
+}
+
 fn main() {
     let args = args();
     let corpus = match CpuCorpus::load(&default_corpus_dir()) {
@@ -374,6 +411,10 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(id) = &args.trace {
+        trace(&parsed, id);
+        return;
+    }
     let bad = parsed.iter().filter(|c| c.expect == Some(Expected::Block)).count();
     let rows: usize = parsed.iter().map(|c| c.rows.len()).sum();
     println!("Vigil release benchmark");

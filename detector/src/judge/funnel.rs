@@ -44,6 +44,9 @@ pub(crate) struct Outcome {
     pub seen: HashMap<Fingerprint, i64>,
     /// Fingerprints seen in a baseline or on a reference host.
     pub outside: HashSet<Fingerprint>,
+    /// Per learnable metric kind: the largest change of a released host beyond the fleet,
+    /// and the largest of a reference host (normal by definition), significant or not.
+    pub levels: Vec<(String, f64, f64)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,8 +91,9 @@ struct RateInput {
     /// Released hosts over their settled after-window (all minutes).
     kr_a: f64,
     nr_a: f64,
-    /// Per minute where both groups have data: (released events, released lines,
-    /// reference events, reference lines).
+    /// Per minute where both groups have data: (released events, released lines each
+    /// weighted by its host's before-release ratio to the reference group, reference
+    /// events, reference lines).
     matched: Vec<(f64, f64, f64, f64)>,
     /// Released per-minute (events, lines) before and after (settled), for the
     /// per-minute test when there is no reference group.
@@ -104,7 +108,14 @@ struct RateResult {
     observed: f64,
     expected: f64,
     ratio: f64,
+    /// p-value of the main test (released vs reference when there is a reference group,
+    /// after vs before otherwise).
     p: f64,
+    /// p-value of the guard test (after vs before on the released hosts, when there is
+    /// both a reference group and a baseline; 0 otherwise).
+    p_guard: f64,
+    /// p-value of the per-minute test (variance from the minutes themselves).
+    p_minutes: f64,
     /// Reference events and lines over the matched minutes.
     kf_a: f64,
     nf_a: f64,
@@ -129,16 +140,12 @@ fn rate_test(x: &RateInput, phi: f64) -> Option<RateResult> {
         return None;
     }
     let mut p: f64 = 0.0;
+    let mut p_minutes = 0.0;
     let (observed, expected, kf_a, nf_a);
     if has_ref {
-        let c = if has_base && x.nf_b > 0.0 {
-            let total = x.nr_b + x.nf_b;
-            let kr = x.kr_b + SHRINK_EVENTS * x.nr_b / total;
-            let kf = x.kf_b + SHRINK_EVENTS * x.nf_b / total;
-            (kr / x.nr_b) / (kf / x.nf_b)
-        } else {
-            1.0
-        };
+        // The released lines of `matched` are already weighted by each host's
+        // released/reference ratio before the release.
+        let c = 1.0;
         let (mut k, mut n, mut mean, mut exp, mut kf, mut nf) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
         for &(kr_t, nr_t, kf_t, nf_t) in &x.matched {
             let share = c * nr_t / (c * nr_t + nf_t);
@@ -162,26 +169,30 @@ fn rate_test(x: &RateInput, phi: f64) -> Option<RateResult> {
             .iter()
             .map(|&(kr_t, nr_t, kf_t, nf_t)| kr_t - (kr_t + kf_t) * c * nr_t / (c * nr_t + nf_t))
             .collect();
-        p = p.max(t_test_positive(&excess));
+        p_minutes = t_test_positive(&excess);
         (observed, expected, kf_a, nf_a) = (k, exp, kf, nf);
     } else {
         (observed, expected, kf_a, nf_a) = (x.kr_a, x.nr_a * x.kr_b / x.nr_b, 0.0, 0.0);
         // Welch's t-test on per-minute rates after against before.
-        p = p.max(welch_greater(&x.after_minutes, &x.before_minutes));
+        p_minutes = welch_greater(&x.after_minutes, &x.before_minutes);
     }
+    let mut p_guard = 0.0;
     if has_base {
         let p0 = x.nr_a / (x.nr_a + x.nr_b);
-        p = p.max(binomial_upper_tail(
-            x.kr_a / phi,
-            (x.kr_a + x.kr_b) / phi,
-            p0,
-        ));
+        let before_after = binomial_upper_tail(x.kr_a / phi, (x.kr_a + x.kr_b) / phi, p0);
+        if has_ref {
+            p_guard = before_after;
+        } else {
+            p = p.max(before_after);
+        }
     }
     Some(RateResult {
         observed,
         expected,
         ratio: (observed + 1.0) / (expected + 1.0),
         p,
+        p_guard,
+        p_minutes,
         kf_a,
         nf_a,
     })
@@ -584,7 +595,16 @@ pub(crate) fn evaluate(
     // Rule 4: host metrics.
     let recent_from = m - (params.metric_recent_minutes - 1) * 60;
     for metric in ["cpu_pct", "load1", "disk_busy_pct"] {
-        if let Some(c) = metric_signal(metric, &hosts, first, recent_from, m, params, memory) {
+        if let Some(c) = metric_signal(
+            &mut out.levels,
+            metric,
+            &hosts,
+            first,
+            recent_from,
+            m,
+            params,
+            memory,
+        ) {
             out.candidates.push(c);
         }
     }
@@ -604,21 +624,41 @@ struct RateSignal<'a> {
     fingerprint: Option<Fingerprint>,
 }
 
-/// Dispersion of a signal over the baseline (Pearson χ²/df against each host's own rate).
-fn dispersion(per_host: &[SigHost], hosts: &[HostView<'_>], params: &super::JudgeParams) -> f64 {
-    let (mut chi2, mut df, mut total) = (0.0, 0.0, 0.0);
-    for (s, h) in per_host.iter().zip(hosts) {
+/// Dispersion of a signal over the baseline: per host, Pearson χ²/df against the host's
+/// own rate; for the group, the mean of the hosts' factors weighted by their events (the
+/// variance of negative-binomial counts grows with the mean, so busy hosts dominate the
+/// variance of a sum). Returns (group, per host); thin baselines get the default.
+fn dispersion(
+    per_host: &[SigHost],
+    hosts: &[HostView<'_>],
+    params: &super::JudgeParams,
+) -> (f64, Vec<f64>) {
+    const MIN_EVENTS: f64 = 10.0;
+    let mut host_phi = vec![f64::NAN; per_host.len()];
+    let (mut weighted, mut events, mut total) = (0.0, 0.0, 0.0);
+    for (i, (s, h)) in per_host.iter().zip(hosts).enumerate() {
         total += s.kb;
         if s.kb > 0.0 && h.nb > 0.0 && h.tb >= 2 {
             let rate = s.kb / h.nb;
-            chi2 += (s.kb_sq / rate - s.kb).max(0.0);
-            df += f64::from(h.tb - 1);
+            let phi = ((s.kb_sq / rate - s.kb).max(0.0) / f64::from(h.tb - 1))
+                .clamp(1.0, params.max_dispersion);
+            weighted += phi * s.kb;
+            events += s.kb;
+            if s.kb >= MIN_EVENTS {
+                host_phi[i] = phi;
+            }
         }
     }
-    if total < 5.0 || df <= 0.0 {
-        return params.default_dispersion;
-    }
-    (chi2 / df).clamp(1.0, params.max_dispersion)
+    let group = if total < 5.0 || events <= 0.0 {
+        params.default_dispersion
+    } else {
+        (weighted / events).clamp(1.0, params.max_dispersion)
+    };
+    let per_host = host_phi
+        .into_iter()
+        .map(|p| if p.is_nan() { group } else { p.max(group) })
+        .collect();
+    (group, per_host)
 }
 
 /// The per-minute grid of one round: `value[host * t_len + t]`, lines `< 0` when the
@@ -647,7 +687,7 @@ fn rate_signal(
     params: &super::JudgeParams,
     memory: &AppMemory,
 ) -> Option<Candidate> {
-    let phi = dispersion(per_host, hosts, params);
+    let (phi, host_phi) = dispersion(per_host, hosts, params);
     let t_len = grid.t_len;
     // Reference per minute and before the release.
     let mut ref_k = vec![0.0; t_len];
@@ -671,6 +711,27 @@ fn rate_signal(
             }
         }
     }
+    // A released host's rate relative to the reference group before the release, shrunk
+    // towards 1 by a couple of pseudo-events. Only a host that was *noisier* before lowers
+    // the alarm; a quieter one is compared with the reference group as it is (an
+    // uncertain small baseline must not make ordinary counts look like growth).
+    let host_ratio = |h: usize| -> f64 {
+        let (mut k, mut n) = (0.0, 0.0);
+        for t in 0..grid.start[h].min(t_len) {
+            let lines = grid.lines[h * t_len + t];
+            if lines >= 0.0 {
+                k += values[h * t_len + t];
+                n += lines;
+            }
+        }
+        if n <= 0.0 || nf_b <= 0.0 {
+            return 1.0;
+        }
+        let total = n + nf_b;
+        let kr = k + SHRINK_EVENTS * n / total;
+        let kf = kf_b + SHRINK_EVENTS * nf_b / total;
+        ((kr / n) / (kf / nf_b)).max(1.0)
+    };
     let input_for = |group: &[usize]| -> RateInput {
         let mut x = RateInput {
             kf_b,
@@ -679,10 +740,12 @@ fn rate_signal(
         };
         let mut rel_k = vec![0.0; t_len];
         let mut rel_n = vec![0.0; t_len];
+        let mut rel_cn = vec![0.0; t_len];
         let mut rel_seen = vec![false; t_len];
         let mut before_k = vec![0.0; t_len];
         let mut before_n = vec![0.0; t_len];
         for &h in group {
+            let c = host_ratio(h);
             for t in 0..t_len {
                 let n = grid.lines[h * t_len + t];
                 if n < 0.0 {
@@ -699,13 +762,14 @@ fn rate_signal(
                     x.nr_a += n;
                     rel_k[t] += k;
                     rel_n[t] += n;
+                    rel_cn[t] += c * n;
                     rel_seen[t] = true;
                 }
             }
         }
         for t in 0..t_len {
             if rel_seen[t] && ref_seen[t] && ref_n[t] > 0.0 && rel_n[t] > 0.0 {
-                x.matched.push((rel_k[t], rel_n[t], ref_k[t], ref_n[t]));
+                x.matched.push((rel_k[t], rel_cn[t], ref_k[t], ref_n[t]));
             }
             if rel_seen[t] {
                 x.after_minutes.push((rel_k[t], rel_n[t]));
@@ -717,7 +781,11 @@ fn rate_signal(
         x
     };
     let passes = |r: &RateResult, alpha: f64, min_excess: f64| {
-        r.p < alpha && r.ratio >= params.rate_min_ratio && r.observed - r.expected >= min_excess
+        r.p < alpha
+            && r.p_guard < params.rate_guard_alpha
+            && r.p_minutes < params.rate_minutes_alpha
+            && r.ratio >= params.rate_min_ratio
+            && r.observed - r.expected >= min_excess
     };
     let mut best: Option<(RateInput, RateResult, Vec<String>)> = None;
     let total = input_for(released);
@@ -729,7 +797,7 @@ fn rate_signal(
             .iter()
             .filter(|&&h| {
                 let x = input_for(&[h]);
-                rate_test(&x, phi).is_some_and(|rh| rh.observed > rh.expected.max(1.0) * params.rate_min_ratio)
+                rate_test(&x, host_phi[h]).is_some_and(|rh| rh.observed > rh.expected.max(1.0) * params.rate_min_ratio)
             })
             .map(|&h| hosts[h].name.to_string())
             .collect();
@@ -739,7 +807,7 @@ fn rate_signal(
         let alpha = params.rate_alpha / released.len() as f64;
         for &h in released {
             let x = input_for(&[h]);
-            if let Some(r) = rate_test(&x, phi)
+            if let Some(r) = rate_test(&x, host_phi[h])
                 && passes(&r, alpha, params.rate_min_excess * 0.75)
                 && best.as_ref().is_none_or(|b| r.ratio > b.1.ratio)
             {
@@ -758,7 +826,7 @@ fn rate_signal(
         released_before: Some(tally(x.kr_b, x.nr_b)),
         released_after: Some(Tally {
             minutes: if has_ref { x.matched.len() as u32 } else { 0 },
-            ..tally(r.observed, if has_ref { x.matched.iter().map(|m| m.1).sum() } else { x.nr_a })
+            ..tally(r.observed, x.nr_a)
         }),
         reference_before: has_ref.then(|| tally(x.kf_b, x.nf_b)),
         reference_after: has_ref.then(|| Tally {
@@ -832,7 +900,9 @@ fn noise_floor(metric: &str, baseline_median: f64) -> f64 {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // the round's views, passed as they are
 fn metric_signal(
+    levels: &mut Vec<(String, f64, f64)>,
     metric: &str,
     hosts: &[HostView<'_>],
     first: i64,
@@ -887,6 +957,15 @@ fn metric_signal(
         0.0
     };
     let kind = format!("host_metric:{metric}");
+    let released_level = released
+        .iter()
+        .map(|r| r.3 - shift)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let reference_level = reference_deltas
+        .iter()
+        .map(|d| d - shift)
+        .fold(f64::NEG_INFINITY, f64::max);
+    levels.push((kind.clone(), released_level, reference_level));
     let mut hit = Vec::new();
     let mut best: Option<(f64, f64, usize)> = None; // (score, min_abs, index)
     for (idx, &(name, b, _a, delta, noise, _, _)) in released.iter().enumerate() {

@@ -316,6 +316,12 @@ pub struct JudgeParams {
     /// Rule 3: significance level of the aggregate test (per-host tests use it divided by
     /// the number of released hosts).
     pub rate_alpha: f64,
+    /// Rule 3: significance level of the after-vs-before guard on the released hosts when
+    /// a reference group gives the main test.
+    pub rate_guard_alpha: f64,
+    /// Rule 3: significance level of the per-minute t-test (whose variance comes from the
+    /// minutes themselves, so a fleet-wide surge of overdispersed counts cannot pass).
+    pub rate_minutes_alpha: f64,
     /// Rule 3: minimum ratio observed/expected.
     pub rate_min_ratio: f64,
     /// Rule 3: minimum excess events over the expectation (aggregate).
@@ -324,6 +330,9 @@ pub struct JudgeParams {
     pub default_dispersion: f64,
     /// Rule 3: largest dispersion factor used.
     pub max_dispersion: f64,
+    /// Rule 4: consecutive suspicious rounds a host metric alone needs before it counts
+    /// in the window.
+    pub metric_rounds_needed: usize,
     /// Rule 4: minutes of recent data a metric needs.
     pub metric_min_minutes: usize,
     /// Rule 4: recent minutes whose median is compared with the baseline.
@@ -358,10 +367,13 @@ impl Default for JudgeParams {
             window_needed: 2,
             new_min_count: 5.0,
             rate_alpha: 1e-5,
+            rate_guard_alpha: 1e-2,
+            rate_minutes_alpha: 2e-3,
             rate_min_ratio: 1.5,
             rate_min_excess: 6.0,
             default_dispersion: 2.0,
             max_dispersion: 25.0,
+            metric_rounds_needed: 5,
             metric_min_minutes: 5,
             metric_recent_minutes: 10,
             metric_min_z: 4.0,
@@ -383,9 +395,9 @@ pub(crate) const SIGNAL_KINDS: &[(&str, f64, f64)] = &[
     ("new_exception", 5.0, 40.0),
     ("exception_rate", 1.5, 4.0),
     ("error_rate", 1.5, 3.0),
-    ("host_metric:cpu_pct", 12.0, 30.0),
-    ("host_metric:load1", 0.8, 4.0),
-    ("host_metric:disk_busy_pct", 12.0, 35.0),
+    ("host_metric:cpu_pct", 12.0, 95.0),
+    ("host_metric:load1", 0.8, 64.0),
+    ("host_metric:disk_busy_pct", 12.0, 95.0),
     ("host_metric:mem_slope", 0.12, 0.5),
     ("log_volume", 0.7, 0.92),
 ];
@@ -470,12 +482,13 @@ impl AppMemory {
         let record = judge.record();
         match label {
             Feedback::ConfirmedNormal | Feedback::FalseAlarm => {
-                for (kind, &peak) in &record.peaks {
-                    let learned = peak.min(kind_cap(kind));
-                    let slot = self.thresholds.entry(kind.clone()).or_insert(learned);
-                    if learned > *slot {
-                        *slot = learned;
-                    }
+                let peaks = record
+                    .peaks
+                    .iter()
+                    .chain(&record.released_levels)
+                    .chain(&record.normal_levels);
+                for (kind, &peak) in peaks {
+                    self.raise(kind, peak);
                 }
                 for (&fp, &seen) in &record.seen {
                     self.remember(fp, seen);
@@ -503,6 +516,25 @@ impl AppMemory {
                 }
             }
         }
+        if matches!(label, Feedback::ValidBlock | Feedback::MissedProblem) {
+            // Reference hosts kept the old version: what they did is normal whatever the
+            // release turned out to be.
+            for (kind, &level) in &record.normal_levels {
+                self.raise(kind, level);
+            }
+        }
+    }
+
+    /// Raises a learned threshold to `value` (capped); never below the kind's default.
+    fn raise(&mut self, kind: &str, value: f64) {
+        let value = value.min(kind_cap(kind));
+        if value <= kind_default(kind) {
+            return;
+        }
+        let slot = self.thresholds.entry(kind.to_string()).or_insert(value);
+        if value > *slot {
+            *slot = value;
+        }
     }
 
     fn remember(&mut self, fp: Fingerprint, seen: i64) {
@@ -525,6 +557,10 @@ pub(crate) struct ReleaseRecord {
     pub seen_outside: BTreeMap<Fingerprint, i64>,
     /// Fingerprints behind the reasons of the block.
     pub flagged_fingerprints: BTreeSet<Fingerprint>,
+    /// Largest change of a released host per metric kind, significant or not.
+    pub released_levels: BTreeMap<String, f64>,
+    /// Largest change of a reference host per metric kind (normal by definition).
+    pub normal_levels: BTreeMap<String, f64>,
 }
 
 /// The state of one release across rounds: the sliding window, the sticky block and what
@@ -536,6 +572,8 @@ pub struct ReleaseJudge {
     definitions: HashMap<Fingerprint, Definition>,
     params: JudgeParams,
     window: VecDeque<bool>,
+    /// Consecutive rounds with a suspicious host metric.
+    metric_streak: usize,
     verdict: Verdict,
     record: ReleaseRecord,
     /// Fingerprints seen in baselines or on reference hosts at the last round (for alerts).
@@ -572,6 +610,7 @@ impl ReleaseJudge {
             definitions,
             params,
             window: VecDeque::new(),
+            metric_streak: 0,
             verdict: Verdict {
                 decision: Decision::Pass,
                 decided_at: start,
@@ -619,6 +658,17 @@ impl ReleaseJudge {
             let seen = outcome.seen.get(&fp).copied().unwrap_or(minute);
             self.record.seen_outside.insert(fp, seen);
         }
+        for (kind, released, reference) in &outcome.levels {
+            for (map, v) in [
+                (&mut self.record.released_levels, *released),
+                (&mut self.record.normal_levels, *reference),
+            ] {
+                if v.is_finite() {
+                    let slot = map.entry(kind.clone()).or_insert(v);
+                    *slot = slot.max(v);
+                }
+            }
+        }
         for c in &outcome.candidates {
             if c.significant {
                 let slot = self.record.peaks.entry(c.kind.clone()).or_insert(c.effect);
@@ -640,7 +690,23 @@ impl ReleaseJudge {
         if !immediate.is_empty() {
             return self.block(decided_at, immediate, &outcome.candidates);
         }
-        let suspicious = outcome.candidates.iter().any(|c| c.suspicious);
+        // A host metric on its own is weak evidence (workloads have bursts of their own):
+        // it needs a longer run of suspicious rounds; with any log signal it counts at once.
+        let metric_suspicious = outcome
+            .candidates
+            .iter()
+            .any(|c| c.suspicious && c.reason.rule == "host_metric");
+        self.metric_streak = if metric_suspicious {
+            self.metric_streak + 1
+        } else {
+            0
+        };
+        let log_suspicious = outcome
+            .candidates
+            .iter()
+            .any(|c| c.suspicious && c.reason.rule != "host_metric");
+        let suspicious =
+            log_suspicious || self.metric_streak >= self.params.metric_rounds_needed.max(1);
         self.window.push_back(suspicious);
         while self.window.len() > self.params.window_rounds.max(1) {
             self.window.pop_front();

@@ -418,11 +418,18 @@ struct Levers {
     extra: Vec<(usize, f64)>,
     cpu_add: f64,
     load_mult: f64,
+    load_add: f64,
     mem_add: f64,
     disk_add: f64,
 }
 
 const BAD_FRACTION: f64 = 0.15;
+/// Extra events a "more of a known exception" fault adds at least over the watch.
+const OBSERVABLE_EXTRA: f64 = 50.0;
+
+fn host_slot_of(app: &App, host: &str) -> usize {
+    app.hosts.iter().position(|x| x == host).unwrap_or(0)
+}
 const BASELINE_MINUTES: i64 = 30;
 const WATCH_MINUTES: i64 = 60;
 
@@ -566,19 +573,26 @@ pub fn generate_case(seed: u64, index: usize, corpus: &CpuCorpus) -> Case {
             }
             Fault::KnownMore => {
                 intensity = rng.log_uniform(1.3, 20.0);
-                // Observable: at least ~25 extra events over the watch on the affected hosts.
-                let lines: f64 = affected.iter().map(|&h| app.host_lines[h]).sum();
-                let minutes = (WATCH_MINUTES - delay_minutes) as f64 * if intermittent { 0.5 } else { 1.0 };
-                let extra = |rate: f64, m: f64| (m - 1.0) * rate / 1000.0 * lines * minutes;
+                // Observable: at least ~50 extra events over the watch on the affected hosts.
+                let end = t_first_minute + WATCH_MINUTES * 60;
+                let line_minutes: f64 = affected
+                    .iter()
+                    .map(|&h| {
+                        let from = release_minute[h].max(t_first_minute + delay_minutes * 60);
+                        app.host_lines[host_slot_of(&app, &hosts[h])] * ((end - from) / 60) as f64
+                    })
+                    .sum::<f64>()
+                    * if intermittent { 0.5 } else { 1.0 };
+                let extra = |rate: f64, m: f64| (m - 1.0) * rate / 1000.0 * line_minutes;
                 let candidates: Vec<usize> = (0..app.exceptions.len())
-                    .filter(|&i| !app.exceptions[i].definition.dangerous && extra(app.exceptions[i].rate, intensity) >= 25.0)
+                    .filter(|&i| !app.exceptions[i].definition.dangerous && extra(app.exceptions[i].rate, intensity) >= OBSERVABLE_EXTRA)
                     .collect();
                 if candidates.is_empty() {
                     known_target = (0..app.exceptions.len())
                         .max_by(|&a, &b| app.exceptions[a].rate.total_cmp(&app.exceptions[b].rate))
                         .unwrap_or(0);
                     let rate = app.exceptions[known_target].rate;
-                    intensity = intensity.max(1.0 + 25.0 / (rate / 1000.0 * lines * minutes).max(1e-9));
+                    intensity = intensity.max(1.0 + OBSERVABLE_EXTRA / (rate / 1000.0 * line_minutes).max(1e-9));
                 } else {
                     known_target = *rng.pick(&candidates);
                 }
@@ -662,6 +676,7 @@ pub fn generate_case(seed: u64, index: usize, corpus: &CpuCorpus) -> Case {
                 extra: Vec::new(),
                 cpu_add: 0.0,
                 load_mult: 1.0,
+                load_add: 0.0,
                 mem_add: 0.0,
                 disk_add: 0.0,
             };
@@ -726,7 +741,8 @@ pub fn generate_case(seed: u64, index: usize, corpus: &CpuCorpus) -> Case {
                         lv.cpu_add += intensity;
                         lv.load_mult *= 1.0 + intensity / 40.0;
                     }
-                    Fault::Load if on => lv.load_mult *= intensity,
+                    // Threads queueing on a lock or on IO: load rises by a multiple of the cores.
+                    Fault::Load if on => lv.load_add += 0.5 * intensity * app.host_cores[slot],
                     Fault::MemoryLeak => lv.mem_add += intensity * (since_fault + 1) as f64,
                     Fault::DiskIo if on => lv.disk_add += intensity,
                     Fault::VolumeCollapse if on => lv.lines *= intensity,
@@ -771,7 +787,7 @@ pub fn generate_case(seed: u64, index: usize, corpus: &CpuCorpus) -> Case {
             let base_cpu = scale * series[(off + ((t - start_minute) / 60) as usize) % series.len()];
             let cpu = (base_cpu + lv.cpu_add + 0.8 * rng.normal()).clamp(0.0, 100.0);
             let cores = app.host_cores[slot];
-            let load1 = (cpu / 100.0 * cores * lv.load_mult * (1.0 + 0.1 * rng.normal())).max(0.0);
+            let load1 = ((cpu / 100.0 * cores * lv.load_mult + lv.load_add) * (1.0 + 0.1 * rng.normal())).max(0.0);
             let disk_busy = (3.0 + 2.0 * rng.gamma(1.5) + lv.disk_add).clamp(0.0, 100.0);
             let mem = (mem_walk[h] + lv.mem_add).clamp(0.0, 99.5);
             minutes.push(CaseMinute {
