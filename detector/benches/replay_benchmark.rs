@@ -5,7 +5,7 @@
 //! cargo bench -p vigil-detector --bench replay_benchmark                       # 1,000 cases
 //! cargo bench -p vigil-detector --bench replay_benchmark -- --cases 3000 --seed 7
 //! cargo bench -p vigil-detector --bench replay_benchmark -- --details         # misses and false alarms
-//! cargo bench -p vigil-detector --bench replay_benchmark -- --write FILE --cases 60 --seed 1
+//! cargo bench -p vigil-detector --bench replay_benchmark -- --write FILE --cases 60 --seed 7 --bad-fraction 0.3
 //! ```
 //! The default seed is the benchmark's; the judge was tuned on other seeds.
 
@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use vigil_detector::judge::stats::{binomial_upper_tail, mann_whitney_greater, median};
 use vigil_detector::judge::{Decision, HostMinute, minute_of};
-use vigil_detector::replay::generate::{CpuCorpus, default_corpus_dir, generate, write_cases};
+use vigil_detector::replay::generate::{CpuCorpus, default_corpus_dir, generate_with, write_cases};
 use vigil_detector::replay::{Expected, ParsedCase, Replayer, parse_cases};
 
 /// Seed of the benchmark set (tuning used 1, 2 and 3).
@@ -28,6 +28,7 @@ struct Args {
     write: Option<String>,
     details: bool,
     trace: Option<String>,
+    bad_fraction: f64,
 }
 
 fn args() -> Args {
@@ -37,6 +38,7 @@ fn args() -> Args {
         write: None,
         details: false,
         trace: None,
+        bad_fraction: 0.15,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -56,6 +58,10 @@ fn args() -> Args {
                 i += 1;
             }
             "--details" => a.details = true,
+            "--bad-fraction" => {
+                a.bad_fraction = next.parse().unwrap_or(a.bad_fraction);
+                i += 1;
+            }
             "--trace" => {
                 a.trace = Some(next);
                 i += 1;
@@ -82,11 +88,12 @@ impl Score {
         match (expect, blocked_at) {
             (Some(Expected::Block), Some(at)) => {
                 self.tp += 1;
-                let from = case
-                    .fault_at
-                    .unwrap_or_else(|| case.release.batches.iter().map(|b| b.at).min().unwrap_or(0));
+                let from = case.fault_at.unwrap_or_else(|| {
+                    case.release.batches.iter().map(|b| b.at).min().unwrap_or(0)
+                });
                 self.seconds.push((at - from) as f64);
-                self.hosts_at_block.push(released_hosts(case, at - 60).len() as f64);
+                self.hosts_at_block
+                    .push(released_hosts(case, at - 60).len() as f64);
             }
             (Some(Expected::Block), None) => self.fn_ += 1,
             (Some(Expected::Pass), Some(_)) => self.fp += 1,
@@ -102,7 +109,11 @@ impl Score {
     }
     fn f1(&self) -> f64 {
         let (p, r) = (self.precision().unwrap_or(0.0), self.recall());
-        if p + r == 0.0 { 0.0 } else { 2.0 * p * r / (p + r) }
+        if p + r == 0.0 {
+            0.0
+        } else {
+            2.0 * p * r / (p + r)
+        }
     }
     fn far(&self) -> f64 {
         self.fp as f64 / (self.fp + self.tn).max(1) as f64
@@ -218,7 +229,10 @@ fn windows_differ(after: &Side, before: &Side) -> bool {
         (Some(x), Some(y)) => x - y >= by,
         _ => false,
     };
-    if up(&after.cpu, &before.cpu, 10.0) || up(&after.disk, &before.disk, 10.0) || up(&after.mem, &before.mem, 5.0) {
+    if up(&after.cpu, &before.cpu, 10.0)
+        || up(&after.disk, &before.disk, 10.0)
+        || up(&after.mem, &before.mem, 5.0)
+    {
         return true;
     }
     if let (Some(a), Some(b)) = (med(&after.load), med(&before.load))
@@ -270,7 +284,10 @@ fn kayenta(case: &ParsedCase, rows: &[HostMinute], m: i64) -> bool {
     }
     type Metric = fn(&HostMinute) -> Option<f64>;
     let metrics: [(Metric, bool); 7] = [
-        (|r| (r.lines > 0).then(|| r.error_lines as f64 / r.lines as f64), true),
+        (
+            |r| (r.lines > 0).then(|| r.error_lines as f64 / r.lines as f64),
+            true,
+        ),
         (
             |r| (r.lines > 0).then(|| r.exceptions.values().sum::<u64>() as f64 / r.lines as f64),
             true,
@@ -356,7 +373,11 @@ fn trace(cases: &[ParsedCase], id: &str) {
             replayer.judge_case(case);
             continue;
         }
-        let memory = replayer.memories.entry(case.release.app.clone()).or_default().clone();
+        let memory = replayer
+            .memories
+            .entry(case.release.app.clone())
+            .or_default()
+            .clone();
         println!("{} memory thresholds {:?}", case.id, memory.thresholds);
         let mut judge = vigil_detector::judge::ReleaseJudge::new(
             case.release.clone(),
@@ -367,7 +388,12 @@ fn trace(cases: &[ParsedCase], id: &str) {
         let until = case.release.until.unwrap_or(start + 3600);
         let mut m = start;
         while m < until {
-            let rows: Vec<HostMinute> = case.rows.iter().filter(|r| r.minute <= m).cloned().collect();
+            let rows: Vec<HostMinute> = case
+                .rows
+                .iter()
+                .filter(|r| r.minute <= m)
+                .cloned()
+                .collect();
             let v = judge.round(m, &rows, &memory);
             println!("+{:>3} min {:?}", (m - start) / 60, v.decision);
             for r in &v.reasons {
@@ -389,7 +415,7 @@ fn main() {
         }
     };
     let t = Instant::now();
-    let cases = generate(args.seed, args.cases, &corpus);
+    let cases = generate_with(args.seed, args.cases, args.bad_fraction, &corpus);
     let generated = t.elapsed();
     let mut text = Vec::new();
     if let Err(e) = write_cases(&cases, &mut text) {
@@ -415,7 +441,10 @@ fn main() {
         trace(&parsed, id);
         return;
     }
-    let bad = parsed.iter().filter(|c| c.expect == Some(Expected::Block)).count();
+    let bad = parsed
+        .iter()
+        .filter(|c| c.expect == Some(Expected::Block))
+        .count();
     let rows: usize = parsed.iter().map(|c| c.rows.len()).sum();
     println!("Vigil release benchmark");
     println!("machine: {}", machine());

@@ -788,6 +788,11 @@ fn rate_signal(
             && r.observed - r.expected >= min_excess
     };
     let mut best: Option<(RateInput, RateResult, Vec<String>)> = None;
+    // Cheap pre-check: without enough events after the release nothing can pass.
+    let settled_events: f64 = released.iter().map(|&h| per_host[h].ka).sum();
+    if settled_events < params.rate_min_excess * 0.75 {
+        return None;
+    }
     let total = input_for(released);
     if let Some(r) = rate_test(&total, phi)
         && passes(&r, params.rate_alpha, params.rate_min_excess)
@@ -797,7 +802,8 @@ fn rate_signal(
             .iter()
             .filter(|&&h| {
                 let x = input_for(&[h]);
-                rate_test(&x, host_phi[h]).is_some_and(|rh| rh.observed > rh.expected.max(1.0) * params.rate_min_ratio)
+                rate_test(&x, host_phi[h])
+                    .is_some_and(|rh| rh.observed > rh.expected.max(1.0) * params.rate_min_ratio)
             })
             .map(|&h| hosts[h].name.to_string())
             .collect();
@@ -806,6 +812,9 @@ fn rate_signal(
     if best.is_none() && released.len() > 1 {
         let alpha = params.rate_alpha / released.len() as f64;
         for &h in released {
+            if per_host[h].ka < params.rate_min_excess * 0.75 {
+                continue;
+            }
             let x = input_for(&[h]);
             if let Some(r) = rate_test(&x, host_phi[h])
                 && passes(&r, alpha, params.rate_min_excess * 0.75)
@@ -868,7 +877,10 @@ fn rate_signal(
         severity: Severity::Critical,
         hosts: hit,
         fingerprint: signal.fingerprint.map(fingerprint_hex),
-        metric: signal.fingerprint.is_none().then(|| "error_lines".to_string()),
+        metric: signal
+            .fingerprint
+            .is_none()
+            .then(|| "error_lines".to_string()),
         evidence,
     };
     Some(candidate(
@@ -933,7 +945,9 @@ fn metric_signal(
         };
         excursions.extend(before.iter().map(|v| v - b));
         match h.role {
-            Role::Released(_) => released.push((h.name, b, a, a - b, noise, before.len(), after.len())),
+            Role::Released(_) => {
+                released.push((h.name, b, a, a - b, noise, before.len(), after.len()))
+            }
             Role::Reference => {
                 reference_deltas.push(a - b);
                 excursions.extend(after.iter().map(|v| v - b));

@@ -410,7 +410,10 @@ fn kind_cap(kind: &str) -> f64 {
 }
 
 fn kind_default(kind: &str) -> f64 {
-    SIGNAL_KINDS.iter().find(|k| k.0 == kind).map_or(0.0, |k| k.1)
+    SIGNAL_KINDS
+        .iter()
+        .find(|k| k.0 == kind)
+        .map_or(0.0, |k| k.1)
 }
 
 /// Format version of [`AppMemory`].
@@ -749,7 +752,12 @@ impl ReleaseJudge {
         self.verdict.clone()
     }
 
-    fn block(&mut self, at: i64, reasons: Vec<Reason>, candidates: &[funnel::Candidate]) -> Verdict {
+    fn block(
+        &mut self,
+        at: i64,
+        reasons: Vec<Reason>,
+        candidates: &[funnel::Candidate],
+    ) -> Verdict {
         for c in candidates {
             if (c.immediate || c.suspicious)
                 && let Some(fp) = c.fingerprint

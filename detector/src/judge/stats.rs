@@ -308,17 +308,26 @@ mod tests {
         assert!(close(ln_gamma(1.0), 0.0_f64.max(1e-300), 1.0) || ln_gamma(1.0).abs() < 1e-12);
         assert!(close(ln_gamma(5.0), 24.0_f64.ln(), 1e-12));
         assert!(close(ln_gamma(10.5), 1_133_278.388_7_f64.ln(), 1e-9));
-        assert!(close(ln_gamma(0.5), std::f64::consts::PI.sqrt().ln(), 1e-12));
+        assert!(close(
+            ln_gamma(0.5),
+            std::f64::consts::PI.sqrt().ln(),
+            1e-12
+        ));
     }
 
     #[test]
     fn binomial_tail_matches_exact_sums() {
         // P(X >= 3), X ~ Bin(10, 0.1) = 1 - (0.9^10 + 10*0.1*0.9^9 + 45*0.01*0.9^8)
-        let exact = 1.0 - (0.9f64.powi(10) + 10.0 * 0.1 * 0.9f64.powi(9) + 45.0 * 0.01 * 0.9f64.powi(8));
+        let exact =
+            1.0 - (0.9f64.powi(10) + 10.0 * 0.1 * 0.9f64.powi(9) + 45.0 * 0.01 * 0.9f64.powi(8));
         assert!(close(binomial_upper_tail(3.0, 10.0, 0.1), exact, 1e-9));
         assert_eq!(binomial_upper_tail(0.0, 10.0, 0.1), 1.0);
         assert_eq!(binomial_upper_tail(11.0, 10.0, 0.1), 0.0);
-        assert!(close(binomial_upper_tail(10.0, 10.0, 0.5), 0.5f64.powi(10), 1e-9));
+        assert!(close(
+            binomial_upper_tail(10.0, 10.0, 0.5),
+            0.5f64.powi(10),
+            1e-9
+        ));
         // Continuous in k: monotone decreasing.
         assert!(binomial_upper_tail(3.5, 10.0, 0.1) < binomial_upper_tail(3.0, 10.0, 0.1));
     }
@@ -347,7 +356,11 @@ mod tests {
         assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
         assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), Some(2.5));
         assert_eq!(median(&mut []), None);
-        assert!(close(mad_sd(&[1.0, 2.0, 3.0, 4.0, 100.0]).unwrap_or(0.0), 1.4826, 1e-9));
+        assert!(close(
+            mad_sd(&[1.0, 2.0, 3.0, 4.0, 100.0]).unwrap_or(0.0),
+            1.4826,
+            1e-9
+        ));
         let pts: Vec<(f64, f64)> = (0..10).map(|i| (i as f64, 2.0 * i as f64 + 1.0)).collect();
         assert!(close(ols_slope(&pts).unwrap_or(0.0), 2.0, 1e-12));
         assert_eq!(ols_slope(&[(1.0, 1.0)]), None);

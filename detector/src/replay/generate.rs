@@ -79,9 +79,7 @@ impl CpuCorpus {
     /// [`GenerateError`] when the directory or files are missing or malformed.
     pub fn load(dir: &Path) -> Result<Self, GenerateError> {
         let sub = dir.join("realAWSCloudwatch");
-        let missing = || GenerateError::CorpusMissing {
-            path: sub.clone(),
-        };
+        let missing = || GenerateError::CorpusMissing { path: sub.clone() };
         let entries = std::fs::read_dir(&sub).map_err(|_| missing())?;
         let mut files: Vec<PathBuf> = entries
             .filter_map(Result::ok)
@@ -288,7 +286,10 @@ fn definition(rng: &mut Rand, app: &str, class: &str, dangerous: bool) -> Defini
         } else {
             Vec::new()
         },
-        message: format!("{} failed in {app}", class.rsplit('.').next().unwrap_or(class)),
+        message: format!(
+            "{} failed in {app}",
+            class.rsplit('.').next().unwrap_or(class)
+        ),
         frames: vec![
             format!("com.example.{app}.Service{}.{method}", rng.range(1, 40)),
             format!("com.example.{app}.Controller{}.serve", rng.range(1, 20)),
@@ -304,7 +305,9 @@ fn app(seed: u64, index: usize) -> App {
     let hosts = (0..n_hosts).map(|h| format!("{name}-h{h:02}")).collect();
     let base = rng.log_uniform(300.0, 3000.0);
     let host_lines = (0..n_hosts).map(|_| base * rng.uniform(0.5, 1.7)).collect();
-    let host_cores = (0..n_hosts).map(|_| *rng.pick(&[2.0, 4.0, 8.0, 16.0])).collect();
+    let host_cores = (0..n_hosts)
+        .map(|_| *rng.pick(&[2.0, 4.0, 8.0, 16.0]))
+        .collect();
     let host_mem = (0..n_hosts).map(|_| rng.uniform(30.0, 70.0)).collect();
     let n_exceptions = rng.range(3, 9);
     let mut exceptions = Vec::new();
@@ -433,12 +436,18 @@ fn host_slot_of(app: &App, host: &str) -> usize {
 const BASELINE_MINUTES: i64 = 30;
 const WATCH_MINUTES: i64 = 60;
 
-/// Generates case `index` of the set `seed`.
+/// Generates case `index` of the set `seed` (about 15% bad).
 pub fn generate_case(seed: u64, index: usize, corpus: &CpuCorpus) -> Case {
+    generate_case_with(seed, index, BAD_FRACTION, corpus)
+}
+
+/// Like [`generate_case`] with another share of bad releases (for small fixed sets that
+/// must hold enough faults to measure recall).
+pub fn generate_case_with(seed: u64, index: usize, bad_fraction: f64, corpus: &CpuCorpus) -> Case {
     let mut rng = Rand::new(mix(seed, index as u64 + 1));
     let app_index = rng.range(0, APPS - 1);
     let app = app(seed, app_index);
-    let bad = rng.chance(BAD_FRACTION);
+    let bad = rng.chance(bad_fraction);
     let fault = bad.then(|| *rng.pick(FAULTS));
     let mut benign = if bad { Benign::AA } else { *rng.pick(BENIGN) };
     let topology = {
@@ -559,7 +568,11 @@ pub fn generate_case(seed: u64, index: usize, corpus: &CpuCorpus) -> Case {
         match f {
             Fault::Dangerous | Fault::DangerousRare | Fault::DangerousStartup => {
                 let class = *rng.pick(DANGEROUS_CLASSES);
-                extras.push((rng.0.u64(..), definition(&mut rng, &app.name, class, true), 1.0));
+                extras.push((
+                    rng.0.u64(..),
+                    definition(&mut rng, &app.name, class, true),
+                    1.0,
+                ));
                 intensity = match f {
                     Fault::Dangerous => rng.log_uniform(0.5, 10.0),
                     Fault::DangerousRare => rng.log_uniform(0.03, 0.3),
@@ -568,7 +581,11 @@ pub fn generate_case(seed: u64, index: usize, corpus: &CpuCorpus) -> Case {
             }
             Fault::NewException => {
                 let class = *rng.pick(BENIGN_CLASSES);
-                extras.push((rng.0.u64(..), definition(&mut rng, &app.name, class, false), rng.uniform(0.5, 2.0)));
+                extras.push((
+                    rng.0.u64(..),
+                    definition(&mut rng, &app.name, class, false),
+                    rng.uniform(0.5, 2.0),
+                ));
                 intensity = rng.log_uniform(0.3, 10.0);
             }
             Fault::KnownMore => {
@@ -585,14 +602,18 @@ pub fn generate_case(seed: u64, index: usize, corpus: &CpuCorpus) -> Case {
                     * if intermittent { 0.5 } else { 1.0 };
                 let extra = |rate: f64, m: f64| (m - 1.0) * rate / 1000.0 * line_minutes;
                 let candidates: Vec<usize> = (0..app.exceptions.len())
-                    .filter(|&i| !app.exceptions[i].definition.dangerous && extra(app.exceptions[i].rate, intensity) >= OBSERVABLE_EXTRA)
+                    .filter(|&i| {
+                        !app.exceptions[i].definition.dangerous
+                            && extra(app.exceptions[i].rate, intensity) >= OBSERVABLE_EXTRA
+                    })
                     .collect();
                 if candidates.is_empty() {
                     known_target = (0..app.exceptions.len())
                         .max_by(|&a, &b| app.exceptions[a].rate.total_cmp(&app.exceptions[b].rate))
                         .unwrap_or(0);
                     let rate = app.exceptions[known_target].rate;
-                    intensity = intensity.max(1.0 + OBSERVABLE_EXTRA / (rate / 1000.0 * line_minutes).max(1e-9));
+                    intensity = intensity
+                        .max(1.0 + OBSERVABLE_EXTRA / (rate / 1000.0 * line_minutes).max(1e-9));
                 } else {
                     known_target = *rng.pick(&candidates);
                 }
@@ -620,25 +641,51 @@ pub fn generate_case(seed: u64, index: usize, corpus: &CpuCorpus) -> Case {
     let surge_known_mult = rng.uniform(5.0, 15.0);
     if benign == Benign::Outage {
         let class = *rng.pick(BENIGN_CLASSES);
-        extras.push((rng.0.u64(..), definition(&mut rng, &app.name, class, false), 1.0));
+        extras.push((
+            rng.0.u64(..),
+            definition(&mut rng, &app.name, class, false),
+            1.0,
+        ));
         intensity = rng.log_uniform(2.0, 20.0);
     }
     if benign == Benign::RareNew {
         let class = *rng.pick(BENIGN_CLASSES);
-        extras.push((rng.0.u64(..), definition(&mut rng, &app.name, class, false), 1.0));
+        extras.push((
+            rng.0.u64(..),
+            definition(&mut rng, &app.name, class, false),
+            1.0,
+        ));
     }
-    let warmup_len = if benign == Benign::Warmup { rng.range(1, 3) as i64 } else { 1 };
-    let warmup_mult = if benign == Benign::Warmup { rng.uniform(5.0, 15.0) } else { 2.0 };
+    let warmup_len = if benign == Benign::Warmup {
+        rng.range(1, 3) as i64
+    } else {
+        1
+    };
+    let warmup_mult = if benign == Benign::Warmup {
+        rng.uniform(5.0, 15.0)
+    } else {
+        2.0
+    };
     let warmup_known = rng.range(0, app.exceptions.len() - 1);
     let noisy_host = released.first().copied().unwrap_or(0);
-    let imbalance = if rng.chance(0.5) { rng.uniform(0.55, 0.75) } else { rng.uniform(1.3, 1.8) };
+    let imbalance = if rng.chance(0.5) {
+        rng.uniform(0.55, 0.75)
+    } else {
+        rng.uniform(1.3, 1.8)
+    };
     let rare_host = *rng.pick(&released);
     let rare_minutes: Vec<i64> = (0..rng.range(1, 3))
         .map(|_| t_first_minute + 60 * rng.range(0, (WATCH_MINUTES - 1) as usize) as i64)
         .collect();
     // Data gaps: (host, from, to) with rows missing.
     let mut gaps: Vec<(usize, i64, i64)> = Vec::new();
-    let gap_count = if benign == Benign::Gaps { rng.range(1, 3) } else if rng.chance(0.05) { 1 } else { 0 };
+    let gap_count = if benign == Benign::Gaps {
+        rng.range(1, 3)
+    } else if rng.chance(0.05) {
+        1
+    } else {
+        0
+    };
     for _ in 0..gap_count {
         let h = rng.range(0, n - 1);
         let from = start_minute + 60 * rng.range(0, 80) as i64;
@@ -651,7 +698,11 @@ pub fn generate_case(seed: u64, index: usize, corpus: &CpuCorpus) -> Case {
     let cpu_series: Vec<(usize, usize, f64)> = (0..n)
         .map(|_| {
             let len = corpus.series[app_series].len();
-            (app_series, rng.range(0, len.saturating_sub(200)), rng.uniform(0.7, 1.3))
+            (
+                app_series,
+                rng.range(0, len.saturating_sub(200)),
+                rng.uniform(0.7, 1.3),
+            )
         })
         .collect();
 
@@ -665,7 +716,9 @@ pub fn generate_case(seed: u64, index: usize, corpus: &CpuCorpus) -> Case {
     let mut t = start_minute;
     while t < end_minute {
         fleet_noise = 0.8 * fleet_noise + 0.02 * rng.normal();
-        let rhythm = 1.0 + 0.25 * (std::f64::consts::TAU * (t as f64) / 86_400.0 + rhythm_phase).sin() + fleet_noise;
+        let rhythm = 1.0
+            + 0.25 * (std::f64::consts::TAU * (t as f64) / 86_400.0 + rhythm_phase).sin()
+            + fleet_noise;
         for h in 0..n {
             let slot = host_slot[h];
             let mut lv = Levers {
@@ -703,7 +756,8 @@ pub fn generate_case(seed: u64, index: usize, corpus: &CpuCorpus) -> Case {
                 }
                 Benign::Outage if t >= surge_from && t < surge_from + surge_len => {
                     lv.errors *= 3.0;
-                    lv.extra.push((0, intensity * app.host_lines[slot] / 1000.0));
+                    lv.extra
+                        .push((0, intensity * app.host_lines[slot] / 1000.0));
                 }
                 Benign::NoisyBefore if h == noisy_host => {
                     lv.errors *= 4.0;
@@ -713,7 +767,8 @@ pub fn generate_case(seed: u64, index: usize, corpus: &CpuCorpus) -> Case {
                     if is_released {
                         lv.lines *= imbalance;
                     } else {
-                        let shift = (1.0 - imbalance) * released.len() as f64 / (n - released.len()).max(1) as f64;
+                        let shift = (1.0 - imbalance) * released.len() as f64
+                            / (n - released.len()).max(1) as f64;
                         lv.lines *= (1.0 + shift).clamp(0.8, 1.25);
                     }
                 }
@@ -749,7 +804,10 @@ pub fn generate_case(seed: u64, index: usize, corpus: &CpuCorpus) -> Case {
                     _ => {}
                 }
             }
-            if gaps.iter().any(|&(gh, from, to)| gh == h && t >= from && t < to) {
+            if gaps
+                .iter()
+                .any(|&(gh, from, to)| gh == h && t >= from && t < to)
+            {
                 lv.present = false;
             }
             // Sample the minute.
@@ -758,7 +816,9 @@ pub fn generate_case(seed: u64, index: usize, corpus: &CpuCorpus) -> Case {
                 continue;
             }
             let lines_mean = lv.lines.max(0.0);
-            let lines = (lines_mean + 1.5 * lines_mean.sqrt() * rng.normal()).round().max(0.0) as u64;
+            let lines = (lines_mean + 1.5 * lines_mean.sqrt() * rng.normal())
+                .round()
+                .max(0.0) as u64;
             let l = lines as f64;
             let error_lines = rng.negbin(l * app.error_rate * lv.errors, 2.0);
             let warn_lines = rng.negbin(l * app.warn_rate, 3.0);
@@ -773,10 +833,19 @@ pub fn generate_case(seed: u64, index: usize, corpus: &CpuCorpus) -> Case {
                 let (fp, _, shape) = &extras[i];
                 let k = if benign == Benign::RareNew && fault.is_none() {
                     1
-                } else if fault == Some(Fault::DangerousStartup) || fault == Some(Fault::DangerousRare) {
+                } else if fault == Some(Fault::DangerousStartup)
+                    || fault == Some(Fault::DangerousRare)
+                {
                     rng.poisson(mean)
                 } else {
-                    rng.negbin(mean * if fault.is_some() { 1.0 } else { l / lines_mean.max(1.0) }, *shape)
+                    rng.negbin(
+                        mean * if fault.is_some() {
+                            1.0
+                        } else {
+                            l / lines_mean.max(1.0)
+                        },
+                        *shape,
+                    )
                 };
                 if k > 0 {
                     *exceptions.entry(fingerprint_hex(*fp)).or_insert(0) += k;
@@ -784,10 +853,13 @@ pub fn generate_case(seed: u64, index: usize, corpus: &CpuCorpus) -> Case {
             }
             let (s, off, scale) = cpu_series[h];
             let series = &corpus.series[s];
-            let base_cpu = scale * series[(off + ((t - start_minute) / 60) as usize) % series.len()];
+            let base_cpu =
+                scale * series[(off + ((t - start_minute) / 60) as usize) % series.len()];
             let cpu = (base_cpu + lv.cpu_add + 0.8 * rng.normal()).clamp(0.0, 100.0);
             let cores = app.host_cores[slot];
-            let load1 = ((cpu / 100.0 * cores * lv.load_mult + lv.load_add) * (1.0 + 0.1 * rng.normal())).max(0.0);
+            let load1 = ((cpu / 100.0 * cores * lv.load_mult + lv.load_add)
+                * (1.0 + 0.1 * rng.normal()))
+            .max(0.0);
             let disk_busy = (3.0 + 2.0 * rng.gamma(1.5) + lv.disk_add).clamp(0.0, 100.0);
             let mem = (mem_walk[h] + lv.mem_add).clamp(0.0, 99.5);
             minutes.push(CaseMinute {
@@ -819,7 +891,10 @@ pub fn generate_case(seed: u64, index: usize, corpus: &CpuCorpus) -> Case {
         if !minutes.iter().any(|m| m.exceptions.contains_key(&hex)) {
             let h = affected[0];
             let at = release_minute[h].max(fault_minute);
-            if let Some(m) = minutes.iter_mut().find(|m| m.host == hosts[h] && m.minute >= at) {
+            if let Some(m) = minutes
+                .iter_mut()
+                .find(|m| m.host == hosts[h] && m.minute >= at)
+            {
                 m.exceptions.insert(hex, 1);
             }
         }
@@ -839,8 +914,16 @@ pub fn generate_case(seed: u64, index: usize, corpus: &CpuCorpus) -> Case {
     for (fp, d, _) in &extras {
         exceptions.insert(fingerprint_hex(*fp), d.clone());
     }
-    let mut id = format!("g{seed}-{index:05}-{}-{}", if bad { "bad" } else { "ok" }, name.replace(' ', ""));
-    for (flag, word) in [(partial, "partial"), (delayed, "delayed"), (intermittent, "intermittent")] {
+    let mut id = format!(
+        "g{seed}-{index:05}-{}-{}",
+        if bad { "bad" } else { "ok" },
+        name.replace(' ', "")
+    );
+    for (flag, word) in [
+        (partial, "partial"),
+        (delayed, "delayed"),
+        (intermittent, "intermittent"),
+    ] {
         if flag {
             id.push('-');
             id.push_str(word);
@@ -858,7 +941,11 @@ pub fn generate_case(seed: u64, index: usize, corpus: &CpuCorpus) -> Case {
             reference_hosts: reference,
             until: Some(end_minute),
         },
-        known_fingerprints: app.exceptions.iter().map(|e| fingerprint_hex(e.fp)).collect(),
+        known_fingerprints: app
+            .exceptions
+            .iter()
+            .map(|e| fingerprint_hex(e.fp))
+            .collect(),
         exceptions,
         minutes,
     }
@@ -871,6 +958,13 @@ fn round2(x: f64) -> f64 {
 /// Generates `count` cases of the set `seed`.
 pub fn generate(seed: u64, count: usize, corpus: &CpuCorpus) -> Vec<Case> {
     (0..count).map(|i| generate_case(seed, i, corpus)).collect()
+}
+
+/// Generates `count` cases of the set `seed` with the given share of bad releases.
+pub fn generate_with(seed: u64, count: usize, bad_fraction: f64, corpus: &CpuCorpus) -> Vec<Case> {
+    (0..count)
+        .map(|i| generate_case_with(seed, i, bad_fraction, corpus))
+        .collect()
 }
 
 /// Writes cases as JSON Lines.

@@ -315,7 +315,10 @@ pub fn parse_cases(reader: impl BufRead) -> Result<Vec<ParsedCase>, ReplayError>
         if line.trim().is_empty() {
             continue;
         }
-        let malformed = |reason: String| ReplayError::Malformed { line: i + 1, reason };
+        let malformed = |reason: String| ReplayError::Malformed {
+            line: i + 1,
+            reason,
+        };
         let case: Case =
             serde_json::from_str(&line).map_err(|e| malformed(format!("invalid case: {e}")))?;
         cases.push(case.validate().map_err(malformed)?);
@@ -498,15 +501,7 @@ pub fn run(
     for case in cases {
         let r = replayer.judge_case(case);
         if json {
-            let line = serde_json::json!({
-                "id": r.id,
-                "expected": r.expected,
-                "decision": r.decision,
-                "decided_at": r.decided_at,
-                "seconds_to_block": r.seconds_to_block,
-                "hosts_released_at_block": r.hosts_released_at_block,
-                "reasons": r.reasons,
-            });
+            let line = serde_json::to_string(&r).map_err(std::io::Error::from)?;
             writeln!(out, "{line}")?;
         } else {
             let reasons: Vec<String> = r
@@ -533,16 +528,9 @@ pub fn run(
     }
     let summary = Summary::of(&results);
     if json {
-        let line = serde_json::json!({
-            "cases": summary.cases,
-            "tp": summary.tp,
-            "fp": summary.fp,
-            "tn": summary.tn,
-            "fn": summary.fn_,
-            "precision": summary.precision,
-            "recall": summary.recall,
-            "median_seconds_to_block": summary.median_seconds_to_block,
-        });
+        // Field order is the contract: cases, tp, fp, tn, fn, precision, recall,
+        // median_seconds_to_block.
+        let line = serde_json::to_string(&summary).map_err(std::io::Error::from)?;
         writeln!(out, "{line}")?;
     } else {
         let fmt = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
