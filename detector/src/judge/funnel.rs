@@ -140,7 +140,7 @@ fn rate_test(x: &RateInput, phi: f64) -> Option<RateResult> {
         return None;
     }
     let mut p: f64 = 0.0;
-    let mut p_minutes = 0.0;
+    let p_minutes;
     let (observed, expected, kf_a, nf_a);
     if has_ref {
         // The released lines of `matched` are already weighted by each host's

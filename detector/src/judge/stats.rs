@@ -171,7 +171,7 @@ fn lower_gamma_regularized(a: f64, x: f64) -> f64 {
 
 /// Student's t upper tail `P(T >= t)` with `df` degrees of freedom (`df > 0`).
 pub fn student_t_upper_tail(t: f64, df: f64) -> f64 {
-    if !(df > 0.0) || t.is_nan() {
+    if df.is_nan() || df <= 0.0 || t.is_nan() {
         return f64::NAN;
     }
     let x = df / (df + t * t);
