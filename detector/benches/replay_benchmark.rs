@@ -462,7 +462,7 @@ fn main() {
     let t = Instant::now();
     let mut replayer = Replayer::default();
     let mut vigil = Score::default();
-    let mut per_scenario: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut per_scenario: BTreeMap<String, (usize, usize, Vec<f64>)> = BTreeMap::new();
     let mut wrong = Vec::new();
     for case in &parsed {
         let r = replayer.judge_case(case);
@@ -471,6 +471,9 @@ fn main() {
         let ok = (case.expect == Some(Expected::Block)) == blocked.is_some();
         let e = per_scenario.entry(scenario(&case.id)).or_default();
         e.0 += 1;
+        if let (Some(Expected::Block), Some(s)) = (case.expect, r.seconds_to_block) {
+            e.2.push(s as f64);
+        }
         if ok {
             e.1 += 1;
         } else {
@@ -528,9 +531,10 @@ fn main() {
         1000.0 * vigil_time.as_secs_f64() / parsed.len().max(1) as f64
     );
     println!();
-    println!("Vigil per scenario (right / cases):");
-    for (name, (n, ok)) in &per_scenario {
-        println!("  {name:<28} {ok}/{n}");
+    println!("Vigil per scenario (right / cases, median seconds to block):");
+    for (name, (n, ok, seconds)) in &per_scenario {
+        let median_s = median(&mut seconds.clone()).map_or(String::new(), |v| format!("{v:.0} s"));
+        println!("  {name:<28} {ok:>4}/{n:<4} {median_s}");
     }
     if args.details {
         println!();

@@ -122,7 +122,7 @@ struct RateResult {
 }
 
 /// Pseudo-events shrinking the released/reference baseline ratio towards 1.
-const SHRINK_EVENTS: f64 = 2.0;
+const SHRINK_EVENTS: f64 = 8.0;
 
 /// The rate test of rule 3 (see the module docs of `judge`).
 ///
@@ -159,7 +159,20 @@ fn rate_test(x: &RateInput, phi: f64) -> Option<RateResult> {
         if k <= 0.0 || n <= 0.0 {
             return None;
         }
-        p = p.max(binomial_upper_tail(k / phi, n / phi, mean / n));
+        let did = binomial_upper_tail(k / phi, n / phi, mean / n);
+        // Rare exceptions: a handful of reference events say little on their own, so the
+        // released events are also tested against every other cell pooled (before on both
+        // groups, reference after). The guards below keep fleet-wide surges and noisy
+        // hosts out (they need growth on the released hosts themselves, minute by minute).
+        let others = x.kr_b + x.kf_b + kf;
+        let other_lines = x.nr_b + x.nf_b + nf;
+        let cn: f64 = x.matched.iter().map(|m| m.1).sum();
+        let pooled = if other_lines > 0.0 && cn > 0.0 {
+            binomial_upper_tail(k / phi, (k + others) / phi, cn / (cn + other_lines))
+        } else {
+            1.0
+        };
+        p = p.max(did.min(pooled));
         // Per-minute excesses must also be consistently positive: a t-test that takes the
         // variance from the minutes themselves, whatever the overdispersion (a surge
         // multiplies the variance of negative-binomial counts far beyond what the
@@ -900,8 +913,11 @@ fn values_in(rows: &[&HostMinute], metric: &str, from: i64, to: i64) -> Vec<f64>
         .collect()
 }
 
+/// Quantile of the recent minutes taken as a host's recent level.
+const RECENT_QUANTILE: f64 = 0.75;
+
 /// Quantile of normal minute-to-level deviations a metric change must exceed.
-const EXCURSION_QUANTILE: f64 = 0.98;
+const EXCURSION_QUANTILE: f64 = 0.995;
 
 /// Minimum robust noise per metric, so a flat baseline does not make every wiggle huge.
 fn noise_floor(metric: &str, baseline_median: f64) -> f64 {
@@ -940,7 +956,10 @@ fn metric_signal(
             continue;
         }
         let noise = mad_sd(&before).unwrap_or(0.0);
-        let (Some(b), Some(a)) = (median(&mut before), median(&mut after)) else {
+        // The recent level is an upper quartile, so a fault that comes and goes (half of
+        // the minutes) still shows; the baseline level is the median.
+        let (Some(b), Some(a)) = (median(&mut before), quantile(&mut after, RECENT_QUANTILE))
+        else {
             continue;
         };
         excursions.extend(before.iter().map(|v| v - b));
