@@ -19,13 +19,13 @@ fn rows_strategy() -> impl Strategy<Value = Vec<HostMinute>> {
             cells
                 .into_iter()
                 .enumerate()
-                .filter(|(i, c)| (i + c.0 as usize) % 17 != 0) // some minutes missing
+                .filter(|(i, c)| !(i + c.0 as usize).is_multiple_of(17)) // some minutes missing
                 .map(|(i, (lines, errors, known, fresh, cpu))| {
                     let mut exceptions = BTreeMap::new();
                     if known > 0 {
                         exceptions.insert(1u64, known);
                     }
-                    if fresh > 0 && i % 7 == 0 {
+                    if fresh > 0 && i.is_multiple_of(7) {
                         exceptions.insert(2u64, fresh);
                     }
                     HostMinute {
