@@ -800,7 +800,7 @@ fn rate_signal(
             && r.ratio >= params.rate_min_ratio
             && r.observed - r.expected >= min_excess
     };
-    let mut best: Option<(RateInput, RateResult, Vec<String>)> = None;
+    let mut best: Option<(RateInput, RateResult, Vec<String>, f64)> = None;
     // Cheap pre-check: without enough events after the release nothing can pass.
     let settled_events: f64 = released.iter().map(|&h| per_host[h].ka).sum();
     if settled_events < params.rate_min_excess * 0.75 {
@@ -820,7 +820,7 @@ fn rate_signal(
             })
             .map(|&h| hosts[h].name.to_string())
             .collect();
-        best = Some((total, r, hit));
+        best = Some((total, r, hit, phi));
     }
     if best.is_none() && released.len() > 1 {
         let alpha = params.rate_alpha / released.len() as f64;
@@ -833,11 +833,11 @@ fn rate_signal(
                 && passes(&r, alpha, params.rate_min_excess * 0.75)
                 && best.as_ref().is_none_or(|b| r.ratio > b.1.ratio)
             {
-                best = Some((x, r, vec![hosts[h].name.to_string()]));
+                best = Some((x, r, vec![hosts[h].name.to_string()], host_phi[h]));
             }
         }
     }
-    let (x, r, hit) = best?;
+    let (x, r, hit, phi) = best?;
     let tally = |value: f64, lines: f64| Tally {
         value,
         lines: lines as u64,

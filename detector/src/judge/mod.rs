@@ -9,28 +9,51 @@
 //! thresholds, fingerprints known to be benign) from release to release.
 //!
 //! # The funnel (cheapest first)
+//! Windows: a released host's *baseline* is its minutes before its own release (up to
+//! [`JudgeParams::baseline_minutes`] before the first batch); its *after* window starts at
+//! its release; rate and metric tests skip the first [`JudgeParams::warmup_minutes`]
+//! (restart noise). Reference hosts (`reference_hosts` plus hosts of batches not reached
+//! yet) have the first batch as their boundary. Missing rows are absent from every sum.
+//!
 //! 1. `dangerous_exception` — a fingerprint whose definition is dangerous, seen on a
 //!    released host after its release, absent from every host's baseline, from the
-//!    reference group and from the app's known history: **block at once**.
-//! 2. `new_exception` — a fingerprint the app has not shown (known history, baselines,
-//!    reference group) reaching [`JudgeParams::new_min_count`] events in at least two
-//!    minutes.
+//!    reference group and from the app's known history: **block at once** (also from
+//!    [`ReleaseJudge::alert`], at the alert's time).
+//! 2. `new_exception` — a fingerprint unknown to the app (known list, [`AppMemory`]),
+//!    absent from baselines and reference hosts, reaching [`JudgeParams::new_min_count`]
+//!    events on released hosts in at least two host-minutes.
 //! 3. `exception_rate` / `error_rate` — more of a known exception or of error lines,
-//!    normalised by log lines: released-after against reference-after, scaled by the
-//!    released/reference ratio before the release (difference in differences), and
-//!    released-after against released-before; one-sided conditional binomial tests on
-//!    quasi-Poisson scaled counts (dispersion estimated from the baseline), a minimum
-//!    ratio and a minimum excess. Aggregated over released hosts and per released host.
-//! 4. `host_metric` — CPU, load and disk busy: a released host's recent median minus its
-//!    baseline median, minus the reference hosts' median change, against the host's own
-//!    baseline noise; memory: the slope of memory used after the release against the
-//!    reference hosts' slopes.
-//! 5. `log_volume` — a released host still reporting whose log lines fell far below its
-//!    baseline, relative to the reference group's change.
+//!    normalised by log lines. Per minute where both groups report, the released share of
+//!    the minute's events is expected to be `c·N_r / (c·N_r + N_f)`, where `c` is each
+//!    released host's before-release rate relative to the reference group (shrunk towards
+//!    1 by 8 pseudo-events, never below 1, so a host noisy before the release stays quiet):
+//!    difference in differences. The main test is a one-sided binomial test on counts
+//!    divided by the dispersion `φ` (quasi-Poisson; `φ` is Pearson χ²/df over the
+//!    baseline, per host and event-weighted for the group, 1.5 when the baseline is thin),
+//!    taking the smaller p of that test and of a pooled test against all other cells
+//!    (rare exceptions), at [`JudgeParams::rate_alpha`] = 1e-5. Two guards must also
+//!    reject: released after vs released before (p < 0.01) and a one-sample t-test on the
+//!    per-minute excesses whose variance comes from the minutes themselves (p < 0.002), so
+//!    a fleet-wide surge of overdispersed counts cannot pass. Effect: ratio
+//!    `(observed+1)/(expected+1)` ≥ 1.5 and an excess ≥ 6 events. Without reference hosts:
+//!    after vs before plus Welch's t-test on per-minute rates. Aggregated over released
+//!    hosts, then per released host (α divided by their number) for partial faults.
+//! 4. `host_metric` — CPU, load and disk busy: a released host's upper-quartile level of
+//!    the last 10 minutes minus its baseline median, minus the reference hosts' median
+//!    change, must exceed a minimum (12 points CPU/disk; load 0.8 and 60% of its baseline),
+//!    4× the host's robust noise (MAD), and the 99.5th percentile of how far this fleet's
+//!    hosts wander from their level in normal minutes (bursty workloads wander far).
+//!    Memory: the after-release slope above the reference hosts' median slope (≥ 0.12
+//!    points/min and ≥ 3 points in all). A metric alone is weak evidence: it must be
+//!    suspicious for [`JudgeParams::metric_rounds_needed`] consecutive rounds before it
+//!    counts in the window.
+//! 5. `log_volume` — a released host still reporting whose mean lines over the last 5
+//!    minutes fell below 30% of its baseline, after the reference group's own change.
 //!
-//! Signals 2–5 must pass the app's learned threshold and be suspicious in
-//! [`JudgeParams::window_needed`] of the last [`JudgeParams::window_rounds`] rounds before
-//! a block; in between the decision is `watch`. A block is sticky.
+//! Signals 2–5 must pass the app's learned threshold ([`AppMemory::learn`]) and make
+//! [`JudgeParams::window_needed`] (2) of the last [`JudgeParams::window_rounds`] (3) rounds
+//! suspicious before a block; in between the decision is `watch` with warning reasons. A
+//! block is sticky and keeps its time and reasons.
 //!
 //! ```
 //! use std::collections::{BTreeMap, HashMap, HashSet};
