@@ -412,3 +412,44 @@ fn late_data_for_earlier_minutes_is_taken_into_account() {
         Decision::Block
     );
 }
+
+#[test]
+fn a_later_batch_is_judged_from_its_own_release_and_state_survives_serde() {
+    // h3 gets the new version at +20 and only then starts failing.
+    let rows = fleet(&HOSTS, |h, m, r| {
+        if h == "h3" && m >= 20 {
+            r.exceptions.insert(FRESH, 4);
+        }
+    });
+    let memory = AppMemory::default();
+    let mut j = judge(release(&["h1", "h2"], &["h4", "h5", "h6"]));
+    let mut blocked = None;
+    for m in 0..60 {
+        if m == 20 {
+            j.add_batch(Batch {
+                at: T0 + 20 * 60,
+                hosts: vec!["h3".into()],
+            });
+            // A restart of the detector between rounds: the judge comes back as it was.
+            let text = serde_json::to_string(&j).expect("serialize");
+            let back: ReleaseJudge = serde_json::from_str(&text).expect("deserialize");
+            assert_eq!(back, j);
+            j = back;
+        }
+        let minute = T0 + m * 60;
+        let known: Vec<HostMinute> = rows
+            .iter()
+            .filter(|r| r.minute <= minute)
+            .cloned()
+            .collect();
+        let v = j.round(minute, &known, &memory);
+        if v.decision == Decision::Block {
+            blocked = Some((m, v));
+            break;
+        }
+    }
+    let (m, v) = blocked.expect("blocked");
+    assert!((21..=23).contains(&m), "blocked at +{m}");
+    assert_eq!(v.reasons[0].rule, "new_exception");
+    assert_eq!(v.reasons[0].hosts, vec!["h3".to_string()]);
+}

@@ -572,7 +572,7 @@ impl AppMemory {
 }
 
 /// What a judge remembers of its release for learning.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct ReleaseRecord {
     /// Largest effect per signal kind among signals that passed their test and the
     /// default threshold.
@@ -590,8 +590,8 @@ pub(crate) struct ReleaseRecord {
 }
 
 /// The state of one release across rounds: the sliding window, the sticky block and what
-/// learning needs.
-#[derive(Debug, Clone)]
+/// learning needs. Serializable, so the detector can keep it across restarts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReleaseJudge {
     release: Release,
     known: HashSet<Fingerprint>,
@@ -655,6 +655,12 @@ impl ReleaseJudge {
     /// The current verdict.
     pub fn verdict(&self) -> &Verdict {
         &self.verdict
+    }
+
+    /// Records a new batch of released hosts (the release API's `POST .../batches`); the
+    /// next round treats those hosts as released from the batch's minute.
+    pub fn add_batch(&mut self, batch: Batch) {
+        self.release.batches.push(batch);
     }
 
     /// Adds or updates a fingerprint definition (agents send it the first time).
