@@ -439,6 +439,9 @@ fn kind_default(kind: &str) -> f64 {
         .map_or(0.0, |k| k.1)
 }
 
+/// After a false alarm, the blocking signal's threshold is raised to its peak times this.
+pub const FALSE_ALARM_MARGIN: f64 = 1.5;
+
 /// Format version of [`AppMemory`].
 pub const APP_MEMORY_VERSION: u32 = 1;
 
@@ -498,7 +501,9 @@ impl AppMemory {
     ///
     /// - `confirmed_normal`: each signal's peak in the release becomes its normal
     ///   threshold when larger (capped); every fingerprint shown becomes known.
-    /// - `false_alarm`: the same, and the fingerprints behind the block become benign.
+    /// - `false_alarm`: the same, the blocking signals' thresholds go to
+    ///   [`FALSE_ALARM_MARGIN`] × their peak (capped), and the fingerprints behind the
+    ///   block become benign.
     /// - `missed_problem`: thresholds that suppressed a signal of this release fall back
     ///   below its peak (never under the default).
     /// - `valid_block`: fingerprints of the baselines and reference group become known
@@ -522,6 +527,13 @@ impl AppMemory {
                 if label == Feedback::FalseAlarm {
                     self.benign_fingerprints
                         .extend(record.flagged_fingerprints.iter().copied());
+                    // A signal that raised a false alarm can go further still in this app:
+                    // leave it half as much room again above what it reached.
+                    for kind in &record.blocking_kinds {
+                        if let Some(&peak) = record.peaks.get(kind) {
+                            self.raise(kind, peak * FALSE_ALARM_MARGIN);
+                        }
+                    }
                 }
             }
             Feedback::MissedProblem => {
@@ -583,6 +595,8 @@ pub(crate) struct ReleaseRecord {
     pub seen_outside: BTreeMap<Fingerprint, i64>,
     /// Fingerprints behind the reasons of the block.
     pub flagged_fingerprints: BTreeSet<Fingerprint>,
+    /// Signal kinds behind the reasons of the block.
+    pub blocking_kinds: BTreeSet<String>,
     /// Largest change of a released host per metric kind, significant or not.
     pub released_levels: BTreeMap<String, f64>,
     /// Largest change of a reference host per metric kind (normal by definition).
@@ -788,10 +802,11 @@ impl ReleaseJudge {
         candidates: &[funnel::Candidate],
     ) -> Verdict {
         for c in candidates {
-            if (c.immediate || c.suspicious)
-                && let Some(fp) = c.fingerprint
-            {
-                self.record.flagged_fingerprints.insert(fp);
+            if c.immediate || c.suspicious {
+                self.record.blocking_kinds.insert(c.kind.clone());
+                if let Some(fp) = c.fingerprint {
+                    self.record.flagged_fingerprints.insert(fp);
+                }
             }
         }
         self.verdict = Verdict {
