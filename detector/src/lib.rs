@@ -19,6 +19,8 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod ingest;
+pub mod judge;
+pub mod replay;
 pub mod store;
 
 use std::future::Future;

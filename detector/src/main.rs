@@ -30,6 +30,15 @@ enum Command {
         #[arg(long, default_value = DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Judge recorded or generated releases (JSON Lines replay cases) and print precision,
+    /// recall and time to block.
+    Replay {
+        /// One JSON object per case, then a JSON summary as the last line.
+        #[arg(long)]
+        json: bool,
+        /// The cases (JSON Lines).
+        file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -55,6 +64,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Check { config } => {
             DetectorConfig::load(&config)?;
             println!("{}: ok", config.display());
+            Ok(())
+        }
+        Command::Replay { json, file } => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            vigil_detector::replay::run_file(&file, json, &mut out)
+                .with_context(|| format!("{}", file.display()))?;
+            std::io::Write::flush(&mut out).context("cannot write the results")?;
             Ok(())
         }
         Command::Run { config } => {

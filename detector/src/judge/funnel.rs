@@ -1,0 +1,1265 @@
+//! One round of the funnel: from the rows known so far to candidate reasons.
+//!
+//! Windows (all minutes inclusive, never past the judged minute `m`):
+//! - a released host `h` (released at minute `r`): *before* is `[first - baseline, r)`,
+//!   *after* is `[r, m]`, *settled after* skips the first `warmup` minutes;
+//! - a reference host: *before* is `[first - baseline, first)`, *after* is `[first, m]`,
+//!   *settled after* skips the same warm-up.
+//!
+//! Rows of hosts that are in neither group are ignored; missing rows are simply absent
+//! from every sum (volumes are per reported minute, never zero-filled).
+
+use std::collections::{HashMap, HashSet};
+
+use super::stats::{
+    binomial_upper_tail, mad_sd, median, ols_slope, quantile, student_t_upper_tail,
+};
+use super::{
+    AppMemory, Evidence, Fingerprint, HostMetrics, HostMinute, Reason, ReleaseJudge, Severity,
+    Tally, fingerprint_hex, kind_default, minute_of,
+};
+
+/// A signal found in a round.
+#[derive(Debug, Clone)]
+pub(crate) struct Candidate {
+    /// Learnable kind (`exception_rate`, `host_metric:cpu_pct`, ..); `dangerous_exception`
+    /// is not learnable.
+    pub kind: String,
+    pub reason: Reason,
+    pub effect: f64,
+    pub fingerprint: Option<Fingerprint>,
+    /// Rule 1: block now.
+    pub immediate: bool,
+    /// Passed its test and the default threshold.
+    pub significant: bool,
+    /// Significant and above the learned threshold: counts in the window.
+    pub suspicious: bool,
+}
+
+/// Result of a round.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    pub candidates: Vec<Candidate>,
+    /// Every fingerprint seen in the judged windows, with the last minute.
+    pub seen: HashMap<Fingerprint, i64>,
+    /// Fingerprints seen in a baseline or on a reference host.
+    pub outside: HashSet<Fingerprint>,
+    /// Per learnable metric kind: the largest change of a released host beyond the fleet,
+    /// and the largest of a reference host (normal by definition), significant or not.
+    pub levels: Vec<(String, f64, f64)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Released(i64),
+    Reference,
+}
+
+#[derive(Debug)]
+struct HostView<'a> {
+    name: &'a str,
+    role: Role,
+    rows: Vec<&'a HostMinute>,
+    /// Lines / minutes before, settled after, and all after.
+    nb: f64,
+    tb: u32,
+    na: f64,
+    ta: u32,
+    na_all: f64,
+}
+
+/// Per host counters of one signal.
+#[derive(Debug, Clone, Copy, Default)]
+struct SigHost {
+    kb: f64,
+    /// Σ k²/n over baseline minutes (for the dispersion estimate).
+    kb_sq: f64,
+    ka: f64,
+    ka_all: f64,
+    minutes_all: u32,
+}
+
+/// Counts of one signal for the rate test of rule 3.
+#[derive(Debug, Clone, Default)]
+struct RateInput {
+    /// Released hosts before their release: events, lines.
+    kr_b: f64,
+    nr_b: f64,
+    /// Reference hosts before the first batch.
+    kf_b: f64,
+    nf_b: f64,
+    /// Released hosts over their settled after-window (all minutes).
+    kr_a: f64,
+    nr_a: f64,
+    /// Per minute where both groups have data: (released events, released lines each
+    /// weighted by its host's before-release ratio to the reference group, reference
+    /// events, reference lines).
+    matched: Vec<(f64, f64, f64, f64)>,
+    /// Released per-minute (events, lines) before and after (settled), for the
+    /// per-minute test when there is no reference group.
+    before_minutes: Vec<(f64, f64)>,
+    after_minutes: Vec<(f64, f64)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RateResult {
+    /// Events observed on the released hosts (over matched minutes when there is a
+    /// reference group).
+    observed: f64,
+    expected: f64,
+    ratio: f64,
+    /// p-value of the main test (released vs reference when there is a reference group,
+    /// after vs before otherwise).
+    p: f64,
+    /// p-value of the guard test (after vs before on the released hosts, when there is
+    /// both a reference group and a baseline; 0 otherwise).
+    p_guard: f64,
+    /// p-value of the per-minute test (variance from the minutes themselves).
+    p_minutes: f64,
+    /// Reference events and lines over the matched minutes.
+    kf_a: f64,
+    nf_a: f64,
+}
+
+/// Pseudo-events shrinking the released/reference baseline ratio towards 1.
+const SHRINK_EVENTS: f64 = 8.0;
+
+/// The rate test of rule 3 (see the module docs of `judge`).
+///
+/// With a reference group: the released/reference ratio of rates before the release, `c`
+/// (shrunk towards 1), gives for each minute after the release the share of the minute's
+/// events the released hosts should hold, `c·N_r / (c·N_r + N_f)`; the released events
+/// are tested against the sum of those binomials (as one binomial with the mean share,
+/// which is conservative) on counts divided by the dispersion `phi`. With a baseline,
+/// released-after is also tested against released-before (both tests must reject), so a
+/// reference group that happens to quieten down cannot make a release look bad alone.
+fn rate_test(x: &RateInput, phi: f64) -> Option<RateResult> {
+    let has_ref = !x.matched.is_empty();
+    let has_base = x.nr_b > 0.0;
+    if x.nr_a <= 0.0 || x.kr_a <= 0.0 || (!has_ref && !has_base) {
+        return None;
+    }
+    let mut p: f64 = 0.0;
+    let p_minutes;
+    let (observed, expected, kf_a, nf_a);
+    if has_ref {
+        // The released lines of `matched` are already weighted by each host's
+        // released/reference ratio before the release.
+        let c = 1.0;
+        let (mut k, mut n, mut mean, mut exp, mut kf, mut nf) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+        for &(kr_t, nr_t, kf_t, nf_t) in &x.matched {
+            let share = c * nr_t / (c * nr_t + nf_t);
+            k += kr_t;
+            n += kr_t + kf_t;
+            mean += (kr_t + kf_t) * share;
+            exp += c * nr_t * kf_t / nf_t;
+            kf += kf_t;
+            nf += nf_t;
+        }
+        if k <= 0.0 || n <= 0.0 {
+            return None;
+        }
+        let did = binomial_upper_tail(k / phi, n / phi, mean / n);
+        // Rare exceptions: a handful of reference events say little on their own, so the
+        // released events are also tested against every other cell pooled (before on both
+        // groups, reference after). The guards below keep fleet-wide surges and noisy
+        // hosts out (they need growth on the released hosts themselves, minute by minute).
+        let others = x.kr_b + x.kf_b + kf;
+        let other_lines = x.nr_b + x.nf_b + nf;
+        let cn: f64 = x.matched.iter().map(|m| m.1).sum();
+        let pooled = if other_lines > 0.0 && cn > 0.0 {
+            binomial_upper_tail(k / phi, (k + others) / phi, cn / (cn + other_lines))
+        } else {
+            1.0
+        };
+        p = p.max(did.min(pooled));
+        // Per-minute excesses must also be consistently positive: a t-test that takes the
+        // variance from the minutes themselves, whatever the overdispersion (a surge
+        // multiplies the variance of negative-binomial counts far beyond what the
+        // baseline's dispersion says).
+        let excess: Vec<f64> = x
+            .matched
+            .iter()
+            .map(|&(kr_t, nr_t, kf_t, nf_t)| kr_t - (kr_t + kf_t) * c * nr_t / (c * nr_t + nf_t))
+            .collect();
+        p_minutes = t_test_positive(&excess);
+        (observed, expected, kf_a, nf_a) = (k, exp, kf, nf);
+    } else {
+        (observed, expected, kf_a, nf_a) = (x.kr_a, x.nr_a * x.kr_b / x.nr_b, 0.0, 0.0);
+        // Welch's t-test on per-minute rates after against before.
+        p_minutes = welch_greater(&x.after_minutes, &x.before_minutes);
+    }
+    let mut p_guard = 0.0;
+    if has_base {
+        let p0 = x.nr_a / (x.nr_a + x.nr_b);
+        let before_after = binomial_upper_tail(x.kr_a / phi, (x.kr_a + x.kr_b) / phi, p0);
+        if has_ref {
+            p_guard = before_after;
+        } else {
+            p = p.max(before_after);
+        }
+    }
+    Some(RateResult {
+        observed,
+        expected,
+        ratio: (observed + 1.0) / (expected + 1.0),
+        p,
+        p_guard,
+        p_minutes,
+        kf_a,
+        nf_a,
+    })
+}
+
+/// Minutes needed before a per-minute test can reject.
+const MIN_TEST_MINUTES: usize = 3;
+
+/// One-sided one-sample t-test that the mean of `values` is above 0; 1.0 when there are
+/// too few values. A constant positive series (no spread) rejects.
+fn t_test_positive(values: &[f64]) -> f64 {
+    let n = values.len();
+    if n < MIN_TEST_MINUTES {
+        return 1.0;
+    }
+    let mean = values.iter().sum::<f64>() / n as f64;
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    if var <= 1e-12 {
+        return if mean > 0.0 { 0.0 } else { 1.0 };
+    }
+    student_t_upper_tail(mean / (var / n as f64).sqrt(), (n - 1) as f64)
+}
+
+/// One-sided Welch t-test that per-minute rates (events / lines) of `after` exceed those
+/// of `before`.
+fn welch_greater(after: &[(f64, f64)], before: &[(f64, f64)]) -> f64 {
+    let rates = |v: &[(f64, f64)]| -> Vec<f64> {
+        v.iter().filter(|m| m.1 > 0.0).map(|m| m.0 / m.1).collect()
+    };
+    let (a, b) = (rates(after), rates(before));
+    if a.len() < MIN_TEST_MINUTES || b.len() < MIN_TEST_MINUTES {
+        return 1.0;
+    }
+    let stats = |v: &[f64]| {
+        let n = v.len() as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+        (mean, var / n)
+    };
+    let ((ma, va), (mb, vb)) = (stats(&a), stats(&b));
+    let se2 = va + vb;
+    if se2 <= 1e-18 {
+        return if ma > mb { 0.0 } else { 1.0 };
+    }
+    let df = se2 * se2
+        / (va * va / (a.len() as f64 - 1.0) + vb * vb / (b.len() as f64 - 1.0)).max(1e-300);
+    student_t_upper_tail((ma - mb) / se2.sqrt(), df.max(1.0))
+}
+
+fn learned(memory: &AppMemory, kind: &str) -> Option<f64> {
+    memory.threshold(kind)
+}
+
+fn candidate(
+    kind: &str,
+    mut reason: Reason,
+    effect: f64,
+    default_threshold: f64,
+    memory: &AppMemory,
+    fingerprint: Option<Fingerprint>,
+) -> Candidate {
+    let learned = learned(memory, kind);
+    let threshold = learned.map_or(default_threshold, |l| l.max(default_threshold));
+    let suspicious = learned.is_none_or(|l| effect > l) && effect >= default_threshold;
+    reason.evidence.threshold = threshold;
+    reason.evidence.learned_threshold = learned;
+    reason.severity = if suspicious {
+        Severity::Critical
+    } else {
+        Severity::Warning
+    };
+    Candidate {
+        kind: kind.to_string(),
+        reason,
+        effect,
+        fingerprint,
+        immediate: false,
+        significant: true,
+        suspicious,
+    }
+}
+
+fn metric_value(metric: &str, m: &HostMetrics) -> Option<f64> {
+    let v = match metric {
+        "cpu_pct" => m.cpu_pct,
+        "load1" => m.load1,
+        "disk_busy_pct" => m.disk_busy_pct,
+        "mem_used_pct" => m.mem_used_pct,
+        _ => None,
+    }?;
+    v.is_finite().then_some(v)
+}
+
+pub(crate) fn evaluate(
+    judge: &ReleaseJudge,
+    m: i64,
+    data: &[HostMinute],
+    memory: &AppMemory,
+) -> Outcome {
+    let params = &judge.params;
+    let release = &judge.release;
+    let mut out = Outcome::default();
+
+    // Roles.
+    let mut hosts: Vec<HostView<'_>> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut release_minute: HashMap<&str, i64> = HashMap::new();
+    for b in &release.batches {
+        let at = minute_of(b.at);
+        for h in &b.hosts {
+            if at <= m {
+                let slot = release_minute.entry(h.as_str()).or_insert(at);
+                *slot = (*slot).min(at);
+            }
+        }
+    }
+    let Some(first) = release_minute.values().copied().min() else {
+        return out;
+    };
+    let mut names: Vec<(&str, Role)> = release_minute
+        .iter()
+        .map(|(h, &r)| (*h, Role::Released(r)))
+        .collect();
+    let future = release.batches.iter().flat_map(|b| b.hosts.iter());
+    for h in release.reference_hosts.iter().chain(future) {
+        if !release_minute.contains_key(h.as_str()) {
+            names.push((h.as_str(), Role::Reference));
+        }
+    }
+    // Stable: a released entry (pushed first) wins over a reference one.
+    names.sort_by_key(|n| n.0);
+    names.dedup_by(|a, b| a.0 == b.0);
+    for (name, role) in names {
+        index.insert(name, hosts.len());
+        hosts.push(HostView {
+            name,
+            role,
+            rows: Vec::new(),
+            nb: 0.0,
+            tb: 0,
+            na: 0.0,
+            ta: 0,
+            na_all: 0.0,
+        });
+    }
+    let base_from = first - params.baseline_minutes * 60;
+    let warm = params.warmup_minutes * 60;
+
+    // One pass over the rows.
+    let n_hosts = hosts.len();
+    let mut signals: HashMap<Fingerprint, Vec<SigHost>> = HashMap::new();
+    let mut errors = vec![SigHost::default(); n_hosts];
+    let t_len = ((m - base_from) / 60 + 1).max(1) as usize;
+    let idx = |minute: i64| ((minute - base_from) / 60) as usize;
+    let mut grid = Grid {
+        t_len,
+        lines: vec![-1.0; n_hosts * t_len],
+        start: hosts
+            .iter()
+            .map(|h| match h.role {
+                Role::Released(r) => idx(r),
+                Role::Reference => idx(first),
+            })
+            .collect(),
+        settled: Vec::new(),
+        first: idx(first),
+    };
+    grid.settled = grid
+        .start
+        .iter()
+        .map(|&s| s + params.warmup_minutes.max(0) as usize)
+        .collect();
+    let mut error_grid = vec![0.0; n_hosts * t_len];
+    let mut signal_grids: HashMap<Fingerprint, Vec<f64>> = HashMap::new();
+    for row in data {
+        if row.minute > m || row.minute < base_from {
+            continue;
+        }
+        let Some(&i) = index.get(row.host.as_str()) else {
+            continue;
+        };
+        let host = &mut hosts[i];
+        let start = match host.role {
+            Role::Released(r) => r,
+            Role::Reference => first,
+        };
+        let before = row.minute < start;
+        let settled = row.minute >= start + warm;
+        let n = row.lines as f64;
+        host.rows.push(row);
+        let cell = i * t_len + idx(row.minute);
+        grid.lines[cell] = grid.lines[cell].max(0.0) + n;
+        error_grid[cell] += row.error_lines as f64;
+        let tally = |s: &mut SigHost, k: f64| {
+            if before {
+                s.kb += k;
+                if n > 0.0 {
+                    s.kb_sq += k * k / n;
+                }
+            } else {
+                s.ka_all += k;
+                if k > 0.0 {
+                    s.minutes_all += 1;
+                }
+                if settled {
+                    s.ka += k;
+                }
+            }
+        };
+        tally(&mut errors[i], row.error_lines as f64);
+        for (&fp, &k) in &row.exceptions {
+            if k == 0 {
+                continue;
+            }
+            let seen = out.seen.entry(fp).or_insert(row.minute);
+            *seen = (*seen).max(row.minute);
+            if before || host.role == Role::Reference {
+                out.outside.insert(fp);
+            }
+            let per_host = signals
+                .entry(fp)
+                .or_insert_with(|| vec![SigHost::default(); n_hosts]);
+            tally(&mut per_host[i], k as f64);
+            signal_grids
+                .entry(fp)
+                .or_insert_with(|| vec![0.0; n_hosts * t_len])[cell] += k as f64;
+        }
+        if before {
+            host.nb += n;
+            host.tb += 1;
+        } else {
+            host.na_all += n;
+            if settled {
+                host.na += n;
+                host.ta += 1;
+            }
+        }
+    }
+
+    let released: Vec<usize> = (0..n_hosts)
+        .filter(|&i| matches!(hosts[i].role, Role::Released(_)))
+        .collect();
+    let reference: Vec<usize> = (0..n_hosts)
+        .filter(|&i| hosts[i].role == Role::Reference)
+        .collect();
+    let sum = |set: &[usize], f: &dyn Fn(usize) -> f64| set.iter().map(|&i| f(i)).sum::<f64>();
+    let group_lines = [
+        sum(&released, &|i| hosts[i].nb),
+        sum(&released, &|i| hosts[i].na),
+        sum(&reference, &|i| hosts[i].nb),
+        sum(&reference, &|i| hosts[i].na),
+    ];
+    let group_minutes = |set: &[usize], after: bool| -> u32 {
+        set.iter()
+            .map(|&i| if after { hosts[i].ta } else { hosts[i].tb })
+            .sum()
+    };
+    let minutes = [
+        group_minutes(&released, false),
+        group_minutes(&released, true),
+        group_minutes(&reference, false),
+        group_minutes(&reference, true),
+    ];
+    let start_minute = release.first_minute().unwrap_or(first);
+
+    // Rules 1–3 over exceptions, then error lines.
+    let mut fps: Vec<Fingerprint> = signals.keys().copied().collect();
+    fps.sort_unstable();
+    for fp in fps {
+        let Some(per_host) = signals.get(&fp) else {
+            continue;
+        };
+        let in_baseline = per_host.iter().any(|s| s.kb > 0.0);
+        let in_reference = reference.iter().any(|&i| per_host[i].ka_all > 0.0);
+        let after_all: f64 = released.iter().map(|&i| per_host[i].ka_all).sum();
+        if after_all <= 0.0 {
+            continue;
+        }
+        let known = judge.known.contains(&fp) || memory.knows(fp, start_minute);
+        let hit_hosts: Vec<String> = released
+            .iter()
+            .filter(|&&i| per_host[i].ka_all > 0.0)
+            .map(|&i| hosts[i].name.to_string())
+            .collect();
+        let definition = judge.definitions.get(&fp);
+        let class = definition.map_or("unknown exception", |d| d.class.as_str());
+        if !in_baseline && !in_reference && !known {
+            let released_after = Tally {
+                value: after_all,
+                lines: sum(&released, &|i| hosts[i].na_all) as u64,
+                minutes: released.iter().map(|&i| per_host[i].minutes_all).sum(),
+            };
+            let evidence = Evidence {
+                released_before: Some(Tally {
+                    value: 0.0,
+                    lines: group_lines[0] as u64,
+                    minutes: minutes[0],
+                }),
+                released_after: Some(released_after),
+                reference_after: Some(Tally {
+                    value: 0.0,
+                    lines: group_lines[3] as u64,
+                    minutes: minutes[3],
+                }),
+                expected: Some(0.0),
+                observed: after_all,
+                effect: after_all,
+                ..Evidence::default()
+            };
+            if definition.is_some_and(|d| d.dangerous) {
+                out.candidates.push(Candidate {
+                    kind: "dangerous_exception".into(),
+                    reason: Reason {
+                        rule: "dangerous_exception".into(),
+                        summary: format!(
+                            "dangerous {class} ×{after_all} on released host(s) {}, absent from the baseline, the reference hosts and the app's history",
+                            hit_hosts.join(", ")
+                        ),
+                        severity: Severity::Critical,
+                        hosts: hit_hosts,
+                        fingerprint: Some(fingerprint_hex(fp)),
+                        metric: None,
+                        evidence: Evidence {
+                            threshold: 1.0,
+                            ..evidence
+                        },
+                    },
+                    effect: after_all,
+                    fingerprint: Some(fp),
+                    immediate: true,
+                    significant: true,
+                    suspicious: true,
+                });
+                continue;
+            }
+            let spread: u32 = released.iter().map(|&i| per_host[i].minutes_all).sum();
+            if after_all >= params.new_min_count && spread >= 2 {
+                let reason = Reason {
+                    rule: "new_exception".into(),
+                    summary: format!(
+                        "new exception {class} ×{after_all} in {spread} host-minutes on released host(s) {}, never seen in the baseline, on reference hosts or in the app's history",
+                        hit_hosts.join(", ")
+                    ),
+                    severity: Severity::Critical,
+                    hosts: hit_hosts,
+                    fingerprint: Some(fingerprint_hex(fp)),
+                    metric: None,
+                    evidence,
+                };
+                out.candidates.push(candidate(
+                    "new_exception",
+                    reason,
+                    after_all,
+                    params.new_min_count.max(kind_default("new_exception")),
+                    memory,
+                    Some(fp),
+                ));
+            }
+            continue;
+        }
+        let Some(values) = signal_grids.get(&fp) else {
+            continue;
+        };
+        if let Some(c) = rate_signal(
+            RateSignal {
+                kind: "exception_rate",
+                label: class,
+                fingerprint: Some(fp),
+            },
+            values,
+            per_host,
+            &hosts,
+            &grid,
+            &released,
+            &reference,
+            params,
+            memory,
+        ) {
+            out.candidates.push(c);
+        }
+    }
+    if let Some(c) = rate_signal(
+        RateSignal {
+            kind: "error_rate",
+            label: "error lines",
+            fingerprint: None,
+        },
+        &error_grid,
+        &errors,
+        &hosts,
+        &grid,
+        &released,
+        &reference,
+        params,
+        memory,
+    ) {
+        out.candidates.push(c);
+    }
+
+    // Rule 4: host metrics.
+    let recent_from = m - (params.metric_recent_minutes - 1) * 60;
+    for metric in ["cpu_pct", "load1", "disk_busy_pct"] {
+        if let Some(c) = metric_signal(
+            &mut out.levels,
+            metric,
+            &hosts,
+            first,
+            recent_from,
+            m,
+            params,
+            memory,
+        ) {
+            out.candidates.push(c);
+        }
+    }
+    if let Some(c) = memory_slope_signal(&hosts, first, m, params, memory) {
+        out.candidates.push(c);
+    }
+    // Rule 5: log volume.
+    if let Some(c) = volume_signal(&hosts, first, m, params, memory) {
+        out.candidates.push(c);
+    }
+    out
+}
+
+struct RateSignal<'a> {
+    kind: &'a str,
+    label: &'a str,
+    fingerprint: Option<Fingerprint>,
+}
+
+/// Dispersion of a signal over the baseline: per host, Pearson χ²/df against the host's
+/// own rate; for the group, the mean of the hosts' factors weighted by their events (the
+/// variance of negative-binomial counts grows with the mean, so busy hosts dominate the
+/// variance of a sum). Returns (group, per host); thin baselines get the default.
+fn dispersion(
+    per_host: &[SigHost],
+    hosts: &[HostView<'_>],
+    params: &super::JudgeParams,
+) -> (f64, Vec<f64>) {
+    const MIN_EVENTS: f64 = 10.0;
+    let mut host_phi = vec![f64::NAN; per_host.len()];
+    let (mut weighted, mut events, mut total) = (0.0, 0.0, 0.0);
+    for (i, (s, h)) in per_host.iter().zip(hosts).enumerate() {
+        total += s.kb;
+        if s.kb > 0.0 && h.nb > 0.0 && h.tb >= 2 {
+            let rate = s.kb / h.nb;
+            let phi = ((s.kb_sq / rate - s.kb).max(0.0) / f64::from(h.tb - 1))
+                .clamp(1.0, params.max_dispersion);
+            weighted += phi * s.kb;
+            events += s.kb;
+            if s.kb >= MIN_EVENTS {
+                host_phi[i] = phi;
+            }
+        }
+    }
+    let group = if total < 5.0 || events <= 0.0 {
+        params.default_dispersion
+    } else {
+        (weighted / events).clamp(1.0, params.max_dispersion)
+    };
+    let per_host = host_phi
+        .into_iter()
+        .map(|p| if p.is_nan() { group } else { p.max(group) })
+        .collect();
+    (group, per_host)
+}
+
+/// The per-minute grid of one round: `value[host * t_len + t]`, lines `< 0` when the
+/// host did not report that minute.
+#[derive(Debug)]
+struct Grid {
+    t_len: usize,
+    lines: Vec<f64>,
+    /// Minute index where each host's after-window starts (its release, or the first
+    /// batch for reference hosts), and where its settled window starts.
+    start: Vec<usize>,
+    settled: Vec<usize>,
+    /// First batch's minute index.
+    first: usize,
+}
+
+#[allow(clippy::too_many_arguments)] // the round's views, passed as they are
+fn rate_signal(
+    signal: RateSignal<'_>,
+    values: &[f64],
+    per_host: &[SigHost],
+    hosts: &[HostView<'_>],
+    grid: &Grid,
+    released: &[usize],
+    reference: &[usize],
+    params: &super::JudgeParams,
+    memory: &AppMemory,
+) -> Option<Candidate> {
+    let (phi, host_phi) = dispersion(per_host, hosts, params);
+    let t_len = grid.t_len;
+    // Reference per minute and before the release.
+    let mut ref_k = vec![0.0; t_len];
+    let mut ref_n = vec![0.0; t_len];
+    let mut ref_seen = vec![false; t_len];
+    let (mut kf_b, mut nf_b) = (0.0, 0.0);
+    for &h in reference {
+        for t in 0..t_len {
+            let n = grid.lines[h * t_len + t];
+            if n < 0.0 {
+                continue;
+            }
+            let k = values[h * t_len + t];
+            if t < grid.first {
+                kf_b += k;
+                nf_b += n;
+            } else if t >= grid.first {
+                ref_k[t] += k;
+                ref_n[t] += n;
+                ref_seen[t] = true;
+            }
+        }
+    }
+    // A released host's rate relative to the reference group before the release, shrunk
+    // towards 1 by a couple of pseudo-events. Only a host that was *noisier* before lowers
+    // the alarm; a quieter one is compared with the reference group as it is (an
+    // uncertain small baseline must not make ordinary counts look like growth).
+    let host_ratio = |h: usize| -> f64 {
+        let (mut k, mut n) = (0.0, 0.0);
+        for t in 0..grid.start[h].min(t_len) {
+            let lines = grid.lines[h * t_len + t];
+            if lines >= 0.0 {
+                k += values[h * t_len + t];
+                n += lines;
+            }
+        }
+        if n <= 0.0 || nf_b <= 0.0 {
+            return 1.0;
+        }
+        let total = n + nf_b;
+        let kr = k + SHRINK_EVENTS * n / total;
+        let kf = kf_b + SHRINK_EVENTS * nf_b / total;
+        ((kr / n) / (kf / nf_b)).max(1.0)
+    };
+    let input_for = |group: &[usize]| -> RateInput {
+        let mut x = RateInput {
+            kf_b,
+            nf_b,
+            ..RateInput::default()
+        };
+        let mut rel_k = vec![0.0; t_len];
+        let mut rel_n = vec![0.0; t_len];
+        let mut rel_cn = vec![0.0; t_len];
+        let mut rel_seen = vec![false; t_len];
+        let mut before_k = vec![0.0; t_len];
+        let mut before_n = vec![0.0; t_len];
+        for &h in group {
+            let c = host_ratio(h);
+            for t in 0..t_len {
+                let n = grid.lines[h * t_len + t];
+                if n < 0.0 {
+                    continue;
+                }
+                let k = values[h * t_len + t];
+                if t < grid.start[h] {
+                    x.kr_b += k;
+                    x.nr_b += n;
+                    before_k[t] += k;
+                    before_n[t] += n;
+                } else if t >= grid.settled[h] {
+                    x.kr_a += k;
+                    x.nr_a += n;
+                    rel_k[t] += k;
+                    rel_n[t] += n;
+                    rel_cn[t] += c * n;
+                    rel_seen[t] = true;
+                }
+            }
+        }
+        for t in 0..t_len {
+            if rel_seen[t] && ref_seen[t] && ref_n[t] > 0.0 && rel_n[t] > 0.0 {
+                x.matched.push((rel_k[t], rel_cn[t], ref_k[t], ref_n[t]));
+            }
+            if rel_seen[t] {
+                x.after_minutes.push((rel_k[t], rel_n[t]));
+            }
+            if before_n[t] > 0.0 {
+                x.before_minutes.push((before_k[t], before_n[t]));
+            }
+        }
+        x
+    };
+    let passes = |r: &RateResult, alpha: f64, min_excess: f64| {
+        r.p < alpha
+            && r.p_guard < params.rate_guard_alpha
+            && r.p_minutes < params.rate_minutes_alpha
+            && r.ratio >= params.rate_min_ratio
+            && r.observed - r.expected >= min_excess
+    };
+    let mut best: Option<(RateInput, RateResult, Vec<String>, f64)> = None;
+    // Cheap pre-check: without enough events after the release nothing can pass.
+    let settled_events: f64 = released.iter().map(|&h| per_host[h].ka).sum();
+    if settled_events < params.rate_min_excess * 0.75 {
+        return None;
+    }
+    let total = input_for(released);
+    if let Some(r) = rate_test(&total, phi)
+        && passes(&r, params.rate_alpha, params.rate_min_excess)
+    {
+        // Name the released hosts whose own rate is above the expected one.
+        let hit: Vec<String> = released
+            .iter()
+            .filter(|&&h| {
+                let x = input_for(&[h]);
+                rate_test(&x, host_phi[h])
+                    .is_some_and(|rh| rh.observed > rh.expected.max(1.0) * params.rate_min_ratio)
+            })
+            .map(|&h| hosts[h].name.to_string())
+            .collect();
+        best = Some((total, r, hit, phi));
+    }
+    if best.is_none() && released.len() > 1 {
+        let alpha = params.rate_alpha / released.len() as f64;
+        for &h in released {
+            if per_host[h].ka < params.rate_min_excess * 0.75 {
+                continue;
+            }
+            let x = input_for(&[h]);
+            if let Some(r) = rate_test(&x, host_phi[h])
+                && passes(&r, alpha, params.rate_min_excess * 0.75)
+                && best.as_ref().is_none_or(|b| r.ratio > b.1.ratio)
+            {
+                best = Some((x, r, vec![hosts[h].name.to_string()], host_phi[h]));
+            }
+        }
+    }
+    let (x, r, hit, phi) = best?;
+    let tally = |value: f64, lines: f64| Tally {
+        value,
+        lines: lines as u64,
+        minutes: 0,
+    };
+    let has_ref = !x.matched.is_empty();
+    let evidence = Evidence {
+        released_before: Some(tally(x.kr_b, x.nr_b)),
+        released_after: Some(Tally {
+            minutes: if has_ref { x.matched.len() as u32 } else { 0 },
+            ..tally(r.observed, x.nr_a)
+        }),
+        reference_before: has_ref.then(|| tally(x.kf_b, x.nf_b)),
+        reference_after: has_ref.then(|| Tally {
+            minutes: x.matched.len() as u32,
+            ..tally(r.kf_a, r.nf_a)
+        }),
+        expected: Some(r.expected),
+        observed: r.observed,
+        effect: r.ratio,
+        p_value: Some(r.p),
+        dispersion: Some(phi),
+        ..Evidence::default()
+    };
+    let per_10k = |k: f64, n: f64| if n > 0.0 { k * 1e4 / n } else { 0.0 };
+    let comparison = if has_ref {
+        format!(
+            "{:.2} on reference hosts in the same minutes (before the release: released {:.2}, reference {:.2})",
+            per_10k(r.kf_a, r.nf_a),
+            per_10k(x.kr_b, x.nr_b),
+            per_10k(x.kf_b, x.nf_b)
+        )
+    } else {
+        format!("{:.2} before the release", per_10k(x.kr_b, x.nr_b))
+    };
+    let summary = format!(
+        "{} ×{:.1} on released host(s) {}: {:.0} seen vs {:.1} expected; {:.2} per 10k lines vs {comparison} (p={:.1e}, dispersion {:.1})",
+        signal.label,
+        r.ratio,
+        hit.join(", "),
+        r.observed,
+        r.expected,
+        per_10k(x.kr_a, x.nr_a),
+        r.p,
+        phi
+    );
+    let reason = Reason {
+        rule: signal.kind.into(),
+        summary,
+        severity: Severity::Critical,
+        hosts: hit,
+        fingerprint: signal.fingerprint.map(fingerprint_hex),
+        metric: signal
+            .fingerprint
+            .is_none()
+            .then(|| "error_lines".to_string()),
+        evidence,
+    };
+    Some(candidate(
+        signal.kind,
+        reason,
+        r.ratio,
+        params.rate_min_ratio,
+        memory,
+        signal.fingerprint,
+    ))
+}
+
+fn values_in(rows: &[&HostMinute], metric: &str, from: i64, to: i64) -> Vec<f64> {
+    rows.iter()
+        .filter(|r| r.minute >= from && r.minute <= to)
+        .filter_map(|r| metric_value(metric, &r.host_metrics))
+        .collect()
+}
+
+/// Quantile of the recent minutes taken as a host's recent level.
+const RECENT_QUANTILE: f64 = 0.75;
+
+/// Quantile of normal minute-to-level deviations a metric change must exceed.
+const EXCURSION_QUANTILE: f64 = 0.995;
+
+/// Minimum robust noise per metric, so a flat baseline does not make every wiggle huge.
+fn noise_floor(metric: &str, baseline_median: f64) -> f64 {
+    match metric {
+        "cpu_pct" | "disk_busy_pct" => 2.0,
+        "load1" => (0.1 * baseline_median).max(0.1),
+        _ => 1.0,
+    }
+}
+
+#[allow(clippy::too_many_arguments)] // the round's views, passed as they are
+fn metric_signal(
+    levels: &mut Vec<(String, f64, f64)>,
+    metric: &str,
+    hosts: &[HostView<'_>],
+    first: i64,
+    recent_from: i64,
+    m: i64,
+    params: &super::JudgeParams,
+    memory: &AppMemory,
+) -> Option<Candidate> {
+    let warm = params.warmup_minutes * 60;
+    let base_from = first - params.baseline_minutes * 60;
+    // (host, before median, after median, delta, noise, before n, after n)
+    let mut released = Vec::new();
+    let mut reference_deltas = Vec::new();
+    let mut excursions = Vec::new();
+    for h in hosts {
+        let start = match h.role {
+            Role::Released(r) => r,
+            Role::Reference => first,
+        };
+        let mut before = values_in(&h.rows, metric, base_from, start - 1);
+        let mut after = values_in(&h.rows, metric, recent_from.max(start + warm), m);
+        if before.len() < params.metric_min_minutes || after.len() < params.metric_min_minutes {
+            continue;
+        }
+        let noise = mad_sd(&before).unwrap_or(0.0);
+        // The recent level is an upper quartile, so a fault that comes and goes (half of
+        // the minutes) still shows; the baseline level is the median.
+        let (Some(b), Some(a)) = (median(&mut before), quantile(&mut after, RECENT_QUANTILE))
+        else {
+            continue;
+        };
+        excursions.extend(before.iter().map(|v| v - b));
+        match h.role {
+            Role::Released(_) => {
+                released.push((h.name, b, a, a - b, noise, before.len(), after.len()))
+            }
+            Role::Reference => {
+                reference_deltas.push(a - b);
+                excursions.extend(after.iter().map(|v| v - b));
+            }
+        }
+    }
+    // How far this fleet's hosts wander from their own level in normal minutes (bursty
+    // workloads wander far): a change must go beyond it.
+    let excursion = if excursions.len() >= 20 {
+        quantile(&mut excursions, EXCURSION_QUANTILE).unwrap_or(0.0)
+    } else {
+        0.0
+    };
+    if released.is_empty() {
+        return None;
+    }
+    let shift = median(&mut reference_deltas.clone()).unwrap_or(0.0);
+    let spread = if reference_deltas.len() >= 3 {
+        mad_sd(&reference_deltas).unwrap_or(0.0)
+    } else {
+        0.0
+    };
+    let kind = format!("host_metric:{metric}");
+    let released_level = released
+        .iter()
+        .map(|r| r.3 - shift)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let reference_level = reference_deltas
+        .iter()
+        .map(|d| d - shift)
+        .fold(f64::NEG_INFINITY, f64::max);
+    levels.push((kind.clone(), released_level, reference_level));
+    let mut hit = Vec::new();
+    let mut best: Option<(f64, f64, usize)> = None; // (score, min_abs, index)
+    for (idx, &(name, b, _a, delta, noise, _, _)) in released.iter().enumerate() {
+        let score = delta - shift;
+        let min_abs = match metric {
+            "cpu_pct" => params.cpu_min_points,
+            "disk_busy_pct" => params.disk_min_points,
+            _ => params.load_min_abs.max(params.load_min_rel * b),
+        };
+        let z = score / noise.max(spread).max(noise_floor(metric, b));
+        if score >= min_abs && z >= params.metric_min_z && score > excursion {
+            hit.push(name.to_string());
+            if best.is_none_or(|(s, _, _)| score > s) {
+                best = Some((score, min_abs, idx));
+            }
+        }
+    }
+    let (score, min_abs, idx) = best?;
+    let (name, b, a, _, noise, nb, na) = released[idx];
+    let evidence = Evidence {
+        reference_after: Some(Tally {
+            value: excursion,
+            lines: 0,
+            minutes: reference_deltas.len() as u32,
+        }),
+        released_before: Some(Tally {
+            value: b,
+            lines: 0,
+            minutes: nb as u32,
+        }),
+        released_after: Some(Tally {
+            value: a,
+            lines: 0,
+            minutes: na as u32,
+        }),
+        expected: Some(b + shift),
+        observed: a,
+        effect: score,
+        dispersion: Some(noise),
+        ..Evidence::default()
+    };
+    let reference_note = if reference_deltas.is_empty() {
+        "no reference hosts".to_string()
+    } else {
+        format!(
+            "reference hosts moved {shift:+.2} (median of {})",
+            reference_deltas.len()
+        )
+    };
+    let reason = Reason {
+        rule: "host_metric".into(),
+        summary: format!(
+            "{metric} on {name} rose from median {b:.2} before to {a:.2} over the last minutes ({score:+.2} beyond the fleet; {reference_note}; baseline noise {noise:.2}; normal excursions up to {excursion:.2})"
+        ),
+        severity: Severity::Critical,
+        hosts: hit,
+        fingerprint: None,
+        metric: Some(metric.to_string()),
+        evidence,
+    };
+    // The default threshold here is the host's own minimum change, which may be above the
+    // kind's nominal default (load grows with the baseline).
+    Some(candidate(&kind, reason, score, min_abs, memory, None))
+}
+
+fn memory_slope_signal(
+    hosts: &[HostView<'_>],
+    first: i64,
+    m: i64,
+    params: &super::JudgeParams,
+    memory: &AppMemory,
+) -> Option<Candidate> {
+    const MIN_POINTS: usize = 8;
+    let warm = params.warmup_minutes * 60;
+    let base_from = first - params.baseline_minutes * 60;
+    let points = |h: &HostView<'_>, from: i64, to: i64| -> Vec<(f64, f64)> {
+        h.rows
+            .iter()
+            .filter(|r| r.minute >= from && r.minute <= to)
+            .filter_map(|r| {
+                metric_value("mem_used_pct", &r.host_metrics)
+                    .map(|v| ((r.minute - from) as f64 / 60.0, v))
+            })
+            .collect()
+    };
+    let mut reference_slopes = Vec::new();
+    let mut released = Vec::new();
+    for h in hosts {
+        match h.role {
+            Role::Reference => {
+                let p = points(h, first + warm, m);
+                if p.len() >= MIN_POINTS
+                    && let Some(s) = ols_slope(&p)
+                {
+                    reference_slopes.push(s);
+                }
+            }
+            Role::Released(r) => {
+                let p = points(h, r + warm, m);
+                if p.len() < MIN_POINTS {
+                    continue;
+                }
+                let Some(s) = ols_slope(&p) else { continue };
+                let base = points(h, base_from, r - 60);
+                let base_slope = if base.len() >= MIN_POINTS {
+                    ols_slope(&base)
+                } else {
+                    None
+                };
+                let span = p.last().map_or(0.0, |l| l.0) - p.first().map_or(0.0, |f| f.0);
+                let first_v = p.first().map_or(0.0, |f| f.1);
+                let last_v = p.last().map_or(0.0, |l| l.1);
+                released.push((h.name, s, base_slope, span, first_v, last_v, p.len()));
+            }
+        }
+    }
+    let reference = median(&mut reference_slopes.clone());
+    let mut hit = Vec::new();
+    let mut best: Option<(f64, usize, f64)> = None;
+    for (idx, &(name, s, base_slope, span, ..)) in released.iter().enumerate() {
+        let against = reference.or(base_slope).unwrap_or(0.0).max(0.0);
+        let score = s - against;
+        if score >= params.mem_min_slope && score * span >= params.mem_min_rise {
+            hit.push(name.to_string());
+            if best.is_none_or(|(b, _, _)| score > b) {
+                best = Some((score, idx, against));
+            }
+        }
+    }
+    let (score, idx, against) = best?;
+    let (name, s, _, span, first_v, last_v, n) = released[idx];
+    let reason = Reason {
+        rule: "host_metric".into(),
+        summary: format!(
+            "memory on {name} climbs {s:.2} points/minute since the release ({first_v:.1}% → {last_v:.1}% over {span:.0} minutes) against {against:.2} on {}",
+            if reference.is_some() {
+                "reference hosts"
+            } else {
+                "its own baseline"
+            }
+        ),
+        severity: Severity::Critical,
+        hosts: hit,
+        fingerprint: None,
+        metric: Some("mem_used_pct".into()),
+        evidence: Evidence {
+            released_after: Some(Tally {
+                value: last_v,
+                lines: 0,
+                minutes: n as u32,
+            }),
+            expected: Some(against),
+            observed: s,
+            effect: score,
+            ..Evidence::default()
+        },
+    };
+    Some(candidate(
+        "host_metric:mem_slope",
+        reason,
+        score,
+        params.mem_min_slope,
+        memory,
+        None,
+    ))
+}
+
+fn volume_signal(
+    hosts: &[HostView<'_>],
+    first: i64,
+    m: i64,
+    params: &super::JudgeParams,
+    memory: &AppMemory,
+) -> Option<Candidate> {
+    const MIN_RECENT: usize = 3;
+    const MIN_BASELINE: usize = 5;
+    let warm = params.warmup_minutes * 60;
+    let recent_from = m - (params.volume_recent_minutes - 1) * 60;
+    let base_from = first - params.baseline_minutes * 60;
+    let mean_lines = |h: &HostView<'_>, from: i64, to: i64| -> Option<(f64, usize)> {
+        let v: Vec<f64> = h
+            .rows
+            .iter()
+            .filter(|r| r.minute >= from && r.minute <= to)
+            .map(|r| r.lines as f64)
+            .collect();
+        (!v.is_empty()).then(|| (v.iter().sum::<f64>() / v.len() as f64, v.len()))
+    };
+    let (mut ref_after, mut ref_before) = (0.0, 0.0);
+    for h in hosts.iter().filter(|h| h.role == Role::Reference) {
+        if let (Some((a, na)), Some((b, nb))) = (
+            mean_lines(h, recent_from.max(first + warm), m),
+            mean_lines(h, base_from, first - 60),
+        ) && na >= MIN_RECENT
+            && nb >= MIN_BASELINE
+        {
+            ref_after += a;
+            ref_before += b;
+        }
+    }
+    let fleet = if ref_before > 0.0 {
+        (ref_after / ref_before).clamp(0.2, 5.0)
+    } else {
+        1.0
+    };
+    let mut hit = Vec::new();
+    let mut best: Option<(f64, &str, f64, f64, usize, usize)> = None;
+    for h in hosts {
+        let Role::Released(r) = h.role else { continue };
+        let (Some((a, na)), Some((b, nb))) = (
+            mean_lines(h, recent_from.max(r + warm), m),
+            mean_lines(h, base_from, r - 60),
+        ) else {
+            continue;
+        };
+        if na < MIN_RECENT || nb < MIN_BASELINE || b < 10.0 {
+            continue;
+        }
+        let relative = a / b / fleet;
+        if relative < params.volume_max_ratio {
+            hit.push(h.name.to_string());
+            let drop = 1.0 - relative;
+            if best.is_none_or(|x| drop > x.0) {
+                best = Some((drop, h.name, a, b, na, nb));
+            }
+        }
+    }
+    let (drop, name, a, b, na, nb) = best?;
+    let reason = Reason {
+        rule: "log_volume".into(),
+        summary: format!(
+            "log volume on {name} fell to {a:.0} lines/minute from {b:.0} before the release ({:.0}% of normal after the fleet's change ×{fleet:.2}) while its agent still reports",
+            (1.0 - drop) * 100.0
+        ),
+        severity: Severity::Critical,
+        hosts: hit,
+        fingerprint: None,
+        metric: Some("lines".into()),
+        evidence: Evidence {
+            released_before: Some(Tally {
+                value: b,
+                lines: 0,
+                minutes: nb as u32,
+            }),
+            released_after: Some(Tally {
+                value: a,
+                lines: 0,
+                minutes: na as u32,
+            }),
+            expected: Some(b * fleet),
+            observed: a,
+            effect: drop,
+            ..Evidence::default()
+        },
+    };
+    Some(candidate(
+        "log_volume",
+        reason,
+        drop,
+        1.0 - params.volume_max_ratio,
+        memory,
+        None,
+    ))
+}

@@ -1,0 +1,876 @@
+//! Release judgement: the pure core that decides, minute by minute, whether a release is
+//! `pass`, `watch` or `block` (DESIGN §5).
+//!
+//! This module is synchronous code over plain data. The live detector and
+//! `vigil-detector replay` both drive the very same [`ReleaseJudge`]: one
+//! [`ReleaseJudge::round`] per completed minute over all counters known so far, and
+//! [`ReleaseJudge::alert`] when an agent reports a dangerous exception between rounds.
+//! An [`AppMemory`] per application carries what users taught Vigil (learned normal
+//! thresholds, fingerprints known to be benign) from release to release.
+//!
+//! # The funnel (cheapest first)
+//! Windows: a released host's *baseline* is its minutes before its own release (up to
+//! [`JudgeParams::baseline_minutes`] before the first batch); its *after* window starts at
+//! its release; rate and metric tests skip the first [`JudgeParams::warmup_minutes`]
+//! (restart noise). Reference hosts (`reference_hosts` plus hosts of batches not reached
+//! yet) have the first batch as their boundary. Missing rows are absent from every sum.
+//!
+//! 1. `dangerous_exception` — a fingerprint whose definition is dangerous, seen on a
+//!    released host after its release, absent from every host's baseline, from the
+//!    reference group and from the app's known history: **block at once** (also from
+//!    [`ReleaseJudge::alert`], at the alert's time).
+//! 2. `new_exception` — a fingerprint unknown to the app (known list, [`AppMemory`]),
+//!    absent from baselines and reference hosts, reaching [`JudgeParams::new_min_count`]
+//!    events on released hosts in at least two host-minutes.
+//! 3. `exception_rate` / `error_rate` — more of a known exception or of error lines,
+//!    normalised by log lines. Per minute where both groups report, the released share of
+//!    the minute's events is expected to be `c·N_r / (c·N_r + N_f)`, where `c` is each
+//!    released host's before-release rate relative to the reference group (shrunk towards
+//!    1 by 8 pseudo-events, never below 1, so a host noisy before the release stays quiet):
+//!    difference in differences. The main test is a one-sided binomial test on counts
+//!    divided by the dispersion `φ` (quasi-Poisson; `φ` is Pearson χ²/df over the
+//!    baseline, per host and event-weighted for the group, 1.5 when the baseline is thin),
+//!    taking the smaller p of that test and of a pooled test against all other cells
+//!    (rare exceptions), at [`JudgeParams::rate_alpha`] = 1e-5. Two guards must also
+//!    reject: released after vs released before (p < 0.01) and a one-sample t-test on the
+//!    per-minute excesses whose variance comes from the minutes themselves (p < 0.002), so
+//!    a fleet-wide surge of overdispersed counts cannot pass. Effect: ratio
+//!    `(observed+1)/(expected+1)` ≥ 1.5 and an excess ≥ 6 events. Without reference hosts:
+//!    after vs before plus Welch's t-test on per-minute rates. Aggregated over released
+//!    hosts, then per released host (α divided by their number) for partial faults.
+//! 4. `host_metric` — CPU, load and disk busy: a released host's upper-quartile level of
+//!    the last 10 minutes minus its baseline median, minus the reference hosts' median
+//!    change, must exceed a minimum (12 points CPU/disk; load 0.8 and 60% of its baseline),
+//!    4× the host's robust noise (MAD), and the 99.5th percentile of how far this fleet's
+//!    hosts wander from their level in normal minutes (bursty workloads wander far).
+//!    Memory: the after-release slope above the reference hosts' median slope (≥ 0.12
+//!    points/min and ≥ 3 points in all). A metric alone is weak evidence: it must be
+//!    suspicious for [`JudgeParams::metric_rounds_needed`] consecutive rounds before it
+//!    counts in the window.
+//! 5. `log_volume` — a released host still reporting whose mean lines over the last 5
+//!    minutes fell below 30% of its baseline, after the reference group's own change.
+//!
+//! Signals 2–5 must pass the app's learned threshold ([`AppMemory::learn`]) and make
+//! [`JudgeParams::window_needed`] (2) of the last [`JudgeParams::window_rounds`] (3) rounds
+//! suspicious before a block; in between the decision is `watch` with warning reasons. A
+//! block is sticky and keeps its time and reasons.
+//!
+//! ```
+//! use std::collections::{BTreeMap, HashMap, HashSet};
+//! use vigil_detector::judge::*;
+//!
+//! let release = Release {
+//!     app: "shop".into(),
+//!     batches: vec![Batch { at: 600, hosts: vec!["h1".into()] }],
+//!     reference_hosts: vec!["h2".into()],
+//!     until: Some(1200),
+//! };
+//! let mut judge = ReleaseJudge::new(release, HashSet::new(), HashMap::new());
+//! let memory = AppMemory::default();
+//! let verdict = judge.round(600, &[], &memory);
+//! assert_eq!(verdict.decision, Decision::Pass);
+//! ```
+
+mod funnel;
+pub mod stats;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+/// A 64-bit exception fingerprint as computed by the agent.
+pub type Fingerprint = u64;
+
+/// Formats a fingerprint as 16 lowercase hex digits (the API and replay format).
+pub fn fingerprint_hex(fingerprint: Fingerprint) -> String {
+    format!("{fingerprint:016x}")
+}
+
+/// The start of the minute holding `t` (UTC Unix seconds).
+pub fn minute_of(t: i64) -> i64 {
+    t.div_euclid(60) * 60
+}
+
+/// Hosts that got the new version at `at` (UTC Unix seconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Batch {
+    /// When the hosts got the new version.
+    pub at: i64,
+    /// The hosts.
+    pub hosts: Vec<String>,
+}
+
+/// A release as the judge sees it.
+///
+/// A host is *released* from the minute of the first batch that names it; hosts of
+/// `reference_hosts` and of batches not yet reached form the reference group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    /// Application name.
+    pub app: String,
+    /// Batches, in any order.
+    pub batches: Vec<Batch>,
+    /// Hosts that keep the old version (may be empty: everything released at once).
+    pub reference_hosts: Vec<String>,
+    /// End of the watch, if known.
+    pub until: Option<i64>,
+}
+
+impl Release {
+    /// Minute of the first batch, `None` without batches.
+    pub fn first_minute(&self) -> Option<i64> {
+        self.batches.iter().map(|b| minute_of(b.at)).min()
+    }
+}
+
+/// Host metrics of one minute; absent fields were not measured.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostMetrics {
+    /// Mean CPU busy %.
+    pub cpu_pct: Option<f64>,
+    /// Max CPU busy %.
+    pub cpu_pct_max: Option<f64>,
+    /// Memory used % (from MemAvailable).
+    pub mem_used_pct: Option<f64>,
+    /// Swap used %.
+    pub swap_used_pct: Option<f64>,
+    /// Load averages.
+    pub load1: Option<f64>,
+    /// 5-minute load average.
+    pub load5: Option<f64>,
+    /// 15-minute load average.
+    pub load15: Option<f64>,
+    /// Disk bytes read in the minute.
+    pub disk_read_bytes: Option<u64>,
+    /// Disk bytes written in the minute.
+    pub disk_write_bytes: Option<u64>,
+    /// Disk read operations.
+    pub disk_reads: Option<u64>,
+    /// Disk write operations.
+    pub disk_writes: Option<u64>,
+    /// Disk busy % (from io time).
+    pub disk_busy_pct: Option<f64>,
+}
+
+/// Counters of one app on one host in one minute (summed over reports).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HostMinute {
+    /// Host name.
+    pub host: String,
+    /// Start of the minute (UTC Unix seconds, a multiple of 60).
+    pub minute: i64,
+    /// Log lines (events).
+    pub lines: u64,
+    /// Error lines.
+    pub error_lines: u64,
+    /// Warning lines.
+    pub warn_lines: u64,
+    /// Count per exception fingerprint.
+    pub exceptions: BTreeMap<Fingerprint, u64>,
+    /// Host metrics of the minute (all `None` when not reported).
+    pub host_metrics: HostMetrics,
+}
+
+/// What the agent knows about a fingerprint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Definition {
+    /// Outermost exception class.
+    pub class: String,
+    /// Cause chain classes, outermost first.
+    #[serde(default)]
+    pub causes: Vec<String>,
+    /// A message sample.
+    #[serde(default)]
+    pub message: String,
+    /// Top frames as `class.method`.
+    #[serde(default)]
+    pub frames: Vec<String>,
+    /// A dangerous class appears in the chain.
+    #[serde(default)]
+    pub dangerous: bool,
+}
+
+/// The decision about a release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// Nothing suspicious.
+    Pass,
+    /// Something suspicious, not (yet) enough to block.
+    Watch,
+    /// Stop the release. Sticky.
+    Block,
+}
+
+impl Decision {
+    /// `pass`, `watch` or `block`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Pass => "pass",
+            Decision::Watch => "watch",
+            Decision::Block => "block",
+        }
+    }
+}
+
+/// How serious a reason is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Enough on its own (with the window) to block.
+    Critical,
+    /// Worth a look: below the learned threshold, or not yet in enough rounds.
+    Warning,
+}
+
+/// Counters of one group over one window, as shown in evidence.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Tally {
+    /// Events counted (exceptions or error lines), or the metric's median.
+    pub value: f64,
+    /// Log lines over the window (the volume the count is normalised by).
+    pub lines: u64,
+    /// Host-minutes with data in the window.
+    pub minutes: u32,
+}
+
+/// The figures behind a reason, for a person to check.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// Released hosts before their release.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub released_before: Option<Tally>,
+    /// Released hosts after their release.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub released_after: Option<Tally>,
+    /// Reference hosts before the first batch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference_before: Option<Tally>,
+    /// Reference hosts over the same minutes as the released hosts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reference_after: Option<Tally>,
+    /// What the released hosts would show if nothing had changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected: Option<f64>,
+    /// What they show.
+    pub observed: f64,
+    /// The effect measured (ratio, count, change in metric units, drop fraction).
+    pub effect: f64,
+    /// The threshold the effect had to pass (the larger of the default and the learned).
+    pub threshold: f64,
+    /// The app's learned normal threshold, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub learned_threshold: Option<f64>,
+    /// One-sided p-value of the test, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p_value: Option<f64>,
+    /// Dispersion factor the counts were scaled by.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dispersion: Option<f64>,
+    /// Rounds of the window that were suspicious (at decision time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rounds_suspicious: Option<u32>,
+    /// Rounds in the window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window_rounds: Option<u32>,
+}
+
+/// One reason for a decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reason {
+    /// `dangerous_exception`, `new_exception`, `exception_rate`, `error_rate`,
+    /// `host_metric` or `log_volume`.
+    pub rule: String,
+    /// One human sentence.
+    pub summary: String,
+    /// How serious.
+    pub severity: Severity,
+    /// Hosts concerned.
+    pub hosts: Vec<String>,
+    /// Fingerprint (16 hex digits) for exception rules.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// Metric name for host-metric and volume rules.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
+    /// The figures.
+    pub evidence: Evidence,
+}
+
+/// The judge's answer after a round or an alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// The decision.
+    pub decision: Decision,
+    /// When it was taken (UTC Unix seconds): the end of the judged minute, or the alert's
+    /// time. For a sticky block, the time of the block.
+    pub decided_at: i64,
+    /// Why (empty for a clean pass).
+    pub reasons: Vec<Reason>,
+}
+
+/// A user's judgement of a finished release, taught to [`AppMemory::learn`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Feedback {
+    /// Vigil blocked and was right.
+    ValidBlock,
+    /// Vigil blocked a good release.
+    FalseAlarm,
+    /// Vigil let a bad release through.
+    MissedProblem,
+    /// Vigil passed a good release.
+    ConfirmedNormal,
+}
+
+/// Tuning of the funnel. [`Default`] holds the values the benchmark was run with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JudgeParams {
+    /// Minutes of baseline before the first batch.
+    pub baseline_minutes: i64,
+    /// Minutes after a host's release left out of rate and metric tests (restart noise).
+    pub warmup_minutes: i64,
+    /// Rounds in the sliding window.
+    pub window_rounds: usize,
+    /// Suspicious rounds in the window needed to block.
+    pub window_needed: usize,
+    /// Rule 2: events of a new fingerprint needed.
+    pub new_min_count: f64,
+    /// Rule 3: significance level of the aggregate test (per-host tests use it divided by
+    /// the number of released hosts).
+    pub rate_alpha: f64,
+    /// Rule 3: significance level of the after-vs-before guard on the released hosts when
+    /// a reference group gives the main test.
+    pub rate_guard_alpha: f64,
+    /// Rule 3: significance level of the per-minute t-test (whose variance comes from the
+    /// minutes themselves, so a fleet-wide surge of overdispersed counts cannot pass).
+    pub rate_minutes_alpha: f64,
+    /// Rule 3: minimum ratio observed/expected.
+    pub rate_min_ratio: f64,
+    /// Rule 3: minimum excess events over the expectation (aggregate).
+    pub rate_min_excess: f64,
+    /// Rule 3: dispersion assumed when the baseline is too thin to estimate it.
+    pub default_dispersion: f64,
+    /// Rule 3: largest dispersion factor used.
+    pub max_dispersion: f64,
+    /// Rule 4: consecutive suspicious rounds a host metric alone needs before it counts
+    /// in the window.
+    pub metric_rounds_needed: usize,
+    /// Rule 4: minutes of recent data a metric needs.
+    pub metric_min_minutes: usize,
+    /// Rule 4: recent minutes whose median is compared with the baseline.
+    pub metric_recent_minutes: i64,
+    /// Rule 4: minimum change / robust noise.
+    pub metric_min_z: f64,
+    /// Rule 4: minimum CPU change (points).
+    pub cpu_min_points: f64,
+    /// Rule 4: minimum disk busy change (points).
+    pub disk_min_points: f64,
+    /// Rule 4: minimum load change (absolute), and relative to the baseline load.
+    pub load_min_abs: f64,
+    /// Rule 4: minimum load change relative to the baseline median.
+    pub load_min_rel: f64,
+    /// Rule 4: minimum memory slope above the reference (points per minute).
+    pub mem_min_slope: f64,
+    /// Rule 4: minimum memory rise over the after window (points).
+    pub mem_min_rise: f64,
+    /// Rule 5: a released host's volume relative to its baseline (and the reference
+    /// group's change) below this is a collapse.
+    pub volume_max_ratio: f64,
+    /// Rule 5: recent minutes looked at.
+    pub volume_recent_minutes: i64,
+}
+
+impl Default for JudgeParams {
+    fn default() -> Self {
+        Self {
+            baseline_minutes: 60,
+            warmup_minutes: 3,
+            window_rounds: 3,
+            window_needed: 2,
+            new_min_count: 5.0,
+            rate_alpha: 1e-5,
+            rate_guard_alpha: 1e-2,
+            rate_minutes_alpha: 2e-3,
+            rate_min_ratio: 1.5,
+            rate_min_excess: 6.0,
+            default_dispersion: 1.5,
+            max_dispersion: 25.0,
+            metric_rounds_needed: 5,
+            metric_min_minutes: 5,
+            metric_recent_minutes: 10,
+            metric_min_z: 4.0,
+            cpu_min_points: 12.0,
+            disk_min_points: 12.0,
+            load_min_abs: 0.8,
+            load_min_rel: 0.6,
+            mem_min_slope: 0.12,
+            mem_min_rise: 3.0,
+            volume_max_ratio: 0.3,
+            volume_recent_minutes: 5,
+        }
+    }
+}
+
+/// Kinds of learnable signals, with the default threshold and the cap on learning (so
+/// one odd release cannot switch a signal off).
+pub(crate) const SIGNAL_KINDS: &[(&str, f64, f64)] = &[
+    ("new_exception", 5.0, 40.0),
+    ("exception_rate", 1.5, 4.0),
+    ("error_rate", 1.5, 3.0),
+    ("host_metric:cpu_pct", 12.0, 100.0),
+    ("host_metric:load1", 0.8, 64.0),
+    ("host_metric:disk_busy_pct", 12.0, 100.0),
+    ("host_metric:mem_slope", 0.12, 0.5),
+    ("log_volume", 0.7, 0.92),
+];
+
+fn kind_cap(kind: &str) -> f64 {
+    SIGNAL_KINDS
+        .iter()
+        .find(|k| k.0 == kind)
+        .map_or(f64::INFINITY, |k| k.2)
+}
+
+fn kind_default(kind: &str) -> f64 {
+    SIGNAL_KINDS
+        .iter()
+        .find(|k| k.0 == kind)
+        .map_or(0.0, |k| k.1)
+}
+
+/// After a false alarm, the blocking signal's threshold is raised to its peak times this.
+pub const FALSE_ALARM_MARGIN: f64 = 1.5;
+
+/// Format version of [`AppMemory`].
+pub const APP_MEMORY_VERSION: u32 = 1;
+
+/// What Vigil learned about one application from users' feedback. Serializable; the
+/// detector persists it per app.
+///
+/// Invariants: every learned threshold lies between the signal's default and its cap;
+/// fingerprints in `benign_fingerprints` were shown in releases users called normal or a
+/// false alarm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppMemory {
+    /// Format version ([`APP_MEMORY_VERSION`]).
+    pub version: u32,
+    /// Learned normal threshold per signal kind (`exception_rate`, `host_metric:cpu_pct`, ..).
+    pub thresholds: BTreeMap<String, f64>,
+    /// Fingerprints shown by the app in releases judged normal (or in baselines and
+    /// reference groups), with the last minute seen.
+    pub known_fingerprints: BTreeMap<Fingerprint, i64>,
+    /// Fingerprints that caused a false alarm: never new, never dangerous-at-once again.
+    pub benign_fingerprints: BTreeSet<Fingerprint>,
+    /// Releases learned from.
+    pub releases_learned: u64,
+}
+
+impl Default for AppMemory {
+    fn default() -> Self {
+        Self {
+            version: APP_MEMORY_VERSION,
+            thresholds: BTreeMap::new(),
+            known_fingerprints: BTreeMap::new(),
+            benign_fingerprints: BTreeSet::new(),
+            releases_learned: 0,
+        }
+    }
+}
+
+/// How long a fingerprint stays in the app's recent history.
+pub const KNOWN_FINGERPRINT_TTL: i64 = 30 * 24 * 3600;
+
+impl AppMemory {
+    /// The learned threshold of a signal kind, if any.
+    pub fn threshold(&self, kind: &str) -> Option<f64> {
+        self.thresholds.get(kind).copied()
+    }
+
+    /// Whether the app has shown `fingerprint` recently (before `at`) or users called it
+    /// benign.
+    pub fn knows(&self, fingerprint: Fingerprint, at: i64) -> bool {
+        self.benign_fingerprints.contains(&fingerprint)
+            || self
+                .known_fingerprints
+                .get(&fingerprint)
+                .is_some_and(|&seen| seen >= at - KNOWN_FINGERPRINT_TTL)
+    }
+
+    /// Learns from a user's feedback on a judged release.
+    ///
+    /// - `confirmed_normal`: each signal's peak in the release becomes its normal
+    ///   threshold when larger (capped); every fingerprint shown becomes known.
+    /// - `false_alarm`: the same, the blocking signals' thresholds go to
+    ///   [`FALSE_ALARM_MARGIN`] × their peak (capped), and the fingerprints behind the
+    ///   block become benign.
+    /// - `missed_problem`: thresholds that suppressed a signal of this release fall back
+    ///   below its peak (never under the default).
+    /// - `valid_block`: fingerprints of the baselines and reference group become known
+    ///   (the blocked ones do not).
+    pub fn learn(&mut self, judge: &ReleaseJudge, label: Feedback) {
+        self.releases_learned += 1;
+        let record = judge.record();
+        match label {
+            Feedback::ConfirmedNormal | Feedback::FalseAlarm => {
+                let peaks = record
+                    .peaks
+                    .iter()
+                    .chain(&record.released_levels)
+                    .chain(&record.normal_levels);
+                for (kind, &peak) in peaks {
+                    self.raise(kind, peak);
+                }
+                for (&fp, &seen) in &record.seen {
+                    self.remember(fp, seen);
+                }
+                if label == Feedback::FalseAlarm {
+                    self.benign_fingerprints
+                        .extend(record.flagged_fingerprints.iter().copied());
+                    // A signal that raised a false alarm can go further still in this app:
+                    // leave it half as much room again above what it reached.
+                    for kind in &record.blocking_kinds {
+                        if let Some(&peak) = record.peaks.get(kind) {
+                            self.raise(kind, peak * FALSE_ALARM_MARGIN);
+                        }
+                    }
+                }
+            }
+            Feedback::MissedProblem => {
+                for (kind, &peak) in &record.peaks {
+                    if let Some(slot) = self.thresholds.get_mut(kind)
+                        && peak <= *slot
+                    {
+                        *slot = (peak * 0.95).max(kind_default(kind));
+                    }
+                }
+                for (&fp, &seen) in &record.seen_outside {
+                    self.remember(fp, seen);
+                }
+            }
+            Feedback::ValidBlock => {
+                for (&fp, &seen) in &record.seen_outside {
+                    self.remember(fp, seen);
+                }
+            }
+        }
+        if matches!(label, Feedback::ValidBlock | Feedback::MissedProblem) {
+            // Reference hosts kept the old version: what they did is normal whatever the
+            // release turned out to be.
+            for (kind, &level) in &record.normal_levels {
+                self.raise(kind, level);
+            }
+        }
+    }
+
+    /// Raises a learned threshold to `value` (capped); never below the kind's default.
+    fn raise(&mut self, kind: &str, value: f64) {
+        let value = value.min(kind_cap(kind));
+        if value <= kind_default(kind) {
+            return;
+        }
+        let slot = self.thresholds.entry(kind.to_string()).or_insert(value);
+        if value > *slot {
+            *slot = value;
+        }
+    }
+
+    fn remember(&mut self, fp: Fingerprint, seen: i64) {
+        let slot = self.known_fingerprints.entry(fp).or_insert(seen);
+        if seen > *slot {
+            *slot = seen;
+        }
+    }
+}
+
+/// What a judge remembers of its release for learning.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ReleaseRecord {
+    /// Largest effect per signal kind among signals that passed their test and the
+    /// default threshold.
+    pub peaks: BTreeMap<String, f64>,
+    /// Every fingerprint seen, with the last minute.
+    pub seen: BTreeMap<Fingerprint, i64>,
+    /// Fingerprints seen in baselines or the reference group.
+    pub seen_outside: BTreeMap<Fingerprint, i64>,
+    /// Fingerprints behind the reasons of the block.
+    pub flagged_fingerprints: BTreeSet<Fingerprint>,
+    /// Signal kinds behind the reasons of the block.
+    pub blocking_kinds: BTreeSet<String>,
+    /// Largest change of a released host per metric kind, significant or not.
+    pub released_levels: BTreeMap<String, f64>,
+    /// Largest change of a reference host per metric kind (normal by definition).
+    pub normal_levels: BTreeMap<String, f64>,
+}
+
+/// The state of one release across rounds: the sliding window, the sticky block and what
+/// learning needs. Serializable, so the detector can keep it across restarts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseJudge {
+    release: Release,
+    known: HashSet<Fingerprint>,
+    definitions: HashMap<Fingerprint, Definition>,
+    params: JudgeParams,
+    window: VecDeque<bool>,
+    /// Consecutive rounds with a suspicious host metric.
+    metric_streak: usize,
+    verdict: Verdict,
+    record: ReleaseRecord,
+    /// Fingerprints seen in baselines or on reference hosts at the last round (for alerts).
+    outside_last_round: HashSet<Fingerprint>,
+}
+
+impl ReleaseJudge {
+    /// A judge for `release` with the app's known fingerprints at the start and the
+    /// definitions known so far, with [`JudgeParams::default`].
+    pub fn new(
+        release: Release,
+        known_fingerprints: HashSet<Fingerprint>,
+        definitions: HashMap<Fingerprint, Definition>,
+    ) -> Self {
+        Self::with_params(
+            release,
+            known_fingerprints,
+            definitions,
+            JudgeParams::default(),
+        )
+    }
+
+    /// Like [`ReleaseJudge::new`] with explicit parameters.
+    pub fn with_params(
+        release: Release,
+        known_fingerprints: HashSet<Fingerprint>,
+        definitions: HashMap<Fingerprint, Definition>,
+        params: JudgeParams,
+    ) -> Self {
+        let start = release.first_minute().unwrap_or(0);
+        Self {
+            release,
+            known: known_fingerprints,
+            definitions,
+            params,
+            window: VecDeque::new(),
+            metric_streak: 0,
+            verdict: Verdict {
+                decision: Decision::Pass,
+                decided_at: start,
+                reasons: Vec::new(),
+            },
+            record: ReleaseRecord::default(),
+            outside_last_round: HashSet::new(),
+        }
+    }
+
+    /// The release judged.
+    pub fn release(&self) -> &Release {
+        &self.release
+    }
+
+    /// The current verdict.
+    pub fn verdict(&self) -> &Verdict {
+        &self.verdict
+    }
+
+    /// Records a new batch of released hosts (the release API's `POST .../batches`); the
+    /// next round treats those hosts as released from the batch's minute.
+    pub fn add_batch(&mut self, batch: Batch) {
+        self.release.batches.push(batch);
+    }
+
+    /// Adds or updates a fingerprint definition (agents send it the first time).
+    pub fn define(&mut self, fingerprint: Fingerprint, definition: Definition) {
+        self.definitions.insert(fingerprint, definition);
+    }
+
+    pub(crate) fn record(&self) -> &ReleaseRecord {
+        &self.record
+    }
+
+    /// One round at the completed minute `minute` over all data known so far.
+    ///
+    /// `data` holds every host-minute of the app known now, in any order, possibly with
+    /// late additions for earlier minutes; rows after `minute` are ignored; a minute with
+    /// no row for a host is *missing*, never zero. After a block the verdict is returned
+    /// unchanged (sticky).
+    pub fn round(&mut self, minute: i64, data: &[HostMinute], memory: &AppMemory) -> Verdict {
+        let minute = minute_of(minute);
+        let outcome = funnel::evaluate(self, minute, data, memory);
+        self.outside_last_round = outcome.outside.iter().copied().collect();
+        for (&fp, &seen) in &outcome.seen {
+            let slot = self.record.seen.entry(fp).or_insert(seen);
+            *slot = (*slot).max(seen);
+        }
+        for &fp in &outcome.outside {
+            let seen = outcome.seen.get(&fp).copied().unwrap_or(minute);
+            self.record.seen_outside.insert(fp, seen);
+        }
+        for (kind, released, reference) in &outcome.levels {
+            for (map, v) in [
+                (&mut self.record.released_levels, *released),
+                (&mut self.record.normal_levels, *reference),
+            ] {
+                if v.is_finite() {
+                    let slot = map.entry(kind.clone()).or_insert(v);
+                    *slot = slot.max(v);
+                }
+            }
+        }
+        for c in &outcome.candidates {
+            if c.significant {
+                let slot = self.record.peaks.entry(c.kind.clone()).or_insert(c.effect);
+                if c.effect > *slot {
+                    *slot = c.effect;
+                }
+            }
+        }
+        if self.verdict.decision == Decision::Block {
+            return self.verdict.clone();
+        }
+        let decided_at = minute + 60;
+        let immediate: Vec<Reason> = outcome
+            .candidates
+            .iter()
+            .filter(|c| c.immediate)
+            .map(|c| c.reason.clone())
+            .collect();
+        if !immediate.is_empty() {
+            return self.block(decided_at, immediate, &outcome.candidates);
+        }
+        // A host metric on its own is weak evidence (workloads have bursts of their own):
+        // it needs a longer run of suspicious rounds; with any log signal it counts at once.
+        let metric_suspicious = outcome
+            .candidates
+            .iter()
+            .any(|c| c.suspicious && c.reason.rule == "host_metric");
+        self.metric_streak = if metric_suspicious {
+            self.metric_streak + 1
+        } else {
+            0
+        };
+        let log_suspicious = outcome
+            .candidates
+            .iter()
+            .any(|c| c.suspicious && c.reason.rule != "host_metric");
+        let suspicious =
+            log_suspicious || self.metric_streak >= self.params.metric_rounds_needed.max(1);
+        self.window.push_back(suspicious);
+        while self.window.len() > self.params.window_rounds.max(1) {
+            self.window.pop_front();
+        }
+        let hits = self.window.iter().filter(|&&s| s).count();
+        let window_info = |mut r: Reason| {
+            r.evidence.rounds_suspicious = Some(hits as u32);
+            r.evidence.window_rounds = Some(self.params.window_rounds as u32);
+            r
+        };
+        if suspicious && hits >= self.params.window_needed.max(1) {
+            let reasons: Vec<Reason> = outcome
+                .candidates
+                .iter()
+                .filter(|c| c.suspicious)
+                .map(|c| window_info(c.reason.clone()))
+                .collect();
+            return self.block(decided_at, reasons, &outcome.candidates);
+        }
+        let mut reasons: Vec<Reason> = outcome
+            .candidates
+            .iter()
+            .filter(|c| c.significant)
+            .map(|c| {
+                let mut r = window_info(c.reason.clone());
+                r.severity = Severity::Warning;
+                r
+            })
+            .collect();
+        reasons.truncate(20);
+        self.verdict = Verdict {
+            decision: if reasons.is_empty() {
+                Decision::Pass
+            } else {
+                Decision::Watch
+            },
+            decided_at,
+            reasons,
+        };
+        self.verdict.clone()
+    }
+
+    fn block(
+        &mut self,
+        at: i64,
+        reasons: Vec<Reason>,
+        candidates: &[funnel::Candidate],
+    ) -> Verdict {
+        for c in candidates {
+            if c.immediate || c.suspicious {
+                self.record.blocking_kinds.insert(c.kind.clone());
+                if let Some(fp) = c.fingerprint {
+                    self.record.flagged_fingerprints.insert(fp);
+                }
+            }
+        }
+        self.verdict = Verdict {
+            decision: Decision::Block,
+            decided_at: at,
+            reasons,
+        };
+        self.verdict.clone()
+    }
+
+    /// A dangerous-exception alert from `host` at `at`, between rounds: blocks at once
+    /// when the host is released, the definition is dangerous, and the fingerprint is not
+    /// known to the app, not in the app's known history and was not seen in any baseline
+    /// or on a reference host at the last round. Otherwise the verdict is unchanged.
+    pub fn alert(
+        &mut self,
+        at: i64,
+        host: &str,
+        fingerprint: Fingerprint,
+        definition: &Definition,
+        memory: &AppMemory,
+    ) -> Verdict {
+        self.definitions
+            .entry(fingerprint)
+            .or_insert_with(|| definition.clone());
+        if self.verdict.decision == Decision::Block || !definition.dangerous {
+            return self.verdict.clone();
+        }
+        let released = self
+            .release
+            .batches
+            .iter()
+            .any(|b| minute_of(b.at) <= minute_of(at) && b.hosts.iter().any(|h| h == host));
+        let start = self.release.first_minute().unwrap_or(at);
+        if !released
+            || self.known.contains(&fingerprint)
+            || memory.knows(fingerprint, start)
+            || self.outside_last_round.contains(&fingerprint)
+        {
+            return self.verdict.clone();
+        }
+        let reason = Reason {
+            rule: "dangerous_exception".into(),
+            summary: format!(
+                "{} on released host {host} (alert), never seen in the baseline, on reference hosts or in the app's history",
+                definition.class
+            ),
+            severity: Severity::Critical,
+            hosts: vec![host.to_string()],
+            fingerprint: Some(fingerprint_hex(fingerprint)),
+            metric: None,
+            evidence: Evidence {
+                observed: 1.0,
+                effect: 1.0,
+                threshold: 1.0,
+                ..Evidence::default()
+            },
+        };
+        self.record.flagged_fingerprints.insert(fingerprint);
+        self.verdict = Verdict {
+            decision: Decision::Block,
+            decided_at: at,
+            reasons: vec![reason],
+        };
+        self.verdict.clone()
+    }
+}

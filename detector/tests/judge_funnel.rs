@@ -1,0 +1,455 @@
+//! The judgement funnel, signal by signal, on small hand-built fleets.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use vigil_detector::judge::{
+    AppMemory, Batch, Decision, Definition, Feedback, HostMetrics, HostMinute, Release,
+    ReleaseJudge, Verdict,
+};
+
+/// Minute of the first batch.
+const T0: i64 = 1_763_880_000;
+const KNOWN: u64 = 0x0b5e_3c1d_2a4f_6e88;
+const DANGER: u64 = 0x9f3a_5c0e_11d2_b7a4;
+const FRESH: u64 = 0x1234_5678_9abc_def0;
+
+/// A deterministic fleet: `hosts` hosts from 30 minutes before `T0` to 60 minutes after,
+/// 1,000 lines a minute, error lines and the known exception with a little wobble, CPU 20%
+/// and memory 50% with a little wobble. `tweak` changes a host-minute (minute index
+/// relative to `T0`, negative before).
+fn fleet(hosts: &[&str], tweak: impl Fn(&str, i64, &mut HostMinute)) -> Vec<HostMinute> {
+    let mut rows = Vec::new();
+    for m in -30..60 {
+        for (i, h) in hosts.iter().enumerate() {
+            let wobble = ((m + 3 * i as i64).rem_euclid(5)) as u64; // 0..4
+            let mut row = HostMinute {
+                host: (*h).to_string(),
+                minute: T0 + m * 60,
+                lines: 1000 + 10 * wobble,
+                error_lines: 3 + wobble % 3,
+                warn_lines: 5,
+                exceptions: BTreeMap::from([(KNOWN, 1 + wobble % 2)]),
+                host_metrics: HostMetrics {
+                    cpu_pct: Some(20.0 + wobble as f64),
+                    mem_used_pct: Some(50.0 + 0.1 * wobble as f64),
+                    load1: Some(1.0 + 0.05 * wobble as f64),
+                    disk_busy_pct: Some(3.0 + wobble as f64 * 0.5),
+                    ..HostMetrics::default()
+                },
+            };
+            tweak(h, m, &mut row);
+            rows.push(row);
+        }
+    }
+    rows.sort_by_key(|r| r.minute);
+    rows
+}
+
+fn release(released: &[&str], reference: &[&str]) -> Release {
+    Release {
+        app: "shop".into(),
+        batches: vec![Batch {
+            at: T0 + 17,
+            hosts: released.iter().map(|h| h.to_string()).collect(),
+        }],
+        reference_hosts: reference.iter().map(|h| h.to_string()).collect(),
+        until: Some(T0 + 3600),
+    }
+}
+
+fn definitions() -> HashMap<u64, Definition> {
+    HashMap::from([
+        (
+            DANGER,
+            Definition {
+                class: "java.lang.NoSuchMethodError".into(),
+                dangerous: true,
+                ..Definition::default()
+            },
+        ),
+        (
+            KNOWN,
+            Definition {
+                class: "java.net.SocketTimeoutException".into(),
+                ..Definition::default()
+            },
+        ),
+        (
+            FRESH,
+            Definition {
+                class: "java.lang.IllegalStateException".into(),
+                ..Definition::default()
+            },
+        ),
+    ])
+}
+
+/// Runs rounds minute by minute over the rows known so far; returns every verdict.
+fn run(judge: &mut ReleaseJudge, rows: &[HostMinute], memory: &AppMemory) -> Vec<Verdict> {
+    let mut out = Vec::new();
+    for m in 0..60 {
+        let minute = T0 + m * 60;
+        let known: Vec<HostMinute> = rows
+            .iter()
+            .filter(|r| r.minute <= minute)
+            .cloned()
+            .collect();
+        out.push(judge.round(minute, &known, memory));
+    }
+    out
+}
+
+fn judge(release: Release) -> ReleaseJudge {
+    ReleaseJudge::new(release, HashSet::from([KNOWN]), definitions())
+}
+
+fn first_block(verdicts: &[Verdict]) -> Option<(usize, &Verdict)> {
+    verdicts
+        .iter()
+        .enumerate()
+        .find(|(_, v)| v.decision == Decision::Block)
+}
+
+const HOSTS: [&str; 6] = ["h1", "h2", "h3", "h4", "h5", "h6"];
+
+#[test]
+fn healthy_release_passes_every_round() {
+    let rows = fleet(&HOSTS, |_, _, _| {});
+    let mut j = judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+    let verdicts = run(&mut j, &rows, &AppMemory::default());
+    assert!(
+        verdicts.iter().all(|v| v.decision == Decision::Pass),
+        "{:?}",
+        verdicts.last()
+    );
+}
+
+#[test]
+fn dangerous_exception_blocks_in_the_first_round_it_shows() {
+    let rows = fleet(&HOSTS, |h, m, r| {
+        if h == "h1" && m == 4 {
+            r.exceptions.insert(DANGER, 1);
+        }
+    });
+    let mut j = judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+    let verdicts = run(&mut j, &rows, &AppMemory::default());
+    let (at, v) = first_block(&verdicts).expect("blocked");
+    assert_eq!(at, 4, "blocked at the end of the minute it showed");
+    assert_eq!(v.decided_at, T0 + 5 * 60);
+    let reason = &v.reasons[0];
+    assert_eq!(reason.rule, "dangerous_exception");
+    assert_eq!(reason.hosts, vec!["h1".to_string()]);
+    assert_eq!(reason.fingerprint.as_deref(), Some("9f3a5c0e11d2b7a4"));
+    assert_eq!(reason.evidence.observed, 1.0);
+    // Sticky: later rounds keep the block and its time.
+    assert!(
+        verdicts[5..]
+            .iter()
+            .all(|x| x.decision == Decision::Block && x.decided_at == v.decided_at)
+    );
+}
+
+#[test]
+fn dangerous_exception_seen_on_reference_hosts_does_not_block_at_once() {
+    let rows = fleet(&HOSTS, |h, m, r| {
+        if (h == "h1" && m == 4) || (h == "h5" && m == -10) {
+            r.exceptions.insert(DANGER, 1);
+        }
+    });
+    let mut j = judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+    let verdicts = run(&mut j, &rows, &AppMemory::default());
+    assert!(first_block(&verdicts).is_none(), "{:?}", verdicts.last());
+}
+
+#[test]
+fn alert_blocks_between_rounds_and_only_for_released_hosts() {
+    let rows = fleet(&HOSTS, |_, _, _| {});
+    let memory = AppMemory::default();
+    let mut j = judge(release(&["h1"], &["h2", "h3"]));
+    j.round(T0, &rows, &memory);
+    let defs = definitions();
+    let danger = &defs[&DANGER];
+    let v = j.alert(T0 + 75, "h3", DANGER, danger, &memory);
+    assert_eq!(v.decision, Decision::Pass, "reference host: no block");
+    let v = j.alert(T0 + 80, "h1", KNOWN, &defs[&KNOWN], &memory);
+    assert_eq!(v.decision, Decision::Pass, "not dangerous: no block");
+    let v = j.alert(T0 + 81, "h1", DANGER, danger, &memory);
+    assert_eq!(v.decision, Decision::Block);
+    assert_eq!(
+        v.decided_at,
+        T0 + 81,
+        "blocked at the alert, not at the minute's end"
+    );
+    assert_eq!(v.reasons[0].rule, "dangerous_exception");
+}
+
+#[test]
+fn new_exception_blocks_after_the_window_and_a_rare_one_passes() {
+    let rows = fleet(&HOSTS, |h, m, r| {
+        if (h == "h1" || h == "h2") && m >= 5 {
+            r.exceptions.insert(FRESH, 3);
+        }
+    });
+    let mut j = judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+    let verdicts = run(&mut j, &rows, &AppMemory::default());
+    let (at, v) = first_block(&verdicts).expect("blocked");
+    assert_eq!(
+        verdicts[5].decision,
+        Decision::Watch,
+        "first suspicious round only watches"
+    );
+    assert_eq!(at, 6, "second suspicious round of the window blocks");
+    assert_eq!(v.reasons[0].rule, "new_exception");
+    assert_eq!(v.reasons[0].evidence.rounds_suspicious, Some(2));
+
+    let rare = fleet(&HOSTS, |h, m, r| {
+        if h == "h1" && (m == 10 || m == 40) {
+            r.exceptions.insert(FRESH, 1);
+        }
+    });
+    let mut j = judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+    let verdicts = run(&mut j, &rare, &AppMemory::default());
+    assert!(first_block(&verdicts).is_none());
+}
+
+#[test]
+fn more_of_a_known_exception_blocks_with_checkable_evidence() {
+    let rows = fleet(&HOSTS, |h, m, r| {
+        if (h == "h1" || h == "h2") && m >= 3 {
+            *r.exceptions.entry(KNOWN).or_default() *= 6;
+        }
+    });
+    let mut j = judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+    let verdicts = run(&mut j, &rows, &AppMemory::default());
+    let (_, v) = first_block(&verdicts).expect("blocked");
+    let r = v
+        .reasons
+        .iter()
+        .find(|r| r.rule == "exception_rate")
+        .expect("rate reason");
+    assert_eq!(r.fingerprint.as_deref(), Some("0b5e3c1d2a4f6e88"));
+    let e = &r.evidence;
+    assert!(e.observed > e.expected.unwrap_or(f64::MAX) * 3.0, "{e:?}");
+    assert!(e.p_value.unwrap_or(1.0) < 1e-5);
+    assert!(e.released_before.is_some() && e.reference_after.is_some());
+    assert!(e.effect >= e.threshold);
+}
+
+#[test]
+fn a_surge_on_the_whole_fleet_passes() {
+    let rows = fleet(&HOSTS, |_, m, r| {
+        if (10..25).contains(&m) {
+            r.error_lines *= 8;
+            *r.exceptions.entry(KNOWN).or_default() *= 10;
+            r.lines *= 2;
+        }
+    });
+    let mut j = judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+    let verdicts = run(&mut j, &rows, &AppMemory::default());
+    assert!(
+        first_block(&verdicts).is_none(),
+        "{:?}",
+        verdicts.iter().find(|v| v.decision != Decision::Pass)
+    );
+}
+
+#[test]
+fn a_host_noisy_before_the_release_passes() {
+    let rows = fleet(&HOSTS, |h, _, r| {
+        if h == "h1" {
+            r.error_lines *= 5;
+            *r.exceptions.entry(KNOWN).or_default() *= 6;
+        }
+    });
+    let mut j = judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+    let verdicts = run(&mut j, &rows, &AppMemory::default());
+    assert!(first_block(&verdicts).is_none(), "{:?}", verdicts.last());
+}
+
+#[test]
+fn without_reference_hosts_error_growth_blocks_on_before_after() {
+    let rows = fleet(&HOSTS[..4], |_, m, r| {
+        if m >= 3 {
+            r.error_lines *= 5;
+        }
+    });
+    let mut j = judge(release(&HOSTS[..4], &[]));
+    let verdicts = run(&mut j, &rows, &AppMemory::default());
+    let (_, v) = first_block(&verdicts).expect("blocked");
+    let r = v
+        .reasons
+        .iter()
+        .find(|r| r.rule == "error_rate")
+        .expect("error reason");
+    assert!(
+        r.evidence.reference_after.is_none(),
+        "no reference group: before/after only"
+    );
+    assert_eq!(r.metric.as_deref(), Some("error_lines"));
+}
+
+#[test]
+fn log_volume_collapse_blocks_but_a_missing_agent_does_not() {
+    let collapse = fleet(&HOSTS, |h, m, r| {
+        if h == "h1" && m >= 3 {
+            r.lines = 20;
+            r.error_lines = 0;
+            r.exceptions.clear();
+        }
+    });
+    let mut j = judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+    let verdicts = run(&mut j, &collapse, &AppMemory::default());
+    let (_, v) = first_block(&verdicts).expect("blocked");
+    assert!(
+        v.reasons
+            .iter()
+            .any(|r| r.rule == "log_volume" && r.hosts == ["h1"]),
+        "{v:?}"
+    );
+
+    // The same host silent (no rows at all) is missing data, not zero lines.
+    let mut gap = fleet(&HOSTS, |_, _, _| {});
+    gap.retain(|r| !(r.host == "h1" && r.minute >= T0 + 3 * 60 && r.minute < T0 + 40 * 60));
+    let mut j = judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+    let verdicts = run(&mut j, &gap, &AppMemory::default());
+    assert!(first_block(&verdicts).is_none(), "{:?}", verdicts.last());
+}
+
+#[test]
+fn host_metric_alone_needs_a_longer_run_then_blocks() {
+    let rows = fleet(&HOSTS, |h, m, r| {
+        if (h == "h1" || h == "h2") && m >= 3 {
+            r.host_metrics.cpu_pct = r.host_metrics.cpu_pct.map(|c| c + 40.0);
+        }
+    });
+    let mut j = judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+    let verdicts = run(&mut j, &rows, &AppMemory::default());
+    let (at, v) = first_block(&verdicts).expect("blocked");
+    assert!(
+        at >= 10,
+        "a metric alone waits for its streak (blocked at +{at})"
+    );
+    let r = &v.reasons[0];
+    assert_eq!(
+        (r.rule.as_str(), r.metric.as_deref()),
+        ("host_metric", Some("cpu_pct"))
+    );
+    assert!(r.hosts.contains(&"h1".to_string()) && r.hosts.contains(&"h2".to_string()));
+}
+
+#[test]
+fn a_false_alarm_teaches_the_app_its_normal_and_a_miss_undoes_it() {
+    // A release with a 3× rise of a known exception: blocked with no memory (learning is
+    // capped at ×4 for rates, so a bigger rise could never be taught away).
+    let rows = fleet(&HOSTS, |h, m, r| {
+        if (h == "h1" || h == "h2") && m >= 3 {
+            *r.exceptions.entry(KNOWN).or_default() *= 3;
+        }
+    });
+    let mut memory = AppMemory::default();
+    let mut j = judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+    let verdicts = run(&mut j, &rows, &memory);
+    assert!(first_block(&verdicts).is_some());
+    memory.learn(&j, Feedback::FalseAlarm);
+    let learned = memory.threshold("exception_rate").expect("learned");
+    assert!(learned > 1.5, "{learned}");
+    assert!(memory.knows(KNOWN, T0));
+
+    // The same release again: the signal no longer exceeds what users call normal.
+    let mut j = judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+    let verdicts = run(&mut j, &rows, &memory);
+    assert!(first_block(&verdicts).is_none());
+    let last = verdicts.last().expect("rounds");
+    assert_eq!(last.decision, Decision::Watch, "still shown as a warning");
+    assert!(
+        last.reasons
+            .iter()
+            .any(|r| r.evidence.learned_threshold == Some(learned))
+    );
+
+    // Users say it was a real problem after all: the threshold comes back down.
+    memory.learn(&j, Feedback::MissedProblem);
+    assert!(memory.threshold("exception_rate").unwrap_or(f64::MAX) < learned);
+
+    let json = serde_json::to_string(&memory).expect("serialize");
+    let back: AppMemory = serde_json::from_str(&json).expect("deserialize");
+    assert_eq!(back, memory);
+}
+
+#[test]
+fn late_data_for_earlier_minutes_is_taken_into_account() {
+    let rows = fleet(&HOSTS, |h, m, r| {
+        if h == "h1" && m == 2 {
+            r.exceptions.insert(DANGER, 1);
+        }
+    });
+    let memory = AppMemory::default();
+    let mut j = judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+    // Rounds at +2 and +3 without h1's minute +2 (late), then it arrives.
+    let without: Vec<HostMinute> = rows
+        .iter()
+        .filter(|r| !(r.host == "h1" && r.minute == T0 + 120))
+        .cloned()
+        .collect();
+    for m in 0..4 {
+        let known: Vec<HostMinute> = without
+            .iter()
+            .filter(|r| r.minute <= T0 + m * 60)
+            .cloned()
+            .collect();
+        assert_eq!(
+            j.round(T0 + m * 60, &known, &memory).decision,
+            Decision::Pass
+        );
+    }
+    let known: Vec<HostMinute> = rows
+        .iter()
+        .filter(|r| r.minute <= T0 + 4 * 60)
+        .cloned()
+        .collect();
+    assert_eq!(
+        j.round(T0 + 4 * 60, &known, &memory).decision,
+        Decision::Block
+    );
+}
+
+#[test]
+fn a_later_batch_is_judged_from_its_own_release_and_state_survives_serde() {
+    // h3 gets the new version at +20 and only then starts failing.
+    let rows = fleet(&HOSTS, |h, m, r| {
+        if h == "h3" && m >= 20 {
+            r.exceptions.insert(FRESH, 4);
+        }
+    });
+    let memory = AppMemory::default();
+    let mut j = judge(release(&["h1", "h2"], &["h4", "h5", "h6"]));
+    let mut blocked = None;
+    for m in 0..60 {
+        if m == 20 {
+            j.add_batch(Batch {
+                at: T0 + 20 * 60,
+                hosts: vec!["h3".into()],
+            });
+            // A restart of the detector between rounds: the judge comes back as it was.
+            let text = serde_json::to_string(&j).expect("serialize");
+            let back: ReleaseJudge = serde_json::from_str(&text).expect("deserialize");
+            assert_eq!(back, j);
+            j = back;
+        }
+        let minute = T0 + m * 60;
+        let known: Vec<HostMinute> = rows
+            .iter()
+            .filter(|r| r.minute <= minute)
+            .cloned()
+            .collect();
+        let v = j.round(minute, &known, &memory);
+        if v.decision == Decision::Block {
+            blocked = Some((m, v));
+            break;
+        }
+    }
+    let (m, v) = blocked.expect("blocked");
+    assert!((21..=23).contains(&m), "blocked at +{m}");
+    assert_eq!(v.reasons[0].rule, "new_exception");
+    assert_eq!(v.reasons[0].hosts, vec!["h3".to_string()]);
+}
