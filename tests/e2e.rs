@@ -278,6 +278,76 @@ fn a_full_spool_pauses_reading_and_drains_when_the_detector_comes() {
     assert_eq!(status["files"][0]["lag"], 0);
 }
 
+/// SIGHUP re-reads the configuration: new globs take effect with nothing lost or counted
+/// twice; a bad configuration is refused, the old one kept, the reason logged.
+#[test]
+fn sighup_reloads_a_good_config_and_keeps_the_old_one_on_a_bad_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir(&a).expect("dir a");
+    std::fs::create_dir(&b).expect("dir b");
+    let detector = DetectorProcess::start(dir.path());
+    let glob_a = format!("{}/*.log", a.display());
+    let config = agent_config(dir.path(), &detector.grpc, "reload-1", "shop", &glob_a);
+    let agent_log = dir.path().join("agent.log");
+    let mut agent = spawn("vigil-agent", &config, &agent_log);
+    append_lines(&a.join("app.log"), 0, 300);
+    assert!(eventually(Duration::from_secs(20), || detector
+        .lines("shop", "reload-1")
+        == 300));
+
+    let text = std::fs::read_to_string(&config).expect("config");
+    let glob_b = format!("{}/*.log", b.display());
+    std::fs::write(
+        &config,
+        text.replace(
+            &format!("[\"{glob_a}\"]"),
+            &format!("[\"{glob_a}\", \"{glob_b}\"]"),
+        ),
+    )
+    .expect("new config");
+    let hup = |agent: &common::Running| {
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &agent.child.id().to_string()])
+            .status()
+            .expect("kill -HUP");
+        assert!(status.success());
+    };
+    hup(&agent);
+    std::thread::sleep(Duration::from_millis(500));
+    append_lines(&b.join("other.log"), 0, 200);
+    append_lines(&a.join("app.log"), 300, 100);
+    assert!(
+        eventually(Duration::from_secs(20), || detector
+            .lines("shop", "reload-1")
+            == 600),
+        "after the reload {} of 600 lines",
+        detector.lines("shop", "reload-1")
+    );
+
+    std::fs::write(&config, "this is = not [valid").expect("bad config");
+    hup(&agent);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        agent.child.try_wait().expect("wait").is_none(),
+        "a bad configuration must not stop the agent"
+    );
+    append_lines(&b.join("other.log"), 200, 100);
+    assert!(
+        eventually(Duration::from_secs(20), || detector
+            .lines("shop", "reload-1")
+            == 700),
+        "with the old configuration kept {} of 700 lines",
+        detector.lines("shop", "reload-1")
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(detector.lines("shop", "reload-1"), 700);
+    assert!(agent.terminate(), "the agent did not stop cleanly");
+    let log = std::fs::read_to_string(&agent_log).unwrap_or_default();
+    assert!(log.contains("configuration reloaded"), "{log}");
+    assert!(log.contains("new configuration refused"), "{log}");
+}
+
 /// The API refuses bad requests with a 4xx and a JSON error that says what is wrong.
 #[test]
 fn bad_series_requests_get_a_clear_error() {

@@ -26,4 +26,4 @@ pub mod ship;
 pub mod spool;
 pub mod tail;
 
-pub use pipeline::{AgentError, run};
+pub use pipeline::{AgentError, Stop, run, run_until};

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -89,10 +90,27 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<bool> {
     let runtime = || tokio::runtime::Runtime::new().context("cannot start the runtime");
     match cli.command {
-        Command::Run { config } => {
-            let config = AgentConfig::load(&config)?;
-            runtime()?.block_on(vigil_agent::run(config, shutdown_signal()))?;
-            Ok(true)
+        Command::Run { config: path } => {
+            let mut config = AgentConfig::load(&path)?;
+            let runtime = runtime()?;
+            // SIGHUP re-reads the configuration: a valid one takes over (the spool and the
+            // checkpoints carry everything over); an invalid one is refused, the reason
+            // logged, and the running configuration kept.
+            let next = Arc::new(Mutex::new(None));
+            loop {
+                let stop = stop_signal(path.clone(), Arc::clone(&next));
+                match runtime.block_on(vigil_agent::run_until(config, stop))? {
+                    vigil_agent::Stop::Shutdown => return Ok(true),
+                    vigil_agent::Stop::Reload => {
+                        config = next
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .take()
+                            .context("reload without a configuration")?;
+                        tracing::info!(config = %path.display(), "configuration reloaded");
+                    }
+                }
+            }
         }
         Command::Parse {
             json,
@@ -237,19 +255,37 @@ fn glob_base(pattern: &str) -> &Path {
     Path::new(dir)
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM; stopping on Ctrl-C only");
+/// Resolves on SIGTERM or SIGINT (stop), or on SIGHUP with a valid configuration at `path`
+/// (reload, the configuration left in `next`). A SIGHUP with an invalid configuration is
+/// logged and otherwise ignored.
+async fn stop_signal(path: PathBuf, next: Arc<Mutex<Option<AgentConfig>>>) -> vigil_agent::Stop {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut hup) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(term), Ok(hup)) => (term, hup),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM and SIGHUP; stopping on Ctrl-C only");
             let _ = tokio::signal::ctrl_c().await;
-            return;
+            return vigil_agent::Stop::Shutdown;
         }
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = hup.recv() => match AgentConfig::load(&path) {
+                Ok(config) => {
+                    *next.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(config);
+                    return vigil_agent::Stop::Reload;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "new configuration refused; the running one is kept");
+                }
+            },
+        }
     }
     tracing::info!("shutting down");
+    vigil_agent::Stop::Shutdown
 }

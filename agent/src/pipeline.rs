@@ -66,6 +66,16 @@ pub enum AgentError {
     },
 }
 
+/// Why [`run_until`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// The agent is stopping: wait a little for the last reports to be acknowledged.
+    Shutdown,
+    /// A new configuration takes over at once; the spool and checkpoints carry everything
+    /// not yet acknowledged over to it.
+    Reload,
+}
+
 /// Runs the agent until `shutdown` resolves.
 ///
 /// # Errors
@@ -75,6 +85,24 @@ pub async fn run(
     config: AgentConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), AgentError> {
+    run_until(config, async {
+        shutdown.await;
+        Stop::Shutdown
+    })
+    .await
+    .map(drop)
+}
+
+/// Runs the agent until `stop` resolves, and says why it stopped.
+///
+/// # Errors
+/// [`AgentError`] when the data directory, the log sources or the detector endpoint cannot
+/// be used.
+pub async fn run_until(
+    config: AgentConfig,
+    stop: impl Future<Output = Stop> + Send,
+) -> Result<Stop, AgentError> {
+    let shutdown = stop;
     let mut identity = Identity::load_or_create(&config.data_dir)?;
     let spool = Spool::open(&config.data_dir, config.spool.max_bytes, 0)?;
     identity.advance_past(spool.last_seq())?;
@@ -165,7 +193,7 @@ pub async fn run(
     let mut acked_rx = shipper.acked();
     tracing::info!(host = %config.host, instance = identity.instance(), endpoint = %config.detector.endpoint, sources = config.logs.len(), "vigil-agent running");
     tokio::pin!(shutdown);
-    loop {
+    let why = loop {
         tokio::select! {
             _ = read_tick.tick() => {
                 logs.read(&mut counters, &mut identity, &mut outbox, &config, &shipper)?;
@@ -190,9 +218,9 @@ pub async fn run(
                     checkpoints.acknowledged(acked, &outbox);
                 }
             }
-            () = &mut shutdown => break,
+            why = &mut shutdown => break why,
         }
-    }
+    };
     host.drain(&mut counters, unix_now(), true);
     flush(
         &config,
@@ -204,11 +232,16 @@ pub async fn run(
     )?;
     shipper.wake();
     let acked = shipper.acked();
-    shipper.close(SHUTDOWN_GRACE).await;
+    shipper
+        .close(match why {
+            Stop::Shutdown => SHUTDOWN_GRACE,
+            Stop::Reload => Duration::ZERO,
+        })
+        .await;
     checkpoints.acknowledged(*acked.borrow(), &outbox);
     let _ = admin_stop.send(());
-    tracing::info!("vigil-agent stopped");
-    Ok(())
+    tracing::info!(?why, "vigil-agent stopped");
+    Ok(why)
 }
 
 /// The log files: the tailer and the per-file event analysis behind it.
