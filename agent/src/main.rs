@@ -190,7 +190,8 @@ fn print_status(status: &vigil_agent::admin::Status) {
         s.reports,
         s.bytes,
         s.oldest
-            .map(|t| format!(", oldest made at {t} (Unix s)"))
+            .and_then(|t| jiff::Timestamp::from_second(t).ok())
+            .map(|t| format!(", oldest made at {}", t.strftime("%Y-%m-%d %H:%M:%S UTC")))
             .unwrap_or_default(),
         if s.full { ", FULL: reading paused" } else { "" },
         if s.corrupt_records > 0 {
