@@ -29,6 +29,8 @@ pub const POST_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn start(webhooks: Vec<Webhook>) -> mpsc::Sender<DecisionChange> {
     let (tx, mut rx) = mpsc::channel::<DecisionChange>(QUEUE);
     tokio::spawn(async move {
+        let needs_tls = webhooks.iter().any(|h| h.url.starts_with("https://"));
+        let agent = client(needs_tls);
         while let Some(change) = rx.recv().await {
             let body = match serde_json::to_vec(&change) {
                 Ok(body) => body,
@@ -39,7 +41,12 @@ pub fn start(webhooks: Vec<Webhook>) -> mpsc::Sender<DecisionChange> {
             };
             for hook in &webhooks {
                 if wants(hook, change.decision.as_str()) {
-                    tokio::spawn(deliver(hook.url.clone(), body.clone(), change.release_id));
+                    tokio::spawn(deliver(
+                        agent.clone(),
+                        hook.url.clone(),
+                        body.clone(),
+                        change.release_id,
+                    ));
                 }
             }
         }
@@ -62,11 +69,40 @@ enum Attempt {
     Refused(String),
 }
 
-async fn deliver(url: String, body: Vec<u8>, release_id: i64) {
+/// The HTTP client of the webhooks: a timeout per POST, statuses as values, and for
+/// `https://` the system's root certificates with rustls (ring).
+fn client(tls: bool) -> ureq::Agent {
+    let mut config = ureq::Agent::config_builder()
+        .timeout_global(Some(POST_TIMEOUT))
+        .http_status_as_error(false);
+    if tls {
+        let native = rustls_native_certs::load_native_certs();
+        for e in &native.errors {
+            tracing::warn!(error = %e, "some system root certificates could not be read");
+        }
+        let roots: Vec<ureq::tls::Certificate<'static>> = native
+            .certs
+            .iter()
+            .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+            .collect();
+        config = config.tls_config(
+            ureq::tls::TlsConfig::builder()
+                .provider(ureq::tls::TlsProvider::Rustls)
+                .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
+                .unversioned_rustls_crypto_provider(std::sync::Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .build(),
+        );
+    }
+    config.build().into()
+}
+
+async fn deliver(agent: ureq::Agent, url: String, body: Vec<u8>, release_id: i64) {
     let mut backoff = FIRST_BACKOFF;
     for attempt in 1..=MAX_ATTEMPTS {
-        let (u, b) = (url.clone(), body.clone());
-        let result = tokio::task::spawn_blocking(move || post(&u, &b))
+        let (a, u, b) = (agent.clone(), url.clone(), body.clone());
+        let result = tokio::task::spawn_blocking(move || post(&a, &u, &b))
             .await
             .unwrap_or_else(|e| Attempt::Retry(format!("delivery task failed: {e}")));
         match result {
@@ -91,12 +127,7 @@ async fn deliver(url: String, body: Vec<u8>, release_id: i64) {
     }
 }
 
-fn post(url: &str, body: &[u8]) -> Attempt {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(POST_TIMEOUT))
-        .http_status_as_error(false)
-        .build()
-        .into();
+fn post(agent: &ureq::Agent, url: &str, body: &[u8]) -> Attempt {
     match agent
         .post(url)
         .header("content-type", "application/json")
@@ -138,10 +169,19 @@ mod tests {
     }
 
     #[test]
+    fn an_https_client_can_be_built_from_the_system_roots() {
+        // Nothing listens on port 1: the attempt fails before TLS, retryably.
+        assert!(matches!(
+            post(&client(true), "https://127.0.0.1:1/hook", b"{}"),
+            Attempt::Retry(_)
+        ));
+    }
+
+    #[test]
     fn an_unreachable_receiver_is_retried() {
         // Port 1 on loopback refuses connections.
         assert!(matches!(
-            post("http://127.0.0.1:1/hook", b"{}"),
+            post(&client(false), "http://127.0.0.1:1/hook", b"{}"),
             Attempt::Retry(_)
         ));
     }
