@@ -540,3 +540,95 @@ async fn an_alert_blocks_at_once_and_feedback_lifts_a_false_alarm() {
         "pass"
     );
 }
+
+#[tokio::test]
+async fn release_routes_need_the_bearer_token_when_configured() {
+    let api = api().await;
+    let router = router(Arc::new(ApiState {
+        store: Arc::clone(&api.store),
+        releases: Arc::clone(&api.releases),
+        token: Some("s3cret".into()),
+    }));
+    let create = |token: Option<&str>| {
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri("/api/v1/releases")
+            .header("content-type", "application/json");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        request
+            .body(Body::from(
+                json!({"app": "shop", "version": "1", "hosts": []}).to_string(),
+            ))
+            .expect("request")
+    };
+    let refused = router
+        .clone()
+        .oneshot(create(None))
+        .await
+        .expect("response");
+    assert_eq!(refused.status().as_u16(), 401);
+    let wrong = router
+        .clone()
+        .oneshot(create(Some("guess")))
+        .await
+        .expect("response");
+    assert_eq!(wrong.status().as_u16(), 401);
+    let created = router
+        .oneshot(create(Some("s3cret")))
+        .await
+        .expect("response");
+    assert_eq!(created.status().as_u16(), 201);
+}
+
+#[tokio::test]
+async fn rounds_judge_watching_releases_only_and_survive_a_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let end = (now() / 60) * 60;
+    let (watching, finished) = {
+        let store = Arc::new(SqliteStore::open(dir.path()).await.expect("store"));
+        history(&store, end).await;
+        let releases = Releases::new(Arc::clone(&store), None);
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let r = releases
+                .create(
+                    serde_json::from_value(json!({"app": "shop", "version": "2", "hosts": ["h1"], "started_at": end - 600}))
+                        .expect("request"),
+                    end,
+                )
+                .await
+                .expect("create");
+            ids.push(r.id);
+        }
+        releases
+            .finish(
+                ids[1],
+                serde_json::from_value(json!({"outcome": "success"})).expect("request"),
+                end,
+            )
+            .await
+            .expect("finish");
+        releases.round_all(end - 60).await.expect("rounds");
+        (ids[0], ids[1])
+    };
+    // The judge's state is in the store: a new detector carries on from it.
+    let store = Arc::new(SqliteStore::open(dir.path()).await.expect("reopen"));
+    let releases = Releases::new(Arc::clone(&store), None);
+    let judged = releases.get(watching).await.expect("get");
+    assert_eq!(judged.last_round, Some(end - 60));
+    assert_eq!(judged.decision, Decision::Pass);
+    assert!(
+        store
+            .release(watching)
+            .await
+            .expect("release")
+            .and_then(|r| r.judge)
+            .is_some()
+    );
+    assert_eq!(releases.get(finished).await.expect("get").last_round, None);
+    // Nothing to catch up: the same minute again changes nothing.
+    let again = releases.round(watching, end - 60).await.expect("round");
+    assert_eq!(again.last_round, Some(end - 60));
+}
