@@ -178,6 +178,10 @@ impl From<ReleaseError> for ApiError {
                 status: StatusCode::CONFLICT,
                 message,
             },
+            ReleaseError::Judgement(_) => Self {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message: e.to_string(),
+            },
         }
     }
 }

@@ -82,6 +82,9 @@ pub enum ReleaseError {
     /// The request does not fit the release's state (finished, feedback given, ...).
     #[error("{0}")]
     Conflict(String),
+    /// The judgement task panicked or was cancelled.
+    #[error("judgement failed: {0}")]
+    Judgement(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -651,12 +654,19 @@ impl<S: Store> Releases<S> {
             .collect();
         let memory = self.memory(&release.app).await?;
         let previous = release.decision;
-        let mut verdict = judge.verdict().clone();
-        let mut m = start;
-        while m <= minute {
-            verdict = judge.round(m, &rows, &memory);
-            m += 60;
-        }
+        // The funnel is plain CPU work: off the async workers, so ingest and the API keep
+        // their threads whatever the number of releases and minutes.
+        let (judge, verdict) = tokio::task::spawn_blocking(move || {
+            let mut verdict = judge.verdict().clone();
+            let mut m = start;
+            while m <= minute {
+                verdict = judge.round(m, &rows, &memory);
+                m += 60;
+            }
+            (judge, verdict)
+        })
+        .await
+        .map_err(|e| ReleaseError::Judgement(e.to_string()))?;
         release.judge = Some(encode_judge(&judge)?);
         release.last_round = Some(minute);
         release.decision = verdict.decision;
