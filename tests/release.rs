@@ -146,3 +146,58 @@ java.lang.NoSuchMethodError: 'void shop.promo.PromoEngine.apply(shop.Cart)'\n\
     assert_eq!(finished["state"], "finished");
     assert_eq!(finished["decision"], "block");
 }
+
+/// The same dangerous exception on a reference host (old version) does not block: only
+/// released hosts count. The release and its state survive a detector restart.
+#[test]
+fn a_dangerous_exception_on_a_reference_host_does_not_block() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut detector = DetectorProcess::start(dir.path());
+    let logs_dir = dir.path().join("logs-ref-2");
+    std::fs::create_dir(&logs_dir).expect("logs dir");
+    let log = logs_dir.join("shop.log");
+    log_normal(&log, 20);
+    let glob = format!("{}/*.log", logs_dir.display());
+    let config = AgentSetup {
+        logs_extra: "timezone = \"UTC\"",
+        ..AgentSetup::new(&detector.grpc, "ref-2", "shop", &glob)
+    }
+    .write(dir.path());
+    let _agent = spawn("vigil-agent", &config, &dir.path().join("agent-ref-2.log"));
+    assert!(eventually(Duration::from_secs(20), || detector
+        .lines("shop", "ref-2")
+        >= 20));
+    let (status, release) = post(
+        &detector,
+        "/api/v1/releases",
+        json!({"app": "shop", "version": "2.0.2", "hosts": ["rel-2"]}),
+    );
+    assert_eq!(status, 201, "{release}");
+    assert_eq!(release["reference_hosts"], json!(["ref-2"]));
+    let path = format!("/api/v1/releases/{}", release["id"]);
+
+    let now = jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M:%S%.3f");
+    append(
+        &log,
+        &format!(
+            "{now} ERROR [main] shop.Checkout - checkout failed\n\
+java.lang.NoSuchMethodError: 'void shop.promo.PromoEngine.apply(shop.Cart)'\n\
+\tat shop.Checkout.applyPromotions(Checkout.java:88)\n\
+{now} INFO  [main] shop.OrderService - next request\n"
+        ),
+    );
+    // The alert is stored (the app knows the exception) but the release passes.
+    assert!(eventually(Duration::from_secs(10), || {
+        detector.get("/api/v1/apps/shop/exceptions")["exceptions"]
+            .as_array()
+            .is_some_and(|list| list.iter().any(|e| e["dangerous"] == true))
+    }));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(detector.get(&path)["decision"], "pass");
+
+    detector.restart(dir.path());
+    let after = detector.get(&path);
+    assert_eq!(after["state"], "watching");
+    assert_eq!(after["version"], "2.0.2");
+    assert_eq!(after["batches"][0]["hosts"], json!(["rel-2"]));
+}
