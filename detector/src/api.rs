@@ -3,22 +3,28 @@
 
 use std::sync::Arc;
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::store::{SeriesQuery, Store};
+use crate::release::{
+    AddBatch, CreateRelease, FinishRelease, GiveFeedback, ReleaseError, Releases,
+};
+use crate::store::{ReleaseFilter, ReleaseState, SeriesQuery, Store};
 
 /// What every handler can reach.
 #[derive(Debug)]
 pub struct ApiState<S> {
     pub store: Arc<S>,
+    /// Releases and their judgement.
+    pub releases: Arc<Releases<S>>,
     /// Bearer token required on `/api/*`, when configured.
     pub token: Option<String>,
 }
@@ -61,6 +67,16 @@ pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
         .route("/series", get(series::<S>))
         .route("/apps", get(apps::<S>))
         .route("/apps/{app}/exceptions", get(exceptions::<S>))
+        .route(
+            "/releases",
+            post(create_release::<S>).get(list_releases::<S>),
+        )
+        .route("/releases/{id}", get(get_release::<S>))
+        .route("/releases/{id}/batches", post(add_batch::<S>))
+        .route("/releases/{id}/finish", post(finish_release::<S>))
+        .route("/releases/{id}/feedback", post(release_feedback::<S>))
+        .route("/releases/{id}/case", get(release_case::<S>))
+        .route("/releases/{id}/verdict", get(release_verdict::<S>))
         .fallback(|| async {
             ApiError {
                 status: StatusCode::NOT_FOUND,
@@ -147,4 +163,142 @@ async fn exceptions<S: Store>(
         });
     }
     Ok(Json(json!({ "app": app, "exceptions": exceptions })).into_response())
+}
+
+impl From<ReleaseError> for ApiError {
+    fn from(e: ReleaseError) -> Self {
+        match e {
+            ReleaseError::Store(e) => e.into(),
+            ReleaseError::NotFound(_) => Self {
+                status: StatusCode::NOT_FOUND,
+                message: e.to_string(),
+            },
+            ReleaseError::Invalid(message) => Self::bad_request(message),
+            ReleaseError::Conflict(message) => Self {
+                status: StatusCode::CONFLICT,
+                message,
+            },
+            ReleaseError::Judgement(_) => Self {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
+/// A JSON body, or the 4xx that says what is wrong with it.
+fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(b)| b).map_err(|e| ApiError {
+        status: e.status(),
+        message: e.body_text(),
+    })
+}
+
+/// A release id from the path, or a 400.
+fn release_id(
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<i64, ApiError> {
+    let Path(id) = id.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    id.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
+        ApiError::bad_request(format!("release id {id:?} is not a positive integer"))
+    })
+}
+
+async fn create_release<S: Store>(
+    State(state): State<Arc<ApiState<S>>>,
+    req: Result<Json<CreateRelease>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let release = state
+        .releases
+        .create(body(req)?, crate::ingest::unix_now())
+        .await?;
+    Ok((StatusCode::CREATED, Json(release)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReleaseListParams {
+    app: Option<String>,
+    state: Option<ReleaseState>,
+}
+
+async fn list_releases<S: Store>(
+    State(state): State<Arc<ApiState<S>>>,
+    params: Result<Query<ReleaseListParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let releases = state
+        .releases
+        .list(&ReleaseFilter {
+            app: params.app.filter(|s| !s.is_empty()),
+            state: params.state,
+        })
+        .await?;
+    Ok(Json(json!({ "releases": releases })).into_response())
+}
+
+async fn get_release<S: Store>(
+    State(state): State<Arc<ApiState<S>>>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Response, ApiError> {
+    let release = state.releases.get(release_id(id)?).await?;
+    Ok(Json(release).into_response())
+}
+
+async fn release_verdict<S: Store>(
+    State(state): State<Arc<ApiState<S>>>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Response, ApiError> {
+    let verdict = state.releases.verdict(release_id(id)?).await?;
+    Ok(Json(verdict).into_response())
+}
+
+async fn add_batch<S: Store>(
+    State(state): State<Arc<ApiState<S>>>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    req: Result<Json<AddBatch>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let id = release_id(id)?;
+    let release = state
+        .releases
+        .add_batch(id, body(req)?, crate::ingest::unix_now())
+        .await?;
+    Ok(Json(release).into_response())
+}
+
+async fn finish_release<S: Store>(
+    State(state): State<Arc<ApiState<S>>>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    req: Result<Json<FinishRelease>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let id = release_id(id)?;
+    let release = state
+        .releases
+        .finish(id, body(req)?, crate::ingest::unix_now())
+        .await?;
+    Ok(Json(release).into_response())
+}
+
+async fn release_feedback<S: Store>(
+    State(state): State<Arc<ApiState<S>>>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    req: Result<Json<GiveFeedback>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let id = release_id(id)?;
+    let release = state
+        .releases
+        .feedback(id, body(req)?, crate::ingest::unix_now())
+        .await?;
+    Ok(Json(release).into_response())
+}
+
+async fn release_case<S: Store>(
+    State(state): State<Arc<ApiState<S>>>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Response, ApiError> {
+    let case = state
+        .releases
+        .case(release_id(id)?, crate::ingest::unix_now())
+        .await?;
+    Ok(Json(case).into_response())
 }

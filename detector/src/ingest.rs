@@ -14,6 +14,8 @@ use vigil_proto::PROTOCOL_VERSION;
 use vigil_proto::v1::collector_server::Collector;
 use vigil_proto::v1::{Ack, AckStatus, Report, report::Body};
 
+use crate::judge::Definition;
+use crate::release::StoredAlert;
 use crate::store::{IngestOutcome, Store};
 
 /// Largest number of reports committed in one transaction.
@@ -34,8 +36,17 @@ pub struct Ingest {
 impl Ingest {
     /// Starts the writer task over `store`.
     pub fn start<S: Store>(store: Arc<S>) -> Self {
+        Self::start_notifying(store, None)
+    }
+
+    /// Like [`Ingest::start`]; every dangerous-exception alert is also handed to `alerts`
+    /// once committed (with `try_send`: a full channel drops it, ingest never waits).
+    pub fn start_notifying<S: Store>(
+        store: Arc<S>,
+        alerts: Option<mpsc::Sender<StoredAlert>>,
+    ) -> Self {
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
-        tokio::spawn(write_batches(store, rx));
+        tokio::spawn(write_batches(store, rx, alerts));
         Self { tx }
     }
 
@@ -50,12 +61,19 @@ impl Ingest {
     }
 }
 
-async fn write_batches<S: Store>(store: Arc<S>, mut rx: mpsc::Receiver<(Report, Reply)>) {
+async fn write_batches<S: Store>(
+    store: Arc<S>,
+    mut rx: mpsc::Receiver<(Report, Reply)>,
+    alerts: Option<mpsc::Sender<StoredAlert>>,
+) {
     let mut pending = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut pending, MAX_BATCH).await > 0 {
         let (reports, replies): (Vec<Report>, Vec<Reply>) = pending.drain(..).unzip();
         match store.ingest(&reports, unix_now()).await {
             Ok(outcomes) => {
+                if let Some(alerts) = &alerts {
+                    notify_alerts(alerts, &reports, &outcomes);
+                }
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
                 }
@@ -70,6 +88,42 @@ async fn write_batches<S: Store>(store: Arc<S>, mut rx: mpsc::Receiver<(Report, 
     }
 }
 
+/// Hands the newly stored alerts of a committed batch to the judgement, never waiting.
+fn notify_alerts(
+    alerts: &mpsc::Sender<StoredAlert>,
+    reports: &[Report],
+    outcomes: &[IngestOutcome],
+) {
+    for (report, outcome) in reports.iter().zip(outcomes) {
+        if *outcome != IngestOutcome::Stored {
+            continue;
+        }
+        let Some(Body::Alert(alert)) = &report.body else {
+            continue;
+        };
+        let Some(d) = &alert.definition else {
+            continue;
+        };
+        let stored = StoredAlert {
+            app: alert.app.clone(),
+            host: report.host.clone(),
+            at: alert.at,
+            fingerprint: d.fingerprint,
+            definition: Definition {
+                class: d.class.clone(),
+                causes: d.causes.clone(),
+                message: d.message.clone(),
+                frames: d.frames.clone(),
+                dangerous: d.dangerous,
+            },
+        };
+        if let Err(e) = alerts.try_send(stored) {
+            tracing::warn!(host = %report.host, error = %e, "judgement busy; alert left to the next round");
+        }
+    }
+}
+
+/// Now as UTC Unix seconds.
 pub(crate) fn unix_now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

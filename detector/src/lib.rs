@@ -20,6 +20,7 @@ pub mod auth;
 pub mod config;
 pub mod ingest;
 pub mod judge;
+pub mod release;
 pub mod replay;
 pub mod store;
 
@@ -116,7 +117,14 @@ impl Detector {
             let _ = stop_tx.send(true);
         });
 
-        let ingest = ingest::Ingest::start(Arc::clone(&self.store));
+        let (alert_tx, alert_rx) = tokio::sync::mpsc::channel(release::ALERT_QUEUE);
+        let ingest = ingest::Ingest::start_notifying(Arc::clone(&self.store), Some(alert_tx));
+        let decisions = release::webhook::start(self.config.webhooks.clone());
+        let releases = Arc::new(release::Releases::new(
+            Arc::clone(&self.store),
+            Some(decisions),
+        ));
+        tokio::spawn(Arc::clone(&releases).run(alert_rx, stop_rx.clone()));
         let collector = InterceptedService::new(
             CollectorServer::new(ingest::CollectorService::new(ingest))
                 .max_decoding_message_size(MAX_REPORT_BYTES),
@@ -148,6 +156,7 @@ impl Detector {
 
         let app = api::router(Arc::new(api::ApiState {
             store: Arc::clone(&self.store),
+            releases,
             token,
         }));
         let http = axum::serve(self.http, app).with_graceful_shutdown(stopped(stop_rx));

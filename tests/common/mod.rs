@@ -261,6 +261,8 @@ pub struct AgentSetup<'a> {
     pub admin: bool,
     /// Tables added at the end (`[spool]`, ...).
     pub tables: &'a str,
+    /// Lines added to the `[[logs]]` table (`timezone = "UTC"`, ...).
+    pub logs_extra: &'a str,
 }
 
 impl<'a> AgentSetup<'a> {
@@ -274,6 +276,7 @@ impl<'a> AgentSetup<'a> {
             detector_extra: "",
             admin: false,
             tables: "",
+            logs_extra: "",
         }
     }
 
@@ -304,6 +307,7 @@ flush_interval = "{flush_interval}"
 app = "{app}"
 paths = ["{logs_glob}"]
 start_at = "beginning"
+{logs_extra}
 
 {tables}
 "#,
@@ -315,6 +319,7 @@ start_at = "beginning"
                 app = self.app,
                 logs_glob = self.logs_glob,
                 tables = self.tables,
+                logs_extra = self.logs_extra,
             ),
         );
         config
@@ -401,4 +406,50 @@ impl TestPki {
         write(&pki.client_key, &client_key);
         pki
     }
+}
+
+/// A tiny HTTP receiver on 127.0.0.1 that answers `200` to every request and hands each
+/// request body (as JSON) to the returned channel: a webhook endpoint for tests.
+pub fn webhook_receiver() -> (String, std::sync::mpsc::Receiver<serde_json::Value>) {
+    use std::io::{BufRead, BufReader, Read};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("webhook listener");
+    let url = format!(
+        "http://127.0.0.1:{}/hooks/vigil",
+        listener.local_addr().expect("address").port()
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let line = line.trim_end();
+                if line.is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':')
+                    && name.eq_ignore_ascii_case("content-length")
+                {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let mut stream = reader.into_inner();
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            if let Ok(value) = serde_json::from_slice(&body)
+                && tx.send(value).is_err()
+            {
+                return;
+            }
+        }
+    });
+    (url, rx)
 }

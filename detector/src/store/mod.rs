@@ -10,8 +10,10 @@ mod sqlite;
 use std::collections::BTreeMap;
 use std::future::Future;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use vigil_proto::v1::Report;
+
+use crate::judge::{Batch, Decision, Feedback, Reason};
 
 pub use sqlite::SqliteStore;
 
@@ -39,6 +41,9 @@ pub enum StoreError {
     /// The database was written by a newer Vigil.
     #[error("store: schema version {found} is newer than this detector's {supported}")]
     SchemaTooNew { found: i64, supported: i64 },
+    /// A stored value could not be decoded (written by a broken or newer detector).
+    #[error("store: corrupt {what}: {reason}")]
+    Corrupt { what: &'static str, reason: String },
 }
 
 /// Which per-minute counters to read.
@@ -133,6 +138,144 @@ pub struct FingerprintRow {
     pub count: u64,
 }
 
+/// Whether a release is still judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseState {
+    /// Judged every completed minute and on alerts.
+    Watching,
+    /// Finished with an outcome; no longer judged.
+    Finished,
+}
+
+impl ReleaseState {
+    /// `watching` or `finished`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReleaseState::Watching => "watching",
+            ReleaseState::Finished => "finished",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "watching" => Some(ReleaseState::Watching),
+            "finished" => Some(ReleaseState::Finished),
+            _ => None,
+        }
+    }
+}
+
+/// How a finished release ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Rolled out completely.
+    Success,
+    /// Rolled back.
+    RolledBack,
+}
+
+impl Outcome {
+    /// `success` or `rolled_back`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::RolledBack => "rolled_back",
+        }
+    }
+}
+
+/// A release to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRelease {
+    /// Application released.
+    pub app: String,
+    /// Version released.
+    pub version: String,
+    /// When the release started (UTC Unix seconds).
+    pub started_at: i64,
+    /// When the release was created (UTC Unix seconds).
+    pub created_at: i64,
+    /// Hosts that keep the old version.
+    pub reference_hosts: Vec<String>,
+    /// The first batch, when it names hosts.
+    pub first_batch: Option<Batch>,
+}
+
+/// A user's feedback on a release.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FeedbackEntry {
+    /// The label.
+    pub label: Feedback,
+    /// A free note.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// When it was given.
+    pub at: i64,
+}
+
+/// A release as stored: what the API shows and what the judgement loop needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRelease {
+    /// Id given by the store (1, 2, ...).
+    pub id: i64,
+    /// Application released.
+    pub app: String,
+    /// Version released.
+    pub version: String,
+    /// `watching` or `finished`.
+    pub state: ReleaseState,
+    /// Set when finished.
+    pub outcome: Option<Outcome>,
+    /// When the release was created.
+    pub created_at: i64,
+    /// When the release started.
+    pub started_at: i64,
+    /// When it was finished.
+    pub finished_at: Option<i64>,
+    /// Hosts that keep the old version.
+    pub reference_hosts: Vec<String>,
+    /// Batches in the order they were posted.
+    pub batches: Vec<Batch>,
+    /// The serialized `ReleaseJudge`, once the release was judged.
+    pub judge: Option<String>,
+    /// The last minute a round was run for.
+    pub last_round: Option<i64>,
+    /// The current decision.
+    pub decision: Decision,
+    /// When it was taken.
+    pub decided_at: Option<i64>,
+    /// Why.
+    pub reasons: Vec<Reason>,
+    /// Users' feedback, oldest first.
+    pub feedback: Vec<FeedbackEntry>,
+}
+
+/// Which releases to list.
+#[derive(Debug, Clone, Default)]
+pub struct ReleaseFilter {
+    /// Only this app.
+    pub app: Option<String>,
+    /// Only releases in this state.
+    pub state: Option<ReleaseState>,
+}
+
+/// Changes to one release written in one transaction: the release's mutable columns
+/// (state, outcome, judge state, decision), and optionally a new batch, the app's memory
+/// and a feedback entry.
+#[derive(Debug, Clone)]
+pub struct ReleaseUpdate<'a> {
+    /// The release with its new values; `batches` and `feedback` are not rewritten.
+    pub release: &'a StoredRelease,
+    /// A batch to append.
+    pub new_batch: Option<&'a Batch>,
+    /// The app's memory (serialized `AppMemory`) to store.
+    pub app_memory: Option<&'a str>,
+    /// A feedback entry to append.
+    pub feedback: Option<&'a FeedbackEntry>,
+}
+
 /// Formats a fingerprint as the 16 lowercase hex digits used in the API and replay cases.
 pub fn fingerprint_hex(fingerprint: u64) -> String {
     format!("{fingerprint:016x}")
@@ -175,4 +318,49 @@ pub trait Store: Send + Sync + 'static {
         &self,
         app: &str,
     ) -> impl Future<Output = Result<Vec<FingerprintRow>, StoreError>> + Send;
+
+    /// Creates a release (and its first batch) in one transaction; returns it with its id.
+    ///
+    /// # Errors
+    /// [`StoreError`] when nothing could be committed.
+    fn create_release(
+        &self,
+        release: &NewRelease,
+    ) -> impl Future<Output = Result<StoredRelease, StoreError>> + Send;
+
+    /// One release, `None` when there is no such id.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    fn release(
+        &self,
+        id: i64,
+    ) -> impl Future<Output = Result<Option<StoredRelease>, StoreError>> + Send;
+
+    /// Releases matching `filter`, newest first.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    fn releases(
+        &self,
+        filter: &ReleaseFilter,
+    ) -> impl Future<Output = Result<Vec<StoredRelease>, StoreError>> + Send;
+
+    /// Writes `update` in one transaction: all of it or nothing.
+    ///
+    /// # Errors
+    /// [`StoreError`] when nothing could be committed.
+    fn update_release(
+        &self,
+        update: &ReleaseUpdate<'_>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The serialized `AppMemory` of `app`, when it learned anything.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    fn app_memory(
+        &self,
+        app: &str,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
 }

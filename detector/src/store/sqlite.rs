@@ -13,12 +13,14 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use vigil_proto::v1::{ExceptionDefinition, HostMetrics, Report, report::Body};
 
 use super::{
-    AppRow, FingerprintRow, HostMetricsRow, HostRow, IngestOutcome, MinuteRow, SeriesQuery, Store,
-    StoreError, fingerprint_hex,
+    AppRow, FeedbackEntry, FingerprintRow, HostMetricsRow, HostRow, IngestOutcome, MinuteRow,
+    NewRelease, ReleaseFilter, ReleaseState, ReleaseUpdate, SeriesQuery, Store, StoreError,
+    StoredRelease, fingerprint_hex,
 };
+use crate::judge::{Batch, Decision};
 
 /// Version of the schema below, kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Name of the database file inside `data_dir`.
 pub const DB_FILE: &str = "vigil.db";
@@ -90,8 +92,50 @@ CREATE TABLE IF NOT EXISTS hosts (
     agent_version TEXT NOT NULL,
     PRIMARY KEY (app, host)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS releases (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    app TEXT NOT NULL,
+    version TEXT NOT NULL,
+    state TEXT NOT NULL,
+    outcome TEXT,
+    created_at INTEGER NOT NULL,
+    started_at INTEGER NOT NULL,
+    finished_at INTEGER,
+    reference_hosts TEXT NOT NULL,
+    judge TEXT,
+    last_round INTEGER,
+    decision TEXT NOT NULL,
+    decided_at INTEGER,
+    reasons TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX IF NOT EXISTS releases_by_app ON releases (app, state);
+CREATE TABLE IF NOT EXISTS release_batches (
+    release_id INTEGER NOT NULL REFERENCES releases (id),
+    seq INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    hosts TEXT NOT NULL,
+    PRIMARY KEY (release_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS app_memory (
+    app TEXT PRIMARY KEY,
+    memory TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY,
+    release_id INTEGER NOT NULL REFERENCES releases (id),
+    label TEXT NOT NULL,
+    note TEXT,
+    at INTEGER NOT NULL
+);
 ";
 
+macro_rules! release_columns {
+    () => {
+        "SELECT id, app, version, state, outcome, created_at, started_at, finished_at, \
+         reference_hosts, judge, last_round, decision, decided_at, reasons FROM releases"
+    };
+}
 /// The embedded SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -252,9 +296,249 @@ impl Store for SqliteStore {
             })
             .collect())
     }
+
+    async fn create_release(&self, new: &NewRelease) -> Result<StoredRelease, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let reference = to_json(&new.reference_hosts)?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO releases (app, version, state, created_at, started_at, \
+             reference_hosts, decision, reasons) VALUES (?, ?, 'watching', ?, ?, ?, 'pass', '[]') \
+             RETURNING id",
+        )
+        .bind(&new.app)
+        .bind(&new.version)
+        .bind(new.created_at)
+        .bind(new.started_at)
+        .bind(reference)
+        .fetch_one(&mut *tx)
+        .await?;
+        if let Some(batch) = &new.first_batch {
+            insert_batch(&mut tx, id, batch).await?;
+        }
+        tx.commit().await?;
+        Ok(StoredRelease {
+            id,
+            app: new.app.clone(),
+            version: new.version.clone(),
+            state: ReleaseState::Watching,
+            outcome: None,
+            created_at: new.created_at,
+            started_at: new.started_at,
+            finished_at: None,
+            reference_hosts: new.reference_hosts.clone(),
+            batches: new.first_batch.iter().cloned().collect(),
+            judge: None,
+            last_round: None,
+            decision: Decision::Pass,
+            decided_at: None,
+            reasons: Vec::new(),
+            feedback: Vec::new(),
+        })
+    }
+
+    async fn release(&self, id: i64) -> Result<Option<StoredRelease>, StoreError> {
+        let row = sqlx::query(concat!(release_columns!(), " WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.readers)
+            .await?;
+        match row {
+            Some(row) => Ok(Some(self.release_from_row(&row).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn releases(&self, filter: &ReleaseFilter) -> Result<Vec<StoredRelease>, StoreError> {
+        let rows = sqlx::query(concat!(
+            release_columns!(),
+            " WHERE (?1 IS NULL OR app = ?1) AND (?2 IS NULL OR state = ?2) ORDER BY id DESC"
+        ))
+        .bind(&filter.app)
+        .bind(filter.state.map(ReleaseState::as_str))
+        .fetch_all(&self.readers)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            out.push(self.release_from_row(row).await?);
+        }
+        Ok(out)
+    }
+
+    async fn update_release(&self, update: &ReleaseUpdate<'_>) -> Result<(), StoreError> {
+        let r = update.release;
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "UPDATE releases SET state = ?, outcome = ?, finished_at = ?, reference_hosts = ?, \
+             judge = ?, last_round = ?, decision = ?, decided_at = ?, reasons = ? WHERE id = ?",
+        )
+        .bind(r.state.as_str())
+        .bind(r.outcome.map(super::Outcome::as_str))
+        .bind(r.finished_at)
+        .bind(to_json(&r.reference_hosts)?)
+        .bind(r.judge.as_deref())
+        .bind(r.last_round)
+        .bind(r.decision.as_str())
+        .bind(r.decided_at)
+        .bind(to_json(&r.reasons)?)
+        .bind(r.id)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(batch) = update.new_batch {
+            insert_batch(&mut tx, r.id, batch).await?;
+        }
+        if let Some(memory) = update.app_memory {
+            sqlx::query(
+                "INSERT INTO app_memory (app, memory, updated_at) VALUES (?, ?, ?) \
+                 ON CONFLICT (app) DO UPDATE SET memory = excluded.memory, \
+                 updated_at = excluded.updated_at",
+            )
+            .bind(&r.app)
+            .bind(memory)
+            .bind(crate::ingest::unix_now())
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(feedback) = update.feedback {
+            sqlx::query("INSERT INTO feedback (release_id, label, note, at) VALUES (?, ?, ?, ?)")
+                .bind(r.id)
+                .bind(enum_text(&feedback.label)?)
+                .bind(feedback.note.as_deref())
+                .bind(feedback.at)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn app_memory(&self, app: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT memory FROM app_memory WHERE app = ?")
+                .bind(app)
+                .fetch_optional(&self.readers)
+                .await?,
+        )
+    }
+}
+
+async fn insert_batch(
+    tx: &mut Transaction<'_, Sqlite>,
+    release_id: i64,
+    batch: &Batch,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO release_batches (release_id, seq, at, hosts) VALUES (?1, \
+         (SELECT coalesce(max(seq), 0) + 1 FROM release_batches WHERE release_id = ?1), ?2, ?3)",
+    )
+    .bind(release_id)
+    .bind(batch.at)
+    .bind(to_json(&batch.hosts)?)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn to_json(value: &impl serde::Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt {
+        what: "value to store",
+        reason: e.to_string(),
+    })
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    text: &str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
+        what,
+        reason: e.to_string(),
+    })
+}
+
+/// The text of a unit enum as serde writes it (`rolled_back`, `false_alarm`, ...).
+fn enum_text(value: &impl serde::Serialize) -> Result<String, StoreError> {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => Ok(s),
+        _ => Err(StoreError::Corrupt {
+            what: "enum",
+            reason: "not a string".into(),
+        }),
+    }
+}
+
+fn parse_enum<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    text: &str,
+) -> Result<T, StoreError> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned())).map_err(|e| {
+        StoreError::Corrupt {
+            what,
+            reason: e.to_string(),
+        }
+    })
 }
 
 impl SqliteStore {
+    async fn release_from_row(&self, row: &SqliteRow) -> Result<StoredRelease, StoreError> {
+        let id: i64 = row.try_get(0)?;
+        let state: String = row.try_get(3)?;
+        let outcome: Option<String> = row.try_get(4)?;
+        let reference: String = row.try_get(8)?;
+        let decision: String = row.try_get(11)?;
+        let reasons: String = row.try_get(13)?;
+        let batches =
+            sqlx::query("SELECT at, hosts FROM release_batches WHERE release_id = ? ORDER BY seq")
+                .bind(id)
+                .fetch_all(&self.readers)
+                .await?
+                .iter()
+                .map(|b| {
+                    let hosts: String = b.try_get(1)?;
+                    Ok(Batch {
+                        at: b.try_get(0)?,
+                        hosts: from_json("batch hosts", &hosts)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+        let feedback =
+            sqlx::query("SELECT label, note, at FROM feedback WHERE release_id = ? ORDER BY id")
+                .bind(id)
+                .fetch_all(&self.readers)
+                .await?
+                .iter()
+                .map(|f| {
+                    let label: String = f.try_get(0)?;
+                    Ok(FeedbackEntry {
+                        label: parse_enum("feedback label", &label)?,
+                        note: f.try_get(1)?,
+                        at: f.try_get(2)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(StoredRelease {
+            id,
+            app: row.try_get(1)?,
+            version: row.try_get(2)?,
+            state: ReleaseState::parse(&state).ok_or(StoreError::Corrupt {
+                what: "release state",
+                reason: state.clone(),
+            })?,
+            outcome: outcome
+                .map(|o| parse_enum("release outcome", &o))
+                .transpose()?,
+            created_at: row.try_get(5)?,
+            started_at: row.try_get(6)?,
+            finished_at: row.try_get(7)?,
+            reference_hosts: from_json("reference hosts", &reference)?,
+            batches,
+            judge: row.try_get(9)?,
+            last_round: row.try_get(10)?,
+            decision: parse_enum::<Decision>("decision", &decision)?,
+            decided_at: row.try_get(12)?,
+            reasons: from_json("reasons", &reasons)?,
+            feedback,
+        })
+    }
+
     async fn apps_impl(&self) -> Result<Vec<AppRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT app, host, last_minute, agent_version FROM hosts ORDER BY app, host",

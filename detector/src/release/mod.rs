@@ -1,0 +1,1036 @@
+//! Releases: the live side of the judgement (DESIGN §5). A [`Releases`] service keeps
+//! the releases users announce through the API, runs [`ReleaseJudge::round`] for every
+//! watched release a few seconds after each minute boundary, [`ReleaseJudge::alert`] as
+//! soon as a dangerous-exception alert is stored, persists the judge's state and verdict,
+//! and hands every decision change to the webhooks.
+//!
+//! The judge is the very code `vigil-detector replay` runs; this module only feeds it
+//! stored counters and keeps its state:
+//! - rows of the release's hosts from [`JudgeParams::baseline_minutes`] before the first
+//!   batch up to the judged minute, from [`Store::series`];
+//! - fingerprints known at the start: the app's fingerprints first seen before the minute
+//!   of the first batch;
+//! - the app's [`AppMemory`], taught by `POST /api/v1/releases/{id}/feedback`.
+//!
+//! Every change of a release (API call, round, alert) holds one lock around its
+//! read-modify-write, so nothing is half-applied or lost between them; the ingest path
+//! never waits for it (alerts arrive over a bounded channel that drops when full).
+//!
+//! # Argo Rollouts
+//! `GET /api/v1/releases/{id}/verdict` answers `{"id":7,"decision":"block","ok":false,...}`.
+//! A web metric provider aborts the rollout on a block with:
+//! ```yaml
+//! metrics:
+//!   - name: vigil
+//!     interval: 30s
+//!     failureLimit: 0
+//!     successCondition: result.ok == true
+//!     provider:
+//!       web:
+//!         url: http://vigil-detector:7401/api/v1/releases/{{args.vigil-release}}/verdict
+//!         headers: [{key: Authorization, value: "Bearer {{args.vigil-token}}"}]
+//!         jsonPath: "{$}"
+//! ```
+//! (`jsonPath: "{$.ok}"` with `successCondition: result == true` works as well.)
+
+pub mod webhook;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, mpsc, watch};
+
+use crate::ingest::unix_now;
+use crate::judge::{
+    AppMemory, Batch, Decision, Definition, Feedback, Fingerprint, HostMetrics, HostMinute,
+    JudgeParams, Reason, Release, ReleaseJudge, fingerprint_hex, minute_of,
+};
+use crate::replay::{Case, CaseHostMetrics, CaseMinute, CaseRelease, Expected, parse_fingerprint};
+use crate::store::{
+    FeedbackEntry, FingerprintRow, MinuteRow, NewRelease, Outcome, ReleaseFilter, ReleaseState,
+    ReleaseUpdate, SeriesQuery, Store, StoreError, StoredRelease,
+};
+
+/// Seconds after a minute boundary before the minute is judged, so that reports flushed
+/// at the boundary are stored.
+pub const ROUND_DELAY_SECS: u64 = 5;
+/// Hosts of the app that reported within this many seconds form the default reference
+/// group of a new release.
+pub const REFERENCE_RECENT_SECS: i64 = 15 * 60;
+/// Stored alerts waiting for the judgement before new ones are dropped (the next round
+/// still sees their minute counters).
+pub const ALERT_QUEUE: usize = 1024;
+/// Most rounds caught up at once after the detector was down.
+const MAX_CATCH_UP_ROUNDS: i64 = 180;
+/// Longest app, version, host name and note accepted.
+const MAX_NAME: usize = 255;
+const MAX_NOTE: usize = 4096;
+/// How far in the future a time given to the API may lie (clock skew).
+const MAX_FUTURE_SECS: i64 = 24 * 3600;
+
+/// Why a release request was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    /// No release has this id.
+    #[error("no release {0}")]
+    NotFound(i64),
+    /// The request is not acceptable.
+    #[error("{0}")]
+    Invalid(String),
+    /// The request does not fit the release's state (finished, feedback given, ...).
+    #[error("{0}")]
+    Conflict(String),
+    /// The judgement task panicked or was cancelled.
+    #[error("judgement failed: {0}")]
+    Judgement(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A dangerous-exception alert as stored by ingest, for [`ReleaseJudge::alert`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAlert {
+    /// Application.
+    pub app: String,
+    /// Host that logged it.
+    pub host: String,
+    /// When it was logged (UTC Unix seconds).
+    pub at: i64,
+    /// Its fingerprint.
+    pub fingerprint: Fingerprint,
+    /// Its definition.
+    pub definition: Definition,
+}
+
+/// A decision change, as posted to the webhooks.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DecisionChange {
+    /// Release id.
+    pub release_id: i64,
+    /// Application.
+    pub app: String,
+    /// Version released.
+    pub version: String,
+    /// The new decision.
+    pub decision: Decision,
+    /// The decision before.
+    pub previous_decision: Decision,
+    /// When it was taken (UTC Unix seconds).
+    pub decided_at: i64,
+    /// Why.
+    pub reasons: Vec<Reason>,
+}
+
+/// `POST /api/v1/releases`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRelease {
+    /// Application.
+    pub app: String,
+    /// Version released.
+    pub version: String,
+    /// The first batch (may be empty).
+    pub hosts: Vec<String>,
+    /// Hosts that keep the old version; default: the app's other hosts that reported in
+    /// the last 15 minutes.
+    #[serde(default)]
+    pub reference_hosts: Option<Vec<String>>,
+    /// When the release (and its first batch) started; default: now.
+    #[serde(default)]
+    pub started_at: Option<i64>,
+}
+
+/// `POST /api/v1/releases/{id}/batches`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddBatch {
+    /// Hosts that got the new version.
+    pub hosts: Vec<String>,
+    /// When; default: now.
+    #[serde(default)]
+    pub at: Option<i64>,
+}
+
+/// `POST /api/v1/releases/{id}/finish`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinishRelease {
+    /// `success` or `rolled_back`.
+    pub outcome: Outcome,
+}
+
+/// `POST /api/v1/releases/{id}/feedback`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GiveFeedback {
+    /// `valid_block`, `false_alarm`, `missed_problem` or `confirmed_normal`.
+    pub label: Feedback,
+    /// A free note.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// A release as the API shows it (DESIGN §5 fields first, extensions after).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReleaseView {
+    /// Release id.
+    pub id: i64,
+    /// Application.
+    pub app: String,
+    /// Version released.
+    pub version: String,
+    /// `watching` or `finished`.
+    pub state: ReleaseState,
+    /// `success` or `rolled_back` once finished.
+    pub outcome: Option<Outcome>,
+    /// `pass`, `watch` or `block`.
+    pub decision: Decision,
+    /// When the decision was taken.
+    pub decided_at: Option<i64>,
+    /// Why.
+    pub reasons: Vec<Reason>,
+    /// Batches in the order they were posted.
+    pub batches: Vec<Batch>,
+    /// Hosts that keep the old version.
+    pub reference_hosts: Vec<String>,
+    /// When the release was created.
+    pub created_at: i64,
+    /// When the release started.
+    pub started_at: i64,
+    /// When it was finished.
+    pub finished_at: Option<i64>,
+    /// The last minute judged.
+    pub last_round: Option<i64>,
+    /// Users' feedback.
+    pub feedback: Vec<FeedbackEntry>,
+}
+
+impl From<StoredRelease> for ReleaseView {
+    fn from(r: StoredRelease) -> Self {
+        Self {
+            id: r.id,
+            app: r.app,
+            version: r.version,
+            state: r.state,
+            outcome: r.outcome,
+            decision: r.decision,
+            decided_at: r.decided_at,
+            reasons: r.reasons,
+            batches: r.batches,
+            reference_hosts: r.reference_hosts,
+            created_at: r.created_at,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            last_round: r.last_round,
+            feedback: r.feedback,
+        }
+    }
+}
+
+/// The answer of `GET /api/v1/releases/{id}/verdict`, shaped for Argo Rollouts' web
+/// metric provider: `ok` is false exactly when the decision is `block`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VerdictView {
+    /// Release id.
+    pub id: i64,
+    /// `pass`, `watch` or `block`.
+    pub decision: Decision,
+    /// `false` on `block`.
+    pub ok: bool,
+    /// `watching` or `finished`.
+    pub state: ReleaseState,
+    /// When the decision was taken.
+    pub decided_at: Option<i64>,
+    /// One line per reason (`rule: summary`).
+    pub reasons: Vec<String>,
+}
+
+/// The releases of the detector: API operations, rounds and alerts over one [`Store`].
+#[derive(Debug)]
+pub struct Releases<S> {
+    store: Arc<S>,
+    /// Held around every read-modify-write of a release.
+    lock: Mutex<()>,
+    decisions: Option<mpsc::Sender<DecisionChange>>,
+    params: JudgeParams,
+}
+
+impl<S: Store> Releases<S> {
+    /// Releases over `store`; decision changes go to `decisions` when given (never
+    /// waited for: a full channel drops the change with a warning).
+    pub fn new(store: Arc<S>, decisions: Option<mpsc::Sender<DecisionChange>>) -> Self {
+        Self {
+            store,
+            lock: Mutex::new(()),
+            decisions,
+            params: JudgeParams::default(),
+        }
+    }
+
+    /// Creates a release (`POST /api/v1/releases`).
+    ///
+    /// # Errors
+    /// [`ReleaseError::Invalid`] for a bad request, [`ReleaseError::Store`].
+    pub async fn create(&self, req: CreateRelease, now: i64) -> Result<ReleaseView, ReleaseError> {
+        let app = check_name("app", &req.app)?;
+        let version = check_name("version", &req.version)?;
+        check_hosts("hosts", &req.hosts)?;
+        let started_at = req.started_at.unwrap_or(now);
+        check_time("started_at", started_at, now)?;
+        let reference_hosts = match req.reference_hosts {
+            Some(reference) => {
+                check_hosts("reference_hosts", &reference)?;
+                if let Some(h) = reference.iter().find(|h| req.hosts.contains(h)) {
+                    return Err(ReleaseError::Invalid(format!(
+                        "host {h:?} is in both hosts and reference_hosts"
+                    )));
+                }
+                reference
+            }
+            None => {
+                let recent = minute_of(now) - REFERENCE_RECENT_SECS;
+                self.store
+                    .apps()
+                    .await?
+                    .into_iter()
+                    .filter(|a| a.app == app)
+                    .flat_map(|a| a.hosts)
+                    .filter(|h| h.last_minute >= recent && !req.hosts.contains(&h.host))
+                    .map(|h| h.host)
+                    .collect()
+            }
+        };
+        let new = NewRelease {
+            app,
+            version,
+            started_at,
+            created_at: now,
+            reference_hosts,
+            first_batch: (!req.hosts.is_empty()).then_some(Batch {
+                at: started_at,
+                hosts: req.hosts,
+            }),
+        };
+        let _guard = self.lock.lock().await;
+        let release = self.store.create_release(&new).await?;
+        tracing::info!(id = release.id, app = %release.app, version = %release.version, "release created");
+        Ok(release.into())
+    }
+
+    /// One release (`GET /api/v1/releases/{id}`).
+    ///
+    /// # Errors
+    /// [`ReleaseError::NotFound`], [`ReleaseError::Store`].
+    pub async fn get(&self, id: i64) -> Result<ReleaseView, ReleaseError> {
+        Ok(self.load(id).await?.into())
+    }
+
+    /// The verdict in the shape Argo Rollouts' web provider reads.
+    ///
+    /// # Errors
+    /// [`ReleaseError::NotFound`], [`ReleaseError::Store`].
+    pub async fn verdict(&self, id: i64) -> Result<VerdictView, ReleaseError> {
+        let r = self.load(id).await?;
+        Ok(VerdictView {
+            id: r.id,
+            decision: r.decision,
+            ok: r.decision != Decision::Block,
+            state: r.state,
+            decided_at: r.decided_at,
+            reasons: r
+                .reasons
+                .iter()
+                .map(|x| format!("{}: {}", x.rule, x.summary))
+                .collect(),
+        })
+    }
+
+    /// Releases, newest first (`GET /api/v1/releases?app=&state=`).
+    ///
+    /// # Errors
+    /// [`ReleaseError::Store`].
+    pub async fn list(&self, filter: &ReleaseFilter) -> Result<Vec<ReleaseView>, ReleaseError> {
+        Ok(self
+            .store
+            .releases(filter)
+            .await?
+            .into_iter()
+            .map(ReleaseView::from)
+            .collect())
+    }
+
+    /// Adds a batch (`POST /api/v1/releases/{id}/batches`).
+    ///
+    /// # Errors
+    /// [`ReleaseError::Invalid`] for a bad request, [`ReleaseError::Conflict`] when the
+    /// release is finished, [`ReleaseError::NotFound`], [`ReleaseError::Store`].
+    pub async fn add_batch(
+        &self,
+        id: i64,
+        req: AddBatch,
+        now: i64,
+    ) -> Result<ReleaseView, ReleaseError> {
+        if req.hosts.is_empty() {
+            return Err(ReleaseError::Invalid(
+                "hosts is empty: a batch names at least one host".into(),
+            ));
+        }
+        check_hosts("hosts", &req.hosts)?;
+        let at = req.at.unwrap_or(now);
+        check_time("at", at, now)?;
+        let _guard = self.lock.lock().await;
+        let mut release = self.load(id).await?;
+        if release.state == ReleaseState::Finished {
+            return Err(ReleaseError::Conflict(format!(
+                "release {id} is finished; it takes no more batches"
+            )));
+        }
+        if let Some(h) = req
+            .hosts
+            .iter()
+            .find(|h| release.batches.iter().any(|b| b.hosts.contains(h)))
+        {
+            return Err(ReleaseError::Invalid(format!(
+                "host {h:?} is already in an earlier batch of release {id}"
+            )));
+        }
+        if at < release.started_at {
+            return Err(ReleaseError::Invalid(format!(
+                "at ({at}) is before the release started ({})",
+                release.started_at
+            )));
+        }
+        let batch = Batch {
+            at,
+            hosts: req.hosts,
+        };
+        if let Some(mut judge) = decode_judge(&release) {
+            judge.add_batch(batch.clone());
+            release.judge = Some(encode_judge(&judge)?);
+        }
+        self.store
+            .update_release(&ReleaseUpdate {
+                release: &release,
+                new_batch: Some(&batch),
+                app_memory: None,
+                feedback: None,
+            })
+            .await?;
+        release.batches.push(batch);
+        Ok(release.into())
+    }
+
+    /// Finishes a release (`POST /api/v1/releases/{id}/finish`); it is judged no more.
+    ///
+    /// # Errors
+    /// [`ReleaseError::Conflict`] when already finished, [`ReleaseError::NotFound`],
+    /// [`ReleaseError::Store`].
+    pub async fn finish(
+        &self,
+        id: i64,
+        req: FinishRelease,
+        now: i64,
+    ) -> Result<ReleaseView, ReleaseError> {
+        let _guard = self.lock.lock().await;
+        let mut release = self.load(id).await?;
+        if release.state == ReleaseState::Finished {
+            return Err(ReleaseError::Conflict(format!(
+                "release {id} is already finished ({})",
+                release.outcome.map_or("no outcome", Outcome::as_str)
+            )));
+        }
+        release.state = ReleaseState::Finished;
+        release.outcome = Some(req.outcome);
+        release.finished_at = Some(now);
+        self.store
+            .update_release(&ReleaseUpdate {
+                release: &release,
+                new_batch: None,
+                app_memory: None,
+                feedback: None,
+            })
+            .await?;
+        Ok(release.into())
+    }
+
+    /// A user's feedback (`POST /api/v1/releases/{id}/feedback`): the app's memory learns
+    /// from the release's judge and is stored with the feedback in one transaction. On
+    /// `false_alarm` or `confirmed_normal` a block of a release still watched is lifted
+    /// (the judge starts afresh with what was learned); otherwise a block stays.
+    ///
+    /// # Errors
+    /// [`ReleaseError::Invalid`] for a bad note, [`ReleaseError::Conflict`] when feedback
+    /// was given before, [`ReleaseError::NotFound`], [`ReleaseError::Store`].
+    pub async fn feedback(
+        &self,
+        id: i64,
+        req: GiveFeedback,
+        now: i64,
+    ) -> Result<ReleaseView, ReleaseError> {
+        if let Some(note) = &req.note
+            && note.len() > MAX_NOTE
+        {
+            return Err(ReleaseError::Invalid(format!(
+                "note is {} bytes; at most {MAX_NOTE}",
+                note.len()
+            )));
+        }
+        let _guard = self.lock.lock().await;
+        let mut release = self.load(id).await?;
+        if let Some(given) = release.feedback.first() {
+            return Err(ReleaseError::Conflict(format!(
+                "release {id} already has feedback ({}); the app learned from it once",
+                label_str(given.label)
+            )));
+        }
+        let mut memory = self.memory(&release.app).await?;
+        let judge = match self.judge_of(&release).await? {
+            Some(judge) => judge,
+            // Never judged (no batch yet): nothing to learn but the count.
+            None => ReleaseJudge::new(
+                Release {
+                    app: release.app.clone(),
+                    batches: Vec::new(),
+                    reference_hosts: release.reference_hosts.clone(),
+                    until: None,
+                },
+                HashSet::new(),
+                HashMap::new(),
+            ),
+        };
+        memory.learn(&judge, req.label);
+        let previous = release.decision;
+        if release.state == ReleaseState::Watching
+            && previous == Decision::Block
+            && matches!(req.label, Feedback::FalseAlarm | Feedback::ConfirmedNormal)
+        {
+            release.judge = match self.build_judge(&release).await? {
+                Some(fresh) => Some(encode_judge(&fresh)?),
+                None => None,
+            };
+            release.decision = Decision::Pass;
+            release.decided_at = Some(now);
+            release.reasons = Vec::new();
+        }
+        let entry = FeedbackEntry {
+            label: req.label,
+            note: req.note,
+            at: now,
+        };
+        let memory_json = serde_json::to_string(&memory).map_err(|e| StoreError::Corrupt {
+            what: "app memory",
+            reason: e.to_string(),
+        })?;
+        self.store
+            .update_release(&ReleaseUpdate {
+                release: &release,
+                new_batch: None,
+                app_memory: Some(&memory_json),
+                feedback: Some(&entry),
+            })
+            .await?;
+        release.feedback.push(entry);
+        self.notify(&release, previous);
+        Ok(release.into())
+    }
+
+    /// The release recorded as a replay case (`GET /api/v1/releases/{id}/case`): counters
+    /// of its hosts from the baseline to its end (finish, or the last judged minute),
+    /// definitions of the fingerprints they show, fingerprints known at its start, and
+    /// the label its feedback implies.
+    ///
+    /// # Errors
+    /// [`ReleaseError::Conflict`] without a batch, [`ReleaseError::NotFound`],
+    /// [`ReleaseError::Store`].
+    pub async fn case(&self, id: i64, now: i64) -> Result<Case, ReleaseError> {
+        let release = self.load(id).await?;
+        let Some(first) = first_minute(&release) else {
+            return Err(ReleaseError::Conflict(format!(
+                "release {id} has no batch yet; a replay case needs at least one"
+            )));
+        };
+        let end = release
+            .finished_at
+            .unwrap_or_else(|| release.last_round.map_or(now, |m| m + 60));
+        let until = minute_of(end).max(first + 60);
+        let rows = self.rows(&release, first, until - 60).await?;
+        let fingerprints = self.store.exceptions(&release.app).await?;
+        let shown: BTreeSet<&str> = rows
+            .iter()
+            .flat_map(|r| r.exceptions.keys().map(String::as_str))
+            .collect();
+        let known_fingerprints = fingerprints
+            .iter()
+            .filter(|f| f.first_seen.is_some_and(|s| s < first))
+            .map(|f| f.fingerprint.clone())
+            .collect();
+        let exceptions: BTreeMap<String, Definition> = fingerprints
+            .iter()
+            .filter(|f| shown.contains(f.fingerprint.as_str()) && !f.class.is_empty())
+            .map(|f| (f.fingerprint.clone(), definition_of(f)))
+            .collect();
+        let expect = release.feedback.first().map(|f| match f.label {
+            Feedback::ValidBlock | Feedback::MissedProblem => Expected::Block,
+            Feedback::FalseAlarm | Feedback::ConfirmedNormal => Expected::Pass,
+        });
+        Ok(Case {
+            id: format!("release-{}", release.id),
+            app: release.app.clone(),
+            expect,
+            fault_at: None,
+            release: CaseRelease {
+                version: Some(release.version.clone()),
+                batches: release.batches.clone(),
+                reference_hosts: release.reference_hosts.clone(),
+                until: Some(until),
+            },
+            known_fingerprints,
+            exceptions,
+            minutes: rows.into_iter().map(case_minute).collect(),
+        })
+    }
+
+    /// Judges every watched release up to the completed minute `minute` (one round per
+    /// minute not judged yet). A release that fails is logged and left for the next
+    /// round.
+    ///
+    /// # Errors
+    /// [`ReleaseError::Store`] when the releases cannot be listed.
+    pub async fn round_all(&self, minute: i64) -> Result<(), ReleaseError> {
+        let watching = self
+            .store
+            .releases(&ReleaseFilter {
+                app: None,
+                state: Some(ReleaseState::Watching),
+            })
+            .await?;
+        for release in watching {
+            if let Err(e) = self.round(release.id, minute).await {
+                tracing::warn!(id = release.id, error = %e, "release round failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the rounds of one release up to `minute`; returns the release afterwards.
+    ///
+    /// # Errors
+    /// [`ReleaseError::NotFound`], [`ReleaseError::Store`].
+    pub async fn round(&self, id: i64, minute: i64) -> Result<ReleaseView, ReleaseError> {
+        let minute = minute_of(minute);
+        let _guard = self.lock.lock().await;
+        let mut release = self.load(id).await?;
+        let Some(first) = first_minute(&release) else {
+            return Ok(release.into());
+        };
+        if release.state != ReleaseState::Watching || minute < first {
+            return Ok(release.into());
+        }
+        let start = release
+            .last_round
+            .map_or(first, |m| m + 60)
+            .max(minute - (MAX_CATCH_UP_ROUNDS - 1) * 60);
+        if start > minute {
+            return Ok(release.into());
+        }
+        let Some(mut judge) = self.judge_of(&release).await? else {
+            return Ok(release.into());
+        };
+        for f in self.store.exceptions(&release.app).await? {
+            if !f.class.is_empty()
+                && let Ok(fp) = parse_fingerprint(&f.fingerprint)
+            {
+                judge.define(fp, definition_of(&f));
+            }
+        }
+        let rows: Vec<HostMinute> = self
+            .rows(&release, first, minute)
+            .await?
+            .into_iter()
+            .map(host_minute)
+            .collect();
+        let memory = self.memory(&release.app).await?;
+        let previous = release.decision;
+        // The funnel is plain CPU work: off the async workers, so ingest and the API keep
+        // their threads whatever the number of releases and minutes.
+        let (judge, verdict) = tokio::task::spawn_blocking(move || {
+            let mut verdict = judge.verdict().clone();
+            let mut m = start;
+            while m <= minute {
+                verdict = judge.round(m, &rows, &memory);
+                m += 60;
+            }
+            (judge, verdict)
+        })
+        .await
+        .map_err(|e| ReleaseError::Judgement(e.to_string()))?;
+        release.judge = Some(encode_judge(&judge)?);
+        release.last_round = Some(minute);
+        release.decision = verdict.decision;
+        release.decided_at = Some(verdict.decided_at);
+        release.reasons = verdict.reasons;
+        self.store
+            .update_release(&ReleaseUpdate {
+                release: &release,
+                new_batch: None,
+                app_memory: None,
+                feedback: None,
+            })
+            .await?;
+        self.notify(&release, previous);
+        Ok(release.into())
+    }
+
+    /// Judges a stored dangerous-exception alert against every watched release of its
+    /// app that has released its host.
+    ///
+    /// # Errors
+    /// [`ReleaseError::Store`].
+    pub async fn alert(&self, alert: &StoredAlert) -> Result<(), ReleaseError> {
+        let watching = self
+            .store
+            .releases(&ReleaseFilter {
+                app: Some(alert.app.clone()),
+                state: Some(ReleaseState::Watching),
+            })
+            .await?;
+        for candidate in watching {
+            if candidate.decision == Decision::Block
+                || !candidate
+                    .batches
+                    .iter()
+                    .any(|b| b.hosts.contains(&alert.host))
+            {
+                continue;
+            }
+            let _guard = self.lock.lock().await;
+            let mut release = self.load(candidate.id).await?;
+            if release.state != ReleaseState::Watching {
+                continue;
+            }
+            let Some(mut judge) = self.judge_of(&release).await? else {
+                continue;
+            };
+            let memory = self.memory(&release.app).await?;
+            let previous = release.decision;
+            let verdict = judge.alert(
+                alert.at,
+                &alert.host,
+                alert.fingerprint,
+                &alert.definition,
+                &memory,
+            );
+            if verdict.decision == previous {
+                continue;
+            }
+            tracing::info!(id = release.id, app = %release.app, host = %alert.host, fingerprint = %fingerprint_hex(alert.fingerprint), decision = verdict.decision.as_str(), "alert changed a release's decision");
+            release.judge = Some(encode_judge(&judge)?);
+            release.decision = verdict.decision;
+            release.decided_at = Some(verdict.decided_at);
+            release.reasons = verdict.reasons;
+            self.store
+                .update_release(&ReleaseUpdate {
+                    release: &release,
+                    new_batch: None,
+                    app_memory: None,
+                    feedback: None,
+                })
+                .await?;
+            self.notify(&release, previous);
+        }
+        Ok(())
+    }
+
+    /// Runs the judgement until `stop` turns true: a round of every watched release
+    /// [`ROUND_DELAY_SECS`] after each minute boundary, and each alert as it arrives.
+    pub async fn run(
+        self: Arc<Self>,
+        mut alerts: mpsc::Receiver<StoredAlert>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let rounds = {
+            let this = Arc::clone(&self);
+            let mut stop = stop.clone();
+            async move {
+                loop {
+                    let now = unix_now();
+                    let next = minute_of(now) + 60;
+                    let wait = u64::try_from(next - now).unwrap_or(0) + ROUND_DELAY_SECS;
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
+                        _ = stopped(&mut stop) => return,
+                    }
+                    // The minute that ended at the boundary just passed.
+                    let judged = minute_of(unix_now() - ROUND_DELAY_SECS as i64) - 60;
+                    if let Err(e) = this.round_all(judged).await {
+                        tracing::warn!(error = %e, "judgement round failed");
+                    }
+                }
+            }
+        };
+        let alerts = async move {
+            loop {
+                tokio::select! {
+                    alert = alerts.recv() => match alert {
+                        Some(alert) => {
+                            if let Err(e) = self.alert(&alert).await {
+                                tracing::warn!(error = %e, app = %alert.app, host = %alert.host, "alert judgement failed");
+                            }
+                        }
+                        None => return,
+                    },
+                    _ = stopped(&mut stop) => return,
+                }
+            }
+        };
+        tokio::join!(rounds, alerts);
+    }
+
+    async fn load(&self, id: i64) -> Result<StoredRelease, ReleaseError> {
+        self.store
+            .release(id)
+            .await?
+            .ok_or(ReleaseError::NotFound(id))
+    }
+
+    async fn memory(&self, app: &str) -> Result<AppMemory, ReleaseError> {
+        Ok(match self.store.app_memory(app).await? {
+            Some(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
+                tracing::warn!(%app, error = %e, "stored app memory unreadable; starting afresh");
+                AppMemory::default()
+            }),
+            None => AppMemory::default(),
+        })
+    }
+
+    /// The release's judge: as stored, or new when never judged. `None` without batches.
+    async fn judge_of(
+        &self,
+        release: &StoredRelease,
+    ) -> Result<Option<ReleaseJudge>, ReleaseError> {
+        match decode_judge(release) {
+            Some(judge) => Ok(Some(judge)),
+            None => self.build_judge(release).await,
+        }
+    }
+
+    async fn build_judge(
+        &self,
+        release: &StoredRelease,
+    ) -> Result<Option<ReleaseJudge>, ReleaseError> {
+        let Some(first) = first_minute(release) else {
+            return Ok(None);
+        };
+        let mut known = HashSet::new();
+        let mut definitions = HashMap::new();
+        for f in self.store.exceptions(&release.app).await? {
+            let Ok(fp) = parse_fingerprint(&f.fingerprint) else {
+                continue;
+            };
+            if f.first_seen.is_some_and(|s| s < first) {
+                known.insert(fp);
+            }
+            if !f.class.is_empty() {
+                definitions.insert(fp, definition_of(&f));
+            }
+        }
+        Ok(Some(ReleaseJudge::with_params(
+            Release {
+                app: release.app.clone(),
+                batches: release.batches.clone(),
+                reference_hosts: release.reference_hosts.clone(),
+                until: None,
+            },
+            known,
+            definitions,
+            self.params.clone(),
+        )))
+    }
+
+    /// Stored counters of the release's hosts from the baseline to `to` (inclusive).
+    async fn rows(
+        &self,
+        release: &StoredRelease,
+        first: i64,
+        to: i64,
+    ) -> Result<Vec<MinuteRow>, ReleaseError> {
+        let hosts: HashSet<&str> = release
+            .batches
+            .iter()
+            .flat_map(|b| b.hosts.iter())
+            .chain(&release.reference_hosts)
+            .map(String::as_str)
+            .collect();
+        let rows = self
+            .store
+            .series(&SeriesQuery {
+                app: Some(release.app.clone()),
+                host: None,
+                from: Some(first - self.params.baseline_minutes * 60),
+                to: Some(to),
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter(|r| hosts.contains(r.host.as_str()))
+            .collect())
+    }
+
+    fn notify(&self, release: &StoredRelease, previous: Decision) {
+        if release.decision == previous {
+            return;
+        }
+        tracing::info!(id = release.id, app = %release.app, from = previous.as_str(), to = release.decision.as_str(), "release decision changed");
+        let Some(tx) = &self.decisions else {
+            return;
+        };
+        let change = DecisionChange {
+            release_id: release.id,
+            app: release.app.clone(),
+            version: release.version.clone(),
+            decision: release.decision,
+            previous_decision: previous,
+            decided_at: release.decided_at.unwrap_or_else(unix_now),
+            reasons: release.reasons.clone(),
+        };
+        if let Err(e) = tx.try_send(change) {
+            tracing::warn!(id = release.id, error = %e, "webhook queue full; decision change not posted");
+        }
+    }
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+fn label_str(label: Feedback) -> &'static str {
+    match label {
+        Feedback::ValidBlock => "valid_block",
+        Feedback::FalseAlarm => "false_alarm",
+        Feedback::MissedProblem => "missed_problem",
+        Feedback::ConfirmedNormal => "confirmed_normal",
+    }
+}
+
+fn first_minute(release: &StoredRelease) -> Option<i64> {
+    release.batches.iter().map(|b| minute_of(b.at)).min()
+}
+
+fn decode_judge(release: &StoredRelease) -> Option<ReleaseJudge> {
+    let text = release.judge.as_deref()?;
+    match serde_json::from_str(text) {
+        Ok(judge) => Some(judge),
+        Err(e) => {
+            tracing::warn!(id = release.id, error = %e, "stored judge state unreadable; judging afresh");
+            None
+        }
+    }
+}
+
+fn encode_judge(judge: &ReleaseJudge) -> Result<String, StoreError> {
+    serde_json::to_string(judge).map_err(|e| StoreError::Corrupt {
+        what: "judge state",
+        reason: e.to_string(),
+    })
+}
+
+fn definition_of(f: &FingerprintRow) -> Definition {
+    Definition {
+        class: f.class.clone(),
+        causes: f.causes.clone(),
+        message: f.message.clone(),
+        frames: f.frames.clone(),
+        dangerous: f.dangerous,
+    }
+}
+
+fn host_minute(row: MinuteRow) -> HostMinute {
+    let mut exceptions = BTreeMap::new();
+    for (f, n) in row.exceptions {
+        if let Ok(fp) = parse_fingerprint(&f) {
+            *exceptions.entry(fp).or_insert(0) += n;
+        }
+    }
+    HostMinute {
+        host: row.host,
+        minute: row.minute,
+        lines: row.lines,
+        error_lines: row.error_lines,
+        warn_lines: row.warn_lines,
+        exceptions,
+        host_metrics: row
+            .host_metrics
+            .map_or_else(HostMetrics::default, |m| HostMetrics::from(case_metrics(m))),
+    }
+}
+
+fn case_metrics(m: crate::store::HostMetricsRow) -> CaseHostMetrics {
+    CaseHostMetrics {
+        cpu_pct: m.cpu_pct,
+        cpu_pct_max: m.cpu_pct_max,
+        mem_used_pct: m.mem_used_pct,
+        swap_used_pct: m.swap_used_pct,
+        load1: m.load1,
+        load5: m.load5,
+        load15: m.load15,
+        disk_read_bytes: m.disk_read_bytes,
+        disk_write_bytes: m.disk_write_bytes,
+        disk_reads: m.disk_reads,
+        disk_writes: m.disk_writes,
+        disk_busy_pct: m.disk_busy_pct,
+    }
+}
+
+fn case_minute(row: MinuteRow) -> CaseMinute {
+    CaseMinute {
+        host: row.host,
+        minute: row.minute,
+        lines: row.lines,
+        error_lines: row.error_lines,
+        warn_lines: row.warn_lines,
+        exceptions: row.exceptions,
+        host_metrics: row.host_metrics.map(case_metrics),
+    }
+}
+
+fn check_name(what: &str, value: &str) -> Result<String, ReleaseError> {
+    let value = value.trim();
+    if value.is_empty() || value.len() > MAX_NAME {
+        return Err(ReleaseError::Invalid(format!(
+            "{what} must be 1 to {MAX_NAME} bytes"
+        )));
+    }
+    Ok(value.to_owned())
+}
+
+fn check_hosts(what: &str, hosts: &[String]) -> Result<(), ReleaseError> {
+    let mut seen = HashSet::new();
+    for (i, h) in hosts.iter().enumerate() {
+        if h.trim().is_empty() || h.len() > MAX_NAME || h.trim() != h {
+            return Err(ReleaseError::Invalid(format!(
+                "{what}[{i}] {h:?} is not a host name (1 to {MAX_NAME} bytes, no surrounding spaces)"
+            )));
+        }
+        if !seen.insert(h.as_str()) {
+            return Err(ReleaseError::Invalid(format!("{what} names {h:?} twice")));
+        }
+    }
+    Ok(())
+}
+
+fn check_time(what: &str, t: i64, now: i64) -> Result<(), ReleaseError> {
+    if t <= 0 {
+        return Err(ReleaseError::Invalid(format!(
+            "{what} ({t}) must be UTC Unix seconds"
+        )));
+    }
+    if t > now + MAX_FUTURE_SECS {
+        return Err(ReleaseError::Invalid(format!(
+            "{what} ({t}) is more than a day in the future"
+        )));
+    }
+    Ok(())
+}

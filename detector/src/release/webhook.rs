@@ -1,0 +1,188 @@
+//! Webhooks: every decision change is POSTed as JSON to each configured webhook whose
+//! `events` include the new decision (all when empty), from a background task, retried with
+//! jittered exponential backoff; judgement never waits for a receiver.
+//!
+//! The body is a [`DecisionChange`]:
+//! `{"release_id":7,"app":"shop","version":"2.0.1","decision":"block",
+//!   "previous_decision":"pass","decided_at":1763880125,"reasons":[...]}`.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::DecisionChange;
+use crate::config::Webhook;
+
+/// Decision changes waiting for delivery before new ones are dropped.
+pub const QUEUE: usize = 1024;
+/// Attempts per delivery.
+pub const MAX_ATTEMPTS: u32 = 8;
+/// First retry delay; doubled after each failure up to [`MAX_BACKOFF`].
+pub const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+/// Longest retry delay.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Timeout of one POST.
+pub const POST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Starts the sender; returns the queue that [`super::Releases`] feeds. The task ends
+/// when every sender is dropped.
+pub fn start(webhooks: Vec<Webhook>) -> mpsc::Sender<DecisionChange> {
+    let (tx, mut rx) = mpsc::channel::<DecisionChange>(QUEUE);
+    tokio::spawn(async move {
+        let needs_tls = webhooks.iter().any(|h| h.url.starts_with("https://"));
+        let agent = client(needs_tls);
+        while let Some(change) = rx.recv().await {
+            let body = match serde_json::to_vec(&change) {
+                Ok(body) => body,
+                Err(e) => {
+                    tracing::error!(error = %e, "decision change cannot be encoded");
+                    continue;
+                }
+            };
+            for hook in &webhooks {
+                if wants(hook, change.decision.as_str()) {
+                    tokio::spawn(deliver(
+                        agent.clone(),
+                        hook.url.clone(),
+                        body.clone(),
+                        change.release_id,
+                    ));
+                }
+            }
+        }
+    });
+    tx
+}
+
+/// Whether `hook` subscribes to `decision`.
+pub fn wants(hook: &Webhook, decision: &str) -> bool {
+    hook.events.is_empty() || hook.events.iter().any(|e| e == decision)
+}
+
+/// What one POST came to.
+#[derive(Debug, PartialEq, Eq)]
+enum Attempt {
+    Delivered,
+    /// Worth retrying (connection failure, timeout, 5xx, 408, 429).
+    Retry(String),
+    /// The receiver refused the request itself (other 4xx): retrying cannot help.
+    Refused(String),
+}
+
+/// The HTTP client of the webhooks: a timeout per POST, statuses as values, and for
+/// `https://` the system's root certificates with rustls (ring).
+fn client(tls: bool) -> ureq::Agent {
+    let mut config = ureq::Agent::config_builder()
+        .timeout_global(Some(POST_TIMEOUT))
+        .http_status_as_error(false);
+    if tls {
+        let native = rustls_native_certs::load_native_certs();
+        for e in &native.errors {
+            tracing::warn!(error = %e, "some system root certificates could not be read");
+        }
+        let roots: Vec<ureq::tls::Certificate<'static>> = native
+            .certs
+            .iter()
+            .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+            .collect();
+        config = config.tls_config(
+            ureq::tls::TlsConfig::builder()
+                .provider(ureq::tls::TlsProvider::Rustls)
+                .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
+                .unversioned_rustls_crypto_provider(std::sync::Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .build(),
+        );
+    }
+    config.build().into()
+}
+
+async fn deliver(agent: ureq::Agent, url: String, body: Vec<u8>, release_id: i64) {
+    let mut backoff = FIRST_BACKOFF;
+    for attempt in 1..=MAX_ATTEMPTS {
+        let (a, u, b) = (agent.clone(), url.clone(), body.clone());
+        let result = tokio::task::spawn_blocking(move || post(&a, &u, &b))
+            .await
+            .unwrap_or_else(|e| Attempt::Retry(format!("delivery task failed: {e}")));
+        match result {
+            Attempt::Delivered => {
+                tracing::info!(%url, release_id, attempt, "webhook delivered");
+                return;
+            }
+            Attempt::Refused(why) => {
+                tracing::warn!(%url, release_id, %why, "webhook refused the decision change; not retried");
+                return;
+            }
+            Attempt::Retry(why) if attempt < MAX_ATTEMPTS => {
+                tracing::warn!(%url, release_id, attempt, %why, "webhook failed; retrying");
+                let jitter = fastrand::u64(0..=backoff.as_millis() as u64 / 4);
+                tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            Attempt::Retry(why) => {
+                tracing::error!(%url, release_id, attempts = MAX_ATTEMPTS, %why, "webhook failed; decision change dropped");
+            }
+        }
+    }
+}
+
+fn post(agent: &ureq::Agent, url: &str, body: &[u8]) -> Attempt {
+    match agent
+        .post(url)
+        .header("content-type", "application/json")
+        .header(
+            "user-agent",
+            concat!("vigil-detector/", env!("CARGO_PKG_VERSION")),
+        )
+        .send(body)
+    {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            match status {
+                200..=299 => Attempt::Delivered,
+                408 | 429 | 500..=599 => Attempt::Retry(format!("HTTP {status}")),
+                _ => Attempt::Refused(format!("HTTP {status}")),
+            }
+        }
+        Err(e) => Attempt::Retry(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_filter_decisions() {
+        let all = Webhook {
+            url: "http://x".into(),
+            events: vec![],
+        };
+        let blocks = Webhook {
+            url: "http://x".into(),
+            events: vec!["block".into()],
+        };
+        assert!(wants(&all, "watch"));
+        assert!(wants(&blocks, "block"));
+        assert!(!wants(&blocks, "pass"));
+    }
+
+    #[test]
+    fn an_https_client_can_be_built_from_the_system_roots() {
+        // Nothing listens on port 1: the attempt fails before TLS, retryably.
+        assert!(matches!(
+            post(&client(true), "https://127.0.0.1:1/hook", b"{}"),
+            Attempt::Retry(_)
+        ));
+    }
+
+    #[test]
+    fn an_unreachable_receiver_is_retried() {
+        // Port 1 on loopback refuses connections.
+        assert!(matches!(
+            post(&client(false), "http://127.0.0.1:1/hook", b"{}"),
+            Attempt::Retry(_)
+        ));
+    }
+}
