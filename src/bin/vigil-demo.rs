@@ -1,45 +1,42 @@
 //! `vigil-demo`: Vigil's main job on embedded defaults, on this host, in one command.
 //!
-//! Starts a detector and an agent on 127.0.0.1 (real gRPC and HTTP ports, a real SQLite
-//! store in a temporary directory), runs a demo Java service that writes its log, and
-//! prints what the detector received, minute by minute, next to what was written.
+//! Starts a detector and one agent per demo host on 127.0.0.1 (real gRPC and HTTP ports, a
+//! real SQLite store in a temporary directory) and a demo Java service on every host that
+//! writes its log. Then it releases a new version of the service to half of the hosts
+//! through the HTTP API: version 2.0.1 starts throwing `NoSuchMethodError` on the released
+//! hosts and is blocked; after its rollback, version 2.0.2 is healthy and passes.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use serde_json::{Value, json};
 use tokio::sync::watch;
 use vigil_agent::config::AgentConfig;
 use vigil_detector::Detector;
 use vigil_detector::config::DetectorConfig;
 
-/// Run a detector and an agent watching a demo service, and show what the detector saw.
+/// Run a detector, agents and a demo service through a bad and a good release.
 #[derive(Debug, Parser)]
 #[command(name = "vigil-demo", version)]
 struct Args {
-    /// How long the demo service writes its log.
-    #[arg(long, default_value = "12s", value_parser = humantime_duration)]
-    duration: Duration,
-    /// Log lines the demo service writes per second.
-    #[arg(long, default_value_t = 400)]
+    /// Demo hosts (half of them get each release).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(2..=16))]
+    hosts: u32,
+    /// Log lines each host's service writes per second.
+    #[arg(long, default_value_t = 60)]
     rate: u64,
+    /// Seconds of normal running before the first release.
+    #[arg(long, default_value_t = 10)]
+    warmup: u64,
     /// Keep the temporary directory (configs, logs, the detector's SQLite file).
     #[arg(long)]
     keep: bool,
-}
-
-fn humantime_duration(text: &str) -> Result<Duration, String> {
-    let secs: f64 = text
-        .trim_end_matches('s')
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number of seconds like \"12s\""))?;
-    if !(1.0..=3600.0).contains(&secs) {
-        return Err("between 1s and 3600s".into());
-    }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 fn main() -> ExitCode {
@@ -51,7 +48,16 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match run(&args) {
+    let dir = std::env::temp_dir().join(format!("vigil-demo-{}", std::process::id()));
+    let result = std::fs::create_dir_all(&dir)
+        .context("cannot create the demo directory")
+        .and_then(|()| demo(&args, &dir));
+    if args.keep {
+        println!("\nkept {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vigil-demo: error: {e:#}");
@@ -60,22 +66,20 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: &Args) -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("vigil-demo-{}", std::process::id()));
-    std::fs::create_dir_all(dir.join("shop")).context("cannot create the demo directory")?;
-    let result = demo(args, &dir);
-    if args.keep {
-        println!("\nkept {}", dir.display());
-    } else {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-    result
+/// One demo host: its log and whether its service runs the broken version.
+struct DemoHost {
+    name: String,
+    log: PathBuf,
+    broken: AtomicBool,
+    /// When the broken version first wrote its failure (Unix ms), 0 before.
+    first_failure_ms: AtomicU64,
+    written: AtomicU64,
 }
 
 fn demo(args: &Args, dir: &Path) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (stop_agent_tx, stop_agent_rx) = watch::channel(false);
+    let (stop_detector, detector_stopped) = watch::channel(false);
+    let (stop_agents, agents_stopped) = watch::channel(false);
 
     let detector_config = DetectorConfig::parse(
         Path::new("<demo detector>"),
@@ -86,18 +90,34 @@ fn demo(args: &Args, dir: &Path) -> anyhow::Result<()> {
     )?;
     let detector = runtime.block_on(Detector::bind(detector_config))?;
     let (grpc, http) = (detector.grpc_addr(), detector.http_addr());
-    let detector_task = runtime.spawn(detector.serve(stopped(stop_rx.clone())));
+    let api = format!("http://{http}/api/v1");
+    let detector_task = runtime.spawn(detector.serve(stopped(detector_stopped)));
 
-    let log = dir.join("shop").join("shop.log");
-    let agent_config = AgentConfig::parse(
-        Path::new("<demo agent>"),
-        &format!(
-            r#"data_dir = {data:?}
+    let hosts: Vec<Arc<DemoHost>> = (1..=args.hosts)
+        .map(|i| {
+            let name = format!("demo-host-{i}");
+            let logs = dir.join(&name);
+            std::fs::create_dir_all(&logs)?;
+            Ok(Arc::new(DemoHost {
+                log: logs.join("shop.log"),
+                name,
+                broken: AtomicBool::new(false),
+                first_failure_ms: AtomicU64::new(0),
+                written: AtomicU64::new(0),
+            }))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut agent_tasks = Vec::new();
+    for host in &hosts {
+        let config = AgentConfig::parse(
+            Path::new("<demo agent>"),
+            &format!(
+                r#"data_dir = {data:?}
 admin_listen = ""
 
 [host]
-name = "demo-host-1"
-interval = "1s"
+name = "{name}"
+interval = "5s"
 
 [detector]
 endpoint = "http://{grpc}"
@@ -105,200 +125,337 @@ flush_interval = "1s"
 
 [[logs]]
 app = "shop"
-paths = [{glob:?}]
+paths = [{log:?}]
 start_at = "beginning"
+app_packages = ["shop"]
+timezone = "UTC"
 "#,
-            data = dir.join("agent"),
-            glob = dir.join("shop").join("*.log"),
-        ),
-    )?;
-    let agent_task = runtime.spawn(vigil_agent::run(agent_config, stopped(stop_agent_rx)));
+                data = dir.join(format!("{}-agent", host.name)),
+                name = host.name,
+                log = host.log,
+            ),
+        )?;
+        agent_tasks.push(runtime.spawn(vigil_agent::run(config, stopped(agents_stopped.clone()))));
+    }
+
+    let service_running = Arc::new(AtomicBool::new(true));
+    let services: Vec<_> = hosts
+        .iter()
+        .map(|host| {
+            let (host, running, rate) = (Arc::clone(host), Arc::clone(&service_running), args.rate);
+            std::thread::spawn(move || run_service(&host, &running, rate))
+        })
+        .collect();
 
     println!("Vigil demo");
     println!(
-        "  detector  gRPC {grpc}, HTTP http://{http} (store: SQLite in {})",
+        "  detector  gRPC {grpc}, HTTP http://{http} (SQLite in {})",
         dir.display()
     );
-    println!("  agent     host demo-host-1, tailing {}", log.display());
     println!(
-        "  service   \"shop\" writes {} log lines/s for {} s\n",
-        args.rate,
-        args.duration.as_secs()
+        "  agents    {} hosts, each tailing its own shop.log; service \"shop\" writes {} lines/s per host",
+        hosts.len(),
+        args.rate
     );
+    println!(
+        "\nThe service runs normally for {} s (the baseline)...",
+        args.warmup
+    );
+    std::thread::sleep(Duration::from_secs(args.warmup));
 
-    let written = run_demo_service(&log, args, &http.to_string())?;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut minutes = series(&http.to_string())?;
-    while total_lines(&minutes) < written && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-        minutes = series(&http.to_string())?;
+    let half = hosts.len() / 2;
+    let released: Vec<&str> = hosts[..half].iter().map(|h| h.name.as_str()).collect();
+
+    // Release 1: a version that calls a method its dependency no longer has.
+    let bad = post(
+        &format!("{api}/releases"),
+        &json!({"app": "shop", "version": "2.0.1", "hosts": released}),
+    )?;
+    let bad_id = bad["id"].as_i64().context("release without id")?;
+    println!(
+        "\nRelease 2.0.1 (id {bad_id}) goes to {} (reference: {})",
+        released.join(", "),
+        list(&bad["reference_hosts"])
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    for host in &hosts[..half] {
+        host.broken.store(true, Ordering::SeqCst);
     }
-    // The agent stops: it sends its last counters and the host metrics of the minutes so
-    // far (marked partial). Anything counted twice would show after that.
-    let _ = stop_agent_tx.send(true);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let blocked = loop {
+        let release = get(&format!("{api}/releases/{bad_id}"))?;
+        if release["decision"] == "block" {
+            break release;
+        }
+        if Instant::now() > deadline {
+            bail!("release 2.0.1 was not blocked within 120 s: {release}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let first_failure = hosts[..half]
+        .iter()
+        .map(|h| h.first_failure_ms.load(Ordering::SeqCst))
+        .filter(|ms| *ms > 0)
+        .min()
+        .unwrap_or(0);
+    let blocked_after = unix_ms().saturating_sub(first_failure);
+    println!(
+        "  decision: BLOCK, {:.2} s after the first failure was logged",
+        blocked_after as f64 / 1000.0
+    );
+    print_reasons(&blocked);
+    post(
+        &format!("{api}/releases/{bad_id}/finish"),
+        &json!({"outcome": "rolled_back"}),
+    )?;
+    post(
+        &format!("{api}/releases/{bad_id}/feedback"),
+        &json!({"label": "valid_block"}),
+    )?;
+    for host in &hosts[..half] {
+        host.broken.store(false, Ordering::SeqCst);
+    }
+    println!("  rolled back; feedback: valid_block");
+    // Rounds judge whole minutes: the next release starts in a minute of its own.
+    let into_minute = unix_ms() / 1000 % 60;
+    println!("  (waiting {} s for the next minute)", 62 - into_minute);
+    std::thread::sleep(Duration::from_secs(62 - into_minute));
+
+    // Release 2: the fixed version, healthy.
+    let good = post(
+        &format!("{api}/releases"),
+        &json!({"app": "shop", "version": "2.0.2", "hosts": released}),
+    )?;
+    let good_id = good["id"].as_i64().context("release without id")?;
+    let created = good["created_at"].as_i64().unwrap_or(0);
+    println!(
+        "\nRelease 2.0.2 (id {good_id}) goes to {}; judged every completed minute, waiting for its first round...",
+        released.join(", ")
+    );
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let judged = loop {
+        let release = get(&format!("{api}/releases/{good_id}"))?;
+        let round = release["last_round"].as_i64().unwrap_or(0);
+        if round >= created.div_euclid(60) * 60 && !release["last_round"].is_null() {
+            break release;
+        }
+        if Instant::now() > deadline {
+            bail!("release 2.0.2 was not judged within 150 s: {release}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let decision = judged["decision"].as_str().unwrap_or("?").to_owned();
+    println!(
+        "  decision after the minute of {}: {}",
+        format_utc(judged["last_round"].as_i64().unwrap_or(0)),
+        decision.to_uppercase()
+    );
+    print_reasons(&judged);
+    post(
+        &format!("{api}/releases/{good_id}/finish"),
+        &json!({"outcome": "success"}),
+    )?;
+
+    // Every line the services wrote must be counted once.
+    service_running.store(false, Ordering::SeqCst);
+    for service in services {
+        let _ = service.join();
+    }
+    let written: u64 = hosts.iter().map(|h| h.written.load(Ordering::SeqCst)).sum();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count_lines(&api)? < written && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = stop_agents.send(true);
     runtime.block_on(async {
-        if let Ok(Err(e)) = agent_task.await {
-            eprintln!("agent: {e}");
+        for task in agent_tasks {
+            if let Ok(Err(e)) = task.await {
+                eprintln!("agent: {e}");
+            }
         }
     });
-    minutes = series(&http.to_string())?;
-
-    println!("\nWhat the detector received (GET /api/v1/series?app=shop):");
-    println!(
-        "  {:<20} {:<12} {:>7} {:>7} {:>6}  {:<10}",
-        "minute (UTC)", "host", "lines", "errors", "warns", "cpu %"
-    );
-    for m in &minutes {
-        let cpu = m["host_metrics"]["cpu_pct"]
-            .as_f64()
-            .map_or_else(|| "-".to_owned(), |c| format!("{c:.1}"));
-        println!(
-            "  {:<20} {:<12} {:>7} {:>7} {:>6}  {:<10}",
-            format_utc(m["minute"].as_i64().unwrap_or(0)),
-            m["host"].as_str().unwrap_or("?"),
-            m["lines"].as_u64().unwrap_or(0),
-            m["error_lines"].as_u64().unwrap_or(0),
-            m["warn_lines"].as_u64().unwrap_or(0),
-            cpu
-        );
-    }
-    println!("\nExceptions the detector knows for shop (GET /api/v1/apps/shop/exceptions):");
-    for e in exceptions(&http.to_string())? {
-        let causes: Vec<&str> = e["causes"]
-            .as_array()
-            .map(|c| c.iter().filter_map(|c| c.as_str()).collect())
-            .unwrap_or_default();
-        println!(
-            "  {}  {:>4}x  {}{}{}",
-            e["fingerprint"].as_str().unwrap_or("?"),
-            e["count"].as_u64().unwrap_or(0),
-            e["class"].as_str().unwrap_or("?"),
-            if causes.is_empty() {
-                String::new()
-            } else {
-                format!(" <- {}", causes.join(" <- "))
-            },
-            if e["dangerous"] == true {
-                "  DANGEROUS"
-            } else {
-                ""
-            }
-        );
-    }
-    let counted = total_lines(&minutes);
-    println!("\n  written by the service: {written} lines");
-    println!("  counted by the detector: {counted} lines");
-
-    let _ = stop_tx.send(true);
+    let counted = count_lines(&api)?;
+    let _ = stop_detector.send(true);
     runtime.block_on(async {
         if let Ok(Err(e)) = detector_task.await {
             eprintln!("detector: {e}");
         }
     });
+
+    println!("\nSummary");
+    println!(
+        "  2.0.1  block  {:.2} s after the first NoSuchMethodError, with {} of {} hosts released",
+        blocked_after as f64 / 1000.0,
+        half,
+        hosts.len()
+    );
+    println!("  2.0.2  {decision}");
+    println!("  log lines written by the services: {written}, counted by the detector: {counted}");
+    if decision != "pass" {
+        bail!("the healthy release 2.0.2 was not passed: {judged}");
+    }
     if counted != written {
-        bail!("the detector counted {counted} lines but the service wrote {written}");
+        bail!("the detector counted {counted} lines but the services wrote {written}");
     }
     println!("  every line counted exactly once");
     Ok(())
 }
 
-/// Writes the demo service's log in real time and returns the number of lines written.
-fn run_demo_service(log: &Path, args: &Args, http: &str) -> anyhow::Result<u64> {
-    let mut file = std::fs::OpenOptions::new()
+/// Writes one host's log in real time until `running` turns false.
+fn run_service(host: &DemoHost, running: &AtomicBool, rate: u64) {
+    let Ok(mut file) = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(log)
-        .with_context(|| format!("cannot write {}", log.display()))?;
+        .open(&host.log)
+    else {
+        eprintln!("cannot write {}", host.log.display());
+        return;
+    };
     let start = Instant::now();
-    let mut written = 0u64;
-    let mut next_report = Duration::from_secs(2);
-    let mut order = 610_510u64;
-    while start.elapsed() < args.duration {
-        let due = (start.elapsed().as_secs_f64() * args.rate as f64) as u64;
+    let (mut records, mut order) = (0u64, 0u64);
+    while running.load(Ordering::SeqCst) {
+        let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
         let mut text = String::new();
-        while written < due {
+        let mut lines = 0;
+        while records < due {
+            records += 1;
             order += 1;
-            let thread = order % 8 + 1;
-            if order.is_multiple_of(97) {
-                // Now and then a payment call times out, with its stack trace.
-                text.push_str(&format!(
-                    "{} ERROR [http-nio-8080-exec-{thread}] shop.OrderService - Order {order} failed\n\
-                     shop.payment.PaymentException: payment service did not answer\n\
-                     \tat shop.payment.PaymentClient.charge(PaymentClient.java:{})\n\
-                     \tat shop.OrderService.place(OrderService.java:88)\n\
-                     Caused by: java.net.SocketTimeoutException: Read timed out\n\
-                     \tat java.base/java.net.SocketInputStream.read(SocketInputStream.java:168)\n\
-                     \t... 2 more\n",
-                    log_time(),
-                    40 + order % 7
-                ));
-                written += 7;
-            } else if order.is_multiple_of(41) {
-                text.push_str(&format!(
-                    "{} WARN  [http-nio-8080-exec-{thread}] shop.OrderService - Order {order} slow: {} ms\n",
-                    log_time(),
-                    900 + order % 300
-                ));
-                written += 1;
-            } else {
-                text.push_str(&format!(
-                    "{} INFO  [http-nio-8080-exec-{thread}] shop.OrderService - Order {order} placed in {} ms\n",
-                    log_time(),
-                    order % 300
-                ));
-                written += 1;
+            let (record, n) = record(order, host.broken.load(Ordering::SeqCst));
+            if n > 1 && host.broken.load(Ordering::SeqCst) {
+                let _ = host.first_failure_ms.compare_exchange(
+                    0,
+                    unix_ms(),
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                );
             }
+            text.push_str(&record);
+            lines += n;
         }
-        file.write_all(text.as_bytes())
-            .context("cannot write the demo log")?;
-        if start.elapsed() >= next_report {
-            let counted = total_lines(&series(http)?);
-            println!(
-                "  t={:>2}s  service wrote {written:>6} lines, detector has counted {counted:>6}",
-                next_report.as_secs()
-            );
-            next_report += Duration::from_secs(2);
+        if file.write_all(text.as_bytes()).is_ok() {
+            host.written.fetch_add(lines, Ordering::SeqCst);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(written)
 }
 
-fn series(http: &str) -> anyhow::Result<Vec<serde_json::Value>> {
-    let body: serde_json::Value = ureq::get(&format!("http://{http}/api/v1/series?app=shop"))
+/// One log record of the demo service and its number of lines.
+fn record(order: u64, broken: bool) -> (String, u64) {
+    let t = log_time();
+    let thread = order % 8 + 1;
+    if broken && order.is_multiple_of(15) {
+        return (
+            format!(
+                "{t} ERROR [http-nio-8080-exec-{thread}] shop.CheckoutController - checkout failed\n\
+                 java.lang.NoSuchMethodError: 'void shop.promo.PromoEngine.apply(shop.Cart, boolean)'\n\
+                 \tat shop.checkout.CheckoutService.applyPromotions(CheckoutService.java:{})\n\
+                 \tat shop.checkout.CheckoutService.checkout(CheckoutService.java:57)\n\
+                 \tat shop.CheckoutController.post(CheckoutController.java:31)\n",
+                80 + order % 5
+            ),
+            5,
+        );
+    }
+    if order.is_multiple_of(97) {
+        // Now and then a payment call times out, before and after every release.
+        return (
+            format!(
+                "{t} ERROR [http-nio-8080-exec-{thread}] shop.OrderService - Order {order} failed\n\
+                 shop.payment.PaymentException: payment service did not answer\n\
+                 \tat shop.payment.PaymentClient.charge(PaymentClient.java:{})\n\
+                 \tat shop.OrderService.place(OrderService.java:88)\n\
+                 Caused by: java.net.SocketTimeoutException: Read timed out\n\
+                 \tat java.base/java.net.SocketInputStream.read(SocketInputStream.java:168)\n\
+                 \t... 2 more\n",
+                40 + order % 7
+            ),
+            7,
+        );
+    }
+    if order.is_multiple_of(41) {
+        return (
+            format!(
+                "{t} WARN  [http-nio-8080-exec-{thread}] shop.OrderService - Order {order} slow: {} ms\n",
+                900 + order % 300
+            ),
+            1,
+        );
+    }
+    (
+        format!(
+            "{t} INFO  [http-nio-8080-exec-{thread}] shop.OrderService - Order {order} placed in {} ms\n",
+            order % 300
+        ),
+        1,
+    )
+}
+
+/// Log lines the detector has counted for the demo service.
+fn count_lines(api: &str) -> anyhow::Result<u64> {
+    let series = get(&format!("{api}/series?app=shop"))?;
+    Ok(series["minutes"]
+        .as_array()
+        .map(|m| m.iter().filter_map(|m| m["lines"].as_u64()).sum())
+        .unwrap_or(0))
+}
+
+fn print_reasons(release: &Value) {
+    for reason in release["reasons"].as_array().into_iter().flatten() {
+        println!(
+            "    [{}] {}: {}",
+            reason["severity"].as_str().unwrap_or("?"),
+            reason["rule"].as_str().unwrap_or("?"),
+            reason["summary"].as_str().unwrap_or("")
+        );
+    }
+}
+
+fn list(value: &Value) -> String {
+    value
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
+fn get(url: &str) -> anyhow::Result<Value> {
+    ureq::get(url)
         .call()
-        .context("GET /api/v1/series")?
+        .with_context(|| format!("GET {url}"))?
         .body_mut()
         .read_json()
-        .context("GET /api/v1/series: not JSON")?;
-    Ok(body["minutes"].as_array().cloned().unwrap_or_default())
+        .with_context(|| format!("GET {url}: not JSON"))
 }
 
-fn exceptions(http: &str) -> anyhow::Result<Vec<serde_json::Value>> {
-    let body: serde_json::Value = ureq::get(&format!("http://{http}/api/v1/apps/shop/exceptions"))
-        .call()
-        .context("GET /api/v1/apps/shop/exceptions")?
+fn post(url: &str, body: &Value) -> anyhow::Result<Value> {
+    ureq::post(url)
+        .send_json(body)
+        .with_context(|| format!("POST {url}"))?
         .body_mut()
         .read_json()
-        .context("GET /api/v1/apps/shop/exceptions: not JSON")?;
-    Ok(body["exceptions"].as_array().cloned().unwrap_or_default())
-}
-
-fn total_lines(minutes: &[serde_json::Value]) -> u64 {
-    minutes.iter().filter_map(|m| m["lines"].as_u64()).sum()
+        .with_context(|| format!("POST {url}: not JSON"))
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(0))
+        .unwrap_or(0)
+}
+
 /// `yyyy-MM-dd HH:mm:ss.SSS` in UTC, as logback writes it.
 fn log_time() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = i64::try_from(now.as_secs()).unwrap_or(0);
-    format!("{}.{:03}", format_utc(secs), now.subsec_millis())
+    let ms = unix_ms();
+    let secs = i64::try_from(ms / 1000).unwrap_or(0);
+    format!("{}.{:03}", format_utc(secs), ms % 1000)
 }
 
 /// `yyyy-MM-dd HH:mm:ss` (UTC) of a Unix time.
