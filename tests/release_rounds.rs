@@ -1,0 +1,237 @@
+//! End to end, through minute rounds: three releases judged by the real detector from the
+//! counters of real agents. Each host's log is written with the last 12 minutes of history
+//! (the agents count every event in the minute of its own timestamp), the releases start 7
+//! minutes ago, and the live log goes on; the detector's first round after the next minute
+//! boundary judges all those minutes.
+//!
+//! - a new exception at a moderate rate on the released host → `block`;
+//! - a release that only moves line numbers of a known exception → `pass`;
+//! - an error surge on every host at once, released or not → `pass`.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{AgentSetup, DetectorProcess, spawn};
+use serde_json::{Value, json};
+
+const HOSTS: [&str; 3] = ["rounds-rel", "rounds-ref-1", "rounds-ref-2"];
+const APPS: [&str; 3] = ["newexc", "linemove", "surge"];
+/// Records per host per app per minute.
+const PER_MINUTE: i64 = 240;
+
+/// The record `i` of `app` on `host` at `t` (Unix ms), `released` when the host runs the
+/// new version then. Returns the text (with its newline).
+fn record(app: &str, host: &str, t: i64, i: i64, released: bool, after_release: bool) -> String {
+    let stamp = jiff::Timestamp::from_millisecond(t)
+        .map(|ts| ts.strftime("%Y-%m-%d %H:%M:%S%.3f").to_string())
+        .unwrap_or_default();
+    let error = |class: &str, line: i64| {
+        format!(
+            "{stamp} ERROR [exec-{}] shop.Service - request {i} failed\n\
+             {class}: request {i}\n\
+             \tat shop.stock.StockService.reserve(StockService.java:{line})\n\
+             \tat shop.Service.handle(Service.java:{})\n",
+            i % 8,
+            20 + i % 3
+        )
+    };
+    let info = format!(
+        "{stamp} INFO  [exec-{}] shop.Service - request {i} served on {host}\n",
+        i % 8
+    );
+    match app {
+        // The new version throws an exception nobody has seen, about 4 times a minute.
+        "newexc" if released && i % 60 == 7 => error("shop.stock.StockMismatchException", 51),
+        // A known exception, about 3 times a minute everywhere; the new version moved the
+        // code, so its line numbers differ.
+        "linemove" if i % 80 == 3 => error(
+            "java.lang.IllegalStateException",
+            if released { 140 + i % 5 } else { 88 + i % 5 },
+        ),
+        // After the release every host, released or not, logs five times the errors (a
+        // dependency outage), with a known exception.
+        "surge" if i % 80 == 5 || (after_release && i % 16 == 5) => {
+            error("java.net.ConnectException", 33)
+        }
+        _ => info,
+    }
+}
+
+struct Writer {
+    logs: Vec<(String, String, PathBuf)>,
+    release_ms: i64,
+}
+
+impl Writer {
+    /// Writes every record from `from` to `to` (Unix ms) to every log, in time order.
+    fn write(&self, from: i64, to: i64) {
+        let step = 60_000 / PER_MINUTE;
+        for (app, host, path) in &self.logs {
+            let mut text = String::new();
+            let mut t = from - from.rem_euclid(step);
+            while t < to {
+                let i = t / step;
+                let after = t >= self.release_ms;
+                let released = after && host == HOSTS[0];
+                text.push_str(&record(app, host, t, i, released, after));
+                t += step;
+            }
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .expect("open log");
+            file.write_all(text.as_bytes()).expect("append");
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+fn api(detector: &DetectorProcess, method: &str, path: &str, body: Option<Value>) -> Value {
+    let url = format!("{}{path}", detector.http);
+    let response = match body {
+        Some(body) => ureq::post(&url).send_json(&body),
+        None if method == "GET" => ureq::get(&url).call(),
+        None => ureq::post(&url).send_empty(),
+    };
+    response
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+        .body_mut()
+        .read_json()
+        .unwrap_or_else(|e| panic!("{method} {path}: not JSON: {e}"))
+}
+
+#[test]
+fn minute_rounds_block_a_new_exception_and_pass_line_moves_and_fleet_surges() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let detector = DetectorProcess::start(dir.path());
+    let now = now_ms();
+    let start = now - now.rem_euclid(60_000) - 12 * 60_000;
+    let release_ms = start + 5 * 60_000 + 20_000;
+    let mut logs = Vec::new();
+    let mut agents = Vec::new();
+    for host in HOSTS {
+        let mut extra = String::new();
+        for app in APPS {
+            let dir = dir.path().join(host).join(app);
+            std::fs::create_dir_all(&dir).expect("log dir");
+            logs.push((app.to_owned(), host.to_owned(), dir.join("app.log")));
+            if app != APPS[0] {
+                extra.push_str(&format!(
+                    "[[logs]]\napp = \"{app}\"\npaths = [\"{}/*.log\"]\nstart_at = \"beginning\"\ntimezone = \"UTC\"\n\n",
+                    dir.display()
+                ));
+            }
+        }
+        let first = dir.path().join(host).join(APPS[0]);
+        let glob = format!("{}/*.log", first.display());
+        let config = AgentSetup {
+            logs_extra: &format!("timezone = \"UTC\"\n\n{extra}"),
+            ..AgentSetup::new(&detector.grpc, host, APPS[0], &glob)
+        }
+        .write(dir.path());
+        agents.push(spawn(
+            "vigil-agent",
+            &config,
+            &dir.path().join(format!("{host}.log")),
+        ));
+    }
+    let writer = Arc::new(Writer { logs, release_ms });
+    writer.write(start, now);
+
+    // Releases, started in the past like the history.
+    let mut ids = Vec::new();
+    for app in APPS {
+        let release = api(
+            &detector,
+            "POST",
+            "/api/v1/releases",
+            Some(json!({
+                "app": app,
+                "version": "2.0.0",
+                "hosts": [HOSTS[0]],
+                "reference_hosts": [HOSTS[1], HOSTS[2]],
+                "started_at": release_ms / 1000,
+            })),
+        );
+        ids.push(release["id"].as_i64().expect("release id"));
+    }
+
+    // The live log goes on until the rounds have judged the history.
+    let running = Arc::new(AtomicBool::new(true));
+    let live = {
+        let (writer, running) = (Arc::clone(&writer), Arc::clone(&running));
+        std::thread::spawn(move || {
+            let mut from = now;
+            while running.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(250));
+                let to = now_ms();
+                writer.write(from, to);
+                from = to;
+            }
+        })
+    };
+    let judged_through = now - now.rem_euclid(60_000) - 60_000;
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let mut releases = Vec::new();
+    while Instant::now() < deadline {
+        releases = ids
+            .iter()
+            .map(|id| api(&detector, "GET", &format!("/api/v1/releases/{id}"), None))
+            .collect();
+        if releases.iter().all(|r| {
+            r["last_round"]
+                .as_i64()
+                .is_some_and(|m| m * 1000 >= judged_through)
+        }) {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    running.store(false, Ordering::Relaxed);
+    let _ = live.join();
+    for (app, release) in APPS.iter().zip(&releases) {
+        eprintln!(
+            "{app}: {} after rounds through {}: {}",
+            release["decision"], release["last_round"], release["reasons"]
+        );
+    }
+    assert!(
+        releases.iter().all(|r| !r["last_round"].is_null()),
+        "no round within 150 s: {releases:?}"
+    );
+    let newexc = &releases[0];
+    assert_eq!(newexc["decision"], "block", "{newexc}");
+    assert!(
+        newexc["reasons"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["rule"] == "new_exception")),
+        "{newexc}"
+    );
+    let decided = newexc["decided_at"].as_i64().unwrap_or(0) * 1000;
+    assert!(
+        decided - release_ms <= 5 * 60_000,
+        "blocked {} s after the release",
+        (decided - release_ms) / 1000
+    );
+    assert_eq!(
+        releases[1]["decision"], "pass",
+        "line-number moves: {}",
+        releases[1]
+    );
+    assert_eq!(
+        releases[2]["decision"], "pass",
+        "fleet-wide surge: {}",
+        releases[2]
+    );
+    drop(agents);
+    let _: &Path = dir.path();
+}
