@@ -54,13 +54,16 @@ async fn write_batches<S: Store>(store: Arc<S>, mut rx: mpsc::Receiver<(Report, 
     let mut pending = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut pending, MAX_BATCH).await > 0 {
         let (reports, replies): (Vec<Report>, Vec<Reply>) = pending.drain(..).unzip();
+        let started = std::time::Instant::now();
         match store.ingest(&reports, unix_now()).await {
             Ok(outcomes) => {
+                crate::metrics::global().committed(started.elapsed(), &outcomes);
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
                 }
             }
             Err(e) => {
+                crate::metrics::global().commit_failed(started.elapsed());
                 tracing::error!(error = %e, reports = reports.len(), "commit failed; agents will resend");
                 for reply in replies {
                     let _ = reply.send(Err(e.to_string()));
@@ -158,6 +161,7 @@ impl Collector for CollectorService {
         let (wait_tx, mut wait_rx) = mpsc::channel::<(u64, PendingAck)>(IN_FLIGHT_PER_STREAM);
         let ingest = self.ingest.clone();
         tokio::spawn(async move {
+            let _open = crate::metrics::global().stream_opened();
             loop {
                 match inbound.message().await {
                     Ok(Some(report)) => {
@@ -165,6 +169,7 @@ impl Collector for CollectorService {
                         let pending = match validate(&report, unix_now()) {
                             Ok(()) => PendingAck::Commit(ingest.submit(report).await),
                             Err(reason) => {
+                                crate::metrics::global().rejected(&reason);
                                 tracing::warn!(%peer, host = %report.host, seq, %reason, "report rejected");
                                 PendingAck::Rejected(reason)
                             }
@@ -178,6 +183,7 @@ impl Collector for CollectorService {
                         // Tell the agent why (after the acks it is owed), e.g. an oversized
                         // message, then end the stream.
                         tracing::warn!(%peer, %status, "agent stream failed");
+                        crate::metrics::global().stream_failed();
                         let _ = wait_tx.send((0, PendingAck::Failed(status))).await;
                         break;
                     }

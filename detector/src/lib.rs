@@ -20,6 +20,7 @@ pub mod auth;
 pub mod config;
 pub mod ingest;
 pub mod judge;
+pub mod metrics;
 pub mod replay;
 pub mod store;
 
@@ -79,6 +80,7 @@ impl Detector {
         config.token().map_err(DetectorError::Token)?;
         config.grpc_tls().map_err(DetectorError::Tls)?;
         let store = Arc::new(SqliteStore::open(&config.data_dir).await?);
+        metrics::global().set_store_dir(&config.data_dir);
         let grpc = bind(config.grpc_listen, "grpc_listen").await?;
         let http = bind(config.http_listen, "http_listen").await?;
         Ok(Self {
