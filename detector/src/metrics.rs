@@ -5,6 +5,24 @@
 //! a static, and the hot path only increments atomics. Rendering, and the one figure that
 //! needs the file system (the store's size), happen at scrape time.
 //!
+//! | family | type | what |
+//! | --- | --- | --- |
+//! | `vigil_detector_reports_ingested_total` | counter | reports stored for the first time |
+//! | `vigil_detector_reports_duplicate_total` | counter | reports stored before (retries) |
+//! | `vigil_detector_reports_rejected_total{reason}` | counter | reports rejected for good |
+//! | `vigil_detector_ingest_commit_seconds` | histogram | time of one group commit |
+//! | `vigil_detector_ingest_commit_failures_total` | counter | failed group commits |
+//! | `vigil_detector_store_bytes` | gauge | size of the store's files |
+//! | `vigil_detector_agent_streams` | gauge | agent streams open |
+//! | `vigil_detector_agent_stream_errors_total` | counter | agent streams ended by an error |
+//! | `vigil_detector_decisions_total{decision}` | counter | judgement decisions (`pass`, `watch`, `block`) |
+//! | `vigil_detector_judgement_seconds` | histogram | time of one judgement round |
+//! | `vigil_detector_webhook_failures_total` | counter | webhook deliveries failed for good |
+//! | `vigil_detector_build_info{version}` | gauge | always 1 |
+//!
+//! The judgement families stay at 0 until the judgement loop calls [`Metrics::decided`],
+//! [`Metrics::judged`] and [`Metrics::webhook_failed`].
+//!
 //! ```
 //! use std::time::Duration;
 //! use vigil_detector::judge::Decision;
