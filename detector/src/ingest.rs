@@ -54,16 +54,13 @@ async fn write_batches<S: Store>(store: Arc<S>, mut rx: mpsc::Receiver<(Report, 
     let mut pending = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut pending, MAX_BATCH).await > 0 {
         let (reports, replies): (Vec<Report>, Vec<Reply>) = pending.drain(..).unzip();
-        let started = std::time::Instant::now();
-        match store.ingest(&reports, unix_now()).await {
+        match crate::metrics::timed_commit(store.ingest(&reports, unix_now())).await {
             Ok(outcomes) => {
-                crate::metrics::global().committed(started.elapsed(), &outcomes);
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
                 }
             }
             Err(e) => {
-                crate::metrics::global().commit_failed(started.elapsed());
                 tracing::error!(error = %e, reports = reports.len(), "commit failed; agents will resend");
                 for reply in replies {
                     let _ = reply.send(Err(e.to_string()));

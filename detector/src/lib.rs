@@ -20,9 +20,11 @@ pub mod auth;
 pub mod config;
 pub mod ingest;
 pub mod judge;
-pub mod metrics;
 pub mod replay;
 pub mod store;
+
+/// Prometheus metrics of ingest and judgement, served on `GET /metrics`.
+pub mod metrics;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -24,7 +24,7 @@
 //! [`Metrics::judged`] and [`Metrics::webhook_failed`].
 //!
 //! ```
-//! use std::time::Duration;
+//! use std::time::{Duration, Instant};
 //! use vigil_detector::judge::Decision;
 //! use vigil_detector::metrics;
 //!
@@ -35,6 +35,7 @@
 //! ```
 
 use std::fmt::Write as _;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{LazyLock, RwLock};
@@ -62,6 +63,22 @@ pub async fn serve() -> Response {
         global().render(),
     )
         .into_response()
+}
+
+/// Runs a group commit of the store, counting its outcomes and timing it.
+///
+/// # Errors
+/// The commit's own error, unchanged.
+pub async fn timed_commit<E>(
+    commit: impl Future<Output = Result<Vec<IngestOutcome>, E>>,
+) -> Result<Vec<IngestOutcome>, E> {
+    let started = Instant::now();
+    let result = commit.await;
+    match &result {
+        Ok(outcomes) => global().committed(started.elapsed(), outcomes),
+        Err(_) => global().commit_failed(started.elapsed()),
+    }
+    result
 }
 
 /// Why a report was rejected for good (the `reason` label). A fixed set, so that a label
