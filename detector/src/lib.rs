@@ -23,7 +23,7 @@ pub mod judge;
 pub mod replay;
 pub mod store;
 
-/// Prometheus metrics of ingest and judgement, served on `GET /metrics`.
+// Prometheus metrics of ingest and judgement, served on `GET /metrics`.
 pub mod metrics;
 
 use std::future::Future;
