@@ -24,7 +24,7 @@
 //! [`Metrics::judged`] and [`Metrics::webhook_failed`].
 //!
 //! ```
-//! use std::time::{Duration, Instant};
+//! use std::time::Duration;
 //! use vigil_detector::judge::Decision;
 //! use vigil_detector::metrics;
 //!
@@ -39,7 +39,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{LazyLock, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
