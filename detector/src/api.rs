@@ -89,6 +89,7 @@ pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
         ));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(crate::metrics::serve))
         .nest("/api/v1", api)
         .with_state(state)
 }

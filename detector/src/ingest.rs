@@ -69,7 +69,7 @@ async fn write_batches<S: Store>(
     let mut pending = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut pending, MAX_BATCH).await > 0 {
         let (reports, replies): (Vec<Report>, Vec<Reply>) = pending.drain(..).unzip();
-        match store.ingest(&reports, unix_now()).await {
+        match crate::metrics::timed_commit(store.ingest(&reports, unix_now())).await {
             Ok(outcomes) => {
                 if let Some(alerts) = &alerts {
                     notify_alerts(alerts, &reports, &outcomes);
@@ -212,6 +212,7 @@ impl Collector for CollectorService {
         let (wait_tx, mut wait_rx) = mpsc::channel::<(u64, PendingAck)>(IN_FLIGHT_PER_STREAM);
         let ingest = self.ingest.clone();
         tokio::spawn(async move {
+            let _open = crate::metrics::global().stream_opened();
             loop {
                 match inbound.message().await {
                     Ok(Some(report)) => {
@@ -219,6 +220,7 @@ impl Collector for CollectorService {
                         let pending = match validate(&report, unix_now()) {
                             Ok(()) => PendingAck::Commit(ingest.submit(report).await),
                             Err(reason) => {
+                                crate::metrics::global().rejected(&reason);
                                 tracing::warn!(%peer, host = %report.host, seq, %reason, "report rejected");
                                 PendingAck::Rejected(reason)
                             }
@@ -232,6 +234,7 @@ impl Collector for CollectorService {
                         // Tell the agent why (after the acks it is owed), e.g. an oversized
                         // message, then end the stream.
                         tracing::warn!(%peer, %status, "agent stream failed");
+                        crate::metrics::global().stream_failed();
                         let _ = wait_tx.send((0, PendingAck::Failed(status))).await;
                         break;
                     }

@@ -24,6 +24,9 @@ pub mod release;
 pub mod replay;
 pub mod store;
 
+// Prometheus metrics of ingest and judgement, served on `GET /metrics`.
+pub mod metrics;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -80,6 +83,7 @@ impl Detector {
         config.token().map_err(DetectorError::Token)?;
         config.grpc_tls().map_err(DetectorError::Tls)?;
         let store = Arc::new(SqliteStore::open(&config.data_dir).await?);
+        metrics::global().set_store_dir(&config.data_dir);
         let grpc = bind(config.grpc_listen, "grpc_listen").await?;
         let http = bind(config.http_listen, "http_listen").await?;
         Ok(Self {

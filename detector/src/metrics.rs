@@ -1,0 +1,581 @@
+//! The detector's Prometheus metrics, served as text on `GET /metrics` of the HTTP port.
+//!
+//! One process-wide set of counters ([`global`]), like the default registry of Prometheus
+//! client libraries: every family exists from the start (at 0), handles are plain fields of
+//! a static, and the hot path only increments atomics. Rendering, and the one figure that
+//! needs the file system (the store's size), happen at scrape time.
+//!
+//! | family | type | what |
+//! | --- | --- | --- |
+//! | `vigil_detector_reports_ingested_total` | counter | reports stored for the first time |
+//! | `vigil_detector_reports_duplicate_total` | counter | reports stored before (retries) |
+//! | `vigil_detector_reports_rejected_total{reason}` | counter | reports rejected for good |
+//! | `vigil_detector_ingest_commit_seconds` | histogram | time of one group commit |
+//! | `vigil_detector_ingest_commit_failures_total` | counter | failed group commits |
+//! | `vigil_detector_store_bytes` | gauge | size of the store's files |
+//! | `vigil_detector_agent_streams` | gauge | agent streams open |
+//! | `vigil_detector_agent_stream_errors_total` | counter | agent streams ended by an error |
+//! | `vigil_detector_decisions_total{decision}` | counter | judgement decisions (`pass`, `watch`, `block`) |
+//! | `vigil_detector_judgement_seconds` | histogram | time of one judgement round |
+//! | `vigil_detector_webhook_failures_total` | counter | webhook deliveries failed for good |
+//! | `vigil_detector_build_info{version}` | gauge | always 1 |
+//!
+//! The judgement families stay at 0 until the judgement loop calls [`Metrics::decided`],
+//! [`Metrics::judged`] and [`Metrics::webhook_failed`].
+//!
+//! ```
+//! use std::time::Duration;
+//! use vigil_detector::judge::Decision;
+//! use vigil_detector::metrics;
+//!
+//! let m = metrics::global();
+//! m.decided(Decision::Block);
+//! m.judged(Duration::from_millis(3));
+//! assert!(m.render().contains("vigil_detector_decisions_total{decision=\"block\"}"));
+//! ```
+
+use std::fmt::Write as _;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{LazyLock, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use crate::judge::Decision;
+use crate::store::IngestOutcome;
+
+/// The detector's metrics.
+pub fn global() -> &'static Metrics {
+    static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::default);
+    &METRICS
+}
+
+/// `GET /metrics`: the Prometheus text exposition of [`global`].
+pub async fn serve() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        global().render(),
+    )
+        .into_response()
+}
+
+/// Runs a group commit of the store, counting its outcomes and timing it.
+///
+/// # Errors
+/// The commit's own error, unchanged.
+pub async fn timed_commit<E>(
+    commit: impl Future<Output = Result<Vec<IngestOutcome>, E>>,
+) -> Result<Vec<IngestOutcome>, E> {
+    let started = Instant::now();
+    let result = commit.await;
+    match &result {
+        Ok(outcomes) => global().committed(started.elapsed(), outcomes),
+        Err(_) => global().commit_failed(started.elapsed()),
+    }
+    result
+}
+
+/// Why a report was rejected for good (the `reason` label). A fixed set, so that a label
+/// never carries a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    ProtocolVersion,
+    Host,
+    Instance,
+    Seq,
+    NoBody,
+    Minute,
+    App,
+    Alert,
+    Other,
+}
+
+impl RejectReason {
+    const ALL: [RejectReason; 9] = [
+        RejectReason::ProtocolVersion,
+        RejectReason::Host,
+        RejectReason::Instance,
+        RejectReason::Seq,
+        RejectReason::NoBody,
+        RejectReason::Minute,
+        RejectReason::App,
+        RejectReason::Alert,
+        RejectReason::Other,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::ProtocolVersion => "protocol_version",
+            RejectReason::Host => "host",
+            RejectReason::Instance => "instance",
+            RejectReason::Seq => "seq",
+            RejectReason::NoBody => "no_body",
+            RejectReason::Minute => "minute",
+            RejectReason::App => "app",
+            RejectReason::Alert => "alert",
+            RejectReason::Other => "other",
+        }
+    }
+
+    /// The reason of a message of [`crate::ingest::validate`] (tested against it below).
+    pub fn of(message: &str) -> Self {
+        let starts = |prefix: &str| message.starts_with(prefix);
+        if starts("protocol version") {
+            RejectReason::ProtocolVersion
+        } else if starts("host ") {
+            RejectReason::Host
+        } else if starts("instance ") {
+            RejectReason::Instance
+        } else if starts("seq ") {
+            RejectReason::Seq
+        } else if starts("report has no body") {
+            RejectReason::NoBody
+        } else if starts("minute ") {
+            RejectReason::Minute
+        } else if starts("app name") {
+            RejectReason::App
+        } else if starts("alert ") {
+            RejectReason::Alert
+        } else {
+            RejectReason::Other
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Upper bounds (seconds) of the histogram buckets: commits and judgement rounds take from
+/// a fraction of a millisecond to seconds on a slow disk.
+const BUCKETS: [f64; 13] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// A Prometheus histogram of durations over [`BUCKETS`].
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative); the last one is `+Inf`.
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one duration.
+    pub fn observe(&self, duration: Duration) {
+        let seconds = duration.as_secs_f64();
+        let bucket = BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(BUCKETS.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        header(out, name, "histogram", help);
+        let mut cumulative = 0;
+        for (i, bucket) in self.buckets.iter().enumerate() {
+            cumulative += bucket.load(Ordering::Relaxed);
+            match BUCKETS.get(i) {
+                Some(bound) => {
+                    let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+                }
+                None => {
+                    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+                }
+            }
+        }
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        // The count that goes with the buckets read above (they may have moved since).
+        let _ = writeln!(out, "{name}_count {cumulative}");
+    }
+}
+
+/// Every metric of the detector.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Reports stored for the first time.
+    pub reports_ingested: AtomicU64,
+    /// Reports stored before (an agent's retry), acknowledged again.
+    pub reports_duplicate: AtomicU64,
+    rejected: [AtomicU64; RejectReason::ALL.len()],
+    /// Group commits of the ingest writer.
+    pub commit_seconds: Histogram,
+    /// Group commits that failed (their reports are resent by the agents).
+    pub commit_failures: AtomicU64,
+    /// Agent streams open now.
+    pub streams_open: AtomicI64,
+    /// Agent streams that ended with an error (e.g. an oversized message).
+    pub stream_errors: AtomicU64,
+    decisions: [AtomicU64; 3],
+    /// Time of one judgement round.
+    pub judgement_seconds: Histogram,
+    /// Webhook deliveries that failed for good.
+    pub webhook_failures: AtomicU64,
+    /// The store's directory, for its size.
+    store_dir: RwLock<Option<PathBuf>>,
+}
+
+/// Keeps an agent stream counted in `vigil_detector_agent_streams` while alive.
+#[derive(Debug)]
+pub struct OpenStream(&'static Metrics);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.streams_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Metrics {
+    /// Says where the SQLite files are (`data_dir`), for `vigil_detector_store_bytes`.
+    pub fn set_store_dir(&self, dir: &Path) {
+        let mut slot = self
+            .store_dir
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *slot = Some(dir.to_owned());
+    }
+
+    /// A batch of reports was committed in `took`, with these outcomes.
+    pub fn committed(&self, took: Duration, outcomes: &[IngestOutcome]) {
+        self.commit_seconds.observe(took);
+        let stored = outcomes
+            .iter()
+            .filter(|o| **o == IngestOutcome::Stored)
+            .count() as u64;
+        let duplicate = outcomes.len() as u64 - stored;
+        self.reports_ingested.fetch_add(stored, Ordering::Relaxed);
+        self.reports_duplicate
+            .fetch_add(duplicate, Ordering::Relaxed);
+    }
+
+    /// A group commit failed after `took`.
+    pub fn commit_failed(&self, took: Duration) {
+        self.commit_seconds.observe(took);
+        self.commit_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A report was rejected with this message of [`crate::ingest::validate`].
+    pub fn rejected(&self, message: &str) {
+        self.rejected[RejectReason::of(message).index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An agent stream opened; it counts as open until the guard is dropped.
+    pub fn stream_opened(&'static self) -> OpenStream {
+        self.streams_open.fetch_add(1, Ordering::Relaxed);
+        OpenStream(self)
+    }
+
+    /// An agent stream ended with an error.
+    pub fn stream_failed(&self) {
+        self.stream_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A judgement round decided `decision` for a release.
+    pub fn decided(&self, decision: Decision) {
+        let i = match decision {
+            Decision::Pass => 0,
+            Decision::Watch => 1,
+            Decision::Block => 2,
+        };
+        self.decisions[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A judgement round took `took`.
+    pub fn judged(&self, took: Duration) {
+        self.judgement_seconds.observe(took);
+    }
+
+    /// A webhook delivery failed for good.
+    pub fn webhook_failed(&self) {
+        self.webhook_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Bytes of the files in the store's directory (`data_dir` holds only the SQLite
+    /// database, its WAL and its shared memory).
+    fn store_bytes(&self) -> u64 {
+        let dir = self
+            .store_dir
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let Some(dir) = dir else { return 0 };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.metadata().ok())
+            .filter(std::fs::Metadata::is_file)
+            .map(|m| m.len())
+            .sum()
+    }
+
+    /// The Prometheus text exposition (format 0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        header(
+            &mut out,
+            "vigil_detector_build_info",
+            "gauge",
+            "Always 1; the version of vigil-detector as a label.",
+        );
+        let _ = writeln!(
+            out,
+            "vigil_detector_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        single(
+            &mut out,
+            "vigil_detector_reports_ingested_total",
+            "counter",
+            "Reports durably stored for the first time.",
+            load(&self.reports_ingested),
+        );
+        single(
+            &mut out,
+            "vigil_detector_reports_duplicate_total",
+            "counter",
+            "Reports already stored (an agent's retry), acknowledged again.",
+            load(&self.reports_duplicate),
+        );
+        header(
+            &mut out,
+            "vigil_detector_reports_rejected_total",
+            "counter",
+            "Reports rejected for good, by reason.",
+        );
+        for reason in RejectReason::ALL {
+            let _ = writeln!(
+                out,
+                "vigil_detector_reports_rejected_total{{reason=\"{}\"}} {}",
+                reason.as_str(),
+                load(&self.rejected[reason.index()])
+            );
+        }
+        self.commit_seconds.render(
+            &mut out,
+            "vigil_detector_ingest_commit_seconds",
+            "Time of one group commit of reports to the store.",
+        );
+        single(
+            &mut out,
+            "vigil_detector_ingest_commit_failures_total",
+            "counter",
+            "Group commits that failed (agents resend their reports).",
+            load(&self.commit_failures),
+        );
+        header(
+            &mut out,
+            "vigil_detector_store_bytes",
+            "gauge",
+            "Size of the store's SQLite files (database, WAL, shared memory).",
+        );
+        let _ = writeln!(out, "vigil_detector_store_bytes {}", self.store_bytes());
+        header(
+            &mut out,
+            "vigil_detector_agent_streams",
+            "gauge",
+            "Agent report streams open now.",
+        );
+        let _ = writeln!(
+            out,
+            "vigil_detector_agent_streams {}",
+            self.streams_open.load(Ordering::Relaxed).max(0)
+        );
+        single(
+            &mut out,
+            "vigil_detector_agent_stream_errors_total",
+            "counter",
+            "Agent streams that ended with an error (e.g. an oversized report).",
+            load(&self.stream_errors),
+        );
+        header(
+            &mut out,
+            "vigil_detector_decisions_total",
+            "counter",
+            "Release decisions made by judgement rounds, by decision.",
+        );
+        for (i, decision) in [Decision::Pass, Decision::Watch, Decision::Block]
+            .iter()
+            .enumerate()
+        {
+            let _ = writeln!(
+                out,
+                "vigil_detector_decisions_total{{decision=\"{}\"}} {}",
+                decision.as_str(),
+                load(&self.decisions[i])
+            );
+        }
+        self.judgement_seconds.render(
+            &mut out,
+            "vigil_detector_judgement_seconds",
+            "Time of one judgement round of a release.",
+        );
+        single(
+            &mut out,
+            "vigil_detector_webhook_failures_total",
+            "counter",
+            "Webhook deliveries that failed for good.",
+            load(&self.webhook_failures),
+        );
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn single(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    header(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::validate;
+    use vigil_proto::PROTOCOL_VERSION;
+    use vigil_proto::v1::report::Body;
+    use vigil_proto::v1::{Alert, AppCounters, MinuteReport, Report};
+
+    const NOW: i64 = 1_763_880_000;
+
+    fn minute_report() -> Report {
+        Report {
+            protocol_version: PROTOCOL_VERSION,
+            host: "h".into(),
+            instance: "i".into(),
+            seq: 1,
+            body: Some(Body::Minute(MinuteReport {
+                minute: NOW,
+                apps: vec![AppCounters {
+                    app: "shop".into(),
+                    ..Default::default()
+                }],
+                host_metrics: None,
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_validation_error_has_its_reason() {
+        let mut cases: Vec<(Report, RejectReason)> = Vec::new();
+        let mut r = minute_report();
+        r.protocol_version += 1;
+        cases.push((r, RejectReason::ProtocolVersion));
+        let mut r = minute_report();
+        r.host.clear();
+        cases.push((r, RejectReason::Host));
+        let mut r = minute_report();
+        r.instance = "x".repeat(65);
+        cases.push((r, RejectReason::Instance));
+        let mut r = minute_report();
+        r.seq = 0;
+        cases.push((r, RejectReason::Seq));
+        let mut r = minute_report();
+        r.body = None;
+        cases.push((r, RejectReason::NoBody));
+        let mut r = minute_report();
+        if let Some(Body::Minute(m)) = &mut r.body {
+            m.minute += 1;
+        }
+        cases.push((r, RejectReason::Minute));
+        let mut r = minute_report();
+        if let Some(Body::Minute(m)) = &mut r.body {
+            m.minute = NOW + 2 * 86_400;
+        }
+        cases.push((r, RejectReason::Minute));
+        let mut r = minute_report();
+        if let Some(Body::Minute(m)) = &mut r.body {
+            m.apps[0].app.clear();
+        }
+        cases.push((r, RejectReason::App));
+        let mut r = minute_report();
+        r.body = Some(Body::Alert(Alert::default()));
+        cases.push((r, RejectReason::Alert));
+        let mut r = minute_report();
+        r.body = Some(Body::Alert(Alert {
+            app: "shop".into(),
+            ..Default::default()
+        }));
+        cases.push((r, RejectReason::Alert));
+        for (report, reason) in cases {
+            let message = validate(&report, NOW).expect_err("invalid report");
+            assert_eq!(RejectReason::of(&message), reason, "{message}");
+        }
+        assert_eq!(RejectReason::of("something new"), RejectReason::Other);
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(100));
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(60));
+        let mut out = String::new();
+        h.render(&mut out, "t_seconds", "Test.");
+        assert!(out.contains("t_seconds_bucket{le=\"0.0005\"} 1\n"), "{out}");
+        assert!(out.contains("t_seconds_bucket{le=\"0.005\"} 2\n"), "{out}");
+        assert!(out.contains("t_seconds_bucket{le=\"5\"} 2\n"), "{out}");
+        assert!(out.contains("t_seconds_bucket{le=\"+Inf\"} 3\n"), "{out}");
+        assert!(out.contains("t_seconds_count 3\n"), "{out}");
+        assert!(out.contains("t_seconds_sum 60.0031\n"), "{out}");
+    }
+
+    #[test]
+    fn every_family_is_there_from_the_start() {
+        let m = Metrics::default();
+        m.committed(
+            Duration::from_millis(2),
+            &[
+                IngestOutcome::Stored,
+                IngestOutcome::Stored,
+                IngestOutcome::Duplicate,
+            ],
+        );
+        m.rejected("seq must start at 1");
+        let text = m.render();
+        for line in [
+            "vigil_detector_reports_ingested_total 2\n",
+            "vigil_detector_reports_duplicate_total 1\n",
+            "vigil_detector_reports_rejected_total{reason=\"seq\"} 1\n",
+            "vigil_detector_reports_rejected_total{reason=\"host\"} 0\n",
+            "vigil_detector_ingest_commit_seconds_count 1\n",
+            "vigil_detector_store_bytes 0\n",
+            "vigil_detector_agent_streams 0\n",
+            "vigil_detector_decisions_total{decision=\"block\"} 0\n",
+            "vigil_detector_judgement_seconds_count 0\n",
+            "vigil_detector_webhook_failures_total 0\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn store_bytes_adds_up_the_files_of_the_store() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("vigil.db"), [0u8; 100]).expect("write");
+        std::fs::write(dir.path().join("vigil.db-wal"), [0u8; 20]).expect("write");
+        std::fs::create_dir(dir.path().join("subdir")).expect("mkdir");
+        let m = Metrics::default();
+        m.set_store_dir(dir.path());
+        assert_eq!(m.store_bytes(), 120);
+    }
+}
