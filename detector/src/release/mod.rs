@@ -656,6 +656,7 @@ impl<S: Store> Releases<S> {
         let previous = release.decision;
         // The funnel is plain CPU work: off the async workers, so ingest and the API keep
         // their threads whatever the number of releases and minutes.
+        let judging = std::time::Instant::now();
         let (judge, verdict) = tokio::task::spawn_blocking(move || {
             let mut verdict = judge.verdict().clone();
             let mut m = start;
@@ -667,6 +668,7 @@ impl<S: Store> Releases<S> {
         })
         .await
         .map_err(|e| ReleaseError::Judgement(e.to_string()))?;
+        crate::metrics::global().judged(judging.elapsed());
         release.judge = Some(encode_judge(&judge)?);
         release.last_round = Some(minute);
         release.decision = verdict.decision;
@@ -883,6 +885,7 @@ impl<S: Store> Releases<S> {
         if release.decision == previous {
             return;
         }
+        crate::metrics::global().decided(release.decision);
         tracing::info!(id = release.id, app = %release.app, from = previous.as_str(), to = release.decision.as_str(), "release decision changed");
         let Some(tx) = &self.decisions else {
             return;

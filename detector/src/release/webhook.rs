@@ -112,6 +112,7 @@ async fn deliver(agent: ureq::Agent, url: String, body: Vec<u8>, release_id: i64
             }
             Attempt::Refused(why) => {
                 tracing::warn!(%url, release_id, %why, "webhook refused the decision change; not retried");
+                crate::metrics::global().webhook_failed();
                 return;
             }
             Attempt::Retry(why) if attempt < MAX_ATTEMPTS => {
@@ -122,6 +123,7 @@ async fn deliver(agent: ureq::Agent, url: String, body: Vec<u8>, release_id: i64
             }
             Attempt::Retry(why) => {
                 tracing::error!(%url, release_id, attempts = MAX_ATTEMPTS, %why, "webhook failed; decision change dropped");
+                crate::metrics::global().webhook_failed();
             }
         }
     }
