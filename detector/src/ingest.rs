@@ -183,12 +183,23 @@ pub fn validate(report: &Report, now: i64) -> Result<(), String> {
 #[derive(Debug, Clone)]
 pub struct CollectorService {
     ingest: Ingest,
+    /// Turns true when the detector stops: open agent streams end then (agents reconnect
+    /// and re-send what was not acknowledged), so that stopping never waits on them.
+    stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl CollectorService {
+    /// A service whose open streams end when `stop` turns true.
+    pub fn with_stop(ingest: Ingest, stop: tokio::sync::watch::Receiver<bool>) -> Self {
+        Self {
+            ingest,
+            stop: Some(stop),
+        }
+    }
+
     /// A service that hands reports to `ingest`.
     pub fn new(ingest: Ingest) -> Self {
-        Self { ingest }
+        Self { ingest, stop: None }
     }
 }
 
@@ -211,10 +222,23 @@ impl Collector for CollectorService {
         // Acks leave in the order reports arrived: each report's commit is awaited in turn.
         let (wait_tx, mut wait_rx) = mpsc::channel::<(u64, PendingAck)>(IN_FLIGHT_PER_STREAM);
         let ingest = self.ingest.clone();
+        let mut stop = self.stop.clone();
         tokio::spawn(async move {
             let _open = crate::metrics::global().stream_opened();
             loop {
-                match inbound.message().await {
+                let message = match stop.as_mut() {
+                    Some(stop) => tokio::select! {
+                        message = inbound.message() => message,
+                        () = stopping(stop) => {
+                            let _ = wait_tx
+                                .send((0, PendingAck::Failed(Status::unavailable("the detector is stopping"))))
+                                .await;
+                            break;
+                        }
+                    },
+                    None => inbound.message().await,
+                };
+                match message {
                     Ok(Some(report)) => {
                         let seq = report.seq;
                         let pending = match validate(&report, unix_now()) {
@@ -272,6 +296,18 @@ impl Collector for CollectorService {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(ack_rx))))
+    }
+}
+
+/// Resolves once `stop` is true (never if its sender is gone).
+async fn stopping(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow_and_update() {
+            return;
+        }
+        if stop.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }
 

@@ -130,7 +130,7 @@ impl Detector {
         ));
         tokio::spawn(Arc::clone(&releases).run(alert_rx, stop_rx.clone()));
         let collector = InterceptedService::new(
-            CollectorServer::new(ingest::CollectorService::new(ingest))
+            CollectorServer::new(ingest::CollectorService::with_stop(ingest, stop_rx.clone()))
                 .max_decoding_message_size(MAX_REPORT_BYTES),
             auth::TokenCheck::new(token.clone()),
         );

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -74,31 +75,66 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             std::io::Write::flush(&mut out).context("cannot write the results")?;
             Ok(())
         }
-        Command::Run { config } => {
-            let config = DetectorConfig::load(&config)?;
+        Command::Run { config: path } => {
+            let mut config = DetectorConfig::load(&path)?;
             let runtime = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
-            runtime.block_on(async {
-                let detector = Detector::bind(config).await?;
-                detector.serve(shutdown_signal()).await?;
-                Ok(())
-            })
+            // SIGHUP re-reads the configuration: a valid one takes over (the ports are
+            // bound again; agents reconnect and re-send what was not acknowledged); an
+            // invalid one is refused, the reason logged, the running one kept.
+            loop {
+                let next = Arc::new(Mutex::new(None));
+                let stop = stop_signal(path.clone(), Arc::clone(&next));
+                runtime.block_on(async {
+                    let detector = Detector::bind(config).await?;
+                    detector.serve(stop).await
+                })?;
+                let reloaded = next
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                match reloaded {
+                    Some(new) => {
+                        tracing::info!(config = %path.display(), "configuration reloaded");
+                        config = new;
+                    }
+                    None => return Ok(()),
+                }
+            }
         }
     }
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM; stopping on Ctrl-C only");
+/// Resolves on SIGTERM or SIGINT (stop), or on SIGHUP with a valid configuration at `path`
+/// (reload: the configuration is left in `next`). A SIGHUP with an invalid configuration is
+/// logged and otherwise ignored.
+async fn stop_signal(path: PathBuf, next: Arc<Mutex<Option<DetectorConfig>>>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut hup) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(term), Ok(hup)) => (term, hup),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM and SIGHUP; stopping on Ctrl-C only");
             let _ = tokio::signal::ctrl_c().await;
             return;
         }
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = hup.recv() => match DetectorConfig::load(&path) {
+                Ok(config) => {
+                    *next.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(config);
+                    tracing::info!("reloading the configuration");
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "new configuration refused; the running one is kept");
+                }
+            },
+        }
     }
     tracing::info!("shutting down");
 }

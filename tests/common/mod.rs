@@ -171,6 +171,21 @@ impl DetectorProcess {
             .unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
     }
 
+    /// Total lines stored for `app` on `host`, or `None` while the HTTP port does not
+    /// answer (a reload re-binds it).
+    pub fn try_lines(&self, app: &str, host: &str) -> Option<u64> {
+        let mut response = ureq::get(&format!(
+            "{}/api/v1/series?app={app}&host={host}",
+            self.http
+        ))
+        .call()
+        .ok()?;
+        let series: serde_json::Value = response.body_mut().read_json().ok()?;
+        series["minutes"]
+            .as_array()
+            .map(|minutes| minutes.iter().filter_map(|m| m["lines"].as_u64()).sum())
+    }
+
     /// Total lines stored for `app` on `host`.
     pub fn lines(&self, app: &str, host: &str) -> u64 {
         let series = self.get(&format!("/api/v1/series?app={app}&host={host}"));
