@@ -8,17 +8,15 @@ use std::io::Write;
 use std::time::Instant;
 
 use common::{
-    AgentSetup, DetectorProcess, TestPki, agent_config, agent_config_with, agent_status,
-    append_lines, eventually, free_ports, spawn,
+    AgentSetup, DetectorProcess, TestPki, Watched, agent_config, agent_config_with, agent_status,
+    append_lines, eventually, free_ports, shop_logs, spawn,
 };
 
 /// Lines written to a log file arrive in the detector, each counted exactly once.
 #[test]
 fn every_line_written_is_counted_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let logs = dir.path().join("logs");
-    std::fs::create_dir(&logs).expect("logs dir");
-    let log = logs.join("shop.log");
+    let (logs, log) = shop_logs(dir.path());
     // Lines written before the agent starts are read too (start_at = "beginning").
     append_lines(&log, 0, 500);
 
@@ -67,18 +65,12 @@ fn every_line_written_is_counted_once() {
 #[test]
 fn a_detector_outage_loses_nothing_and_counts_nothing_twice() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let logs = dir.path().join("logs");
-    std::fs::create_dir(&logs).expect("logs dir");
-    let log = logs.join("shop.log");
-    let mut detector = DetectorProcess::start(dir.path());
-    let config = agent_config(
-        dir.path(),
-        &detector.grpc,
-        "e2e-2",
-        "shop",
-        &format!("{}/*.log", logs.display()),
-    );
-    let _agent = spawn("vigil-agent", &config, &dir.path().join("agent.log"));
+    let Watched {
+        mut detector,
+        log,
+        agent: _agent,
+        ..
+    } = Watched::start(dir.path(), "e2e-2");
     append_lines(&log, 0, 1000);
     assert!(eventually(Duration::from_secs(30), || detector
         .lines("shop", "e2e-2")
@@ -167,9 +159,7 @@ fn mutual_tls_admits_only_agents_with_a_certificate() {
 #[test]
 fn a_dangerous_exception_arrives_within_a_second() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let logs = dir.path().join("logs");
-    std::fs::create_dir(&logs).expect("logs dir");
-    let log = logs.join("shop.log");
+    let (logs, log) = shop_logs(dir.path());
     append_lines(&log, 0, 10);
     let detector = DetectorProcess::start(dir.path());
     let glob = format!("{}/*.log", logs.display());
@@ -227,9 +217,7 @@ java.lang.NoClassDefFoundError: shop/promo/PromoEngineV2\n\
 #[test]
 fn a_full_spool_pauses_reading_and_drains_when_the_detector_comes() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let logs = dir.path().join("logs");
-    std::fs::create_dir(&logs).expect("logs dir");
-    let log = logs.join("shop.log");
+    let (logs, log) = shop_logs(dir.path());
     let [grpc_port, http_port] = free_ports();
     let endpoint = format!("http://127.0.0.1:{grpc_port}");
     let glob = format!("{}/*.log", logs.display());
@@ -353,18 +341,12 @@ fn sighup_reloads_a_good_config_and_keeps_the_old_one_on_a_bad_one() {
 #[test]
 fn the_detector_reloads_on_sighup_and_refuses_a_bad_config() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let logs = dir.path().join("logs");
-    std::fs::create_dir(&logs).expect("logs dir");
-    let log = logs.join("shop.log");
-    let mut detector = DetectorProcess::start(dir.path());
-    let config = agent_config(
-        dir.path(),
-        &detector.grpc,
-        "hup-1",
-        "shop",
-        &format!("{}/*.log", logs.display()),
-    );
-    let _agent = spawn("vigil-agent", &config, &dir.path().join("agent.log"));
+    let Watched {
+        mut detector,
+        log,
+        agent: _agent,
+        ..
+    } = Watched::start(dir.path(), "hup-1");
     append_lines(&log, 0, 500);
     assert!(eventually(Duration::from_secs(20), || detector
         .lines("shop", "hup-1")

@@ -241,6 +241,47 @@ pub fn lines_on_disk(dir: &Path, prefix: &str) -> u64 {
     lines
 }
 
+/// Makes `dir/logs` and returns it with the path of `dir/logs/shop.log` in it.
+pub fn shop_logs(dir: &Path) -> (PathBuf, PathBuf) {
+    let logs = dir.join("logs");
+    std::fs::create_dir_all(&logs).expect("logs dir");
+    let log = logs.join("shop.log");
+    (logs, log)
+}
+
+/// A detector and one agent (host `host`, app `shop`) tailing `dir/logs/*.log`.
+pub struct Watched {
+    pub detector: DetectorProcess,
+    pub agent: Running,
+    /// `dir/logs/shop.log`.
+    pub log: PathBuf,
+    pub agent_config: PathBuf,
+    pub agent_log: PathBuf,
+}
+
+impl Watched {
+    pub fn start(dir: &Path, host: &str) -> Self {
+        let (logs, log) = shop_logs(dir);
+        let detector = DetectorProcess::start(dir);
+        let agent_config = agent_config(
+            dir,
+            &detector.grpc,
+            host,
+            "shop",
+            &format!("{}/*.log", logs.display()),
+        );
+        let agent_log = dir.join("agent.log");
+        let agent = spawn("vigil-agent", &agent_config, &agent_log);
+        Self {
+            detector,
+            agent,
+            log,
+            agent_config,
+            agent_log,
+        }
+    }
+}
+
 /// Writes an agent config for one app tailing `logs_glob`, flushing every 200 ms.
 pub fn agent_config(dir: &Path, endpoint: &str, host: &str, app: &str, logs_glob: &str) -> PathBuf {
     AgentSetup::new(endpoint, host, app, logs_glob).write(dir)
