@@ -669,21 +669,35 @@ impl<S: Store> Releases<S> {
         .await
         .map_err(|e| ReleaseError::Judgement(e.to_string()))?;
         crate::metrics::global().judged(judging.elapsed());
-        release.judge = Some(encode_judge(&judge)?);
         release.last_round = Some(minute);
+        self.record_verdict(&mut release, &judge, verdict, previous)
+            .await?;
+        Ok(release.into())
+    }
+
+    /// Stores a verdict with the judge state behind it, and tells the webhooks when the
+    /// decision changed.
+    async fn record_verdict(
+        &self,
+        release: &mut StoredRelease,
+        judge: &ReleaseJudge,
+        verdict: crate::judge::Verdict,
+        previous: Decision,
+    ) -> Result<(), ReleaseError> {
+        release.judge = Some(encode_judge(judge)?);
         release.decision = verdict.decision;
         release.decided_at = Some(verdict.decided_at);
         release.reasons = verdict.reasons;
         self.store
             .update_release(&ReleaseUpdate {
-                release: &release,
+                release,
                 new_batch: None,
                 app_memory: None,
                 feedback: None,
             })
             .await?;
-        self.notify(&release, previous);
-        Ok(release.into())
+        self.notify(release, previous);
+        Ok(())
     }
 
     /// Judges a stored dangerous-exception alert against every watched release of its
@@ -729,19 +743,8 @@ impl<S: Store> Releases<S> {
                 continue;
             }
             tracing::info!(id = release.id, app = %release.app, host = %alert.host, fingerprint = %fingerprint_hex(alert.fingerprint), decision = verdict.decision.as_str(), "alert changed a release's decision");
-            release.judge = Some(encode_judge(&judge)?);
-            release.decision = verdict.decision;
-            release.decided_at = Some(verdict.decided_at);
-            release.reasons = verdict.reasons;
-            self.store
-                .update_release(&ReleaseUpdate {
-                    release: &release,
-                    new_batch: None,
-                    app_memory: None,
-                    feedback: None,
-                })
+            self.record_verdict(&mut release, &judge, verdict, previous)
                 .await?;
-            self.notify(&release, previous);
         }
         Ok(())
     }
