@@ -106,7 +106,7 @@ pub async fn run_until(
     let mut identity = Identity::load_or_create(&config.data_dir)?;
     let spool = Spool::open(&config.data_dir, config.spool.max_bytes, 0)?;
     identity.advance_past(spool.last_seq())?;
-    let mut checkpoints = Checkpointing::resume(&config.data_dir, &spool)?;
+    let (mut checkpoints, resumed) = Checkpointing::resume(&config.data_dir, &spool)?;
     let acked = spool.acked();
     let spool = SharedSpool::new(spool);
     let apps: Vec<String> = config.logs.iter().map(|l| l.app.clone()).collect();
@@ -153,9 +153,9 @@ pub async fn run_until(
         })
         .collect();
     let mut logs = Logs {
-        tailer: Tailer::new(sources.clone(), checkpoints.resumed.clone())?,
+        tailer: Tailer::new(sources.clone(), resumed.clone())?,
         analysis: LogAnalysis::new(&config, Arc::clone(&metrics))?,
-        resumed: checkpoints.resumed.clone(),
+        resumed,
         last_scan: None,
     };
     let wake = Arc::new(Notify::new());
@@ -348,15 +348,21 @@ impl Logs {
     /// lowered to the start of each file's pending event.
     fn counted_positions(&self) -> Checkpoints {
         let mut positions = self.tailer.checkpoints();
-        for entry in &self.tailer.checkpoints().files {
-            if self.analysis.has_pending(&entry.key) {
+        let pending: Vec<(FileKey, u64)> = positions
+            .files
+            .iter()
+            .filter(|entry| self.analysis.has_pending(&entry.key))
+            .map(|entry| {
                 let start = self
                     .analysis
                     .committed_offset(&entry.key)
                     .or_else(|| self.resumed.offset(entry.key))
                     .unwrap_or(0);
-                positions.set_offset(entry.key, start.min(entry.offset));
-            }
+                (entry.key, start.min(entry.offset))
+            })
+            .collect();
+        for (key, offset) in pending {
+            positions.set_offset(key, offset);
         }
         positions
     }
@@ -367,14 +373,12 @@ struct Checkpointing {
     data_dir: PathBuf,
     /// Positions stored with a report, by that report's seq, oldest first.
     waiting: VecDeque<(u64, Checkpoints)>,
-    /// Where this run started.
-    resumed: Checkpoints,
 }
 
 impl Checkpointing {
     /// The positions to resume from: the newest ones in the spool (their reports will be
     /// delivered), else the checkpoint file.
-    fn resume(data_dir: &Path, spool: &Spool) -> Result<Self, AgentError> {
+    fn resume(data_dir: &Path, spool: &Spool) -> Result<(Self, Checkpoints), AgentError> {
         let stored = Checkpoints::load(data_dir)?;
         let mut waiting = VecDeque::new();
         let resumed = match spool.latest_positions() {
@@ -390,11 +394,11 @@ impl Checkpointing {
             },
             None => stored,
         };
-        Ok(Self {
+        let checkpointing = Self {
             data_dir: data_dir.to_owned(),
             waiting,
-            resumed,
-        })
+        };
+        Ok((checkpointing, resumed))
     }
 
     /// The detector acknowledged every report up to `acked`: persist the newest positions

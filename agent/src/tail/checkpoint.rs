@@ -4,8 +4,8 @@
 //! sibling, fsynced, renamed over the old one, and the directory fsynced, so a crash leaves
 //! either the old or the new checkpoint, never a torn one.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -125,24 +125,12 @@ impl Checkpoints {
     /// [`TailError::CheckpointWrite`] naming the file that could not be written.
     pub fn store(&self, data_dir: &Path) -> Result<(), TailError> {
         let path = Self::path_in(data_dir);
-        let tmp = data_dir.join(format!("{CHECKPOINT_FILE}.tmp"));
         let bytes = serde_json::to_vec_pretty(self).map_err(|e| TailError::CheckpointWrite {
             path: path.clone(),
             source: io::Error::other(e),
         })?;
-        let write = || -> io::Result<()> {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            drop(f);
-            fs::rename(&tmp, &path)?;
-            File::open(data_dir)?.sync_all()
-        };
-        write().map_err(|source| TailError::CheckpointWrite { path, source })
+        crate::fsutil::write_atomic(&path, &bytes)
+            .map_err(|source| TailError::CheckpointWrite { path, source })
     }
 
     /// Sets the stored offset of `file` (no effect if it is not in the snapshot).
