@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -91,6 +91,7 @@ pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(crate::metrics::serve))
         .nest("/api/v1", api)
+        .merge(crate::pages::router(Arc::clone(&state)))
         .with_state(state)
 }
 
@@ -100,12 +101,8 @@ async fn require_token<S: Store>(
     next: Next,
 ) -> Response {
     if let Some(expected) = &state.token {
-        let presented = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if !presented.is_some_and(|p| crate::auth::token_matches(p, expected)) {
+        // Tools send the bearer header; the pages' buttons send the sign-in cookie.
+        if !crate::pages::token_presented(request.headers(), expected) {
             return ApiError {
                 status: StatusCode::UNAUTHORIZED,
                 message: "missing or wrong bearer token".into(),

@@ -20,6 +20,7 @@ pub mod auth;
 pub mod config;
 pub mod ingest;
 pub mod judge;
+pub mod pages;
 pub mod release;
 pub mod replay;
 pub mod store;

@@ -323,6 +323,18 @@ pub enum Feedback {
     ConfirmedNormal,
 }
 
+impl Feedback {
+    /// `valid_block`, `false_alarm`, `missed_problem` or `confirmed_normal`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Feedback::ValidBlock => "valid_block",
+            Feedback::FalseAlarm => "false_alarm",
+            Feedback::MissedProblem => "missed_problem",
+            Feedback::ConfirmedNormal => "confirmed_normal",
+        }
+    }
+}
+
 /// Tuning of the funnel. [`Default`] holds the values the benchmark was run with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JudgeParams {

@@ -105,6 +105,22 @@ pub struct StoredAlert {
     pub definition: Definition,
 }
 
+/// Most minutes of counters a release's page shows (the latest ones).
+pub const MAX_HISTORY_MINUTES: i64 = 12 * 60;
+
+/// A release with the counters of its hosts over a window, from [`Releases::history`].
+#[derive(Debug, Clone)]
+pub struct ReleaseHistory {
+    /// The release.
+    pub release: StoredRelease,
+    /// First minute of the window (Unix seconds).
+    pub from: i64,
+    /// Last minute of the window, included.
+    pub to: i64,
+    /// Counters of its hosts (batches and reference) in the window, by host and minute.
+    pub rows: Vec<MinuteRow>,
+}
+
 /// A decision change, as posted to the webhooks.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DecisionChange {
@@ -483,7 +499,7 @@ impl<S: Store> Releases<S> {
         if let Some(given) = release.feedback.first() {
             return Err(ReleaseError::Conflict(format!(
                 "release {id} already has feedback ({}); the app learned from it once",
-                label_str(given.label)
+                given.label.as_str()
             )));
         }
         let mut memory = self.memory(&release.app).await?;
@@ -556,7 +572,13 @@ impl<S: Store> Releases<S> {
             .finished_at
             .unwrap_or_else(|| release.last_round.map_or(now, |m| m + 60));
         let until = minute_of(end).max(first + 60);
-        let rows = self.rows(&release, first, until - 60).await?;
+        let rows = self
+            .rows(
+                &release,
+                first - self.params.baseline_minutes * 60,
+                until - 60,
+            )
+            .await?;
         let fingerprints = self.store.exceptions(&release.app).await?;
         let shown: BTreeSet<&str> = rows
             .iter()
@@ -590,6 +612,28 @@ impl<S: Store> Releases<S> {
             known_fingerprints,
             exceptions,
             minutes: rows.into_iter().map(case_minute).collect(),
+        })
+    }
+
+    /// The release with the stored counters of its hosts, for its page: from
+    /// [`JudgeParams::baseline_minutes`] before its first batch (or its start, without a
+    /// batch) to the minute it finished, or the current minute while watched; at most the
+    /// last [`MAX_HISTORY_MINUTES`].
+    ///
+    /// # Errors
+    /// [`ReleaseError::NotFound`], [`ReleaseError::Store`].
+    pub async fn history(&self, id: i64, now: i64) -> Result<ReleaseHistory, ReleaseError> {
+        let release = self.load(id).await?;
+        let first = first_minute(&release).unwrap_or_else(|| minute_of(release.started_at));
+        let to = minute_of(release.finished_at.unwrap_or(now)).max(first);
+        let from =
+            (first - self.params.baseline_minutes * 60).max(to - (MAX_HISTORY_MINUTES - 1) * 60);
+        let rows = self.rows(&release, from, to).await?;
+        Ok(ReleaseHistory {
+            release,
+            from,
+            to,
+            rows,
         })
     }
 
@@ -647,7 +691,7 @@ impl<S: Store> Releases<S> {
             }
         }
         let rows: Vec<HostMinute> = self
-            .rows(&release, first, minute)
+            .rows(&release, first - self.params.baseline_minutes * 60, minute)
             .await?
             .into_iter()
             .map(host_minute)
@@ -855,11 +899,11 @@ impl<S: Store> Releases<S> {
         )))
     }
 
-    /// Stored counters of the release's hosts from the baseline to `to` (inclusive).
+    /// Stored counters of the release's hosts from `from` to `to` (inclusive).
     async fn rows(
         &self,
         release: &StoredRelease,
-        first: i64,
+        from: i64,
         to: i64,
     ) -> Result<Vec<MinuteRow>, ReleaseError> {
         let hosts: HashSet<&str> = release
@@ -874,7 +918,7 @@ impl<S: Store> Releases<S> {
             .series(&SeriesQuery {
                 app: Some(release.app.clone()),
                 host: None,
-                from: Some(first - self.params.baseline_minutes * 60),
+                from: Some(from),
                 to: Some(to),
             })
             .await?;
@@ -910,15 +954,6 @@ impl<S: Store> Releases<S> {
 
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
-}
-
-fn label_str(label: Feedback) -> &'static str {
-    match label {
-        Feedback::ValidBlock => "valid_block",
-        Feedback::FalseAlarm => "false_alarm",
-        Feedback::MissedProblem => "missed_problem",
-        Feedback::ConfirmedNormal => "confirmed_normal",
-    }
 }
 
 fn first_minute(release: &StoredRelease) -> Option<i64> {

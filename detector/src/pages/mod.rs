@@ -1,0 +1,664 @@
+//! The pages people read (DESIGN §5): the health board on `GET /`, the release list on
+//! `GET /releases` (filters `app`, `state`, `decision`), and a release's page on
+//! `GET /releases/{id}`: the decision, its reasons by category with their evidence, the
+//! exceptions behind them with per-minute charts of released vs reference hosts and the
+//! batches marked, host-metric charts, the hosts, and buttons for feedback and finish.
+//!
+//! Everything is rendered on the server (maud, inline SVG); one small script
+//! (`/assets/vigil.js`, bundled in the binary) wires the buttons to the JSON API and
+//! refreshes pages while nobody is typing. No CDN, nothing fetched from the internet. Every
+//! page is sent with a Content-Security-Policy that allows only the detector's own script
+//! and style, a second wall behind the escaping of log text.
+//!
+//! When the detector has a token, the pages need it too: a browser signs in once on
+//! `/signin` and holds the token in an `HttpOnly`, `SameSite=Strict` cookie, which the API
+//! also accepts, so the buttons work without the page ever seeing the token.
+
+pub mod chart;
+pub mod format;
+pub mod view;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use axum::extract::rejection::{FormRejection, QueryRejection};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::{Form, Router};
+use maud::Markup;
+use serde::Deserialize;
+
+use crate::api::ApiState;
+use crate::ingest::unix_now;
+use crate::judge::Decision;
+use crate::release::{ReleaseError, ReleaseHistory};
+use crate::store::{
+    AppRow, FingerprintRow, HostMetricsRow, MinuteRow, ReleaseFilter, ReleaseState, Store,
+};
+use chart::{Chart, Group, Line, Marker};
+use view::{AppBoard, Board, ExceptionPanel, HostLine, ListFilter, ReleasePage};
+
+/// The name of the cookie holding the token of a signed-in browser.
+pub const TOKEN_COOKIE: &str = "vigil_token";
+/// How far back the board counts an exception as new (seconds).
+const NEW_WITHIN_SECS: i64 = 24 * 3600;
+/// Exceptions listed per app on the board.
+const BOARD_EXCEPTIONS: usize = 6;
+/// Decisions on the board's timeline.
+const BOARD_TIMELINE: usize = 15;
+/// Releases listed at most on `/releases`.
+const LIST_LIMIT: usize = 500;
+
+const CSS: &str = include_str!("assets/vigil.css");
+const JS: &str = include_str!("assets/vigil.js");
+/// Only the detector's own script and style; no frames, no plugins, no foreign forms.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                   connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+/// The routes of the pages, to merge into the HTTP router.
+pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router<Arc<ApiState<S>>> {
+    let pages = Router::new()
+        .route("/", get(board::<S>))
+        .route("/releases", get(release_list::<S>))
+        .route("/releases/{id}", get(release_page::<S>))
+        .layer(middleware::from_fn_with_state(state, require_sign_in::<S>));
+    Router::new()
+        .merge(pages)
+        .route("/signin", get(sign_in_form).post(sign_in::<S>))
+        .route(
+            "/assets/vigil.css",
+            get(|| asset(CSS, "text/css; charset=utf-8")),
+        )
+        .route(
+            "/assets/vigil.js",
+            get(|| asset(JS, "text/javascript; charset=utf-8")),
+        )
+}
+
+/// An HTML answer with the headers every page carries.
+fn page(status: StatusCode, markup: Markup) -> Response {
+    let mut response = (status, markup).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn asset(body: &'static str, content_type: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "max-age=300"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// A page saying what went wrong.
+fn problem(status: StatusCode, title: &str, message: &str) -> Response {
+    page(status, view::problem(title, message, unix_now()))
+}
+
+fn store_problem(e: &dyn std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "page failed in the store");
+    problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "The store cannot be read",
+        &format!("{e}. Try again in a moment; the detector's log has the details."),
+    )
+}
+
+/// Whether the request carries the detector's token, as a bearer header (tools) or the
+/// sign-in cookie (browsers).
+pub fn token_presented(headers: &HeaderMap, expected: &str) -> bool {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if bearer.is_some_and(|p| crate::auth::token_matches(p, expected)) {
+        return true;
+    }
+    let encoded = view::url_component(expected);
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .any(|(name, value)| name == TOKEN_COOKIE && crate::auth::token_matches(value, &encoded))
+}
+
+async fn require_sign_in<S: Store>(
+    State(state): State<Arc<ApiState<S>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if let Some(expected) = &state.token
+        && !token_presented(request.headers(), expected)
+    {
+        let next_path = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        return page(
+            StatusCode::UNAUTHORIZED,
+            view::sign_in(&next_path, false, unix_now()),
+        );
+    }
+    next.run(request).await
+}
+
+#[derive(Debug, Deserialize)]
+struct SignInQuery {
+    next: Option<String>,
+}
+
+async fn sign_in_form(query: Result<Query<SignInQuery>, QueryRejection>) -> Response {
+    let next = query.ok().and_then(|Query(q)| q.next);
+    page(
+        StatusCode::OK,
+        view::sign_in(&safe_next(next.as_deref()), false, unix_now()),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+struct SignIn {
+    token: String,
+    next: Option<String>,
+}
+
+/// Only a path on this detector: no scheme, no other host (`//evil`).
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.into(),
+        _ => "/".into(),
+    }
+}
+
+async fn sign_in<S: Store>(
+    State(state): State<Arc<ApiState<S>>>,
+    form: Result<Form<SignIn>, FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "Bad sign-in",
+            "The sign-in form needs a token.",
+        );
+    };
+    let next = safe_next(form.next.as_deref());
+    let Some(expected) = &state.token else {
+        return Redirect::to(&next).into_response();
+    };
+    if !crate::auth::token_matches(&form.token, expected) {
+        tracing::warn!("page sign-in refused: wrong token");
+        return page(
+            StatusCode::UNAUTHORIZED,
+            view::sign_in(&next, true, unix_now()),
+        );
+    }
+    let cookie = format!(
+        "{TOKEN_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
+        view::url_component(expected)
+    );
+    let mut response = Redirect::to(&next).into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// Blocked first, then on watch, then passing; newest first within each.
+fn by_urgency(releases: &mut [crate::store::StoredRelease]) {
+    releases.sort_by(|a, b| b.decision.cmp(&a.decision).then(b.id.cmp(&a.id)));
+}
+
+async fn board<S: Store>(State(state): State<Arc<ApiState<S>>>) -> Response {
+    let now = unix_now();
+    match gather_board(state.store.as_ref(), now).await {
+        Ok(board) => page(StatusCode::OK, view::board(&board)),
+        Err(e) => store_problem(&e),
+    }
+}
+
+async fn gather_board<S: Store>(store: &S, now: i64) -> Result<Board, crate::store::StoreError> {
+    let apps = store.apps().await?;
+    let mut watching = store
+        .releases(&ReleaseFilter {
+            app: None,
+            state: Some(ReleaseState::Watching),
+        })
+        .await?;
+    by_urgency(&mut watching);
+    let mut recent = store.releases(&ReleaseFilter::default()).await?;
+    recent.sort_by_key(|r| std::cmp::Reverse(r.decided_at.unwrap_or(r.created_at)));
+    recent.truncate(BOARD_TIMELINE);
+    let mut cards = Vec::with_capacity(apps.len());
+    for app in apps {
+        let mut exceptions: Vec<FingerprintRow> = store
+            .exceptions(&app.app)
+            .await?
+            .into_iter()
+            .filter(|f| {
+                let new = f.first_seen.is_some_and(|s| s >= now - NEW_WITHIN_SECS);
+                let recent_danger =
+                    f.dangerous && f.last_seen.is_some_and(|s| s >= now - NEW_WITHIN_SECS);
+                new || recent_danger
+            })
+            .collect();
+        // Dangerous first, then the most recently seen.
+        exceptions.sort_by_key(|f| {
+            (
+                std::cmp::Reverse(f.dangerous),
+                std::cmp::Reverse(f.last_seen),
+            )
+        });
+        exceptions.truncate(BOARD_EXCEPTIONS);
+        let app_watching = watching
+            .iter()
+            .filter(|r| r.app == app.app)
+            .cloned()
+            .collect();
+        cards.push(AppBoard {
+            app,
+            watching: app_watching,
+            exceptions,
+        });
+    }
+    Ok(Board {
+        now,
+        apps: cards,
+        watching,
+        recent,
+        new_within: NEW_WITHIN_SECS,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct ListParams {
+    app: Option<String>,
+    state: Option<String>,
+    decision: Option<String>,
+}
+
+fn parse_filter(params: ListParams) -> Result<ListFilter, String> {
+    let given = |v: Option<String>| v.filter(|s| !s.is_empty());
+    let state = match given(params.state).as_deref() {
+        None => None,
+        Some("watching") => Some(ReleaseState::Watching),
+        Some("finished") => Some(ReleaseState::Finished),
+        Some(other) => return Err(format!("state {other:?} is not watching or finished")),
+    };
+    let decision = match given(params.decision).as_deref() {
+        None => None,
+        Some("pass") => Some(Decision::Pass),
+        Some("watch") => Some(Decision::Watch),
+        Some("block") => Some(Decision::Block),
+        Some(other) => return Err(format!("decision {other:?} is not pass, watch or block")),
+    };
+    Ok(ListFilter {
+        app: given(params.app),
+        state,
+        decision,
+    })
+}
+
+async fn release_list<S: Store>(
+    State(state): State<Arc<ApiState<S>>>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Response {
+    let filter = match params
+        .map_err(|e| e.body_text())
+        .and_then(|Query(p)| parse_filter(p))
+    {
+        Ok(f) => f,
+        Err(message) => return problem(StatusCode::BAD_REQUEST, "Bad filter", &message),
+    };
+    let now = unix_now();
+    let wanted = ReleaseFilter {
+        app: filter.app.clone(),
+        state: filter.state,
+    };
+    let (releases, apps) = match tokio::try_join!(state.store.releases(&wanted), state.store.apps())
+    {
+        Ok(found) => found,
+        Err(e) => return store_problem(&e),
+    };
+    let matching: Vec<_> = releases
+        .into_iter()
+        .filter(|r| filter.decision.is_none_or(|d| r.decision == d))
+        .collect();
+    let total = matching.len();
+    let shown = &matching[..total.min(LIST_LIMIT)];
+    let names: Vec<String> = apps.into_iter().map(|a| a.app).collect();
+    page(
+        StatusCode::OK,
+        view::release_list(shown, &names, &filter, total, now),
+    )
+}
+
+async fn release_page<S: Store>(
+    State(state): State<Arc<ApiState<S>>>,
+    Path(id): Path<String>,
+) -> Response {
+    let Some(id) = id.parse::<i64>().ok().filter(|id| *id > 0) else {
+        return problem(
+            StatusCode::NOT_FOUND,
+            "No such release",
+            &format!("{id:?} is not a release id (a positive integer)."),
+        );
+    };
+    let now = unix_now();
+    let history = match state.releases.history(id, now).await {
+        Ok(h) => h,
+        Err(ReleaseError::NotFound(_)) => {
+            return problem(
+                StatusCode::NOT_FOUND,
+                "No such release",
+                &format!("The detector has no release {id}."),
+            );
+        }
+        Err(e) => return store_problem(&e),
+    };
+    let found = tokio::try_join!(
+        state.store.exceptions(&history.release.app),
+        state.store.apps()
+    );
+    match found {
+        Ok((fingerprints, apps)) => {
+            let app = apps.into_iter().find(|a| a.app == history.release.app);
+            page(
+                StatusCode::OK,
+                view::release_page(&assemble(history, &fingerprints, app.as_ref(), now)),
+            )
+        }
+        Err(e) => store_problem(&e),
+    }
+}
+
+/// The two groups of a release, and the counters of each minute summed per group.
+struct Groups {
+    released: HashSet<String>,
+    reference: HashSet<String>,
+    start: i64,
+    minutes: usize,
+}
+
+impl Groups {
+    fn of(h: &ReleaseHistory) -> Self {
+        Self {
+            released: h
+                .release
+                .batches
+                .iter()
+                .flat_map(|b| b.hosts.iter().cloned())
+                .collect(),
+            reference: h.release.reference_hosts.iter().cloned().collect(),
+            start: h.from,
+            minutes: usize::try_from((h.to - h.from) / 60 + 1).unwrap_or(0),
+        }
+    }
+
+    /// Per minute, the mean over the group's hosts that have `value` for that minute;
+    /// `None` where none has.
+    fn mean(
+        &self,
+        rows: &[MinuteRow],
+        group: Group,
+        value: impl Fn(&MinuteRow) -> Option<f64>,
+    ) -> Vec<Option<f64>> {
+        let hosts = match group {
+            Group::Released => &self.released,
+            Group::Reference => &self.reference,
+        };
+        let mut sums = vec![(0.0, 0u32); self.minutes];
+        for row in rows.iter().filter(|r| hosts.contains(&r.host)) {
+            let Some(i) = usize::try_from((row.minute - self.start) / 60)
+                .ok()
+                .filter(|i| *i < self.minutes)
+            else {
+                continue;
+            };
+            if let Some(v) = value(row).filter(|v| v.is_finite()) {
+                sums[i].0 += v;
+                sums[i].1 += 1;
+            }
+        }
+        sums.into_iter()
+            .map(|(sum, n)| (n > 0).then(|| sum / f64::from(n)))
+            .collect()
+    }
+
+    /// A chart of `value` for both groups (the reference line only when there is one).
+    fn chart(
+        &self,
+        h: &ReleaseHistory,
+        id: String,
+        title: String,
+        unit: &str,
+        value: impl Fn(&MinuteRow) -> Option<f64>,
+    ) -> Chart {
+        let mut lines = vec![Line {
+            label: format!("released hosts ({})", self.released.len()),
+            group: Group::Released,
+            values: self.mean(&h.rows, Group::Released, &value),
+        }];
+        if !self.reference.is_empty() {
+            lines.push(Line {
+                label: format!("reference hosts ({})", self.reference.len()),
+                group: Group::Reference,
+                values: self.mean(&h.rows, Group::Reference, &value),
+            });
+        }
+        Chart {
+            id,
+            title,
+            unit: unit.into(),
+            start: self.start,
+            lines,
+            markers: h
+                .release
+                .batches
+                .iter()
+                .enumerate()
+                .map(|(i, b)| Marker {
+                    at: b.at,
+                    short: format!("B{}", i + 1),
+                    label: format!(
+                        "batch {} at {}: {}",
+                        i + 1,
+                        format::time(b.at),
+                        b.hosts.join(", ")
+                    ),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The host metrics charted, with their titles and units.
+const METRICS: [(&str, &str, &str); 4] = [
+    ("cpu_pct", "CPU", "% busy, mean of hosts"),
+    ("mem_used_pct", "Memory", "% used, mean of hosts"),
+    ("load1", "Load", "1-minute load average, mean of hosts"),
+    ("disk_busy_pct", "Disk", "% busy, mean of hosts"),
+];
+
+fn metric(m: &HostMetricsRow, name: &str) -> Option<f64> {
+    match name {
+        "cpu_pct" => m.cpu_pct,
+        "mem_used_pct" => m.mem_used_pct,
+        "load1" => m.load1,
+        "disk_busy_pct" => m.disk_busy_pct,
+        _ => None,
+    }
+}
+
+/// The release page's data from the release's history, the app's fingerprints and hosts.
+pub fn assemble(
+    history: ReleaseHistory,
+    fingerprints: &[FingerprintRow],
+    app: Option<&AppRow>,
+    now: i64,
+) -> ReleasePage {
+    let groups = Groups::of(&history);
+    let definitions: BTreeMap<&str, &FingerprintRow> = fingerprints
+        .iter()
+        .map(|f| (f.fingerprint.as_str(), f))
+        .collect();
+    let mut seen = HashSet::new();
+    let exceptions = history
+        .release
+        .reasons
+        .iter()
+        .filter_map(|r| r.fingerprint.as_deref())
+        .filter(|fp| seen.insert(*fp))
+        .map(|fp| {
+            let definition = definitions.get(fp).map(|d| (*d).clone());
+            let title = definition
+                .as_ref()
+                .map_or_else(|| format!("exception {fp}"), |d| d.class.clone());
+            ExceptionPanel {
+                fingerprint: fp.to_string(),
+                chart: groups.chart(
+                    &history,
+                    format!("chart-{}", view::fingerprint_anchor(fp)),
+                    title,
+                    "count per host per minute",
+                    |row| row_count(row, fp),
+                ),
+                definition,
+            }
+        })
+        .collect();
+    let log_charts = vec![
+        groups.chart(
+            &history,
+            "metric-error_lines".into(),
+            "Error lines".into(),
+            "per host per minute",
+            |r| Some(r.error_lines as f64),
+        ),
+        groups.chart(
+            &history,
+            view::metric_anchor("lines"),
+            "Log lines".into(),
+            "per host per minute",
+            |r| Some(r.lines as f64),
+        ),
+    ];
+    let metric_charts = METRICS
+        .iter()
+        .map(|(name, title, unit)| {
+            groups.chart(
+                &history,
+                view::metric_anchor(name),
+                (*title).into(),
+                unit,
+                |r| r.host_metrics.as_ref().and_then(|m| metric(m, name)),
+            )
+        })
+        .collect();
+    let last_minute = |host: &str| {
+        app.and_then(|a| a.hosts.iter().find(|h| h.host == host))
+            .map(|h| h.last_minute)
+    };
+    let mut hosts = Vec::new();
+    for (i, b) in history.release.batches.iter().enumerate() {
+        for host in &b.hosts {
+            hosts.push(HostLine {
+                host: host.clone(),
+                role: format!("batch {}", i + 1),
+                released_at: Some(b.at),
+                last_minute: last_minute(host),
+            });
+        }
+    }
+    for host in &history.release.reference_hosts {
+        hosts.push(HostLine {
+            host: host.clone(),
+            role: "reference".into(),
+            released_at: None,
+            last_minute: last_minute(host),
+        });
+    }
+    ReleasePage {
+        now,
+        release: history.release,
+        exceptions,
+        log_charts,
+        metric_charts,
+        hosts,
+    }
+}
+
+/// The count of `fingerprint` in a row (0 when the host reported without it).
+fn row_count(row: &MinuteRow, fingerprint: &str) -> Option<f64> {
+    Some(row.exceptions.get(fingerprint).copied().unwrap_or(0) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_local_paths_are_followed_after_sign_in() {
+        assert_eq!(safe_next(Some("/releases/3")), "/releases/3");
+        assert_eq!(safe_next(Some("//evil.example/")), "/");
+        assert_eq!(safe_next(Some("https://evil.example/")), "/");
+        assert_eq!(safe_next(Some("/\\evil.example")), "/");
+        assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn the_token_is_taken_from_a_bearer_header_or_the_cookie() {
+        let mut headers = HeaderMap::new();
+        assert!(!token_presented(&headers, "s3 cret;"));
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=b; vigil_token=s3%20cret%3B"),
+        );
+        assert!(token_presented(&headers, "s3 cret;"));
+        assert!(!token_presented(&headers, "other"));
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer other"),
+        );
+        assert!(token_presented(&headers, "other"));
+    }
+
+    #[test]
+    fn filters_are_checked() {
+        let params = |state: &str, decision: &str| ListParams {
+            app: Some(String::new()),
+            state: Some(state.into()),
+            decision: Some(decision.into()),
+        };
+        let f = parse_filter(params("watching", "block")).expect("valid filter");
+        assert_eq!(f.app, None);
+        assert_eq!(f.state, Some(ReleaseState::Watching));
+        assert_eq!(f.decision, Some(Decision::Block));
+        let e = parse_filter(params("done", "")).expect_err("bad state");
+        assert!(e.contains("\"done\""), "{e}");
+        let e = parse_filter(params("", "stop")).expect_err("bad decision");
+        assert!(e.contains("\"stop\""), "{e}");
+    }
+}
