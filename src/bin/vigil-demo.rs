@@ -37,6 +37,12 @@ struct Args {
     /// Keep the temporary directory (configs, logs, the detector's SQLite file).
     #[arg(long)]
     keep: bool,
+    /// Address of the detector's HTTP port (API and pages).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    http: std::net::SocketAddr,
+    /// After the releases, keep the detector serving its pages until Ctrl-C.
+    #[arg(long)]
+    serve: bool,
 }
 
 fn main() -> ExitCode {
@@ -84,7 +90,8 @@ fn demo(args: &Args, dir: &Path) -> anyhow::Result<()> {
     let detector_config = DetectorConfig::parse(
         Path::new("<demo detector>"),
         &format!(
-            "grpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n",
+            "grpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"{}\"\ndata_dir = {:?}\n",
+            args.http,
             dir.join("detector")
         ),
     )?;
@@ -152,6 +159,7 @@ timezone = "UTC"
         "  detector  gRPC {grpc}, HTTP http://{http} (SQLite in {})",
         dir.display()
     );
+    println!("  pages     http://{http}/ (the health board)");
     println!(
         "  agents    {} hosts, each tailing its own shop.log; service \"shop\" writes {} lines/s per host",
         hosts.len(),
@@ -204,6 +212,7 @@ timezone = "UTC"
         blocked_after as f64 / 1000.0
     );
     print_reasons(&blocked);
+    println!("  its page: http://{http}/releases/{bad_id}");
     post(
         &format!("{api}/releases/{bad_id}/finish"),
         &json!({"outcome": "rolled_back"}),
@@ -275,6 +284,14 @@ timezone = "UTC"
         }
     });
     let counted = count_lines(&api)?;
+    if args.serve {
+        println!(
+            "\nThe detector goes on serving http://{http}/ and http://{http}/releases/{bad_id} (Ctrl-C stops it)"
+        );
+        runtime.block_on(async {
+            let _ = tokio::signal::ctrl_c().await;
+        });
+    }
     let _ = stop_detector.send(true);
     runtime.block_on(async {
         if let Ok(Err(e)) = detector_task.await {

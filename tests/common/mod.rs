@@ -319,6 +319,8 @@ pub struct AgentSetup<'a> {
     pub tables: &'a str,
     /// Lines added to the `[[logs]]` table (`timezone = "UTC"`, ...).
     pub logs_extra: &'a str,
+    /// Lines added to the `[host]` table (`interval = "1s"`, ...).
+    pub host_extra: &'a str,
 }
 
 impl<'a> AgentSetup<'a> {
@@ -333,6 +335,7 @@ impl<'a> AgentSetup<'a> {
             admin: false,
             tables: "",
             logs_extra: "",
+            host_extra: "",
         }
     }
 
@@ -353,6 +356,7 @@ admin_listen = "{admin}"
 
 [host]
 name = "{host}"
+{host_extra}
 
 [detector]
 endpoint = "{endpoint}"
@@ -376,6 +380,7 @@ start_at = "beginning"
                 logs_glob = self.logs_glob,
                 tables = self.tables,
                 logs_extra = self.logs_extra,
+                host_extra = self.host_extra,
             ),
         );
         config

@@ -402,7 +402,15 @@ struct Groups {
 }
 
 impl Groups {
+    /// The groups of `h`'s release, over its window less the leading minutes no host
+    /// reported in (a host new to Vigil has no baseline to show).
     fn of(h: &ReleaseHistory) -> Self {
+        let start = h
+            .rows
+            .iter()
+            .map(|r| r.minute)
+            .min()
+            .map_or(h.from, |first| first.clamp(h.from, h.to));
         Self {
             released: h
                 .release
@@ -411,8 +419,8 @@ impl Groups {
                 .flat_map(|b| b.hosts.iter().cloned())
                 .collect(),
             reference: h.release.reference_hosts.iter().cloned().collect(),
-            start: h.from,
-            minutes: usize::try_from((h.to - h.from) / 60 + 1).unwrap_or(0),
+            start,
+            minutes: usize::try_from((h.to - start) / 60 + 1).unwrap_or(0),
         }
     }
 

@@ -444,7 +444,7 @@ pub fn release_page(p: &ReleasePage) -> Markup {
             p.crumbs { a href="/" { "Health board" } " › " a href=(format!("/releases?app={}", url_component(&r.app))) { (r.app) } " › release " (r.id) }
             h1 { span.app { (r.app) } " " span.version { (r.version) } }
         }
-        section.verdict class=(format!("verdict decision-{}", r.decision.as_str())) aria-labelledby="decision" {
+        section class=(format!("verdict decision-{}", r.decision.as_str())) aria-labelledby="decision" {
             p.decision #decision { (r.decision.as_str().to_uppercase()) }
             div.verdict-detail {
                 p {
@@ -616,7 +616,7 @@ fn reason_card(reason: &Reason) -> Markup {
         Severity::Warning => "warning",
     };
     html! {
-        article.reason class=(format!("reason severity-{severity}")) {
+        article class=(format!("reason severity-{severity}")) {
             p.reason-head {
                 span class=(format!("badge severity-{severity}")) { (severity) } " "
                 span.rule { (reason.rule.replace('_', " ")) } " "
@@ -673,10 +673,17 @@ fn exception_panel(e: &ExceptionPanel, now: i64) -> Markup {
     }
 }
 
-/// Characters safe in an HTML id: ASCII alphanumerics and `-`; everything else becomes `-`.
+/// Characters safe in an HTML id: ASCII alphanumerics, `-` and `_`; everything else
+/// becomes `-`.
 fn slug(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect()
 }
 

@@ -617,15 +617,20 @@ impl<S: Store> Releases<S> {
 
     /// The release with the stored counters of its hosts, for its page: from
     /// [`JudgeParams::baseline_minutes`] before its first batch (or its start, without a
-    /// batch) to the minute it finished, or the current minute while watched; at most the
-    /// last [`MAX_HISTORY_MINUTES`].
+    /// batch) to the minute it finished, or while watched the last completed minute (a
+    /// minute in progress would look like a drop), or the first batch's minute when that is
+    /// still in progress; at most the last [`MAX_HISTORY_MINUTES`].
     ///
     /// # Errors
     /// [`ReleaseError::NotFound`], [`ReleaseError::Store`].
     pub async fn history(&self, id: i64, now: i64) -> Result<ReleaseHistory, ReleaseError> {
         let release = self.load(id).await?;
         let first = first_minute(&release).unwrap_or_else(|| minute_of(release.started_at));
-        let to = minute_of(release.finished_at.unwrap_or(now)).max(first);
+        let to = match release.finished_at {
+            Some(finished) => minute_of(finished),
+            None => minute_of(now) - 60,
+        }
+        .max(first);
         let from =
             (first - self.params.baseline_minutes * 60).max(to - (MAX_HISTORY_MINUTES - 1) * 60);
         let rows = self.rows(&release, from, to).await?;

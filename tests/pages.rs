@@ -1,0 +1,378 @@
+//! The pages in a real browser: a release judged by the real detector from the counters of
+//! real agents, opened in headless Chromium as a person would.
+//!
+//! Three hosts of "shop" log twelve minutes of history (the agents count each event in the
+//! minute of its own timestamp). Release 2.0.1 reached `shop-rel-1` seven minutes ago;
+//! since then that host throws a `NoSuchMethodError` whose message carries a `<script>`
+//! and an `<img onerror>`, as an attacker who controls a logged value could write. The
+//! detector blocks on the agent's alert, its minute rounds go on, and then:
+//! - the release page shows BLOCK, the reason under "Exceptions", the exception's class,
+//!   message (as text, never run), sample trace, and charts with data; screenshots are
+//!   saved under `target/tmp/page-screenshots/`;
+//! - the health board shows the app, its hosts reporting, the blocked release and the
+//!   dangerous exception; the release list filters by decision;
+//! - with the keyboard only (Tab, Enter), a person gives feedback and finishes the release,
+//!   and the API shows both.
+
+mod browser;
+mod common;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::{AgentSetup, DetectorProcess, eventually, spawn};
+use serde_json::{Value, json};
+
+const HOSTS: [&str; 3] = ["shop-rel-1", "shop-ref-1", "shop-ref-2"];
+/// Records per host per minute.
+const PER_MINUTE: i64 = 120;
+/// What an attacker put into a value the service logs in its exception message.
+const HOSTILE: &str = r#"<script>document.body.dataset.pwned='script'</script><img src=x onerror="document.body.dataset.pwned='img'">"#;
+
+/// The record `i` at `t` (Unix ms) on `host`; `broken` once the host runs 2.0.1.
+fn record(host: &str, t: i64, i: i64, broken: bool) -> String {
+    let stamp = jiff::Timestamp::from_millisecond(t)
+        .map(|ts| ts.strftime("%Y-%m-%d %H:%M:%S%.3f").to_string())
+        .unwrap_or_default();
+    if broken && i % 30 == 7 {
+        return format!(
+            "{stamp} ERROR [exec-{}] shop.pay.CheckoutController - checkout {i} failed\n\
+             java.lang.NoSuchMethodError: 'void shop.pay.Gateway.charge(java.lang.String)' for customer {HOSTILE}\n\
+             \tat shop.pay.CheckoutController.pay(CheckoutController.java:88)\n\
+             \tat shop.pay.CheckoutController.handle(CheckoutController.java:41)\n\
+             \tat org.springframework.web.servlet.FrameworkServlet.service(FrameworkServlet.java:897)\n",
+            i % 8
+        );
+    }
+    if i % 60 == 11 {
+        return format!(
+            "{stamp} WARN  [exec-{}] shop.stock.StockClient - stock lookup {i} retried\n\
+             java.net.SocketTimeoutException: Read timed out\n\
+             \tat shop.stock.StockClient.lookup(StockClient.java:120)\n\
+             \tat shop.Service.handle(Service.java:20)\n",
+            i % 8
+        );
+    }
+    format!(
+        "{stamp} INFO  [exec-{}] shop.Service - request {i} served on {host}\n",
+        i % 8
+    )
+}
+
+struct Writer {
+    logs: Vec<(&'static str, PathBuf)>,
+    release_ms: i64,
+}
+
+impl Writer {
+    fn write(&self, from: i64, to: i64) {
+        let step = 60_000 / PER_MINUTE;
+        for (host, path) in &self.logs {
+            let mut text = String::new();
+            // The first record at or after `from`: each call writes [from, to) once.
+            let mut t = from + (step - from.rem_euclid(step)) % step;
+            while t < to {
+                let broken = *host == HOSTS[0] && t >= self.release_ms;
+                text.push_str(&record(host, t, t / step, broken));
+                t += step;
+            }
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .expect("open log");
+            file.write_all(text.as_bytes()).expect("append");
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+fn post(detector: &DetectorProcess, path: &str, body: &Value) -> Value {
+    ureq::post(&format!("{}{path}", detector.http))
+        .send_json(body)
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+        .body_mut()
+        .read_json()
+        .unwrap_or_else(|e| panic!("POST {path}: not JSON: {e}"))
+}
+
+/// The attribute values of `attr` on the elements of `dom` whose tag opens with `open`.
+fn attributes<'a>(dom: &'a str, open: &str, attr: &str) -> Vec<&'a str> {
+    dom.match_indices(open)
+        .filter_map(|(at, _)| {
+            let tag = &dom[at..at + dom[at..].find('>').unwrap_or(0)];
+            let start = tag.find(&format!(" {attr}=\""))? + attr.len() + 3;
+            tag[start..].split('"').next()
+        })
+        .collect()
+}
+
+#[test]
+fn a_blocked_release_reads_at_a_glance_and_is_handled_with_the_keyboard() {
+    let _ = browser::chromium();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let detector = DetectorProcess::start(dir.path());
+    let now = now_ms();
+    let start = now - now.rem_euclid(60_000) - 12 * 60_000;
+    let release_ms = start + 5 * 60_000 + 20_000;
+
+    let release = post(
+        &detector,
+        "/api/v1/releases",
+        &json!({
+            "app": "shop",
+            "version": "2.0.1",
+            "hosts": [HOSTS[0]],
+            "reference_hosts": [HOSTS[1], HOSTS[2]],
+            "started_at": release_ms / 1000,
+        }),
+    );
+    let id = release["id"].as_i64().expect("release id");
+
+    let mut logs = Vec::new();
+    let mut agents = Vec::new();
+    for host in HOSTS {
+        let logs_dir = dir.path().join(host);
+        std::fs::create_dir_all(&logs_dir).expect("log dir");
+        logs.push((host, logs_dir.join("shop.log")));
+        let glob = format!("{}/*.log", logs_dir.display());
+        let config = AgentSetup {
+            logs_extra: "timezone = \"UTC\"\napp_packages = [\"shop\"]\n",
+            host_extra: "interval = \"2s\"",
+            ..AgentSetup::new(&detector.grpc, host, "shop", &glob)
+        }
+        .write(dir.path());
+        agents.push(spawn(
+            "vigil-agent",
+            &config,
+            &dir.path().join(format!("{host}.log")),
+        ));
+    }
+    let writer = Arc::new(Writer { logs, release_ms });
+    writer.write(start, now);
+    let running = Arc::new(AtomicBool::new(true));
+    let live = {
+        let (writer, running) = (Arc::clone(&writer), Arc::clone(&running));
+        std::thread::spawn(move || {
+            let mut from = now;
+            while running.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(250));
+                let to = now_ms();
+                writer.write(from, to);
+                from = to;
+            }
+        })
+    };
+
+    // Blocked on the alert, then judged by the first minute round after the history, and
+    // host metrics stored for a completed minute of a released and a reference host (the
+    // agents sample only live minutes).
+    let judged_through = (now - now.rem_euclid(60_000) - 60_000) / 1000;
+    let mut current = Value::Null;
+    let judged = eventually(Duration::from_secs(150), || {
+        current = detector.get(&format!("/api/v1/releases/{id}"));
+        current["decision"] == "block"
+            && current["last_round"]
+                .as_i64()
+                .is_some_and(|m| m >= judged_through)
+    });
+    assert!(judged, "release not blocked and judged: {current}");
+    let measured = |host: &str| {
+        detector.get(&format!("/api/v1/series?app=shop&host={host}"))["minutes"]
+            .as_array()
+            .is_some_and(|m| {
+                m.iter()
+                    .any(|m| m["host_metrics"]["mem_used_pct"].is_number())
+            })
+    };
+    assert!(
+        eventually(Duration::from_secs(90), || measured(HOSTS[0])
+            && measured(HOSTS[1])),
+        "no host metrics stored"
+    );
+    let fingerprint = current["reasons"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["rule"] == "dangerous_exception"))
+        .and_then(|r| r["fingerprint"].as_str())
+        .unwrap_or_else(|| panic!("no dangerous_exception reason: {current}"))
+        .to_owned();
+
+    // The release page, as the browser has it after its script ran.
+    let page = format!("{}/releases/{id}", detector.http);
+    let dom = browser::dump_dom(&page);
+    assert!(
+        dom.contains(r#"<p class="decision" id="decision">BLOCK</p>"#),
+        "{dom}"
+    );
+    assert!(dom.contains("Decided <time"), "no decision time: {dom}");
+    assert!(
+        dom.contains(r#"id="exceptions""#),
+        "no Exceptions category: {dom}"
+    );
+    assert!(
+        dom.contains(r#"<span class="rule">dangerous exception</span>"#),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(&format!(r#"id="fp-{fingerprint}""#)),
+        "no exception panel: {dom}"
+    );
+    assert!(
+        dom.contains(r#"<code class="class">java.lang.NoSuchMethodError</code>"#),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("shop.pay.CheckoutController.pay(CheckoutController.java:88)"),
+        "no sample trace: {dom}"
+    );
+    assert!(dom.contains("first seen <time"), "{dom}");
+    // The hostile message is text on the page; it never ran.
+    assert!(
+        dom.contains("&lt;script&gt;document.body.dataset.pwned='script'&lt;/script&gt;"),
+        "message not shown as text: {dom}"
+    );
+    assert!(dom.contains("&lt;img src=x onerror="), "{dom}");
+    assert!(!dom.contains("data-pwned"), "log text ran as script: {dom}");
+    assert_eq!(
+        dom.matches("<script").count(),
+        1,
+        "a script element besides vigil.js: {dom}"
+    );
+    assert_eq!(
+        dom.matches("<img").count(),
+        0,
+        "an img element from log text: {dom}"
+    );
+    // Charts with data: the exception on released vs reference hosts with the batch
+    // marked, log lines, and host metrics.
+    let chart = format!(r#"id="chart-fp-{fingerprint}""#);
+    let at = dom
+        .find(&chart)
+        .unwrap_or_else(|| panic!("no exception chart: {dom}"));
+    let figure = &dom[at..at + dom[at..].find("</figure>").expect("figure end")];
+    assert!(
+        figure.contains("<polyline"),
+        "exception chart without a line: {figure}"
+    );
+    assert!(
+        figure.contains(r#"class="marker""#),
+        "no batch marker: {figure}"
+    );
+    assert!(
+        figure.contains("released hosts (1)") && figure.contains("reference hosts (2)"),
+        "{figure}"
+    );
+    let points = attributes(&dom, "<figure", "data-points");
+    let maxima = attributes(&dom, "<figure", "data-max");
+    assert_eq!(
+        points.len(),
+        7,
+        "1 exception + 2 log + 4 metric charts: {points:?}"
+    );
+    assert!(
+        points.iter().all(|p| p.parse::<u32>().is_ok_and(|p| p > 0)),
+        "a chart without data: {points:?}"
+    );
+    assert!(
+        maxima[0].parse::<f64>().is_ok_and(|m| m >= 1.0),
+        "exception chart max {maxima:?}"
+    );
+    assert!(
+        dom.contains(r#"id="metric-cpu_pct""#) && dom.contains(r#"id="metric-load1""#),
+        "{dom}"
+    );
+    for host in HOSTS {
+        assert!(
+            dom.contains(&format!(r#"<td class="hostname">{host}</td>"#)),
+            "host {host} missing: {dom}"
+        );
+    }
+    let top = browser::screenshot(&page, "release-blocked.png", 1366, 900);
+    let full = browser::screenshot(&page, "release-blocked-full.png", 1366, 3000);
+    println!("screenshots: {} {}", top.display(), full.display());
+
+    // The health board and the release list.
+    let board_url = format!("{}/", detector.http);
+    let board = browser::dump_dom(&board_url);
+    assert!(
+        board.contains(r#"<h3 id="app-shop">"#),
+        "no shop card: {board}"
+    );
+    assert!(board.contains("3 of 3 hosts reporting"), "{board}");
+    assert!(
+        board.contains(r#"<span class="badge decision-block">block</span>"#),
+        "{board}"
+    );
+    assert!(
+        board.contains(&format!(r#"href="/releases/{id}""#)),
+        "{board}"
+    );
+    assert!(
+        board.contains(r#"<span class="badge dangerous">dangerous</span>"#),
+        "{board}"
+    );
+    assert!(
+        board.contains("&lt;script&gt;") && !board.contains("data-pwned"),
+        "{board}"
+    );
+    assert_eq!(board.matches("<script").count(), 1, "{board}");
+    let shot = browser::screenshot(&board_url, "health-board.png", 1366, 900);
+    println!("screenshot: {}", shot.display());
+    let blocked = browser::dump_dom(&format!("{}/releases?decision=block", detector.http));
+    assert!(
+        blocked.contains(&format!(r#"href="/releases/{id}""#)),
+        "{blocked}"
+    );
+    let passed = browser::dump_dom(&format!(
+        "{}/releases?app=shop&decision=pass",
+        detector.http
+    ));
+    assert!(passed.contains("No release matches."), "{passed}");
+
+    // Keyboard only: Tab to "valid block", Enter; then to "rolled back", Enter.
+    let mut session = browser::Session::open(&page, 1366, 900);
+    session.tab_to("el.dataset.label === 'valid_block'", 60);
+    session.press("Enter");
+    let given = eventually(Duration::from_secs(20), || {
+        detector.get(&format!("/api/v1/releases/{id}"))["feedback"][0]["label"] == "valid_block"
+    });
+    assert!(given, "Enter on the valid-block button gave no feedback");
+    assert!(
+        session.wait_for(
+            "document.readyState === 'complete' && (document.getElementById('action-status') || {}).textContent === 'Feedback recorded: valid block.'",
+            Duration::from_secs(20),
+        ),
+        "the reloaded page does not confirm the feedback: {}",
+        session.eval("document.getElementById('main').innerText")
+    );
+    session.tab_to("el.dataset.outcome === 'rolled_back'", 60);
+    session.press("Enter");
+    let finished = eventually(Duration::from_secs(20), || {
+        let r = detector.get(&format!("/api/v1/releases/{id}"));
+        r["state"] == "finished" && r["outcome"] == "rolled_back"
+    });
+    assert!(
+        finished,
+        "Enter on the rolled-back button did not finish the release"
+    );
+    assert!(
+        session.wait_for(
+            "document.readyState === 'complete' && document.body.innerText.includes('finished (rolled back)')",
+            Duration::from_secs(20),
+        ),
+        "the reloaded page does not show the release finished"
+    );
+    drop(session);
+
+    running.store(false, Ordering::Relaxed);
+    let _ = live.join();
+    for mut agent in agents {
+        agent.terminate();
+    }
+}
