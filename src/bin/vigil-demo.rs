@@ -284,6 +284,28 @@ timezone = "UTC"
         }
     });
     let counted = count_lines(&api)?;
+
+    println!("\nSummary");
+    println!(
+        "  2.0.1  block  {:.2} s after the first NoSuchMethodError, with {} of {} hosts released",
+        blocked_after as f64 / 1000.0,
+        half,
+        hosts.len()
+    );
+    println!("  2.0.2  {decision}");
+    println!("  log lines written by the services: {written}, counted by the detector: {counted}");
+    let outcome = if decision != "pass" {
+        Err(anyhow::anyhow!(
+            "the healthy release 2.0.2 was not passed: {judged}"
+        ))
+    } else if counted != written {
+        Err(anyhow::anyhow!(
+            "the detector counted {counted} lines but the services wrote {written}"
+        ))
+    } else {
+        println!("  every line counted exactly once");
+        Ok(())
+    };
     if args.serve {
         println!(
             "\nThe detector goes on serving http://{http}/ and http://{http}/releases/{bad_id} (Ctrl-C stops it)"
@@ -298,24 +320,7 @@ timezone = "UTC"
             eprintln!("detector: {e}");
         }
     });
-
-    println!("\nSummary");
-    println!(
-        "  2.0.1  block  {:.2} s after the first NoSuchMethodError, with {} of {} hosts released",
-        blocked_after as f64 / 1000.0,
-        half,
-        hosts.len()
-    );
-    println!("  2.0.2  {decision}");
-    println!("  log lines written by the services: {written}, counted by the detector: {counted}");
-    if decision != "pass" {
-        bail!("the healthy release 2.0.2 was not passed: {judged}");
-    }
-    if counted != written {
-        bail!("the detector counted {counted} lines but the services wrote {written}");
-    }
-    println!("  every line counted exactly once");
-    Ok(())
+    outcome
 }
 
 /// Writes one host's log in real time until `running` turns false.

@@ -107,6 +107,8 @@ pub struct StoredAlert {
 
 /// Most minutes of counters a release's page shows (the latest ones).
 pub const MAX_HISTORY_MINUTES: i64 = 12 * 60;
+/// A release finished early is shown until this many minutes after its first batch.
+const AFTER_FINISH_MINUTES: i64 = 10;
 
 /// A release with the counters of its hosts over a window, from [`Releases::history`].
 #[derive(Debug, Clone)]
@@ -617,18 +619,23 @@ impl<S: Store> Releases<S> {
 
     /// The release with the stored counters of its hosts, for its page: from
     /// [`JudgeParams::baseline_minutes`] before its first batch (or its start, without a
-    /// batch) to the minute it finished, or while watched the last completed minute (a
-    /// minute in progress would look like a drop), or the first batch's minute when that is
-    /// still in progress; at most the last [`MAX_HISTORY_MINUTES`].
+    /// batch) to the minute it finished (and, when that came early, on up to 10 minutes
+    /// after its first batch, to show what the finish brought), or while watched the last
+    /// completed minute (a minute in progress would look like a drop), or the first batch's
+    /// minute when that is still in progress; at most the last [`MAX_HISTORY_MINUTES`].
     ///
     /// # Errors
     /// [`ReleaseError::NotFound`], [`ReleaseError::Store`].
     pub async fn history(&self, id: i64, now: i64) -> Result<ReleaseHistory, ReleaseError> {
         let release = self.load(id).await?;
         let first = first_minute(&release).unwrap_or_else(|| minute_of(release.started_at));
+        let last_completed = minute_of(now) - 60;
         let to = match release.finished_at {
-            Some(finished) => minute_of(finished),
-            None => minute_of(now) - 60,
+            // What followed the finish (a rollback's recovery) for a few minutes too.
+            Some(finished) => {
+                minute_of(finished).max(last_completed.min(first + (AFTER_FINISH_MINUTES - 1) * 60))
+            }
+            None => last_completed,
         }
         .max(first);
         let from =
