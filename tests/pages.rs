@@ -32,6 +32,9 @@ const PER_MINUTE: i64 = 120;
 /// What an attacker put into a value the service logs in its exception message.
 const HOSTILE: &str = r#"<script>document.body.dataset.pwned='script'</script><img src=x onerror="document.body.dataset.pwned='img'">"#;
 
+/// A class name with no place to break a line.
+const LONG_CLASS: &str = "com.example.checkout.payment.gateway.internal.adapters.legacy.AbstractSingletonProxyFactoryBeanConfigurationIncompatibleClassChangeError";
+
 /// The record `i` at `t` (Unix ms) on `host`; `broken` once the host runs 2.0.1.
 fn record(host: &str, t: i64, i: i64, broken: bool) -> String {
     let stamp = jiff::Timestamp::from_millisecond(t)
@@ -43,7 +46,9 @@ fn record(host: &str, t: i64, i: i64, broken: bool) -> String {
              java.lang.NoSuchMethodError: 'void shop.pay.Gateway.charge(java.lang.String)' for customer {HOSTILE}\n\
              \tat shop.pay.CheckoutController.pay(CheckoutController.java:88)\n\
              \tat shop.pay.CheckoutController.handle(CheckoutController.java:41)\n\
-             \tat org.springframework.web.servlet.FrameworkServlet.service(FrameworkServlet.java:897)\n",
+             \tat org.springframework.web.servlet.FrameworkServlet.service(FrameworkServlet.java:897)\n\
+             Caused by: {LONG_CLASS}: gateway 3.1 has no charge(String)\n\
+             \tat shop.pay.Gateway.bind(Gateway.java:12)\n",
             i % 8
         );
     }
@@ -335,8 +340,31 @@ fn a_blocked_release_reads_at_a_glance_and_is_handled_with_the_keyboard() {
     ));
     assert!(passed.contains("No release matches."), "{passed}");
 
-    // Keyboard only: Tab to "valid block", Enter; then to "rolled back", Enter.
+    // Nothing is wider than the window, on a laptop or a narrow one, long class name and
+    // all.
     let mut session = browser::Session::open(&page, 1366, 900);
+    assert!(
+        dom.contains(&format!(
+            r#"caused by <code class="class">{LONG_CLASS}</code>"#
+        )),
+        "{dom}"
+    );
+    for width in [1366, 760] {
+        session.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": false}),
+        );
+        let overflow = session
+            .eval("document.documentElement.scrollWidth - document.documentElement.clientWidth");
+        assert_eq!(
+            overflow,
+            json!(0),
+            "the page is wider than a {width} px window"
+        );
+    }
+    session.call("Emulation.clearDeviceMetricsOverride", json!({}));
+
+    // Keyboard only: Tab to "valid block", Enter; then to "rolled back", Enter.
     session.tab_to("el.dataset.label === 'valid_block'", 60);
     session.press("Enter");
     let given = eventually(Duration::from_secs(20), || {

@@ -92,6 +92,7 @@ pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
         .route("/metrics", get(crate::metrics::serve))
         .nest("/api/v1", api)
         .merge(crate::pages::router(Arc::clone(&state)))
+        .fallback(crate::pages::not_found)
         .with_state(state)
 }
 

@@ -223,6 +223,11 @@ async fn bad_page_requests_get_a_page_that_says_what_is_wrong() {
             400,
             "decision &quot;stop&quot; is not pass, watch or block",
         ),
+        (
+            "/nowhere/%3Cb%3E",
+            404,
+            "The detector has no page at /nowhere/%3Cb%3E.",
+        ),
     ] {
         let (response, body) = pages.get(uri, None).await;
         assert_eq!(response.status().as_u16(), status, "{uri}: {body}");

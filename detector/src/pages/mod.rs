@@ -110,6 +110,18 @@ async fn asset(body: &'static str, content_type: &'static str) -> Response {
         .into_response()
 }
 
+/// The answer to a path that is neither a page nor the API.
+pub async fn not_found(uri: axum::http::Uri) -> Response {
+    problem(
+        StatusCode::NOT_FOUND,
+        "No such page",
+        &format!(
+            "The detector has no page at {}. The health board is at /.",
+            uri.path()
+        ),
+    )
+}
+
 /// A page saying what went wrong.
 fn problem(status: StatusCode, title: &str, message: &str) -> Response {
     page(status, view::problem(title, message, unix_now()))
