@@ -17,13 +17,9 @@
 mod browser;
 mod common;
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{AgentSetup, DetectorProcess, eventually, spawn};
+use common::{AgentSetup, DetectorProcess, TimedLogs, eventually, now_ms, spawn};
 use serde_json::{Value, json};
 
 const HOSTS: [&str; 3] = ["shop-rel-1", "shop-ref-1", "shop-ref-2"];
@@ -65,37 +61,6 @@ fn record(host: &str, t: i64, i: i64, broken: bool) -> String {
         "{stamp} INFO  [exec-{}] shop.Service - request {i} served on {host}\n",
         i % 8
     )
-}
-
-struct Writer {
-    logs: Vec<(&'static str, PathBuf)>,
-    release_ms: i64,
-}
-
-impl Writer {
-    fn write(&self, from: i64, to: i64) {
-        let step = 60_000 / PER_MINUTE;
-        for (host, path) in &self.logs {
-            let mut text = String::new();
-            // The first record at or after `from`: each call writes [from, to) once.
-            let mut t = from + (step - from.rem_euclid(step)) % step;
-            while t < to {
-                let broken = *host == HOSTS[0] && t >= self.release_ms;
-                text.push_str(&record(host, t, t / step, broken));
-                t += step;
-            }
-            let mut file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .expect("open log");
-            file.write_all(text.as_bytes()).expect("append");
-        }
-    }
-}
-
-fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
 }
 
 fn post(detector: &DetectorProcess, path: &str, body: &Value) -> Value {
@@ -140,12 +105,12 @@ fn a_blocked_release_reads_at_a_glance_and_is_handled_with_the_keyboard() {
     );
     let id = release["id"].as_i64().expect("release id");
 
-    let mut logs = Vec::new();
+    let mut paths = Vec::new();
     let mut agents = Vec::new();
     for host in HOSTS {
         let logs_dir = dir.path().join(host);
         std::fs::create_dir_all(&logs_dir).expect("log dir");
-        logs.push((host, logs_dir.join("shop.log")));
+        paths.push(logs_dir.join("shop.log"));
         let glob = format!("{}/*.log", logs_dir.display());
         let config = AgentSetup {
             logs_extra: "timezone = \"UTC\"\napp_packages = [\"shop\"]\n",
@@ -159,21 +124,9 @@ fn a_blocked_release_reads_at_a_glance_and_is_handled_with_the_keyboard() {
             &dir.path().join(format!("{host}.log")),
         ));
     }
-    let writer = Arc::new(Writer { logs, release_ms });
-    writer.write(start, now);
-    let running = Arc::new(AtomicBool::new(true));
-    let live = {
-        let (writer, running) = (Arc::clone(&writer), Arc::clone(&running));
-        std::thread::spawn(move || {
-            let mut from = now;
-            while running.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(250));
-                let to = now_ms();
-                writer.write(from, to);
-                from = to;
-            }
-        })
-    };
+    let logs = TimedLogs::start(paths, start, PER_MINUTE, move |log, t, i| {
+        record(HOSTS[log], t, i, log == 0 && t >= release_ms)
+    });
 
     // Blocked on the alert, then judged by the first minute round after the history, and
     // host metrics stored for a completed minute of a released and a reference host (the
@@ -398,8 +351,7 @@ fn a_blocked_release_reads_at_a_glance_and_is_handled_with_the_keyboard() {
     );
     drop(session);
 
-    running.store(false, Ordering::Relaxed);
-    let _ = live.join();
+    drop(logs);
     for mut agent in agents {
         agent.terminate();
     }

@@ -10,13 +10,10 @@
 
 mod common;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{AgentSetup, DetectorProcess, spawn};
+use common::{AgentSetup, DetectorProcess, TimedLogs, now_ms, spawn};
 use serde_json::{Value, json};
 
 const HOSTS: [&str; 3] = ["rounds-rel", "rounds-ref-1", "rounds-ref-2"];
@@ -60,39 +57,6 @@ fn record(app: &str, host: &str, t: i64, i: i64, released: bool, after_release: 
         }
         _ => info,
     }
-}
-
-struct Writer {
-    logs: Vec<(String, String, PathBuf)>,
-    release_ms: i64,
-}
-
-impl Writer {
-    /// Writes every record from `from` to `to` (Unix ms) to every log, in time order.
-    fn write(&self, from: i64, to: i64) {
-        let step = 60_000 / PER_MINUTE;
-        for (app, host, path) in &self.logs {
-            let mut text = String::new();
-            let mut t = from - from.rem_euclid(step);
-            while t < to {
-                let i = t / step;
-                let after = t >= self.release_ms;
-                let released = after && host == HOSTS[0];
-                text.push_str(&record(app, host, t, i, released, after));
-                t += step;
-            }
-            let mut file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .expect("open log");
-            file.write_all(text.as_bytes()).expect("append");
-        }
-    }
-}
-
-fn now_ms() -> i64 {
-    jiff::Timestamp::now().as_millisecond()
 }
 
 fn api(detector: &DetectorProcess, method: &str, path: &str, body: Option<Value>) -> Value {
@@ -144,8 +108,13 @@ fn minute_rounds_block_a_new_exception_and_pass_line_moves_and_fleet_surges() {
             &dir.path().join(format!("{host}.log")),
         ));
     }
-    let writer = Arc::new(Writer { logs, release_ms });
-    writer.write(start, now);
+    // The history at once, then the live log until the rounds have judged the history.
+    let paths = logs.iter().map(|(_, _, path)| path.clone()).collect();
+    let live = TimedLogs::start(paths, start, PER_MINUTE, move |log, t, i| {
+        let (app, host, _): &(String, String, _) = &logs[log];
+        let after = t >= release_ms;
+        record(app, host, t, i, after && host == HOSTS[0], after)
+    });
 
     // Releases, started in the past like the history.
     let mut ids = Vec::new();
@@ -165,20 +134,6 @@ fn minute_rounds_block_a_new_exception_and_pass_line_moves_and_fleet_surges() {
         ids.push(release["id"].as_i64().expect("release id"));
     }
 
-    // The live log goes on until the rounds have judged the history.
-    let running = Arc::new(AtomicBool::new(true));
-    let live = {
-        let (writer, running) = (Arc::clone(&writer), Arc::clone(&running));
-        std::thread::spawn(move || {
-            let mut from = now;
-            while running.load(Ordering::Relaxed) {
-                std::thread::sleep(Duration::from_millis(250));
-                let to = now_ms();
-                writer.write(from, to);
-                from = to;
-            }
-        })
-    };
     let judged_through = now - now.rem_euclid(60_000) - 60_000;
     let deadline = Instant::now() + Duration::from_secs(150);
     let mut releases = Vec::new();
@@ -196,8 +151,7 @@ fn minute_rounds_block_a_new_exception_and_pass_line_moves_and_fleet_surges() {
         }
         std::thread::sleep(Duration::from_secs(1));
     }
-    running.store(false, Ordering::Relaxed);
-    let _ = live.join();
+    drop(live);
     for (app, release) in APPS.iter().zip(&releases) {
         eprintln!(
             "{app}: {} after rounds through {}: {}",

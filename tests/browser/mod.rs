@@ -54,18 +54,23 @@ pub fn artefacts() -> PathBuf {
     dir
 }
 
+/// Chromium with the common flags and `profile` as its profile, with `args`, started.
+fn start(profile: &Path, args: &[String], output: fn() -> Stdio) -> Child {
+    Command::new(chromium())
+        .args(FLAGS)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(output())
+        .stderr(output())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", chromium().display()))
+}
+
 /// Runs Chromium once with `args` and a fresh profile; returns its standard output.
 fn run(args: &[String]) -> String {
     let profile = tempfile::tempdir().expect("profile dir");
-    let mut child = Command::new(chromium())
-        .args(FLAGS)
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e}", chromium().display()));
+    let mut child = start(profile.path(), args, Stdio::piped);
     let deadline = Instant::now() + RUN_TIMEOUT;
     loop {
         match child.try_wait() {
@@ -129,18 +134,16 @@ impl Session {
     /// Starts Chromium on `url` with a `width` × `height` window.
     pub fn open(url: &str, width: u32, height: u32) -> Self {
         let profile = tempfile::tempdir().expect("profile dir");
-        let child = Command::new(chromium())
-            .args(FLAGS)
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg("--remote-debugging-port=0")
-            .arg("--remote-allow-origins=*")
-            .arg(format!("--window-size={width},{height}"))
-            .arg(url)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", chromium().display()));
+        let child = start(
+            profile.path(),
+            &[
+                "--remote-debugging-port=0".into(),
+                "--remote-allow-origins=*".into(),
+                format!("--window-size={width},{height}"),
+                url.into(),
+            ],
+            Stdio::null,
+        );
         // Chromium writes the port it chose to DevToolsActivePort in the profile.
         let port_file = profile.path().join("DevToolsActivePort");
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -514,3 +514,74 @@ pub fn webhook_receiver() -> (String, std::sync::mpsc::Receiver<serde_json::Valu
     });
     (url, rx)
 }
+
+/// The current time in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+/// Logs written as services would write them, one record every `60_000 / per_minute` ms of
+/// log time: the history from `from` (Unix ms) to now at once when started, then live every
+/// 250 ms until dropped. Each record is written once.
+pub struct TimedLogs {
+    running: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TimedLogs {
+    /// Starts writing `paths`; `record(log, t, i)` is the text (with its newline) of record
+    /// `i` at `t` (Unix ms) in `paths[log]`.
+    pub fn start<F>(paths: Vec<PathBuf>, from: i64, per_minute: i64, record: F) -> Self
+    where
+        F: Fn(usize, i64, i64) -> String + Send + 'static,
+    {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let step = 60_000 / per_minute;
+        let write = move |from: i64, to: i64| {
+            for (log, path) in paths.iter().enumerate() {
+                let mut text = String::new();
+                // The first record at or after `from`: consecutive calls never repeat one.
+                let mut t = from + (step - from.rem_euclid(step)) % step;
+                while t < to {
+                    text.push_str(&record(log, t, t / step));
+                    t += step;
+                }
+                let mut file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+                file.write_all(text.as_bytes())
+                    .unwrap_or_else(|e| panic!("append {}: {e}", path.display()));
+            }
+        };
+        let mut written = now_ms();
+        write(from, written);
+        let running = std::sync::Arc::new(AtomicBool::new(true));
+        let thread = {
+            let running = std::sync::Arc::clone(&running);
+            std::thread::spawn(move || {
+                while running.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(250));
+                    let to = now_ms();
+                    write(written, to);
+                    written = to;
+                }
+            })
+        };
+        Self {
+            running,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for TimedLogs {
+    fn drop(&mut self) {
+        self.running
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
