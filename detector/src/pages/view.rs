@@ -584,7 +584,16 @@ fn tally_cells(t: Option<&Tally>) -> Markup {
     }
 }
 
-fn evidence_table(e: &Evidence) -> Markup {
+/// What a tally's value is for a rule (DESIGN's evidence: events counted, or a median).
+fn tally_heading(rule: &str) -> &'static str {
+    match rule {
+        "host_metric" => "median",
+        "log_volume" => "lines per minute",
+        _ => "count",
+    }
+}
+
+fn evidence_table(rule: &str, e: &Evidence) -> Markup {
     let groups = [
         ("released hosts, before", e.released_before.as_ref()),
         ("released hosts, after", e.released_after.as_ref()),
@@ -594,7 +603,7 @@ fn evidence_table(e: &Evidence) -> Markup {
     html! {
         @if groups.iter().any(|(_, t)| t.is_some()) {
             table.evidence {
-                thead { tr { th scope="col" { "group" } th scope="col" { "count" } th scope="col" { "log lines" } th scope="col" { "host-minutes" } } }
+                thead { tr { th scope="col" { "group" } th scope="col" { (tally_heading(rule)) } th scope="col" { "log lines" } th scope="col" { "host-minutes" } } }
                 tbody { @for (name, t) in groups { @if t.is_some() { tr { th scope="row" { (name) } (tally_cells(t)) } } } }
             }
         }
@@ -629,7 +638,7 @@ fn reason_card(reason: &Reason) -> Markup {
             }
             details.evidence open {
                 summary { "Evidence" }
-                (evidence_table(&reason.evidence))
+                (evidence_table(&reason.rule, &reason.evidence))
             }
         }
     }
@@ -703,7 +712,7 @@ pub fn url_component(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::judge::{Batch, Evidence};
+    use crate::judge::{Batch, Evidence, Tally};
 
     fn release() -> StoredRelease {
         StoredRelease {
@@ -805,6 +814,46 @@ mod tests {
                 || html.contains(r##"href="#metric-cpu-pct""##),
             "{html}"
         );
+    }
+
+    #[test]
+    fn evidence_shows_each_group_and_the_test_behind_the_reason() {
+        let tally = |value, lines, minutes| {
+            Some(Tally {
+                value,
+                lines,
+                minutes,
+            })
+        };
+        let evidence = Evidence {
+            released_before: tally(2.0, 12_000, 20),
+            released_after: tally(9.0, 6_000, 10),
+            reference_before: None,
+            reference_after: tally(1.0, 6_100, 10),
+            expected: Some(1.0),
+            observed: 9.0,
+            effect: 9.0,
+            threshold: 3.0,
+            learned_threshold: Some(2.5),
+            p_value: Some(0.000_02),
+            dispersion: None,
+            rounds_suspicious: Some(3),
+            window_rounds: Some(5),
+        };
+        let html = evidence_table("exception_rate", &evidence).into_string();
+        assert!(html.contains(r#"<th scope="col">count</th>"#), "{html}");
+        assert!(
+            html.contains(
+                r#"<th scope="row">released hosts, after</th><td>9</td><td>6000</td><td>10</td>"#
+            ),
+            "{html}"
+        );
+        assert!(!html.contains("reference hosts, before"), "{html}");
+        assert!(html.contains("<dd>9 (threshold 3)</dd>"), "{html}");
+        assert!(html.contains("<dd>&lt; 0.0001</dd>"), "{html}");
+        assert!(html.contains("<dd>3 of 5</dd>"), "{html}");
+        let html = evidence_table("host_metric", &evidence).into_string();
+        assert!(html.contains(r#"<th scope="col">median</th>"#), "{html}");
     }
 
     #[test]
