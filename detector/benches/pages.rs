@@ -182,6 +182,32 @@ fn main() {
             })
             .await
             .expect("alert");
+        // Where a release page's time goes: the store's counters, its fingerprints, and
+        // building and rendering the page.
+        let started = Instant::now();
+        let history = releases.history(release.id, now).await.expect("history");
+        let read_counters = started.elapsed();
+        let rows = history.rows.len();
+        let started = Instant::now();
+        let fingerprints = store.exceptions("shop").await.expect("exceptions");
+        let read_fingerprints = started.elapsed();
+        let started = Instant::now();
+        let page = vigil_detector::pages::view::release_page(&vigil_detector::pages::assemble(
+            history,
+            &fingerprints,
+            None,
+            now,
+        ))
+        .into_string();
+        let rendered = started.elapsed();
+        println!(
+            "release page parts: {rows} host-minutes read in {:.1} ms, {} fingerprints in {:.1} ms, built and rendered ({} bytes) in {:.1} ms",
+            read_counters.as_secs_f64() * 1e3,
+            fingerprints.len(),
+            read_fingerprints.as_secs_f64() * 1e3,
+            page.len(),
+            rendered.as_secs_f64() * 1e3
+        );
         let router = router(Arc::new(ApiState {
             store: Arc::clone(&store),
             releases,

@@ -221,80 +221,86 @@ impl Store for SqliteStore {
     }
 
     async fn series(&self, query: &SeriesQuery) -> Result<Vec<MinuteRow>, StoreError> {
-        macro_rules! filter {
-            () => {
-                "(?1 IS NULL OR app = ?1) AND (?2 IS NULL OR host = ?2) \
-                 AND (?3 IS NULL OR minute >= ?3) AND (?4 IS NULL OR minute <= ?4)"
-            };
-        }
-        let rows = sqlx::query(concat!(
-            "SELECT app, host, minute, lines, error_lines, warn_lines FROM app_minutes WHERE ",
-            filter!(),
-            " ORDER BY app, host, minute"
-        ))
-        .bind(&query.app)
-        .bind(&query.host)
-        .bind(query.from)
-        .bind(query.to)
-        .fetch_all(&self.readers)
-        .await?;
-        let mut out: BTreeMap<(String, String, i64), MinuteRow> = BTreeMap::new();
-        for row in rows {
-            let key: (String, String, i64) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-            out.insert(
-                key.clone(),
-                MinuteRow {
-                    app: key.0,
-                    host: key.1,
-                    minute: key.2,
-                    lines: get_u64(&row, 3)?,
-                    error_lines: get_u64(&row, 4)?,
-                    warn_lines: get_u64(&row, 5)?,
-                    exceptions: BTreeMap::new(),
-                    host_metrics: None,
-                },
-            );
-        }
-        let exceptions = sqlx::query(concat!(
-            "SELECT app, host, minute, fingerprint, count FROM exception_minutes WHERE ",
-            filter!()
-        ))
-        .bind(&query.app)
-        .bind(&query.host)
-        .bind(query.from)
-        .bind(query.to)
-        .fetch_all(&self.readers)
-        .await?;
-        for row in exceptions {
-            let key: (String, String, i64) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-            if let Some(minute) = out.get_mut(&key) {
-                let fingerprint: i64 = row.try_get(3)?;
-                minute
-                    .exceptions
-                    .insert(fingerprint_hex(fingerprint as u64), get_u64(&row, 4)?);
+        // Only the conditions given, so that SQLite can walk the primary keys
+        // (`(app, host, minute)`, `(host, minute)`) instead of scanning the tables.
+        fn filtered(
+            select: &str,
+            query: &SeriesQuery,
+            with_app: bool,
+            order: &str,
+        ) -> QueryBuilder<Sqlite> {
+            let mut q = QueryBuilder::<Sqlite>::new(select);
+            q.push(" WHERE 1 = 1");
+            if let Some(app) = query.app.as_ref().filter(|_| with_app) {
+                q.push(" AND app = ").push_bind(app.clone());
             }
+            if let Some(host) = &query.host {
+                q.push(" AND host = ").push_bind(host.clone());
+            }
+            if let Some(from) = query.from {
+                q.push(" AND minute >= ").push_bind(from);
+            }
+            if let Some(to) = query.to {
+                q.push(" AND minute <= ").push_bind(to);
+            }
+            q.push(order);
+            q
         }
-        let host_rows = sqlx::query(
-            "SELECT host, minute, metrics FROM host_minutes WHERE (?1 IS NULL OR host = ?1) \
-             AND (?2 IS NULL OR minute >= ?2) AND (?3 IS NULL OR minute <= ?3)",
+        // One row per minute, its exception counts gathered by the primary key of
+        // `exception_minutes` as `fingerprint:count,...`: a seventh of the rows to decode
+        // for a typical app, which is where the time goes.
+        let rows = filtered(
+            "SELECT app, host, minute, lines, error_lines, warn_lines, \
+             (SELECT group_concat(e.fingerprint || ':' || e.count) FROM exception_minutes e \
+              WHERE e.app = a.app AND e.host = a.host AND e.minute = a.minute) \
+             FROM app_minutes a",
+            query,
+            true,
+            " ORDER BY app, host, minute",
         )
-        .bind(&query.host)
-        .bind(query.from)
-        .bind(query.to)
+        .build()
         .fetch_all(&self.readers)
         .await?;
-        let mut host_metrics: BTreeMap<(String, i64), HostMetricsRow> = BTreeMap::new();
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let counts: Option<&str> = row.try_get(6)?;
+            out.push(MinuteRow {
+                app: row.try_get(0)?,
+                host: row.try_get(1)?,
+                minute: row.try_get(2)?,
+                lines: get_u64(&row, 3)?,
+                error_lines: get_u64(&row, 4)?,
+                warn_lines: get_u64(&row, 5)?,
+                exceptions: parse_counts(counts.unwrap_or_default())?,
+                host_metrics: None,
+            });
+        }
+        let host_rows = filtered(
+            "SELECT host, minute, metrics FROM host_minutes",
+            query,
+            false,
+            " ORDER BY host, minute",
+        )
+        .build()
+        .fetch_all(&self.readers)
+        .await?;
+        // By host, then minute: looked up with the row's borrowed host name; a host's
+        // metrics go to each of its apps' rows.
+        let mut host_metrics: HashMap<String, HashMap<i64, HostMetricsRow>> = HashMap::new();
         for row in host_rows {
             let stored: StoredHostMetrics = decode_metrics(row.try_get(2)?);
-            host_metrics.insert((row.try_get(0)?, row.try_get(1)?), stored.into_row());
+            host_metrics
+                .entry(row.try_get(0)?)
+                .or_default()
+                .insert(row.try_get(1)?, stored.into_row());
         }
-        Ok(out
-            .into_values()
-            .map(|mut row| {
-                row.host_metrics = host_metrics.get(&(row.host.clone(), row.minute)).cloned();
-                row
-            })
-            .collect())
+        for row in &mut out {
+            row.host_metrics = host_metrics
+                .get(row.host.as_str())
+                .and_then(|minutes| minutes.get(&row.minute))
+                .cloned();
+        }
+        Ok(out)
     }
 
     async fn create_release(&self, new: &NewRelease) -> Result<StoredRelease, StoreError> {
@@ -593,6 +599,24 @@ impl SqliteStore {
             })
             .collect()
     }
+}
+
+/// Exception counts as gathered by `series`: `fingerprint:count` pairs (the fingerprint as
+/// stored, a signed 64-bit integer) separated by commas.
+fn parse_counts(text: &str) -> Result<BTreeMap<String, u64>, StoreError> {
+    let corrupt = |pair: &str| StoreError::Corrupt {
+        what: "exception counts",
+        reason: format!("{pair:?} is not fingerprint:count"),
+    };
+    text.split(',')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (fingerprint, count) = pair.split_once(':').ok_or_else(|| corrupt(pair))?;
+            let fingerprint: i64 = fingerprint.parse().map_err(|_| corrupt(pair))?;
+            let count: u64 = count.parse().map_err(|_| corrupt(pair))?;
+            Ok((fingerprint_hex(fingerprint as u64), count))
+        })
+        .collect()
 }
 
 fn get_u64(row: &SqliteRow, index: usize) -> Result<u64, sqlx::Error> {
