@@ -1,8 +1,10 @@
-//! Vigil detector: ingests agents' per-minute counters into an embedded store, serves them
-//! over an HTTP API, and (in later stages) judges releases.
+//! Vigil detector: ingests agents' per-minute counters into an embedded store, judges
+//! releases minute by minute and on dangerous-exception alerts, serves everything over an
+//! HTTP API, and shows it on pages (the health board and a page per release).
 //!
 //! The service is two ports: gRPC for agents (`vigil.v1.Collector`, plus the standard
-//! health and reflection services) and HTTP for people and tools.
+//! health and reflection services) and HTTP for people and tools (`/api/v1`, `/metrics`,
+//! and the pages of [`pages`]).
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {

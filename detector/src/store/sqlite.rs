@@ -1081,6 +1081,16 @@ mod tests {
     use super::*;
     use vigil_proto::v1::{AppCounters, ExceptionCount, MinuteReport};
 
+    #[test]
+    fn gathered_exception_counts_parse_back_and_garbage_is_named() {
+        let counts = parse_counts("-1:3,255:12").expect("valid counts");
+        assert_eq!(counts.get("ffffffffffffffff"), Some(&3));
+        assert_eq!(counts.get("00000000000000ff"), Some(&12));
+        assert!(parse_counts("").expect("no counts").is_empty());
+        let e = parse_counts("12:3,oops").expect_err("garbage");
+        assert!(e.to_string().contains("\"oops\" is not fingerprint:count"), "{e}");
+    }
+
     fn minute_report(instance: &str, seq: u64, minute: i64, lines: u64) -> Report {
         Report {
             protocol_version: 1,
