@@ -159,7 +159,7 @@ const BUCKETS: [f64; 13] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
-/// A Prometheus histogram of durations over [`BUCKETS`].
+/// A Prometheus histogram of durations over fixed buckets from 0.5 ms to 5 s.
 #[derive(Debug, Default)]
 pub struct Histogram {
     /// Observations per bucket (not cumulative); the last one is `+Inf`.
