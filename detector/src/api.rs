@@ -103,7 +103,7 @@ async fn require_token<S: Store>(
 ) -> Response {
     if let Some(expected) = &state.token {
         // Tools send the bearer header; the pages' buttons send the sign-in cookie.
-        if !crate::pages::token_presented(request.headers(), expected) {
+        if !crate::auth::http_token_presented(request.headers(), expected) {
             return ApiError {
                 status: StatusCode::UNAUTHORIZED,
                 message: "missing or wrong bearer token".into(),

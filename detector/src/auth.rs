@@ -1,6 +1,36 @@
-//! Bearer-token checks shared by the gRPC and HTTP ports.
+//! Bearer-token checks shared by the gRPC and HTTP ports. On HTTP, tools send the token
+//! as a bearer header and browsers, once signed in on the pages, as the [`TOKEN_COOKIE`].
 
+use axum::http::{HeaderMap, header};
 use tonic::{Request, Status};
+
+/// The name of the cookie holding the token of a signed-in browser.
+pub const TOKEN_COOKIE: &str = "vigil_token";
+
+/// The token as the value of [`TOKEN_COOKIE`] (form-encoded: a cookie value holds no
+/// spaces, commas or semicolons).
+pub fn cookie_value(token: &str) -> String {
+    form_urlencoded::byte_serialize(token.as_bytes()).collect()
+}
+
+/// Whether an HTTP request carries `expected`, as a bearer header or the sign-in cookie.
+pub fn http_token_presented(headers: &HeaderMap, expected: &str) -> bool {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if bearer.is_some_and(|p| token_matches(p, expected)) {
+        return true;
+    }
+    let encoded = cookie_value(expected);
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .any(|(name, value)| name == TOKEN_COOKIE && token_matches(value, &encoded))
+}
 
 /// Compares a presented token with the expected one in time independent of where they
 /// differ.
@@ -48,7 +78,27 @@ impl tonic::service::Interceptor for TokenCheck {
 
 #[cfg(test)]
 mod tests {
-    use super::token_matches;
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn http_callers_present_the_token_as_a_bearer_header_or_the_cookie() {
+        let mut headers = HeaderMap::new();
+        assert!(!http_token_presented(&headers, "s3 cret;"));
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=b; vigil_token=s3+cret%3B"),
+        );
+        assert!(http_token_presented(&headers, "s3 cret;"));
+        assert!(!http_token_presented(&headers, "other"));
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer other"),
+        );
+        assert!(http_token_presented(&headers, "other"));
+        assert!(!http_token_presented(&headers, "another"));
+    }
 
     #[test]
     fn tokens_match_only_exactly() {

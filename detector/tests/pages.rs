@@ -170,7 +170,7 @@ async fn with_a_token_the_pages_need_a_sign_in_that_the_api_accepts_too() {
         "{cookie}"
     );
     let pair = cookie.split(';').next().unwrap_or_default().to_owned();
-    assert_eq!(pair, "vigil_token=s3%20cret%3B");
+    assert_eq!(pair, "vigil_token=s3+cret%3B");
 
     let (board, body) = pages.get("/", Some(&pair)).await;
     assert_eq!(board.status().as_u16(), 200, "{body}");

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -41,8 +41,6 @@ use crate::store::{
 use chart::{Chart, Group, Line, Marker};
 use view::{AppBoard, Board, ExceptionPanel, HostLine, ListFilter, ReleasePage};
 
-/// The name of the cookie holding the token of a signed-in browser.
-pub const TOKEN_COOKIE: &str = "vigil_token";
 /// How far back the board counts an exception as new (seconds).
 const NEW_WITHIN_SECS: i64 = 24 * 3600;
 /// Exceptions listed per app on the board.
@@ -136,33 +134,13 @@ fn store_problem(e: &dyn std::fmt::Display) -> Response {
     )
 }
 
-/// Whether the request carries the detector's token, as a bearer header (tools) or the
-/// sign-in cookie (browsers).
-pub fn token_presented(headers: &HeaderMap, expected: &str) -> bool {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if bearer.is_some_and(|p| crate::auth::token_matches(p, expected)) {
-        return true;
-    }
-    let encoded = view::url_component(expected);
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .any(|(name, value)| name == TOKEN_COOKIE && crate::auth::token_matches(value, &encoded))
-}
-
 async fn require_sign_in<S: Store>(
     State(state): State<Arc<ApiState<S>>>,
     request: Request,
     next: Next,
 ) -> Response {
     if let Some(expected) = &state.token
-        && !token_presented(request.headers(), expected)
+        && !crate::auth::http_token_presented(request.headers(), expected)
     {
         let next_path = request
             .uri()
@@ -227,8 +205,9 @@ async fn sign_in<S: Store>(
         );
     }
     let cookie = format!(
-        "{TOKEN_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
-        view::url_component(expected)
+        "{}={}; Path=/; HttpOnly; SameSite=Strict",
+        crate::auth::TOKEN_COOKIE,
+        crate::auth::cookie_value(expected)
     );
     let mut response = Redirect::to(&next).into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
@@ -645,24 +624,6 @@ mod tests {
         assert_eq!(safe_next(Some("https://evil.example/")), "/");
         assert_eq!(safe_next(Some("/\\evil.example")), "/");
         assert_eq!(safe_next(None), "/");
-    }
-
-    #[test]
-    fn the_token_is_taken_from_a_bearer_header_or_the_cookie() {
-        let mut headers = HeaderMap::new();
-        assert!(!token_presented(&headers, "s3 cret;"));
-        headers.insert(
-            header::COOKIE,
-            HeaderValue::from_static("a=b; vigil_token=s3%20cret%3B"),
-        );
-        assert!(token_presented(&headers, "s3 cret;"));
-        assert!(!token_presented(&headers, "other"));
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("Bearer other"),
-        );
-        assert!(token_presented(&headers, "other"));
     }
 
     #[test]

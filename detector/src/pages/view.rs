@@ -696,17 +696,9 @@ fn slug(text: &str) -> String {
         .collect()
 }
 
-/// Percent-encodes a query value.
+/// A query value, form-encoded.
 pub fn url_component(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
 #[cfg(test)]
@@ -858,7 +850,7 @@ mod tests {
 
     #[test]
     fn query_values_and_ids_are_made_safe() {
-        assert_eq!(url_component("shop & co/1"), "shop%20%26%20co%2F1");
+        assert_eq!(url_component("shop & co/1"), "shop+%26+co%2F1");
         assert_eq!(slug("a\"b<c"), "a-b-c");
     }
 }

@@ -1088,7 +1088,10 @@ mod tests {
         assert_eq!(counts.get("00000000000000ff"), Some(&12));
         assert!(parse_counts("").expect("no counts").is_empty());
         let e = parse_counts("12:3,oops").expect_err("garbage");
-        assert!(e.to_string().contains("\"oops\" is not fingerprint:count"), "{e}");
+        assert!(
+            e.to_string().contains("\"oops\" is not fingerprint:count"),
+            "{e}"
+        );
     }
 
     fn minute_report(instance: &str, seq: u64, minute: i64, lines: u64) -> Report {
