@@ -245,6 +245,16 @@ fn a_blocked_release_reads_at_a_glance_and_is_handled_with_the_keyboard() {
         dom.contains(r#"id="metric-cpu_pct""#) && dom.contains(r#"id="metric-load1""#),
         "{dom}"
     );
+    // The timeline holds the change to block.
+    let block = r#"<span class="badge decision-pass">pass</span> → <span class="badge decision-block">block</span>"#;
+    assert!(
+        dom.contains(r#"id="timeline-h">Timeline</h2>"#),
+        "no timeline: {dom}"
+    );
+    assert!(
+        dom.contains(block),
+        "the block is not on the timeline: {dom}"
+    );
     for host in HOSTS {
         assert!(
             dom.contains(&format!(r#"<td class="hostname">{host}</td>"#)),
@@ -274,6 +284,10 @@ fn a_blocked_release_reads_at_a_glance_and_is_handled_with_the_keyboard() {
     assert!(
         board.contains(r#"<span class="badge dangerous">dangerous</span>"#),
         "{board}"
+    );
+    assert!(
+        board.contains(block),
+        "the block is not among the decision changes: {board}"
     );
     assert!(
         board.contains("&lt;script&gt;") && !board.contains("data-pwned"),

@@ -196,6 +196,7 @@ fn main() {
             history,
             &fingerprints,
             None,
+            Vec::new(),
             now,
         ))
         .into_string();

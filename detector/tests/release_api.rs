@@ -539,6 +539,36 @@ async fn an_alert_blocks_at_once_and_feedback_lifts_a_false_alarm() {
         api.get(&format!("/api/v1/releases/{id}")).await.1["decision"],
         "pass"
     );
+    // Both changes are logged, newest first, the block with its reason and time; the
+    // sticky round changed nothing and logged nothing.
+    let log = api.store.decisions(Some(id), 10).await.expect("decisions");
+    let steps: Vec<_> = log.iter().map(|d| (d.previous, d.decision)).collect();
+    assert_eq!(
+        steps,
+        [
+            (Decision::Block, Decision::Pass),
+            (Decision::Pass, Decision::Block)
+        ]
+    );
+    assert_eq!(log[1].at, end - 30);
+    assert!(
+        log[1]
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("dangerous_exception: java.lang.NoSuchMethodError")),
+        "{log:?}"
+    );
+    assert_eq!(
+        api.store.decisions(None, 1).await.expect("decisions").len(),
+        1
+    );
+    assert!(
+        api.store
+            .decisions(Some(id + 1), 10)
+            .await
+            .expect("decisions")
+            .is_empty()
+    );
 }
 
 #[tokio::test]

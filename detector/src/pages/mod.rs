@@ -36,7 +36,8 @@ use crate::ingest::unix_now;
 use crate::judge::Decision;
 use crate::release::{ReleaseError, ReleaseHistory};
 use crate::store::{
-    AppRow, FingerprintRow, HostMetricsRow, MinuteRow, ReleaseFilter, ReleaseState, Store,
+    AppRow, DecisionEntry, FingerprintRow, HostMetricsRow, MinuteRow, ReleaseFilter, ReleaseState,
+    Store,
 };
 use chart::{Chart, Group, Line, Marker};
 use view::{AppBoard, Board, ExceptionPanel, HostLine, ListFilter, ReleasePage};
@@ -45,8 +46,10 @@ use view::{AppBoard, Board, ExceptionPanel, HostLine, ListFilter, ReleasePage};
 const NEW_WITHIN_SECS: i64 = 24 * 3600;
 /// Exceptions listed per app on the board.
 const BOARD_EXCEPTIONS: usize = 6;
-/// Decisions on the board's timeline.
+/// Decision changes on the board's timeline.
 const BOARD_TIMELINE: usize = 15;
+/// Decision changes shown at most on a release's page.
+const RELEASE_DECISIONS: usize = 200;
 /// Releases listed at most on `/releases`.
 const LIST_LIMIT: usize = 500;
 
@@ -238,9 +241,7 @@ async fn gather_board<S: Store>(store: &S, now: i64) -> Result<Board, crate::sto
         })
         .await?;
     by_urgency(&mut watching);
-    let mut recent = store.releases(&ReleaseFilter::default()).await?;
-    recent.sort_by_key(|r| std::cmp::Reverse(r.decided_at.unwrap_or(r.created_at)));
-    recent.truncate(BOARD_TIMELINE);
+    let recent = store.decisions(None, BOARD_TIMELINE).await?;
     let mut cards = Vec::with_capacity(apps.len());
     for app in apps {
         let mut exceptions: Vec<FingerprintRow> = store
@@ -370,15 +371,14 @@ async fn release_page<S: Store>(
     };
     let found = tokio::try_join!(
         state.store.exceptions(&history.release.app),
-        state.store.apps()
+        state.store.apps(),
+        state.store.decisions(Some(id), RELEASE_DECISIONS)
     );
     match found {
-        Ok((fingerprints, apps)) => {
+        Ok((fingerprints, apps, decisions)) => {
             let app = apps.into_iter().find(|a| a.app == history.release.app);
-            page(
-                StatusCode::OK,
-                view::release_page(&assemble(history, &fingerprints, app.as_ref(), now)),
-            )
+            let release = assemble(history, &fingerprints, app.as_ref(), decisions, now);
+            page(StatusCode::OK, view::release_page(&release))
         }
         Err(e) => store_problem(&e),
     }
@@ -510,11 +510,13 @@ fn metric(m: &HostMetricsRow, name: &str) -> Option<f64> {
     }
 }
 
-/// The release page's data from the release's history, the app's fingerprints and hosts.
+/// The release page's data from the release's history, the app's fingerprints and hosts,
+/// and the release's decision changes.
 pub fn assemble(
     history: ReleaseHistory,
     fingerprints: &[FingerprintRow],
     app: Option<&AppRow>,
+    decisions: Vec<DecisionEntry>,
     now: i64,
 ) -> ReleasePage {
     let groups = Groups::of(&history);
@@ -605,6 +607,7 @@ pub fn assemble(
         log_charts,
         metric_charts,
         hosts,
+        decisions,
     }
 }
 

@@ -7,7 +7,7 @@ use maud::{DOCTYPE, Markup, html};
 use super::chart::Chart;
 use super::format::{ago, iso, number, p_value, time};
 use crate::judge::{Decision, Evidence, Feedback, Reason, Severity, Tally};
-use crate::store::{AppRow, FingerprintRow, HostRow, ReleaseState, StoredRelease};
+use crate::store::{AppRow, DecisionEntry, FingerprintRow, HostRow, ReleaseState, StoredRelease};
 
 /// A host counts as reporting when its newest minute is at most this old.
 pub const REPORTING_SECS: i64 = 3 * 60;
@@ -176,8 +176,8 @@ pub struct Board {
     pub apps: Vec<AppBoard>,
     /// Every release being watched, blocked first.
     pub watching: Vec<StoredRelease>,
-    /// The latest decisions, newest first.
-    pub recent: Vec<StoredRelease>,
+    /// The latest decision changes of all releases, newest first.
+    pub recent: Vec<DecisionEntry>,
     /// How far back an exception counts as new (seconds).
     pub new_within: i64,
 }
@@ -217,16 +217,16 @@ pub fn board(b: &Board) -> Markup {
             }
         }
         section aria-labelledby="timeline-h" {
-            h2 #timeline-h { "Latest decisions" }
+            h2 #timeline-h { "Decision changes" }
             @if b.recent.is_empty() {
-                p.quiet { "No release yet." }
+                p.quiet { "No release has changed its decision yet." }
             } @else {
                 ol.timeline {
-                    @for r in &b.recent {
+                    @for d in &b.recent {
                         li {
-                            @let at = r.decided_at.unwrap_or(r.created_at);
-                            time datetime=(iso(at)) title=(time(at)) { (ago(at, b.now)) }
-                            " " (decision_badge(r.decision)) " " (release_link(r)) " — " (headline(r))
+                            time datetime=(iso(d.at)) title=(time(d.at)) { (ago(d.at, b.now)) }
+                            " " a href=(format!("/releases/{}", d.release_id)) { (d.app) " " (d.version) " " span.id { "#" (d.release_id) } }
+                            " " (change(d))
                         }
                     }
                 }
@@ -243,6 +243,14 @@ pub fn board(b: &Board) -> Markup {
         },
         content,
     )
+}
+
+/// `pass → block: reason`.
+fn change(d: &DecisionEntry) -> Markup {
+    html! {
+        (decision_badge(d.previous)) " → " (decision_badge(d.decision))
+        @if let Some(reason) = &d.reason { " " span.summary { (reason) } }
+    }
 }
 
 fn host_status(h: &HostRow, now: i64) -> Markup {
@@ -403,6 +411,39 @@ pub struct ReleasePage {
     pub metric_charts: Vec<Chart>,
     /// Released hosts by batch, then the reference hosts.
     pub hosts: Vec<HostLine>,
+    /// Its decision changes, newest first.
+    pub decisions: Vec<DecisionEntry>,
+}
+
+/// What happened to a release, oldest first: created, batches, decision changes, feedback,
+/// finish.
+fn timeline(p: &ReleasePage) -> Vec<(i64, Markup)> {
+    let r = &p.release;
+    let mut events = vec![(r.created_at, html! { "announced; watching" })];
+    for (i, b) in r.batches.iter().enumerate() {
+        events.push((
+            b.at,
+            html! {
+                "batch " (i + 1) ": " (b.hosts.len()) " host" @if b.hosts.len() != 1 { "s" }
+                " got " (r.version) " — " span.hostname { (b.hosts.join(", ")) }
+            },
+        ));
+    }
+    for d in &p.decisions {
+        events.push((d.at, change(d)));
+    }
+    for f in &r.feedback {
+        events.push((f.at, html! { "feedback: " strong { (label_text(f.label)) } @if let Some(n) = &f.note { " — " span.note { (n) } } }));
+    }
+    if let (Some(at), Some(outcome)) = (r.finished_at, r.outcome) {
+        events.push((
+            at,
+            html! { "finished: " (outcome.as_str().replace('_', " ")) },
+        ));
+    }
+    // Stable: events at the same second keep the order above.
+    events.sort_by_key(|(at, _)| *at);
+    events
 }
 
 /// The category a rule belongs to, as a heading and an anchor.
@@ -493,6 +534,14 @@ pub fn release_page(p: &ReleasePage) -> Markup {
         section aria-labelledby="metrics-h" {
             h2 #metrics-h { "Host metrics" }
             div.charts { @for c in &p.metric_charts { (c.render()) } }
+        }
+        section aria-labelledby="timeline-h" {
+            h2 #timeline-h { "Timeline" }
+            ol.timeline {
+                @for (at, what) in timeline(p) {
+                    li { time datetime=(iso(at)) { (time(at)) } " " (what) }
+                }
+            }
         }
         section aria-labelledby="hosts-h" {
             h2 #hosts-h { "Batches and hosts" }
@@ -746,6 +795,15 @@ mod tests {
             log_charts: Vec::new(),
             metric_charts: Vec::new(),
             hosts: Vec::new(),
+            decisions: vec![DecisionEntry {
+                release_id: 7,
+                app: "shop".into(),
+                version: "2.0.1".into(),
+                at: 1_763_880_100,
+                decision: Decision::Block,
+                previous: Decision::Pass,
+                reason: Some("dangerous_exception: <b>bold</b>".into()),
+            }],
         }
     }
 
@@ -766,6 +824,15 @@ mod tests {
         assert!(html.contains(r#"data-label="false_alarm""#), "{html}");
         assert!(html.contains(r#"data-outcome="rolled_back""#), "{html}");
         assert!(html.contains(r##"href="#fp-00112233aabbccdd""##), "{html}");
+        // The timeline: announced, batch, then the block with its reason, escaped.
+        let at = |s: &str| {
+            html.find(s)
+                .unwrap_or_else(|| panic!("{s} missing in {html}"))
+        };
+        assert!(at("announced; watching") < at("batch 1: 1 host got 2.0.1"));
+        assert!(
+            at("batch 1: 1 host got 2.0.1") < at("dangerous_exception: &lt;b&gt;bold&lt;/b&gt;")
+        );
     }
 
     #[test]

@@ -252,6 +252,25 @@ pub struct StoredRelease {
     pub feedback: Vec<FeedbackEntry>,
 }
 
+/// A change of a release's decision, logged by [`Store::update_release`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DecisionEntry {
+    /// The release.
+    pub release_id: i64,
+    /// Its app.
+    pub app: String,
+    /// Its version.
+    pub version: String,
+    /// When the new decision was taken.
+    pub at: i64,
+    /// The new decision.
+    pub decision: Decision,
+    /// The decision before.
+    pub previous: Decision,
+    /// The first reason (`rule: summary`), when there was one.
+    pub reason: Option<String>,
+}
+
 /// Which releases to list.
 #[derive(Debug, Clone, Default)]
 pub struct ReleaseFilter {
@@ -346,7 +365,8 @@ pub trait Store: Send + Sync + 'static {
         filter: &ReleaseFilter,
     ) -> impl Future<Output = Result<Vec<StoredRelease>, StoreError>> + Send;
 
-    /// Writes `update` in one transaction: all of it or nothing.
+    /// Writes `update` in one transaction: all of it or nothing. A change of the
+    /// release's decision is logged with it (see [`Store::decisions`]).
     ///
     /// # Errors
     /// [`StoreError`] when nothing could be committed.
@@ -354,6 +374,17 @@ pub trait Store: Send + Sync + 'static {
         &self,
         update: &ReleaseUpdate<'_>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The logged decision changes of one release (or of all), newest first, at most
+    /// `limit`.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    fn decisions(
+        &self,
+        release_id: Option<i64>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<DecisionEntry>, StoreError>> + Send;
 
     /// The serialized `AppMemory` of `app`, when it learned anything.
     ///

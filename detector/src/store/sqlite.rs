@@ -13,14 +13,14 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use vigil_proto::v1::{ExceptionDefinition, HostMetrics, Report, report::Body};
 
 use super::{
-    AppRow, FeedbackEntry, FingerprintRow, HostMetricsRow, HostRow, IngestOutcome, MinuteRow,
-    NewRelease, ReleaseFilter, ReleaseState, ReleaseUpdate, SeriesQuery, Store, StoreError,
-    StoredRelease, fingerprint_hex,
+    AppRow, DecisionEntry, FeedbackEntry, FingerprintRow, HostMetricsRow, HostRow, IngestOutcome,
+    MinuteRow, NewRelease, ReleaseFilter, ReleaseState, ReleaseUpdate, SeriesQuery, Store,
+    StoreError, StoredRelease, fingerprint_hex,
 };
 use crate::judge::{Batch, Decision};
 
 /// Version of the schema below, kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 /// Name of the database file inside `data_dir`.
 pub const DB_FILE: &str = "vigil.db";
@@ -128,6 +128,16 @@ CREATE TABLE IF NOT EXISTS feedback (
     note TEXT,
     at INTEGER NOT NULL
 );
+-- Version 3: every change of a release's decision, written with the change.
+CREATE TABLE IF NOT EXISTS release_decisions (
+    id INTEGER PRIMARY KEY,
+    release_id INTEGER NOT NULL REFERENCES releases (id),
+    at INTEGER NOT NULL,
+    decision TEXT NOT NULL,
+    previous TEXT NOT NULL,
+    reason TEXT
+);
+CREATE INDEX IF NOT EXISTS release_decisions_by_release ON release_decisions (release_id, id);
 ";
 
 macro_rules! release_columns {
@@ -372,6 +382,28 @@ impl Store for SqliteStore {
     async fn update_release(&self, update: &ReleaseUpdate<'_>) -> Result<(), StoreError> {
         let r = update.release;
         let mut tx = self.writer.begin().await?;
+        let previous: Option<String> =
+            sqlx::query_scalar("SELECT decision FROM releases WHERE id = ?")
+                .bind(r.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(previous) = previous.filter(|p| p != r.decision.as_str()) {
+            sqlx::query(
+                "INSERT INTO release_decisions (release_id, at, decision, previous, reason) \
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(r.id)
+            .bind(r.decided_at.unwrap_or_else(crate::ingest::unix_now))
+            .bind(r.decision.as_str())
+            .bind(previous)
+            .bind(
+                r.reasons
+                    .first()
+                    .map(|x| format!("{}: {}", x.rule, x.summary)),
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
         sqlx::query(
             "UPDATE releases SET state = ?, outcome = ?, finished_at = ?, reference_hosts = ?, \
              judge = ?, last_round = ?, decision = ?, decided_at = ?, reasons = ? WHERE id = ?",
@@ -414,6 +446,37 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn decisions(
+        &self,
+        release_id: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<DecisionEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.release_id, r.app, r.version, d.at, d.decision, d.previous, d.reason \
+             FROM release_decisions d JOIN releases r ON r.id = d.release_id \
+             WHERE (?1 IS NULL OR d.release_id = ?1) ORDER BY d.id DESC LIMIT ?2",
+        )
+        .bind(release_id)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let decision: String = row.try_get(4)?;
+                let previous: String = row.try_get(5)?;
+                Ok(DecisionEntry {
+                    release_id: row.try_get(0)?,
+                    app: row.try_get(1)?,
+                    version: row.try_get(2)?,
+                    at: row.try_get(3)?,
+                    decision: parse_enum("decision", &decision)?,
+                    previous: parse_enum("decision", &previous)?,
+                    reason: row.try_get(6)?,
+                })
+            })
+            .collect()
     }
 
     async fn app_memory(&self, app: &str) -> Result<Option<String>, StoreError> {
