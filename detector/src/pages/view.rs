@@ -419,7 +419,10 @@ pub struct ReleasePage {
 /// finish.
 fn timeline(p: &ReleasePage) -> Vec<(i64, Markup)> {
     let r = &p.release;
-    let mut events = vec![(r.created_at, html! { "announced; watching" })];
+    let mut events = vec![(
+        r.created_at,
+        html! { "announced to Vigil, which watches it from then on" },
+    )];
     for (i, b) in r.batches.iter().enumerate() {
         events.push((
             b.at,
@@ -829,7 +832,7 @@ mod tests {
             html.find(s)
                 .unwrap_or_else(|| panic!("{s} missing in {html}"))
         };
-        assert!(at("announced; watching") < at("batch 1: 1 host got 2.0.1"));
+        assert!(at("announced to Vigil") < at("batch 1: 1 host got 2.0.1"));
         assert!(
             at("batch 1: 1 host got 2.0.1") < at("dangerous_exception: &lt;b&gt;bold&lt;/b&gt;")
         );
