@@ -1267,6 +1267,59 @@ mod tests {
         assert!(none.is_empty());
     }
 
+    #[tokio::test]
+    async fn a_version_2_store_gains_the_decision_log_and_a_newer_one_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let new = NewRelease {
+            app: "shop".into(),
+            version: "2".into(),
+            started_at: 600,
+            created_at: 600,
+            reference_hosts: Vec::new(),
+            first_batch: None,
+        };
+        {
+            // What a version 2 detector left: no release_decisions table.
+            let store = SqliteStore::open(dir.path()).await.expect("open");
+            store.create_release(&new).await.expect("release");
+            sqlx::raw_sql("DROP TABLE release_decisions; PRAGMA user_version = 2")
+                .execute(&store.writer)
+                .await
+                .expect("downgrade");
+        }
+        let store = SqliteStore::open(dir.path()).await.expect("upgrade");
+        let mut release = store.release(1).await.expect("read").expect("release 1");
+        release.decision = Decision::Block;
+        release.decided_at = Some(660);
+        store
+            .update_release(&ReleaseUpdate {
+                release: &release,
+                new_batch: None,
+                app_memory: None,
+                feedback: None,
+            })
+            .await
+            .expect("update");
+        let log = store.decisions(Some(1), 10).await.expect("decisions");
+        assert_eq!(log.len(), 1);
+        assert_eq!(
+            (log[0].previous, log[0].decision, log[0].at),
+            (Decision::Pass, Decision::Block, 660)
+        );
+        sqlx::raw_sql("PRAGMA user_version = 99")
+            .execute(&store.writer)
+            .await
+            .expect("from the future");
+        drop(store);
+        let refused = SqliteStore::open(dir.path())
+            .await
+            .expect_err("newer schema");
+        assert!(
+            refused.to_string().contains("schema version 99 is newer"),
+            "{refused}"
+        );
+    }
+
     #[test]
     fn host_metrics_merge_weights_means_and_adds_counters() {
         let a = StoredHostMetrics::from_proto(&HostMetrics {
