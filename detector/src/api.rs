@@ -77,6 +77,7 @@ pub fn router<S: Store>(state: Arc<ApiState<S>>) -> Router {
         .route("/releases/{id}/feedback", post(release_feedback::<S>))
         .route("/releases/{id}/case", get(release_case::<S>))
         .route("/releases/{id}/verdict", get(release_verdict::<S>))
+        .route("/releases/{id}/decisions", get(release_decisions::<S>))
         .fallback(|| async {
             ApiError {
                 status: StatusCode::NOT_FOUND,
@@ -300,4 +301,18 @@ async fn release_case<S: Store>(
         .case(release_id(id)?, crate::ingest::unix_now())
         .await?;
     Ok(Json(case).into_response())
+}
+
+/// Most decision changes answered for one release.
+const MAX_DECISIONS: usize = 1000;
+
+async fn release_decisions<S: Store>(
+    State(state): State<Arc<ApiState<S>>>,
+    id: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = release_id(id)?;
+    // A 404 for an unknown release, not an empty log.
+    state.releases.get(id).await?;
+    let decisions = state.store.decisions(Some(id), MAX_DECISIONS).await?;
+    Ok(Json(json!({ "id": id, "decisions": decisions })).into_response())
 }
