@@ -571,7 +571,7 @@ pub fn release_page(p: &ReleasePage) -> Markup {
                 } }
             }
         }
-        p.raw { "As JSON: " a href=(format!("/api/v1/releases/{}", r.id)) { "the release" } " · " a href=(format!("/api/v1/releases/{}/case", r.id)) { "its replay case" } }
+        p.raw { "As JSON: " a href=(format!("/api/v1/releases/{}", r.id)) { "the release" } " · " a href=(format!("/api/v1/releases/{}/decisions", r.id)) { "its decision changes" } " · " a href=(format!("/api/v1/releases/{}/case", r.id)) { "its replay case" } }
     };
     layout(
         &title,
