@@ -321,12 +321,21 @@ fn a_blocked_release_reads_at_a_glance_and_is_handled_with_the_keyboard() {
             "Emulation.setDeviceMetricsOverride",
             json!({"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": false}),
         );
+        // The new size is laid out by the next frames.
+        session.eval(
+            "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))",
+        );
         let overflow = session
             .eval("document.documentElement.scrollWidth - document.documentElement.clientWidth");
         assert_eq!(
             overflow,
             json!(0),
-            "the page is wider than a {width} px window"
+            "the page is wider than a {width} px window; elements past its edge: {}",
+            session.eval(
+                "[...document.querySelectorAll('body *')]\
+                 .filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)\
+                 .slice(0, 8).map(e => `${e.tagName}.${e.className} ${Math.round(e.getBoundingClientRect().right)} in ${e.parentElement.tagName}.${e.parentElement.className} (overflow-x ${getComputedStyle(e.parentElement).overflowX}, right ${Math.round(e.parentElement.getBoundingClientRect().right)}): ${e.parentElement.outerHTML.slice(0, 300)}`)"
+            )
         );
     }
     session.call("Emulation.clearDeviceMetricsOverride", json!({}));
@@ -346,6 +355,8 @@ fn a_blocked_release_reads_at_a_glance_and_is_handled_with_the_keyboard() {
         "the reloaded page does not confirm the feedback: {}",
         session.eval("document.getElementById('main').innerText")
     );
+    // A second window, opened before the finish, goes stale.
+    let mut stale = browser::Session::open(&page, 1366, 900);
     session.tab_to("el.dataset.outcome === 'rolled_back'", 60);
     session.press("Enter");
     let finished = eventually(Duration::from_secs(20), || {
@@ -364,6 +375,28 @@ fn a_blocked_release_reads_at_a_glance_and_is_handled_with_the_keyboard() {
         "the reloaded page does not show the release finished"
     );
     drop(session);
+    // Its finish button is refused by the API, and the page says why, in place, with the
+    // buttons usable again and focus kept.
+    stale.tab_to("el.dataset.outcome === 'success'", 60);
+    stale.press("Enter");
+    let said = "(document.getElementById('action-status') || {}).textContent";
+    assert!(
+        stale.wait_for(
+            &format!("{said} === 'Not done: release {id} is already finished (rolled_back)'"),
+            Duration::from_secs(20),
+        ),
+        "the stale page does not say why: {}",
+        stale.eval(said)
+    );
+    assert_eq!(
+        stale.eval("document.activeElement.dataset.outcome === 'success' && !document.activeElement.disabled"),
+        json!(true)
+    );
+    assert_eq!(
+        detector.get(&format!("/api/v1/releases/{id}"))["outcome"],
+        "rolled_back"
+    );
+    drop(stale);
 
     drop(logs);
     for mut agent in agents {

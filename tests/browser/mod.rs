@@ -190,15 +190,27 @@ impl Session {
             _profile: profile,
         };
         session.call("Page.bringToFront", json!({}));
-        session.wait_for(
-            "document.readyState === 'complete'",
-            Duration::from_secs(30),
+        // Not the `about:blank` the target may still show before it navigates to `url`.
+        let loaded = format!(
+            "document.readyState === 'complete' && location.href === {}",
+            json!(url)
+        );
+        assert!(
+            session.wait_for(&loaded, Duration::from_secs(30)),
+            "chromium did not load {url}"
         );
         session
     }
 
     /// Sends a DevTools command and returns its result (events in between are skipped).
     pub fn call(&mut self, method: &str, params: Value) -> Value {
+        self.try_call(method, params)
+            .unwrap_or_else(|error| panic!("DevTools {method} failed: {error}"))
+    }
+
+    /// Sends a DevTools command; its result, or the error Chromium answered (an evaluation
+    /// cut short by a page load answers "Execution context was destroyed").
+    pub fn try_call(&mut self, method: &str, params: Value) -> Result<Value, Value> {
         self.next_id += 1;
         let id = self.next_id;
         let command = json!({"id": id, "method": method, "params": params}).to_string();
@@ -215,12 +227,10 @@ impl Session {
             };
             let answer: Value = serde_json::from_str(text.as_str()).expect("DevTools JSON");
             if answer["id"] == id {
-                assert!(
-                    answer["error"].is_null(),
-                    "DevTools {method} failed: {}",
-                    answer["error"]
-                );
-                return answer["result"].clone();
+                return match answer.get("error") {
+                    Some(error) if !error.is_null() => Err(error.clone()),
+                    _ => Ok(answer["result"].clone()),
+                };
             }
         }
     }
@@ -239,15 +249,16 @@ impl Session {
         result["result"]["value"].clone()
     }
 
-    /// Polls `expression` until it is `true`.
+    /// Polls `expression` until it is `true` (through page loads).
     pub fn wait_for(&mut self, expression: &str, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
             let done = self
-                .call(
+                .try_call(
                     "Runtime.evaluate",
                     json!({"expression": expression, "returnByValue": true}),
                 )
+                .unwrap_or_default()
                 .get("result")
                 .and_then(|r| r.get("value"))
                 .and_then(Value::as_bool)
