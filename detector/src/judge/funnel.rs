@@ -15,8 +15,8 @@ use super::stats::{
     binomial_upper_tail, mad_sd, median, ols_slope, quantile, student_t_upper_tail,
 };
 use super::{
-    AppMemory, Evidence, Fingerprint, HostMetrics, HostMinute, Reason, ReleaseJudge, Severity,
-    Tally, fingerprint_hex, kind_default, minute_of,
+    AppMemory, Evidence, Fingerprint, HostMinute, Reason, ReleaseJudge, Severity, Tally,
+    fingerprint_hex, kind_default, minute_of,
 };
 
 /// A signal found in a round.
@@ -286,17 +286,6 @@ fn candidate(
         significant: true,
         suspicious,
     }
-}
-
-fn metric_value(metric: &str, m: &HostMetrics) -> Option<f64> {
-    let v = match metric {
-        "cpu_pct" => m.cpu_pct,
-        "load1" => m.load1,
-        "disk_busy_pct" => m.disk_busy_pct,
-        "mem_used_pct" => m.mem_used_pct,
-        _ => None,
-    }?;
-    v.is_finite().then_some(v)
 }
 
 pub(crate) fn evaluate(
@@ -909,7 +898,7 @@ fn rate_signal(
 fn values_in(rows: &[&HostMinute], metric: &str, from: i64, to: i64) -> Vec<f64> {
     rows.iter()
         .filter(|r| r.minute >= from && r.minute <= to)
-        .filter_map(|r| metric_value(metric, &r.host_metrics))
+        .filter_map(|r| r.host_metrics.get(metric))
         .collect()
 }
 
@@ -1079,7 +1068,8 @@ fn memory_slope_signal(
             .iter()
             .filter(|r| r.minute >= from && r.minute <= to)
             .filter_map(|r| {
-                metric_value("mem_used_pct", &r.host_metrics)
+                r.host_metrics
+                    .get("mem_used_pct")
                     .map(|v| ((r.minute - from) as f64 / 60.0, v))
             })
             .collect()

@@ -123,33 +123,61 @@ impl Release {
     }
 }
 
-/// Host metrics of one minute; absent fields were not measured.
+/// Host metrics of one minute; absent fields were not measured (and are left out of JSON:
+/// the store's series, the replay case format and the judge's state all use this type).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct HostMetrics {
     /// Mean CPU busy %.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_pct: Option<f64>,
     /// Max CPU busy %.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_pct_max: Option<f64>,
     /// Memory used % (from MemAvailable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mem_used_pct: Option<f64>,
     /// Swap used %.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub swap_used_pct: Option<f64>,
     /// Load averages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load1: Option<f64>,
     /// 5-minute load average.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load5: Option<f64>,
     /// 15-minute load average.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load15: Option<f64>,
     /// Disk bytes read in the minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_read_bytes: Option<u64>,
     /// Disk bytes written in the minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_write_bytes: Option<u64>,
     /// Disk read operations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_reads: Option<u64>,
     /// Disk write operations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_writes: Option<u64>,
     /// Disk busy % (from io time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk_busy_pct: Option<f64>,
+}
+
+impl HostMetrics {
+    /// A metric the judgement compares by name (`cpu_pct`, `mem_used_pct`, `load1`,
+    /// `disk_busy_pct`), when measured and finite.
+    pub fn get(&self, metric: &str) -> Option<f64> {
+        let v = match metric {
+            "cpu_pct" => self.cpu_pct,
+            "load1" => self.load1,
+            "disk_busy_pct" => self.disk_busy_pct,
+            "mem_used_pct" => self.mem_used_pct,
+            _ => None,
+        }?;
+        v.is_finite().then_some(v)
+    }
 }
 
 /// Counters of one app on one host in one minute (summed over reports).

@@ -36,8 +36,7 @@ use crate::ingest::unix_now;
 use crate::judge::Decision;
 use crate::release::{ReleaseError, ReleaseHistory};
 use crate::store::{
-    AppRow, DecisionEntry, FingerprintRow, HostMetricsRow, MinuteRow, ReleaseFilter, ReleaseState,
-    Store,
+    AppRow, DecisionEntry, FingerprintRow, MinuteRow, ReleaseFilter, ReleaseState, Store,
 };
 use chart::{Chart, Group, Line, Marker};
 use view::{AppBoard, Board, ExceptionPanel, HostLine, ListFilter, ReleasePage};
@@ -500,16 +499,6 @@ const METRICS: [(&str, &str, &str); 4] = [
     ("disk_busy_pct", "Disk", "% busy, mean of hosts"),
 ];
 
-fn metric(m: &HostMetricsRow, name: &str) -> Option<f64> {
-    match name {
-        "cpu_pct" => m.cpu_pct,
-        "mem_used_pct" => m.mem_used_pct,
-        "load1" => m.load1,
-        "disk_busy_pct" => m.disk_busy_pct,
-        _ => None,
-    }
-}
-
 /// The release page's data from the release's history, the app's fingerprints and hosts,
 /// and the release's decision changes.
 pub fn assemble(
@@ -573,7 +562,7 @@ pub fn assemble(
                 view::metric_anchor(name),
                 (*title).into(),
                 unit,
-                |r| r.host_metrics.as_ref().and_then(|m| metric(m, name)),
+                |r| r.host_metrics.as_ref().and_then(|m| m.get(name)),
             )
         })
         .collect();

@@ -44,10 +44,10 @@ use tokio::sync::{Mutex, mpsc, watch};
 
 use crate::ingest::unix_now;
 use crate::judge::{
-    AppMemory, Batch, Decision, Definition, Feedback, Fingerprint, HostMetrics, HostMinute,
-    JudgeParams, Reason, Release, ReleaseJudge, fingerprint_hex, minute_of,
+    AppMemory, Batch, Decision, Definition, Feedback, Fingerprint, HostMinute, JudgeParams, Reason,
+    Release, ReleaseJudge, fingerprint_hex, minute_of,
 };
-use crate::replay::{Case, CaseHostMetrics, CaseMinute, CaseRelease, Expected, parse_fingerprint};
+use crate::replay::{Case, CaseMinute, CaseRelease, Expected, parse_fingerprint};
 use crate::store::{
     FeedbackEntry, FingerprintRow, MinuteRow, NewRelease, Outcome, ReleaseFilter, ReleaseState,
     ReleaseUpdate, SeriesQuery, Store, StoreError, StoredRelease,
@@ -1014,26 +1014,7 @@ fn host_minute(row: MinuteRow) -> HostMinute {
         error_lines: row.error_lines,
         warn_lines: row.warn_lines,
         exceptions,
-        host_metrics: row
-            .host_metrics
-            .map_or_else(HostMetrics::default, |m| HostMetrics::from(case_metrics(m))),
-    }
-}
-
-fn case_metrics(m: crate::store::HostMetricsRow) -> CaseHostMetrics {
-    CaseHostMetrics {
-        cpu_pct: m.cpu_pct,
-        cpu_pct_max: m.cpu_pct_max,
-        mem_used_pct: m.mem_used_pct,
-        swap_used_pct: m.swap_used_pct,
-        load1: m.load1,
-        load5: m.load5,
-        load15: m.load15,
-        disk_read_bytes: m.disk_read_bytes,
-        disk_write_bytes: m.disk_write_bytes,
-        disk_reads: m.disk_reads,
-        disk_writes: m.disk_writes,
-        disk_busy_pct: m.disk_busy_pct,
+        host_metrics: row.host_metrics.unwrap_or_default(),
     }
 }
 
@@ -1045,7 +1026,7 @@ fn case_minute(row: MinuteRow) -> CaseMinute {
         error_lines: row.error_lines,
         warn_lines: row.warn_lines,
         exceptions: row.exceptions,
-        host_metrics: row.host_metrics.map(case_metrics),
+        host_metrics: row.host_metrics,
     }
 }
 

@@ -90,54 +90,8 @@ pub struct CaseMinute {
     pub host_metrics: Option<CaseHostMetrics>,
 }
 
-/// Host metrics as written in a case (absent fields are omitted).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[allow(missing_docs)]
-pub struct CaseHostMetrics {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpu_pct: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpu_pct_max: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mem_used_pct: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub swap_used_pct: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub load1: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub load5: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub load15: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub disk_read_bytes: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub disk_write_bytes: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub disk_reads: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub disk_writes: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub disk_busy_pct: Option<f64>,
-}
-
-impl From<CaseHostMetrics> for HostMetrics {
-    fn from(m: CaseHostMetrics) -> Self {
-        HostMetrics {
-            cpu_pct: m.cpu_pct,
-            cpu_pct_max: m.cpu_pct_max,
-            mem_used_pct: m.mem_used_pct,
-            swap_used_pct: m.swap_used_pct,
-            load1: m.load1,
-            load5: m.load5,
-            load15: m.load15,
-            disk_read_bytes: m.disk_read_bytes,
-            disk_write_bytes: m.disk_write_bytes,
-            disk_reads: m.disk_reads,
-            disk_writes: m.disk_writes,
-            disk_busy_pct: m.disk_busy_pct,
-        }
-    }
-}
+/// Host metrics as written in a case (absent fields are omitted): the judge's own type.
+pub type CaseHostMetrics = HostMetrics;
 
 /// A replay case exactly as written in the file (one JSON line).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -277,7 +231,7 @@ impl Case {
                 error_lines: m.error_lines,
                 warn_lines: m.warn_lines,
                 exceptions,
-                host_metrics: m.host_metrics.map(HostMetrics::from).unwrap_or_default(),
+                host_metrics: m.host_metrics.unwrap_or_default(),
             });
         }
         let until = self.release.until.unwrap_or(last_minute + 60);

@@ -75,34 +75,8 @@ pub struct MinuteRow {
     pub host_metrics: Option<HostMetricsRow>,
 }
 
-/// Host metrics of one host in one minute; absent fields were not measured.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct HostMetricsRow {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cpu_pct: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cpu_pct_max: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mem_used_pct: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub swap_used_pct: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub load1: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub load5: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub load15: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub disk_read_bytes: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub disk_write_bytes: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub disk_reads: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub disk_writes: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub disk_busy_pct: Option<f64>,
-}
+/// Host metrics of one host in one minute, as the judge reads them.
+pub type HostMetricsRow = crate::judge::HostMetrics;
 
 /// An app and the hosts that reported for it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
