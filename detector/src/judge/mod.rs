@@ -325,6 +325,13 @@ pub struct Reason {
     pub evidence: Evidence,
 }
 
+impl Reason {
+    /// `rule: summary`, the reason in one line.
+    pub fn line(&self) -> String {
+        format!("{}: {}", self.rule, self.summary)
+    }
+}
+
 /// The judge's answer after a round or an alert.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Verdict {

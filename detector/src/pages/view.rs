@@ -585,13 +585,9 @@ pub fn release_page(p: &ReleasePage) -> Markup {
     )
 }
 
-fn label_text(label: Feedback) -> &'static str {
-    match label {
-        Feedback::ValidBlock => "valid block",
-        Feedback::FalseAlarm => "false alarm",
-        Feedback::MissedProblem => "missed problem",
-        Feedback::ConfirmedNormal => "confirmed normal",
-    }
+/// `valid block`, `false alarm`, ...: the label as words.
+fn label_text(label: Feedback) -> String {
+    label.as_str().replace('_', " ")
 }
 
 /// Feedback and finish buttons, wired to the API by the bundled script.

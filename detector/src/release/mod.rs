@@ -358,11 +358,7 @@ impl<S: Store> Releases<S> {
             ok: r.decision != Decision::Block,
             state: r.state,
             decided_at: r.decided_at,
-            reasons: r
-                .reasons
-                .iter()
-                .map(|x| format!("{}: {}", x.rule, x.summary))
-                .collect(),
+            reasons: r.reasons.iter().map(Reason::line).collect(),
         })
     }
 

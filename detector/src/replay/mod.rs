@@ -458,11 +458,7 @@ pub fn run(
             let line = serde_json::to_string(&r).map_err(std::io::Error::from)?;
             writeln!(out, "{line}")?;
         } else {
-            let reasons: Vec<String> = r
-                .reasons
-                .iter()
-                .map(|x| format!("{}: {}", x.rule, x.summary))
-                .collect();
+            let reasons: Vec<String> = r.reasons.iter().map(Reason::line).collect();
             writeln!(
                 out,
                 "{}\texpected={}\tdecision={}\tseconds_to_block={}\treasons={}",

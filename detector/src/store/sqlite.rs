@@ -17,7 +17,7 @@ use super::{
     MinuteRow, NewRelease, ReleaseFilter, ReleaseState, ReleaseUpdate, SeriesQuery, Store,
     StoreError, StoredRelease, fingerprint_hex,
 };
-use crate::judge::{Batch, Decision};
+use crate::judge::{Batch, Decision, Reason};
 
 /// Version of the schema below, kept in `PRAGMA user_version`.
 const SCHEMA_VERSION: i64 = 3;
@@ -396,11 +396,7 @@ impl Store for SqliteStore {
             .bind(r.decided_at.unwrap_or_else(crate::ingest::unix_now))
             .bind(r.decision.as_str())
             .bind(previous)
-            .bind(
-                r.reasons
-                    .first()
-                    .map(|x| format!("{}: {}", x.rule, x.summary)),
-            )
+            .bind(r.reasons.first().map(Reason::line))
             .execute(&mut *tx)
             .await?;
         }
