@@ -17,7 +17,11 @@ use super::{
     MinuteRow, NewRelease, ReleaseFilter, ReleaseState, ReleaseUpdate, SeriesQuery, Store,
     StoreError, StoredRelease, fingerprint_hex,
 };
-use crate::judge::{Batch, Decision, Reason};
+use crate::judge::{Batch, Decision};
+
+mod writes;
+
+use writes::{create_release_on, discard_on_error, ingest_on, update_release_on};
 
 /// Version of the schema below, kept in `PRAGMA user_version`.
 const SCHEMA_VERSION: i64 = 3;
@@ -171,7 +175,13 @@ impl SqliteStore {
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(std::time::Duration::from_secs(10));
+            .busy_timeout(std::time::Duration::from_secs(10))
+            // A write-ahead log of at most about 1 MiB between checkpoints, truncated back
+            // to that after each: the store's disk never holds a log as large as SQLite's
+            // default (4 MiB and more), and a disk that filled up has room for the
+            // checkpoint that frees it.
+            .pragma("wal_autocheckpoint", "256")
+            .pragma("journal_size_limit", "1048576");
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.clone())
@@ -197,6 +207,12 @@ impl SqliteStore {
             .await?;
         Ok(Self { writer, readers })
     }
+
+    /// Closes every connection, waiting for them to finish.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.readers.close().await;
+    }
 }
 
 impl Store for SqliteStore {
@@ -205,21 +221,9 @@ impl Store for SqliteStore {
         batch: &[Report],
         received_at: i64,
     ) -> Result<Vec<IngestOutcome>, StoreError> {
-        let mut tx = self.writer.begin().await?;
-        let fresh = insert_report_keys(&mut tx, batch, received_at).await?;
-        let mut acc = BatchAccumulator::default();
-        let mut outcomes = Vec::with_capacity(batch.len());
-        for (report, fresh) in batch.iter().zip(fresh) {
-            if fresh {
-                acc.add(report, received_at);
-                outcomes.push(IngestOutcome::Stored);
-            } else {
-                outcomes.push(IngestOutcome::Duplicate);
-            }
-        }
-        acc.write(&mut tx).await?;
-        tx.commit().await?;
-        Ok(outcomes)
+        let mut conn = self.writer.acquire().await?;
+        let result = ingest_on(&mut conn, batch, received_at).await;
+        discard_on_error(&self.writer, conn, result).await
     }
 
     async fn apps(&self) -> Result<Vec<AppRow>, StoreError> {
@@ -314,24 +318,9 @@ impl Store for SqliteStore {
     }
 
     async fn create_release(&self, new: &NewRelease) -> Result<StoredRelease, StoreError> {
-        let mut tx = self.writer.begin().await?;
-        let reference = to_json(&new.reference_hosts)?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO releases (app, version, state, created_at, started_at, \
-             reference_hosts, decision, reasons) VALUES (?, ?, 'watching', ?, ?, ?, 'pass', '[]') \
-             RETURNING id",
-        )
-        .bind(&new.app)
-        .bind(&new.version)
-        .bind(new.created_at)
-        .bind(new.started_at)
-        .bind(reference)
-        .fetch_one(&mut *tx)
-        .await?;
-        if let Some(batch) = &new.first_batch {
-            insert_batch(&mut tx, id, batch).await?;
-        }
-        tx.commit().await?;
+        let mut conn = self.writer.acquire().await?;
+        let result = create_release_on(&mut conn, new).await;
+        let id = discard_on_error(&self.writer, conn, result).await?;
         Ok(StoredRelease {
             id,
             app: new.app.clone(),
@@ -380,68 +369,9 @@ impl Store for SqliteStore {
     }
 
     async fn update_release(&self, update: &ReleaseUpdate<'_>) -> Result<(), StoreError> {
-        let r = update.release;
-        let mut tx = self.writer.begin().await?;
-        let previous: Option<String> =
-            sqlx::query_scalar("SELECT decision FROM releases WHERE id = ?")
-                .bind(r.id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if let Some(previous) = previous.filter(|p| p != r.decision.as_str()) {
-            sqlx::query(
-                "INSERT INTO release_decisions (release_id, at, decision, previous, reason) \
-                 VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(r.id)
-            .bind(r.decided_at.unwrap_or_else(crate::ingest::unix_now))
-            .bind(r.decision.as_str())
-            .bind(previous)
-            .bind(r.reasons.first().map(Reason::line))
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query(
-            "UPDATE releases SET state = ?, outcome = ?, finished_at = ?, reference_hosts = ?, \
-             judge = ?, last_round = ?, decision = ?, decided_at = ?, reasons = ? WHERE id = ?",
-        )
-        .bind(r.state.as_str())
-        .bind(r.outcome.map(super::Outcome::as_str))
-        .bind(r.finished_at)
-        .bind(to_json(&r.reference_hosts)?)
-        .bind(r.judge.as_deref())
-        .bind(r.last_round)
-        .bind(r.decision.as_str())
-        .bind(r.decided_at)
-        .bind(to_json(&r.reasons)?)
-        .bind(r.id)
-        .execute(&mut *tx)
-        .await?;
-        if let Some(batch) = update.new_batch {
-            insert_batch(&mut tx, r.id, batch).await?;
-        }
-        if let Some(memory) = update.app_memory {
-            sqlx::query(
-                "INSERT INTO app_memory (app, memory, updated_at) VALUES (?, ?, ?) \
-                 ON CONFLICT (app) DO UPDATE SET memory = excluded.memory, \
-                 updated_at = excluded.updated_at",
-            )
-            .bind(&r.app)
-            .bind(memory)
-            .bind(crate::ingest::unix_now())
-            .execute(&mut *tx)
-            .await?;
-        }
-        if let Some(feedback) = update.feedback {
-            sqlx::query("INSERT INTO feedback (release_id, label, note, at) VALUES (?, ?, ?, ?)")
-                .bind(r.id)
-                .bind(enum_text(&feedback.label)?)
-                .bind(feedback.note.as_deref())
-                .bind(feedback.at)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let mut conn = self.writer.acquire().await?;
+        let result = update_release_on(&mut conn, update).await;
+        discard_on_error(&self.writer, conn, result).await
     }
 
     async fn decisions(
