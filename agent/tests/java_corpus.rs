@@ -5,7 +5,6 @@ mod java {
     use std::collections::{BTreeMap, HashMap, HashSet};
     use std::path::{Path, PathBuf};
 
-    use regex::bytes::Regex;
     use vigil_agent::java::{
         Analyzer, AnalyzerConfig, Event, EventAssembler, Fingerprint, Level, Tz, read_lines,
     };
@@ -33,6 +32,7 @@ mod java {
         causes: Vec<String>,
         frames: Vec<String>,
         fingerprint: Option<Fingerprint>,
+        family: Fingerprint,
         dangerous: bool,
     }
 
@@ -47,6 +47,7 @@ mod java {
             causes: ev.exception.map(|x| x.causes.clone()).unwrap_or_default(),
             frames: ev.exception.map(|x| x.frames.clone()).unwrap_or_default(),
             fingerprint: ev.exception.map(|x| x.fingerprint),
+            family: ev.exception.map(|x| x.family).unwrap_or_default(),
             dangerous: ev.exception.is_some_and(|x| x.dangerous),
         }
     }
@@ -192,8 +193,9 @@ mod java {
         let all: HashSet<_> = fp_by_class.values().flatten().collect();
         assert_eq!(all.len(), 3, "three different failures, three fingerprints");
         // Fingerprints travel to the detector and must not change silently: a change here
-        // needs a new FINGERPRINT_VERSION.
-        assert_eq!(vigil_agent::java::FINGERPRINT_VERSION, 1);
+        // needs a new FINGERPRINT_VERSION. (Version 2 picks the site's section differently
+        // and reads fewer message lines as frames; these three kept their version 1 values.)
+        assert_eq!(vigil_agent::java::FINGERPRINT_VERSION, 2);
         for (class, fp) in [
             ("java.lang.ClassNotFoundException", "473dd02637e49090"),
             ("shop.svc.RemoteCallException", "d1e652b4343e60e0"),
@@ -201,6 +203,118 @@ mod java {
         ] {
             let want: Fingerprint = fp.parse().expect("hex");
             assert_eq!(fp_by_class[class], HashSet::from([want]), "{class}");
+        }
+    }
+
+    /// `(class, causes)` of an event's exception.
+    fn chain(e: &Ev) -> (String, Vec<String>) {
+        (e.class.clone().unwrap_or_default(), e.causes.clone())
+    }
+
+    #[test]
+    fn jvm_stderr_traces_back_to_back() {
+        // `System.out` lines and `printStackTrace()` output with no timestamps (catalina.out,
+        // nohup.out): each trace is its own event, each plain line too.
+        let dir = corpus().join("jvm-samples");
+        let an = utc_analyzer();
+        let data = read(&dir.join("stderr-printstacktrace.log"));
+        let evs = events_of(&an, &data);
+        let plain: Vec<&str> = evs
+            .iter()
+            .filter(|e| e.class.is_none())
+            .map(|e| e.first_line.as_str())
+            .collect();
+        assert_eq!(
+            plain,
+            [
+                "Processing order 17",
+                "Processing order 18",
+                "Processing order 19",
+                "Shutting down"
+            ]
+        );
+        assert!(evs.iter().all(|e| e.class.is_none() == (e.lines == 1)));
+        let mut by_chain: BTreeMap<(String, Vec<String>), (usize, HashSet<Fingerprint>)> =
+            BTreeMap::new();
+        for e in evs.iter().filter(|e| e.class.is_some()) {
+            let entry = by_chain.entry(chain(e)).or_default();
+            entry.0 += 1;
+            entry.1.extend(e.fingerprint);
+        }
+        let s = |v: &str| v.to_owned();
+        let want: BTreeMap<(String, Vec<String>), usize> = [
+            ((s("java.lang.ClassNotFoundException"), vec![]), 3),
+            (
+                (
+                    s("java.lang.IllegalStateException"),
+                    vec![s("java.lang.ArithmeticException")],
+                ),
+                3,
+            ),
+            ((s("java.lang.NullPointerException"), vec![]), 3),
+        ]
+        .into_iter()
+        .collect();
+        let got: BTreeMap<_, usize> = by_chain.iter().map(|(k, v)| (k.clone(), v.0)).collect();
+        assert_eq!(got, want);
+        // One failure, one fingerprint.
+        assert!(by_chain.values().all(|v| v.1.len() == 1), "{by_chain:?}");
+        let dangerous: Vec<&str> = evs
+            .iter()
+            .filter(|e| e.dangerous)
+            .filter_map(|e| e.class.as_deref())
+            .collect();
+        assert_eq!(dangerous, ["java.lang.ClassNotFoundException"; 3]);
+        let lines: u64 = evs.iter().map(|e| u64::from(e.lines)).sum();
+        assert_eq!(lines, data.iter().filter(|b| **b == b'\n').count() as u64);
+    }
+
+    #[test]
+    fn jvm_fast_throw_is_the_family_of_the_full_trace() {
+        // -XX:+OmitStackTraceInFastThrow: the site's first NullPointerExceptions carry a
+        // message and frames, the later ones (preallocated by the JIT) neither.
+        let dir = corpus().join("jvm-samples");
+        let an = utc_analyzer();
+        let evs = events_of(&an, &read(&dir.join("fastthrow.log")));
+        assert_eq!(evs.len(), 6);
+        assert!(
+            evs.iter()
+                .all(|e| e.class.as_deref() == Some("java.lang.NullPointerException"))
+        );
+        let (full, bare) = evs.split_at(3);
+        assert!(full.iter().all(|e| e.lines == 3 && !e.frames.is_empty()));
+        assert!(bare.iter().all(|e| e.lines == 1 && e.frames.is_empty()));
+        let full_fps: HashSet<_> = full.iter().map(|e| e.fingerprint).collect();
+        let bare_fps: HashSet<_> = bare.iter().map(|e| e.fingerprint).collect();
+        assert_eq!((full_fps.len(), bare_fps.len()), (1, 1));
+        // The frameless shape fingerprints as the family of the full one: the class chain
+        // alone, so the detector can tell it is the same failure.
+        let family: HashSet<_> = full.iter().map(|e| Some(e.family)).collect();
+        assert_eq!(family, bare_fps);
+        assert!(bare.iter().all(|e| Some(e.family) == e.fingerprint));
+    }
+
+    #[test]
+    fn jvm_cached_class_resolution_error_has_one_fingerprint() {
+        // The first NoClassDefFoundError prints its ClassNotFoundException cause with the
+        // class loader's frames, later ones (HotSpot's cached resolution error) only
+        // `... 5 common frames omitted`: the same failure, one fingerprint.
+        let dir = corpus().join("jvm-samples");
+        let an = utc_analyzer();
+        let evs = events_of(&an, &read(&dir.join("ncdfe-cached.log")));
+        assert_eq!(evs.len(), 3);
+        let fps: HashSet<_> = evs.iter().map(|e| e.fingerprint).collect();
+        assert_eq!(fps.len(), 1, "{evs:#?}");
+        for e in &evs {
+            assert_eq!(
+                chain(e),
+                (
+                    "java.lang.NoClassDefFoundError".to_owned(),
+                    vec!["java.lang.ClassNotFoundException".to_owned()]
+                )
+            );
+            assert!(e.dangerous);
+            assert_eq!(e.frames[0], "shop.svc.ServicesImpl.tax");
         }
     }
 
@@ -309,10 +423,9 @@ mod java {
         first.split(':').next().unwrap_or_default().trim()
     }
 
-    fn d4j_analyzer(event_start: bool) -> Analyzer {
+    fn d4j_analyzer() -> Analyzer {
         Analyzer::new(AnalyzerConfig {
             timezone: Tz::Utc,
-            event_start: event_start.then(|| Regex::new("^--- ").expect("valid regex")),
             max_event_bytes: 1 << 20,
             ..AnalyzerConfig::default()
         })
@@ -320,25 +433,26 @@ mod java {
     }
 
     #[test]
-    fn defects4j_every_trace_found_with_event_start() {
+    fn defects4j_every_trace_found_without_configuration() {
+        // The files as they are, no `event_start`: no line starts a record, each trace follows
+        // its `--- Class::method` line. Every trace must be its own event (a trace merged into
+        // the one before it would hide its class), and only the `---` lines are left over.
         let traces = defects4j();
         assert_eq!(traces.len(), 1795, "traces in the corpus");
-        let an = d4j_analyzer(true);
+        let an = d4j_analyzer();
         let mut found = 0;
         let mut by_file: BTreeMap<&Path, Vec<&Trace>> = BTreeMap::new();
         for t in &traces {
             by_file.entry(&t.file).or_default().push(t);
         }
         for (file, ts) in by_file {
-            let evs = events_of(&an, &read(file));
-            assert_eq!(evs.len(), ts.len(), "{}: events", file.display());
-            for (e, t) in evs.iter().zip(ts) {
-                assert_eq!(
-                    e.first_line,
-                    format!("--- {}", t.test),
-                    "{}",
-                    file.display()
-                );
+            let data = read(file);
+            let evs = events_of(&an, &data);
+            let (exc, plain): (Vec<&Ev>, Vec<&Ev>) = evs.iter().partition(|e| e.class.is_some());
+            assert_eq!(exc.len(), ts.len(), "{}: exception events", file.display());
+            for (e, t) in exc.iter().zip(&ts) {
+                let header = t.text.lines().next().unwrap_or_default();
+                assert_eq!(e.first_line, header, "{} {}", file.display(), t.test);
                 assert_eq!(
                     e.class.as_deref(),
                     Some(header_class(t)),
@@ -348,6 +462,40 @@ mod java {
                 );
                 found += 1;
             }
+            // Each trace runs up to the next `---` line: lines add up, nothing is lost.
+            let physical = data.iter().filter(|b| **b == b'\n').count() as u64;
+            let mut next = evs
+                .iter()
+                .skip(1)
+                .map(|e| e.line_number)
+                .chain([physical + 1]);
+            for e in &evs {
+                let end = next.next().unwrap_or(physical + 1);
+                assert_eq!(
+                    u64::from(e.lines),
+                    end - e.line_number,
+                    "{}",
+                    file.display()
+                );
+            }
+            for w in plain.windows(2) {
+                let between: Vec<&&Ev> = exc
+                    .iter()
+                    .filter(|e| (w[0].line_number..w[1].line_number).contains(&e.line_number))
+                    .collect();
+                assert_eq!(between.len(), 1, "{}:{}", file.display(), w[0].line_number);
+                assert_eq!(between[0].line_number, w[0].line_number + 1);
+            }
+            for (p, t) in plain.iter().zip(&ts) {
+                assert_eq!(
+                    p.first_line,
+                    format!("--- {}", t.test),
+                    "{}",
+                    file.display()
+                );
+                assert_eq!(p.lines, 1, "{}", file.display());
+            }
+            assert_eq!(plain.len(), ts.len(), "{}: `---` lines", file.display());
         }
         assert_eq!(found, 1795);
     }
@@ -372,7 +520,7 @@ mod java {
                 (i / 60) % 60
             ));
         }
-        let an = d4j_analyzer(false);
+        let an = d4j_analyzer();
         let evs = events_of(&an, log.as_bytes());
         assert_eq!(evs.len(), 2 * traces.len(), "events");
         for (pair, t) in evs.chunks(2).zip(&traces) {
@@ -432,7 +580,7 @@ mod java {
     #[test]
     fn defects4j_generated_names_share_a_fingerprint() {
         let traces = defects4j();
-        let an = d4j_analyzer(false);
+        let an = d4j_analyzer();
         let renumber = Renumber::new();
         let mut changed = 0;
         let mut class_of: HashMap<Fingerprint, String> = HashMap::new();
@@ -491,7 +639,7 @@ mod java {
         // Real pairs: the same trace (up to line numbers) recorded with `GeneratedMethodAccessor4`
         // and with `…16`.
         let traces = defects4j();
-        let an = d4j_analyzer(false);
+        let an = d4j_analyzer();
         let accessor = regex::Regex::new(r"GeneratedMethodAccessor\d+").expect("valid regex");
         let line_no = regex::Regex::new(r"\.java:\d+\)").expect("valid regex");
         let mut groups: HashMap<String, (HashSet<&str>, HashSet<Fingerprint>)> = HashMap::new();

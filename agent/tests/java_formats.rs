@@ -259,6 +259,164 @@ mod java {
     }
 
     #[test]
+    fn traces_without_record_starts() {
+        // printStackTrace() to stderr (catalina.out, nohup.out): no line starts a record.
+        use Level::*;
+        const R: i64 = READ_AT;
+        let npe = "java.lang.NullPointerException";
+        let table: &[(&str, &str, Vec<Got>)] = &[
+            (
+                "traces back to back with a plain line between (issue 14)",
+                "java.lang.NullPointerException\n\
+                 \tat com.a.B.c(B.java:1)\n\
+                 \tat com.a.B.d(B.java:2)\n\
+                 Processing order 17\n\
+                 java.lang.IllegalStateException: boom\n\
+                 \tat com.a.C.d(C.java:2)\n\
+                 Caused by: java.io.IOException: x\n\
+                 \tat com.a.D.e(D.java:3)\n\
+                 \t... 1 more\n\
+                 java.lang.ClassNotFoundException: com.x.Y\n\
+                 \tat java.net.URLClassLoader.findClass(URLClassLoader.java:387)",
+                vec![
+                    ev(R, Other, 3, Some(npe), &[]),
+                    ev(R, Other, 1, None, &[]),
+                    ev(
+                        R,
+                        Other,
+                        5,
+                        Some("java.lang.IllegalStateException"),
+                        &["java.io.IOException"],
+                    ),
+                    ev(R, Other, 2, Some("java.lang.ClassNotFoundException"), &[]),
+                ],
+            ),
+            (
+                "a multi-line message stays with its trace, plain lines stay together",
+                "--- com.x.FooTest::testBar\n\
+                 junit.framework.ComparisonFailure: expected:</**\n\
+                 \x20* @return {undefined}\n\
+                 \x20*/\n\
+                 java.lang.String x;> but was:<...>\n\
+                 \n\
+                 \tat junit.framework.Assert.assertEquals(Assert.java:100)\n\
+                 \n\
+                 --- com.x.FooTest::testBaz\n\
+                 second plain line",
+                vec![
+                    ev(R, Other, 1, None, &[]),
+                    ev(R, Other, 7, Some("junit.framework.ComparisonFailure"), &[]),
+                    ev(R, Other, 2, None, &[]),
+                ],
+            ),
+            (
+                "frameless fast-throw exceptions, one event each",
+                "java.lang.NullPointerException\n\
+                 java.lang.NullPointerException\n\
+                 Processing order 18\n\
+                 java.lang.ArithmeticException\n\
+                 Exception in thread \"main\" java.lang.ArrayIndexOutOfBoundsException",
+                vec![
+                    ev(R, Other, 1, Some(npe), &[]),
+                    ev(R, Other, 1, Some(npe), &[]),
+                    ev(R, Other, 1, None, &[]),
+                    ev(R, Other, 1, Some("java.lang.ArithmeticException"), &[]),
+                    ev(
+                        R,
+                        Other,
+                        1,
+                        Some("java.lang.ArrayIndexOutOfBoundsException"),
+                        &[],
+                    ),
+                ],
+            ),
+            (
+                "message lines that look like frames or headers, indented",
+                "com.fasterxml.jackson.databind.JsonMappingException: Unexpected token\n\
+                 \x20at [Source: {\n\
+                 \x20 \"id\" : 1\n\
+                 }; line: 3, column: 5]\n\
+                 \tat com.fasterxml.jackson.databind.X.y(X.java:1)\n\
+                 org.opentest4j.MultipleFailuresError: Multiple Failures (2 failures)\n\
+                 \torg.opentest4j.AssertionFailedError: expected: <1> but was: <2>\n\
+                 \tjava.lang.AssertionError: no\n\
+                 \tat org.junit.jupiter.api.AssertAll.assertAll(AssertAll.java:80)\n\
+                 \tSuppressed: org.opentest4j.AssertionFailedError: expected: <1> but was: <2>\n\
+                 \t\tat shop.T.a(T.java:1)\n\
+                 \t\t... 2 more\n\
+                 \t[CIRCULAR REFERENCE: java.lang.AssertionError: no]",
+                vec![
+                    ev(
+                        R,
+                        Other,
+                        5,
+                        Some("com.fasterxml.jackson.databind.JsonMappingException"),
+                        &[],
+                    ),
+                    ev(
+                        R,
+                        Other,
+                        8,
+                        Some("org.opentest4j.MultipleFailuresError"),
+                        &[],
+                    ),
+                ],
+            ),
+            (
+                "catalina.out: a record, then the app's traces on stderr",
+                "23-Nov-2026 18:45:02.123 INFO [main] org.apache.catalina.startup.Catalina.start Server startup in [812] milliseconds\n\
+                 java.lang.IllegalStateException: first\n\
+                 \tat shop.A.a(A.java:1)\n\
+                 java.lang.NoClassDefFoundError: shop/Missing\n\
+                 \tat shop.B.b(B.java:2)\n\
+                 Caused by: java.lang.ClassNotFoundException: shop.Missing\n\
+                 \t... 1 more\n\
+                 \n\
+                 23-Nov-2026 18:45:03.000 INFO [main] x - next",
+                vec![
+                    ev(T, Info, 3, Some("java.lang.IllegalStateException"), &[]),
+                    ev(
+                        R,
+                        Other,
+                        5,
+                        Some("java.lang.NoClassDefFoundError"),
+                        &["java.lang.ClassNotFoundException"],
+                    ),
+                    ev(T + 1, Info, 1, None, &[]),
+                ],
+            ),
+            (
+                "a thread dump: lock lines stay with their frames",
+                "\"main\" #1 prio=5 os_prio=0 tid=0x1 nid=0x2 waiting on condition\n\
+                 \x20  java.lang.Thread.State: TIMED_WAITING (sleeping)\n\
+                 \tat java.lang.Thread.sleep(Native Method)\n\
+                 \t- locked <0x000000076b5bb0a8> (a java.lang.Object)\n\
+                 \n\
+                 \"GC Thread#0\" os_prio=0 tid=0x3 nid=0x4 runnable",
+                vec![ev(R, Other, 5, None, &[]), ev(R, Other, 1, None, &[])],
+            ),
+        ];
+        let an = analyzer();
+        for (name, text, want) in table {
+            assert_eq!(&run(&an, text), want, "{name}");
+        }
+        // With `event_start` configured, the pattern alone decides where events start.
+        let an = Analyzer::new(AnalyzerConfig {
+            timezone: Tz::Utc,
+            event_start: Some(Regex::new("^--- ").expect("valid")),
+            ..AnalyzerConfig::default()
+        })
+        .expect("builds");
+        assert_eq!(
+            run(
+                &an,
+                "--- a\njava.lang.NullPointerException\n\tat a.B.c(B.java:1)\nplain\njava.lang.ArithmeticException"
+            ),
+            vec![ev(R, Other, 5, Some(npe), &[])]
+        );
+    }
+
+    #[test]
     fn event_start_override() {
         let an = Analyzer::new(AnalyzerConfig {
             timezone: Tz::Utc,
@@ -310,12 +468,21 @@ mod java {
         text.push_str(&"x".repeat(100_000));
         text.push_str("\n2026-11-23 18:45:03.000 INFO [main] x - next");
         let got = run(&an, &text);
-        assert_eq!(got.len(), 2);
-        assert_eq!(got[0].lines, 2 + 500 + 3 + 1);
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].lines, 2 + 500 + 3);
         assert!(got[0].truncated);
         // The cause chain past the cap is still known.
         assert_eq!(got[0].causes, vec!["java.lang.OutOfMemoryError"]);
-        assert_eq!(got[1], ev(T + 1, Level::Info, 1, None, &[]));
+        // A line that is no part of a trace ends it; over the cap alone, it is cut, still one
+        // event.
+        assert_eq!(
+            got[1],
+            Got {
+                truncated: true,
+                ..ev(READ_AT, Level::Other, 1, None, &[])
+            }
+        );
+        assert_eq!(got[2], ev(T + 1, Level::Info, 1, None, &[]));
     }
 
     #[test]

@@ -2,9 +2,20 @@
 //!
 //! States: *idle* (no pending event) and *pending* (an event is being collected). A line that
 //! starts a record completes the pending event and opens the next; any other line attaches to
-//! the pending event (or opens one without a record start when idle). A pending event also
-//! completes when the file goes quiet ([`EventAssembler::flush_idle`]) or on demand
-//! ([`EventAssembler::flush`]).
+//! the pending event (or opens one without a record start when idle) unless it ends a printed
+//! trace (below). A pending event also completes when the file goes quiet
+//! ([`EventAssembler::flush_idle`]) or on demand ([`EventAssembler::flush`]).
+//!
+//! A pending event also tracks where it stands in a printed trace ([`TraceState`]), because
+//! `printStackTrace()` output (`catalina.out`, `nohup.out`) carries no record starts: traces
+//! follow each other and plain `System.out` lines with nothing in between. An exception
+//! header after a trace's frames (not `Caused by:`/`Suppressed:`), after a header without a
+//! message, or in the first column after a header with one, and any other line after frames
+//! that is not a frame, a cause, an elision (`... N more`) or blank, completes the event and
+//! opens the next. In an event opened by a line that is not a record start, an exception
+//! header opens the next event too. Lines between a header with a message and its first frame
+//! continue the message (`junit.framework.ComparisonFailure: expected:<…` over several lines).
+//! A configured `event_start` turns this off: the pattern alone decides.
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +24,7 @@ use super::exception::{self, ExceptionInfo, Scratch};
 use super::json::{self, Scalar};
 use super::record::{self, Kind, Level, RecordStart};
 use super::time::{self, Clock};
+use super::trace::{self, LineShape};
 
 /// One log event: a record's first line and its continuation lines.
 ///
@@ -51,6 +63,70 @@ enum JsonState {
     Message,
 }
 
+/// Where a pending event stands in a printed stack trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TraceState {
+    /// No exception header yet (a record's message, or plain lines).
+    Text,
+    /// After a header or cause with a message, before its first frame: lines may continue
+    /// the message.
+    Message,
+    /// After a header or cause without a message (nothing can continue it), before a frame.
+    Bare,
+    /// After a frame or an elision (`... N more`): only frames, causes and elisions continue
+    /// the trace.
+    Frames,
+}
+
+impl TraceState {
+    /// The state of an event whose first line has `shape` and is not a record start.
+    fn first(shape: LineShape) -> TraceState {
+        match shape {
+            LineShape::Header { message, .. } | LineShape::Cause { message } => {
+                Self::header(message)
+            }
+            LineShape::Frame => TraceState::Frames,
+            LineShape::Blank | LineShape::Elision | LineShape::Other => TraceState::Text,
+        }
+    }
+
+    fn header(message: bool) -> TraceState {
+        if message {
+            TraceState::Message
+        } else {
+            TraceState::Bare
+        }
+    }
+
+    /// Does a line of `shape` (not a record start) end the event instead of joining it?
+    /// `recorded`: the event was opened by a record start.
+    fn ends_before(self, shape: LineShape, recorded: bool) -> bool {
+        match (self, shape) {
+            (_, LineShape::Blank) => false,
+            (TraceState::Text, LineShape::Header { .. }) => !recorded,
+            (TraceState::Text, _) => false,
+            (TraceState::Message, LineShape::Header { margin, .. }) => margin,
+            (TraceState::Message, _) => false,
+            (
+                TraceState::Bare | TraceState::Frames,
+                LineShape::Frame | LineShape::Elision | LineShape::Cause { .. },
+            ) => false,
+            (TraceState::Bare | TraceState::Frames, _) => true,
+        }
+    }
+
+    /// The state after a line of `shape` joined the event.
+    fn after(self, shape: LineShape) -> TraceState {
+        match shape {
+            LineShape::Frame => TraceState::Frames,
+            LineShape::Cause { message } => Self::header(message),
+            LineShape::Header { message, .. } if self == TraceState::Text => Self::header(message),
+            LineShape::Elision if self != TraceState::Text => TraceState::Frames,
+            _ => self,
+        }
+    }
+}
+
 /// What is known of the pending event.
 #[derive(Debug, Clone, Copy)]
 struct Pending {
@@ -67,6 +143,9 @@ struct Pending {
     hint: bool,
     /// A continuation line is a stack frame.
     has_frames: bool,
+    /// Opened by a record start (not by a plain line).
+    recorded: bool,
+    trace: TraceState,
     /// Frames still kept after a `Caused by:` line once over the size cap.
     keep_after_cause: u8,
     last_end: u64,
@@ -94,11 +173,6 @@ pub struct EventAssembler {
 
 /// Frames kept after each `Caused by:` once an event is over its size cap.
 const FRAMES_AFTER_CAUSE: u8 = 4;
-
-fn trim_start(l: &[u8]) -> &[u8] {
-    let n = l.iter().take_while(|b| matches!(b, b' ' | b'\t')).count();
-    &l[n..]
-}
 
 impl EventAssembler {
     /// A new assembler for one file of `analyzer`'s `[[logs]]` entry.
@@ -141,7 +215,7 @@ impl EventAssembler {
         {
             p.level = level;
             p.hint |= analyzer.hints.is_match(line);
-            self.attach(analyzer, line, end_offset);
+            self.attach(analyzer, line, end_offset, LineShape::Other);
             return;
         }
         let mut start = record::record_start(analyzer, line);
@@ -158,15 +232,26 @@ impl EventAssembler {
                 kind: Kind::Json,
             });
         }
-        match start {
-            Some(start) => {
-                if self.pending.is_some() {
-                    self.complete(analyzer, out);
-                }
-                self.begin(analyzer, line, Some(start), end_offset, read_at);
+        if let Some(start) = start {
+            if self.pending.is_some() {
+                self.complete(analyzer, out);
             }
-            None if self.pending.is_some() => self.attach(analyzer, line, end_offset),
-            None => self.begin(analyzer, line, None, end_offset, read_at),
+            self.begin(analyzer, line, Ok(start), end_offset, read_at);
+            return;
+        }
+        let shape = trace::shape(line);
+        match self.pending {
+            Some(p)
+                if analyzer.config.event_start.is_some()
+                    || !p.trace.ends_before(shape, p.recorded) =>
+            {
+                self.attach(analyzer, line, end_offset, shape);
+            }
+            Some(_) => {
+                self.complete(analyzer, out);
+                self.begin(analyzer, line, Err(shape), end_offset, read_at);
+            }
+            None => self.begin(analyzer, line, Err(shape), end_offset, read_at),
         }
     }
 
@@ -217,11 +302,13 @@ impl EventAssembler {
         self.pending.is_some()
     }
 
+    /// Opens an event with `line`: a record start, or (`Err`) a line of that shape that
+    /// starts none.
     fn begin(
         &mut self,
         an: &Analyzer,
         line: &[u8],
-        start: Option<RecordStart>,
+        start: Result<RecordStart, LineShape>,
         end_offset: u64,
         read_at: i64,
     ) {
@@ -229,6 +316,11 @@ impl EventAssembler {
         self.buf.clear();
         let kept = line.len().min(cap);
         self.buf.extend_from_slice(&line[..kept]);
+        let recorded = start.is_ok();
+        let trace = match start {
+            Ok(_) => TraceState::Text,
+            Err(shape) => TraceState::first(shape),
+        };
         let start = start.unwrap_or(RecordStart {
             civil: None,
             time_of_day: None,
@@ -252,6 +344,8 @@ impl EventAssembler {
             json: JsonState::No,
             hint: false,
             has_frames: false,
+            recorded,
+            trace,
             keep_after_cause: 0,
             last_end: end_offset,
         };
@@ -315,15 +409,16 @@ impl EventAssembler {
         }
     }
 
-    fn attach(&mut self, an: &Analyzer, line: &[u8], end_offset: u64) {
+    fn attach(&mut self, an: &Analyzer, line: &[u8], end_offset: u64, shape: LineShape) {
         let Some(p) = &mut self.pending else {
             return;
         };
         p.lines = p.lines.saturating_add(1);
         p.last_end = end_offset;
-        let t = trim_start(line);
-        let frame = t.starts_with(b"at ");
+        let t = trace::trim_start(line);
+        let frame = shape == LineShape::Frame;
         p.has_frames |= frame;
+        p.trace = p.trace.after(shape);
         let cap = an.max_event_bytes;
         if self.buf.len() + 1 + line.len() <= cap {
             self.buf.push(b'\n');

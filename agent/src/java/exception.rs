@@ -9,10 +9,14 @@ use std::str::FromStr;
 
 use super::analyzer::Analyzer;
 use super::frame;
+use super::trace::{
+    class_token, frame_body, header_syntax, is_frame, simple_name, strip_thread_prefix,
+    throwable_by_name, trim_start,
+};
 
 /// Version of the fingerprint algorithm; travels with every report. Bump it whenever the
 /// same trace could get a different fingerprint.
-pub const FINGERPRINT_VERSION: u32 = 1;
+pub const FINGERPRINT_VERSION: u32 = 2;
 
 /// Seed of the fingerprint hash: fixed, so fingerprints are stable across runs and hosts.
 const SEED: u64 = 0x5669_6769_6c46_5031; // "VigilFP1"
@@ -71,8 +75,14 @@ pub struct ExceptionInfo {
     pub causes: Vec<String>,
     /// The outermost exception's message (first line, at most 256 bytes).
     pub message: String,
-    /// The top frames that entered the fingerprint, normalised `class.method`.
+    /// The top frames that entered the fingerprint, normalised `class.method`; empty when
+    /// the exception was printed without frames.
     pub frames: Vec<String>,
+    /// The fingerprint of the class chain alone: what the same failure fingerprints as when
+    /// printed without frames (HotSpot's fast throw, `-XX:+OmitStackTraceInFastThrow`). Equal
+    /// to `fingerprint` when `frames` is empty. Fingerprints with the same family are the
+    /// same class chain from different code.
+    pub family: Fingerprint,
     /// Number of frame lines (`at …`) in the trace, all sections.
     pub frame_count: u32,
     /// Is any class of the cause chain dangerous?
@@ -111,91 +121,6 @@ pub(crate) struct Scratch {
 
 fn is_ident(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'$'
-}
-
-fn trim_start(l: &[u8]) -> &[u8] {
-    let n = l.iter().take_while(|b| matches!(b, b' ' | b'\t')).count();
-    &l[n..]
-}
-
-/// A dotted class name at the start of `s`: its length, or `None`.
-fn class_token(s: &[u8]) -> Option<usize> {
-    if !s
-        .first()
-        .is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_' || *b == b'$')
-    {
-        return None;
-    }
-    let mut i = 0;
-    let mut dots = 0;
-    let mut seg_empty = true;
-    while let Some(&b) = s.get(i) {
-        if is_ident(b) {
-            seg_empty = false;
-        } else if b == b'.' && !seg_empty {
-            dots += 1;
-            seg_empty = true;
-        } else {
-            break;
-        }
-        i += 1;
-    }
-    (dots > 0 && !seg_empty).then_some(i)
-}
-
-/// A header `pkg.Class[: message]` at the start of `s` (already trimmed):
-/// `(class_len, message_start)`.
-fn header_syntax(s: &[u8]) -> Option<(usize, Option<usize>)> {
-    let n = class_token(s)?;
-    let rest = &s[n..];
-    if rest.iter().all(|b| b.is_ascii_whitespace()) {
-        return Some((n, None));
-    }
-    if rest[0] == b':' {
-        let skip = rest[1..].iter().take_while(|b| **b == b' ').count();
-        return Some((n, Some(n + 1 + skip)));
-    }
-    None
-}
-
-/// The simple name of a class name.
-fn simple_name(class: &[u8]) -> &[u8] {
-    match memchr::memrchr(b'.', class) {
-        Some(i) => &class[i + 1..],
-        None => class,
-    }
-}
-
-/// Does the class name by itself say it is a throwable?
-fn throwable_by_name(class: &[u8]) -> bool {
-    const KNOWN: &[&[u8]] = &[
-        b"ComparisonFailure",
-        b"ThreadDeath",
-        b"UnresolvedForwardReference",
-        b"MultipleFailuresError",
-    ];
-    simple_name(class).split(|b| *b == b'$').any(|seg| {
-        seg.ends_with(b"Exception")
-            || seg.ends_with(b"Error")
-            || seg.ends_with(b"Throwable")
-            || KNOWN.contains(&seg)
-    })
-}
-
-/// Is this (trimmed) line a stack frame?
-fn is_frame(t: &[u8]) -> bool {
-    t.starts_with(b"at ") && t.len() > 3
-}
-
-/// The body of a frame line: after `at `, before `(`.
-fn frame_body(t: &[u8]) -> &[u8] {
-    let b = &t[3..];
-    let end = memchr::memchr(b'(', b).unwrap_or(b.len());
-    let mut s = &b[..end];
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
 }
 
 /// A class name quoted inside a message line (`… failed: java.net.ConnectException: …`):
@@ -268,6 +193,38 @@ fn set_string(v: &mut Vec<String>, i: usize, s: &str) {
     }
 }
 
+/// Normalises the frames of section `site` into `sc.norm_frames` (reflection plumbing
+/// left out), stopping once the top frame and [`TOP_FRAMES`] frames of the app's own code are
+/// known. Returns whether the section has a frame of the app's own code.
+fn site_frames(an: &Analyzer, text: &[u8], sc: &mut Scratch, site: usize) -> bool {
+    sc.norm.clear();
+    sc.norm_frames.clear();
+    let app_packages = &an.config.app_packages;
+    let mut apps = 0;
+    for &(sec, fs, fe) in &sc.frames {
+        if sec as usize != site {
+            continue;
+        }
+        let body = String::from_utf8_lossy(&text[fs..fe]);
+        let start = sc.norm.len();
+        let class_len = frame::push_frame(&body, &mut sc.norm);
+        let f = &sc.norm[start..];
+        if frame::is_plumbing(f) {
+            sc.norm.truncate(start);
+            continue;
+        }
+        let app = frame::is_app_class(&f[..class_len], app_packages)
+            && !frame::is_class_loading(&f[(class_len + 1).min(f.len())..]);
+        sc.norm_frames.push((start, sc.norm.len(), class_len, app));
+        apps += usize::from(app);
+        // Enough seen: later frames cannot change the selection.
+        if apps == TOP_FRAMES {
+            break;
+        }
+    }
+    apps > 0
+}
+
 /// Finds the exception of an event's `text` (lines separated by `\n`) and fills `out`.
 /// Returns `false` when the text holds none (then `out` is unspecified).
 pub(crate) fn analyze(
@@ -294,13 +251,9 @@ pub(crate) fn analyze(
     let mut found: Option<(usize, usize, usize, Option<usize>, usize)> = None; // line, cs, ce, msg, indent
     for (i, &(s, e)) in sc.lines.iter().enumerate() {
         let line = &text[s..e];
-        let mut t = trim_start(line);
+        let t = trim_start(line);
         let indent = line.len() - t.len();
-        if let Some(rest) = t.strip_prefix(b"Exception in thread \"")
-            && let Some(q) = memchr::memmem::find(rest, b"\" ")
-        {
-            t = &rest[q + 2..];
-        }
+        let t = strip_thread_prefix(t);
         let Some((n, msg)) = header_syntax(t) else {
             continue;
         };
@@ -431,29 +384,28 @@ pub(crate) fn analyze(
     push_cut(&mut out.sample, &text[sample_start..], SAMPLE_CAP);
     out.dangerous = an.chain_is_dangerous(&sc.chain_text);
 
-    // 5. Frames of the throw site: the deepest section of the chain that has frames.
-    let site = sc.chain.iter().rposition(|s| s.frames > 0).unwrap_or(0);
-    sc.norm.clear();
-    sc.norm_frames.clear();
-    let app_packages = &an.config.app_packages;
-    for &(sec, fs, fe) in &sc.frames {
-        if sec as usize != site {
-            continue;
-        }
-        let body = String::from_utf8_lossy(&text[fs..fe]);
-        let start = sc.norm.len();
-        let class_len = frame::push_frame(&body, &mut sc.norm);
-        let f = &sc.norm[start..];
-        if frame::is_plumbing(f) {
-            sc.norm.truncate(start);
-            continue;
-        }
-        let app = frame::is_app_class(&f[..class_len], app_packages);
-        sc.norm_frames.push((start, sc.norm.len(), class_len, app));
-        // Enough seen: the top frame and 4 app frames are known (later frames cannot
-        // change the selection below).
-        if sc.norm_frames.iter().filter(|f| f.3).count() == TOP_FRAMES {
+    // 5. Frames of the failure's site: the deepest section of the chain with a frame of the
+    //    app's own code, else the outermost section with frames. A cause's own frames may
+    //    be missing from one print of a failure and not another (HotSpot re-throws a cached
+    //    class-resolution error with its `ClassNotFoundException` cause as `... N more`),
+    //    but such a cause holds only class-loading frames, which never count as the app's;
+    //    the outermost exception always has its frames.
+    let mut found_app = false;
+    for site in (0..sc.chain.len()).rev() {
+        if sc.chain[site].frames > 0 && site_frames(an, text, sc, site) {
+            found_app = true;
             break;
+        }
+    }
+    if !found_app {
+        match sc.chain.iter().position(|s| s.frames > 0) {
+            Some(site) => {
+                site_frames(an, text, sc, site);
+            }
+            None => {
+                sc.norm.clear();
+                sc.norm_frames.clear();
+            }
         }
     }
     // The throw point (top frame) always; then the app's frames when it has any (they say
@@ -479,11 +431,13 @@ pub(crate) fn analyze(
     }
     out.frames.truncate(nframes);
 
-    // 6. The fingerprint: chain of classes, then the selected frames.
+    // 6. The fingerprint: chain of classes, then the selected frames. The chain alone is the
+    //    family (what an exception printed without frames fingerprints as).
     sc.hash.clear();
     sc.hash.extend_from_slice(b"vigil-fingerprint\x00");
     sc.hash.extend_from_slice(sc.chain_text.as_bytes());
     sc.hash.push(0x01);
+    out.family = Fingerprint(xxhash_rust::xxh3::xxh3_64_with_seed(&sc.hash, SEED));
     for f in &out.frames {
         sc.hash.extend_from_slice(f.as_bytes());
         sc.hash.push(0);
@@ -598,6 +552,102 @@ mod tests {
         assert_eq!(b.causes, vec!["java.net.SocketTimeoutException"]);
         assert_eq!(a.frames, b.frames);
         assert_eq!(a.fingerprint, b.fingerprint);
+    }
+
+    #[test]
+    fn cached_resolution_error_one_fingerprint() {
+        let first = "java.lang.NoClassDefFoundError: shop/svc/TaxTable\n\
+                     \tat lib-v2//shop.svc.ServicesImpl.tax(ServicesImpl.java:40)\n\
+                     \tat shop.ShopApp.tick(ShopApp.java:155)\n\
+                     \tat java.base/java.lang.Thread.run(Thread.java:840)\n\
+                     Caused by: java.lang.ClassNotFoundException: shop.svc.TaxTable\n\
+                     \tat java.base/java.net.URLClassLoader.findClass(URLClassLoader.java:445)\n\
+                     \tat java.base/java.lang.ClassLoader.loadClass(ClassLoader.java:592)\n\
+                     \t... 3 common frames omitted";
+        let cached = "java.lang.NoClassDefFoundError: shop/svc/TaxTable\n\
+                      \tat lib-v2//shop.svc.ServicesImpl.tax(ServicesImpl.java:40)\n\
+                      \tat shop.ShopApp.tick(ShopApp.java:155)\n\
+                      \tat java.base/java.lang.Thread.run(Thread.java:840)\n\
+                      Caused by: java.lang.ClassNotFoundException: shop.svc.TaxTable\n\
+                      \t... 3 more";
+        // A class loader of the app's own packages: its lookups are still not the app's code.
+        let own_loader = first.replace(
+            "java.base/java.net.URLClassLoader.findClass",
+            "shop.plugins.PluginLoader.findClass",
+        );
+        let a = run(first).expect("exception");
+        assert_eq!(a.frames, ["shop.svc.ServicesImpl.tax", "shop.ShopApp.tick"]);
+        for t in [cached, own_loader.as_str()] {
+            let b = run(t).expect("exception");
+            assert_eq!(
+                (&b.frames, b.fingerprint),
+                (&a.frames, a.fingerprint),
+                "{t}"
+            );
+        }
+        // Without any app frame (a library's missing class), the outermost exception's frames.
+        let lib = |t: &str| {
+            t.replace("shop.svc.", "org.apache.x.")
+                .replace("shop.ShopApp", "org.apache.App")
+        };
+        let (c, d) = (run(&lib(first)).expect("e"), run(&lib(cached)).expect("e"));
+        assert_eq!(c.frames[0], "org.apache.x.ServicesImpl.tax");
+        assert_eq!(c.fingerprint, d.fingerprint);
+    }
+
+    #[test]
+    fn site_is_the_deepest_with_app_frames() {
+        // A wrapper thrown by the framework: the NPE's own code tells failures apart.
+        let wrapped = |m: &str| {
+            format!(
+                "org.springframework.web.util.NestedServletException: Request processing failed\n\
+                 \tat org.springframework.web.servlet.FrameworkServlet.processRequest(FrameworkServlet.java:1014)\n\
+                 \tat javax.servlet.http.HttpServlet.service(HttpServlet.java:655)\n\
+                 Caused by: java.lang.NullPointerException: x\n\
+                 \tat shop.web.CartController.{m}(CartController.java:12)\n\
+                 \tat java.base/jdk.internal.reflect.NativeMethodAccessorImpl.invoke0(Native Method)\n\
+                 \t... 2 more"
+            )
+        };
+        let a = run(&wrapped("add")).expect("exception");
+        let b = run(&wrapped("remove")).expect("exception");
+        assert_eq!(a.frames, ["shop.web.CartController.add"]);
+        assert_ne!(a.fingerprint, b.fingerprint);
+        assert_eq!(a.family, b.family);
+        // A root cause deep in library code: the app's frames of the wrapper name the failure.
+        let t = "shop.svc.RemoteCallException: failed\n\
+                 \tat shop.svc.Client.call(Client.java:3)\n\
+                 Caused by: java.net.ConnectException: Connection refused\n\
+                 \tat java.base/sun.nio.ch.Net.connect0(Native Method)\n\
+                 \t... 1 more";
+        assert_eq!(run(t).expect("exception").frames, ["shop.svc.Client.call"]);
+    }
+
+    #[test]
+    fn frameless_is_the_family() {
+        let full = run(
+            "java.lang.NullPointerException: Cannot invoke \"String.length()\"\n\
+                        \tat shop.A.length(A.java:10)\n\tat shop.A.main(A.java:30)",
+        )
+        .expect("exception");
+        let bare = run("java.lang.NullPointerException").expect("exception");
+        assert!(bare.frames.is_empty());
+        assert_eq!(bare.fingerprint, bare.family);
+        assert_eq!(full.family, bare.fingerprint);
+        assert_ne!(full.fingerprint, bare.fingerprint);
+        // Another class chain, another family.
+        let other = run("java.lang.ArithmeticException").expect("exception");
+        assert_ne!(other.family, bare.family);
+    }
+
+    #[test]
+    fn message_lines_are_not_frames() {
+        let t = "com.fasterxml.jackson.databind.JsonMappingException: Unexpected token\n \
+                 at [Source: {\"a\":1}; line: 1, column: 2]\n\
+                 \tat com.fasterxml.jackson.databind.X.y(X.java:1)";
+        let e = run(t).expect("exception");
+        assert_eq!(e.frame_count, 1);
+        assert_eq!(e.frames, ["com.fasterxml.jackson.databind.X.y"]);
     }
 
     #[test]

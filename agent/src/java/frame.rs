@@ -86,6 +86,14 @@ pub(crate) fn is_app_class(class: &str, app_packages: &[String]) -> bool {
     })
 }
 
+/// Is `method` (of a normalised frame) a class loader's lookup (`loadClass`, `findClass`,
+/// `loadClassOrNull`, `findClass0`)? Such frames say which class was missing, not which of
+/// the app's code paths failed, and HotSpot prints them only the first time a class fails to
+/// resolve; they never count as the app's, even in a class loader of the app's packages.
+pub(crate) fn is_class_loading(method: &str) -> bool {
+    method.starts_with("loadClass") || method.starts_with("findClass")
+}
+
 /// Is this normalised frame reflection plumbing?
 pub(crate) fn is_plumbing(frame: &str) -> bool {
     PLUMBING_PREFIXES.iter().any(|p| frame.starts_with(p))
