@@ -139,7 +139,7 @@ impl RejectReason {
             RejectReason::NoBody
         } else if starts("minute ") {
             RejectReason::Minute
-        } else if starts("app name") {
+        } else if starts("app") {
             RejectReason::App
         } else if starts("alert ") {
             RejectReason::Alert

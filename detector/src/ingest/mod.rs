@@ -10,9 +10,15 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
-use vigil_proto::PROTOCOL_VERSION;
 use vigil_proto::v1::collector_server::Collector;
 use vigil_proto::v1::{Ack, AckStatus, Report, report::Body};
+
+mod validate;
+
+pub use validate::{
+    MAX_APPS, MAX_COUNT, MAX_DEFINITION_BYTES, MAX_DEFINITION_ITEMS, MAX_FINGERPRINTS,
+    MAX_FUTURE_SECS, MAX_PAST_SECS, validate,
+};
 
 use crate::judge::Definition;
 use crate::release::StoredAlert;
@@ -22,8 +28,6 @@ use crate::store::{IngestOutcome, Store};
 const MAX_BATCH: usize = 1024;
 /// Reports of one stream that may wait for their commit before the stream stops reading.
 const IN_FLIGHT_PER_STREAM: usize = 256;
-/// How far in the future a minute may lie (clock skew), in seconds.
-const MAX_FUTURE_SECS: i64 = 24 * 60 * 60;
 
 type Reply = oneshot::Sender<Result<IngestOutcome, String>>;
 
@@ -129,54 +133,6 @@ pub(crate) fn unix_now() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
-}
-
-/// Why a report can never be stored. The agent is told and must not send it again.
-pub fn validate(report: &Report, now: i64) -> Result<(), String> {
-    if report.protocol_version != PROTOCOL_VERSION {
-        return Err(format!(
-            "protocol version {} is not supported (this detector speaks {PROTOCOL_VERSION})",
-            report.protocol_version
-        ));
-    }
-    if report.host.is_empty() || report.host.len() > 255 {
-        return Err("host must be 1 to 255 bytes".into());
-    }
-    if report.instance.is_empty() || report.instance.len() > 64 {
-        return Err("instance must be 1 to 64 bytes".into());
-    }
-    if report.seq == 0 {
-        return Err("seq must start at 1".into());
-    }
-    match &report.body {
-        None => Err("report has no body".into()),
-        Some(Body::Minute(minute)) => {
-            if minute.minute % 60 != 0 {
-                return Err(format!("minute {} is not a multiple of 60", minute.minute));
-            }
-            if minute.minute > now + MAX_FUTURE_SECS {
-                return Err(format!(
-                    "minute {} is more than a day in the future",
-                    minute.minute
-                ));
-            }
-            for app in &minute.apps {
-                if app.app.is_empty() || app.app.len() > 255 {
-                    return Err("app name must be 1 to 255 bytes".into());
-                }
-            }
-            Ok(())
-        }
-        Some(Body::Alert(alert)) => {
-            if alert.app.is_empty() {
-                return Err("alert without app".into());
-            }
-            if alert.definition.is_none() {
-                return Err("alert without exception definition".into());
-            }
-            Ok(())
-        }
-    }
 }
 
 /// The `vigil.v1.Collector` service.
@@ -316,44 +272,4 @@ enum PendingAck {
     Rejected(String),
     /// The stream itself failed; the agent gets this status.
     Failed(Status),
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use vigil_proto::v1::{AppCounters, MinuteReport};
-
-    fn report(minute: i64) -> Report {
-        Report {
-            protocol_version: PROTOCOL_VERSION,
-            host: "h".into(),
-            instance: "i".into(),
-            seq: 1,
-            body: Some(Body::Minute(MinuteReport {
-                minute,
-                apps: vec![AppCounters {
-                    app: "shop".into(),
-                    ..Default::default()
-                }],
-                host_metrics: None,
-            })),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn validation_names_the_problem() {
-        let now = 1_763_880_000;
-        assert_eq!(validate(&report(now), now), Ok(()));
-        assert!(validate(&report(now + 30), now).is_err_and(|e| e.contains("multiple of 60")));
-        assert!(
-            validate(&report(now + 2 * 86_400), now).is_err_and(|e| e.contains("in the future"))
-        );
-        let mut old = report(now);
-        old.protocol_version = 7;
-        assert!(validate(&old, now).is_err_and(|e| e.contains("protocol version 7")));
-        let mut no_seq = report(now);
-        no_seq.seq = 0;
-        assert!(validate(&no_seq, now).is_err());
-    }
 }

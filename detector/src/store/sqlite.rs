@@ -144,6 +144,25 @@ CREATE TABLE IF NOT EXISTS release_decisions (
 CREATE INDEX IF NOT EXISTS release_decisions_by_release ON release_decisions (release_id, id);
 ";
 
+/// `column = column + excluded.column`, held at `i64::MAX` (SQLite would turn an integer
+/// sum that overflows into a REAL, which no reader of the column expects).
+macro_rules! saturating_sum {
+    ($column:literal) => {
+        concat!(
+            $column,
+            " = CASE WHEN ",
+            $column,
+            " > 9223372036854775807 - excluded.",
+            $column,
+            " THEN 9223372036854775807 ELSE ",
+            $column,
+            " + excluded.",
+            $column,
+            " END"
+        )
+    };
+}
+
 macro_rules! release_columns {
     () => {
         "SELECT id, app, version, state, outcome, created_at, started_at, finished_at, \
@@ -700,12 +719,12 @@ impl<'a> BatchAccumulator<'a> {
                 for app in &minute.apps {
                     let name = app.app.as_str();
                     let sums = self.app_minutes.entry((name, host, m)).or_default();
-                    sums.lines += app.lines;
-                    sums.error_lines += app.error_lines;
-                    sums.warn_lines += app.warn_lines;
-                    sums.events += app.events;
-                    sums.truncated_lines += app.truncated_lines;
-                    sums.reports += 1;
+                    sums.lines = sums.lines.saturating_add(app.lines);
+                    sums.error_lines = sums.error_lines.saturating_add(app.error_lines);
+                    sums.warn_lines = sums.warn_lines.saturating_add(app.warn_lines);
+                    sums.events = sums.events.saturating_add(app.events);
+                    sums.truncated_lines = sums.truncated_lines.saturating_add(app.truncated_lines);
+                    sums.reports = sums.reports.saturating_add(1);
                     let seen = self
                         .hosts
                         .entry((name, host))
@@ -719,10 +738,11 @@ impl<'a> BatchAccumulator<'a> {
                             .or_insert(definition);
                     }
                     for exception in &app.exceptions {
-                        *self
+                        let sum = self
                             .exceptions
                             .entry((name, host, m, exception.fingerprint))
-                            .or_default() += exception.count;
+                            .or_default();
+                        *sum = sum.saturating_add(exception.count);
                         let fp = self
                             .fingerprints
                             .entry((name, exception.fingerprint))
@@ -733,7 +753,7 @@ impl<'a> BatchAccumulator<'a> {
                             });
                         fp.first_seen = fp.first_seen.min(m);
                         fp.last_seen = fp.last_seen.max(m);
-                        fp.count += exception.count;
+                        fp.count = fp.count.saturating_add(exception.count);
                     }
                 }
                 if let Some(metrics) = &minute.host_metrics {
@@ -792,13 +812,20 @@ impl<'a> BatchAccumulator<'a> {
                     .push_bind(count(s.truncated_lines))
                     .push_bind(count(s.reports));
             });
-            q.push(
-                " ON CONFLICT (app, host, minute) DO UPDATE SET lines = lines + excluded.lines, \
-                 error_lines = error_lines + excluded.error_lines, \
-                 warn_lines = warn_lines + excluded.warn_lines, events = events + excluded.events, \
-                 truncated_lines = truncated_lines + excluded.truncated_lines, \
-                 reports = reports + excluded.reports",
-            );
+            q.push(concat!(
+                " ON CONFLICT (app, host, minute) DO UPDATE SET ",
+                saturating_sum!("lines"),
+                ", ",
+                saturating_sum!("error_lines"),
+                ", ",
+                saturating_sum!("warn_lines"),
+                ", ",
+                saturating_sum!("events"),
+                ", ",
+                saturating_sum!("truncated_lines"),
+                ", ",
+                saturating_sum!("reports")
+            ));
             q.build().execute(&mut **tx).await?;
         }
         let hosts: Vec<_> = self.hosts.into_iter().collect();
@@ -831,10 +858,10 @@ impl<'a> BatchAccumulator<'a> {
                     .push_bind(fp(*f))
                     .push_bind(count(*n));
             });
-            q.push(
-                " ON CONFLICT (app, host, minute, fingerprint) \
-                 DO UPDATE SET count = count + excluded.count",
-            );
+            q.push(concat!(
+                " ON CONFLICT (app, host, minute, fingerprint) DO UPDATE SET ",
+                saturating_sum!("count")
+            ));
             q.build().execute(&mut **tx).await?;
         }
         let definitions: Vec<_> = self.definitions.into_iter().collect();
@@ -874,12 +901,12 @@ impl<'a> BatchAccumulator<'a> {
                     .push_bind(s.last_seen)
                     .push_bind(count(s.count));
             });
-            q.push(
+            q.push(concat!(
                 " ON CONFLICT (app, fingerprint) DO UPDATE SET \
                  first_seen = min(coalesce(first_seen, excluded.first_seen), excluded.first_seen), \
-                 last_seen = max(coalesce(last_seen, excluded.last_seen), excluded.last_seen), \
-                 count = count + excluded.count",
-            );
+                 last_seen = max(coalesce(last_seen, excluded.last_seen), excluded.last_seen), ",
+                saturating_sum!("count")
+            ));
             q.build().execute(&mut **tx).await?;
         }
         for chunk in self.alerts.chunks(MAX_PARAMS / 6) {
@@ -1153,6 +1180,27 @@ mod tests {
         let metrics = row.host_metrics.as_ref().expect("host metrics");
         assert_eq!(metrics.cpu_pct, Some(20.0));
         assert_eq!(metrics.disk_write_bytes, Some(2000));
+    }
+
+    #[tokio::test]
+    async fn sums_past_i64_max_hold_at_the_maximum_and_stay_readable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).await.expect("open");
+        let huge = |seq| {
+            let mut r = minute_report("i1", seq, 600, u64::MAX / 2);
+            if let Some(Body::Minute(m)) = &mut r.body {
+                m.apps[0].exceptions[0].count = u64::MAX / 2;
+            }
+            r
+        };
+        // In one batch (summed in memory) and across batches (summed by SQLite).
+        store.ingest(&[huge(1), huge(2)], 700).await.expect("ingest");
+        store.ingest(&[huge(3)], 701).await.expect("ingest");
+        let rows = store.series(&SeriesQuery::default()).await.expect("series");
+        assert_eq!(rows[0].lines, i64::MAX as u64);
+        assert_eq!(rows[0].exceptions.get("feedbeef00000001"), Some(&(i64::MAX as u64)));
+        let known = store.exceptions("shop").await.expect("exceptions");
+        assert_eq!(known[0].count, i64::MAX as u64);
     }
 
     #[tokio::test]

@@ -1,0 +1,279 @@
+//! What a report may hold (README "Limits"). A report outside these bounds is rejected
+//! with a reason that names the field, and the agent does not send it again; every bound
+//! is far above what a real agent sends in a minute, so that only a broken or hostile
+//! sender meets it, and no report can make a commit, a page or a sum grow without limit.
+
+use vigil_proto::PROTOCOL_VERSION;
+use vigil_proto::v1::{ExceptionDefinition, Report, report::Body};
+
+/// Longest host, instance and app name, in bytes.
+pub const MAX_NAME_BYTES: usize = 255;
+/// Longest instance id, in bytes.
+pub const MAX_INSTANCE_BYTES: usize = 64;
+/// How far in the future a minute or alert may lie (clock skew), in seconds.
+pub const MAX_FUTURE_SECS: i64 = 24 * 60 * 60;
+/// How far in the past a minute or alert may lie (an agent's spool after a long outage),
+/// in seconds.
+pub const MAX_PAST_SECS: i64 = 30 * 24 * 60 * 60;
+/// Most apps in one minute report.
+pub const MAX_APPS: usize = 256;
+/// Most fingerprint counts, and most definitions, of one app in one report.
+pub const MAX_FINGERPRINTS: usize = 10_000;
+/// Largest count (lines, events, one fingerprint) of one app in one minute report:
+/// ten billion, 166 million a second, which no host logs.
+pub const MAX_COUNT: u64 = 10_000_000_000;
+/// Most causes and most frames of one definition.
+pub const MAX_DEFINITION_ITEMS: usize = 64;
+/// Most bytes of one definition (class, causes, message, frames and sample together).
+pub const MAX_DEFINITION_BYTES: usize = 64 * 1024;
+
+/// Why a report can never be stored. The agent is told and must not send it again.
+///
+/// # Errors
+/// The reason, starting with the field it is about.
+pub fn validate(report: &Report, now: i64) -> Result<(), String> {
+    if report.protocol_version != PROTOCOL_VERSION {
+        return Err(format!(
+            "protocol version {} is not supported (this detector speaks {PROTOCOL_VERSION})",
+            report.protocol_version
+        ));
+    }
+    name("host", &report.host, MAX_NAME_BYTES)?;
+    name("instance", &report.instance, MAX_INSTANCE_BYTES)?;
+    if report.seq == 0 || i64::try_from(report.seq).is_err() {
+        return Err(format!("seq {} is not between 1 and 2^63-1", report.seq));
+    }
+    match &report.body {
+        None => Err("report has no body".into()),
+        Some(Body::Minute(minute)) => {
+            if minute.minute % 60 != 0 {
+                return Err(format!("minute {} is not a multiple of 60", minute.minute));
+            }
+            time("minute", minute.minute, now)?;
+            if minute.apps.len() > MAX_APPS {
+                return Err(format!(
+                    "apps: {} in one report, more than {MAX_APPS}",
+                    minute.apps.len()
+                ));
+            }
+            for app in &minute.apps {
+                name("app name", &app.app, MAX_NAME_BYTES)?;
+                for (what, value) in [
+                    ("lines", app.lines),
+                    ("error_lines", app.error_lines),
+                    ("warn_lines", app.warn_lines),
+                    ("events", app.events),
+                    ("truncated_lines", app.truncated_lines),
+                ] {
+                    count(&app.app, what, value)?;
+                }
+                if app.exceptions.len() > MAX_FINGERPRINTS
+                    || app.definitions.len() > MAX_FINGERPRINTS
+                {
+                    return Err(format!(
+                        "app {:?}: {} fingerprint counts and {} definitions in one report, \
+                         more than {MAX_FINGERPRINTS}",
+                        app.app,
+                        app.exceptions.len(),
+                        app.definitions.len()
+                    ));
+                }
+                for e in &app.exceptions {
+                    count(&app.app, "exception count", e.count)?;
+                }
+                for d in &app.definitions {
+                    definition(d)?;
+                }
+            }
+            Ok(())
+        }
+        Some(Body::Alert(alert)) => {
+            name("alert app", &alert.app, MAX_NAME_BYTES)?;
+            time("alert at", alert.at, now)?;
+            if alert.count > MAX_COUNT {
+                return Err(format!(
+                    "alert count {} is more than {MAX_COUNT}",
+                    alert.count
+                ));
+            }
+            match &alert.definition {
+                None => Err("alert without exception definition".into()),
+                Some(d) => definition(d).map_err(|e| format!("alert {e}")),
+            }
+        }
+    }
+}
+
+/// A name: 1 to `max` bytes, no control characters (they would forge log lines).
+fn name(what: &str, value: &str, max: usize) -> Result<(), String> {
+    if value.is_empty() || value.len() > max {
+        return Err(format!("{what} must be 1 to {max} bytes"));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(format!("{what} {value:?} holds control characters"));
+    }
+    Ok(())
+}
+
+fn time(what: &str, t: i64, now: i64) -> Result<(), String> {
+    if t > now.saturating_add(MAX_FUTURE_SECS) {
+        return Err(format!("{what} {t} is more than a day in the future"));
+    }
+    if t < now.saturating_sub(MAX_PAST_SECS) {
+        return Err(format!("{what} {t} is more than 30 days in the past"));
+    }
+    Ok(())
+}
+
+fn count(app: &str, what: &str, value: u64) -> Result<(), String> {
+    if value > MAX_COUNT {
+        return Err(format!(
+            "app {app:?}: {what} {value} is more than {MAX_COUNT} in one minute"
+        ));
+    }
+    Ok(())
+}
+
+fn definition(d: &ExceptionDefinition) -> Result<(), String> {
+    if d.causes.len() > MAX_DEFINITION_ITEMS || d.frames.len() > MAX_DEFINITION_ITEMS {
+        return Err(format!(
+            "definition {:016x}: {} causes and {} frames, more than {MAX_DEFINITION_ITEMS}",
+            d.fingerprint,
+            d.causes.len(),
+            d.frames.len()
+        ));
+    }
+    let bytes = d.class.len()
+        + d.message.len()
+        + d.sample.len()
+        + d.causes.iter().map(String::len).sum::<usize>()
+        + d.frames.iter().map(String::len).sum::<usize>();
+    if bytes > MAX_DEFINITION_BYTES {
+        return Err(format!(
+            "definition {:016x}: {bytes} bytes, more than {MAX_DEFINITION_BYTES}",
+            d.fingerprint
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vigil_proto::v1::{Alert, AppCounters, ExceptionCount, MinuteReport};
+
+    const NOW: i64 = 1_763_880_000;
+
+    fn report(minute: i64) -> Report {
+        Report {
+            protocol_version: PROTOCOL_VERSION,
+            host: "h".into(),
+            instance: "i".into(),
+            seq: 1,
+            body: Some(Body::Minute(MinuteReport {
+                minute,
+                apps: vec![AppCounters {
+                    app: "shop".into(),
+                    ..Default::default()
+                }],
+                host_metrics: None,
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn app(r: &mut Report) -> &mut AppCounters {
+        match &mut r.body {
+            Some(Body::Minute(m)) => &mut m.apps[0],
+            _ => unreachable!("a minute report"),
+        }
+    }
+
+    fn rejected(r: &Report, expected: &str) {
+        match validate(r, NOW) {
+            Ok(()) => panic!("accepted; expected a rejection with {expected:?}"),
+            Err(e) => assert!(e.contains(expected), "{e:?} does not say {expected:?}"),
+        }
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        assert_eq!(validate(&report(NOW), NOW), Ok(()));
+        rejected(&report(NOW + 30), "multiple of 60");
+        rejected(&report(NOW + 2 * 86_400), "in the future");
+        rejected(&report(NOW - 31 * 86_400), "in the past");
+        rejected(&report(i64::MIN + 8), "in the past");
+        let mut old = report(NOW);
+        old.protocol_version = 7;
+        rejected(&old, "protocol version 7");
+        let mut no_seq = report(NOW);
+        no_seq.seq = 0;
+        rejected(&no_seq, "seq 0");
+        let mut big_seq = report(NOW);
+        big_seq.seq = u64::MAX;
+        rejected(&big_seq, "seq 18446744073709551615");
+    }
+
+    #[test]
+    fn names_with_control_characters_are_refused() {
+        let mut r = report(NOW);
+        r.host = "web-1\n2026-11-29 INFO forged".into();
+        rejected(&r, "host \"web-1\\n2026");
+        let mut r = report(NOW);
+        app(&mut r).app = "shop\u{1b}[31m".into();
+        rejected(&r, "control characters");
+    }
+
+    #[test]
+    fn counts_and_sizes_are_bounded() {
+        let mut r = report(NOW);
+        app(&mut r).lines = u64::MAX;
+        rejected(&r, "lines 18446744073709551615 is more than");
+        let mut r = report(NOW);
+        app(&mut r).exceptions = vec![ExceptionCount {
+            fingerprint: 1,
+            count: i64::MAX as u64,
+        }];
+        rejected(&r, "exception count");
+        let mut r = report(NOW);
+        app(&mut r).exceptions = (0..=MAX_FINGERPRINTS as u64)
+            .map(|fingerprint| ExceptionCount {
+                fingerprint,
+                count: 1,
+            })
+            .collect();
+        rejected(&r, "10001 fingerprint counts");
+        let mut r = report(NOW);
+        app(&mut r).definitions = vec![ExceptionDefinition {
+            sample: "x".repeat(MAX_DEFINITION_BYTES + 1),
+            ..Default::default()
+        }];
+        rejected(&r, "bytes, more than");
+        let mut r = report(NOW);
+        if let Some(Body::Minute(m)) = &mut r.body {
+            m.apps = (0..=MAX_APPS)
+                .map(|i| AppCounters {
+                    app: format!("app-{i}"),
+                    ..Default::default()
+                })
+                .collect();
+        }
+        rejected(&r, "apps: 257");
+    }
+
+    #[test]
+    fn alerts_are_bounded_in_time() {
+        let alert = |at| Report {
+            body: Some(Body::Alert(Alert {
+                app: "shop".into(),
+                at,
+                definition: Some(ExceptionDefinition::default()),
+                count: 1,
+            })),
+            ..report(NOW)
+        };
+        assert_eq!(validate(&alert(NOW), NOW), Ok(()));
+        rejected(&alert(i64::MIN), "alert at");
+        rejected(&alert(NOW + 10 * 365 * 86_400), "alert at");
+    }
+}
