@@ -209,11 +209,7 @@ fn main() {
             page.len(),
             rendered.as_secs_f64() * 1e3
         );
-        let router = router(Arc::new(ApiState {
-            store: Arc::clone(&store),
-            releases,
-            token: None,
-        }));
+        let router = router(Arc::new(ApiState::new(Arc::clone(&store), releases, None)));
         for (what, uri) in [
             ("release page", format!("/releases/{}", release.id)),
             ("health board", "/".to_owned()),

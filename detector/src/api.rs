@@ -27,6 +27,35 @@ pub struct ApiState<S> {
     pub releases: Arc<Releases<S>>,
     /// Bearer token required on `/api/*`, when configured.
     pub token: Option<String>,
+    /// Signed-in browsers.
+    pub sessions: crate::auth::Sessions,
+}
+
+impl<S> ApiState<S> {
+    /// The state of a detector serving `store` and `releases`, requiring `token` when set.
+    pub fn new(store: Arc<S>, releases: Arc<Releases<S>>, token: Option<String>) -> Self {
+        Self {
+            store,
+            releases,
+            token,
+            sessions: crate::auth::Sessions::default(),
+        }
+    }
+
+    /// What `request` presents, when a token is configured (`None`: nothing is required).
+    pub fn presented(&self, request: &Request) -> Option<crate::auth::Presented> {
+        let expected = self.token.as_deref()?;
+        let client = request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map_or(crate::auth::UNKNOWN_CLIENT, |c| c.0.ip());
+        Some(crate::auth::http_presented(
+            request.headers(),
+            expected,
+            &self.sessions,
+            client,
+        ))
+    }
 }
 
 /// An API error: a status and a message for the caller.
@@ -102,17 +131,20 @@ async fn require_token<S: Store>(
     request: Request,
     next: Next,
 ) -> Response {
-    if let Some(expected) = &state.token {
-        // Tools send the bearer header; the pages' buttons send the sign-in cookie.
-        if !crate::auth::http_token_presented(request.headers(), expected) {
-            return ApiError {
-                status: StatusCode::UNAUTHORIZED,
-                message: "missing or wrong bearer token".into(),
-            }
-            .into_response();
+    // Tools send the bearer header; the pages' buttons send the session cookie.
+    match state.presented(&request) {
+        None | Some(crate::auth::Presented::Valid) => next.run(request).await,
+        Some(crate::auth::Presented::Invalid) => ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            message: "missing or wrong bearer token".into(),
         }
+        .into_response(),
+        Some(crate::auth::Presented::Limited) => ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: "too many failed token checks from this address; try again later".into(),
+        }
+        .into_response(),
     }
-    next.run(request).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -174,6 +206,10 @@ impl From<ReleaseError> for ApiError {
                 message: e.to_string(),
             },
             ReleaseError::Invalid(message) => Self::bad_request(message),
+            ReleaseError::OutOfLimits(message) => Self {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                message,
+            },
             ReleaseError::Conflict(message) => Self {
                 status: StatusCode::CONFLICT,
                 message,
@@ -199,7 +235,7 @@ fn release_id(
     id: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<i64, ApiError> {
     let Path(id) = id.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    id.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
+    crate::release::parse_release_id(&id).ok_or_else(|| {
         ApiError::bad_request(format!("release id {id:?} is not a positive integer"))
     })
 }

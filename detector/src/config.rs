@@ -38,7 +38,47 @@ pub struct DetectorConfig {
     /// (mutual TLS).
     #[serde(default)]
     pub tls_client_ca: Option<PathBuf>,
+    /// Bounds on what API callers may ask for.
+    #[serde(default)]
+    pub limits: LimitsConfig,
 }
+
+/// `[limits]` as written in the file (durations as text, e.g. `"24h"`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Oldest `started_at` / batch `at` accepted, before now (default 24h).
+    #[serde(default)]
+    pub max_backdate: Option<String>,
+    /// Most hosts a release may name in its batches and reference group together
+    /// (default 10,000).
+    #[serde(default)]
+    pub max_hosts_per_release: Option<usize>,
+}
+
+/// The limits in force, from `[limits]` with defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Oldest `started_at` / batch `at` accepted, in seconds before now.
+    pub max_backdate_secs: i64,
+    /// Most hosts in a release's batches and reference group together.
+    pub max_hosts_per_release: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_backdate_secs: 24 * 3600,
+            max_hosts_per_release: 10_000,
+        }
+    }
+}
+
+/// Largest `max_hosts_per_release` accepted: past it, one API call would hold a round's
+/// memory and the release lock for long.
+const MAX_HOSTS_PER_RELEASE_CAP: usize = 100_000;
+/// Largest `max_backdate` accepted: 30 days, what the store keeps of reports' minutes.
+const MAX_BACKDATE_CAP_SECS: i64 = 30 * 24 * 3600;
 
 /// A receiver of decision changes.
 #[derive(Debug, Clone, Deserialize)]
@@ -145,6 +185,8 @@ impl DetectorConfig {
                 })?;
             }
         }
+        self.limits()
+            .map_err(|(key, reason)| invalid(key, reason))?;
         for (i, hook) in self.webhooks.iter().enumerate() {
             if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
                 return Err(invalid(
@@ -162,6 +204,40 @@ impl DetectorConfig {
             }
         }
         Ok(())
+    }
+
+    /// The limits in force (`[limits]` with defaults).
+    ///
+    /// # Errors
+    /// The key and why its value is refused.
+    pub fn limits(&self) -> Result<Limits, (String, String)> {
+        let mut limits = Limits::default();
+        if let Some(text) = &self.limits.max_backdate {
+            let d = humantime::parse_duration(text).map_err(|e| {
+                (
+                    "limits.max_backdate".to_owned(),
+                    format!("{text:?} is not a duration like \"24h\" or \"90m\": {e}"),
+                )
+            })?;
+            let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+            if !(60..=MAX_BACKDATE_CAP_SECS).contains(&secs) {
+                return Err((
+                    "limits.max_backdate".to_owned(),
+                    format!("{text:?} is not between 1m and 30d"),
+                ));
+            }
+            limits.max_backdate_secs = secs;
+        }
+        if let Some(n) = self.limits.max_hosts_per_release {
+            if !(1..=MAX_HOSTS_PER_RELEASE_CAP).contains(&n) {
+                return Err((
+                    "limits.max_hosts_per_release".to_owned(),
+                    format!("{n} is not between 1 and {MAX_HOSTS_PER_RELEASE_CAP}"),
+                ));
+            }
+            limits.max_hosts_per_release = n;
+        }
+        Ok(limits)
     }
 
     /// The TLS settings of the gRPC port, when `tls_cert` is set.
@@ -244,6 +320,34 @@ mod tests {
         );
         let err = parse("[[webhooks]]\nurl = \"ftp://x\"").expect_err("bad url");
         assert!(err.to_string().contains("webhooks[0].url"), "{err}");
+    }
+
+    #[test]
+    fn limits_have_defaults_and_are_checked() {
+        let config = parse("").expect("defaults");
+        assert_eq!(config.limits(), Ok(Limits::default()));
+        let config =
+            parse("[limits]\nmax_backdate = \"90m\"\nmax_hosts_per_release = 50").expect("limits");
+        assert_eq!(
+            config.limits(),
+            Ok(Limits {
+                max_backdate_secs: 5400,
+                max_hosts_per_release: 50
+            })
+        );
+        let err = parse("[limits]\nmax_backdate = \"forever\"").expect_err("bad duration");
+        assert!(
+            err.to_string()
+                .starts_with("detector.toml: limits.max_backdate: \"forever\" is not a duration"),
+            "{err}"
+        );
+        let err = parse("[limits]\nmax_backdate = \"400d\"").expect_err("too long");
+        assert!(err.to_string().contains("between 1m and 30d"), "{err}");
+        let err = parse("[limits]\nmax_hosts_per_release = 0").expect_err("zero");
+        assert!(
+            err.to_string().contains("limits.max_hosts_per_release"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -61,6 +61,8 @@ pub enum DetectorError {
     Token(String),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("configuration: {0}")]
+    Config(String),
     #[error("gRPC server: {0}")]
     Grpc(#[from] tonic::transport::Error),
     #[error("HTTP server: {0}")]
@@ -127,10 +129,13 @@ impl Detector {
         let (alert_tx, alert_rx) = tokio::sync::mpsc::channel(release::ALERT_QUEUE);
         let ingest = ingest::Ingest::start_notifying(Arc::clone(&self.store), Some(alert_tx));
         let decisions = release::webhook::start(self.config.webhooks.clone());
-        let releases = Arc::new(release::Releases::new(
-            Arc::clone(&self.store),
-            Some(decisions),
-        ));
+        let limits = self
+            .config
+            .limits()
+            .map_err(|(key, reason)| DetectorError::Config(format!("{key}: {reason}")))?;
+        let releases = Arc::new(
+            release::Releases::new(Arc::clone(&self.store), Some(decisions)).with_limits(limits),
+        );
         tokio::spawn(Arc::clone(&releases).run(alert_rx, stop_rx.clone()));
         let collector = InterceptedService::new(
             CollectorServer::new(ingest::CollectorService::with_stop(ingest, stop_rx.clone()))
@@ -161,12 +166,17 @@ impl Detector {
                 stopped(stop_rx.clone()),
             );
 
-        let app = api::router(Arc::new(api::ApiState {
-            store: Arc::clone(&self.store),
+        let app = api::router(Arc::new(api::ApiState::new(
+            Arc::clone(&self.store),
             releases,
             token,
-        }));
-        let http = axum::serve(self.http, app).with_graceful_shutdown(stopped(stop_rx));
+        )));
+        // Peer addresses reach the token checks, which limit failures per address.
+        let http = axum::serve(
+            self.http,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stopped(stop_rx));
         let tls = self.config.tls_cert.is_some();
         tracing::info!(grpc = %grpc_addr, tls, http = %http_addr, data_dir = %self.config.data_dir.display(), "vigil-detector serving");
         let (grpc, http) = tokio::join!(grpc, http);

@@ -30,11 +30,11 @@ async fn api() -> Api {
     let store = Arc::new(SqliteStore::open(dir.path()).await.expect("store"));
     let (tx, changes) = mpsc::channel(16);
     let releases = Arc::new(Releases::new(Arc::clone(&store), Some(tx)));
-    let router = router(Arc::new(ApiState {
-        store: Arc::clone(&store),
-        releases: Arc::clone(&releases),
-        token: None,
-    }));
+    let router = router(Arc::new(ApiState::new(
+        Arc::clone(&store),
+        Arc::clone(&releases),
+        None,
+    )));
     Api {
         router,
         store,
@@ -574,11 +574,11 @@ async fn an_alert_blocks_at_once_and_feedback_lifts_a_false_alarm() {
 #[tokio::test]
 async fn release_routes_need_the_bearer_token_when_configured() {
     let api = api().await;
-    let router = router(Arc::new(ApiState {
-        store: Arc::clone(&api.store),
-        releases: Arc::clone(&api.releases),
-        token: Some("s3cret".into()),
-    }));
+    let router = router(Arc::new(ApiState::new(
+        Arc::clone(&api.store),
+        Arc::clone(&api.releases),
+        Some("s3cret".into()),
+    )));
     let create = |token: Option<&str>| {
         let mut request = Request::builder()
             .method(Method::POST)

@@ -11,8 +11,9 @@
 //! and style, a second wall behind the escaping of log text.
 //!
 //! When the detector has a token, the pages need it too: a browser signs in once on
-//! `/signin` and holds the token in an `HttpOnly`, `SameSite=Strict` cookie, which the API
-//! also accepts, so the buttons work without the page ever seeing the token.
+//! `/signin` with the token and gets a random session id in an `HttpOnly`,
+//! `SameSite=Strict` cookie (never the token), which the API also accepts, so the buttons
+//! work without the page ever seeing the token.
 
 pub mod chart;
 pub mod format;
@@ -141,9 +142,15 @@ async fn require_sign_in<S: Store>(
     request: Request,
     next: Next,
 ) -> Response {
-    if let Some(expected) = &state.token
-        && !crate::auth::http_token_presented(request.headers(), expected)
-    {
+    let presented = state.presented(&request);
+    if presented == Some(crate::auth::Presented::Limited) {
+        return problem(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many attempts",
+            "Too many failed sign-ins from this address. Wait a few seconds and try again.",
+        );
+    }
+    if presented == Some(crate::auth::Presented::Invalid) {
         let next_path = request
             .uri()
             .path_and_query()
@@ -176,18 +183,28 @@ struct SignIn {
     next: Option<String>,
 }
 
-/// Only a path on this detector: no scheme, no other host (`//evil`).
+/// Only a path on this detector: no scheme, no other host (`//evil`), and nothing a
+/// browser strips or rewrites into one (control characters such as a tab, backslashes).
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.into(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && !n.chars().any(|c| c.is_control() || c.is_whitespace()) =>
+        {
+            n.into()
+        }
         _ => "/".into(),
     }
 }
 
 async fn sign_in<S: Store>(
     State(state): State<Arc<ApiState<S>>>,
+    connect: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     form: Result<Form<SignIn>, FormRejection>,
 ) -> Response {
+    let client = connect.map_or(crate::auth::UNKNOWN_CLIENT, |c| c.0.0.ip());
     let Ok(Form(form)) = form else {
         return problem(
             StatusCode::BAD_REQUEST,
@@ -199,18 +216,21 @@ async fn sign_in<S: Store>(
     let Some(expected) = &state.token else {
         return Redirect::to(&next).into_response();
     };
+    if !crate::auth::failures().allow(client) {
+        return problem(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many attempts",
+            "Too many failed sign-ins from this address. Wait a few seconds and try again.",
+        );
+    }
     if !crate::auth::token_matches(&form.token, expected) {
-        tracing::warn!("page sign-in refused: wrong token");
+        crate::auth::failures().failed(client);
         return page(
             StatusCode::UNAUTHORIZED,
             view::sign_in(&next, true, unix_now()),
         );
     }
-    let cookie = format!(
-        "{}={}; Path=/; HttpOnly; SameSite=Strict",
-        crate::auth::TOKEN_COOKIE,
-        crate::auth::cookie_value(expected)
-    );
+    let cookie = crate::auth::Sessions::cookie(&state.sessions.open());
     let mut response = Redirect::to(&next).into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
@@ -349,7 +369,7 @@ async fn release_page<S: Store>(
     State(state): State<Arc<ApiState<S>>>,
     Path(id): Path<String>,
 ) -> Response {
-    let Some(id) = id.parse::<i64>().ok().filter(|id| *id > 0) else {
+    let Some(id) = crate::release::parse_release_id(&id) else {
         return problem(
             StatusCode::NOT_FOUND,
             "No such release",

@@ -33,7 +33,10 @@
 //! ```
 //! (`jsonPath: "{$.ok}"` with `successCondition: result == true` works as well.)
 
+mod validate;
 pub mod webhook;
+
+use validate::{check_host_count, check_hosts, check_name, check_time};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -42,6 +45,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, mpsc, watch};
 
+use crate::config::Limits;
 use crate::ingest::unix_now;
 use crate::judge::{
     AppMemory, Batch, Decision, Definition, Feedback, Fingerprint, HostMinute, JudgeParams, Reason,
@@ -64,11 +68,8 @@ pub const REFERENCE_RECENT_SECS: i64 = 15 * 60;
 pub const ALERT_QUEUE: usize = 1024;
 /// Most rounds caught up at once after the detector was down.
 const MAX_CATCH_UP_ROUNDS: i64 = 180;
-/// Longest app, version, host name and note accepted.
-const MAX_NAME: usize = 255;
+/// Longest note accepted with feedback.
 const MAX_NOTE: usize = 4096;
-/// How far in the future a time given to the API may lie (clock skew).
-const MAX_FUTURE_SECS: i64 = 24 * 3600;
 
 /// Why a release request was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +80,9 @@ pub enum ReleaseError {
     /// The request is not acceptable.
     #[error("{0}")]
     Invalid(String),
+    /// The request is well-formed but outside the configured limits (`[limits]`).
+    #[error("{0}")]
+    OutOfLimits(String),
     /// The request does not fit the release's state (finished, feedback given, ...).
     #[error("{0}")]
     Conflict(String),
@@ -121,6 +125,15 @@ pub struct ReleaseHistory {
     pub to: i64,
     /// Counters of its hosts (batches and reference) in the window, by host and minute.
     pub rows: Vec<MinuteRow>,
+}
+
+/// A release id as written in a path: digits only, no sign, no leading zero, at least 1
+/// (so `+1` and `01` do not name release 1).
+pub fn parse_release_id(text: &str) -> Option<i64> {
+    if text.is_empty() || text.starts_with('0') || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
 }
 
 /// A decision change, as posted to the webhooks.
@@ -274,6 +287,7 @@ pub struct Releases<S> {
     lock: Mutex<()>,
     decisions: Option<mpsc::Sender<DecisionChange>>,
     params: JudgeParams,
+    limits: Limits,
 }
 
 impl<S: Store> Releases<S> {
@@ -285,23 +299,35 @@ impl<S: Store> Releases<S> {
             lock: Mutex::new(()),
             decisions,
             params: JudgeParams::default(),
+            limits: Limits::default(),
         }
+    }
+
+    /// The same releases under `limits` (`[limits]` of the configuration).
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Creates a release (`POST /api/v1/releases`).
     ///
     /// # Errors
-    /// [`ReleaseError::Invalid`] for a bad request, [`ReleaseError::Store`].
+    /// [`ReleaseError::Invalid`] for a bad request, [`ReleaseError::OutOfLimits`] past
+    /// `[limits]`, [`ReleaseError::Store`].
     pub async fn create(&self, req: CreateRelease, now: i64) -> Result<ReleaseView, ReleaseError> {
         let app = check_name("app", &req.app)?;
         let version = check_name("version", &req.version)?;
+        check_host_count(req.hosts.len(), &self.limits)?;
         check_hosts("hosts", &req.hosts)?;
         let started_at = req.started_at.unwrap_or(now);
-        check_time("started_at", started_at, now)?;
+        check_time("started_at", started_at, now, &self.limits)?;
+        let released: HashSet<&str> = req.hosts.iter().map(String::as_str).collect();
         let reference_hosts = match req.reference_hosts {
             Some(reference) => {
+                check_host_count(req.hosts.len() + reference.len(), &self.limits)?;
                 check_hosts("reference_hosts", &reference)?;
-                if let Some(h) = reference.iter().find(|h| req.hosts.contains(h)) {
+                if let Some(h) = reference.iter().find(|h| released.contains(h.as_str())) {
                     return Err(ReleaseError::Invalid(format!(
                         "host {h:?} is in both hosts and reference_hosts"
                     )));
@@ -309,6 +335,8 @@ impl<S: Store> Releases<S> {
                 reference
             }
             None => {
+                // The app's other recent hosts, as many as the limit leaves room for.
+                let room = self.limits.max_hosts_per_release - req.hosts.len();
                 let recent = minute_of(now) - REFERENCE_RECENT_SECS;
                 self.store
                     .apps()
@@ -316,11 +344,13 @@ impl<S: Store> Releases<S> {
                     .into_iter()
                     .filter(|a| a.app == app)
                     .flat_map(|a| a.hosts)
-                    .filter(|h| h.last_minute >= recent && !req.hosts.contains(&h.host))
+                    .filter(|h| h.last_minute >= recent && !released.contains(h.host.as_str()))
                     .map(|h| h.host)
+                    .take(room)
                     .collect()
             }
         };
+        drop(released);
         let new = NewRelease {
             app,
             version,
@@ -394,7 +424,7 @@ impl<S: Store> Releases<S> {
         }
         check_hosts("hosts", &req.hosts)?;
         let at = req.at.unwrap_or(now);
-        check_time("at", at, now)?;
+        check_time("at", at, now, &self.limits)?;
         let _guard = self.lock.lock().await;
         let mut release = self.load(id).await?;
         if release.state == ReleaseState::Finished {
@@ -402,11 +432,16 @@ impl<S: Store> Releases<S> {
                 "release {id} is finished; it takes no more batches"
             )));
         }
-        if let Some(h) = req
-            .hosts
+        let released: HashSet<&str> = release
+            .batches
             .iter()
-            .find(|h| release.batches.iter().any(|b| b.hosts.contains(h)))
-        {
+            .flat_map(|b| b.hosts.iter().map(String::as_str))
+            .collect();
+        check_host_count(
+            released.len() + release.reference_hosts.len() + req.hosts.len(),
+            &self.limits,
+        )?;
+        if let Some(h) = req.hosts.iter().find(|h| released.contains(h.as_str())) {
             return Err(ReleaseError::Invalid(format!(
                 "host {h:?} is already in an earlier batch of release {id}"
             )));
@@ -1024,43 +1059,4 @@ fn case_minute(row: MinuteRow) -> CaseMinute {
         exceptions: row.exceptions,
         host_metrics: row.host_metrics,
     }
-}
-
-fn check_name(what: &str, value: &str) -> Result<String, ReleaseError> {
-    let value = value.trim();
-    if value.is_empty() || value.len() > MAX_NAME {
-        return Err(ReleaseError::Invalid(format!(
-            "{what} must be 1 to {MAX_NAME} bytes"
-        )));
-    }
-    Ok(value.to_owned())
-}
-
-fn check_hosts(what: &str, hosts: &[String]) -> Result<(), ReleaseError> {
-    let mut seen = HashSet::new();
-    for (i, h) in hosts.iter().enumerate() {
-        if h.trim().is_empty() || h.len() > MAX_NAME || h.trim() != h {
-            return Err(ReleaseError::Invalid(format!(
-                "{what}[{i}] {h:?} is not a host name (1 to {MAX_NAME} bytes, no surrounding spaces)"
-            )));
-        }
-        if !seen.insert(h.as_str()) {
-            return Err(ReleaseError::Invalid(format!("{what} names {h:?} twice")));
-        }
-    }
-    Ok(())
-}
-
-fn check_time(what: &str, t: i64, now: i64) -> Result<(), ReleaseError> {
-    if t <= 0 {
-        return Err(ReleaseError::Invalid(format!(
-            "{what} ({t}) must be UTC Unix seconds"
-        )));
-    }
-    if t > now + MAX_FUTURE_SECS {
-        return Err(ReleaseError::Invalid(format!(
-            "{what} ({t}) is more than a day in the future"
-        )));
-    }
-    Ok(())
 }

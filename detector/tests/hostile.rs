@@ -1,0 +1,462 @@
+//! Hostile input at the detector's boundaries, over real sockets on 127.0.0.1: reports
+//! that would overflow sums, collide sequence numbers, forge log lines or bloat a commit;
+//! API calls that would make a round's memory explode (a release started in 1970), hold
+//! the runtime with tens of thousands of hosts, smuggle an open redirect past sign-in or
+//! name release 1 as `+1`; and token guessing. Each is refused with a reason that says
+//! what, and the detector keeps serving.
+
+use std::future::Future;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+use vigil_detector::Detector;
+use vigil_detector::config::DetectorConfig;
+use vigil_proto::PROTOCOL_VERSION;
+use vigil_proto::v1::collector_client::CollectorClient;
+use vigil_proto::v1::{
+    Ack, AckStatus, Alert, AppCounters, ExceptionCount, ExceptionDefinition, MinuteReport, Report,
+    report::Body,
+};
+
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(STEP_TIMEOUT, future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {STEP_TIMEOUT:?} waiting for {what}"))
+}
+
+struct Running {
+    channel: Channel,
+    http: String,
+    stop: Option<oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn start(extra: &str, token: Option<&str>) -> Running {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut text = format!(
+        "grpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n",
+        dir.path().join("data")
+    );
+    if let Some(token) = token {
+        let file = dir.path().join("token");
+        std::fs::write(&file, format!("{token}\n")).expect("token file");
+        text.push_str(&format!("token_file = {file:?}\n"));
+    }
+    text.push_str(extra);
+    let config = DetectorConfig::parse(Path::new("detector.toml"), &text).expect("config");
+    let detector = Detector::bind(config).await.expect("bind");
+    let (grpc, http) = (detector.grpc_addr(), detector.http_addr());
+    let (stop, stopped) = oneshot::channel();
+    tokio::spawn(detector.serve(async {
+        let _ = stopped.await;
+    }));
+    let endpoint = Channel::from_shared(format!("http://{grpc}")).expect("endpoint");
+    let channel = within("a connection to the detector", endpoint.connect())
+        .await
+        .expect("connect");
+    Running {
+        channel,
+        http: format!("http://{http}"),
+        stop: Some(stop),
+        _dir: dir,
+    }
+}
+
+fn now() -> i64 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    i64::try_from(secs).expect("time")
+}
+
+/// A blocking HTTP call on its own thread: status and body.
+async fn http(
+    method: &'static str,
+    url: String,
+    body: Option<String>,
+    headers: Vec<(&'static str, String)>,
+) -> (u16, String) {
+    let call = tokio::task::spawn_blocking(move || {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .timeout_global(Some(STEP_TIMEOUT))
+            .build()
+            .new_agent();
+        let response = match (method, body) {
+            ("POST", Some(body)) => {
+                let mut r = agent.post(&url);
+                for (k, v) in &headers {
+                    r = r.header(*k, v);
+                }
+                r.send(body.as_bytes())
+            }
+            _ => {
+                let mut r = agent.get(&url);
+                for (k, v) in &headers {
+                    r = r.header(*k, v);
+                }
+                r.call()
+            }
+        };
+        let mut response = response.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let status = response.status().as_u16();
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        (status, location.map_or(text, |l| format!("location: {l}")))
+    });
+    within("an HTTP answer", call).await.expect("HTTP thread")
+}
+
+async fn post_json(base: &str, path: &str, body: &Value) -> (u16, Value) {
+    let (status, text) = http(
+        "POST",
+        format!("{base}{path}"),
+        Some(body.to_string()),
+        vec![("content-type", "application/json".into())],
+    )
+    .await;
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn minute_report(seq: u64, minute: i64) -> Report {
+    Report {
+        protocol_version: PROTOCOL_VERSION,
+        host: "web-1".into(),
+        instance: "hostile".into(),
+        agent_version: "test".into(),
+        fingerprint_version: 1,
+        seq,
+        sent_at: minute,
+        body: Some(Body::Minute(MinuteReport {
+            minute,
+            apps: vec![AppCounters {
+                app: "shop".into(),
+                lines: 10,
+                ..Default::default()
+            }],
+            host_metrics: None,
+        })),
+    }
+}
+
+fn app_of(r: &mut Report) -> &mut AppCounters {
+    match &mut r.body {
+        Some(Body::Minute(m)) => &mut m.apps[0],
+        _ => panic!("a minute report"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_reports_are_rejected_with_a_reason_and_the_stream_goes_on() {
+    let running = start("", None).await;
+    let minute = now() / 60 * 60;
+    let mut cases: Vec<(Report, &str)> = Vec::new();
+
+    let mut r = minute_report(1, minute);
+    r.seq = u64::MAX;
+    cases.push((r, "seq 18446744073709551615"));
+    let mut r = minute_report(2, minute);
+    app_of(&mut r).exceptions = vec![ExceptionCount {
+        fingerprint: 7,
+        count: i64::MAX as u64,
+    }];
+    cases.push((r, "exception count"));
+    let mut r = minute_report(3, minute);
+    app_of(&mut r).lines = u64::MAX;
+    cases.push((r, "lines"));
+    let mut r = minute_report(4, minute);
+    app_of(&mut r).exceptions = (0..20_000)
+        .map(|fingerprint| ExceptionCount {
+            fingerprint,
+            count: 1,
+        })
+        .collect();
+    cases.push((r, "fingerprint counts"));
+    let mut r = minute_report(5, minute);
+    app_of(&mut r).app = "shop\n2026-11-29T00:00:00Z ERROR forged line".into();
+    cases.push((r, "control characters"));
+    let mut r = minute_report(6, minute);
+    r.host = "web\r\n1".into();
+    cases.push((r, "control characters"));
+    cases.push((
+        minute_report(7, -9_200_000_000_000_000_000 / 60 * 60),
+        "in the past",
+    ));
+    cases.push((
+        minute_report(8, minute + 10 * 365 * 86_400),
+        "in the future",
+    ));
+    let alert = |seq, at| Report {
+        body: Some(Body::Alert(Alert {
+            app: "shop".into(),
+            at,
+            definition: Some(ExceptionDefinition {
+                fingerprint: 9,
+                class: "java.lang.NoSuchMethodError".into(),
+                dangerous: true,
+                ..Default::default()
+            }),
+            count: 1,
+        })),
+        ..minute_report(seq, minute)
+    };
+    cases.push((alert(9, i64::MIN), "alert at"));
+    cases.push((alert(10, now() + 10 * 365 * 86_400), "alert at"));
+    let mut r = minute_report(11, minute);
+    app_of(&mut r).definitions = vec![ExceptionDefinition {
+        fingerprint: 1,
+        class: "x".into(),
+        sample: "y".repeat(100_000),
+        ..Default::default()
+    }];
+    cases.push((r, "bytes, more than"));
+
+    let mut client = CollectorClient::new(running.channel.clone());
+    let (tx, rx) = mpsc::channel(64);
+    let mut acks = within(
+        "the detector to answer the stream",
+        client.stream(Request::new(ReceiverStream::new(rx))),
+    )
+    .await
+    .expect("stream")
+    .into_inner();
+    let expected: Vec<(u64, String)> = cases
+        .iter()
+        .map(|(r, why)| (r.seq, (*why).to_owned()))
+        .collect();
+    for (r, _) in cases {
+        tx.send(r).await.expect("send");
+    }
+    // A good report after all of them is stored.
+    tx.send(minute_report(12, minute)).await.expect("send");
+    for (seq, why) in expected {
+        let ack: Ack = within("an ack", acks.message())
+            .await
+            .expect("ack")
+            .expect("open stream");
+        assert_eq!(ack.seq, seq);
+        assert_eq!(ack.status(), AckStatus::Rejected, "seq {seq}: {ack:?}");
+        assert!(
+            ack.error.contains(&why),
+            "seq {seq}: {:?} lacks {why:?}",
+            ack.error
+        );
+    }
+    let ack = within("the last ack", acks.message())
+        .await
+        .expect("ack")
+        .expect("open stream");
+    assert_eq!((ack.seq, ack.status()), (12, AckStatus::Stored));
+
+    // The board and the series read fine.
+    let (status, body) = http(
+        "GET",
+        format!("{}/api/v1/series", running.http),
+        None,
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let series: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(series["minutes"][0]["lines"], 10);
+    let (status, _) = http("GET", format!("{}/", running.http), None, vec![]).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_api_calls_are_refused_and_large_ones_stay_fast() {
+    let running = start("[limits]\nmax_hosts_per_release = 100000\n", None).await;
+    let base = running.http.clone();
+    let t = now();
+
+    // A release started in 1970 (a round over 29 million minutes) is refused; 23 h is fine.
+    let (status, body) = post_json(
+        &base,
+        "/api/v1/releases",
+        &json!({"app": "shop", "version": "2", "hosts": ["a"], "started_at": 1}),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("limits.max_backdate"),
+        "{body}"
+    );
+    let (status, body) = post_json(
+        &base,
+        "/api/v1/releases",
+        &json!({"app": "shop", "version": "2", "hosts": ["a"], "started_at": t - 23 * 3600}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_i64().expect("id");
+    let (status, body) = post_json(
+        &base,
+        &format!("/api/v1/releases/{id}/batches"),
+        &json!({"hosts": ["b"], "at": 5}),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+
+    // Names that would forge log lines.
+    let (status, body) = post_json(
+        &base,
+        "/api/v1/releases",
+        &json!({"app": "shop\nERROR forged", "version": "2", "hosts": []}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = post_json(
+        &base,
+        "/api/v1/releases",
+        &json!({"app": "shop", "version": "2", "hosts": ["h\u{1b}[2J"]}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+
+    // Release ids are written one way only.
+    for path in ["+1", "01", "-1", "1e0", " 1"] {
+        let (status, body) = http(
+            "GET",
+            format!("{base}/api/v1/releases/{}", path.replace(' ', "%20")),
+            None,
+            vec![],
+        )
+        .await;
+        assert_eq!(status, 400, "{path}: {body}");
+    }
+    let (status, _) = http("GET", format!("{base}/api/v1/releases/{id}"), None, vec![]).await;
+    assert_eq!(status, 200);
+
+    // 40,000 + 40,000 hosts: accepted quickly, while liveness answers at once.
+    let hosts: Vec<String> = (0..40_000).map(|i| format!("rel-{i}")).collect();
+    let reference: Vec<String> = (0..40_000).map(|i| format!("ref-{i}")).collect();
+    let big = json!({"app": "big", "version": "2", "hosts": hosts, "reference_hosts": reference});
+    let started = Instant::now();
+    let create = tokio::spawn({
+        let base = base.clone();
+        async move { post_json(&base, "/api/v1/releases", &big).await }
+    });
+    let mut worst_health = Duration::ZERO;
+    while !create.is_finished() {
+        let asked = Instant::now();
+        let (status, _) = http("GET", format!("{base}/healthz"), None, vec![]).await;
+        assert_eq!(status, 200);
+        worst_health = worst_health.max(asked.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, body) = create.await.expect("create");
+    let took = started.elapsed();
+    assert_eq!(status, 201, "{}", body["error"]);
+    let big_id = body["id"].as_i64().expect("id");
+    let more: Vec<String> = (0..19_999).map(|i| format!("more-{i}")).collect();
+    let (status, body) = post_json(
+        &base,
+        &format!("/api/v1/releases/{big_id}/batches"),
+        &json!({"hosts": more}),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", body["error"]);
+    let (status, body) = post_json(
+        &base,
+        &format!("/api/v1/releases/{big_id}/batches"),
+        &json!({"hosts": ["one-too-many", "and-another"]}),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("max_hosts_per_release"),
+        "{body}"
+    );
+    eprintln!(
+        "80,000-host release created in {took:?}; slowest /healthz meanwhile {worst_health:?}"
+    );
+    assert!(
+        worst_health < Duration::from_secs(1),
+        "/healthz took {worst_health:?} while a large release was created"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_follows_local_paths_only_and_token_guessing_is_limited() {
+    let running = start("", Some("s3cret-token")).await;
+    let base = running.http.clone();
+    let form = |token: &str, next: &str| format!("token={token}&next={next}");
+    let headers = || {
+        vec![(
+            "content-type",
+            "application/x-www-form-urlencoded".to_owned(),
+        )]
+    };
+    for next in [
+        "%2F%09%2Fevil.example%2F",
+        "%2F%5Cevil.example",
+        "%2F%0D%0ASet-Cookie:x=1",
+    ] {
+        let (status, location) = http(
+            "POST",
+            format!("{base}/signin"),
+            Some(form("s3cret-token", next)),
+            headers(),
+        )
+        .await;
+        assert_eq!(
+            (status, location.as_str()),
+            (303, "location: /"),
+            "next={next}"
+        );
+    }
+    // Guessing: after a few failures the address is refused without a check, on both
+    // ports, and then for the right token too until the window ends.
+    let mut limited = 0;
+    for i in 0..40 {
+        let (status, _) = http(
+            "GET",
+            format!("{base}/api/v1/apps"),
+            None,
+            vec![("authorization", format!("Bearer guess-{i}"))],
+        )
+        .await;
+        assert!(status == 401 || status == 429, "guess {i}: {status}");
+        if status == 429 {
+            limited += 1;
+        }
+    }
+    assert!(limited >= 15, "only {limited} of 40 guesses were limited");
+    let mut client = CollectorClient::new(running.channel.clone());
+    let (_tx, rx) = mpsc::channel::<Report>(1);
+    let mut request = Request::new(ReceiverStream::new(rx));
+    request
+        .metadata_mut()
+        .insert("authorization", "Bearer guess".parse().expect("header"));
+    let status = within("the detector to answer", client.stream(request))
+        .await
+        .expect_err("limited");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+}
