@@ -193,12 +193,15 @@ fn set_string(v: &mut Vec<String>, i: usize, s: &str) {
     }
 }
 
-/// Normalises the frames of section `site` into `sc.norm_frames` (reflection plumbing
-/// left out), stopping once the top frame and [`TOP_FRAMES`] frames of the app's own code are
-/// known. Returns whether the section has a frame of the app's own code.
-fn site_frames(an: &Analyzer, text: &[u8], sc: &mut Scratch, site: usize) -> bool {
+/// Normalises the frames of section `site` (none: no frames) into `sc.norm_frames`
+/// (reflection plumbing left out), stopping once the top frame and [`TOP_FRAMES`] frames of
+/// the app's own code are known.
+fn site_frames(an: &Analyzer, text: &[u8], sc: &mut Scratch, site: Option<usize>) {
     sc.norm.clear();
     sc.norm_frames.clear();
+    let Some(site) = site else {
+        return;
+    };
     let app_packages = &an.config.app_packages;
     let mut apps = 0;
     for &(sec, fs, fe) in &sc.frames {
@@ -222,7 +225,6 @@ fn site_frames(an: &Analyzer, text: &[u8], sc: &mut Scratch, site: usize) -> boo
             break;
         }
     }
-    apps > 0
 }
 
 /// Finds the exception of an event's `text` (lines separated by `\n`) and fills `out`.
@@ -390,24 +392,23 @@ pub(crate) fn analyze(
     //    class-resolution error with its `ClassNotFoundException` cause as `... N more`),
     //    but such a cause holds only class-loading frames, which never count as the app's;
     //    the outermost exception always has its frames.
-    let mut found_app = false;
-    for site in (0..sc.chain.len()).rev() {
-        if sc.chain[site].frames > 0 && site_frames(an, text, sc, site) {
-            found_app = true;
-            break;
-        }
-    }
-    if !found_app {
-        match sc.chain.iter().position(|s| s.frames > 0) {
-            Some(site) => {
-                site_frames(an, text, sc, site);
-            }
-            None => {
-                sc.norm.clear();
-                sc.norm_frames.clear();
-            }
-        }
-    }
+    let app_packages = &an.config.app_packages;
+    let has_app = |sec: usize| {
+        sc.frames.iter().any(|&(s, fs, fe)| {
+            s as usize == sec
+                && match std::str::from_utf8(&text[fs..fe]) {
+                    Ok(body) => frame::is_app_frame(body, app_packages),
+                    Err(_) => {
+                        frame::is_app_frame(&String::from_utf8_lossy(&text[fs..fe]), app_packages)
+                    }
+                }
+        })
+    };
+    let site = (0..sc.chain.len())
+        .rev()
+        .find(|&sec| sc.chain[sec].frames > 0 && has_app(sec))
+        .or_else(|| sc.chain.iter().position(|s| s.frames > 0));
+    site_frames(an, text, sc, site);
     // The throw point (top frame) always; then the app's frames when it has any (they say
     // which of the app's code paths failed, and survive library upgrades), else the next
     // top frames.

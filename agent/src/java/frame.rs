@@ -76,7 +76,11 @@ const PLUMBING_PREFIXES: &[&str] = &[
 /// the well-known library packages)?
 pub(crate) fn is_app_class(class: &str, app_packages: &[String]) -> bool {
     if app_packages.is_empty() {
-        return !LIBRARY_PREFIXES.iter().any(|p| class.starts_with(p));
+        // Comparing first bytes first: most prefixes are ruled out without a call.
+        let first = class.as_bytes().first().copied();
+        return !LIBRARY_PREFIXES
+            .iter()
+            .any(|p| p.as_bytes().first().copied() == first && class.starts_with(p));
     }
     app_packages.iter().any(|p| {
         let p = p.trim_end_matches('.');
@@ -210,6 +214,26 @@ pub(crate) fn strip_loader(body: &str) -> &str {
         }
     }
     body
+}
+
+/// Is the frame body (after `at `, before `(`, not normalised) of the app's own code, as
+/// [`is_app_class`] on its normalised class would say, and neither reflection plumbing nor a
+/// class loader's lookup? Allocates nothing: it decides which exception of a chain is the
+/// failure's site before any frame is normalised.
+pub(crate) fn is_app_frame(body: &str, app_packages: &[String]) -> bool {
+    let body = strip_loader(body.trim_matches([' ', '\t']));
+    let (class, method) = match body.rfind('.') {
+        Some(i) => (&body[..i], &body[i + 1..]),
+        None => ("", body),
+    };
+    if !is_app_class(class, app_packages) || is_class_loading(method) {
+        return false;
+    }
+    // Generated names that normalise to plumbing or to a library's name.
+    let simple = class.rsplit('.').next().unwrap_or(class);
+    !(memchr::memchr(b'$', class.as_bytes()).is_some()
+        && (class.contains("$$Lambda") || simple.starts_with("$Proxy")))
+        && !is_plumbing(body)
 }
 
 /// Appends the normalised `class.method` of a frame body to `out`; returns the length of the

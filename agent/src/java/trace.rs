@@ -89,25 +89,29 @@ pub(crate) fn strip_thread_prefix(t: &[u8]) -> &[u8] {
     t
 }
 
-/// Is this (trimmed) line a stack frame: `at ` and a dotted `class.method` without spaces,
-/// before `(` when there is one? Message lines that merely start with "at" are not: Jackson's
-/// `at [Source: …; line: 1, column: 2]`, or prose such as `at startup (port 8080)`.
+/// Is this (trimmed) line a stack frame: `at ` and a dotted `class.method`, its first dot
+/// before any space? Message lines that merely start with "at" are not: Jackson's
+/// `at [Source: …; line: 1, column: 2]`, or prose such as `at startup (port 8080)`. Runs on
+/// every continuation line, so it looks at as few bytes as it can: a frame's first dot comes
+/// within its first few bytes (`java.base/`, `com.`, `Main.main`).
 pub(crate) fn is_frame(t: &[u8]) -> bool {
     let Some(rest) = t.strip_prefix(b"at ") else {
         return false;
     };
-    let paren = memchr::memchr(b'(', rest);
-    let mut body = &rest[..paren.unwrap_or(rest.len())];
-    while let [b @ .., b' ' | b'\t'] = body {
-        body = b;
+    match rest.first() {
+        // kotlinx.coroutines' `|b|b|b(Coroutine boundary…)`: the one frame without a dot.
+        Some(b'|') => return true,
+        Some(b) if b.is_ascii_alphabetic() || *b == b'_' || *b == b'$' => {}
+        _ => return false,
     }
-    // `class.method` holds a dot; kotlinx.coroutines' `|b|b|b(Coroutine boundary…)` is the
-    // one frame without.
-    !body.is_empty()
-        && !body
-            .iter()
-            .any(|b| matches!(b, b' ' | b'\t' | b':' | b'"' | b'['))
-        && (body[0] == b'|' || memchr::memchr(b'.', &body[..body.len() - 1]).is_some())
+    for (i, &b) in rest.iter().enumerate().skip(1) {
+        match b {
+            b'.' => return rest.get(i + 1).is_some_and(|c| !c.is_ascii_whitespace()),
+            b' ' | b'\t' | b'(' | b':' | b'"' | b'[' => return false,
+            _ => {}
+        }
+    }
+    false
 }
 
 /// The body of a frame line: after `at `, before `(`.
