@@ -460,3 +460,88 @@ async fn sign_in_follows_local_paths_only_and_token_guessing_is_limited() {
         .expect_err("limited");
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
 }
+
+/// A stream of reports of `host` on its own connection; returns the sender and the acks.
+async fn open_stream(running: &Running) -> (mpsc::Sender<Report>, tonic::codec::Streaming<Ack>) {
+    let mut client = CollectorClient::new(running.channel.clone());
+    let (tx, rx) = mpsc::channel(512);
+    let acks = within(
+        "the detector to answer the stream",
+        client.stream(Request::new(ReceiverStream::new(rx))),
+    )
+    .await
+    .expect("stream")
+    .into_inner();
+    (tx, acks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_sending_heavy_reports_does_not_hold_up_the_others() {
+    let running = start("", None).await;
+    let minute = now() / 60 * 60;
+    // 40 reports of 20,000 fingerprint counts each (the most a report may hold).
+    let heavy = move |seq: u64| {
+        let mut r = minute_report(seq, minute);
+        r.instance = "heavy".into();
+        r.host = "heavy-1".into();
+        if let Some(Body::Minute(m)) = &mut r.body {
+            m.apps = (0..2)
+                .map(|a| AppCounters {
+                    app: format!("app-{a}"),
+                    lines: 1,
+                    exceptions: (0..10_000)
+                        .map(|i| ExceptionCount {
+                            fingerprint: seq * 1_000_000 + a * 100_000 + i,
+                            count: 1,
+                        })
+                        .collect(),
+                    ..Default::default()
+                })
+                .collect();
+        }
+        r
+    };
+    let (heavy_tx, mut heavy_acks) = open_stream(&running).await;
+    let (light_tx, mut light_acks) = open_stream(&running).await;
+    let heavy_reports = 40u64;
+    let sender = tokio::spawn(async move {
+        for seq in 1..=heavy_reports {
+            if heavy_tx.send(heavy(seq)).await.is_err() {
+                break;
+            }
+        }
+        heavy_tx
+    });
+    // Let the heavy agent fill its share of the queue, then time a light report.
+    let first = within("the first heavy ack", heavy_acks.message()).await;
+    assert_eq!(
+        first.expect("ack").expect("open").status(),
+        AckStatus::Stored
+    );
+    let asked = Instant::now();
+    light_tx.send(minute_report(1, minute)).await.expect("send");
+    let ack = within("the light report's ack", light_acks.message())
+        .await
+        .expect("ack")
+        .expect("open");
+    let light_wait = asked.elapsed();
+    assert_eq!(ack.status(), AckStatus::Stored);
+    let heavy_started = Instant::now();
+    for _ in 1..heavy_reports {
+        let ack = within("a heavy ack", heavy_acks.message())
+            .await
+            .expect("ack")
+            .expect("open");
+        assert_eq!(ack.status(), AckStatus::Stored);
+    }
+    let heavy_rest = heavy_started.elapsed();
+    drop(sender.await);
+    eprintln!(
+        "light report acknowledged after {light_wait:?}; the heavy agent's remaining {} reports took {heavy_rest:?}",
+        heavy_reports - 1
+    );
+    assert!(
+        light_wait * 4 < heavy_rest,
+        "the light report waited {light_wait:?}, a large part of the heavy agent's {heavy_rest:?}"
+    );
+}

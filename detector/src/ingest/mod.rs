@@ -28,6 +28,12 @@ use crate::store::{IngestOutcome, Store};
 const MAX_BATCH: usize = 1024;
 /// Reports of one stream that may wait for their commit before the stream stops reading.
 const IN_FLIGHT_PER_STREAM: usize = 256;
+/// Rows (see [`validate::cost`]) of one stream that may wait for their commit: an agent
+/// sending heavy reports waits for its own commits, so that other agents' reports are
+/// never queued behind more than this much of its work.
+const STREAM_WORK_BUDGET: usize = 2 * validate::MAX_REPORT_ITEMS;
+/// Rows committed in one transaction at most (past one report that alone is larger).
+const BATCH_WORK: usize = 4 * validate::MAX_REPORT_ITEMS;
 
 type Reply = oneshot::Sender<Result<IngestOutcome, String>>;
 
@@ -71,7 +77,19 @@ async fn write_batches<S: Store>(
     alerts: Option<mpsc::Sender<StoredAlert>>,
 ) {
     let mut pending = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut pending, MAX_BATCH).await > 0 {
+    while let Some(first) = rx.recv().await {
+        // A group commit of what is waiting, bounded in reports and in rows.
+        let mut work = validate::cost(&first.0);
+        pending.push(first);
+        while pending.len() < MAX_BATCH && work < BATCH_WORK {
+            match rx.try_recv() {
+                Ok(next) => {
+                    work += validate::cost(&next.0);
+                    pending.push(next);
+                }
+                Err(_) => break,
+            }
+        }
         let (reports, replies): (Vec<Report>, Vec<Reply>) = pending.drain(..).unzip();
         match crate::metrics::timed_commit(store.ingest(&reports, unix_now())).await {
             Ok(outcomes) => {
@@ -179,6 +197,7 @@ impl Collector for CollectorService {
         let (wait_tx, mut wait_rx) = mpsc::channel::<(u64, PendingAck)>(IN_FLIGHT_PER_STREAM);
         let ingest = self.ingest.clone();
         let mut stop = self.stop.clone();
+        let budget = Arc::new(tokio::sync::Semaphore::new(STREAM_WORK_BUDGET));
         tokio::spawn(async move {
             let _open = crate::metrics::global().stream_opened();
             loop {
@@ -198,7 +217,16 @@ impl Collector for CollectorService {
                     Ok(Some(report)) => {
                         let seq = report.seq;
                         let pending = match validate(&report, unix_now()) {
-                            Ok(()) => PendingAck::Commit(ingest.submit(report).await),
+                            Ok(()) => {
+                                let cost = validate::cost(&report).min(STREAM_WORK_BUDGET);
+                                let Ok(permit) = Arc::clone(&budget)
+                                    .acquire_many_owned(u32::try_from(cost).unwrap_or(u32::MAX))
+                                    .await
+                                else {
+                                    break;
+                                };
+                                PendingAck::Commit(ingest.submit(report).await, permit)
+                            }
                             Err(reason) => {
                                 crate::metrics::global().rejected(&reason);
                                 tracing::warn!(%peer, host = %report.host, seq, %reason, "report rejected");
@@ -230,7 +258,8 @@ impl Collector for CollectorService {
                         status: AckStatus::Rejected.into(),
                         error,
                     }),
-                    PendingAck::Commit(wait) => match wait.await {
+                    // The stream's work budget comes back with the commit (`_permit`).
+                    PendingAck::Commit(wait, _permit) => match wait.await {
                         Ok(Ok(outcome)) => Ok(Ack {
                             seq,
                             status: match outcome {
@@ -268,7 +297,10 @@ async fn stopping(stop: &mut tokio::sync::watch::Receiver<bool>) {
 }
 
 enum PendingAck {
-    Commit(oneshot::Receiver<Result<IngestOutcome, String>>),
+    Commit(
+        oneshot::Receiver<Result<IngestOutcome, String>>,
+        tokio::sync::OwnedSemaphorePermit,
+    ),
     Rejected(String),
     /// The stream itself failed; the agent gets this status.
     Failed(Status),

@@ -19,6 +19,8 @@ pub const MAX_PAST_SECS: i64 = 30 * 24 * 60 * 60;
 pub const MAX_APPS: usize = 256;
 /// Most fingerprint counts, and most definitions, of one app in one report.
 pub const MAX_FINGERPRINTS: usize = 10_000;
+/// Most fingerprint counts and definitions of one report, all apps together.
+pub const MAX_REPORT_ITEMS: usize = 20_000;
 /// Largest count (lines, events, one fingerprint) of one app in one minute report:
 /// ten billion, 166 million a second, which no host logs.
 pub const MAX_COUNT: u64 = 10_000_000_000;
@@ -54,6 +56,17 @@ pub fn validate(report: &Report, now: i64) -> Result<(), String> {
                 return Err(format!(
                     "apps: {} in one report, more than {MAX_APPS}",
                     minute.apps.len()
+                ));
+            }
+            let items: usize = minute
+                .apps
+                .iter()
+                .map(|a| a.exceptions.len() + a.definitions.len())
+                .sum();
+            if items > MAX_REPORT_ITEMS {
+                return Err(format!(
+                    "apps: {items} fingerprint counts and definitions in one report, more than \
+                     {MAX_REPORT_ITEMS}"
                 ));
             }
             for app in &minute.apps {
@@ -101,6 +114,19 @@ pub fn validate(report: &Report, now: i64) -> Result<(), String> {
                 Some(d) => definition(d).map_err(|e| format!("alert {e}")),
             }
         }
+    }
+}
+
+/// What committing `report` costs, in rows written (for fair turns between agents).
+pub fn cost(report: &Report) -> usize {
+    match &report.body {
+        Some(Body::Minute(m)) => m
+            .apps
+            .iter()
+            .map(|a| 1 + a.exceptions.len() + a.definitions.len())
+            .sum::<usize>()
+            .max(1),
+        _ => 1,
     }
 }
 
