@@ -17,7 +17,7 @@ mod validate;
 
 pub use validate::{
     MAX_APPS, MAX_COUNT, MAX_DEFINITION_BYTES, MAX_DEFINITION_ITEMS, MAX_FINGERPRINTS,
-    MAX_FUTURE_SECS, MAX_PAST_SECS, validate,
+    MAX_FUTURE_SECS, MAX_PAST_SECS, MAX_REPORT_ITEMS, validate,
 };
 
 use crate::judge::Definition;
