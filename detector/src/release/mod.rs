@@ -35,6 +35,7 @@
 
 mod validate;
 pub mod webhook;
+pub mod window;
 
 use validate::{check_host_count, check_hosts, check_name, check_time};
 
@@ -719,7 +720,7 @@ impl<S: Store> Releases<S> {
         let start = release
             .last_round
             .map_or(first, |m| m + 60)
-            .max(minute - (MAX_CATCH_UP_ROUNDS - 1) * 60);
+            .max(minute - (MAX_CATCH_UP_ROUNDS.min(window::JUDGED_MINUTES) - 1) * 60);
         if start > minute {
             return Ok(release.into());
         }
@@ -733,12 +734,19 @@ impl<S: Store> Releases<S> {
                 judge.define(fp, definition_of(&f));
             }
         }
-        let rows: Vec<HostMinute> = self
-            .rows(&release, first - self.params.baseline_minutes * 60, minute)
-            .await?
-            .into_iter()
-            .map(host_minute)
-            .collect();
+        // A bounded window whatever the release's age (see `window`).
+        let batch_minutes: Vec<i64> = release.batches.iter().map(|b| minute_of(b.at)).collect();
+        let mut rows: Vec<HostMinute> = Vec::new();
+        for (from, to) in
+            window::judged_ranges(&batch_minutes, self.params.baseline_minutes, minute)
+        {
+            rows.extend(
+                self.rows(&release, from, to)
+                    .await?
+                    .into_iter()
+                    .map(host_minute),
+            );
+        }
         let memory = self.memory(&release.app).await?;
         let previous = release.decision;
         // The funnel is plain CPU work: off the async workers, so ingest and the API keep
