@@ -46,6 +46,12 @@ fn rows_strategy() -> impl Strategy<Value = Vec<HostMinute>> {
 }
 
 fn new_judge() -> ReleaseJudge {
+    judge_with(HashMap::new())
+}
+
+/// The judge of [`new_judge`] with more definitions (fingerprint 2 stays the dangerous
+/// `LinkageError`; fingerprint 1 is known).
+fn judge_with(more: HashMap<u64, Definition>) -> ReleaseJudge {
     let release = Release {
         app: "shop".into(),
         batches: vec![Batch {
@@ -55,7 +61,7 @@ fn new_judge() -> ReleaseJudge {
         reference_hosts: vec!["h2".into(), "h3".into()],
         until: Some(T0 + 20 * 60),
     };
-    let definitions = HashMap::from([(
+    let mut definitions = HashMap::from([(
         2u64,
         Definition {
             class: "java.lang.LinkageError".into(),
@@ -63,7 +69,41 @@ fn new_judge() -> ReleaseJudge {
             ..Definition::default()
         },
     )]);
+    definitions.extend(more);
     ReleaseJudge::new(release, HashSet::from([1u64]), definitions)
+}
+
+fn definition(class: &str, frames: &[&str]) -> Definition {
+    Definition {
+        class: class.into(),
+        frames: frames.iter().map(|f| f.to_string()).collect(),
+        ..Definition::default()
+    }
+}
+
+/// A round's decision, time and reasons as (rule, hosts).
+type RoundOutcome = (Decision, i64, Vec<(String, Vec<String>)>);
+
+/// Decisions, times and (rule, hosts) of every round over `rows`.
+fn decisions(mut judge: ReleaseJudge, rows: &[HostMinute]) -> Vec<RoundOutcome> {
+    let memory = AppMemory::default();
+    (0..20)
+        .map(|m| {
+            let minute = T0 + m * 60;
+            let known: Vec<HostMinute> = rows
+                .iter()
+                .filter(|r| r.minute <= minute)
+                .cloned()
+                .collect();
+            let v = judge.round(minute, &known, &memory);
+            let reasons = v
+                .reasons
+                .iter()
+                .map(|r| (r.rule.clone(), r.hosts.clone()))
+                .collect();
+            (v.decision, v.decided_at, reasons)
+        })
+        .collect()
 }
 
 proptest! {
@@ -93,6 +133,77 @@ proptest! {
                 prop_assert_eq!(v.decision == Decision::Pass, v.reasons.is_empty());
             }
         }
+    }
+
+    /// An agent upgrade renames fingerprint 1 to 3 (same definition) on the released hosts
+    /// from their release on: the judge decides as if nothing had been renamed.
+    #[test]
+    fn a_fingerprint_renamed_by_an_agent_upgrade_changes_no_decision(rows in rows_strategy()) {
+        let io = definition("java.io.IOException", &["shop.pay.Gateway.charge"]);
+        let defs = HashMap::from([(1u64, io.clone()), (3u64, io)]);
+        let renamed: Vec<HostMinute> = rows
+            .iter()
+            .cloned()
+            .map(|mut r| {
+                if (r.host == "h0" || r.host == "h1") && r.minute >= T0
+                    && let Some(k) = r.exceptions.remove(&1)
+                {
+                    r.exceptions.insert(3, k);
+                }
+                r
+            })
+            .collect();
+        prop_assert_eq!(
+            decisions(judge_with(defs.clone()), &rows),
+            decisions(judge_with(defs), &renamed)
+        );
+    }
+
+    /// Fingerprint 1 is a frameless exception (fast throw). Released hosts restart with
+    /// the release and print part of it in full (fingerprint 4, same family) for a while;
+    /// a surge of it on h0 may come with the release: the judge decides as if all of it had
+    /// stayed frameless.
+    #[test]
+    fn splitting_a_family_between_its_shapes_changes_no_decision(
+        rows in rows_strategy(),
+        salt in 0i64..3,
+        surge in prop_oneof![Just(0u64), 1u64..30],
+    ) {
+        let npe = "java.lang.NullPointerException";
+        let defs = HashMap::from([
+            (1u64, definition(npe, &[])),
+            (4u64, definition(npe, &["shop.cart.Cart.total", "shop.web.Cart.show"])),
+        ]);
+        let rows: Vec<HostMinute> = rows
+            .into_iter()
+            .map(|mut r| {
+                if r.host == "h0" && r.minute >= T0 + 300 && surge > 0 {
+                    *r.exceptions.entry(1).or_default() += surge;
+                }
+                r
+            })
+            .collect();
+        let split: Vec<HostMinute> = rows
+            .iter()
+            .cloned()
+            .map(|mut r| {
+                let host: i64 = r.host[1..].parse().unwrap_or(0);
+                let way = (r.minute / 60 + host + salt).rem_euclid(3);
+                if host < 2 && r.minute >= T0
+                    && let Some(k) = r.exceptions.remove(&1)
+                {
+                    let full = match way { 0 => k, 1 => 0, _ => k / 2 };
+                    r.exceptions.insert(4, full);
+                    r.exceptions.insert(1, k - full);
+                    r.exceptions.retain(|_, n| *n > 0);
+                }
+                r
+            })
+            .collect();
+        prop_assert_eq!(
+            decisions(judge_with(defs.clone()), &rows),
+            decisions(judge_with(defs), &split)
+        );
     }
 
     #[test]

@@ -9,14 +9,15 @@
 //! Rows of hosts that are in neither group are ignored; missing rows are simply absent
 //! from every sum (volumes are per reported minute, never zero-filled).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
+use super::family::{self, Grouping};
 use super::stats::{
     binomial_upper_tail, mad_sd, median, ols_slope, quantile, student_t_upper_tail,
 };
 use super::{
-    AppMemory, Evidence, Fingerprint, HostMinute, Reason, ReleaseJudge, Severity, Tally,
-    fingerprint_hex, kind_default, minute_of,
+    AppMemory, Definition, Evidence, Fingerprint, HostMinute, Reason, ReleaseJudge, Severity,
+    Tally, fingerprint_hex, kind_default, minute_of,
 };
 
 /// A signal found in a round.
@@ -460,109 +461,129 @@ pub(crate) fn evaluate(
     ];
     let start_minute = release.first_minute().unwrap_or(first);
 
-    // Rules 1–3 over exceptions, then error lines.
-    let mut fps: Vec<Fingerprint> = signals.keys().copied().collect();
-    fps.sort_unstable();
-    for fp in fps {
-        let Some(per_host) = signals.get(&fp) else {
+    // Rules 1–3 over exceptions, then error lines. Fingerprints of one failure (the same
+    // definition, or one family whose frameless shape is in the windows: `family`) are
+    // judged together: rules 1 and 2 per shape, rule 3 per counting key.
+    let grouping = Grouping::new(&judge.definitions, signals.keys().copied());
+    let mut shape_members: BTreeMap<Fingerprint, Vec<Fingerprint>> = BTreeMap::new();
+    let mut key_members: BTreeMap<Fingerprint, Vec<Fingerprint>> = BTreeMap::new();
+    for &fp in signals.keys() {
+        shape_members
+            .entry(grouping.shape_of(fp))
+            .or_default()
+            .push(fp);
+        key_members.entry(grouping.key_of(fp)).or_default().push(fp);
+    }
+    // Counters of shapes and keys of more than one fingerprint, summed cell by cell.
+    let merge = |members: &[Fingerprint]| -> (Vec<SigHost>, Vec<f64>) {
+        let mut values = vec![0.0; n_hosts * t_len];
+        for fp in members {
+            if let Some(g) = signal_grids.get(fp) {
+                values.iter_mut().zip(g).for_each(|(v, k)| *v += k);
+            }
+        }
+        (grid.tally(&values), values)
+    };
+    let merged_shapes: HashMap<Fingerprint, Vec<SigHost>> = shape_members
+        .iter()
+        .filter(|(_, m)| m.len() > 1)
+        .map(|(&shape, m)| (shape, merge(m).0))
+        .collect();
+    let merged_keys: HashMap<Fingerprint, (Vec<SigHost>, Vec<f64>)> = key_members
+        .iter()
+        .filter(|(_, m)| m.len() > 1)
+        .map(|(&key, m)| (key, merge(m)))
+        .collect();
+    let after_of =
+        |per_host: &[SigHost]| -> f64 { released.iter().map(|&i| per_host[i].ka_all).sum() };
+    let known_by_id = |fp: Fingerprint| judge.known.contains(&fp) || memory.knows(fp, start_minute);
+    // A shape is known when one of its fingerprints is in a baseline, on a reference host
+    // or in the app's history; one seen on released hosts that is not may still be known
+    // by definition or family.
+    let mut shape_known: HashMap<Fingerprint, bool> = HashMap::new();
+    let mut unresolved: Vec<(Fingerprint, &Definition)> = Vec::new();
+    for (&shape, members) in &shape_members {
+        let Some(per_host) = merged_shapes.get(&shape).or_else(|| signals.get(&shape)) else {
             continue;
         };
-        let in_baseline = per_host.iter().any(|s| s.kb > 0.0);
-        let in_reference = reference.iter().any(|&i| per_host[i].ka_all > 0.0);
-        let after_all: f64 = released.iter().map(|&i| per_host[i].ka_all).sum();
-        if after_all <= 0.0 {
-            continue;
+        let known = per_host.iter().any(|s| s.kb > 0.0)
+            || reference.iter().any(|&i| per_host[i].ka_all > 0.0)
+            || members.iter().any(|&fp| known_by_id(fp));
+        if !known
+            && after_of(per_host) > 0.0
+            && let Some(d) = judge.definitions.get(&shape)
+        {
+            unresolved.push((shape, d));
         }
-        let known = judge.known.contains(&fp) || memory.knows(fp, start_minute);
-        let hit_hosts: Vec<String> = released
-            .iter()
-            .filter(|&&i| per_host[i].ka_all > 0.0)
-            .map(|&i| hosts[i].name.to_string())
-            .collect();
-        let definition = judge.definitions.get(&fp);
-        let class = definition.map_or("unknown exception", |d| d.class.as_str());
-        if !in_baseline && !in_reference && !known {
-            let released_after = Tally {
-                value: after_all,
-                lines: sum(&released, &|i| hosts[i].na_all) as u64,
-                minutes: released.iter().map(|&i| per_host[i].minutes_all).sum(),
-            };
-            let evidence = Evidence {
-                released_before: Some(Tally {
-                    value: 0.0,
-                    lines: group_lines[0] as u64,
-                    minutes: minutes[0],
-                }),
-                released_after: Some(released_after),
-                reference_after: Some(Tally {
-                    value: 0.0,
-                    lines: group_lines[3] as u64,
-                    minutes: minutes[3],
-                }),
-                expected: Some(0.0),
-                observed: after_all,
-                effect: after_all,
-                ..Evidence::default()
-            };
-            if definition.is_some_and(|d| d.dangerous) {
-                out.candidates.push(Candidate {
-                    kind: "dangerous_exception".into(),
-                    reason: Reason {
-                        rule: "dangerous_exception".into(),
-                        summary: format!(
-                            "dangerous {class} ×{after_all} on released host(s) {}, absent from the baseline, the reference hosts and the app's history",
-                            hit_hosts.join(", ")
-                        ),
-                        severity: Severity::Critical,
-                        hosts: hit_hosts,
-                        fingerprint: Some(fingerprint_hex(fp)),
-                        metric: None,
-                        evidence: Evidence {
-                            threshold: 1.0,
-                            ..evidence
-                        },
-                    },
-                    effect: after_all,
-                    fingerprint: Some(fp),
-                    immediate: true,
-                    significant: true,
-                    suspicious: true,
-                });
+        shape_known.insert(shape, known);
+    }
+    if !unresolved.is_empty() {
+        let outside = &out.outside;
+        let covered = family::covered(&judge.definitions, unresolved.iter().map(|u| u.1), |fp| {
+            outside.contains(&fp) || known_by_id(fp)
+        });
+        for ((shape, _), c) in unresolved.iter().zip(covered) {
+            shape_known.insert(*shape, c);
+        }
+    }
+    let is_known = |shape: &Fingerprint| shape_known.get(shape).copied().unwrap_or(false);
+    for (&key, members) in &key_members {
+        let mut shapes: Vec<Fingerprint> = members.iter().map(|&f| grouping.shape_of(f)).collect();
+        shapes.sort_unstable();
+        shapes.dedup();
+        for shape in shapes.iter().filter(|s| !is_known(s)) {
+            let Some(per_host) = merged_shapes.get(shape).or_else(|| signals.get(shape)) else {
                 continue;
-            }
-            let spread: u32 = released.iter().map(|&i| per_host[i].minutes_all).sum();
-            if after_all >= params.new_min_count && spread >= 2 {
-                let reason = Reason {
-                    rule: "new_exception".into(),
-                    summary: format!(
-                        "new exception {class} ×{after_all} in {spread} host-minutes on released host(s) {}, never seen in the baseline, on reference hosts or in the app's history",
-                        hit_hosts.join(", ")
-                    ),
-                    severity: Severity::Critical,
-                    hosts: hit_hosts,
-                    fingerprint: Some(fingerprint_hex(fp)),
-                    metric: None,
-                    evidence,
-                };
-                out.candidates.push(candidate(
-                    "new_exception",
-                    reason,
-                    after_all,
-                    params.new_min_count.max(kind_default("new_exception")),
+            };
+            if after_of(per_host) > 0.0 {
+                out.candidates.extend(new_or_dangerous(
+                    judge,
+                    *shape,
+                    per_host,
+                    &hosts,
+                    &released,
+                    group_lines,
+                    minutes,
                     memory,
-                    Some(fp),
                 ));
             }
+        }
+        // More of a known exception: only for keys with a known shape.
+        if !shapes.iter().any(is_known) {
             continue;
         }
-        let Some(values) = signal_grids.get(&fp) else {
+        let (per_host, values) = match merged_keys.get(&key) {
+            Some((p, v)) => (p, v),
+            None => match (signals.get(&key), signal_grids.get(&key)) {
+                (Some(p), Some(v)) => (p, v),
+                _ => continue,
+            },
+        };
+        if after_of(per_host) <= 0.0 {
             continue;
+        }
+        let class = judge
+            .definitions
+            .get(&key)
+            .map_or("unknown exception", |d| d.class.as_str());
+        let label = if grouping.is_family(key) {
+            format!(
+                "{class} (frameless and full traces summed, {} fingerprints)",
+                members.len()
+            )
+        } else if members.len() > 1 {
+            format!(
+                "{class} ({} fingerprints with one definition)",
+                members.len()
+            )
+        } else {
+            class.to_string()
         };
         if let Some(c) = rate_signal(
             RateSignal {
                 kind: "exception_rate",
-                label: class,
-                fingerprint: Some(fp),
+                label: &label,
+                fingerprint: Some(key),
             },
             values,
             per_host,
@@ -620,6 +641,103 @@ pub(crate) fn evaluate(
     out
 }
 
+/// Rules 1 and 2 for a shape seen on released hosts after their release and known
+/// nowhere (not in a baseline, on a reference host or in the app's history, by
+/// fingerprint, definition or family): a dangerous one blocks at once, any other is new
+/// once it reaches [`super::JudgeParams::new_min_count`] events in two host-minutes.
+#[allow(clippy::too_many_arguments)] // the round's views, passed as they are
+fn new_or_dangerous(
+    judge: &ReleaseJudge,
+    fp: Fingerprint,
+    per_host: &[SigHost],
+    hosts: &[HostView<'_>],
+    released: &[usize],
+    group_lines: [f64; 4],
+    minutes: [u32; 4],
+    memory: &AppMemory,
+) -> Option<Candidate> {
+    let params = &judge.params;
+    let after_all: f64 = released.iter().map(|&i| per_host[i].ka_all).sum();
+    let hit_hosts: Vec<String> = released
+        .iter()
+        .filter(|&&i| per_host[i].ka_all > 0.0)
+        .map(|&i| hosts[i].name.to_string())
+        .collect();
+    let definition = judge.definitions.get(&fp);
+    let class = definition.map_or("unknown exception", |d| d.class.as_str());
+    let released_after = Tally {
+        value: after_all,
+        lines: released.iter().map(|&i| hosts[i].na_all).sum::<f64>() as u64,
+        minutes: released.iter().map(|&i| per_host[i].minutes_all).sum(),
+    };
+    let evidence = Evidence {
+        released_before: Some(Tally {
+            value: 0.0,
+            lines: group_lines[0] as u64,
+            minutes: minutes[0],
+        }),
+        released_after: Some(released_after),
+        reference_after: Some(Tally {
+            value: 0.0,
+            lines: group_lines[3] as u64,
+            minutes: minutes[3],
+        }),
+        expected: Some(0.0),
+        observed: after_all,
+        effect: after_all,
+        ..Evidence::default()
+    };
+    if definition.is_some_and(|d| d.dangerous) {
+        return Some(Candidate {
+            kind: "dangerous_exception".into(),
+            reason: Reason {
+                rule: "dangerous_exception".into(),
+                summary: format!(
+                    "dangerous {class} ×{after_all} on released host(s) {}, absent from the baseline, the reference hosts and the app's history",
+                    hit_hosts.join(", ")
+                ),
+                severity: Severity::Critical,
+                hosts: hit_hosts,
+                fingerprint: Some(fingerprint_hex(fp)),
+                metric: None,
+                evidence: Evidence {
+                    threshold: 1.0,
+                    ..evidence
+                },
+            },
+            effect: after_all,
+            fingerprint: Some(fp),
+            immediate: true,
+            significant: true,
+            suspicious: true,
+        });
+    }
+    let spread: u32 = released.iter().map(|&i| per_host[i].minutes_all).sum();
+    if after_all < params.new_min_count || spread < 2 {
+        return None;
+    }
+    let reason = Reason {
+        rule: "new_exception".into(),
+        summary: format!(
+            "new exception {class} ×{after_all} in {spread} host-minutes on released host(s) {}, never seen in the baseline, on reference hosts or in the app's history",
+            hit_hosts.join(", ")
+        ),
+        severity: Severity::Critical,
+        hosts: hit_hosts,
+        fingerprint: Some(fingerprint_hex(fp)),
+        metric: None,
+        evidence,
+    };
+    Some(candidate(
+        "new_exception",
+        reason,
+        after_all,
+        params.new_min_count.max(kind_default("new_exception")),
+        memory,
+        Some(fp),
+    ))
+}
+
 struct RateSignal<'a> {
     kind: &'a str,
     label: &'a str,
@@ -675,6 +793,41 @@ struct Grid {
     settled: Vec<usize>,
     /// First batch's minute index.
     first: usize,
+}
+
+impl Grid {
+    /// A signal's per-host counters from its per-minute `values` (as the row pass tallies
+    /// them, one cell per host-minute): for fingerprints judged together.
+    fn tally(&self, values: &[f64]) -> Vec<SigHost> {
+        let t_len = self.t_len;
+        (0..self.start.len())
+            .map(|h| {
+                let mut s = SigHost::default();
+                for t in 0..t_len {
+                    let n = self.lines[h * t_len + t];
+                    if n < 0.0 {
+                        continue;
+                    }
+                    let k = values[h * t_len + t];
+                    if t < self.start[h] {
+                        s.kb += k;
+                        if n > 0.0 {
+                            s.kb_sq += k * k / n;
+                        }
+                    } else {
+                        s.ka_all += k;
+                        if k > 0.0 {
+                            s.minutes_all += 1;
+                        }
+                        if t >= self.settled[h] {
+                            s.ka += k;
+                        }
+                    }
+                }
+                s
+            })
+            .collect()
+    }
 }
 
 #[allow(clippy::too_many_arguments)] // the round's views, passed as they are

@@ -50,6 +50,18 @@
 //! 5. `log_volume` — a released host still reporting whose mean lines over the last 5
 //!    minutes fell below 30% of its baseline, after the reference group's own change.
 //!
+//! **One failure, several fingerprints** (`family`). Rules 1–3 judge fingerprints by their
+//! definitions, not only by their values: fingerprints with the same `class`, `causes` and
+//! `frames` are one failure (an agent's fingerprint algorithm upgrade renames some), known
+//! when any of them is known and counted together; fingerprints with the same `class` and
+//! `causes` are one *family*, whose definition without frames (HotSpot's fast throw) stands
+//! for all of it: rules 1 and 2 do not fire for a fingerprint whose family's frameless
+//! shape is known (baselines, reference hosts, the app's history), nor for a frameless one
+//! any member of whose family is known; and rule 3 sums a family's fingerprints whenever
+//! its frameless shape shows in the judged windows (how a host splits a failure between
+//! the shapes depends on its JIT's warm-up, not on the release). A family's reasons name its
+//! frameless fingerprint; one definition's, its smallest fingerprint seen.
+//!
 //! Signals 2–5 must pass the app's learned threshold ([`AppMemory::learn`]) and make
 //! [`JudgeParams::window_needed`] (2) of the last [`JudgeParams::window_rounds`] (3) rounds
 //! suspicious before a block; in between the decision is `watch` with warning reasons. A
@@ -71,6 +83,7 @@
 //! assert_eq!(verdict.decision, Decision::Pass);
 //! ```
 
+mod family;
 mod funnel;
 pub mod stats;
 
@@ -867,7 +880,8 @@ impl ReleaseJudge {
     /// A dangerous-exception alert from `host` at `at`, between rounds: blocks at once
     /// when the host is released, the definition is dangerous, and the fingerprint is not
     /// known to the app, not in the app's known history and was not seen in any baseline
-    /// or on a reference host at the last round. Otherwise the verdict is unchanged.
+    /// or on a reference host at the last round — itself, a fingerprint with the same
+    /// definition, or (see the module docs) its family. Otherwise the verdict is unchanged.
     pub fn alert(
         &mut self,
         at: i64,
@@ -888,10 +902,14 @@ impl ReleaseJudge {
             .iter()
             .any(|b| minute_of(b.at) <= minute_of(at) && b.hosts.iter().any(|h| h == host));
         let start = self.release.first_minute().unwrap_or(at);
+        let known = |fp: Fingerprint| {
+            self.known.contains(&fp)
+                || memory.knows(fp, start)
+                || self.outside_last_round.contains(&fp)
+        };
         if !released
-            || self.known.contains(&fingerprint)
-            || memory.knows(fingerprint, start)
-            || self.outside_last_round.contains(&fingerprint)
+            || known(fingerprint)
+            || family::covered(&self.definitions, [definition], known)[0]
         {
             return self.verdict.clone();
         }
