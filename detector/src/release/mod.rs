@@ -589,7 +589,8 @@ impl<S: Store> Releases<S> {
 
     /// The release recorded as a replay case (`GET /api/v1/releases/{id}/case`): counters
     /// of its hosts from the baseline to its end (finish, or the last judged minute),
-    /// definitions of the fingerprints they show, fingerprints known at its start, and
+    /// definitions of the fingerprints they show (and of the app's other fingerprints of
+    /// the same class chains, which the judge relates), fingerprints known at its start, and
     /// the label its feedback implies.
     ///
     /// # Errors
@@ -623,9 +624,21 @@ impl<S: Store> Releases<S> {
             .filter(|f| f.first_seen.is_some_and(|s| s < first))
             .map(|f| f.fingerprint.clone())
             .collect();
+        // The judge relates fingerprints of one class chain by their definitions (a
+        // fast-throw family, another fingerprint version): the case carries the
+        // definitions of those the app has too, so it replays as the live judge judged.
+        let chains: HashSet<(&str, &[String])> = fingerprints
+            .iter()
+            .filter(|f| shown.contains(f.fingerprint.as_str()))
+            .map(|f| (f.class.as_str(), f.causes.as_slice()))
+            .collect();
         let exceptions: BTreeMap<String, Definition> = fingerprints
             .iter()
-            .filter(|f| shown.contains(f.fingerprint.as_str()) && !f.class.is_empty())
+            .filter(|f| !f.class.is_empty())
+            .filter(|f| {
+                shown.contains(f.fingerprint.as_str())
+                    || chains.contains(&(f.class.as_str(), f.causes.as_slice()))
+            })
             .map(|f| (f.fingerprint.clone(), definition_of(f)))
             .collect();
         let expect = release.feedback.first().map(|f| match f.label {
