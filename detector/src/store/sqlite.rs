@@ -1194,11 +1194,17 @@ mod tests {
             r
         };
         // In one batch (summed in memory) and across batches (summed by SQLite).
-        store.ingest(&[huge(1), huge(2)], 700).await.expect("ingest");
+        store
+            .ingest(&[huge(1), huge(2)], 700)
+            .await
+            .expect("ingest");
         store.ingest(&[huge(3)], 701).await.expect("ingest");
         let rows = store.series(&SeriesQuery::default()).await.expect("series");
         assert_eq!(rows[0].lines, i64::MAX as u64);
-        assert_eq!(rows[0].exceptions.get("feedbeef00000001"), Some(&(i64::MAX as u64)));
+        assert_eq!(
+            rows[0].exceptions.get("feedbeef00000001"),
+            Some(&(i64::MAX as u64))
+        );
         let known = store.exceptions("shop").await.expect("exceptions");
         assert_eq!(known[0].count, i64::MAX as u64);
     }
