@@ -9,8 +9,13 @@ use std::time::Instant;
 
 use common::{
     AgentSetup, DetectorProcess, TestPki, Watched, agent_config, agent_config_with, agent_status,
-    append_lines, eventually, free_ports, shop_logs, spawn,
+    append_lines, eventually, free_ports, shop_logs, spawn, try_agent_status, wait_until,
 };
+
+/// Whether the file at `path` (a process's log) contains `text`.
+fn log_contains(path: &std::path::Path, text: &str) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|log| log.contains(text))
+}
 
 /// Lines written to a log file arrive in the detector, each counted exactly once.
 #[test]
@@ -45,7 +50,8 @@ fn every_line_written_is_counted_once() {
         arrived,
         "only {counted} of {written} lines arrived within 30 s"
     );
-    // Nothing arrives twice, also once the agent has flushed again and stopped.
+    // Nothing arrives twice, also once the agent has flushed again and stopped: a window
+    // of a few flushes (every 200 ms) for a double count to show, then a clean stop.
     std::thread::sleep(Duration::from_millis(600));
     assert!(
         agent.terminate(),
@@ -72,9 +78,11 @@ fn a_detector_outage_loses_nothing_and_counts_nothing_twice() {
         ..
     } = Watched::start(dir.path(), "e2e-2");
     append_lines(&log, 0, 1000);
-    assert!(eventually(Duration::from_secs(30), || detector
-        .lines("shop", "e2e-2")
-        == 1000));
+    wait_until(
+        Duration::from_secs(30),
+        "the first 1000 lines to arrive before the outage",
+        || detector.lines("shop", "e2e-2") == 1000,
+    );
 
     detector.process.kill();
     let mut written = 1000;
@@ -94,6 +102,7 @@ fn a_detector_outage_loses_nothing_and_counts_nothing_twice() {
         "{} of {written} lines arrived after the outage",
         detector.lines("shop", "e2e-2")
     );
+    // A window of a few flushes for a double count to show.
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(detector.lines("shop", "e2e-2"), written);
 }
@@ -148,10 +157,17 @@ fn mutual_tls_admits_only_agents_with_a_certificate() {
         "the agent with a client certificate delivered {} of 700 lines",
         detector.lines("shop", "tls-ok")
     );
-    std::thread::sleep(Duration::from_secs(1));
+    // The stranger has tried and been refused (not merely not tried yet).
+    let stranger_log = dir.path().join("agent-no-cert.log");
+    assert!(
+        eventually(Duration::from_secs(30), || log_contains(
+            &stranger_log,
+            "detector unreachable"
+        )),
+        "the agent without a client certificate never said it was refused: {}",
+        std::fs::read_to_string(&stranger_log).unwrap_or_default()
+    );
     assert_eq!(detector.lines("shop", "tls-no-cert"), 0);
-    let refused = std::fs::read_to_string(dir.path().join("agent-no-cert.log")).unwrap_or_default();
-    assert!(refused.contains("detector unreachable"), "{refused}");
 }
 
 /// A dangerous exception reaches the detector as an alert within a second, without waiting
@@ -165,12 +181,21 @@ fn a_dangerous_exception_arrives_within_a_second() {
     let glob = format!("{}/*.log", logs.display());
     let config = AgentSetup {
         flush_interval: "60s",
+        admin: true,
         ..AgentSetup::new(&detector.grpc, "alert-1", "shop", &glob)
     }
     .write(dir.path());
     let _agent = spawn("vigil-agent", &config, &dir.path().join("agent.log"));
-    // The agent is up once it has read the existing lines; give it a moment to connect.
-    std::thread::sleep(Duration::from_secs(2));
+    // The latency is measured from an agent that is up: connected, the existing lines read.
+    wait_until(
+        Duration::from_secs(30),
+        "the agent to connect to the detector and read the existing lines",
+        || {
+            try_agent_status(&config).is_ok_and(|status| {
+                status["detector"]["connected"] == true && status["files"][0]["lag"] == 0
+            })
+        },
+    );
 
     let written = Instant::now();
     let mut file = std::fs::OpenOptions::new()
@@ -229,26 +254,32 @@ fn a_full_spool_pauses_reading_and_drains_when_the_detector_comes() {
     .write(dir.path());
     let _agent = spawn("vigil-agent", &config, &dir.path().join("agent.log"));
     let mut written = 0;
+    // 100 lines every 100 ms or more until the spool is full: a bounded writer (30 s at
+    // most, a few MB).
     let full = eventually(Duration::from_secs(30), || {
         append_lines(&log, written, 100);
         written += 100;
         std::thread::sleep(Duration::from_millis(100));
-        agent_status(&config)["spool"]["full"] == true
+        // Until the agent's admin port is up there is no status.
+        try_agent_status(&config).is_ok_and(|status| status["spool"]["full"] == true)
     });
-    assert!(full, "the spool never filled");
-    // Reading is paused now: what is written next stays in the file.
+    assert!(full, "the spool never filled ({written} lines written)");
+    // Reading is paused now: what is written next stays in the file. The status is
+    // refreshed every second: wait for one that has seen these lines.
     append_lines(&log, written, 2000);
     written += 2000;
-    // The status is refreshed every second.
-    std::thread::sleep(Duration::from_millis(1500));
-    let status = agent_status(&config);
+    let mut status = serde_json::Value::Null;
+    let paused = eventually(Duration::from_secs(15), || {
+        status = agent_status(&config);
+        status["files"][0]["lag"].as_u64().unwrap_or(0) > 100_000
+    });
+    assert!(
+        paused,
+        "reading must pause while the spool is full (lag {} bytes): {status}",
+        status["files"][0]["lag"]
+    );
     assert_eq!(status["spool"]["full"], true);
     assert_eq!(status["detector"]["connected"], false);
-    let lag = status["files"][0]["lag"].as_u64().unwrap_or(0);
-    assert!(
-        lag > 100_000,
-        "reading must pause while the spool is full (lag {lag} bytes)"
-    );
 
     let detector = DetectorProcess::start_on(dir.path(), grpc_port, http_port, "");
     let arrived = eventually(Duration::from_secs(40), || {
@@ -259,11 +290,16 @@ fn a_full_spool_pauses_reading_and_drains_when_the_detector_comes() {
         "{} of {written} lines arrived after the spool drained",
         detector.lines("shop", "spool-1")
     );
+    // A window of a few flushes for a double count to show.
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(detector.lines("shop", "spool-1"), written);
-    let status = agent_status(&config);
-    assert_eq!(status["spool"]["full"], false);
-    assert_eq!(status["files"][0]["lag"], 0);
+    // The status is refreshed every second.
+    let mut status = serde_json::Value::Null;
+    let drained = eventually(Duration::from_secs(15), || {
+        status = agent_status(&config);
+        status["spool"]["full"] == false && status["files"][0]["lag"] == 0
+    });
+    assert!(drained, "the spool and the file did not drain: {status}");
 }
 
 /// SIGHUP re-reads the configuration: new globs take effect with nothing lost or counted
@@ -280,9 +316,11 @@ fn sighup_reloads_a_good_config_and_keeps_the_old_one_on_a_bad_one() {
     let agent_log = dir.path().join("agent.log");
     let mut agent = spawn("vigil-agent", &config, &agent_log);
     append_lines(&a.join("app.log"), 0, 300);
-    assert!(eventually(Duration::from_secs(20), || detector
-        .lines("shop", "reload-1")
-        == 300));
+    wait_until(
+        Duration::from_secs(20),
+        "the 300 lines of a/app.log to arrive",
+        || detector.lines("shop", "reload-1") == 300,
+    );
 
     let text = std::fs::read_to_string(&config).expect("config");
     let glob_b = format!("{}/*.log", b.display());
@@ -302,7 +340,11 @@ fn sighup_reloads_a_good_config_and_keeps_the_old_one_on_a_bad_one() {
         assert!(status.success());
     };
     hup(&agent);
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until(
+        Duration::from_secs(20),
+        "the agent to log \"configuration reloaded\" after SIGHUP",
+        || log_contains(&agent_log, "configuration reloaded"),
+    );
     append_lines(&b.join("other.log"), 0, 200);
     append_lines(&a.join("app.log"), 300, 100);
     assert!(
@@ -315,7 +357,11 @@ fn sighup_reloads_a_good_config_and_keeps_the_old_one_on_a_bad_one() {
 
     std::fs::write(&config, "this is = not [valid").expect("bad config");
     hup(&agent);
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until(
+        Duration::from_secs(20),
+        "the agent to log \"new configuration refused\" after SIGHUP with a bad config",
+        || log_contains(&agent_log, "new configuration refused"),
+    );
     assert!(
         agent.child.try_wait().expect("wait").is_none(),
         "a bad configuration must not stop the agent"
@@ -328,6 +374,7 @@ fn sighup_reloads_a_good_config_and_keeps_the_old_one_on_a_bad_one() {
         "with the old configuration kept {} of 700 lines",
         detector.lines("shop", "reload-1")
     );
+    // A window of a few flushes for a double count to show.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(detector.lines("shop", "reload-1"), 700);
     assert!(agent.terminate(), "the agent did not stop cleanly");
@@ -348,9 +395,11 @@ fn the_detector_reloads_on_sighup_and_refuses_a_bad_config() {
         ..
     } = Watched::start(dir.path(), "hup-1");
     append_lines(&log, 0, 500);
-    assert!(eventually(Duration::from_secs(20), || detector
-        .lines("shop", "hup-1")
-        == 500));
+    wait_until(
+        Duration::from_secs(20),
+        "the first 500 lines to arrive",
+        || detector.lines("shop", "hup-1") == 500,
+    );
 
     let hup = |detector: &DetectorProcess| {
         let status = std::process::Command::new("kill")
@@ -360,6 +409,13 @@ fn the_detector_reloads_on_sighup_and_refuses_a_bad_config() {
         assert!(status.success());
     };
     hup(&detector);
+    let detector_log = dir.path().join("detector.log");
+    // The new file is read on the signal: wait for that before it is overwritten below.
+    wait_until(
+        Duration::from_secs(20),
+        "the detector to log \"configuration reloaded\" after SIGHUP",
+        || log_contains(&detector_log, "configuration reloaded"),
+    );
     append_lines(&log, 500, 500);
     assert!(
         eventually(Duration::from_secs(30), || {
@@ -371,15 +427,24 @@ fn the_detector_reloads_on_sighup_and_refuses_a_bad_config() {
     let good = std::fs::read_to_string(&detector.config).expect("config");
     std::fs::write(&detector.config, "grpc_listen = 42\n").expect("bad config");
     hup(&detector);
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until(
+        Duration::from_secs(20),
+        "the detector to log \"new configuration refused\" after SIGHUP with a bad config",
+        || log_contains(&detector_log, "new configuration refused"),
+    );
     assert!(
         detector.process.child.try_wait().expect("wait").is_none(),
         "a bad configuration must not stop the detector"
     );
     append_lines(&log, 1000, 300);
-    assert!(eventually(Duration::from_secs(30), || detector
-        .lines("shop", "hup-1")
-        == 1300));
+    assert!(
+        eventually(Duration::from_secs(30), || detector
+            .try_lines("shop", "hup-1")
+            == Some(1300)),
+        "with the old configuration kept {:?} of 1300 lines",
+        detector.try_lines("shop", "hup-1")
+    );
+    // A window of a few flushes for a double count to show.
     std::thread::sleep(Duration::from_millis(500));
     // A connection pooled before the reload may be reset once: ask again.
     let settled = (0..5).find_map(|_| detector.try_lines("shop", "hup-1"));
@@ -389,7 +454,7 @@ fn the_detector_reloads_on_sighup_and_refuses_a_bad_config() {
         detector.process.terminate(),
         "the detector did not stop cleanly"
     );
-    let log = std::fs::read_to_string(dir.path().join("detector.log")).unwrap_or_default();
+    let log = std::fs::read_to_string(&detector_log).unwrap_or_default();
     assert!(log.contains("configuration reloaded"), "{log}");
     assert!(log.contains("new configuration refused"), "{log}");
 }

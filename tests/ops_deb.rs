@@ -12,6 +12,7 @@ mod ops_common;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use ops_common::{cannot_run, require_tool, workspace};
 
@@ -19,10 +20,11 @@ const TEST: &str = "agent_deb_installs_runs_and_purges";
 const PACKAGE: &str = "vigil-agent";
 const ENABLED_LINK: &str = "/etc/systemd/system/multi-user.target.wants/vigil-agent.service";
 
+/// The longest one command of the test (a package build, an install) may take.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+
 fn run(command: &mut Command) -> Output {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let output = common::output_within(command, None, COMMAND_TIMEOUT);
     assert!(
         output.status.success(),
         "{command:?}: {}\n{}{}",

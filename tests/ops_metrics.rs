@@ -5,12 +5,11 @@
 mod common;
 mod ops_common;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{AgentSetup, DetectorProcess, append_lines, eventually, spawn};
+use common::{AgentSetup, DetectorProcess, append_lines, eventually, output_within, spawn};
 use ops_common::require_tool;
 
 fn scrape(url: &str) -> String {
@@ -35,20 +34,11 @@ fn scrape(url: &str) -> String {
 
 /// Runs `promtool check metrics` on `text`; panics with its complaints.
 fn promtool_check(promtool: &Path, what: &str, text: &str) {
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run promtool");
-    child
-        .stdin
-        .take()
-        .expect("promtool stdin")
-        .write_all(text.as_bytes())
-        .expect("write to promtool");
-    let output = child.wait_with_output().expect("promtool output");
+    let output = output_within(
+        Command::new(promtool).args(["check", "metrics"]),
+        Some(text.as_bytes()),
+        Duration::from_secs(60),
+    );
     assert!(
         output.status.success(),
         "promtool check metrics on the {what}'s /metrics: {}\n{}{}\n--- scraped:\n{text}",

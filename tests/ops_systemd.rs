@@ -8,7 +8,9 @@ mod ops_common;
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
+use common::output_within;
 use ops_common::{require_tool, workspace};
 
 const UNITS: [(&str, &str); 2] = [
@@ -53,11 +55,11 @@ fn units_pass_systemd_analyze_verify() {
     };
     let dir = tempfile::tempdir().expect("temp dir");
     let units = units_with_built_binaries(dir.path());
-    let output = Command::new(&analyze)
-        .arg("verify")
-        .args(&units)
-        .output()
-        .expect("run systemd-analyze verify");
+    let output = output_within(
+        Command::new(&analyze).arg("verify").args(&units),
+        None,
+        Duration::from_secs(120),
+    );
     let stderr = String::from_utf8_lossy(&output.stderr);
     // verify exits 0 on warnings (an unknown key is only "ignoring"): any line about our
     // units fails the test. Lines about other units of this machine are not ours to judge.
@@ -72,11 +74,13 @@ fn units_pass_systemd_analyze_verify() {
     );
 
     for unit in &units {
-        let output = Command::new(&analyze)
-            .args(["security", "--offline=yes", "--no-pager", "--threshold=25"])
-            .arg(unit)
-            .output()
-            .expect("run systemd-analyze security");
+        let output = output_within(
+            Command::new(&analyze)
+                .args(["security", "--offline=yes", "--no-pager", "--threshold=25"])
+                .arg(unit),
+            None,
+            Duration::from_secs(120),
+        );
         let text = String::from_utf8_lossy(&output.stdout);
         let overall = text
             .lines()

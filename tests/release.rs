@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{AgentSetup, DetectorProcess, eventually, spawn, webhook_receiver};
+use common::{AgentSetup, DetectorProcess, eventually, spawn, wait_until, webhook_receiver};
 use serde_json::{Value, json};
 
 /// Appends `n` ordinary log lines stamped now (UTC) to `path`.
@@ -92,8 +92,8 @@ fn a_dangerous_exception_on_a_released_host_blocks_within_seconds() {
     let id = release["id"].as_i64().expect("id");
     let release_path = format!("/api/v1/releases/{id}");
 
-    // The new version breaks on the released host.
-    std::thread::sleep(Duration::from_millis(500));
+    // The new version breaks on the released host (after the release was created: its
+    // minute is the release's or a later one, which is what the judge asks).
     let now = jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M:%S%.3f");
     let written = Instant::now();
     append(
@@ -164,9 +164,11 @@ fn a_dangerous_exception_on_a_reference_host_does_not_block() {
     }
     .write(dir.path());
     let _agent = spawn("vigil-agent", &config, &dir.path().join("agent-ref-2.log"));
-    assert!(eventually(Duration::from_secs(20), || detector
-        .lines("shop", "ref-2")
-        >= 20));
+    wait_until(
+        Duration::from_secs(20),
+        "the reference host's first 20 lines to arrive",
+        || detector.lines("shop", "ref-2") >= 20,
+    );
     let (status, release) = post(
         &detector,
         "/api/v1/releases",
@@ -187,11 +189,19 @@ java.lang.NoSuchMethodError: 'void shop.promo.PromoEngine.apply(shop.Cart)'\n\
         ),
     );
     // The alert is stored (the app knows the exception) but the release passes.
-    assert!(eventually(Duration::from_secs(10), || {
-        detector.get("/api/v1/apps/shop/exceptions")["exceptions"]
-            .as_array()
-            .is_some_and(|list| list.iter().any(|e| e["dangerous"] == true))
-    }));
+    wait_until(
+        Duration::from_secs(10),
+        "the dangerous exception of the reference host to be stored",
+        || {
+            detector.get("/api/v1/apps/shop/exceptions")["exceptions"]
+                .as_array()
+                .is_some_and(|list| list.iter().any(|e| e["dangerous"] == true))
+        },
+    );
+    // The alert is judged after it is stored, by another task, and a release it leaves
+    // alone shows nothing of it: a window for a wrong block to show. (No signal says "the
+    // alert was judged"; on a starved machine this check may pass without the judgement
+    // having run. The first test proves that alerts are judged.)
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(detector.get(&path)["decision"], "pass");
 

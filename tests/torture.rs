@@ -2,6 +2,11 @@
 //! lines fast, real `logrotate -f` rotating under it, the agent killed with SIGKILL at
 //! random moments and restarted, the detector killed and restarted. Each ends with the same
 //! assertion: every line on disk is counted exactly once in the detector.
+//!
+//! Each run ends whatever the speed of the machine: the writer writes at a capped rate and
+//! at most [`MAX_LINES`] lines; the run is a fixed number of rotations (and so of SIGKILLs
+//! and detector restarts), not a stretch of time that a slow machine fills with fewer; every
+//! wait has a deadline and says what it waited for; a failing run stops its writer.
 
 mod common;
 
@@ -13,6 +18,27 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{DetectorProcess, agent_config, eventually, lines_on_disk, spawn, write};
+
+/// Rotations per run; every second one is followed by a SIGKILL of the agent, the ninth by
+/// a restart of the detector.
+const ROTATIONS: u32 = 24;
+/// The most lines one run writes (about 80 bytes each: at most some 25 MB on disk).
+const MAX_LINES: u64 = 300_000;
+/// Records per burst (a burst is about 510 lines: one record in 50 has a 3-line trace);
+/// the writer sleeps [`PAUSE`] after each, so it writes at most some 25,000 lines a second.
+const BURST: u64 = 500;
+const PAUSE: Duration = Duration::from_millis(20);
+/// The longest the rotations, kills and restarts of a run may take (about 10 s idle).
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Sets `stop` when dropped: a failing run stops its writer.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
 
 /// Whether real `logrotate` is here; under CI it must be (`.ci/run` installs it).
 fn logrotate_available() -> bool {
@@ -30,14 +56,14 @@ fn logrotate_available() -> bool {
     found
 }
 
-/// Appends numbered logback-style lines to `path` in bursts until `stop`, reopening the
-/// path for each burst (as a logger that reopens after `create` rotation does). A burst is
-/// written while holding `turn`.
+/// Appends numbered logback-style lines to `path` in bursts until `stop` or [`MAX_LINES`],
+/// reopening the path for each burst (as a logger that reopens after `create` rotation
+/// does), pausing [`PAUSE`] after each. A burst is written while holding `turn`.
 fn writer(path: PathBuf, stop: Arc<AtomicBool>, written: Arc<AtomicU64>, turn: Arc<Mutex<()>>) {
     let mut n = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        let mut text = String::with_capacity(200 * 500);
-        for _ in 0..500 {
+    while !stop.load(Ordering::Relaxed) && written.load(Ordering::Relaxed) < MAX_LINES {
+        let mut text = String::with_capacity(200 * BURST as usize);
+        for _ in 0..BURST {
             n += 1;
             // One record in 50 carries a stack trace (3 physical lines).
             if n.is_multiple_of(50) {
@@ -54,20 +80,22 @@ fn writer(path: PathBuf, stop: Arc<AtomicBool>, written: Arc<AtomicU64>, turn: A
             }
         }
         let lines = text.bytes().filter(|b| *b == b'\n').count() as u64;
-        let _turn = turn
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Ok(mut file) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-        else {
-            continue;
-        };
-        if file.write_all(text.as_bytes()).is_ok() {
+        {
+            let _turn = turn
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // The directory is always there while the run goes on: a failure here is the
+            // test's, and must not turn into a loop that spins without writing.
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+            file.write_all(text.as_bytes())
+                .unwrap_or_else(|e| panic!("append to {}: {e}", path.display()));
             written.fetch_add(lines, Ordering::Relaxed);
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(PAUSE);
     }
 }
 
@@ -85,13 +113,15 @@ fn logrotate(dir: &Path, mode: &str) -> (PathBuf, PathBuf) {
 }
 
 fn rotate(conf: &Path, state: &Path) {
-    let out = Command::new("logrotate")
-        .arg("-f")
-        .arg("-s")
-        .arg(state)
-        .arg(conf)
-        .output()
-        .expect("run logrotate");
+    let out = common::output_within(
+        Command::new("logrotate")
+            .arg("-f")
+            .arg("-s")
+            .arg(state)
+            .arg(conf),
+        None,
+        Duration::from_secs(60),
+    );
     assert!(
         out.status.success(),
         "logrotate failed: {}",
@@ -123,6 +153,7 @@ fn torture(mode: &str) {
     let mut agent = spawn("vigil-agent", &config, &agent_log);
 
     let stop = Arc::new(AtomicBool::new(false));
+    let stop_on_failure = StopOnDrop(Arc::clone(&stop));
     let written = Arc::new(AtomicU64::new(0));
     let turn = Arc::new(Mutex::new(()));
     let writer = {
@@ -138,7 +169,14 @@ fn torture(mode: &str) {
     let mut kills = 0;
     let mut rotations = 0;
     let mut detector_restarts = 0;
-    while started.elapsed() < Duration::from_secs(8) {
+    while rotations < ROTATIONS {
+        assert!(
+            started.elapsed() < RUN_TIMEOUT,
+            "{mode}: timed out after {RUN_TIMEOUT:?} waiting for {ROTATIONS} rotations: \
+             {rotations} rotations, {kills} kills, {detector_restarts} detector restarts, {} \
+             lines written",
+            written.load(Ordering::Relaxed)
+        );
         std::thread::sleep(Duration::from_millis(100 + fastrand_ms(300)));
         if mode == "copytruncate" {
             let _still = turn
@@ -161,9 +199,12 @@ fn torture(mode: &str) {
             detector_restarts += 1;
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    writer.join().expect("writer");
-    assert!(kills >= 10, "only {kills} SIGKILLs");
+    drop(stop_on_failure);
+    writer
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e));
+    assert_eq!(kills, ROTATIONS / 2, "SIGKILLs");
+    assert_eq!(detector_restarts, 1, "detector restarts");
     let on_disk = lines_on_disk(&logs, "app.log");
     let written = written.load(Ordering::Relaxed);
     assert_eq!(on_disk, written, "every line written is on disk");
@@ -175,7 +216,7 @@ fn torture(mode: &str) {
         arrived,
         "{mode}: {counted} of {on_disk} lines on disk counted ({written} written, {kills} kills, {rotations} rotations)"
     );
-    // Settle: anything counted twice would show now.
+    // A window of a few flushes (every 200 ms) for a double count to show.
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(
         detector.lines("shop", "torture"),
@@ -183,7 +224,8 @@ fn torture(mode: &str) {
         "{mode}: counted exactly once ({written} written, {kills} kills, {rotations} rotations, {detector_restarts} detector restarts)"
     );
     eprintln!(
-        "{mode}: {on_disk} lines on disk of {written} written, all counted once; {kills} SIGKILLs, {rotations} rotations, {detector_restarts} detector restart"
+        "{mode}: {on_disk} lines on disk of {written} written, all counted once; {kills} SIGKILLs, {rotations} rotations, {detector_restarts} detector restart; {:.1} s",
+        started.elapsed().as_secs_f64()
     );
 }
 

@@ -1,12 +1,17 @@
 //! The `vigil-agent` command line, run as a user would.
 
+#[path = "../../tests/common/wait.rs"]
+mod wait;
+
 use std::process::Command;
+use std::time::Duration;
 
 fn agent(args: &[&str]) -> (bool, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_vigil-agent"))
-        .args(args)
-        .output()
-        .expect("run vigil-agent");
+    let output = wait::output_within(
+        Command::new(env!("CARGO_BIN_EXE_vigil-agent")).args(args),
+        None,
+        Duration::from_secs(60),
+    );
     let text = String::from_utf8_lossy(&output.stdout).into_owned()
         + &String::from_utf8_lossy(&output.stderr);
     (output.status.success(), text)

@@ -190,10 +190,25 @@ fn this_test_process_on_the_real_machine() {
     let mut sampler = ProcessSampler::new("/proc", &[("self".into(), pattern)]).unwrap();
     let t0 = Instant::now();
     sampler.sample(t0).unwrap();
-    // Burn CPU for a while so there is something to measure.
+    // Burn CPU so there is something to measure: 400 ms, and at least 200 ms of CPU time
+    // of this thread (on a busy machine the 400 ms alone may hold little of it).
+    let thread_cpu_ticks = || -> u64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        // utime and stime, the 14th and 15th fields; the 2nd, (comm), may hold spaces.
+        let after_comm = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after_comm.split(' ').collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    };
+    let ticks0 = thread_cpu_ticks();
     let mut x = 0u64;
-    while t0.elapsed() < Duration::from_millis(400) {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+    while t0.elapsed() < Duration::from_millis(400) || thread_cpu_ticks() < ticks0 + 20 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "this thread got less than 200 ms of CPU in 30 s"
+        );
+        for _ in 0..100_000 {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
     }
     std::hint::black_box(x);
     let s = sampler.sample(Instant::now()).unwrap();

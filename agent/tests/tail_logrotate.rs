@@ -1,17 +1,26 @@
 //! The tailing engine against the real `logrotate -f` (create and copytruncate, with and
-//! without compress / delaycompress), a writer appending numbered lines at full speed, and
-//! the tailer restarting from stored checkpoints (clean stops and crashes that forget the
-//! lines delivered since the last store) while rotations happen.
+//! without compress / delaycompress), a writer appending numbered lines fast, and the
+//! tailer restarting from stored checkpoints (clean stops and crashes that forget the lines
+//! delivered since the last store) while rotations happen.
 //!
 //! Every numbered line found on disk afterwards (current and rotated files, `.gz`
 //! decompressed) must have been delivered exactly once; in create mode every line written
 //! must have been delivered. (copytruncate loses, on disk, the lines written between
 //! logrotate's copy and its truncate; the tailer may or may not have read those.)
 //!
+//! The run always ends, whatever the speed of the machine: the writer writes a fixed number
+//! of lines at a capped rate; rotations and restarts happen at fixed points of the writer's
+//! progress (not of the clock), so every scenario rotates and restarts (and crashes) while
+//! lines are being written, on a fast machine as on a starved one; the tailer reads a
+//! bounded amount per round; every wait has a deadline and says what it waited for.
+//!
 //! Needs the `logrotate` program (Debian package `logrotate`). Without it the test is
 //! skipped with a message, unless `CI` is set: then it fails.
 
 #![allow(clippy::unwrap_used)]
+
+#[path = "../../tests/common/wait.rs"]
+mod wait;
 
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
@@ -27,6 +36,24 @@ use std::time::{Duration, Instant};
 use vigil_agent::tail::{
     Checkpoints, FileKey, LineSink, SourceConfig, StartAt, Tailer, TailerOptions,
 };
+
+/// Lines the writer writes in one scenario (about 80 bytes each: some 4 MB on disk, copies
+/// and all).
+const LINES: u64 = 48_000;
+/// Lines per burst; the writer sleeps [`PAUSE`] between bursts, so it writes at most
+/// 100 lines / 2 ms = 50,000 lines a second, fast enough for the reader to lag behind now
+/// and then, never so fast that it cannot catch up.
+const BURST: u64 = 100;
+const PAUSE: Duration = Duration::from_millis(2);
+/// Rotations, at 1/4, 2/4 and 3/4 of the lines written.
+const ROTATIONS: u64 = 3;
+/// Restarts of the tailer, at every tenth of the lines written; every third is a crash.
+const RESTARTS: u64 = 9;
+/// Reads of at most 1 MiB per round of the main loop: a writer faster than the reader
+/// cannot keep the loop from seeing that it is done.
+const READS_PER_ROUND: usize = 32;
+/// The longest a scenario may take (it takes about two seconds on an idle machine).
+const SCENARIO_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn logrotate() -> Option<PathBuf> {
     for p in [
@@ -71,8 +98,10 @@ fn number(line: &[u8]) -> Option<u64> {
     s.ends_with(&format!(" message number {n}")).then_some(n)
 }
 
-/// Appends numbered lines as fast as it can, reopening the file when its path holds a new
-/// inode (what an application does on logrotate's postrotate signal).
+/// Appends [`LINES`] numbered lines in bursts of [`BURST`] with a pause after each, reopening
+/// the file when its path holds a new inode (what an application does on logrotate's
+/// postrotate signal). `written` is the number of lines written so far; `stop` ends it early
+/// (the test failed).
 fn writer(path: PathBuf, stop: Arc<AtomicBool>, written: Arc<AtomicU64>) {
     let open = |p: &Path| {
         OpenOptions::new()
@@ -84,14 +113,14 @@ fn writer(path: PathBuf, stop: Arc<AtomicBool>, written: Arc<AtomicU64>) {
     let mut f = open(&path);
     let mut ino = f.metadata().unwrap().ino();
     let mut n = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        for _ in 0..50 {
+    while n < LINES && !stop.load(Ordering::Relaxed) {
+        for _ in 0..BURST.min(LINES - n) {
             let line =
                 format!("n={n} 2026-11-23T10:00:00.000Z INFO some.Logger - message number {n}\n");
             f.write_all(line.as_bytes()).unwrap();
             n += 1;
         }
-        written.store(n, Ordering::Relaxed);
+        written.store(n, Ordering::Release);
         match fs::metadata(&path) {
             Ok(m) if m.ino() == ino => {}
             _ => {
@@ -99,8 +128,27 @@ fn writer(path: PathBuf, stop: Arc<AtomicBool>, written: Arc<AtomicU64>) {
                 ino = f.metadata().unwrap().ino();
             }
         }
+        thread::sleep(PAUSE);
     }
-    written.store(n, Ordering::Relaxed);
+}
+
+/// Sets `stop` when dropped: a failing scenario stops its writer and rotator threads.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Reads at most [`READS_PER_ROUND`] times; returns whether data is left.
+fn read_round(tailer: &mut Tailer, max_bytes: usize, sink: &mut Sink) -> bool {
+    for _ in 0..READS_PER_ROUND {
+        if !tailer.read(max_bytes, sink).more {
+            return false;
+        }
+    }
+    true
 }
 
 fn on_disk(dir: &Path) -> Vec<u64> {
@@ -149,33 +197,49 @@ fn scenario(logrotate: &Path, mode: &str, compress: bool, delay: bool) {
     .unwrap();
     fs::write(&log, b"").unwrap();
 
+    let label = format!("{mode} compress={compress} delaycompress={delay}");
     let stop = Arc::new(AtomicBool::new(false));
+    // A failing scenario (a panic below) stops the writer and the rotator.
+    let _stop = StopOnDrop(stop.clone());
     let written = Arc::new(AtomicU64::new(0));
-    let w = {
+    let mut writer_thread = Some({
         let (log, stop, written) = (log.clone(), stop.clone(), written.clone());
         thread::spawn(move || writer(log, stop, written))
-    };
-    let rotator = {
+    });
+    // Rotates at fixed points of the writer's progress; returns the lines written at each
+    // rotation.
+    let mut rotator = Some({
         let (lr, conf, state) = (logrotate.to_path_buf(), conf.clone(), state.clone());
+        let (stop, written) = (stop.clone(), written.clone());
         thread::spawn(move || {
-            for _ in 0..3 {
-                thread::sleep(Duration::from_millis(300));
-                let out = Command::new(&lr)
-                    .arg("-f")
-                    .arg("-s")
-                    .arg(&state)
-                    .arg(&conf)
-                    .output()
-                    .unwrap();
+            let mut at_lines = Vec::new();
+            for k in 1..=ROTATIONS {
+                let at = LINES * k / (ROTATIONS + 1);
+                wait::wait_until_polling(
+                    Duration::from_millis(1),
+                    SCENARIO_TIMEOUT,
+                    format_args!("the writer to reach line {at} (rotation {k})"),
+                    || stop.load(Ordering::Relaxed) || written.load(Ordering::Acquire) >= at,
+                );
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                at_lines.push(written.load(Ordering::Acquire));
+                let out = wait::output_within(
+                    Command::new(&lr).arg("-f").arg("-s").arg(&state).arg(&conf),
+                    None,
+                    Duration::from_secs(60),
+                );
                 assert!(
                     out.status.success(),
                     "logrotate failed: {}",
                     String::from_utf8_lossy(&out.stderr)
                 );
             }
-            thread::sleep(Duration::from_millis(200));
+            at_lines
         })
-    };
+    });
+    let mut rotated_at = Vec::new();
 
     let cfg = SourceConfig {
         start_at: StartAt::Beginning,
@@ -189,31 +253,48 @@ fn scenario(logrotate: &Path, mode: &str, compress: bool, delay: bool) {
     let new = |cp: Checkpoints| Tailer::with_options(vec![cfg.clone()], cp, topts).unwrap();
     let mut tailer = new(Checkpoints::empty());
     let mut sink = Sink::default();
-    let mut committed = 0;
-    let mut restarts = 0;
-    let mut last_restart = Instant::now();
-    let mut writer_done_at: Option<Instant> = None;
+    let mut restarts = 0u64;
+    let started = Instant::now();
     loop {
-        tailer.scan().unwrap();
-        while tailer.read(1 << 20, &mut sink).more {}
-        if rotator.is_finished() && writer_done_at.is_none() {
-            stop.store(true, Ordering::Relaxed);
-            writer_done_at = Some(Instant::now());
+        // Whether everything that happens to the files has happened, before this round's
+        // scan and reads: if they then leave nothing unread, nothing is left to come.
+        if rotator.as_ref().is_some_and(|r| r.is_finished()) {
+            let r = rotator.take().unwrap();
+            rotated_at = r.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
         }
-        if writer_done_at.is_some_and(|t| t.elapsed() > Duration::from_millis(800))
-            && tailer.files().len() == 1
-        {
+        if writer_thread.as_ref().is_some_and(|w| w.is_finished()) {
+            let w = writer_thread.take().unwrap();
+            w.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        }
+        let settled = rotator.is_none() && writer_thread.is_none() && restarts == RESTARTS;
+        tailer.scan().unwrap();
+        let more = read_round(&mut tailer, 1 << 20, &mut sink);
+        // Done once all is read and the rotated files are let go (after `rotated_idle`).
+        if settled && !more && tailer.files().len() == 1 {
             break;
         }
-        if writer_done_at.is_none() && last_restart.elapsed() > Duration::from_millis(120) {
-            last_restart = Instant::now();
+        assert!(
+            started.elapsed() < SCENARIO_TIMEOUT,
+            "{label}: timed out after {SCENARIO_TIMEOUT:?} waiting for the writer to finish \
+             and the tailer to read every line and let go of the rotated files: written {} of \
+             {LINES}, rotations at {rotated_at:?} (rotator running: {}), restarts {restarts} \
+             of {RESTARTS}, unread data left: {more}, delivered {}, files tracked {}",
+            written.load(Ordering::Acquire),
+            rotator.is_some(),
+            sink.lines.len(),
+            tailer.files().len()
+        );
+        // Restarts at every tenth of the lines written, whatever the speed of the machine.
+        if restarts < RESTARTS
+            && written.load(Ordering::Acquire) >= LINES * (restarts + 1) / (RESTARTS + 1)
+        {
             restarts += 1;
             let cp = tailer.checkpoints();
             cp.store(data.path()).unwrap();
-            committed = sink.lines.len();
-            if restarts % 3 == 0 {
+            let committed = sink.lines.len();
+            if restarts.is_multiple_of(3) {
                 // Crash: lines delivered after the store are forgotten (never acknowledged).
-                while tailer.read(1 << 16, &mut sink).more {}
+                read_round(&mut tailer, 1 << 16, &mut sink);
                 sink.lines.truncate(committed);
             }
             drop(tailer);
@@ -221,10 +302,7 @@ fn scenario(logrotate: &Path, mode: &str, compress: bool, delay: bool) {
         }
         thread::sleep(Duration::from_millis(5));
     }
-    let _ = committed;
-    rotator.join().unwrap();
-    w.join().unwrap();
-    let total = written.load(Ordering::Relaxed);
+    let total = written.load(Ordering::Acquire);
 
     let mut delivered: HashMap<u64, u32> = HashMap::new();
     for n in &sink.lines {
@@ -242,16 +320,20 @@ fn scenario(logrotate: &Path, mode: &str, compress: bool, delay: bool) {
         .filter(|n| !delivered.contains_key(n))
         .take(10)
         .collect();
-    let label = format!("{mode} compress={compress} delaycompress={delay}");
     eprintln!(
-        "{label}: written {total}, on disk {}, delivered {} (+{} fragments), restarts {restarts}",
+        "{label}: written {total}, on disk {}, delivered {} (+{} fragments), rotations at \
+         lines {rotated_at:?}, {restarts} restarts ({} crashes), {:.1} s",
         disk.len(),
         sink.lines.len(),
-        sink.fragments
+        sink.fragments,
+        restarts / 3,
+        started.elapsed().as_secs_f64()
     );
-    assert!(
-        total > 1000,
-        "{label}: the writer wrote too little ({total})"
+    assert_eq!(total, LINES, "{label}: the writer stopped early");
+    assert_eq!(
+        rotated_at.len() as u64,
+        ROTATIONS,
+        "{label}: rotations at {rotated_at:?}"
     );
     assert!(dups.is_empty(), "{label}: delivered twice: {dups:?}");
     assert!(

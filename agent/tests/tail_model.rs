@@ -140,7 +140,16 @@ impl World {
         if let Some(t) = &mut self.tailer {
             for _ in 0..3 {
                 t.scan().unwrap();
-                while t.read(1 << 16, &mut self.sink).more {}
+                // Nothing writes meanwhile, so the reads end; a tailer that kept saying
+                // `more` would fail here instead of hanging the run.
+                let mut reads = 0;
+                while t.read(1 << 16, &mut self.sink).more {
+                    reads += 1;
+                    assert!(
+                        reads < 10_000,
+                        "the tailer still says `more` after 10,000 reads of a still log"
+                    );
+                }
             }
         }
     }

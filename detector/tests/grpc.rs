@@ -2,7 +2,9 @@
 //! acknowledgements and rejections, the bearer token, and the standard health and
 //! reflection services.
 
+use std::future::Future;
 use std::path::Path;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -13,6 +15,17 @@ use vigil_detector::config::DetectorConfig;
 use vigil_proto::PROTOCOL_VERSION;
 use vigil_proto::v1::collector_client::CollectorClient;
 use vigil_proto::v1::{AckStatus, AppCounters, MinuteReport, Report, report::Body};
+
+/// The longest one step (a connection, an answer) may take.
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The output of `future`; fails saying what it waited for if it takes longer than
+/// [`STEP_TIMEOUT`] (a detector that never answers fails the test, it does not hang it).
+async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(STEP_TIMEOUT, future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {STEP_TIMEOUT:?} waiting for {what}"))
+}
 
 struct Running {
     channel: Channel,
@@ -44,9 +57,8 @@ async fn start(dir: &Path, token: Option<&str>) -> Running {
     tokio::spawn(detector.serve(async {
         let _ = stopped.await;
     }));
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .expect("endpoint")
-        .connect()
+    let endpoint = Channel::from_shared(format!("http://{addr}")).expect("endpoint");
+    let channel = within("a connection to the detector", endpoint.connect())
         .await
         .expect("connect");
     Running {
@@ -99,11 +111,13 @@ async fn reports_are_acknowledged_in_order_and_bad_ones_rejected_without_droppin
     let running = start(dir.path(), None).await;
     let mut client = CollectorClient::new(running.channel.clone());
     let (tx, rx) = mpsc::channel(16);
-    let mut acks = client
-        .stream(Request::new(ReceiverStream::new(rx)))
-        .await
-        .expect("stream")
-        .into_inner();
+    let mut acks = within(
+        "the detector to answer the stream",
+        client.stream(Request::new(ReceiverStream::new(rx))),
+    )
+    .await
+    .expect("stream")
+    .into_inner();
     let minute = now_minute();
     // seq 2 is invalid (not on a minute boundary); seq 1 comes again at the end.
     let bad = report(2, minute + 30, 1);
@@ -117,7 +131,10 @@ async fn reports_are_acknowledged_in_order_and_bad_ones_rejected_without_droppin
     }
     let mut seen = Vec::new();
     for _ in 0..4 {
-        let ack = acks.message().await.expect("ack").expect("open stream");
+        let ack = within("an ack", acks.message())
+            .await
+            .expect("ack")
+            .expect("open stream");
         seen.push((ack.seq, ack.status(), ack.error));
     }
     assert_eq!(seen[0], (1, AckStatus::Stored, String::new()));
@@ -135,27 +152,36 @@ async fn a_stream_without_the_token_is_refused() {
     let mut client = CollectorClient::new(running.channel.clone());
 
     let (_tx, rx) = mpsc::channel::<Report>(1);
-    let status = client
-        .stream(Request::new(ReceiverStream::new(rx)))
-        .await
-        .expect_err("no token");
+    let status = within(
+        "the detector to answer the stream",
+        client.stream(Request::new(ReceiverStream::new(rx))),
+    )
+    .await
+    .expect_err("no token");
     assert_eq!(status.code(), Code::Unauthenticated);
 
     let (_tx, rx) = mpsc::channel::<Report>(1);
-    let status = client
-        .stream(bearer(ReceiverStream::new(rx), "wrong"))
-        .await
-        .expect_err("wrong token");
+    let status = within(
+        "the detector to answer the stream",
+        client.stream(bearer(ReceiverStream::new(rx), "wrong")),
+    )
+    .await
+    .expect_err("wrong token");
     assert_eq!(status.code(), Code::Unauthenticated);
 
     let (tx, rx) = mpsc::channel::<Report>(1);
-    let mut acks = client
-        .stream(bearer(ReceiverStream::new(rx), "s3cret"))
-        .await
-        .expect("right token")
-        .into_inner();
+    let mut acks = within(
+        "the detector to answer the stream",
+        client.stream(bearer(ReceiverStream::new(rx), "s3cret")),
+    )
+    .await
+    .expect("right token")
+    .into_inner();
     tx.send(report(1, now_minute(), 3)).await.expect("send");
-    let ack = acks.message().await.expect("ack").expect("open");
+    let ack = within("an ack", acks.message())
+        .await
+        .expect("ack")
+        .expect("open");
     assert_eq!(ack.status(), AckStatus::Stored);
 }
 
@@ -171,14 +197,16 @@ async fn health_and_reflection_are_served() {
     let dir = tempfile::tempdir().expect("tempdir");
     let running = start(dir.path(), None).await;
     let mut health = HealthClient::new(running.channel.clone());
-    let status = health
-        .check(HealthCheckRequest {
+    let status = within(
+        "the health check",
+        health.check(HealthCheckRequest {
             service: "vigil.v1.Collector".into(),
-        })
-        .await
-        .expect("health check")
-        .into_inner()
-        .status();
+        }),
+    )
+    .await
+    .expect("health check")
+    .into_inner()
+    .status();
     assert_eq!(status, ServingStatus::Serving);
 
     let mut reflection = ServerReflectionClient::new(running.channel.clone());
@@ -186,12 +214,17 @@ async fn health_and_reflection_are_served() {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    let mut responses = reflection
-        .server_reflection_info(tokio_stream::iter([request]))
+    let mut responses = within(
+        "the reflection stream",
+        reflection.server_reflection_info(tokio_stream::iter([request])),
+    )
+    .await
+    .expect("reflection")
+    .into_inner();
+    let response = within("the reflection answer", responses.message())
         .await
-        .expect("reflection")
-        .into_inner();
-    let response = responses.message().await.expect("message").expect("one");
+        .expect("message")
+        .expect("one");
     let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
         panic!("unexpected reflection answer: {response:?}");
     };
@@ -212,16 +245,17 @@ async fn an_oversized_report_is_refused_with_a_clear_status() {
     let running = start(dir.path(), None).await;
     let mut client = CollectorClient::new(running.channel.clone());
     let (tx, rx) = mpsc::channel(4);
-    let mut acks = client
-        .stream(Request::new(ReceiverStream::new(rx)))
-        .await
-        .expect("stream")
-        .into_inner();
+    let mut acks = within(
+        "the detector to answer the stream",
+        client.stream(Request::new(ReceiverStream::new(rx))),
+    )
+    .await
+    .expect("stream")
+    .into_inner();
     let mut huge = report(1, now_minute(), 1);
     huge.host = "h".repeat(5 * 1024 * 1024);
     tx.send(huge).await.expect("send");
-    let status = acks
-        .message()
+    let status = within("the end of the stream", acks.message())
         .await
         .expect_err("an oversized report ends the stream");
     assert_eq!(status.code(), Code::OutOfRange, "{status:?}");

@@ -1,10 +1,23 @@
 //! Replay: case validation, the command line, and the committed fixed set of labelled
 //! releases (`testdata/replay_fixed.jsonl.gz`, 60 generated cases, seed 7, 30% bad).
 
+#[path = "../../tests/common/wait.rs"]
+mod wait;
+
 use std::io::Read;
-use std::process::Command;
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use vigil_detector::replay::{ReplayError, Replayer, Summary, parse_cases};
+
+/// Runs `vigil-detector ARGS` (for at most a minute).
+fn replay(args: &[&str]) -> Output {
+    wait::output_within(
+        Command::new(env!("CARGO_BIN_EXE_vigil-detector")).args(args),
+        None,
+        Duration::from_secs(60),
+    )
+}
 
 fn fixed_set() -> Vec<u8> {
     let path = concat!(
@@ -110,10 +123,7 @@ fn replay_command_prints_one_line_per_case_and_the_json_summary() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("cases.jsonl");
     std::fs::write(&path, fixed_set()).expect("write");
-    let output = Command::new(env!("CARGO_BIN_EXE_vigil-detector"))
-        .args(["replay", "--json", path.to_str().expect("utf-8")])
-        .output()
-        .expect("run");
+    let output = replay(&["replay", "--json", path.to_str().expect("utf-8")]);
     assert!(
         output.status.success(),
         "{}",
@@ -153,10 +163,7 @@ fn replay_command_prints_one_line_per_case_and_the_json_summary() {
     // Text mode (on the design's example) and a bad file.
     let small = dir.path().join("one.jsonl");
     std::fs::write(&small, one_line(GOOD)).expect("write");
-    let output = Command::new(env!("CARGO_BIN_EXE_vigil-detector"))
-        .args(["replay", small.to_str().expect("utf-8")])
-        .output()
-        .expect("run");
+    let output = replay(&["replay", small.to_str().expect("utf-8")]);
     let text = String::from_utf8_lossy(&output.stdout);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "{text}");
@@ -170,10 +177,7 @@ fn replay_command_prints_one_line_per_case_and_the_json_summary() {
     );
     let bad = dir.path().join("bad.jsonl");
     std::fs::write(&bad, "{\"id\": 1}\n").expect("write");
-    let output = Command::new(env!("CARGO_BIN_EXE_vigil-detector"))
-        .args(["replay", bad.to_str().expect("utf-8")])
-        .output()
-        .expect("run");
+    let output = replay(&["replay", bad.to_str().expect("utf-8")]);
     assert!(!output.status.success());
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(err.contains("bad.jsonl") && err.contains("line 1"), "{err}");

@@ -9,8 +9,10 @@
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use crate::common::wait::{Group, output_within, spawn_group, wait_for};
 
 use serde_json::{Value, json};
 use tungstenite::stream::MaybeTlsStream;
@@ -30,6 +32,8 @@ const FLAGS: [&str; 8] = [
 ];
 /// The longest a one-shot Chromium run may take.
 const RUN_TIMEOUT: Duration = Duration::from_secs(90);
+/// The longest a DevTools command may take to be answered.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The Chromium binary.
 pub fn chromium() -> PathBuf {
@@ -54,36 +58,22 @@ pub fn artefacts() -> PathBuf {
     dir
 }
 
-/// Chromium with the common flags and `profile` as its profile, with `args`, started.
-fn start(profile: &Path, args: &[String], output: fn() -> Stdio) -> Child {
-    Command::new(chromium())
+/// Chromium with the common flags and `profile` as its profile, with `args`.
+fn command(profile: &Path, args: &[String]) -> Command {
+    let mut command = Command::new(chromium());
+    command
         .args(FLAGS)
         .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(output())
-        .stderr(output())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e}", chromium().display()))
+        .args(args);
+    command
 }
 
-/// Runs Chromium once with `args` and a fresh profile; returns its standard output.
+/// Runs Chromium once with `args` and a fresh profile; returns its standard output. Its
+/// output is read while it runs (a DOM larger than a pipe's buffer does not block it); after
+/// [`RUN_TIMEOUT`] it is killed, with every process it started.
 fn run(args: &[String]) -> String {
     let profile = tempfile::tempdir().expect("profile dir");
-    let mut child = start(profile.path(), args, Stdio::piped);
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("chromium {args:?} did not finish within {RUN_TIMEOUT:?}");
-            }
-        }
-    }
-    let output = child.wait_with_output().expect("chromium output");
+    let output = output_within(&mut command(profile.path(), args), None, RUN_TIMEOUT);
     assert!(
         output.status.success(),
         "chromium {args:?} failed ({}): {}",
@@ -122,9 +112,11 @@ pub fn screenshot(url: &str, name: &str, width: u32, height: u32) -> PathBuf {
     path
 }
 
-/// A Chromium showing one page, driven over the DevTools protocol.
+/// A Chromium showing one page, driven over the DevTools protocol; Chromium and every
+/// process it started are killed when this is dropped.
 pub struct Session {
-    child: Child,
+    // Killed once `drop` has closed the socket, before the profile is removed.
+    chromium: Group,
     socket: WebSocket<MaybeTlsStream<TcpStream>>,
     next_id: u64,
     _profile: tempfile::TempDir,
@@ -134,48 +126,51 @@ impl Session {
     /// Starts Chromium on `url` with a `width` × `height` window.
     pub fn open(url: &str, width: u32, height: u32) -> Self {
         let profile = tempfile::tempdir().expect("profile dir");
-        let child = start(
-            profile.path(),
-            &[
-                "--remote-debugging-port=0".into(),
-                "--remote-allow-origins=*".into(),
-                format!("--window-size={width},{height}"),
-                url.into(),
-            ],
-            Stdio::null,
+        // Killed by the guard from here on, also when a wait below fails.
+        let mut chromium = spawn_group(
+            command(
+                profile.path(),
+                &[
+                    "--remote-debugging-port=0".into(),
+                    "--remote-allow-origins=*".into(),
+                    format!("--window-size={width},{height}"),
+                    url.into(),
+                ],
+            )
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
         );
         // Chromium writes the port it chose to DevToolsActivePort in the profile.
         let port_file = profile.path().join("DevToolsActivePort");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let port = loop {
-            if let Some(port) = std::fs::read_to_string(&port_file)
-                .ok()
-                .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<u16>().ok()))
-            {
-                break port;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "chromium did not open its DevTools port"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let socket_url = loop {
-            let targets: Option<Value> = ureq::get(&format!("http://127.0.0.1:{port}/json/list"))
-                .call()
-                .ok()
-                .and_then(|mut r| r.body_mut().read_json().ok());
-            let page = targets.as_ref().and_then(|t| {
-                t.as_array()?.iter().find(|t| t["type"] == "page")?["webSocketDebuggerUrl"]
-                    .as_str()
-                    .map(str::to_owned)
-            });
-            if let Some(page) = page {
-                break page;
-            }
-            assert!(Instant::now() < deadline, "chromium shows no page target");
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let port = wait_for(
+            Duration::from_secs(30),
+            "chromium to open its DevTools port (DevToolsActivePort)",
+            || {
+                if let Some(status) = chromium.try_wait() {
+                    panic!("chromium exited before opening its DevTools port: {status}");
+                }
+                std::fs::read_to_string(&port_file)
+                    .ok()
+                    .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<u16>().ok()))
+            },
+        );
+        let socket_url = wait_for(
+            Duration::from_secs(30),
+            "chromium to show a page target on its DevTools port",
+            || {
+                let targets: Option<Value> =
+                    ureq::get(&format!("http://127.0.0.1:{port}/json/list"))
+                        .call()
+                        .ok()
+                        .and_then(|mut r| r.body_mut().read_json().ok());
+                targets.as_ref().and_then(|t| {
+                    t.as_array()?.iter().find(|t| t["type"] == "page")?["webSocketDebuggerUrl"]
+                        .as_str()
+                        .map(str::to_owned)
+                })
+            },
+        );
         let (socket, _) = tungstenite::connect(&socket_url)
             .unwrap_or_else(|e| panic!("DevTools socket {socket_url}: {e}"));
         if let MaybeTlsStream::Plain(stream) = socket.get_ref() {
@@ -184,7 +179,7 @@ impl Session {
                 .expect("socket timeout");
         }
         let mut session = Self {
-            child,
+            chromium,
             socket,
             next_id: 0,
             _profile: profile,
@@ -217,7 +212,14 @@ impl Session {
         self.socket
             .send(Message::text(command))
             .unwrap_or_else(|e| panic!("DevTools {method}: {e}"));
+        // Each read waits at most the socket's timeout; events in between do not make the
+        // wait for the answer endless.
+        let deadline = Instant::now() + CALL_TIMEOUT;
         loop {
+            assert!(
+                Instant::now() < deadline,
+                "DevTools {method}: no answer within {CALL_TIMEOUT:?}"
+            );
             let message = self
                 .socket
                 .read()
@@ -316,7 +318,6 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         let _ = self.socket.close(None);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // `chromium` (a process group guard) kills Chromium and its processes.
     }
 }

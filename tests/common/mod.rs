@@ -3,6 +3,12 @@
 
 #![allow(dead_code)]
 
+pub mod wait;
+
+// Each test crate uses some of these.
+#[allow(unused_imports)]
+pub use wait::{eventually, output_within, wait_for, wait_until};
+
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -215,17 +221,23 @@ pub fn spawn(name: &'static str, config: &Path, log: &Path) -> Running {
 
 /// `vigil-agent status --json` of the agent with this config.
 pub fn agent_status(config: &Path) -> serde_json::Value {
-    let output = Command::new(binary("vigil-agent"))
-        .args(["status", "--json", "--config"])
-        .arg(config)
-        .output()
-        .expect("run vigil-agent status");
-    assert!(
-        output.status.success(),
-        "vigil-agent status failed: {}",
-        String::from_utf8_lossy(&output.stderr)
+    try_agent_status(config).unwrap_or_else(|e| panic!("vigil-agent status failed: {e}"))
+}
+
+/// `vigil-agent status --json` of the agent with this config, or why there is none (the
+/// agent's admin port is not up yet, ...).
+pub fn try_agent_status(config: &Path) -> Result<serde_json::Value, String> {
+    let output = output_within(
+        Command::new(binary("vigil-agent"))
+            .args(["status", "--json", "--config"])
+            .arg(config),
+        None,
+        Duration::from_secs(30),
     );
-    serde_json::from_slice(&output.stdout).expect("status JSON")
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    serde_json::from_slice(&output.stdout).map_err(|e| format!("status JSON: {e}"))
 }
 
 /// Counts the newline-terminated lines of the files in `dir` whose names start with
@@ -405,20 +417,6 @@ pub fn append_lines(path: &Path, first: u64, lines: u64) {
         ));
     }
     file.write_all(text.as_bytes()).expect("append");
-}
-
-/// Polls `f` until it returns true or `timeout` passes; returns the last result.
-pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// A test certificate authority with a server certificate for 127.0.0.1 and a client
