@@ -45,6 +45,14 @@ pub struct Metrics {
     pub flush_nanos: AtomicU64,
     /// Nanoseconds spent sampling host and process metrics.
     pub sample_nanos: AtomicU64,
+    /// Opens of log files that had to wait for a file descriptor.
+    pub fd_limit_hits: AtomicU64,
+    /// Writes to data_dir (identity, spool, checkpoints) that failed.
+    pub data_dir_errors: AtomicU64,
+    /// 1 while data_dir takes writes.
+    pub data_dir_writable: AtomicU64,
+    /// 1 while reading is paused (spool full, or data_dir refusing writes).
+    pub reading_paused: AtomicU64,
 }
 
 impl Metrics {
@@ -100,6 +108,32 @@ pub struct DetectorView {
     pub last_acked_seq: u64,
 }
 
+/// How the log files are held, as `status` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TailView {
+    /// Files followed (open, or held closed while they have nothing to read).
+    pub files: u64,
+    /// Log files held open now.
+    pub open_files: u64,
+    /// Most log files held open at once (below the process's descriptor limit).
+    pub max_open_files: u64,
+    /// Files with data to read that wait for a file descriptor.
+    pub files_waiting: u64,
+    /// More files are followed than may be held open at once, or descriptors ran short in
+    /// the last seconds: files take turns.
+    pub fd_limited: bool,
+}
+
+/// The data directory, as `status` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DataDirView {
+    pub path: String,
+    /// Reports and checkpoints can be written.
+    pub writable: bool,
+    /// Why not, while not.
+    pub error: Option<String>,
+}
+
 /// Everything `vigil-agent status` shows.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Status {
@@ -109,6 +143,13 @@ pub struct Status {
     pub files: Vec<FileStatus>,
     pub spool: SpoolView,
     pub detector: DetectorView,
+    #[serde(default)]
+    pub tail: TailView,
+    #[serde(default)]
+    pub data_dir: DataDirView,
+    /// Why reading is paused (spool full, data_dir refusing writes), if it is.
+    #[serde(default)]
+    pub paused: Option<String>,
 }
 
 /// What the admin endpoint serves.
@@ -194,6 +235,54 @@ impl Admin {
             "gauge",
             "Files being tailed.",
             &one(status.files.len() as u64),
+        );
+        family(
+            "vigil_agent_open_files",
+            "gauge",
+            "Log files held open (idle files are closed).",
+            &one(status.tail.open_files),
+        );
+        family(
+            "vigil_agent_max_open_files",
+            "gauge",
+            "Most log files held open at once (below the process's descriptor limit).",
+            &one(status.tail.max_open_files),
+        );
+        family(
+            "vigil_agent_files_waiting",
+            "gauge",
+            "Log files with data to read waiting for a file descriptor.",
+            &one(status.tail.files_waiting),
+        );
+        family(
+            "vigil_agent_fd_limited",
+            "gauge",
+            "1 while more log files are followed than may be held open at once (or descriptors ran short): files take turns.",
+            &one(u64::from(status.tail.fd_limited)),
+        );
+        family(
+            "vigil_agent_fd_limit_hits_total",
+            "counter",
+            "Opens of log files that had to wait for a file descriptor.",
+            &one(load(&m.fd_limit_hits)),
+        );
+        family(
+            "vigil_agent_data_dir_writable",
+            "gauge",
+            "1 while data_dir takes writes (identity, spool, checkpoints).",
+            &one(load(&m.data_dir_writable)),
+        );
+        family(
+            "vigil_agent_data_dir_errors_total",
+            "counter",
+            "Writes to data_dir that failed (disk full, read-only, permissions).",
+            &one(load(&m.data_dir_errors)),
+        );
+        family(
+            "vigil_agent_reading_paused",
+            "gauge",
+            "1 while reading log files is paused (spool full, or data_dir refusing writes).",
+            &one(load(&m.reading_paused)),
         );
         family(
             "vigil_agent_rotations_total",

@@ -20,8 +20,10 @@ pub const DEFAULT_PATH: &str = "/etc/vigil/agent.toml";
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
+    /// A string (the name) or the `[host]` table: checked by the validator, so that a
+    /// mistake inside the table is named as such.
     #[serde(default)]
-    host: Option<HostKey>,
+    host: Option<toml::Value>,
     #[serde(default = "default_data_dir")]
     data_dir: PathBuf,
     #[serde(default = "default_admin_listen")]
@@ -34,13 +36,6 @@ struct RawConfig {
     java: JavaConfig,
     #[serde(default)]
     spool: RawSpool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum HostKey {
-    Name(String),
-    Table(RawHost),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,7 +83,7 @@ struct RawLogs {
     event_start: Option<String>,
     #[serde(default)]
     app_packages: Vec<String>,
-    max_line_bytes: Option<ByteSize>,
+    max_line_bytes: Option<toml::Value>,
     timezone: Option<String>,
     process: Option<String>,
 }
@@ -96,15 +91,7 @@ struct RawLogs {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSpool {
-    max_bytes: Option<ByteSize>,
-}
-
-/// A size in bytes: an integer, or a string such as `"256MiB"`, `"64 MB"`, `"512k"`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-enum ByteSize {
-    Bytes(u64),
-    Text(String),
+    max_bytes: Option<toml::Value>,
 }
 
 /// Where to start reading a file first seen without a checkpoint.
@@ -277,8 +264,22 @@ impl Validator<'_> {
     fn config(&self, raw: RawConfig) -> Result<AgentConfig, ConfigError> {
         let (name, host_table) = match raw.host {
             None => (None, RawHost::default()),
-            Some(HostKey::Name(name)) => (Some(name), RawHost::default()),
-            Some(HostKey::Table(table)) => (table.name.clone(), table),
+            Some(toml::Value::String(name)) => (Some(name), RawHost::default()),
+            Some(table @ toml::Value::Table(_)) => {
+                let table: RawHost = table.try_into().map_err(|e: toml::de::Error| {
+                    self.err("host", e.message().trim_end().to_owned())
+                })?;
+                (table.name.clone(), table)
+            }
+            Some(other) => {
+                return Err(self.err(
+                    "host",
+                    format!(
+                        "must be the host's name (a string) or the [host] table, not {}",
+                        describe(&other)
+                    ),
+                ));
+            }
         };
         let host = match name {
             Some(name) => name,
@@ -486,12 +487,31 @@ impl Validator<'_> {
             .map_err(|e| self.err(key, format!("{text:?} is not a duration like \"10s\": {e}")))
     }
 
-    fn bytes(&self, key: &str, size: ByteSize) -> Result<u64, ConfigError> {
+    fn bytes(&self, key: &str, size: toml::Value) -> Result<u64, ConfigError> {
+        const ACCEPTED: &str = "a size is a whole number of bytes (0 or more) or a string like \"256MiB\", \"64 MB\", \"512k\"";
         match size {
-            ByteSize::Bytes(n) => Ok(n),
-            ByteSize::Text(text) => parse_bytes(&text)
-                .ok_or_else(|| self.err(key, format!("{text:?} is not a size like \"256MiB\""))),
+            toml::Value::Integer(n) => u64::try_from(n)
+                .map_err(|_| self.err(key, format!("{n} is not a size: {ACCEPTED}"))),
+            toml::Value::String(text) => parse_bytes(&text)
+                .ok_or_else(|| self.err(key, format!("{text:?} is not a size: {ACCEPTED}"))),
+            other => Err(self.err(
+                key,
+                format!("{} is not a size: {ACCEPTED}", describe(&other)),
+            )),
         }
+    }
+}
+
+/// A TOML value as a user would recognise it in an error.
+fn describe(value: &toml::Value) -> String {
+    match value {
+        toml::Value::Table(_) => "a table".into(),
+        toml::Value::Array(_) => "an array".into(),
+        toml::Value::Boolean(b) => format!("{b}"),
+        toml::Value::Datetime(d) => format!("the date {d}"),
+        toml::Value::Float(f) => format!("{f}"),
+        toml::Value::Integer(n) => format!("{n}"),
+        toml::Value::String(s) => format!("{s:?}"),
     }
 }
 
@@ -628,6 +648,20 @@ extra_dangerous = ["com.example.FatalConfigError"]
         assert!(error("[detector]\nendpoint = \"vigil:7400\"").contains("detector.endpoint"));
         assert!(error("[host]\ninterval = \"ten\"").contains("host.interval"));
         assert!(error("[spool]\nmax_bytes = \"lots\"").contains("spool.max_bytes"));
+        assert_eq!(
+            error("[spool]\nmax_bytes = -1"),
+            "agent.toml: spool.max_bytes: -1 is not a size: a size is a whole number of bytes \
+             (0 or more) or a string like \"256MiB\", \"64 MB\", \"512k\""
+        );
+        assert!(
+            error("[[logs]]\napp = \"a\"\npaths = [\"/x\"]\nmax_line_bytes = 1.5")
+                .starts_with("agent.toml: logs[0].max_line_bytes: 1.5 is not a size")
+        );
+        assert_eq!(
+            error("[host]\nintervall = \"5s\""),
+            "agent.toml: host: unknown field `intervall`, expected one of `name`, `interval`, `procfs`"
+        );
+        assert!(error("host = 5").starts_with("agent.toml: host: must be the host's name"));
         assert!(error("admin_listen = \"localhost\"").contains("admin_listen"));
         assert!(
             error("[java]\nextra_dangerous = [\"Not A Class\"]").contains("java.extra_dangerous")

@@ -80,10 +80,28 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            eprintln!("vigil-agent: error: {e:#}");
+            eprintln!("vigil-agent: error: {}", chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, `: `-separated, leaving out a cause whose text the message
+/// already holds (most errors here name their OS error in their own message: it must not
+/// be printed twice).
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// Returns whether everything was fine.
@@ -152,7 +170,8 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
         } => {
             let config = AgentConfig::load(&path)?;
             println!("{}: configuration is valid", path.display());
-            let mut ok = list_files(&config);
+            let mut ok = check_data_dir(&config.data_dir, offline);
+            ok &= list_files(&config);
             if offline {
                 return Ok(ok);
             }
@@ -200,7 +219,31 @@ fn print_status(status: &vigil_agent::admin::Status) {
             String::new()
         }
     );
-    println!("files: {}", status.files.len());
+    let d = &status.data_dir;
+    match &d.error {
+        Some(error) if !d.writable => println!("data_dir {}: NOT WRITABLE: {error}", d.path),
+        _ => println!("data_dir {}: writable", d.path),
+    }
+    if let Some(why) = &status.paused {
+        println!("READING PAUSED: {why}");
+    }
+    let t = &status.tail;
+    println!(
+        "files: {} ({} open, at most {} at once{}{})",
+        status.files.len(),
+        t.open_files,
+        t.max_open_files,
+        if t.files_waiting > 0 {
+            format!(", {} waiting for a file descriptor", t.files_waiting)
+        } else {
+            String::new()
+        },
+        if t.fd_limited {
+            ", FILE DESCRIPTOR LIMIT: files take turns (raise LimitNOFILE / ulimit -n)"
+        } else {
+            ""
+        }
+    );
     for f in &status.files {
         println!(
             "  {:<12} {}  offset {} of {} (lag {} bytes)",
@@ -209,7 +252,53 @@ fn print_status(status: &vigil_agent::admin::Status) {
     }
 }
 
-/// Prints the files each glob matches now; returns false when a glob's directory is missing.
+/// Checks that `dir` is a directory the agent can write (creating it, as the agent would, if
+/// it is missing): writes, syncs and removes a small probe file. A full file system is a
+/// problem, or with `offline` (the service's pre-start check) a warning: the agent starts
+/// and waits for room, reading nothing meanwhile.
+fn check_data_dir(dir: &Path, offline: bool) -> bool {
+    use std::io::Write;
+    if dir.exists() && !dir.is_dir() {
+        println!("data_dir {}: PROBLEM: not a directory", dir.display());
+        return false;
+    }
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        println!("data_dir {}: PROBLEM: cannot create it: {e}", dir.display());
+        return false;
+    }
+    let probe = dir.join(format!(".vigil-check-{}.tmp", std::process::id()));
+    let written = std::fs::File::create(&probe).and_then(|mut file| {
+        file.write_all(b"vigil-agent check\n")?;
+        file.sync_all()
+    });
+    let _ = std::fs::remove_file(&probe);
+    match written {
+        Ok(()) => {
+            println!("data_dir {}: writable", dir.display());
+            true
+        }
+        // ENOSPC, EDQUOT
+        Err(e) if matches!(e.raw_os_error(), Some(28 | 122)) => {
+            if offline {
+                println!(
+                    "data_dir {}: WARNING: full ({e}): the agent will read nothing until it has room",
+                    dir.display()
+                );
+                true
+            } else {
+                println!("data_dir {}: PROBLEM: full: {e}", dir.display());
+                false
+            }
+        }
+        Err(e) => {
+            println!("data_dir {}: PROBLEM: not writable: {e}", dir.display());
+            false
+        }
+    }
+}
+
+/// Prints the files each glob matches now; returns false when a glob's directory is
+/// missing or a matched file or directory cannot be read.
 fn list_files(config: &AgentConfig) -> bool {
     let mut ok = true;
     for (i, logs) in config.logs.iter().enumerate() {
@@ -225,9 +314,19 @@ fn list_files(config: &AgentConfig) -> bool {
             for entry in glob::glob(pattern).into_iter().flatten() {
                 match entry {
                     Ok(path) if path.is_file() => {
-                        let size = path.metadata().map(|m| m.len()).unwrap_or(0);
-                        println!("    {} ({size} bytes)", path.display());
                         matched += 1;
+                        // Opened as the agent would open it: a file the agent's user
+                        // cannot read is a problem, however it is listed.
+                        match std::fs::File::open(&path) {
+                            Ok(file) => {
+                                let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+                                println!("    {} ({size} bytes)", path.display());
+                            }
+                            Err(e) => {
+                                println!("    {}: PROBLEM: cannot read: {e}", path.display());
+                                ok = false;
+                            }
+                        }
                     }
                     Ok(_) => {}
                     Err(e) => {

@@ -9,8 +9,13 @@
 //! such a report. After a crash the agent resumes from the newest positions in the spool
 //! (those reports will still be delivered) or, when the spool holds none, from the
 //! checkpoint file; the detector drops re-sent reports by `(instance, seq)`.
+//!
+//! A `data_dir` that cannot be written (full, read-only, gone) never stops the agent: the
+//! reports wait in memory for their seq and their place in the spool, reading pauses (the
+//! files keep the lines), the write is retried every second, and `status` and `/metrics`
+//! say so. Counting resumes where it stopped once the disk takes writes again.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -20,7 +25,9 @@ use tokio::sync::Notify;
 use vigil_proto::PROTOCOL_VERSION;
 use vigil_proto::v1::{Report, report::Body};
 
-use crate::admin::{self, Admin, DetectorView, FileStatus, Metrics, SpoolView, Status};
+use crate::admin::{
+    self, Admin, DataDirView, DetectorView, FileStatus, Metrics, SpoolView, Status, TailView,
+};
 use crate::analysis::LogAnalysis;
 use crate::config::AgentConfig;
 use crate::host::{
@@ -31,14 +38,26 @@ use crate::java::{AnalyzerError, FINGERPRINT_VERSION};
 use crate::minute::MinuteCounters;
 use crate::ship::{ShipError, Shipper};
 use crate::spool::{SharedSpool, Spool, SpoolError, SpoolRecord};
-use crate::tail::{Checkpoints, FileKey, LineSink, SourceConfig, TailError, Tailer, Watcher};
+use crate::tail::{
+    Change, Checkpoints, FileKey, LineSink, PathWatcher, SourceConfig, TailError, Tailer,
+};
 
 /// How often files are read even without a wake-up from the watcher.
 const READ_INTERVAL: Duration = Duration::from_millis(250);
-/// How often the globs are rescanned (new files, rotation) without a wake-up.
+/// How often the globs are rescanned (new files, rotation) at most without a wake-up; with
+/// very many files the tailer spaces its scans out further (see `Tailer::scan_due`).
 const SCAN_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a `data_dir` that could not be written is tried again.
+const DATA_DIR_RETRY: Duration = Duration::from_secs(1);
+/// How often a `data_dir` that could not be opened at start is tried again.
+const DATA_DIR_OPEN_RETRY: Duration = Duration::from_secs(5);
+/// Most changed paths remembered between two reads; beyond, a full scan replaces them.
+const HINTS_MAX: usize = 65_536;
 /// A pending event with no new line for this long is complete (the flush timeout).
 const EVENT_IDLE: Duration = Duration::from_millis(500);
+/// How long after the last line read idle events are looked for: the reads (every
+/// `READ_INTERVAL` at least) complete every pending event well within it.
+const IDLE_FLUSH_WINDOW: Duration = Duration::from_secs(3);
 /// Bytes read per turn of the main loop before other work gets its turn.
 const READ_BUDGET: usize = 8 * 1024 * 1024;
 /// How long a stopping agent waits for its last reports to be acknowledged.
@@ -64,6 +83,19 @@ pub enum AgentError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+}
+
+impl AgentError {
+    /// Whether the error is the file system refusing (full, read-only, permissions, no
+    /// descriptor left) rather than bad data: worth waiting for.
+    fn is_io(&self) -> bool {
+        matches!(
+            self,
+            AgentError::Identity(IdentityError::Io { .. })
+                | AgentError::Spool(SpoolError::Io { .. })
+                | AgentError::Tail(TailError::CheckpointRead { .. })
+        )
+    }
 }
 
 /// Why [`run_until`] returned.
@@ -93,29 +125,74 @@ pub async fn run(
     .map(drop)
 }
 
+/// What the agent keeps in its `data_dir`, opened.
+struct DataDir {
+    identity: Identity,
+    spool: Spool,
+    checkpoints: Checkpointing,
+    resumed: Checkpoints,
+}
+
+impl DataDir {
+    fn open(config: &AgentConfig) -> Result<Self, AgentError> {
+        let mut identity = Identity::load_or_create(&config.data_dir)?;
+        let spool = Spool::open(&config.data_dir, config.spool.max_bytes, 0)?;
+        identity.advance_past(spool.last_seq())?;
+        let (checkpoints, resumed) = Checkpointing::resume(&config.data_dir, &spool)?;
+        Ok(Self {
+            identity,
+            spool,
+            checkpoints,
+            resumed,
+        })
+    }
+}
+
+/// Paths the file watcher reported since the last read.
+#[derive(Debug, Default)]
+struct Hints {
+    paths: HashSet<PathBuf>,
+    rescan: bool,
+}
+
+impl Hints {
+    fn add(&mut self, change: Change) {
+        match change {
+            Change::Rescan => self.rescan = true,
+            Change::Paths(paths) => {
+                if self.paths.len() + paths.len() > HINTS_MAX {
+                    self.paths.clear();
+                    self.rescan = true;
+                } else if !self.rescan {
+                    self.paths.extend(paths);
+                }
+            }
+        }
+    }
+}
+
 /// Runs the agent until `stop` resolves, and says why it stopped.
 ///
 /// # Errors
-/// [`AgentError`] when the data directory, the log sources or the detector endpoint cannot
-/// be used.
+/// [`AgentError`] when the log sources or the detector endpoint cannot be used, or the
+/// data directory holds state that cannot be read (a corrupt identity). A data directory
+/// that cannot be written or read now is waited for, never an error.
 pub async fn run_until(
     config: AgentConfig,
     stop: impl Future<Output = Stop> + Send,
 ) -> Result<Stop, AgentError> {
     let shutdown = stop;
-    let mut identity = Identity::load_or_create(&config.data_dir)?;
-    let spool = Spool::open(&config.data_dir, config.spool.max_bytes, 0)?;
-    identity.advance_past(spool.last_seq())?;
-    let (mut checkpoints, resumed) = Checkpointing::resume(&config.data_dir, &spool)?;
-    let acked = spool.acked();
-    let spool = SharedSpool::new(spool);
+    tokio::pin!(shutdown);
     let apps: Vec<String> = config.logs.iter().map(|l| l.app.clone()).collect();
     let metrics = Arc::new(Metrics::new(&apps));
-    let shipper = Shipper::start(&config.detector, spool.clone(), acked, Arc::clone(&metrics))?;
     let status = Arc::new(Mutex::new(Status {
         host: config.host.clone(),
-        instance: identity.instance().to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
+        data_dir: DataDirView {
+            path: config.data_dir.display().to_string(),
+            writable: true,
+            error: None,
+        },
         ..Status::default()
     }));
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -136,10 +213,77 @@ pub async fn run_until(
             }
         });
     }
+    // A data_dir that cannot be used now (read-only, full, missing permissions) is waited
+    // for: exiting would only have the service manager restart the agent in a loop.
+    let mut logged = false;
+    let data = loop {
+        match DataDir::open(&config) {
+            Ok(data) => break data,
+            Err(e) if e.is_io() => {
+                if !logged {
+                    tracing::error!(data_dir = %config.data_dir.display(), error = %e, "cannot use data_dir; nothing is read until it can be used (retrying every 5 s)");
+                    logged = true;
+                }
+                admin::add(&metrics.data_dir_errors, 1);
+                metrics
+                    .data_dir_writable
+                    .store(0, std::sync::atomic::Ordering::Relaxed);
+                metrics
+                    .reading_paused
+                    .store(1, std::sync::atomic::Ordering::Relaxed);
+                {
+                    let mut status = status
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    status.data_dir.writable = false;
+                    status.data_dir.error = Some(e.to_string());
+                    status.paused = Some(format!("data_dir cannot be used: {e}"));
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(DATA_DIR_OPEN_RETRY) => {}
+                    why = &mut shutdown => {
+                        let _ = admin_stop.send(());
+                        return Ok(why);
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = admin_stop.send(());
+                return Err(e);
+            }
+        }
+    };
+    if logged {
+        tracing::info!(data_dir = %config.data_dir.display(), "data_dir can be used again");
+    }
+    metrics
+        .data_dir_writable
+        .store(1, std::sync::atomic::Ordering::Relaxed);
+    let DataDir {
+        mut identity,
+        spool,
+        mut checkpoints,
+        resumed,
+    } = data;
+    let acked = spool.acked();
+    let spool = SharedSpool::new(spool);
+    let shipper = Shipper::start(&config.detector, spool.clone(), acked, Arc::clone(&metrics))?;
+    {
+        let mut status = status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        status.instance = identity.instance().to_owned();
+        status.data_dir.writable = true;
+        status.data_dir.error = None;
+        status.paused = None;
+    }
     let mut outbox = Outbox {
         spool,
         unspooled: Vec::new(),
+        unsequenced: VecDeque::new(),
         metrics: Arc::clone(&metrics),
+        write_error: None,
+        checkpoint_error: None,
     };
 
     let sources: Vec<SourceConfig> = config
@@ -152,16 +296,27 @@ pub async fn run_until(
             max_line_bytes: l.max_line_bytes,
         })
         .collect();
+    let mut tailer = Tailer::new(sources.clone(), resumed.clone())?;
+    tailer.set_scan_interval(SCAN_INTERVAL);
+    let hints = Arc::new(Mutex::new(Hints::default()));
     let mut logs = Logs {
-        tailer: Tailer::new(sources.clone(), resumed.clone())?,
+        tailer,
         analysis: LogAnalysis::new(&config, Arc::clone(&metrics))?,
         resumed,
-        last_scan: None,
+        hints: Arc::clone(&hints),
+        last_line: None,
     };
     let wake = Arc::new(Notify::new());
     let _watcher = {
         let wake = Arc::clone(&wake);
-        match Watcher::new(&sources, move || wake.notify_one()) {
+        let on_change = move |change: Change| {
+            hints
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .add(change);
+            wake.notify_one();
+        };
+        match PathWatcher::new(&sources, on_change) {
             Ok(watcher) => Some(watcher),
             Err(e) => {
                 tracing::warn!(error = %e, "no file watcher; new data is noticed by polling");
@@ -189,33 +344,42 @@ pub async fn run_until(
     let mut flush_tick =
         tokio::time::interval_at(tokio::time::Instant::now() + first_flush, flush_every);
     let mut read_tick = tokio::time::interval(READ_INTERVAL);
-    let mut status_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut status_tick = tokio::time::interval(DATA_DIR_RETRY);
     let mut acked_rx = shipper.acked();
     tracing::info!(host = %config.host, instance = identity.instance(), endpoint = %config.detector.endpoint, sources = config.logs.len(), "vigil-agent running");
-    tokio::pin!(shutdown);
     let why = loop {
         tokio::select! {
             _ = read_tick.tick() => {
-                logs.read(&mut counters, &mut identity, &mut outbox, &config, &shipper)?;
+                let alerts = logs.read(&mut counters, &outbox)?;
+                outbox.alerts(alerts, &config, &mut identity, &mut checkpoints, &shipper);
             }
             () = wake.notified() => {
-                logs.read(&mut counters, &mut identity, &mut outbox, &config, &shipper)?;
+                let alerts = logs.read(&mut counters, &outbox)?;
+                outbox.alerts(alerts, &config, &mut identity, &mut checkpoints, &shipper);
             }
             _ = sample_tick.tick() => host.sample(unix_now()),
             _ = flush_tick.tick() => {
                 let started = Instant::now();
                 host.drain(&mut counters, unix_now(), false);
-                flush(&config, &mut counters, &mut identity, &mut outbox, &logs, &mut checkpoints)?;
+                flush(&config, &mut counters, &mut identity, &mut outbox, &logs, &mut checkpoints);
                 shipper.wake();
                 admin::add(&metrics.flush_nanos, elapsed_nanos(started));
             }
             _ = status_tick.tick() => {
+                // Retry what a data_dir that refused writes left behind.
+                if outbox.pending() {
+                    outbox.seal(&config, &mut identity, &mut checkpoints);
+                    shipper.wake();
+                }
+                if checkpoints.unstored() {
+                    checkpoints.acknowledged(*acked_rx.borrow(), &mut outbox);
+                }
                 publish_status(&status, &outbox, &config, *acked_rx.borrow(), &metrics, &logs, &config.logs);
             }
             changed = acked_rx.changed() => {
                 if changed.is_ok() {
                     let acked = *acked_rx.borrow_and_update();
-                    checkpoints.acknowledged(acked, &outbox);
+                    checkpoints.acknowledged(acked, &mut outbox);
                 }
             }
             why = &mut shutdown => break why,
@@ -229,7 +393,13 @@ pub async fn run_until(
         &mut outbox,
         &logs,
         &mut checkpoints,
-    )?;
+    );
+    if outbox.pending() {
+        tracing::warn!(
+            reports = outbox.unsequenced.len() + outbox.unspooled.len(),
+            "stopping with reports that data_dir did not take; their lines are read again at the next start"
+        );
+    }
     shipper.wake();
     let acked = shipper.acked();
     shipper
@@ -238,7 +408,7 @@ pub async fn run_until(
             Stop::Reload => Duration::ZERO,
         })
         .await;
-    checkpoints.acknowledged(*acked.borrow(), &outbox);
+    checkpoints.acknowledged(*acked.borrow(), &mut outbox);
     let _ = admin_stop.send(());
     tracing::info!(?why, "vigil-agent stopped");
     Ok(why)
@@ -250,7 +420,11 @@ struct Logs {
     analysis: LogAnalysis<FileKey>,
     /// The positions this run started from.
     resumed: Checkpoints,
-    last_scan: Option<Instant>,
+    /// What the file watcher reported since the last read.
+    hints: Arc<Mutex<Hints>>,
+    /// When a line was last handed to the analysis: idle events need completing only for a
+    /// while after that (the analysis's `flush_idle` visits every file).
+    last_line: Option<Instant>,
 }
 
 /// Hands the tailer's lines to the analysis, counting into the minute counters.
@@ -258,6 +432,8 @@ struct Counting<'a> {
     analysis: &'a mut LogAnalysis<FileKey>,
     counters: &'a mut MinuteCounters,
     read_at: i64,
+    /// Lines (and finished files) handed on.
+    lines: u64,
 }
 
 impl LineSink for Counting<'_> {
@@ -269,6 +445,7 @@ impl LineSink for Counting<'_> {
         end_offset: u64,
         truncated: bool,
     ) {
+        self.lines += 1;
         self.analysis.line(
             self.counters,
             source,
@@ -281,67 +458,78 @@ impl LineSink for Counting<'_> {
     }
 
     fn file_done(&mut self, _source: usize, file: FileKey) {
+        self.lines += 1;
         self.analysis.file_done(self.counters, &file);
     }
 }
 
 impl Logs {
-    /// Reads what the files gained (unless the spool is full), completes idle events and
-    /// spools dangerous-exception alerts at once.
+    /// Reads what the files gained (unless the spool is full or data_dir refuses writes),
+    /// completes idle events, and returns the dangerous-exception alerts raised.
     fn read(
         &mut self,
         counters: &mut MinuteCounters,
-        identity: &mut Identity,
-        outbox: &mut Outbox,
-        config: &AgentConfig,
-        shipper: &Shipper,
-    ) -> Result<(), AgentError> {
+        outbox: &Outbox,
+    ) -> Result<Vec<vigil_proto::v1::Alert>, AgentError> {
         let started = Instant::now();
-        if self
-            .last_scan
-            .is_none_or(|at| at.elapsed() >= SCAN_INTERVAL / 10)
-        {
-            self.tailer.scan()?;
-            self.last_scan = Some(Instant::now());
+        let hints = std::mem::take(
+            &mut *self
+                .hints
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if hints.rescan {
+            self.tailer.request_scan();
         }
-        // A full spool (or one that failed) pauses reading: the files keep the data.
+        if !hints.paths.is_empty() {
+            self.tailer.changed(hints.paths);
+        }
+        if self.tailer.scan_due() {
+            self.tailer.scan()?;
+        }
+        // A full spool, or a data_dir that refuses writes, pauses reading: the files keep
+        // the data.
         if outbox.accepts_more() {
             let mut sink = Counting {
                 analysis: &mut self.analysis,
                 counters,
                 read_at: unix_now(),
+                lines: 0,
             };
             let mut budget = READ_BUDGET;
-            while budget > 0 {
+            loop {
                 let progress = self.tailer.read(budget.min(1024 * 1024), &mut sink);
                 budget = budget.saturating_sub(usize::try_from(progress.bytes).unwrap_or(budget));
-                if !progress.more || progress.bytes == 0 {
+                // `read` also releases finished files: one call even with no budget left.
+                if budget == 0 || !progress.more || progress.bytes == 0 {
                     break;
                 }
             }
-        }
-        self.analysis
-            .flush_idle(counters, Instant::now(), EVENT_IDLE);
-        let alerts = self.analysis.take_alerts();
-        if !alerts.is_empty() {
-            let now = unix_now();
-            let mut records = Vec::with_capacity(alerts.len());
-            for alert in alerts {
-                records.push(SpoolRecord {
-                    report: Some(report(config, identity, now, Body::Alert(alert))?),
-                    positions: Vec::new(),
-                });
+            if sink.lines > 0 {
+                self.last_line = Some(Instant::now());
             }
-            outbox.push(records);
-            shipper.wake();
         }
+        // An event is complete once it saw no line for EVENT_IDLE: two calls that far apart
+        // after its last line complete it, later calls find nothing to do.
+        let now = Instant::now();
+        if self
+            .last_line
+            .is_some_and(|at| now.saturating_duration_since(at) < IDLE_FLUSH_WINDOW)
+        {
+            self.analysis.flush_idle(counters, now, EVENT_IDLE);
+        }
+        let alerts = self.analysis.take_alerts();
         admin::add(&outbox.metrics.read_nanos, elapsed_nanos(started));
         let stats = self.tailer.stats();
         outbox.metrics.rotations.store(
             stats.rotations + stats.truncations,
             std::sync::atomic::Ordering::Relaxed,
         );
-        Ok(())
+        outbox
+            .metrics
+            .fd_limit_hits
+            .store(stats.fd_limit_hits, std::sync::atomic::Ordering::Relaxed);
+        Ok(alerts)
     }
 
     /// The files' positions up to which every line is counted: the tailer's positions,
@@ -373,6 +561,10 @@ struct Checkpointing {
     data_dir: PathBuf,
     /// Positions stored with a report, by that report's seq, oldest first.
     waiting: VecDeque<(u64, Checkpoints)>,
+    /// The last store failed: retried every second, not only with the next acknowledgement.
+    unstored: bool,
+    /// The last release of acknowledged reports from the spool failed (logged once).
+    release_failed: bool,
 }
 
 impl Checkpointing {
@@ -397,51 +589,74 @@ impl Checkpointing {
         let checkpointing = Self {
             data_dir: data_dir.to_owned(),
             waiting,
+            unstored: false,
+            release_failed: false,
         };
         Ok((checkpointing, resumed))
+    }
+
+    /// Whether acknowledged positions still wait to be stored.
+    fn unstored(&self) -> bool {
+        self.unstored
     }
 
     /// The detector acknowledged every report up to `acked`: persist the newest positions
     /// they cover, and only then let the spool delete those reports (a crash in between
     /// finds the positions in one place or the other, never in neither).
-    fn acknowledged(&mut self, acked: u64, outbox: &Outbox) {
+    fn acknowledged(&mut self, acked: u64, outbox: &mut Outbox) {
         let mut newest = None;
         while self.waiting.front().is_some_and(|(seq, _)| *seq <= acked) {
             newest = self.waiting.pop_front();
         }
-        if let Some((seq, positions)) = newest
-            && let Err(e) = positions.store(&self.data_dir)
-        {
-            tracing::warn!(error = %e, seq, "cannot store the file checkpoints; they will be stored with the next acknowledgement");
-            self.waiting.push_front((seq, positions));
-            return;
+        if let Some((seq, positions)) = newest {
+            match positions.store(&self.data_dir) {
+                Ok(()) => {
+                    self.unstored = false;
+                    if outbox.checkpoint_error.take().is_some() {
+                        tracing::info!("file checkpoints stored again");
+                    }
+                }
+                Err(e) => {
+                    if outbox.checkpoint_error.is_none() {
+                        tracing::warn!(error = %e, seq, "cannot store the file checkpoints; the spool keeps the positions, retrying every second");
+                    }
+                    admin::add(&outbox.metrics.data_dir_errors, 1);
+                    outbox.checkpoint_error = Some(e.to_string());
+                    self.unstored = true;
+                    self.waiting.push_front((seq, positions));
+                    return;
+                }
+            }
         }
-        if let Err(e) = outbox.spool.lock().release(acked) {
-            tracing::warn!(error = %e, "cannot delete acknowledged reports from the spool");
+        match outbox.spool.lock().release(acked) {
+            Ok(()) => self.release_failed = false,
+            Err(e) => {
+                if !self.release_failed {
+                    tracing::warn!(error = %e, "cannot delete acknowledged reports from the spool; retrying with the next acknowledgement");
+                }
+                self.release_failed = true;
+            }
         }
     }
 }
 
-fn report(
-    config: &AgentConfig,
-    identity: &mut Identity,
-    now: i64,
-    body: Body,
-) -> Result<Report, AgentError> {
-    Ok(Report {
+fn report(config: &AgentConfig, identity: &Identity, seq: u64, now: i64, body: Body) -> Report {
+    Report {
         protocol_version: PROTOCOL_VERSION,
         host: config.host.clone(),
         instance: identity.instance().to_owned(),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         fingerprint_version: FINGERPRINT_VERSION,
-        seq: identity.next_seq()?,
+        seq,
         sent_at: now,
         body: Some(body),
-    })
+    }
 }
 
 /// Cuts the counters into minute reports (the open minute's counts so far included, so
-/// the positions stored with them cover exactly what they counted) and spools them.
+/// the positions stored with them cover exactly what they counted) and spools them. While
+/// earlier reports still wait for data_dir, the counters are left to grow instead (reading
+/// is paused meanwhile, so they hold little more than host metrics).
 fn flush(
     config: &AgentConfig,
     counters: &mut MinuteCounters,
@@ -449,26 +664,28 @@ fn flush(
     outbox: &mut Outbox,
     logs: &Logs,
     checkpoints: &mut Checkpointing,
-) -> Result<(), AgentError> {
-    let now = unix_now();
-    let mut records = Vec::new();
-    for minute in counters.take(now, true) {
-        records.push(SpoolRecord {
-            report: Some(report(config, identity, now, Body::Minute(minute))?),
-            positions: Vec::new(),
-        });
+) {
+    if outbox.pending() {
+        outbox.seal(config, identity, checkpoints);
+        if outbox.pending() {
+            return;
+        }
+    }
+    let bodies: Vec<Body> = counters
+        .take(unix_now(), true)
+        .into_iter()
+        .map(Body::Minute)
+        .collect();
+    if bodies.is_empty() {
+        return;
     }
     let positions = logs.counted_positions();
-    if let Some(last) = records.last_mut()
-        && let Some(seq) = last.report.as_ref().map(|r| r.seq)
-    {
-        last.positions = serde_json::to_vec(&positions).unwrap_or_default();
-        checkpoints.waiting.push_back((seq, positions));
+    let last = bodies.len() - 1;
+    for (i, body) in bodies.into_iter().enumerate() {
+        let positions = (i == last).then(|| positions.clone());
+        outbox.unsequenced.push_back((body, positions));
     }
-    if !records.is_empty() || !outbox.unspooled.is_empty() {
-        outbox.push(records);
-    }
-    Ok(())
+    outbox.seal(config, identity, checkpoints);
 }
 
 pub(crate) fn unix_now() -> i64 {
@@ -523,11 +740,30 @@ fn publish_status(
             corrupt_records: s.corrupt_records,
         }
     };
+    let fds = logs.tailer.descriptors();
+    let tail = TailView {
+        files: fds.files as u64,
+        open_files: fds.open as u64,
+        max_open_files: fds.max_open as u64,
+        files_waiting: fds.waiting as u64,
+        fd_limited: fds.limited,
+    };
+    let error = outbox.data_dir_error();
+    let paused = outbox.paused(spool.full);
+    let store = |gauge: &std::sync::atomic::AtomicU64, value: u64| {
+        gauge.store(value, std::sync::atomic::Ordering::Relaxed);
+    };
+    store(&metrics.data_dir_writable, u64::from(error.is_none()));
+    store(&metrics.reading_paused, u64::from(paused.is_some()));
     let mut status = status
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     status.files = files;
     status.spool = spool;
+    status.tail = tail;
+    status.data_dir.writable = error.is_none();
+    status.data_dir.error = error;
+    status.paused = paused;
     status.detector = DetectorView {
         endpoint: config.detector.endpoint.clone(),
         connected: metrics.connected.load(std::sync::atomic::Ordering::Relaxed) == 1,
@@ -651,29 +887,117 @@ fn elapsed_nanos(since: std::time::Instant) -> u64 {
 struct Outbox {
     metrics: Arc<Metrics>,
     spool: SharedSpool,
-    /// Reports whose append failed (disk full, I/O error), retried on the next flush.
+    /// Reports with their seq whose append failed (disk full, read-only, I/O error), retried
+    /// every second.
     unspooled: Vec<SpoolRecord>,
+    /// Report bodies waiting for their seq (the identity file could not be written), oldest
+    /// first, each with the file positions to store with it.
+    unsequenced: VecDeque<(Body, Option<Checkpoints>)>,
+    /// Why the last write of a report to data_dir failed, while reports wait.
+    write_error: Option<String>,
+    /// Why the last store of the checkpoint file failed, until one succeeds.
+    checkpoint_error: Option<String>,
 }
 
 impl Outbox {
-    fn accepts_more(&self) -> bool {
-        self.unspooled.is_empty() && !self.spool.lock().status().full
+    /// Whether reports wait for data_dir.
+    fn pending(&self) -> bool {
+        !self.unsequenced.is_empty() || !self.unspooled.is_empty()
     }
 
-    fn push(&mut self, records: Vec<SpoolRecord>) {
-        self.unspooled.extend(records);
-        let result = {
-            let mut spool = self.spool.lock();
-            spool.append(&self.unspooled)
-        };
-        match result {
-            Ok(()) => {
-                admin::add(&self.metrics.reports_spooled, self.unspooled.len() as u64);
-                self.unspooled.clear();
+    fn accepts_more(&self) -> bool {
+        !self.pending() && !self.spool.lock().status().full
+    }
+
+    /// Why data_dir does not take writes now, if it does not.
+    fn data_dir_error(&self) -> Option<String> {
+        self.write_error
+            .clone()
+            .or_else(|| self.checkpoint_error.clone())
+    }
+
+    /// Why reading is paused, if it is.
+    fn paused(&self, spool_full: bool) -> Option<String> {
+        if self.pending() {
+            Some(format!(
+                "data_dir cannot be written: {}",
+                self.write_error.as_deref().unwrap_or("retrying")
+            ))
+        } else if spool_full {
+            Some("the spool is full (the detector has not acknowledged its reports)".into())
+        } else {
+            None
+        }
+    }
+
+    /// Spools alerts at once (as far as data_dir allows).
+    fn alerts(
+        &mut self,
+        alerts: Vec<vigil_proto::v1::Alert>,
+        config: &AgentConfig,
+        identity: &mut Identity,
+        checkpoints: &mut Checkpointing,
+        shipper: &Shipper,
+    ) {
+        if alerts.is_empty() {
+            return;
+        }
+        self.unsequenced
+            .extend(alerts.into_iter().map(|alert| (Body::Alert(alert), None)));
+        self.seal(config, identity, checkpoints);
+        shipper.wake();
+    }
+
+    /// Gives the waiting bodies their seqs (in order) and appends the reports to the spool.
+    /// Whatever data_dir refuses waits for the next call.
+    fn seal(
+        &mut self,
+        config: &AgentConfig,
+        identity: &mut Identity,
+        checkpoints: &mut Checkpointing,
+    ) {
+        while let Some((body, positions)) = self.unsequenced.pop_front() {
+            let seq = match identity.next_seq() {
+                Ok(seq) => seq,
+                Err(e) => {
+                    self.unsequenced.push_front((body, positions));
+                    self.write_failed(e.to_string());
+                    break;
+                }
+            };
+            let mut record = SpoolRecord {
+                report: Some(report(config, identity, seq, unix_now(), body)),
+                positions: Vec::new(),
+            };
+            if let Some(positions) = positions {
+                record.positions = serde_json::to_vec(&positions).unwrap_or_default();
+                checkpoints.waiting.push_back((seq, positions));
             }
-            Err(e) => {
-                tracing::error!(error = %e, held = self.unspooled.len(), "cannot write the spool; reading paused, retrying")
+            self.unspooled.push(record);
+        }
+        if !self.unspooled.is_empty() {
+            let result = self.spool.lock().append(&self.unspooled);
+            match result {
+                Ok(()) => {
+                    admin::add(&self.metrics.reports_spooled, self.unspooled.len() as u64);
+                    self.unspooled.clear();
+                }
+                Err(e) => {
+                    self.write_failed(e.to_string());
+                    return;
+                }
             }
         }
+        if self.unsequenced.is_empty() && self.write_error.take().is_some() {
+            tracing::info!("data_dir takes writes again; reading resumes");
+        }
+    }
+
+    fn write_failed(&mut self, error: String) {
+        admin::add(&self.metrics.data_dir_errors, 1);
+        if self.write_error.is_none() {
+            tracing::error!(error = %error, held = self.unsequenced.len() + self.unspooled.len(), "cannot write to data_dir; reading paused, retrying every second");
+        }
+        self.write_error = Some(error);
     }
 }

@@ -150,7 +150,10 @@ impl Spool {
             spool.acked = spool.acked.max(first.first_seq.saturating_sub(1));
         }
         let acked = spool.acked;
-        spool.drop_acked(acked)?;
+        if let Err(e) = spool.drop_acked(acked) {
+            // Acknowledged reports are never sent again; their segments go later.
+            tracing::warn!(error = %e, "cannot delete acknowledged spool segments now");
+        }
         Ok(spool)
     }
 
@@ -165,11 +168,13 @@ impl Spool {
             path: path.clone(),
             source,
         };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(io_err)?;
+        // A read-only data_dir still lets the spooled reports be read (and sent); appends
+        // then start a new segment once it takes writes again.
+        let (mut file, writable) = match OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(file) => (file, true),
+            Err(e) if read_only(&e) => (File::open(&path).map_err(io_err)?, false),
+            Err(e) => return Err(io_err(e)),
+        };
         let mut header = [0u8; HEADER_LEN as usize];
         if file.read_exact(&mut header).is_err()
             || &header[..7] != MAGIC
@@ -178,7 +183,9 @@ impl Spool {
             tracing::warn!(path = %path.display(), "spool segment with a bad header; removed");
             self.corrupt_records += 1;
             drop(file);
-            fs::remove_file(&path).map_err(io_err)?;
+            if let Err(e) = fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove the damaged spool segment; it is skipped");
+            }
             return Ok(());
         }
         let mut reader = BufReader::new(&mut file);
@@ -213,11 +220,15 @@ impl Spool {
             }
         }
         drop(reader);
-        if last {
+        if last && writable {
             // Appends continue right after the last good record.
-            file.set_len(offset).map_err(io_err)?;
-            file.seek(SeekFrom::End(0)).map_err(io_err)?;
-            self.active = Some(file);
+            if file
+                .set_len(offset)
+                .and_then(|()| file.seek(SeekFrom::End(0)))
+                .is_ok()
+            {
+                self.active = Some(file);
+            }
         }
         self.segments.push_back(Segment {
             path,
@@ -267,6 +278,7 @@ impl Spool {
         }
         let mut buf = Vec::new();
         let mut last_seq = first_seq;
+        let mut positions = None;
         for record in records {
             let payload = record.encode_to_vec();
             let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
@@ -276,7 +288,7 @@ impl Spool {
             if let Some(report) = &record.report {
                 last_seq = report.seq;
                 if !record.positions.is_empty() {
-                    self.latest_positions = Some((report.seq, record.positions.clone()));
+                    positions = Some((report.seq, record.positions.clone()));
                 }
             }
         }
@@ -287,10 +299,26 @@ impl Spool {
             path: segment.path.clone(),
             source,
         };
-        file.write_all(&buf).map_err(io_err)?;
-        file.sync_data().map_err(io_err)?;
+        if let Err(e) = file.write_all(&buf).and_then(|()| file.sync_data()) {
+            // A disk that filled up (or failed) mid-write leaves part of these records:
+            // cut them, so that the retry continues right after the last good record. If
+            // even that fails, the retry starts a new segment (reads of this one stop at
+            // its last good record).
+            let good = segment.bytes;
+            let cut = file
+                .set_len(good)
+                .and_then(|()| file.seek(SeekFrom::Start(good)))
+                .is_ok();
+            if !cut {
+                self.active = None;
+            }
+            return Err(io_err(e));
+        }
         segment.bytes += buf.len() as u64;
         segment.last_seq = last_seq;
+        if positions.is_some() {
+            self.latest_positions = positions;
+        }
         Ok(())
     }
 
@@ -310,14 +338,34 @@ impl Spool {
         let mut header = [0u8; HEADER_LEN as usize];
         header[..7].copy_from_slice(MAGIC);
         header[7] = FORMAT_VERSION;
-        file.write_all(&header).map_err(io_err)?;
-        file.sync_all().map_err(io_err)?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|source| SpoolError::Io {
-                path: self.dir.clone(),
-                source,
-            })?;
+        let written = file
+            .write_all(&header)
+            .and_then(|()| file.sync_all())
+            .map_err(io_err)
+            .and_then(|()| {
+                File::open(&self.dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|source| SpoolError::Io {
+                        path: self.dir.clone(),
+                        source,
+                    })
+            });
+        if let Err(e) = written {
+            // Not a segment yet: leave no half-written file behind to be taken for a
+            // damaged one at the next start.
+            drop(file);
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
+        // A segment started for this seq before whose first append failed holds no
+        // record: this file replaces it.
+        if self
+            .segments
+            .back()
+            .is_some_and(|s| s.first_seq == first_seq && s.last_seq < first_seq)
+        {
+            self.segments.pop_back();
+        }
         self.active = Some(file);
         self.segments.push_back(Segment {
             path,
@@ -421,6 +469,12 @@ impl Spool {
             full: bytes >= self.max_bytes,
         }
     }
+}
+
+/// Whether opening for writing failed because the file system or the file is read-only.
+fn read_only(e: &io::Error) -> bool {
+    // EROFS
+    e.raw_os_error() == Some(30) || e.kind() == io::ErrorKind::PermissionDenied
 }
 
 enum RecordError {
@@ -578,6 +632,44 @@ mod tests {
         spool.release(9).expect("release");
         assert!(!spool.status().full);
         assert_eq!(seqs(&spool.read_from(1, 100).expect("read")), [10, 11, 12]);
+    }
+
+    #[test]
+    fn a_failed_append_is_retried_whole_and_changes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut spool = Spool::open(dir.path(), 1 << 30, 0).expect("open");
+        spool.append(&[record(1, b"pos-1")]).expect("append");
+        // The disk fills up: every write of the active segment fails (and it cannot be cut
+        // back either).
+        spool.active = Some(
+            OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .expect("/dev/full"),
+        );
+        assert!(spool.append(&[record(2, b"pos-2")]).is_err());
+        assert_eq!(spool.latest_positions(), Some(&(1, b"pos-1".to_vec())));
+        assert_eq!(spool.last_seq(), 1);
+        // Space returns: the retry lands in a new segment, and everything reads back.
+        spool.append(&[record(2, b"pos-2")]).expect("retry");
+        assert_eq!(seqs(&spool.read_from(1, 10).expect("read")), [1, 2]);
+        drop(spool);
+        let mut spool = Spool::open(dir.path(), 1 << 30, 0).expect("reopen");
+        assert_eq!(spool.status().corrupt_records, 0);
+        assert_eq!(seqs(&spool.read_from(1, 10).expect("read")), [1, 2]);
+        assert_eq!(spool.latest_positions(), Some(&(2, b"pos-2".to_vec())));
+    }
+
+    #[test]
+    fn a_segment_that_cannot_be_started_leaves_no_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut spool = Spool::open(dir.path(), 1 << 30, 0).expect("open");
+        let path = dir.path().join("spool/00000000000000000001.seg");
+        std::os::unix::fs::symlink("/dev/full", &path).expect("symlink");
+        assert!(spool.append(&[record(1, b"")]).is_err());
+        assert!(fs::symlink_metadata(&path).is_err(), "nothing left behind");
+        spool.append(&[record(1, b"")]).expect("retry");
+        assert_eq!(seqs(&spool.read_from(1, 10).expect("read")), [1]);
     }
 
     #[test]

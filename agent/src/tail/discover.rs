@@ -1,5 +1,6 @@
 //! Finding the files of a source: `paths` globs minus `exclude` globs.
 
+use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -17,6 +18,30 @@ pub struct Found {
     pub ino: u64,
     pub size: u64,
     pub created: Option<SystemTime>,
+}
+
+/// What one [`Matcher::scan`] found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// The files matched, in glob order.
+    pub found: Vec<Found>,
+    /// Index into `found` by (device, inode).
+    by_id: HashMap<(u64, u64), usize>,
+    /// Directories (or entries) that could not be examined: files under them are unknown.
+    pub unsure: Vec<PathBuf>,
+}
+
+impl Scan {
+    /// The file found with this device and inode.
+    pub fn get(&self, dev: u64, ino: u64) -> Option<&Found> {
+        self.by_id.get(&(dev, ino)).map(|&i| &self.found[i])
+    }
+
+    /// Whether `path` lies in a directory that could not be read (or is an entry that
+    /// could not be examined): its absence from `found` proves nothing.
+    pub fn is_unsure(&self, path: &Path) -> bool {
+        self.unsure.iter().any(|u| path.starts_with(u))
+    }
 }
 
 /// The compiled globs of one source.
@@ -92,29 +117,48 @@ impl Matcher {
     }
 
     /// The regular files matched now, one per (device, inode): the first path wins when
-    /// several links lead to one file. Unreadable directories and entries are skipped.
-    pub fn scan(&self) -> Vec<Found> {
-        let mut out: Vec<Found> = Vec::new();
+    /// several links lead to one file. Directories that cannot be read now (permissions, the
+    /// descriptor limit) and entries that cannot be examined are listed in
+    /// [`Scan::unsure`]: what they hold is unknown, not gone.
+    pub fn scan(&self) -> Scan {
+        let mut scan = Scan::default();
         for pattern in &self.paths {
             let Ok(paths) = glob::glob_with(pattern, OPTS) else {
                 continue;
             };
-            for path in paths.flatten() {
+            for entry in paths {
+                let path = match entry {
+                    Ok(path) => path,
+                    Err(e) => {
+                        // A directory that vanished holds nothing; any other failure
+                        // (EACCES, EMFILE, EIO) leaves its files unknown.
+                        if e.error().kind() != std::io::ErrorKind::NotFound {
+                            scan.unsure.push(e.path().to_path_buf());
+                        }
+                        continue;
+                    }
+                };
                 if self.excluded(&path) {
                     continue;
                 }
                 // `metadata` follows symbolic links: a link is tailed as its target.
-                let Ok(meta) = std::fs::metadata(&path) else {
-                    continue;
+                let meta = match std::fs::metadata(&path) {
+                    Ok(meta) => meta,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(_) => {
+                        scan.unsure.push(path);
+                        continue;
+                    }
                 };
                 if !meta.is_file() {
                     continue;
                 }
                 let (dev, ino) = (meta.dev(), meta.ino());
-                if out.iter().any(|f| f.dev == dev && f.ino == ino) {
+                if scan.by_id.contains_key(&(dev, ino)) {
                     continue;
                 }
-                out.push(Found {
+                scan.by_id.insert((dev, ino), scan.found.len());
+                scan.found.push(Found {
                     path,
                     dev,
                     ino,
@@ -123,7 +167,7 @@ impl Matcher {
                 });
             }
         }
-        out
+        scan
     }
 
     /// The globs whose file name is literal (`/var/log/app/app.log`), as (directory, name).
@@ -144,6 +188,119 @@ impl Matcher {
     /// it must be watched recursively (the rest of the glob spans several components).
     pub fn watch_roots(&self) -> Vec<(PathBuf, bool)> {
         self.paths.iter().map(|p| watch_root(p)).collect()
+    }
+}
+
+/// The directories to watch for `sources`: the literal prefix of every glob, merged, with
+/// whether each must be watched recursively.
+///
+/// # Errors
+/// [`TailError::BadGlob`] / [`TailError::BadSource`] for a bad source.
+pub fn watch_roots(sources: &[SourceConfig]) -> Result<Vec<(PathBuf, bool)>, TailError> {
+    let mut roots: Vec<(PathBuf, bool)> = Vec::new();
+    for (i, s) in sources.iter().enumerate() {
+        for (dir, recursive) in Matcher::new(i, s)?.watch_roots() {
+            let dir = if dir.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                dir
+            };
+            match roots.iter_mut().find(|(d, _)| *d == dir) {
+                Some((_, r)) => *r |= recursive,
+                None => roots.push((dir, recursive)),
+            }
+        }
+    }
+    Ok(roots)
+}
+
+/// What the file system told a [`PathWatcher`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// These paths were created, written, renamed, deleted or had their attributes changed.
+    Paths(Vec<PathBuf>),
+    /// Events were lost (queue overflow, a watcher error): everything must be rescanned.
+    Rescan,
+}
+
+/// Watches the directories the sources' globs start from and says *which* paths changed, so
+/// that the tailer looks at those files only (see [`super::Tailer::changed`]) instead of
+/// rescanning every file on every event. Opening and reading files (the agent's own reads
+/// included) is not a change.
+///
+/// Events are hints: inotify queues overflow and network file systems send none, so the
+/// caller keeps a periodic [`super::Tailer::scan`] behind the watcher.
+pub struct PathWatcher {
+    /// Kept alive: dropping it stops the watching.
+    _inner: notify::RecommendedWatcher,
+    watched: Vec<PathBuf>,
+}
+
+impl std::fmt::Debug for PathWatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PathWatcher")
+            .field("watched", &self.watched)
+            .finish()
+    }
+}
+
+impl PathWatcher {
+    /// Starts watching. `on_change` runs on notify's thread for every event; it must be
+    /// cheap and must not block. Directories that do not exist yet are skipped: the
+    /// periodic scan finds files created in them later.
+    ///
+    /// # Errors
+    /// [`TailError::BadGlob`] for a bad glob, [`TailError::Watch`] when the watcher cannot be
+    /// created (for example the inotify instance limit is reached).
+    pub fn new(
+        sources: &[SourceConfig],
+        on_change: impl Fn(Change) + Send + 'static,
+    ) -> Result<Self, TailError> {
+        use notify::Watcher as _;
+        let roots = watch_roots(sources)?;
+        let mut inner =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+                Ok(event) if event.need_rescan() => on_change(Change::Rescan),
+                // Opens, reads and closes (ours too) change nothing.
+                Ok(event) if matches!(event.kind, notify::EventKind::Access(_)) => {}
+                Ok(event) => {
+                    if !event.paths.is_empty() {
+                        on_change(Change::Paths(event.paths));
+                    }
+                }
+                Err(_) => on_change(Change::Rescan),
+            })
+            .map_err(|e| TailError::Watch {
+                path: "(watcher)".into(),
+                reason: e.to_string(),
+            })?;
+        let mut watched = Vec::new();
+        for (dir, recursive) in roots {
+            if !dir.is_dir() {
+                tracing::debug!(dir = %dir.display(), "not watching a missing directory; the periodic scan covers it");
+                continue;
+            }
+            let mode = if recursive {
+                notify::RecursiveMode::Recursive
+            } else {
+                notify::RecursiveMode::NonRecursive
+            };
+            match inner.watch(&dir, mode) {
+                Ok(()) => watched.push(dir),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory; relying on the periodic scan")
+                }
+            }
+        }
+        Ok(PathWatcher {
+            _inner: inner,
+            watched,
+        })
+    }
+
+    /// The directories being watched.
+    pub fn watched(&self) -> &[PathBuf] {
+        &self.watched
     }
 }
 
@@ -193,6 +350,7 @@ mod tests {
         let m = Matcher::new(0, &cfg).unwrap();
         let mut names: Vec<_> = m
             .scan()
+            .found
             .into_iter()
             .map(|f| f.path.strip_prefix(d).unwrap().display().to_string())
             .collect();

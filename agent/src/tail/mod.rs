@@ -18,7 +18,10 @@
 //! )?;
 //! let mut sink = Count(0);
 //! loop {
-//!     tailer.scan()?;                       // every second, and on a Watcher wake-up
+//!     // tailer.changed(paths) with what a PathWatcher reported, then:
+//!     if tailer.scan_due() {
+//!         tailer.scan()?;
+//!     }
 //!     while tailer.read(1 << 20, &mut sink).more {}
 //!     let snapshot = tailer.checkpoints();  // positions after the lines just counted...
 //!     // ...ship the report; once the detector acknowledged it:
@@ -50,6 +53,21 @@
 //!   (a copy in progress) are whole generations rotated away meanwhile: read from 0.
 //! * **Deleted files** are read to their end and released within
 //!   [`TailerOptions::deleted_max`].
+//! * **Descriptors**: a file is held open only while it has data to read and for
+//!   [`IDLE_CLOSE`] after its last data (sooner when more than half the budget is in use);
+//!   then it is closed and opened again by its path when it grows, after checking device,
+//!   inode and head, so nothing is read twice or skipped. At most
+//!   [`Tailer::set_max_open`] files are open at once (by default the process's soft
+//!   descriptor limit less a reserve for the rest of the agent); beyond, files with data
+//!   take turns ([`Tailer::descriptors`]). A file held closed that leaves its globs is looked
+//!   for in its directory (by inode, then as a copy by its head, compressed or not), and a
+//!   directory that cannot be read (permissions, no descriptor left) leaves its files as they
+//!   were: they are not taken for rotated away.
+//! * **Cost**: a full [`scan`](Tailer::scan) stats every matched file; between scans the
+//!   watcher's hints ([`Tailer::changed`], one `stat` per changed path) and a cheap `fstat`
+//!   of the open files notice new data. [`Tailer::scan_due`] spaces the periodic scans out
+//!   to at least 100 times their own CPU cost, so 10,000 idle files take about 1 % of a
+//!   core.
 //! * **Start**: `start_at` applies only to files found by the first scan of an agent without
 //!   checkpoint; a file appearing later, or created after the stored checkpoint, or found at
 //!   the path of a checkpointed file, is read from 0.
@@ -66,6 +84,13 @@
 //!   generation (read from 0, which is exact since its checkpoint was 0).
 //! * Rotated names must not match the `paths` globs in copytruncate mode (use `exclude`):
 //!   a copy is another inode and would be read again as a file of its own.
+//! * A file held closed (idle for [`IDLE_CLOSE`]) that is written and then deleted before
+//!   the agent notices the write (a watcher hint usually comes at once; without one the
+//!   next scan) loses those lines: only an open descriptor reaches a deleted file. Renamed
+//!   or compressed, it is found again.
+//! * Without watcher hints (no inotify, a network file system), appends to files held
+//!   closed are noticed by the periodic scan: within a second for up to a few thousand
+//!   files, within a few seconds for 10,000.
 
 mod checkpoint;
 mod config;
@@ -79,13 +104,16 @@ pub use checkpoint::{
     CHECKPOINT_FILE, CHECKPOINT_VERSION, CheckpointEntry, Checkpoints, FINISHED_KEPT, FinishedEntry,
 };
 pub use config::{DEFAULT_MAX_LINE_BYTES, SourceConfig, StartAt};
+pub use discover::{Change, PathWatcher};
 pub use error::TailError;
 pub use identity::{FileId, FileKey, HEAD_WINDOW};
 pub use watch::Watcher;
 
-use std::collections::HashSet;
-use std::fs::File;
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
+use std::fs::{File, Metadata};
 use std::io::{self, BufReader, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -93,7 +121,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use flate2::read::MultiGzDecoder;
 use tracing::{debug, info, warn};
 
-use discover::{Found, Matcher};
+use discover::{Found, Matcher, Scan};
 use identity::{fnv1a, head_matches, head_of, read_head, read_head_seq};
 use lines::{Line, LineBuf};
 
@@ -101,6 +129,51 @@ use lines::{Line, LineBuf};
 const CHUNK: usize = 128 * 1024;
 /// How far back from the end `StartAt::End` looks for the start of the last line.
 const END_LOOKBACK: u64 = 64 * 1024;
+/// A followed file with nothing to read is closed after this long without new data.
+pub const IDLE_CLOSE: Duration = Duration::from_secs(5);
+/// Shortest time between two full scans asked for by [`Tailer::changed`] or
+/// [`Tailer::request_scan`] (new files, renames, a lost event queue).
+const REQUESTED_SCAN_GAP: Duration = Duration::from_millis(100);
+/// A full scan asked for waits at least this many times as long as the last one took, and a
+/// periodic one [`PERIODIC_SCAN_FACTOR`] times: with very many files the scans space out so
+/// that they never take more than a few percent of a core.
+const REQUESTED_SCAN_FACTOR: u32 = 20;
+const PERIODIC_SCAN_FACTOR: u32 = 100;
+/// Open files with nothing to read are checked for growth (one `fstat` each) at most this
+/// often by [`Tailer::read`]; the watcher's hints and the scans notice the rest.
+const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+/// Descriptors left to the rest of the agent (spool, connections, state files) below the
+/// process's limit; the rest may hold log files.
+const FD_RESERVE_MIN: u64 = 64;
+const FD_RESERVE_MAX: u64 = 256;
+/// Linux `EMFILE` (the process's descriptor limit) and `ENFILE` (the system's).
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
+
+/// Whether `e` says that no descriptor is left.
+fn is_fd_limit(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(EMFILE | ENFILE))
+}
+
+/// The soft limit on open descriptors of this process, from `/proc/self/limits`.
+pub fn fd_soft_limit() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    let soft = line
+        .trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?;
+    if soft == "unlimited" {
+        return Some(u64::MAX);
+    }
+    soft.parse().ok()
+}
+
+/// How many log files may be held open at once under a descriptor limit of `limit`.
+pub fn max_open_for_limit(limit: u64) -> usize {
+    let reserve = (limit / 4).clamp(FD_RESERVE_MIN, FD_RESERVE_MAX);
+    usize::try_from(limit.saturating_sub(reserve).max(8)).unwrap_or(usize::MAX)
+}
 
 /// Receives the lines read by [`Tailer::read`].
 pub trait LineSink {
@@ -156,6 +229,30 @@ pub struct TailStats {
     /// file that is gone.
     pub losses: u64,
     pub errors: u64,
+    /// Opens that waited because the descriptor budget ([`Tailer::set_max_open`]) was
+    /// used up or the process ran out of descriptors.
+    pub fd_limit_hits: u64,
+    /// Full scans of the globs.
+    pub scans: u64,
+    /// Directories or files a scan could not examine (their files were left as they were).
+    pub scan_errors: u64,
+}
+
+/// How the tailer uses file descriptors, for `status` and `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Descriptors {
+    /// Files followed (open or held closed while idle).
+    pub files: usize,
+    /// Log files held open now.
+    pub open: usize,
+    /// Most log files held open at once.
+    pub max_open: usize,
+    /// Files with data to read that wait for a descriptor (followed files, and files found
+    /// but not opened yet).
+    pub waiting: usize,
+    /// More files are followed than may be held open at once (they take turns), or an open
+    /// had to wait for a descriptor in the last seconds.
+    pub limited: bool,
 }
 
 /// Timing of the release of rotated and deleted files.
@@ -188,6 +285,9 @@ enum Reader {
         dec: Box<MultiGzDecoder<BufReader<File>>>,
         pos: u64,
     },
+    /// A followed file held closed because it has nothing to read: opened again by its
+    /// path (and checked to be the same file: device, inode and head) once it grows.
+    Closed,
     /// Nothing more to read: finish the stream.
     Gone,
 }
@@ -216,8 +316,12 @@ impl Reader {
                 *pos += n as u64;
                 Ok(n)
             }
-            Reader::Gone => Ok(0),
+            Reader::Closed | Reader::Gone => Ok(0),
         }
+    }
+
+    fn is_open(&self) -> bool {
+        matches!(self, Reader::Plain(_) | Reader::Gz { .. })
     }
 
     fn plain(&self) -> Option<&File> {
@@ -263,6 +367,9 @@ struct Tracked {
     /// A read saw the head change: the next scan handles it as a truncation.
     rewritten: bool,
     last_data: Instant,
+    /// Where `path` leads when it is a symbolic link: a target held closed is looked for in
+    /// its own directory when the link points elsewhere.
+    target: Option<PathBuf>,
 }
 
 impl Tracked {
@@ -277,18 +384,164 @@ impl Tracked {
     }
 }
 
+/// Checkpoint entries not matched to a file yet (after a restart), indexed by inode and by
+/// path so that matching many files is not quadratic.
+#[derive(Debug, Default)]
+struct Restored {
+    entries: Vec<Option<CheckpointEntry>>,
+    by_inode: HashMap<(u64, u64), Vec<usize>>,
+    /// Paths of the entries left, with how many entries name each.
+    paths: HashMap<PathBuf, usize>,
+    left: usize,
+}
+
+impl Restored {
+    fn new(entries: Vec<CheckpointEntry>) -> Self {
+        let mut restored = Restored::default();
+        for e in entries {
+            restored.push(e);
+        }
+        restored
+    }
+
+    fn push(&mut self, e: CheckpointEntry) {
+        let i = self.entries.len();
+        self.by_inode
+            .entry((e.id.dev, e.id.ino))
+            .or_default()
+            .push(i);
+        *self.paths.entry(PathBuf::from(&e.path)).or_default() += 1;
+        self.entries.push(Some(e));
+        self.left += 1;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.left == 0
+    }
+
+    /// The entries left, in checkpoint order.
+    fn iter(&self) -> impl Iterator<Item = &CheckpointEntry> {
+        self.entries.iter().flatten()
+    }
+
+    fn has_inode(&self, dev: u64, ino: u64) -> bool {
+        self.by_inode
+            .get(&(dev, ino))
+            .is_some_and(|list| !list.is_empty())
+    }
+
+    fn has_path(&self, path: &Path) -> bool {
+        self.paths.get(path).is_some_and(|&n| n > 0)
+    }
+
+    /// Removes and returns the first entry (in checkpoint order) of this inode that
+    /// `accept`s.
+    fn take_inode(
+        &mut self,
+        dev: u64,
+        ino: u64,
+        mut accept: impl FnMut(&CheckpointEntry) -> bool,
+    ) -> Option<CheckpointEntry> {
+        let list = self.by_inode.get_mut(&(dev, ino))?;
+        let entries = &self.entries;
+        let pos = list
+            .iter()
+            .position(|&i| entries[i].as_ref().is_some_and(&mut accept))?;
+        let i = list.remove(pos);
+        let e = self.entries[i].take()?;
+        if let Some(n) = self.paths.get_mut(Path::new(&e.path)) {
+            *n = n.saturating_sub(1);
+        }
+        self.left -= 1;
+        Some(e)
+    }
+
+    /// Removes every entry left.
+    fn take_all(&mut self) -> Vec<CheckpointEntry> {
+        let out = std::mem::take(&mut self.entries)
+            .into_iter()
+            .flatten()
+            .collect();
+        *self = Restored::default();
+        out
+    }
+}
+
+/// A directory's entries with their metadata (symbolic links followed).
+#[derive(Debug, Default)]
+struct Listing {
+    entries: Vec<(PathBuf, Metadata)>,
+    by_id: HashMap<(u64, u64), usize>,
+}
+
+/// Directory listings read at most once per scan: finding where a rotated file went, or a
+/// copytruncate copy, costs one pass over its directory however many files rotated.
+#[derive(Debug, Default)]
+struct DirCache {
+    dirs: HashMap<PathBuf, Listing>,
+}
+
+impl DirCache {
+    fn list(&mut self, dir: &Path) -> io::Result<&Listing> {
+        if !self.dirs.contains_key(dir) {
+            let mut listing = Listing::default();
+            for entry in std::fs::read_dir(dir)? {
+                let Ok(entry) = entry else { continue };
+                let path = entry.path();
+                let Ok(meta) = std::fs::metadata(&path) else {
+                    continue;
+                };
+                listing
+                    .by_id
+                    .entry((meta.dev(), meta.ino()))
+                    .or_insert(listing.entries.len());
+                listing.entries.push((path, meta));
+            }
+            self.dirs.insert(dir.to_path_buf(), listing);
+        }
+        Ok(&self.dirs[dir])
+    }
+
+    /// Where the file with this device and inode is in `dir`, if there.
+    fn find(&mut self, dir: &Path, dev: u64, ino: u64) -> io::Result<Option<(PathBuf, u64)>> {
+        let listing = self.list(dir)?;
+        Ok(listing
+            .by_id
+            .get(&(dev, ino))
+            .map(|&i| &listing.entries[i])
+            .filter(|(_, meta)| meta.is_file())
+            .map(|(path, meta)| (path.clone(), meta.len())))
+    }
+}
+
+/// What [`Tailer::reopen`] got.
+enum Reopen {
+    /// Open and the same file: read it.
+    Ready,
+    /// No descriptor left.
+    NoFd,
+    /// Not now (gone, replaced, unreadable, rewritten): the next scan sorts it out.
+    NotNow,
+}
+
 /// Follows the files of all sources. See the [module documentation](self).
 pub struct Tailer {
     configs: Vec<SourceConfig>,
     matchers: Vec<Matcher>,
     files: Vec<Tracked>,
-    /// Checkpoint entries not yet matched to a file (only until the first scan).
-    restored: Vec<CheckpointEntry>,
+    /// Checkpoint entries not yet matched to a file (until the scan that finds or gives up
+    /// their file).
+    restored: Restored,
     restored_scanned_at: Option<u64>,
     /// Heads of streams read to their end (newest last, at most `FINISHED_KEPT`).
     finished: Vec<FinishedEntry>,
     scanned_at: Option<u64>,
     scanned_once: bool,
+    /// Files the first scan found but could not open (no descriptor left): `start_at` still
+    /// applies to them when they are opened.
+    deferred_first: HashSet<(u64, u64)>,
+    /// Files the last scan found but could not open (no descriptor left).
+    unopened: HashSet<(u64, u64)>,
     next_key: u64,
     chunk: Vec<u8>,
     cursor: usize,
@@ -296,6 +549,23 @@ pub struct Tailer {
     stats: TailStats,
     /// Paths whose open failed, so that each failure is logged once.
     failing: HashSet<PathBuf>,
+    /// Most log files held open at once.
+    max_open: usize,
+    /// Log files held open now (kept up to date by the code that opens and closes them).
+    open: usize,
+    idle_close: Duration,
+    scan_interval: Duration,
+    /// A hint asked for a full scan (new file, rename, lost events).
+    scan_wanted: bool,
+    last_scan: Option<Instant>,
+    /// CPU time (or, where unknown, wall time) the last full scan took.
+    last_scan_cost: Duration,
+    last_probe: Option<Instant>,
+    /// When descriptors last ran short.
+    fd_limited_at: Option<Instant>,
+    /// Index of `files` by path, for hints; rebuilt when stale.
+    by_path: HashMap<PathBuf, usize>,
+    by_path_stale: bool,
 }
 
 impl std::fmt::Debug for Tailer {
@@ -303,6 +573,7 @@ impl std::fmt::Debug for Tailer {
         f.debug_struct("Tailer")
             .field("sources", &self.configs.len())
             .field("files", &self.files.len())
+            .field("open", &self.open)
             .field("stats", &self.stats)
             .finish()
     }
@@ -313,6 +584,13 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+/// CPU time of the calling thread so far, from `/proc/thread-self/schedstat`.
+fn thread_cpu() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let nanos: u64 = text.split_whitespace().next()?.parse().ok()?;
+    Some(Duration::from_nanos(nanos))
 }
 
 impl Tailer {
@@ -351,18 +629,54 @@ impl Tailer {
             configs: sources,
             matchers,
             files: Vec::new(),
-            restored: checkpoints.files,
+            restored: Restored::new(checkpoints.files),
             restored_scanned_at: checkpoints.scanned_at,
             finished: checkpoints.finished,
             scanned_at: checkpoints.scanned_at,
             scanned_once: false,
+            deferred_first: HashSet::new(),
+            unopened: HashSet::new(),
             next_key,
             chunk: vec![0; CHUNK],
             cursor: 0,
             opts,
             stats: TailStats::default(),
             failing: HashSet::new(),
+            max_open: max_open_for_limit(fd_soft_limit().unwrap_or(1024)),
+            open: 0,
+            idle_close: IDLE_CLOSE,
+            scan_interval: Duration::from_secs(1),
+            scan_wanted: false,
+            last_scan: None,
+            last_scan_cost: Duration::ZERO,
+            last_probe: None,
+            fd_limited_at: None,
+            by_path: HashMap::new(),
+            by_path_stale: true,
         })
+    }
+
+    /// Holds at most `n` (at least 1) log files open at once. The default leaves a reserve
+    /// below the process's soft descriptor limit ([`max_open_for_limit`]); files beyond it
+    /// wait their turn, they are not dropped.
+    pub fn set_max_open(&mut self, n: usize) {
+        self.max_open = n.max(1);
+    }
+
+    /// Most log files held open at once.
+    pub fn max_open(&self) -> usize {
+        self.max_open
+    }
+
+    /// Closes a followed file once it had no new data for `idle` (default [`IDLE_CLOSE`]).
+    pub fn set_idle_close(&mut self, idle: Duration) {
+        self.idle_close = idle;
+    }
+
+    /// The shortest time between two periodic full scans (default 1 s; see
+    /// [`scan_due`](Self::scan_due)).
+    pub fn set_scan_interval(&mut self, every: Duration) {
+        self.scan_interval = every;
     }
 
     fn new_key(&mut self) -> FileKey {
@@ -376,28 +690,164 @@ impl Tailer {
         self.stats
     }
 
+    /// Descriptors held, the budget and the files waiting for one.
+    pub fn descriptors(&self) -> Descriptors {
+        let waiting = self
+            .files
+            .iter()
+            .filter(|t| t.more && matches!(t.reader, Reader::Closed))
+            .count()
+            + self.unopened.len();
+        Descriptors {
+            files: self.files.len(),
+            open: self.files.iter().filter(|t| t.reader.is_open()).count(),
+            max_open: self.max_open,
+            waiting,
+            limited: self.files.len() + self.unopened.len() > self.max_open
+                || self
+                    .fd_limited_at
+                    .is_some_and(|at| at.elapsed() < Duration::from_secs(5)),
+        }
+    }
+
+    fn count_open(&self) -> usize {
+        self.files.iter().filter(|t| t.reader.is_open()).count()
+    }
+
+    fn fd_limit_hit(&mut self, now: Instant) {
+        self.stats.fd_limit_hits += 1;
+        let quiet = self
+            .fd_limited_at
+            .is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(60));
+        if !quiet {
+            warn!(
+                open = self.open,
+                max_open = self.max_open,
+                files = self.files.len(),
+                "out of file descriptors for log files: files take turns and are read later (raise LimitNOFILE / ulimit -n)"
+            );
+        }
+        self.fd_limited_at = Some(now);
+    }
+
+    /// Whether a full [`scan`](Self::scan) is due: one was asked for (a hint named a new,
+    /// renamed or vanished file, or events were lost) and the last one is at least 100 ms
+    /// and 20 times its own cost old, or the last one is older than the scan interval and
+    /// 100 times its cost (at most a minute). Between scans the watcher's hints
+    /// ([`changed`](Self::changed)) and cheap checks of the open files notice new data.
+    pub fn scan_due(&self) -> bool {
+        let Some(last) = self.last_scan else {
+            return true;
+        };
+        let since = last.elapsed();
+        let cost = self.last_scan_cost;
+        (self.scan_wanted && since >= REQUESTED_SCAN_GAP.max(cost * REQUESTED_SCAN_FACTOR))
+            || since
+                >= self
+                    .scan_interval
+                    .max(cost * PERIODIC_SCAN_FACTOR)
+                    .min(Duration::from_secs(60))
+    }
+
+    /// Asks for a full scan as soon as [`scan_due`](Self::scan_due) allows (the watcher
+    /// lost events).
+    pub fn request_scan(&mut self) {
+        self.scan_wanted = true;
+    }
+
+    fn index(&mut self) {
+        if !self.by_path_stale {
+            return;
+        }
+        self.by_path.clear();
+        // Active files win over a rotated file still known by the same path.
+        for (i, t) in self.files.iter().enumerate() {
+            if t.role != Role::Active {
+                self.by_path.insert(t.path.clone(), i);
+            }
+        }
+        for (i, t) in self.files.iter().enumerate() {
+            if t.role == Role::Active {
+                self.by_path.insert(t.path.clone(), i);
+            }
+        }
+        self.by_path_stale = false;
+    }
+
+    /// Takes hints from a [`PathWatcher`]: these paths changed. A followed file is checked
+    /// at once (one `stat`) and read by the next [`read`](Self::read) if it grew; a new
+    /// matching path, or a followed file replaced, shrunk or gone, asks for a full scan.
+    /// Paths no glob matches are ignored.
+    pub fn changed(&mut self, paths: impl IntoIterator<Item = PathBuf>) {
+        self.index();
+        for path in paths {
+            let Some(&i) = self.by_path.get(&path) else {
+                if !self.scan_wanted && self.matchers.iter().any(|m| m.matches(&path)) {
+                    self.scan_wanted = true;
+                }
+                continue;
+            };
+            let Some(t) = self.files.get_mut(i) else {
+                continue;
+            };
+            if t.role != Role::Active {
+                if let Some(size) = t
+                    .reader
+                    .plain()
+                    .and_then(|f| f.metadata().ok())
+                    .map(|m| m.len())
+                {
+                    update_size(t, size);
+                }
+                continue;
+            }
+            match std::fs::metadata(&path) {
+                Ok(m) if m.dev() == t.id.dev && m.ino() == t.id.ino => {
+                    if m.len() < t.read_pos {
+                        self.scan_wanted = true; // truncated
+                    } else {
+                        update_size(t, m.len());
+                    }
+                }
+                // Replaced, renamed away or deleted.
+                _ => self.scan_wanted = true,
+            }
+        }
+    }
+
     /// Rescans the globs: picks up new files, notices rotation, truncation, deletion and
-    /// inode reuse. Cheap enough to call every second (one `stat` per file, one 1 KiB
-    /// read per file that changed). Problems with single files are logged and counted,
-    /// never returned.
+    /// inode reuse. One `stat` per matched file, one 1 KiB read per file that changed; see
+    /// [`scan_due`](Self::scan_due) for how often the agent calls it. Problems with single
+    /// files are logged and counted, never returned; a directory that cannot be read leaves
+    /// its files as they were (they are not taken for rotated away).
     ///
     /// # Errors
     /// None today; the `Result` leaves room for failures of the whole scan.
     pub fn scan(&mut self) -> Result<(), TailError> {
+        let clock = Instant::now();
+        let cpu = thread_cpu();
         let started = unix_now();
-        let now = Instant::now();
+        let now = clock;
         let first = !self.scanned_once;
-        let found: Vec<Vec<Found>> = self.matchers.iter().map(Matcher::scan).collect();
+        let scans: Vec<Scan> = self.matchers.iter().map(Matcher::scan).collect();
+        self.stats.scans += 1;
+        self.stats.scan_errors += scans.iter().map(|s| s.unsure.len() as u64).sum::<u64>();
+        self.open = self.count_open();
+        self.unopened.clear();
+        self.by_path_stale = true;
         let mut claimed: HashSet<(u64, u64)> = HashSet::new();
         let mut spawned: Vec<Tracked> = Vec::new();
+        let mut dirs = DirCache::default();
 
         // 1. Files already tracked.
         for i in 0..self.files.len() {
             let t = &mut self.files[i];
-            let here = found
-                .get(t.source)
-                .and_then(|list| list.iter().find(|f| f.dev == t.id.dev && f.ino == t.id.ino));
+            let scan = scans.get(t.source);
+            let here = scan.and_then(|s| s.get(t.id.dev, t.id.ino));
             match (t.role, here) {
+                // A finished stream no longer open proves nothing by its inode, which a
+                // new file may have taken over.
+                (Role::Draining { .. }, _) if !t.reader.is_open() => {}
                 (Role::Draining { kind, .. }, Some(f)) if kind != Drain::Copy => {
                     // Back under a glob (renamed back): follow it again.
                     info!(path = %f.path.display(), key = %t.key, "rotated file is matched again");
@@ -427,7 +877,7 @@ impl Tailer {
                     if check_truncated(t, f.size) {
                         let key = self.new_key();
                         let t = &mut self.files[i];
-                        let (old, copy_found) = truncated(t, key, now);
+                        let (old, copy_found) = truncated(t, key, now, &mut dirs);
                         self.stats.truncations += 1;
                         if copy_found {
                             self.stats.copies_found += 1;
@@ -438,49 +888,57 @@ impl Tailer {
                     }
                 }
                 (Role::Active, None) => {
-                    let deleted = t
-                        .reader
-                        .plain()
-                        .and_then(|f| f.metadata().ok())
-                        .map(|m| {
-                            update_size(t, m.len());
-                            m.nlink() == 0
-                        })
-                        .unwrap_or(true);
-                    let kind = if deleted {
-                        Drain::Deleted
-                    } else {
-                        Drain::Rotated
-                    };
-                    info!(path = %t.path.display(), key = %t.key, deleted, "file rotated away; finishing it");
-                    self.stats.rotations += 1;
-                    t.role = Role::Draining { kind, since: now };
-                    t.last_data = now;
-                    t.more = true;
+                    if scan.is_none_or(|s| s.is_unsure(&t.path)) {
+                        // Its directory cannot be read now (permissions, no descriptor
+                        // left): whether it is still there is unknown.
+                        claimed.insert((t.id.dev, t.id.ino));
+                        continue;
+                    }
+                    if !self.left_globs(i, now, &mut dirs, &claimed) {
+                        let t = &self.files[i];
+                        claimed.insert((t.id.dev, t.id.ino));
+                    }
                 }
             }
         }
         self.files.extend(spawned);
+        // Copies found for truncated files and rotated files reopened count too.
+        self.open = self.count_open();
 
         // 2. Files seen for the first time.
-        for (source, list) in found.iter().enumerate() {
-            for f in list {
+        for (source, scan) in scans.iter().enumerate() {
+            for f in &scan.found {
                 if !claimed.insert((f.dev, f.ino)) {
                     continue;
                 }
-                self.open_new(source, f, first, now);
+                let first_here = first || self.deferred_first.contains(&(f.dev, f.ino));
+                self.open_new(source, f, first_here, now);
             }
         }
 
         // 3. Checkpointed files not found under the globs: rotated while we were stopped.
-        if first {
-            let restored = self.restored.clone();
-            for e in std::mem::take(&mut self.restored) {
+        // (Entries whose file could not be opened yet, or whose directory could not be
+        // read, wait for a later scan.)
+        if first || !self.restored.is_empty() {
+            let remaining: Vec<CheckpointEntry> = if first {
+                self.restored.iter().cloned().collect()
+            } else {
+                Vec::new()
+            };
+            let mut keep = Vec::new();
+            for e in self.restored.take_all() {
                 let Some(source) = self.source_of(&e) else {
                     warn!(path = %e.path, "checkpointed file no longer matches any source; forgetting it");
                     continue;
                 };
-                match find_rotated(&e, &claimed) {
+                let unsure = scans
+                    .get(source)
+                    .is_some_and(|s| s.is_unsure(Path::new(&e.path)));
+                if unsure || self.unopened.contains(&(e.id.dev, e.id.ino)) {
+                    keep.push(e);
+                    continue;
+                }
+                match find_rotated(&e, &claimed, &mut dirs) {
                     Some((path, id, reader, kind)) => {
                         info!(was = %e.path, now = %path.display(), offset = e.offset, "finishing a file rotated while the agent was stopped");
                         claimed.insert((id.dev, id.ino));
@@ -499,6 +957,7 @@ impl Tailer {
                             more: true,
                             rewritten: false,
                             last_data: now,
+                            target: None,
                         });
                     }
                     None => {
@@ -509,15 +968,154 @@ impl Tailer {
                     }
                 }
             }
-            // 4. Generations rotated away entirely while we were stopped.
-            if let Some(at) = self.restored_scanned_at {
-                self.recover_generations(&found, &restored, at, &mut claimed, now);
+            for e in keep {
+                self.restored.push(e);
             }
-            self.restored_scanned_at = None;
+            // 4. Generations rotated away entirely while we were stopped.
+            if first && let Some(at) = self.restored_scanned_at {
+                self.recover_generations(&scans, &remaining, at, &mut claimed, now, &mut dirs);
+            }
+            if first {
+                self.restored_scanned_at = None;
+            }
         }
         self.scanned_once = true;
         self.scanned_at = Some(started);
+        self.scan_wanted = false;
+        self.close_idle(now);
+        self.last_scan = Some(Instant::now());
+        self.last_scan_cost = match (cpu, thread_cpu()) {
+            (Some(before), Some(after)) => after.saturating_sub(before),
+            _ => clock.elapsed(),
+        };
+        debug!(
+            files = self.files.len(),
+            open = self.open,
+            cost_us = self.last_scan_cost.as_micros(),
+            "scanned the globs"
+        );
         Ok(())
+    }
+
+    /// An active file that is no longer under its globs: rotated away (finish it where it
+    /// went) or deleted. Returns whether it was dealt with; `false` when its directory could
+    /// not be read (left as it is until the next scan).
+    fn left_globs(
+        &mut self,
+        i: usize,
+        now: Instant,
+        dirs: &mut DirCache,
+        claimed: &HashSet<(u64, u64)>,
+    ) -> bool {
+        let t = &mut self.files[i];
+        if let Some(file) = t.reader.plain() {
+            let deleted = file
+                .metadata()
+                .map(|m| {
+                    let len = m.len();
+                    let gone = m.nlink() == 0;
+                    update_size(t, len);
+                    gone
+                })
+                .unwrap_or(true);
+            let kind = if deleted {
+                Drain::Deleted
+            } else {
+                Drain::Rotated
+            };
+            info!(path = %t.path.display(), key = %t.key, deleted, "file rotated away; finishing it");
+            self.stats.rotations += 1;
+            t.role = Role::Draining { kind, since: now };
+            t.last_data = now;
+            t.more = true;
+            self.by_path_stale = true;
+            return true;
+        }
+        // Held closed while idle: find where it went in its directory (the directory of
+        // its target when it was followed through a symbolic link).
+        let dir = t
+            .target
+            .as_deref()
+            .unwrap_or(&t.path)
+            .parent()
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let moved = match dirs.find(&dir, t.id.dev, t.id.ino) {
+            Ok(found) => found,
+            Err(e) => {
+                debug!(dir = %dir.display(), error = %e, "cannot read the directory of a file that left its globs; retrying");
+                self.stats.scan_errors += 1;
+                if is_fd_limit(&e) {
+                    self.fd_limit_hit(now);
+                }
+                return false;
+            }
+        };
+        let reopened = moved.and_then(|(path, _)| {
+            let file = File::open(&path).ok()?;
+            let meta = file.metadata().ok()?;
+            let same = meta.dev() == t.id.dev
+                && meta.ino() == t.id.ino
+                && head_matches(&file, &t.id).unwrap_or(false);
+            same.then_some((path, file, meta.len()))
+        });
+        self.stats.rotations += 1;
+        self.by_path_stale = true;
+        match reopened {
+            Some((path, file, len)) => {
+                info!(path = %t.path.display(), now = %path.display(), key = %t.key, "file rotated away; finishing it");
+                t.path = path;
+                t.reader = Reader::Plain(file);
+                self.open += 1;
+                update_size(t, len);
+                t.role = Role::Draining {
+                    kind: Drain::Rotated,
+                    since: now,
+                };
+                t.last_data = now;
+                t.more = true;
+            }
+            None => {
+                // Gone from its directory: compressed (or copied) and deleted since it was
+                // last read? Its lines after the position are read from the copy.
+                let copy = if t.size > t.read_pos || t.lines.has_partial() {
+                    find_copy(&dir, &t.id, t.delivered, claimed, dirs)
+                } else {
+                    None
+                };
+                if let Some((path, id, reader)) = copy {
+                    info!(path = %t.path.display(), copy = %path.display(), key = %t.key, offset = t.delivered, "file rotated away before its last lines were read; reading them from its copy");
+                    self.open += 1;
+                    t.path = path;
+                    t.id = id;
+                    t.reader = reader;
+                    // The copy holds the unfinished line whole: read it again from its start.
+                    t.lines.forget_partial();
+                    t.read_pos = t.delivered;
+                    t.size = 0;
+                    t.role = Role::Draining {
+                        kind: Drain::Copy,
+                        since: now,
+                    };
+                    t.last_data = now;
+                    t.more = true;
+                    return true;
+                }
+                if t.size > t.read_pos {
+                    warn!(path = %t.path.display(), key = %t.key, unread = t.size - t.read_pos, "file deleted or moved out of its directory before its last lines were read");
+                    self.stats.losses += 1;
+                } else {
+                    info!(path = %t.path.display(), key = %t.key, "file deleted or moved out of its directory while idle; released");
+                }
+                t.reader = Reader::Gone;
+                t.role = Role::Draining {
+                    kind: Drain::Deleted,
+                    since: now,
+                };
+                t.more = false;
+            }
+        }
+        true
     }
 
     /// After a restart, reads from their start the rotated siblings of the tailed files
@@ -527,21 +1125,24 @@ impl Tailer {
     /// away while the agent was stopped, or after the last stored checkpoint.
     fn recover_generations(
         &mut self,
-        found: &[Vec<Found>],
+        scans: &[Scan],
         restored: &[CheckpointEntry],
         scanned_at: u64,
         claimed: &mut HashSet<(u64, u64)>,
         now: Instant,
+        dirs: &mut DirCache,
     ) {
-        let mut bases: Vec<(usize, PathBuf, std::ffi::OsString)> = Vec::new();
-        let live = found
+        // Base names by directory; the first source to name one wins.
+        let mut bases: HashMap<PathBuf, HashMap<Vec<u8>, usize>> = HashMap::new();
+        let live = scans
             .iter()
             .enumerate()
-            .flat_map(|(s, l)| l.iter().map(move |f| (s, f.path.clone())));
-        let checkpointed = restored
+            .flat_map(|(s, scan)| scan.found.iter().map(move |f| (s, f.path.clone())));
+        let checkpointed: Vec<(usize, PathBuf)> = restored
             .iter()
             .filter_map(|e| self.source_of(e).map(|s| (s, PathBuf::from(&e.path))))
-            .filter(|(s, p)| self.matchers[*s].matches(p));
+            .filter(|(s, p)| self.matchers[*s].matches(p))
+            .collect();
         let literal: Vec<(usize, PathBuf)> = self
             .matchers
             .iter()
@@ -552,52 +1153,54 @@ impl Tailer {
                     .map(move |(d, n)| (s, d.join(n)))
             })
             .collect();
-        for (source, path) in live.chain(checkpointed.collect::<Vec<_>>()).chain(literal) {
+        for (source, path) in live.chain(checkpointed).chain(literal) {
             let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
                 continue;
             };
-            if !bases.iter().any(|(_, d, n)| d == dir && n == name) {
-                bases.push((source, dir.to_path_buf(), name.to_os_string()));
-            }
+            bases
+                .entry(dir.to_path_buf())
+                .or_default()
+                .entry(name.as_bytes().to_vec())
+                .or_insert(source);
         }
-        let known: Vec<(u32, u64)> = restored
+        // Heads known to be read (checkpointed or finished), by length.
+        let mut known: HashMap<u32, HashSet<u64>> = HashMap::new();
+        for (len, head) in restored
             .iter()
             .map(|e| (e.id.head_len, e.id.head))
             .chain(self.finished.iter().map(|f| (f.head_len, f.head)))
-            .filter(|(len, _)| *len > 0)
-            .collect();
-        // The heads of the files followed now: a sibling that is a prefix of one of them is
-        // a copy being made (copytruncate in progress), finished by the truncation logic.
-        let live: Vec<Vec<u8>> = self
-            .files
-            .iter()
-            .filter_map(|t| {
-                let mut buf = Vec::new();
-                read_head(t.reader.plain()?, HEAD_WINDOW, &mut buf).ok()?;
-                Some(buf)
-            })
-            .collect();
-        let mut head = Vec::with_capacity(HEAD_WINDOW);
-        for (source, dir, base) in bases {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
+        {
+            if len > 0 {
+                known.entry(len).or_default().insert(head);
+            }
+        }
+        // Siblings modified since the checkpoint, not followed and not tailed in their own
+        // right.
+        let mut candidates: Vec<(usize, PathBuf, Metadata)> = Vec::new();
+        let mut dir_list: Vec<&PathBuf> = bases.keys().collect();
+        dir_list.sort();
+        for dir in dir_list {
+            let Ok(listing) = dirs.list(dir) else {
                 continue;
             };
-            let base = base.to_string_lossy().into_owned();
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                let Some(rest) = name.strip_prefix(&base) else {
+            let names = &bases[dir];
+            for (path, meta) in &listing.entries {
+                let Some(name) = path.file_name().map(OsStr::as_bytes) else {
                     continue;
                 };
-                if !rest.starts_with(['.', '-', '_']) {
+                // The longest base this name continues with `.`, `-` or `_`.
+                let Some(source) = name
+                    .iter()
+                    .enumerate()
+                    .rev()
+                    .filter(|(_, b)| matches!(b, b'.' | b'-' | b'_'))
+                    .find_map(|(i, _)| names.get(&name[..i]).copied())
+                else {
                     continue;
-                }
-                let path = entry.path();
-                if self.matchers[source].matches(&path) {
+                };
+                if self.matchers[source].matches(path) {
                     continue; // tailed in its own right
                 }
-                let Ok(meta) = std::fs::metadata(&path) else {
-                    continue;
-                };
                 let modified = meta
                     .modified()
                     .ok()
@@ -609,67 +1212,74 @@ impl Tailer {
                 {
                     continue;
                 }
-                let gz = name.ends_with(".gz");
-                if gz && path.with_extension("").exists() {
-                    continue; // still being compressed: the plain file is the one to read
+                candidates.push((source, path.clone(), meta.clone()));
+            }
+        }
+        if candidates.is_empty() {
+            return;
+        }
+        // The heads of the files followed now: a sibling that is a prefix of one of them is
+        // a copy being made (copytruncate in progress), finished by the truncation logic.
+        let live = LiveHeads::of(&self.files);
+        let mut head = Vec::with_capacity(HEAD_WINDOW);
+        for (source, path, meta) in candidates {
+            let gz = path.extension().is_some_and(|e| e == "gz");
+            if gz && path.with_extension("").exists() {
+                continue; // still being compressed: the plain file is the one to read
+            }
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
+            let reader = if gz {
+                let mut dec = MultiGzDecoder::new(BufReader::new(file));
+                if read_head_seq(&mut dec, HEAD_WINDOW, &mut head).is_err() {
+                    continue;
                 }
                 let Ok(file) = File::open(&path) else {
                     continue;
                 };
-                let reader = if gz {
-                    let mut dec = MultiGzDecoder::new(BufReader::new(file));
-                    if read_head_seq(&mut dec, HEAD_WINDOW, &mut head).is_err() {
-                        continue;
-                    }
-                    let Ok(file) = File::open(&path) else {
-                        continue;
-                    };
-                    Reader::Gz {
-                        dec: Box::new(MultiGzDecoder::new(BufReader::new(file))),
-                        pos: 0,
-                    }
-                } else {
-                    if read_head(&file, HEAD_WINDOW, &mut head).is_err() {
-                        continue;
-                    }
-                    Reader::Plain(file)
-                };
-                let is_known = known.iter().any(|&(len, h)| {
-                    head.get(..len as usize)
-                        .is_some_and(|prefix| fnv1a(prefix) == h)
-                });
-                let is_live_copy = live.iter().any(|p| p.starts_with(&head));
-                if head.is_empty() || is_known || is_live_copy {
+                Reader::Gz {
+                    dec: Box::new(MultiGzDecoder::new(BufReader::new(file))),
+                    pos: 0,
+                }
+            } else {
+                if read_head(&file, HEAD_WINDOW, &mut head).is_err() {
                     continue;
                 }
-                claimed.insert((meta.dev(), meta.ino()));
-                let key = self.new_key();
-                info!(path = %path.display(), key = %key, "reading a generation rotated away while the agent was stopped");
-                self.stats.files_opened += 1;
-                self.files.push(Tracked {
-                    key,
-                    source,
-                    path,
-                    id: FileId {
-                        dev: meta.dev(),
-                        ino: meta.ino(),
-                        head_len: head.len() as u32,
-                        head: fnv1a(&head),
-                    },
-                    reader,
-                    read_pos: 0,
-                    delivered: 0,
-                    lines: LineBuf::default(),
-                    role: Role::Draining {
-                        kind: Drain::Copy,
-                        since: now,
-                    },
-                    size: 0,
-                    more: true,
-                    rewritten: false,
-                    last_data: now,
-                });
+                Reader::Plain(file)
+            };
+            if head.is_empty() || is_known_head(&known, &head) || live.has_prefix(&head) {
+                continue;
             }
+            claimed.insert((meta.dev(), meta.ino()));
+            let key = self.new_key();
+            info!(path = %path.display(), key = %key, "reading a generation rotated away while the agent was stopped");
+            self.stats.files_opened += 1;
+            self.open += 1;
+            self.files.push(Tracked {
+                key,
+                source,
+                path,
+                id: FileId {
+                    dev: meta.dev(),
+                    ino: meta.ino(),
+                    head_len: head.len() as u32,
+                    head: fnv1a(&head),
+                },
+                reader,
+                read_pos: 0,
+                delivered: 0,
+                lines: LineBuf::default(),
+                role: Role::Draining {
+                    kind: Drain::Copy,
+                    since: now,
+                },
+                size: 0,
+                more: true,
+                rewritten: false,
+                last_data: now,
+                target: None,
+            });
         }
     }
 
@@ -699,8 +1309,19 @@ impl Tailer {
     fn open_new(&mut self, source: usize, f: &Found, first: bool, now: Instant) {
         let file = match File::open(&f.path) {
             Ok(file) => {
-                self.failing.remove(&f.path);
+                if !self.failing.is_empty() {
+                    self.failing.remove(&f.path);
+                }
                 file
+            }
+            Err(e) if is_fd_limit(&e) => {
+                // Taken up again by a later scan, as if found now.
+                self.fd_limit_hit(now);
+                self.unopened.insert((f.dev, f.ino));
+                if first {
+                    self.deferred_first.insert((f.dev, f.ino));
+                }
+                return;
             }
             Err(e) => {
                 if self.failing.insert(f.path.clone()) {
@@ -710,48 +1331,50 @@ impl Tailer {
                 return;
             }
         };
+        if !self.deferred_first.is_empty() {
+            self.deferred_first.remove(&(f.dev, f.ino));
+        }
         let Ok(meta) = file.metadata() else { return };
         let (dev, ino, size) = (meta.dev(), meta.ino(), meta.len());
         if dev != f.dev || ino != f.ino {
             return; // replaced between stat and open: the next scan sees the new one
         }
+        self.by_path_stale = true;
+        let target = std::fs::symlink_metadata(&f.path)
+            .is_ok_and(|m| m.file_type().is_symlink())
+            .then(|| std::fs::canonicalize(&f.path).ok())
+            .flatten();
         // Resume from a checkpoint?
-        let same_inode = |e: &CheckpointEntry| e.id.dev == dev && e.id.ino == ino;
-        if let Some(idx) = self.restored.iter().position(|e| {
-            same_inode(e) && size >= e.offset && head_matches(&file, &e.id).unwrap_or(false)
+        if let Some(e) = self.restored.take_inode(dev, ino, |e| {
+            size >= e.offset && head_matches(&file, &e.id).unwrap_or(false)
         }) {
-            {
-                let e = self.restored.swap_remove(idx);
-                debug!(path = %f.path.display(), offset = e.offset, "resuming from checkpoint");
-                self.stats.files_opened += 1;
-                self.files.push(Tracked {
-                    key: e.key,
-                    source,
-                    path: f.path.clone(),
-                    id: e.id,
-                    reader: Reader::Plain(file),
-                    read_pos: e.offset,
-                    delivered: e.offset,
-                    lines: LineBuf::default(),
-                    role: Role::Active,
-                    size,
-                    more: size > e.offset,
-                    rewritten: false,
-                    last_data: now,
-                });
-                if let Some(t) = self.files.last_mut() {
-                    widen_head(t);
-                }
-                return;
-            }
+            debug!(path = %f.path.display(), offset = e.offset, "resuming from checkpoint");
+            self.stats.files_opened += 1;
+            let mut t = Tracked {
+                key: e.key,
+                source,
+                path: f.path.clone(),
+                id: e.id,
+                reader: Reader::Plain(file),
+                read_pos: e.offset,
+                delivered: e.offset,
+                lines: LineBuf::default(),
+                role: Role::Active,
+                size,
+                more: size > e.offset,
+                rewritten: false,
+                last_data: now,
+                target,
+            };
+            widen_head(&mut t);
+            self.keep_open_if_needed(&mut t);
+            self.files.push(t);
+            return;
         }
         // Same inode with other content (truncated while we were stopped, or the inode was
         // reused; step 3 looks for the old content), or a new file at a checkpointed path:
         // a successor, read from 0.
-        let successor = self
-            .restored
-            .iter()
-            .any(|e| same_inode(e) || Path::new(&e.path) == f.path);
+        let successor = self.restored.has_inode(dev, ino) || self.restored.has_path(&f.path);
         let created_since_checkpoint = match (self.restored_scanned_at, f.created) {
             (Some(at), Some(c)) => c
                 .duration_since(UNIX_EPOCH)
@@ -778,7 +1401,7 @@ impl Tailer {
         let key = self.new_key();
         debug!(path = %f.path.display(), key = %key, start, "following new file");
         self.stats.files_opened += 1;
-        self.files.push(Tracked {
+        let mut t = Tracked {
             key,
             source,
             path: f.path.clone(),
@@ -797,24 +1420,145 @@ impl Tailer {
             more: size > start,
             rewritten: false,
             last_data: now,
-        });
+            target,
+        };
+        self.keep_open_if_needed(&mut t);
+        self.files.push(t);
+    }
+
+    /// A file just found stays open only when it has data to read and the budget allows;
+    /// otherwise it is closed until it has.
+    fn keep_open_if_needed(&mut self, t: &mut Tracked) {
+        if t.more && self.open < self.max_open {
+            self.open += 1;
+        } else {
+            t.reader = Reader::Closed;
+        }
+    }
+
+    /// Opens a file held closed again, checking it is the same file (device, inode, head).
+    fn reopen(&mut self, i: usize) -> Reopen {
+        let t = &mut self.files[i];
+        let file = match File::open(&t.path) {
+            Ok(file) => file,
+            Err(e) if is_fd_limit(&e) => return Reopen::NoFd,
+            Err(e) => {
+                t.more = false;
+                if e.kind() == io::ErrorKind::NotFound {
+                    self.scan_wanted = true; // renamed away or deleted
+                } else if self.failing.insert(t.path.clone()) {
+                    warn!(path = %t.path.display(), error = %e, "cannot open log file; will retry");
+                    self.stats.errors += 1;
+                }
+                return Reopen::NotNow;
+            }
+        };
+        let Ok(meta) = file.metadata() else {
+            t.more = false;
+            return Reopen::NotNow;
+        };
+        if meta.dev() != t.id.dev || meta.ino() != t.id.ino {
+            // Another file is at its path now: the scan finds where this one went.
+            t.more = false;
+            self.scan_wanted = true;
+            return Reopen::NotNow;
+        }
+        if !self.failing.is_empty() {
+            self.failing.remove(&t.path);
+        }
+        let rewritten = t.id.head_len > 0 && !head_matches(&file, &t.id).unwrap_or(true);
+        t.reader = Reader::Plain(file);
+        self.open += 1;
+        update_size(t, meta.len());
+        if rewritten {
+            // Truncated (and written again) while closed: the scan handles it.
+            t.rewritten = true;
+            t.more = false;
+            self.scan_wanted = true;
+            return Reopen::NotNow;
+        }
+        Reopen::Ready
+    }
+
+    /// Closes the followed files that have had nothing to read for the idle time, or every
+    /// one with nothing to read when more than half the budget is in use.
+    fn close_idle(&mut self, now: Instant) {
+        let pressure = self.open * 2 > self.max_open;
+        let idle_close = self.idle_close;
+        let mut open = 0;
+        for t in &mut self.files {
+            if !t.reader.is_open() {
+                continue;
+            }
+            if t.role == Role::Active
+                && !t.more
+                && !t.rewritten
+                && (pressure || now.saturating_duration_since(t.last_data) >= idle_close)
+            {
+                t.reader = Reader::Closed;
+            } else {
+                open += 1;
+            }
+        }
+        self.open = open;
+    }
+
+    /// Checks the open files with nothing to read for growth (one `fstat` each), at most
+    /// every [`PROBE_INTERVAL`]: appends that no hint announced (no watcher, a network file
+    /// system) and the last lines of a rotated file are not left for the next full scan.
+    fn probe_open(&mut self, now: Instant) {
+        if self
+            .last_probe
+            .is_some_and(|at| now.saturating_duration_since(at) < PROBE_INTERVAL)
+        {
+            return;
+        }
+        self.last_probe = Some(now);
+        for t in &mut self.files {
+            if t.more || t.rewritten {
+                continue;
+            }
+            let Some(size) = t
+                .reader
+                .plain()
+                .and_then(|f| f.metadata().ok())
+                .map(|m| m.len())
+            else {
+                continue;
+            };
+            if size < t.read_pos {
+                if t.role == Role::Active {
+                    self.scan_wanted = true; // truncated: the scan handles it
+                }
+            } else {
+                update_size(t, size);
+            }
+        }
     }
 
     /// Reads at most `max_bytes` of new data, file by file in turns (at most 128 KiB per
     /// file per turn), and hands every complete line to `sink`. Data appended after a file
-    /// reached its end is noticed by the next [`scan`](Self::scan) (call it on a
-    /// [`Watcher`] wake-up and every second). A file being finished after rotation is read before the file that replaced
-    /// it. Rotated, deleted and copied files that are finished are flushed
-    /// ([`LineSink::file_done`]) and released here.
+    /// reached its end is noticed by [`changed`](Self::changed), by a cheap check of the
+    /// files held open, or by the next [`scan`](Self::scan). A file being finished after
+    /// rotation is read before the file that replaced it. Rotated, deleted and copied files
+    /// that are finished are flushed ([`LineSink::file_done`]) and released here. Files held
+    /// closed are opened when they have data, within the descriptor budget; idle ones are
+    /// closed.
     pub fn read(&mut self, max_bytes: usize, sink: &mut impl LineSink) -> ReadProgress {
         let mut progress = ReadProgress::default();
         let mut budget = max_bytes;
         let now = Instant::now();
+        self.open = self.count_open();
+        self.probe_open(now);
         let n = self.files.len();
         if n > 0 {
             self.cursor = (self.cursor + 1) % n;
         }
         let mut draining = vec![false; self.configs.len()];
+        // No descriptor could be had in this call: stop opening files.
+        let mut no_fds = false;
+        // The process itself ran out of descriptors (not only the budget).
+        let mut emfile = false;
         while budget > 0 {
             // Sources with a rotated file still holding data: their new file waits.
             draining.fill(false);
@@ -839,6 +1583,33 @@ impl Tailer {
                 if t.role == Role::Active && draining.get(t.source).copied().unwrap_or(false) {
                     continue; // finish the rotated file first
                 }
+                if matches!(t.reader, Reader::Closed) {
+                    if no_fds {
+                        continue;
+                    }
+                    if self.open >= self.max_open {
+                        // Make room: close every file that has nothing to read.
+                        let idle = self.idle_close;
+                        self.idle_close = Duration::ZERO;
+                        self.close_idle(now);
+                        self.idle_close = idle;
+                    }
+                    let outcome = if self.open >= self.max_open {
+                        Reopen::NoFd
+                    } else {
+                        self.reopen(i)
+                    };
+                    match outcome {
+                        Reopen::Ready => {}
+                        Reopen::NoFd => {
+                            self.fd_limit_hit(now);
+                            emfile |= self.open < self.max_open;
+                            no_fds = true;
+                            continue;
+                        }
+                        Reopen::NotNow => continue,
+                    }
+                }
                 let want = budget.min(CHUNK);
                 let got = read_file(
                     &mut self.files[i],
@@ -851,13 +1622,32 @@ impl Tailer {
                 );
                 budget -= got.min(budget);
                 any |= got > 0;
+                // Short of descriptors, a file that has caught up gives its own back.
+                let t = &mut self.files[i];
+                if (no_fds || self.open * 2 > self.max_open)
+                    && t.role == Role::Active
+                    && !t.more
+                    && !t.rewritten
+                    && t.reader.is_open()
+                {
+                    t.reader = Reader::Closed;
+                    self.open -= 1;
+                }
             }
             if !any {
                 break;
             }
         }
         self.release_finished(sink, now);
-        progress.more = self.files.iter().any(|t| t.more);
+        self.close_idle(now);
+        // Files waiting for a descriptor are worth another call only if one may be had: the
+        // budget has room again (finished files were released), and the process did not
+        // run out of descriptors in this call.
+        let room = !emfile && self.open < self.max_open;
+        progress.more = self
+            .files
+            .iter()
+            .any(|t| t.more && (!matches!(t.reader, Reader::Closed) || room));
         progress
     }
 
@@ -865,25 +1655,41 @@ impl Tailer {
         let opts = self.opts;
         let mut i = 0;
         while i < self.files.len() {
-            let t = &self.files[i];
+            let t = &mut self.files[i];
             let Role::Draining { kind, since } = t.role else {
                 i += 1;
                 continue;
             };
             let idle = now.saturating_duration_since(t.last_data);
-            let release = match kind {
+            let timed_out =
+                kind == Drain::Deleted && now.saturating_duration_since(since) >= opts.deleted_max;
+            let mut release = match kind {
                 Drain::Copy => !t.more,
                 Drain::Rotated => !t.more && idle >= opts.rotated_idle,
-                Drain::Deleted => {
-                    (!t.more && idle >= opts.deleted_idle)
-                        || now.saturating_duration_since(since) >= opts.deleted_max
-                }
-            } || matches!(t.reader, Reader::Gone);
-            if !release {
+                Drain::Deleted => !t.more && idle >= opts.deleted_idle,
+            };
+            // Its writer may have appended since the last look: finish that first.
+            if release
+                && kind != Drain::Copy
+                && let Some(size) = t
+                    .reader
+                    .plain()
+                    .and_then(|f| f.metadata().ok())
+                    .map(|m| m.len())
+                && size > t.read_pos
+            {
+                update_size(t, size);
+                release = false;
+            }
+            if !(release || timed_out || matches!(t.reader, Reader::Gone)) {
                 i += 1;
                 continue;
             }
             let mut t = self.files.swap_remove(i);
+            self.by_path_stale = true;
+            if t.reader.is_open() {
+                self.open = self.open.saturating_sub(1);
+            }
             let max = self.configs[t.source].max_line_bytes;
             let (source, key) = (t.source, t.key);
             let mut emitted = false;
@@ -909,7 +1715,8 @@ impl Tailer {
         cp.scanned_at = self.scanned_at;
         cp.next_key = self.next_key;
         cp.files = self.files.iter().map(Tracked::entry).collect();
-        // Entries not matched yet (before the first scan) are kept as they were.
+        // Entries not matched yet (before the first scan, or waiting for a descriptor) are
+        // kept as they were.
         cp.files.extend(self.restored.iter().cloned());
         cp.finished.clone_from(&self.finished);
         cp
@@ -929,6 +1736,78 @@ impl Tailer {
                 rotated: t.role != Role::Active,
             })
             .collect()
+    }
+}
+
+/// Whether `head` starts with a known head (a checkpointed or finished stream), checking
+/// every known length with one pass of FNV-1a over `head`.
+fn is_known_head(known: &HashMap<u32, HashSet<u64>>, head: &[u8]) -> bool {
+    if known.is_empty() {
+        return false;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (i, &b) in head.iter().enumerate() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        if let Some(set) = known.get(&(i as u32 + 1))
+            && set.contains(&h)
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// The heads of the followed files (files held closed are read by their path), to tell a
+/// copy in progress from a rotated generation.
+struct LiveHeads {
+    /// Heads of at least [`LiveHeads::KEY`] bytes, by the hash of their first `KEY` bytes.
+    long: HashMap<u64, Vec<Vec<u8>>>,
+    short: Vec<Vec<u8>>,
+}
+
+impl LiveHeads {
+    const KEY: usize = 64;
+
+    fn of(files: &[Tracked]) -> Self {
+        let mut live = LiveHeads {
+            long: HashMap::new(),
+            short: Vec::new(),
+        };
+        for t in files {
+            let mut buf = Vec::new();
+            let ok = match &t.reader {
+                Reader::Plain(file) => read_head(file, HEAD_WINDOW, &mut buf).is_ok(),
+                Reader::Closed => File::open(&t.path)
+                    .and_then(|file| read_head(&file, HEAD_WINDOW, &mut buf))
+                    .is_ok(),
+                _ => false,
+            };
+            if !ok {
+                continue;
+            }
+            if buf.len() >= Self::KEY {
+                live.long
+                    .entry(fnv1a(&buf[..Self::KEY]))
+                    .or_default()
+                    .push(buf);
+            } else {
+                live.short.push(buf);
+            }
+        }
+        live
+    }
+
+    /// Whether `head` is a prefix of a live file's head.
+    fn has_prefix(&self, head: &[u8]) -> bool {
+        if head.len() >= Self::KEY {
+            self.long
+                .get(&fnv1a(&head[..Self::KEY]))
+                .is_some_and(|heads| heads.iter().any(|p| p.starts_with(head)))
+        } else {
+            self.short.iter().any(|p| p.starts_with(head))
+                || self.long.values().flatten().any(|p| p.starts_with(head))
+        }
     }
 }
 
@@ -952,37 +1831,69 @@ fn check_truncated(t: &mut Tracked, size: u64) -> bool {
         debug!(path = %t.path.display(), size, read_pos = t.read_pos, "shrunk or rewritten");
         return true;
     }
-    let Some(file) = t.reader.plain() else {
+    if !changed && !t.reader.is_open() {
+        return false; // held closed and unchanged: nothing to look at
+    }
+    // A file held closed that changed is opened for a moment, as an open one is looked at:
+    // its head must still be its own, and a short head is widened now (a copy made before
+    // the next read is found by it).
+    let opened = match t.reader {
+        Reader::Closed => match File::open(&t.path) {
+            Ok(file)
+                if file
+                    .metadata()
+                    .is_ok_and(|m| m.dev() == t.id.dev && m.ino() == t.id.ino) =>
+            {
+                Some(file)
+            }
+            _ => return false, // gone or replaced since the scan: the next one sees it
+        },
+        _ => None,
+    };
+    let Some(file) = t.reader.plain().or(opened.as_ref()) else {
         return false;
     };
     if changed && t.id.head_len > 0 && !head_matches(file, &t.id).unwrap_or(true) {
         debug!(path = %t.path.display(), size, read_pos = t.read_pos, head_len = t.id.head_len, "head changed");
         return true;
     }
-    widen_head(t);
+    let widened = widen_head_of(&t.id, file, t.size.max(t.read_pos));
+    if let Some((len, head)) = widened {
+        t.id.head_len = len;
+        t.id.head = head;
+    }
     false
 }
 
 fn widen_head(t: &mut Tracked) {
-    let size = t.size.max(t.read_pos);
-    if (t.id.head_len as usize) < HEAD_WINDOW
-        && size > u64::from(t.id.head_len)
-        && let Some(file) = t.reader.plain()
-        && let Ok((len, head)) = head_of(file, size)
-        && len > t.id.head_len
-    {
+    let widened = t
+        .reader
+        .plain()
+        .and_then(|file| widen_head_of(&t.id, file, t.size.max(t.read_pos)));
+    if let Some((len, head)) = widened {
         t.id.head_len = len;
         t.id.head = head;
     }
 }
 
+/// The wider head of `file` (of at least `size` bytes), if its head covers less than the
+/// window and the file has more.
+fn widen_head_of(id: &FileId, file: &File, size: u64) -> Option<(u32, u64)> {
+    if (id.head_len as usize) < HEAD_WINDOW && size > u64::from(id.head_len) {
+        let (len, head) = head_of(file, size).ok()?;
+        (len > id.head_len).then_some((len, head))
+    } else {
+        None
+    }
+}
+
 /// Handles the truncation of `t`: returns the stream of the old content (reading its
 /// copy if one is found, else empty) and restarts `t` from 0 under `key`.
-fn truncated(t: &mut Tracked, key: FileKey, now: Instant) -> (Tracked, bool) {
+fn truncated(t: &mut Tracked, key: FileKey, now: Instant, dirs: &mut DirCache) -> (Tracked, bool) {
     let dir = t.path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let mut exclude = HashSet::new();
     exclude.insert((t.id.dev, t.id.ino));
-    let copy = find_copy(&dir, &t.id, t.delivered, &exclude);
+    let copy = find_copy(&dir, &t.id, t.delivered, &exclude, dirs);
     let copy_found = copy.is_some();
     let (path, id, reader) = match copy {
         Some((path, id, reader)) => {
@@ -1022,6 +1933,7 @@ fn truncated(t: &mut Tracked, key: FileKey, now: Instant) -> (Tracked, bool) {
         more: true,
         rewritten: false,
         last_data: now,
+        target: None,
     };
     t.key = key;
     t.rewritten = false;
@@ -1029,7 +1941,15 @@ fn truncated(t: &mut Tracked, key: FileKey, now: Instant) -> (Tracked, bool) {
     t.delivered = 0;
     t.lines = LineBuf::default();
     let size = t.size;
-    if let Some(file) = t.reader.plain() {
+    // A file held closed is opened just to take its new head.
+    let opened = match t.reader {
+        Reader::Closed => File::open(&t.path).ok().filter(|file| {
+            file.metadata()
+                .is_ok_and(|m| m.dev() == t.id.dev && m.ino() == t.id.ino)
+        }),
+        _ => None,
+    };
+    if let Some(file) = t.reader.plain().or(opened.as_ref()) {
         let (head_len, head) = head_of(file, size).unwrap_or((0, fnv1a(b"")));
         t.id.head_len = head_len;
         t.id.head = head;
@@ -1142,25 +2062,22 @@ fn find_copy(
     id: &FileId,
     min_size: u64,
     exclude: &HashSet<(u64, u64)>,
+    dirs: &mut DirCache,
 ) -> Option<Candidate> {
     if id.head_len == 0 {
         return None;
     }
-    let entries = std::fs::read_dir(dir).ok()?;
+    let listing = dirs.list(dir).ok()?;
     let mut plain: Option<(SystemTime, Candidate)> = None;
     let mut gz: Vec<(SystemTime, PathBuf, u64, u64)> = Vec::new();
     let mut head = Vec::with_capacity(HEAD_WINDOW);
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let Ok(meta) = std::fs::metadata(&path) else {
-            continue;
-        };
+    for (path, meta) in &listing.entries {
         if !meta.is_file() || exclude.contains(&(meta.dev(), meta.ino())) {
             continue;
         }
         let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
         if path.extension().is_some_and(|e| e == "gz") {
-            gz.push((mtime, path, meta.dev(), meta.ino()));
+            gz.push((mtime, path.clone(), meta.dev(), meta.ino()));
             continue;
         }
         if meta.len() < min_size.max(u64::from(id.head_len)) {
@@ -1169,7 +2086,7 @@ fn find_copy(
         if plain.as_ref().is_some_and(|(t, _)| *t >= mtime) {
             continue;
         }
-        let Ok(file) = File::open(&path) else {
+        let Ok(file) = File::open(path) else {
             continue;
         };
         if read_head(&file, id.head_len as usize, &mut head).is_ok()
@@ -1181,7 +2098,7 @@ fn find_copy(
                 ino: meta.ino(),
                 ..*id
             };
-            plain = Some((mtime, (path, cid, Reader::Plain(file))));
+            plain = Some((mtime, (path.clone(), cid, Reader::Plain(file))));
         }
     }
     if let Some((_, c)) = plain {
@@ -1214,35 +2131,23 @@ fn find_copy(
 fn find_rotated(
     e: &CheckpointEntry,
     claimed: &HashSet<(u64, u64)>,
+    dirs: &mut DirCache,
 ) -> Option<(PathBuf, FileId, Reader, Drain)> {
     let dir = Path::new(&e.path).parent().unwrap_or(Path::new("."));
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(meta) = std::fs::metadata(&path) else {
-                continue;
-            };
-            // An empty-at-checkpoint file (no head) cannot be told from a later file
-            // that reused its inode: only a head identifies a file that moved.
-            if e.id.head_len == 0 {
-                break;
-            }
-            if meta.dev() != e.id.dev || meta.ino() != e.id.ino || !meta.is_file() {
-                continue;
-            }
-            if meta.len() < e.offset || claimed.contains(&(meta.dev(), meta.ino())) {
-                break;
-            }
-            let Ok(file) = File::open(&path) else { break };
-            if head_matches(&file, &e.id).unwrap_or(false) {
-                return Some((path, e.id, Reader::Plain(file), Drain::Rotated));
-            }
-            break;
-        }
+    // An empty-at-checkpoint file (no head) cannot be told from a later file that reused
+    // its inode: only a head identifies a file that moved.
+    if e.id.head_len > 0
+        && let Ok(Some((path, len))) = dirs.find(dir, e.id.dev, e.id.ino)
+        && len >= e.offset
+        && !claimed.contains(&(e.id.dev, e.id.ino))
+        && let Ok(file) = File::open(&path)
+        && head_matches(&file, &e.id).unwrap_or(false)
+    {
+        return Some((path, e.id, Reader::Plain(file), Drain::Rotated));
     }
     // `claimed` holds the file now at the entry's path (same inode, new content); the
     // entry's own inode stays a candidate: it may be a compressed copy being finished.
-    find_copy(dir, &e.id, e.offset, claimed).map(|(p, id, r)| (p, id, r, Drain::Copy))
+    find_copy(dir, &e.id, e.offset, claimed, dirs).map(|(p, id, r)| (p, id, r, Drain::Copy))
 }
 
 #[cfg(test)]
