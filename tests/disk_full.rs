@@ -7,65 +7,19 @@
 //! set: then it fails.
 
 mod common;
+#[path = "common/tmpfs.rs"]
+mod tmpfs;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use common::{
-    DetectorProcess, agent_config, append_lines, eventually, output_within, shop_logs, spawn,
-};
-
-/// A tmpfs mounted on `path` while this lives.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(path: &Path, size: &str) -> Option<Self> {
-        std::fs::create_dir_all(path).expect("mount point");
-        let out = output_within(
-            Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-                .arg(path),
-            None,
-            Duration::from_secs(30),
-        );
-        if out.status.success() {
-            Some(Self(path.to_owned()))
-        } else {
-            eprintln!("mount: {}", String::from_utf8_lossy(&out.stderr).trim());
-            None
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-/// Fills the file system holding `dir`; returns the filler.
-fn fill(dir: &Path) -> PathBuf {
-    let path = dir.join("filler");
-    let mut f = std::fs::File::create(&path).expect("filler");
-    let block = vec![0u8; 64 * 1024];
-    while f.write_all(&block).is_ok() {}
-    let small = vec![0u8; 512];
-    while f.write_all(&small).is_ok() {}
-    path
-}
+use common::{DetectorProcess, agent_config, append_lines, eventually, shop_logs, spawn};
+use tmpfs::Tmpfs;
 
 #[test]
 fn a_full_detector_disk_loses_nothing_and_counts_nothing_twice() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("detector-data");
-    let Some(_fs) = Tmpfs::mount(&data, "4m") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "cannot mount a tmpfs (the test needs root); CI runs as root and must"
-        );
-        eprintln!("SKIPPED: cannot mount a tmpfs (run as root)");
+    let Some(disk) = Tmpfs::mount_or_skip(&data, "4m") else {
         return;
     };
     let (logs, log) = shop_logs(dir.path());
@@ -89,7 +43,7 @@ fn a_full_detector_disk_loses_nothing_and_counts_nothing_twice() {
     );
 
     // The disk fills while lines keep coming.
-    let filler = fill(&data);
+    let filler = disk.fill();
     for _ in 0..20 {
         append_lines(&log, written, 100);
         written += 100;

@@ -10,6 +10,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "../../tests/common/tmpfs.rs"]
+mod tmpfs;
+use tmpfs::Tmpfs;
 #[path = "../../tests/common/wait.rs"]
 mod wait;
 
@@ -56,64 +59,6 @@ fn run(command: &mut Command) -> Output {
 
 fn text(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
-}
-
-/// A tmpfs of `size` mounted at `dir` (created), unmounted when dropped.
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str) -> Self {
-        fs::create_dir_all(dir).unwrap();
-        let out = run(Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0755"),
-                "tmpfs",
-            ])
-            .arg(dir));
-        assert!(out.status.success(), "mount tmpfs: {}", text(&out));
-        Tmpfs {
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    fn remount(&self, options: &str) {
-        let out = run(Command::new("mount")
-            .args(["-o", &format!("remount,{options}")])
-            .arg(&self.dir));
-        assert!(out.status.success(), "remount {options}: {}", text(&out));
-    }
-
-    /// Fills the file system with `filler` until it refuses a write; returns the file.
-    fn fill(&self) -> PathBuf {
-        let filler = self.dir.join("filler");
-        let mut file = fs::File::create(&filler).unwrap();
-        let chunk = vec![0u8; 64 * 1024];
-        for _ in 0..100_000 {
-            if file
-                .write_all(&chunk)
-                .and_then(|()| file.sync_all())
-                .is_err()
-            {
-                return filler;
-            }
-        }
-        panic!("{} never filled up", self.dir.display());
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(&self.dir)
-            .stderr(Stdio::null())
-            .status();
-    }
 }
 
 /// A `vigil-agent run` (killed when dropped) with its admin endpoint, tailing
@@ -379,8 +324,8 @@ fn a_full_data_dir_pauses_reading_until_space_returns() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let disk = Tmpfs::mount(&dir.path().join("disk"), "2m");
-    let data_dir = disk.dir.join("data");
+    let disk = Tmpfs::mount(&dir.path().join("disk"), "2m").expect("mount a tmpfs");
+    let data_dir = disk.path().join("data");
     let filler = std::cell::RefCell::new(None);
     refused_writes_pause_reading(
         dir.path(),
@@ -396,8 +341,8 @@ fn a_read_only_data_dir_pauses_reading_until_it_is_writable() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let disk = Tmpfs::mount(&dir.path().join("disk"), "8m");
-    let data_dir = disk.dir.join("data");
+    let disk = Tmpfs::mount(&dir.path().join("disk"), "8m").expect("mount a tmpfs");
+    let data_dir = disk.path().join("data");
     // A file system with a file open for writing (the spool) cannot be remounted
     // read-only; a read-only file system mounted over data_dir refuses every write by path
     // (identity, new spool segments, checkpoints) with EROFS, as a remounted one would.
@@ -406,7 +351,7 @@ fn a_read_only_data_dir_pauses_reading_until_it_is_writable() {
         dir.path(),
         &data_dir,
         || {
-            let ro = Tmpfs::mount(&data_dir, "1m");
+            let ro = Tmpfs::mount(&data_dir, "1m").expect("mount a tmpfs");
             ro.remount("ro");
             *cover.borrow_mut() = Some(ro);
         },
@@ -420,8 +365,8 @@ fn an_agent_started_on_a_read_only_data_dir_waits_for_it() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let disk = Tmpfs::mount(&dir.path().join("disk"), "8m");
-    let data_dir = disk.dir.join("data");
+    let disk = Tmpfs::mount(&dir.path().join("disk"), "8m").expect("mount a tmpfs");
+    let data_dir = disk.path().join("data");
     fs::create_dir_all(&data_dir).unwrap();
     disk.remount("ro");
     fs::create_dir_all(dir.path().join("logs")).unwrap();
@@ -495,11 +440,11 @@ fn check_tells_a_data_dir_it_cannot_write_and_a_log_it_cannot_read() {
     assert!(!ok && out.contains("PROBLEM: not a directory"), "{out}");
 
     // Read-only.
-    let disk = Tmpfs::mount(&dir.path().join("disk"), "1m");
-    let (ok, out) = check(&config(&disk.dir));
+    let disk = Tmpfs::mount(&dir.path().join("disk"), "1m").expect("mount a tmpfs");
+    let (ok, out) = check(&config(&disk.path()));
     assert!(ok, "{out}");
     disk.remount("ro");
-    let (ok, out) = check(&config(&disk.dir));
+    let (ok, out) = check(&config(&disk.path()));
     assert!(!ok, "a read-only data_dir is a problem: {out}");
     assert!(
         out.contains("PROBLEM: not writable") && out.contains("Read-only file system"),
@@ -511,7 +456,7 @@ fn check_tells_a_data_dir_it_cannot_write_and_a_log_it_cannot_read() {
     // Full: a warning for the service's pre-start check (the agent waits for room).
     disk.remount("rw");
     let filler = disk.fill();
-    let (ok, out) = check(&config(&disk.dir));
+    let (ok, out) = check(&config(&disk.path()));
     assert!(ok && out.contains("WARNING: full"), "{out}");
     fs::remove_file(filler).unwrap();
 

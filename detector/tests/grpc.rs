@@ -2,70 +2,16 @@
 //! acknowledgements and rejections, the bearer token, and the standard health and
 //! reflection services.
 
-use std::future::Future;
-use std::path::Path;
-use std::time::Duration;
+mod support;
 
-use tokio::sync::{mpsc, oneshot};
+use support::{start, within};
+
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 use tonic::{Code, Request};
-use vigil_detector::Detector;
-use vigil_detector::config::DetectorConfig;
 use vigil_proto::PROTOCOL_VERSION;
 use vigil_proto::v1::collector_client::CollectorClient;
 use vigil_proto::v1::{AckStatus, AppCounters, MinuteReport, Report, report::Body};
-
-/// The longest one step (a connection, an answer) may take.
-const STEP_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The output of `future`; fails saying what it waited for if it takes longer than
-/// [`STEP_TIMEOUT`] (a detector that never answers fails the test, it does not hang it).
-async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(STEP_TIMEOUT, future)
-        .await
-        .unwrap_or_else(|_| panic!("timed out after {STEP_TIMEOUT:?} waiting for {what}"))
-}
-
-struct Running {
-    channel: Channel,
-    stop: Option<oneshot::Sender<()>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-async fn start(dir: &Path, token: Option<&str>) -> Running {
-    let mut text = format!(
-        "grpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n",
-        dir.join("data")
-    );
-    if let Some(token) = token {
-        let file = dir.join("token");
-        std::fs::write(&file, format!("{token}\n")).expect("token file");
-        text.push_str(&format!("token_file = {file:?}\n"));
-    }
-    let config = DetectorConfig::parse(Path::new("detector.toml"), &text).expect("config");
-    let detector = Detector::bind(config).await.expect("bind");
-    let addr = detector.grpc_addr();
-    let (stop, stopped) = oneshot::channel();
-    tokio::spawn(detector.serve(async {
-        let _ = stopped.await;
-    }));
-    let endpoint = Channel::from_shared(format!("http://{addr}")).expect("endpoint");
-    let channel = within("a connection to the detector", endpoint.connect())
-        .await
-        .expect("connect");
-    Running {
-        channel,
-        stop: Some(stop),
-    }
-}
 
 fn report(seq: u64, minute: i64, lines: u64) -> Report {
     Report {
@@ -108,7 +54,7 @@ fn bearer<T>(message: T, token: &str) -> Request<T> {
 #[tokio::test]
 async fn reports_are_acknowledged_in_order_and_bad_ones_rejected_without_dropping_the_stream() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let running = start(dir.path(), None).await;
+    let running = start(dir.path(), "", None).await;
     let mut client = CollectorClient::new(running.channel.clone());
     let (tx, rx) = mpsc::channel(16);
     let mut acks = within(
@@ -148,7 +94,7 @@ async fn reports_are_acknowledged_in_order_and_bad_ones_rejected_without_droppin
 #[tokio::test]
 async fn a_stream_without_the_token_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let running = start(dir.path(), Some("s3cret")).await;
+    let running = start(dir.path(), "", Some("s3cret")).await;
     let mut client = CollectorClient::new(running.channel.clone());
 
     let (_tx, rx) = mpsc::channel::<Report>(1);
@@ -195,7 +141,7 @@ async fn health_and_reflection_are_served() {
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
     let dir = tempfile::tempdir().expect("tempdir");
-    let running = start(dir.path(), None).await;
+    let running = start(dir.path(), "", None).await;
     let mut health = HealthClient::new(running.channel.clone());
     let status = within(
         "the health check",
@@ -242,7 +188,7 @@ async fn health_and_reflection_are_served() {
 #[tokio::test]
 async fn an_oversized_report_is_refused_with_a_clear_status() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let running = start(dir.path(), None).await;
+    let running = start(dir.path(), "", None).await;
     let mut client = CollectorClient::new(running.channel.clone());
     let (tx, rx) = mpsc::channel(4);
     let mut acks = within(

@@ -5,77 +5,21 @@
 //! name release 1 as `+1`; and token guessing. Each is refused with a reason that says
 //! what, and the detector keeps serving.
 
-use std::future::Future;
-use std::path::Path;
+mod support;
+
 use std::time::{Duration, Instant};
+use support::{Running, STEP_TIMEOUT, within};
 
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 use tonic::{Code, Request};
-use vigil_detector::Detector;
-use vigil_detector::config::DetectorConfig;
 use vigil_proto::PROTOCOL_VERSION;
 use vigil_proto::v1::collector_client::CollectorClient;
 use vigil_proto::v1::{
     Ack, AckStatus, Alert, AppCounters, ExceptionCount, ExceptionDefinition, MinuteReport, Report,
     report::Body,
 };
-
-const STEP_TIMEOUT: Duration = Duration::from_secs(30);
-
-async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(STEP_TIMEOUT, future)
-        .await
-        .unwrap_or_else(|_| panic!("timed out after {STEP_TIMEOUT:?} waiting for {what}"))
-}
-
-struct Running {
-    channel: Channel,
-    http: String,
-    stop: Option<oneshot::Sender<()>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-}
-
-async fn start(extra: &str, token: Option<&str>) -> Running {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut text = format!(
-        "grpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n",
-        dir.path().join("data")
-    );
-    if let Some(token) = token {
-        let file = dir.path().join("token");
-        std::fs::write(&file, format!("{token}\n")).expect("token file");
-        text.push_str(&format!("token_file = {file:?}\n"));
-    }
-    text.push_str(extra);
-    let config = DetectorConfig::parse(Path::new("detector.toml"), &text).expect("config");
-    let detector = Detector::bind(config).await.expect("bind");
-    let (grpc, http) = (detector.grpc_addr(), detector.http_addr());
-    let (stop, stopped) = oneshot::channel();
-    tokio::spawn(detector.serve(async {
-        let _ = stopped.await;
-    }));
-    let endpoint = Channel::from_shared(format!("http://{grpc}")).expect("endpoint");
-    let channel = within("a connection to the detector", endpoint.connect())
-        .await
-        .expect("connect");
-    Running {
-        channel,
-        http: format!("http://{http}"),
-        stop: Some(stop),
-        _dir: dir,
-    }
-}
 
 fn now() -> i64 {
     let secs = std::time::SystemTime::now()
@@ -86,6 +30,13 @@ fn now() -> i64 {
 }
 
 /// A blocking HTTP call on its own thread: status and body.
+/// A detector in a fresh directory.
+async fn start(extra: &str, token: Option<&str>) -> (tempfile::TempDir, Running) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let running = support::start(dir.path(), extra, token).await;
+    (dir, running)
+}
+
 async fn http(
     method: &'static str,
     url: String,
@@ -169,7 +120,7 @@ fn app_of(r: &mut Report) -> &mut AppCounters {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_reports_are_rejected_with_a_reason_and_the_stream_goes_on() {
-    let running = start("", None).await;
+    let (_dir, running) = start("", None).await;
     let minute = now() / 60 * 60;
     let mut cases: Vec<(Report, &str)> = Vec::new();
 
@@ -286,7 +237,7 @@ async fn hostile_reports_are_rejected_with_a_reason_and_the_stream_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_api_calls_are_refused_and_large_ones_stay_fast() {
-    let running = start("[limits]\nmax_hosts_per_release = 100000\n", None).await;
+    let (_dir, running) = start("[limits]\nmax_hosts_per_release = 100000\n", None).await;
     let base = running.http.clone();
     let t = now();
 
@@ -405,7 +356,7 @@ async fn hostile_api_calls_are_refused_and_large_ones_stay_fast() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_follows_local_paths_only_and_token_guessing_is_limited() {
-    let running = start("", Some("s3cret-token")).await;
+    let (_dir, running) = start("", Some("s3cret-token")).await;
     let base = running.http.clone();
     let form = |token: &str, next: &str| format!("token={token}&next={next}");
     let headers = || {
@@ -477,7 +428,7 @@ async fn open_stream(running: &Running) -> (mpsc::Sender<Report>, tonic::codec::
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_sending_heavy_reports_does_not_hold_up_the_others() {
-    let running = start("", None).await;
+    let (_dir, running) = start("", None).await;
     let minute = now() / 60 * 60;
     // 40 reports of 20,000 fingerprint counts each (the most a report may hold).
     let heavy = move |seq: u64| {

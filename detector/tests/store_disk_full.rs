@@ -7,62 +7,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+#[path = "../../tests/common/tmpfs.rs"]
+mod tmpfs;
 
+use tmpfs::Tmpfs;
 use vigil_detector::store::{IngestOutcome, NewRelease, SeriesQuery, SqliteStore, Store};
 use vigil_proto::v1::{AppCounters, ExceptionCount, MinuteReport, Report, report::Body};
-
-/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Self> {
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .ok()?;
-        if out.status.success() {
-            Some(Self { dir })
-        } else {
-            eprintln!(
-                "mount -t tmpfs failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-            None
-        }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
-fn tmpfs_or_skip(size: &str) -> Option<Tmpfs> {
-    match Tmpfs::mount(size) {
-        Some(t) => Some(t),
-        None if std::env::var_os("CI").is_some() => {
-            panic!("cannot mount a tmpfs (the test needs root); CI runs as root and must")
-        }
-        None => {
-            eprintln!("SKIPPED: cannot mount a tmpfs (run as root)");
-            None
-        }
-    }
-}
 
 fn report(seq: u64, minute: i64) -> Report {
     // Five fingerprint counts: a few pages of the store per report.
@@ -93,20 +43,6 @@ fn report(seq: u64, minute: i64) -> Report {
     }
 }
 
-/// Fills the file system holding `dir` until a write fails; returns the filler's path.
-fn fill(dir: &Path) -> PathBuf {
-    use std::io::Write;
-    let path = dir.join("filler");
-    let mut f = std::fs::File::create(&path).unwrap();
-    let block = vec![0u8; 64 * 1024];
-    while f.write_all(&block).is_ok() {}
-    // Whatever still fits in smaller pieces.
-    let small = vec![0u8; 512];
-    while f.write_all(&small).is_ok() {}
-    let _ = f.sync_all();
-    path
-}
-
 async fn stored_lines(store: &SqliteStore) -> u64 {
     store
         .series(&SeriesQuery::default())
@@ -119,7 +55,8 @@ async fn stored_lines(store: &SqliteStore) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_never_turns_a_failed_commit_into_an_acknowledgement() {
-    let Some(fs) = tmpfs_or_skip("4m") else {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(fs) = Tmpfs::mount_or_skip(&dir.path().join("disk"), "4m") else {
         return;
     };
     let data = fs.path().join("data");
@@ -138,7 +75,7 @@ async fn a_full_disk_never_turns_a_failed_commit_into_an_acknowledgement() {
         acked += 1;
     }
     // The disk fills; reports keep arriving (in small batches, as the writer sends them).
-    let filler = fill(fs.path());
+    let filler = fs.fill();
     for _ in 0..50 {
         let batch: Vec<Report> = (0..4)
             .map(|_| {
