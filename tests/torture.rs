@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{DetectorProcess, agent_config, eventually, lines_on_disk, spawn, write};
+use common::{DetectorProcess, eventually, lines_on_disk, spawn, write};
 
 /// Rotations per run; every second one is followed by a SIGKILL of the agent, the ninth by
 /// a restart of the detector.
@@ -99,17 +99,57 @@ fn writer(path: PathBuf, stop: Arc<AtomicBool>, written: Arc<AtomicU64>, turn: A
     }
 }
 
-fn logrotate(dir: &Path, mode: &str) -> (PathBuf, PathBuf) {
+/// Which files the agent tails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Glob {
+    /// `logs/app.log` only; rotated files are not compressed.
+    Live,
+    /// `logs/app.log*` with `exclude = ["*.gz"]`: the rotated files match the glob too, and
+    /// logrotate compresses them a rotation later (`compress`, `delaycompress`,
+    /// `rotate 40`).
+    Rotated,
+}
+
+fn logrotate(dir: &Path, mode: &str, glob: Glob) -> (PathBuf, PathBuf) {
     let conf = dir.join("logrotate.conf");
     let state = dir.join("logrotate.state");
+    let keep = match glob {
+        Glob::Live => "rotate 1000\n  nocompress",
+        Glob::Rotated => "rotate 40\n  compress\n  delaycompress",
+    };
     write(
         &conf,
         &format!(
-            "{}/app.log {{\n  rotate 1000\n  {mode}\n  missingok\n  notifempty\n  nocompress\n}}\n",
+            "{}/app.log {{\n  {keep}\n  {mode}\n  missingok\n  notifempty\n}}\n",
             dir.join("logs").display()
         ),
     );
     (conf, state)
+}
+
+/// Lines in the files of `dir` whose name starts with `prefix`, `.gz` files decompressed
+/// (with `gzip -dc`, under a deadline).
+fn lines_on_disk_gz(dir: &Path, prefix: &str) -> u64 {
+    let mut lines = 0;
+    for entry in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(prefix) {
+            continue;
+        }
+        let bytes = if name.ends_with(".gz") {
+            let out = common::output_within(
+                Command::new("gzip").arg("-dc").arg(entry.path()),
+                None,
+                Duration::from_secs(60),
+            );
+            assert!(out.status.success(), "gzip -dc {name} failed");
+            out.stdout
+        } else {
+            std::fs::read(entry.path()).unwrap_or_default()
+        };
+        lines += bytes.iter().filter(|b| **b == b'\n').count() as u64;
+    }
+    lines
 }
 
 fn rotate(conf: &Path, state: &Path) {
@@ -135,20 +175,29 @@ fn rotate(conf: &Path, state: &Path) {
 /// on disk (a limit of copytruncate itself), so the writer holds still while logrotate runs;
 /// lines written before the copy and not yet read by the agent must then be found in the
 /// copy, which is what this exercises. In create mode the writer never stops.
-fn torture(mode: &str) {
+///
+/// With [`Glob::Rotated`] the agent's glob matches the rotated files as well: a renamed file
+/// (create) or a copy (copytruncate) is data already counted and must not be counted again.
+fn torture(mode: &str, glob: Glob) {
     let dir = tempfile::tempdir().expect("tempdir");
     let logs = dir.path().join("logs");
     std::fs::create_dir(&logs).expect("logs dir");
     let log = logs.join("app.log");
-    let (conf, state) = logrotate(dir.path(), mode);
+    let (conf, state) = logrotate(dir.path(), mode, glob);
     let mut detector = DetectorProcess::start(dir.path());
-    let config = agent_config(
-        dir.path(),
-        &detector.grpc,
-        "torture",
-        "shop",
-        &log.display().to_string(),
-    );
+    let pattern = match glob {
+        Glob::Live => log.display().to_string(),
+        Glob::Rotated => format!("{}*", log.display()),
+    };
+    let config = common::AgentSetup {
+        logs_extra: if glob == Glob::Rotated {
+            "exclude = [\"*.gz\"]"
+        } else {
+            ""
+        },
+        ..common::AgentSetup::new(&detector.grpc, "torture", "shop", &pattern)
+    }
+    .write(dir.path());
     let agent_log = dir.path().join("agent.log");
     let mut agent = spawn("vigil-agent", &config, &agent_log);
 
@@ -172,7 +221,7 @@ fn torture(mode: &str) {
     while rotations < ROTATIONS {
         assert!(
             started.elapsed() < RUN_TIMEOUT,
-            "{mode}: timed out after {RUN_TIMEOUT:?} waiting for {ROTATIONS} rotations: \
+            "{mode} ({glob:?}): timed out after {RUN_TIMEOUT:?} waiting for {ROTATIONS} rotations: \
              {rotations} rotations, {kills} kills, {detector_restarts} detector restarts, {} \
              lines written",
             written.load(Ordering::Relaxed)
@@ -205,7 +254,10 @@ fn torture(mode: &str) {
         .unwrap_or_else(|e| std::panic::resume_unwind(e));
     assert_eq!(kills, ROTATIONS / 2, "SIGKILLs");
     assert_eq!(detector_restarts, 1, "detector restarts");
-    let on_disk = lines_on_disk(&logs, "app.log");
+    let on_disk = match glob {
+        Glob::Live => lines_on_disk(&logs, "app.log"),
+        Glob::Rotated => lines_on_disk_gz(&logs, "app.log"),
+    };
     let written = written.load(Ordering::Relaxed);
     assert_eq!(on_disk, written, "every line written is on disk");
     let arrived = eventually(Duration::from_secs(60), || {
@@ -214,17 +266,17 @@ fn torture(mode: &str) {
     let counted = detector.lines("shop", "torture");
     assert!(
         arrived,
-        "{mode}: {counted} of {on_disk} lines on disk counted ({written} written, {kills} kills, {rotations} rotations)"
+        "{mode} ({glob:?}): {counted} of {on_disk} lines on disk counted ({written} written, {kills} kills, {rotations} rotations)"
     );
     // A window of a few flushes (every 200 ms) for a double count to show.
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(
         detector.lines("shop", "torture"),
         on_disk,
-        "{mode}: counted exactly once ({written} written, {kills} kills, {rotations} rotations, {detector_restarts} detector restarts)"
+        "{mode} ({glob:?}): counted exactly once ({written} written, {kills} kills, {rotations} rotations, {detector_restarts} detector restarts)"
     );
     eprintln!(
-        "{mode}: {on_disk} lines on disk of {written} written, all counted once; {kills} SIGKILLs, {rotations} rotations, {detector_restarts} detector restart; {:.1} s",
+        "{mode} ({glob:?}): {on_disk} lines on disk of {written} written, all counted once; {kills} SIGKILLs, {rotations} rotations, {detector_restarts} detector restart; {:.1} s",
         started.elapsed().as_secs_f64()
     );
 }
@@ -241,13 +293,30 @@ fn fastrand_ms(max: u64) -> u64 {
 #[test]
 fn rename_and_create_rotation_with_sigkills_counts_every_line_once() {
     if logrotate_available() {
-        torture("create");
+        torture("create", Glob::Live);
     }
 }
 
 #[test]
 fn copytruncate_rotation_with_sigkills_counts_every_line_on_disk_once() {
     if logrotate_available() {
-        torture("copytruncate");
+        torture("copytruncate", Glob::Live);
+    }
+}
+
+/// `app.log*` minus `*.gz`: every rotated generation matches the glob, renamed by `create`.
+#[test]
+fn glob_matching_rotated_files_create_counts_every_line_once() {
+    if logrotate_available() {
+        torture("create", Glob::Rotated);
+    }
+}
+
+/// `app.log*` minus `*.gz`: every copytruncate copy matches the glob; it holds lines already
+/// read from `app.log` and only those after the agent's position are counted from it.
+#[test]
+fn glob_matching_rotated_files_copytruncate_counts_every_line_once() {
+    if logrotate_available() {
+        torture("copytruncate", Glob::Rotated);
     }
 }

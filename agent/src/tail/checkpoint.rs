@@ -64,6 +64,11 @@ pub struct FinishedEntry {
     pub source: usize,
     pub head_len: u32,
     pub head: u64,
+    /// Where the stream was read to (its end). A file found later with this head (a rotated
+    /// copy matched by the globs) continues from here; `None` (checkpoints of older
+    /// agents): from its end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
 }
 
 impl Checkpoints {

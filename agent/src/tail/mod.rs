@@ -456,6 +456,17 @@ impl Restored {
         Some(e)
     }
 
+    /// Removes entry `i` (its path still counts as checkpointed: a file found there later is
+    /// a successor).
+    fn take_index(&mut self, i: usize) -> Option<CheckpointEntry> {
+        let e = self.entries.get_mut(i)?.take()?;
+        if let Some(list) = self.by_inode.get_mut(&(e.id.dev, e.id.ino)) {
+            list.retain(|&j| j != i);
+        }
+        self.left -= 1;
+        Some(e)
+    }
+
     /// Removes every entry left.
     fn take_all(&mut self) -> Vec<CheckpointEntry> {
         let out = std::mem::take(&mut self.entries)
@@ -881,6 +892,9 @@ impl Tailer {
                         self.stats.truncations += 1;
                         if copy_found {
                             self.stats.copies_found += 1;
+                            // Read from the old position under the old key: not a new file
+                            // for step 2 when the globs match it.
+                            claimed.insert((old.id.dev, old.id.ino));
                         } else if old.delivered < old.read_pos || old.lines.has_partial() {
                             self.stats.losses += 1;
                         }
@@ -905,14 +919,32 @@ impl Tailer {
         // Copies found for truncated files and rotated files reopened count too.
         self.open = self.count_open();
 
-        // 2. Files seen for the first time.
+        // 2. Files seen for the first time: those of a checkpoint entry by inode first, then
+        // the others, which may be known by their head (a rotated copy or a file renamed
+        // while the agent was stopped: data already read, continued where it was).
+        let mut later = Vec::new();
         for (source, scan) in scans.iter().enumerate() {
             for f in &scan.found {
-                if !claimed.insert((f.dev, f.ino)) {
+                if claimed.contains(&(f.dev, f.ino)) {
                     continue;
                 }
+                if !self.restored.has_inode(f.dev, f.ino) {
+                    later.push((source, f));
+                    continue;
+                }
+                claimed.insert((f.dev, f.ino));
                 let first_here = first || self.deferred_first.contains(&(f.dev, f.ino));
-                self.open_new(source, f, first_here, now);
+                self.open_new(source, f, first_here, now, &mut None, false);
+            }
+        }
+        let mut known = None;
+        for (source, f) in later {
+            if !claimed.insert((f.dev, f.ino)) {
+                continue;
+            }
+            let first_here = first || self.deferred_first.contains(&(f.dev, f.ino));
+            if !self.open_new(source, f, first_here, now, &mut known, true) {
+                claimed.remove(&(f.dev, f.ino)); // looked at again by the next scan
             }
         }
 
@@ -964,7 +996,7 @@ impl Tailer {
                         warn!(path = %e.path, offset = e.offset, "checkpointed file is gone; lines after its checkpoint cannot be read");
                         self.stats.losses += 1;
                         // Never read again from its start should a copy turn up.
-                        self.remember_finished(source, &e.id);
+                        self.remember_finished(source, &e.id, Some(e.offset));
                     }
                 }
             }
@@ -1283,7 +1315,7 @@ impl Tailer {
         }
     }
 
-    fn remember_finished(&mut self, source: usize, id: &FileId) {
+    fn remember_finished(&mut self, source: usize, id: &FileId, offset: Option<u64>) {
         if id.head_len == 0 {
             return;
         }
@@ -1294,6 +1326,7 @@ impl Tailer {
             source,
             head_len: id.head_len,
             head: id.head,
+            offset,
         });
     }
 
@@ -1306,7 +1339,20 @@ impl Tailer {
             .or((e.source < self.matchers.len()).then_some(e.source))
     }
 
-    fn open_new(&mut self, source: usize, f: &Found, first: bool, now: Instant) {
+    /// Opens a file found by a scan and follows it. With `known` (files not of a checkpoint
+    /// entry by inode), a file whose head is that of a stream already read continues where
+    /// that stream was read to. Returns `false` when the file is not followed for now (empty,
+    /// or a copy of a followed file in progress or not yet truncated): the next scan looks
+    /// at it again.
+    fn open_new(
+        &mut self,
+        source: usize,
+        f: &Found,
+        first: bool,
+        now: Instant,
+        known: &mut Option<KnownIndex>,
+        match_heads: bool,
+    ) -> bool {
         let file = match File::open(&f.path) {
             Ok(file) => {
                 if !self.failing.is_empty() {
@@ -1321,23 +1367,25 @@ impl Tailer {
                 if first {
                     self.deferred_first.insert((f.dev, f.ino));
                 }
-                return;
+                return false;
             }
             Err(e) => {
                 if self.failing.insert(f.path.clone()) {
                     warn!(path = %f.path.display(), error = %e, "cannot open log file; will retry");
                     self.stats.errors += 1;
                 }
-                return;
+                return false;
             }
         };
         if !self.deferred_first.is_empty() {
             self.deferred_first.remove(&(f.dev, f.ino));
         }
-        let Ok(meta) = file.metadata() else { return };
+        let Ok(meta) = file.metadata() else {
+            return false;
+        };
         let (dev, ino, size) = (meta.dev(), meta.ino(), meta.len());
         if dev != f.dev || ino != f.ino {
-            return; // replaced between stat and open: the next scan sees the new one
+            return false; // replaced between stat and open: the next scan sees the new one
         }
         self.by_path_stale = true;
         let target = std::fs::symlink_metadata(&f.path)
@@ -1369,7 +1417,51 @@ impl Tailer {
             widen_head(&mut t);
             self.keep_open_if_needed(&mut t);
             self.files.push(t);
-            return;
+            return true;
+        }
+        if match_heads {
+            if size == 0 {
+                // No identity yet: a copy just begun looks like this. Followed once it has a
+                // head (nothing is lost meanwhile: it holds nothing).
+                return false;
+            }
+            let mut head = Vec::with_capacity(HEAD_WINDOW);
+            if read_head(&file, HEAD_WINDOW, &mut head).is_ok() && !head.is_empty() {
+                let index = known.get_or_insert_with(|| KnownIndex::of(self));
+                match self.identify(index, &head, size, (dev, ino), &f.path) {
+                    Ident::New => {}
+                    Ident::Copy => {
+                        debug!(path = %f.path.display(), "a copy of a followed file; not read while that file holds its lines");
+                        return false;
+                    }
+                    Ident::Resume { key, id, offset } => {
+                        let key = key.unwrap_or_else(|| self.new_key());
+                        info!(path = %f.path.display(), key = %key, offset, "file holds data already read (a rotated copy or a renamed file); continuing where it was read to");
+                        self.stats.files_opened += 1;
+                        let mut t = Tracked {
+                            key,
+                            source,
+                            path: f.path.clone(),
+                            id: FileId { dev, ino, ..id },
+                            reader: Reader::Plain(file),
+                            read_pos: offset,
+                            delivered: offset,
+                            lines: LineBuf::default(),
+                            role: Role::Active,
+                            size,
+                            more: size > offset,
+                            rewritten: false,
+                            last_data: now,
+                            target,
+                        };
+                        widen_head(&mut t);
+                        index.add(self.files.len(), &t.id);
+                        self.keep_open_if_needed(&mut t);
+                        self.files.push(t);
+                        return true;
+                    }
+                }
+            }
         }
         // Same inode with other content (truncated while we were stopped, or the inode was
         // reused; step 3 looks for the old content), or a new file at a checkpointed path:
@@ -1422,8 +1514,106 @@ impl Tailer {
             last_data: now,
             target,
         };
+        if let Some(index) = known {
+            index.add(self.files.len(), &t.id);
+        }
         self.keep_open_if_needed(&mut t);
         self.files.push(t);
+        true
+    }
+
+    /// What a file found with `head` (its first bytes, `size` in all) is to the streams known.
+    fn identify(
+        &mut self,
+        index: &mut KnownIndex,
+        head: &[u8],
+        size: u64,
+        ino: (u64, u64),
+        path: &Path,
+    ) -> Ident {
+        // The longest known head this file starts with.
+        let mut best = None;
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for (i, &b) in head.iter().enumerate() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            let len = i as u32 + 1;
+            if index.by_len.get(&len).is_some_and(|m| m.contains_key(&h)) {
+                best = Some((len, h));
+            }
+        }
+        let Some((len, h)) = best else {
+            // A small file may be the start of a followed file's head (a copy in progress, or
+            // a copy of a file that grew since): compared byte for byte with the followed
+            // files of its directory.
+            if head.len() < HEAD_WINDOW {
+                let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+                let files = &self.files;
+                let live = index.live.entry(dir.clone()).or_insert_with(|| {
+                    LiveHeads::of(files.iter().filter(|t| {
+                        (t.role == Role::Active || t.reader.is_open())
+                            && (t.id.dev, t.id.ino) != ino
+                            && t.path.parent() == Some(dir.as_path())
+                    }))
+                });
+                if live.has_prefix(head) {
+                    return Ident::Copy;
+                }
+            }
+            return Ident::New;
+        };
+        let refs = index.by_len[&len][&h].clone();
+        let id = FileId {
+            dev: ino.0,
+            ino: ino.1,
+            head_len: len,
+            head: h,
+        };
+        let mut resume: Option<(u8, Option<FileKey>, u64, Option<usize>)> = None;
+        let mut better = |rank: u8, key: Option<FileKey>, offset: u64, entry: Option<usize>| {
+            if resume.as_ref().is_none_or(|r| rank > r.0) {
+                resume = Some((rank, key, offset.min(size), entry));
+            }
+        };
+        for r in refs {
+            match r {
+                KnownRef::File(i) => {
+                    let Some(t) = self.files.get(i) else { continue };
+                    if (t.id.dev, t.id.ino) == ino {
+                        continue;
+                    }
+                    if matches!(t.reader, Reader::Gone) {
+                        // Its content is gone from its own file (truncated, no copy found
+                        // then): this file is that copy, read up to where it was read.
+                        better(2, None, t.read_pos, None);
+                    } else if size <= t.size.max(t.read_pos) {
+                        // A copy of a file still holding these lines (copytruncate before its
+                        // truncate, or a copy in progress): its lines come from that file, and
+                        // the rest from this copy once that file is truncated.
+                        return Ident::Copy;
+                    }
+                }
+                KnownRef::Restored(i) => {
+                    if let Some(Some(e)) = self.restored.entries.get(i) {
+                        better(3, Some(e.key), e.offset, Some(i));
+                    }
+                }
+                KnownRef::Finished(i) => {
+                    if let Some(f) = self.finished.get(i) {
+                        better(1, None, f.offset.unwrap_or(size), None);
+                    }
+                }
+            }
+        }
+        match resume {
+            Some((_, key, offset, entry)) => {
+                if let Some(i) = entry {
+                    self.restored.take_index(i);
+                }
+                Ident::Resume { key, id, offset }
+            }
+            None => Ident::New,
+        }
     }
 
     /// A file just found stays open only when it has data to read and the budget allows;
@@ -1702,7 +1892,7 @@ impl Tailer {
             }
             sink.file_done(source, key);
             self.stats.files_released += 1;
-            self.remember_finished(source, &t.id);
+            self.remember_finished(source, &t.id, Some(t.read_pos));
             debug!(path = %t.path.display(), key = %key, "finished rotated file released");
         }
     }
@@ -1758,6 +1948,78 @@ fn is_known_head(known: &HashMap<u32, HashSet<u64>>, head: &[u8]) -> bool {
     false
 }
 
+/// A stream whose head identifies data already seen.
+#[derive(Debug, Clone, Copy)]
+enum KnownRef {
+    /// A tracked file (by index in `Tailer::files`, valid during one scan).
+    File(usize),
+    /// A checkpoint entry not matched yet (by index in `Restored::entries`).
+    Restored(usize),
+    /// A stream read to its end (by index in `Tailer::finished`).
+    Finished(usize),
+}
+
+/// The heads of the streams known during one scan, by length then checksum, to recognise a
+/// file found for the first time as data already seen; and the heads of the followed files
+/// of a directory, read when a small file must be compared byte for byte.
+#[derive(Default)]
+struct KnownIndex {
+    by_len: HashMap<u32, HashMap<u64, Vec<KnownRef>>>,
+    live: HashMap<PathBuf, LiveHeads>,
+}
+
+impl KnownIndex {
+    fn of(tailer: &Tailer) -> Self {
+        let mut index = KnownIndex::default();
+        for (i, t) in tailer.files.iter().enumerate() {
+            index.add(i, &t.id);
+        }
+        for (i, e) in tailer.restored.entries.iter().enumerate() {
+            if let Some(e) = e
+                && e.id.head_len > 0
+            {
+                index.push(e.id.head_len, e.id.head, KnownRef::Restored(i));
+            }
+        }
+        for (i, f) in tailer.finished.iter().enumerate() {
+            if f.head_len > 0 {
+                index.push(f.head_len, f.head, KnownRef::Finished(i));
+            }
+        }
+        index
+    }
+
+    fn add(&mut self, file: usize, id: &FileId) {
+        if id.head_len > 0 {
+            self.push(id.head_len, id.head, KnownRef::File(file));
+        }
+    }
+
+    fn push(&mut self, len: u32, head: u64, r: KnownRef) {
+        self.by_len
+            .entry(len)
+            .or_default()
+            .entry(head)
+            .or_default()
+            .push(r);
+    }
+}
+
+/// What a file found for the first time is.
+enum Ident {
+    /// Unknown data: read from its start (or as `start_at` says).
+    New,
+    /// A copy of a file still followed: left alone for now.
+    Copy,
+    /// Data already read up to `offset`: continue there (under `key`, a checkpoint entry's,
+    /// when given).
+    Resume {
+        key: Option<FileKey>,
+        id: FileId,
+        offset: u64,
+    },
+}
+
 /// The heads of the followed files (files held closed are read by their path), to tell a
 /// copy in progress from a rotated generation.
 struct LiveHeads {
@@ -1769,7 +2031,7 @@ struct LiveHeads {
 impl LiveHeads {
     const KEY: usize = 64;
 
-    fn of(files: &[Tracked]) -> Self {
+    fn of<'a>(files: impl IntoIterator<Item = &'a Tracked>) -> Self {
         let mut live = LiveHeads {
             long: HashMap::new(),
             short: Vec::new(),
@@ -2039,9 +2301,9 @@ fn read_file(
     if t.read_pos > t.size {
         t.size = t.read_pos;
     }
-    if t.role == Role::Active {
-        widen_head(t);
-    }
+    // A rotated file or a copy is identified by its own head too (a file matched later by
+    // that head continues from where it was read to).
+    widen_head(t);
     stats.lines += lines;
     stats.bytes += n as u64;
     stats.lines_truncated += truncated;
