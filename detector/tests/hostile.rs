@@ -496,3 +496,45 @@ async fn an_agent_sending_heavy_reports_does_not_hold_up_the_others() {
         "the light report waited {light_wait:?}, a large part of the heavy agent's {heavy_rest:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_app_names_keep_the_board_small() {
+    let (_dir, running) = start("", None).await;
+    let minute = now() / 60 * 60;
+    let (tx, mut acks) = open_stream(&running).await;
+    // 8 reports of 250 apps each: 2,000 app names from one agent.
+    for seq in 1..=8u64 {
+        let mut r = minute_report(seq, minute);
+        if let Some(Body::Minute(m)) = &mut r.body {
+            m.apps = (0..250)
+                .map(|i| AppCounters {
+                    app: format!("app-{seq}-{i:03}"),
+                    lines: 1,
+                    ..Default::default()
+                })
+                .collect();
+        }
+        tx.send(r).await.expect("send");
+    }
+    for _ in 0..8 {
+        let ack = within("an ack", acks.message())
+            .await
+            .expect("ack")
+            .expect("open");
+        assert_eq!(ack.status(), AckStatus::Stored);
+    }
+    let started = Instant::now();
+    let (status, body) = http("GET", format!("{}/", running.http), None, vec![]).await;
+    let took = started.elapsed();
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("2000 apps"),
+        "the board does not count every app"
+    );
+    assert!(
+        body.contains("1700 more apps are not shown"),
+        "the board does not say what it left out"
+    );
+    assert!(body.len() < 2_000_000, "the board is {} bytes", body.len());
+    eprintln!("board with 2,000 apps: {} bytes in {took:?}", body.len());
+}

@@ -46,6 +46,8 @@ use view::{AppBoard, Board, ExceptionPanel, HostLine, ListFilter, ReleasePage};
 const NEW_WITHIN_SECS: i64 = 24 * 3600;
 /// Exceptions listed per app on the board.
 const BOARD_EXCEPTIONS: usize = 6;
+/// Apps shown on the board at most (each costs a query of its exceptions).
+const BOARD_APPS: usize = 300;
 /// Decision changes on the board's timeline.
 const BOARD_TIMELINE: usize = 15;
 /// Decision changes shown at most on a release's page.
@@ -252,7 +254,7 @@ async fn board<S: Store>(State(state): State<Arc<ApiState<S>>>) -> Response {
 }
 
 async fn gather_board<S: Store>(store: &S, now: i64) -> Result<Board, crate::store::StoreError> {
-    let apps = store.apps().await?;
+    let mut apps = store.apps().await?;
     let mut watching = store
         .releases(&ReleaseFilter {
             app: None,
@@ -261,6 +263,20 @@ async fn gather_board<S: Store>(store: &S, now: i64) -> Result<Board, crate::sto
         .await?;
     by_urgency(&mut watching);
     let recent = store.decisions(None, BOARD_TIMELINE).await?;
+    // At most BOARD_APPS: those with releases watched, then the most recently reporting.
+    let apps_not_shown = apps.len().saturating_sub(BOARD_APPS);
+    if apps_not_shown > 0 {
+        let watched: HashSet<&str> = watching.iter().map(|r| r.app.as_str()).collect();
+        let latest = |a: &AppRow| a.hosts.iter().map(|h| h.last_minute).max();
+        apps.sort_by_key(|a| {
+            (
+                std::cmp::Reverse(watched.contains(a.app.as_str())),
+                std::cmp::Reverse(latest(a)),
+            )
+        });
+        apps.truncate(BOARD_APPS);
+        apps.sort_by(|a, b| a.app.cmp(&b.app));
+    }
     let mut cards = Vec::with_capacity(apps.len());
     for app in apps {
         let mut exceptions: Vec<FingerprintRow> = store
@@ -296,6 +312,7 @@ async fn gather_board<S: Store>(store: &S, now: i64) -> Result<Board, crate::sto
     Ok(Board {
         now,
         apps: cards,
+        apps_not_shown,
         watching,
         recent,
         new_within: NEW_WITHIN_SECS,

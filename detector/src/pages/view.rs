@@ -172,8 +172,11 @@ pub struct AppBoard {
 #[derive(Debug, Clone)]
 pub struct Board {
     pub now: i64,
-    /// Every app, by name.
+    /// The apps shown (at most a few hundred: those with releases watched, then the most
+    /// recently reporting), by name.
     pub apps: Vec<AppBoard>,
+    /// Apps not shown for the limit.
+    pub apps_not_shown: usize,
     /// Every release being watched, blocked first.
     pub watching: Vec<StoredRelease>,
     /// The latest decision changes of all releases, newest first.
@@ -197,7 +200,7 @@ pub fn board(b: &Board) -> Markup {
     let content = html! {
         h1 { "Health board" }
         p.lead {
-            (b.apps.len()) " apps · " (b.watching.len()) " releases watched"
+            (b.apps.len() + b.apps_not_shown) " apps · " (b.watching.len()) " releases watched"
             @if blocked > 0 { " · " strong.decision-block-text { (blocked) " blocked" } }
             @if watch > 0 { " · " strong.decision-watch-text { (watch) " on watch" } }
         }
@@ -214,6 +217,12 @@ pub fn board(b: &Board) -> Markup {
             @if b.apps.is_empty() { p.quiet { "No agent has reported yet." } }
             div.apps {
                 @for a in &b.apps { (app_card(a, b.now, b.new_within)) }
+            }
+            @if b.apps_not_shown > 0 {
+                p.quiet {
+                    (b.apps_not_shown) " more apps are not shown here (the board shows those with releases watched, then the most recently reporting); "
+                    code { "GET /api/v1/apps" } " lists them all."
+                }
             }
         }
         section aria-labelledby="timeline-h" {
