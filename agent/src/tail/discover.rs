@@ -184,6 +184,24 @@ impl Matcher {
             .collect()
     }
 
+    /// The globs whose directory is literal and whose file name starts with a literal part
+    /// before its first wildcard (`/var/log/app/app.log*` gives `app.log`), as (directory,
+    /// that part): rotated names beside it are looked for after a restart.
+    pub fn literal_prefixes(&self) -> Vec<(PathBuf, std::ffi::OsString)> {
+        let glob_chars = |s: &str| s.contains(['*', '?', '[']);
+        self.paths
+            .iter()
+            .filter_map(|p| {
+                let path = Path::new(p);
+                let name = path.file_name()?.to_str()?;
+                let dir = path.parent()?;
+                let cut = name.find(['*', '?', '['])?;
+                (cut > 0 && !glob_chars(&dir.to_string_lossy()))
+                    .then(|| (dir.to_path_buf(), name[..cut].into()))
+            })
+            .collect()
+    }
+
     /// Directories to watch for this source: the literal prefix of every glob, and whether
     /// it must be watched recursively (the rest of the glob spans several components).
     pub fn watch_roots(&self) -> Vec<(PathBuf, bool)> {

@@ -1086,7 +1086,10 @@ impl Tailer {
         let reopened = moved.and_then(|(path, _)| {
             let file = File::open(&path).ok()?;
             let meta = file.metadata().ok()?;
-            let same = meta.dev() == t.id.dev
+            // An empty file (no head) cannot be told from a later file that reused its
+            // inode (a compressed copy made since): only a head identifies a file that moved.
+            let same = t.id.head_len > 0
+                && meta.dev() == t.id.dev
                 && meta.ino() == t.id.ino
                 && head_matches(&file, &t.id).unwrap_or(false);
             same.then_some((path, file, meta.len()))
@@ -1182,6 +1185,7 @@ impl Tailer {
             .flat_map(|(s, m)| {
                 m.literal_files()
                     .into_iter()
+                    .chain(m.literal_prefixes())
                     .map(move |(d, n)| (s, d.join(n)))
             })
             .collect();
