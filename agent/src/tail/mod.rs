@@ -82,8 +82,11 @@
 //! * A file that was still empty when the checkpoint was stored has no head; if it is
 //!   rotated away and compressed before a restart, it is found only as an unknown
 //!   generation (read from 0, which is exact since its checkpoint was 0).
-//! * Rotated names must not match the `paths` globs in copytruncate mode (use `exclude`):
-//!   a copy is another inode and would be read again as a file of its own.
+//! * Globs may match rotated names (`app.log*` minus `*.gz`): a file found for the first
+//!   time whose head is a known stream's (same checksum over the same length: a followed
+//!   file, a checkpoint entry, a finished stream) is that data and continues at its offset;
+//!   a copy of a file still followed waits until that file is truncated. Two different
+//!   files with the same first bytes (up to 1 KiB) are taken for one.
 //! * A file held closed (idle for [`IDLE_CLOSE`]) that is written and then deleted before
 //!   the agent notices the write (a watcher hint usually comes at once; without one the
 //!   next scan) loses those lines: only an open descriptor reaches a deleted file. Renamed
