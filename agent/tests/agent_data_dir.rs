@@ -441,10 +441,10 @@ fn check_tells_a_data_dir_it_cannot_write_and_a_log_it_cannot_read() {
 
     // Read-only.
     let disk = Tmpfs::mount(&dir.path().join("disk"), "1m").expect("mount a tmpfs");
-    let (ok, out) = check(&config(&disk.path()));
+    let (ok, out) = check(&config(disk.path()));
     assert!(ok, "{out}");
     disk.remount("ro");
-    let (ok, out) = check(&config(&disk.path()));
+    let (ok, out) = check(&config(disk.path()));
     assert!(!ok, "a read-only data_dir is a problem: {out}");
     assert!(
         out.contains("PROBLEM: not writable") && out.contains("Read-only file system"),
@@ -456,7 +456,7 @@ fn check_tells_a_data_dir_it_cannot_write_and_a_log_it_cannot_read() {
     // Full: a warning for the service's pre-start check (the agent waits for room).
     disk.remount("rw");
     let filler = disk.fill();
-    let (ok, out) = check(&config(&disk.path()));
+    let (ok, out) = check(&config(disk.path()));
     assert!(ok && out.contains("WARNING: full"), "{out}");
     fs::remove_file(filler).unwrap();
 
