@@ -56,6 +56,17 @@ pub struct LogAnalysis<K> {
     alerts: HashMap<(usize, u64), AlertState>,
     pending_alerts: Vec<Alert>,
     metrics: Arc<Metrics>,
+    /// Lines, bytes and events per source not yet added to `metrics` (shared atomics are
+    /// updated once per read, not per line: see [`publish_metrics`](Self::publish_metrics)).
+    tally: Vec<Tally>,
+}
+
+/// Per-source counts waiting for [`LogAnalysis::publish_metrics`].
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    lines: u64,
+    bytes: u64,
+    events: u64,
 }
 
 impl<K> std::fmt::Debug for LogAnalysis<K> {
@@ -95,6 +106,7 @@ impl<K: Hash + Eq + Clone> LogAnalysis<K> {
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
+            tally: vec![Tally::default(); analyzers.len()],
             analyzers,
             files: HashMap::new(),
             alerts: HashMap::new(),
@@ -118,23 +130,16 @@ impl<K: Hash + Eq + Clone> LogAnalysis<K> {
         let Some(analyzer) = self.analyzers.get(source) else {
             return;
         };
-        if !self.files.contains_key(file) {
-            self.files.insert(
-                file.clone(),
-                FileState {
-                    source,
-                    assembler: EventAssembler::new(analyzer),
-                    truncated_lines: 0,
-                },
-            );
-        }
-        let Some(state) = self.files.get_mut(file) else {
+        let state = self.files.entry(file.clone()).or_insert_with(|| FileState {
+            source,
+            assembler: EventAssembler::new(analyzer),
+            truncated_lines: 0,
+        });
+        let Some(tally) = self.tally.get_mut(source) else {
             return;
         };
-        if let Some(app) = self.metrics.app(source) {
-            admin::add(&app.lines, 1);
-            admin::add(&app.bytes, line.len() as u64 + 1);
-        }
+        tally.lines += 1;
+        tally.bytes += line.len() as u64 + 1;
         let mut sink = Sink {
             counters,
             source,
@@ -142,6 +147,7 @@ impl<K: Hash + Eq + Clone> LogAnalysis<K> {
             alerts: &mut self.alerts,
             pending_alerts: &mut self.pending_alerts,
             metrics: &self.metrics,
+            events: &mut tally.events,
         };
         state
             .assembler
@@ -158,28 +164,47 @@ impl<K: Hash + Eq + Clone> LogAnalysis<K> {
     /// forgets the file.
     pub fn file_done(&mut self, counters: &mut MinuteCounters, file: &K) {
         if let Some(mut state) = self.files.remove(file) {
-            self.flush_state(counters, &mut state, None);
+            self.flush_state(counters, &mut state);
         }
     }
 
-    /// Completes events that saw no new line for `idle` (the flush timeout).
+    /// Completes events that saw no new line for `idle` (the flush timeout). Visits the
+    /// files in place (no key is cloned, no state moved).
     pub fn flush_idle(&mut self, counters: &mut MinuteCounters, now: Instant, idle: Duration) {
-        let files: Vec<K> = self.files.keys().cloned().collect();
-        for key in files {
-            if let Some(mut state) = self.files.remove(&key) {
-                self.flush_state(counters, &mut state, Some((now, idle)));
-                self.files.insert(key, state);
-            }
+        let Self {
+            analyzers,
+            files,
+            alerts,
+            pending_alerts,
+            metrics,
+            tally,
+        } = self;
+        for state in files.values_mut() {
+            let (Some(analyzer), Some(tally)) =
+                (analyzers.get(state.source), tally.get_mut(state.source))
+            else {
+                continue;
+            };
+            let mut sink = Sink {
+                counters,
+                source: state.source,
+                truncated_lines: &mut state.truncated_lines,
+                alerts,
+                pending_alerts,
+                metrics,
+                events: &mut tally.events,
+            };
+            state
+                .assembler
+                .flush_idle(analyzer, now, idle, &mut |event| sink.event(&event));
         }
     }
 
-    fn flush_state(
-        &mut self,
-        counters: &mut MinuteCounters,
-        state: &mut FileState,
-        idle: Option<(Instant, Duration)>,
-    ) {
-        let Some(analyzer) = self.analyzers.get(state.source) else {
+    fn flush_state(&mut self, counters: &mut MinuteCounters, state: &mut FileState) {
+        let (Some(analyzer), Some(tally)) = (
+            self.analyzers.get(state.source),
+            self.tally.get_mut(state.source),
+        ) else {
             return;
         };
         let mut sink = Sink {
@@ -189,12 +214,11 @@ impl<K: Hash + Eq + Clone> LogAnalysis<K> {
             alerts: &mut self.alerts,
             pending_alerts: &mut self.pending_alerts,
             metrics: &self.metrics,
+            events: &mut tally.events,
         };
-        let mut out = |event: Event<'_>| sink.event(&event);
-        match idle {
-            Some((now, idle)) => state.assembler.flush_idle(analyzer, now, idle, &mut out),
-            None => state.assembler.flush(analyzer, &mut out),
-        }
+        state
+            .assembler
+            .flush(analyzer, &mut |event| sink.event(&event));
     }
 
     /// Byte offset of `file` up to which every line has been counted in a completed event.
@@ -211,6 +235,22 @@ impl<K: Hash + Eq + Clone> LogAnalysis<K> {
             .is_some_and(|s| s.assembler.has_pending())
     }
 
+    /// Adds the lines, bytes and events counted since the last call to the shared metrics.
+    pub fn publish_metrics(&mut self) {
+        for (source, tally) in self.tally.iter_mut().enumerate() {
+            let Tally {
+                lines,
+                bytes,
+                events,
+            } = std::mem::take(tally);
+            if let Some(app) = self.metrics.app(source) {
+                admin::add(&app.lines, lines);
+                admin::add(&app.bytes, bytes);
+                admin::add(&app.events, events);
+            }
+        }
+    }
+
     /// Alerts raised since the last call.
     pub fn take_alerts(&mut self) -> Vec<Alert> {
         std::mem::take(&mut self.pending_alerts)
@@ -225,6 +265,8 @@ struct Sink<'a> {
     alerts: &'a mut HashMap<(usize, u64), AlertState>,
     pending_alerts: &'a mut Vec<Alert>,
     metrics: &'a Metrics,
+    /// Events completed, for [`LogAnalysis::publish_metrics`].
+    events: &'a mut u64,
 }
 
 impl Sink<'_> {
@@ -241,9 +283,11 @@ impl Sink<'_> {
                 truncated_lines: truncated,
             },
         );
+        *self.events += 1;
         let app = self.metrics.app(self.source);
-        if let Some(app) = app {
-            admin::add(&app.events, 1);
+        if truncated > 0
+            && let Some(app) = app
+        {
             admin::add(&app.truncated_lines, truncated);
         }
         let Some(info) = event.exception else {
