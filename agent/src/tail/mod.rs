@@ -1582,11 +1582,15 @@ impl Tailer {
                 resume = Some((rank, key, offset.min(size), entry));
             }
         };
+        // Rotation keeps a file's data in its directory (a renamed file, a copytruncate
+        // copy, a compressed generation): a file elsewhere with the same first bytes is
+        // other data that starts alike (two services logging the same banner), not a copy.
+        let dir = path.parent();
         for r in refs {
             match r {
                 KnownRef::File(i) => {
                     let Some(t) = self.files.get(i) else { continue };
-                    if (t.id.dev, t.id.ino) == ino {
+                    if (t.id.dev, t.id.ino) == ino || t.path.parent() != dir {
                         continue;
                     }
                     if matches!(t.reader, Reader::Gone) {
@@ -1601,7 +1605,9 @@ impl Tailer {
                     }
                 }
                 KnownRef::Restored(i) => {
-                    if let Some(Some(e)) = self.restored.entries.get(i) {
+                    if let Some(Some(e)) = self.restored.entries.get(i)
+                        && Path::new(&e.path).parent() == dir
+                    {
                         better(3, Some(e.key), e.offset, Some(i));
                     }
                 }
