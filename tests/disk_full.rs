@@ -49,17 +49,22 @@ fn a_full_detector_disk_loses_nothing_and_counts_nothing_twice() {
         written += 100;
         std::thread::sleep(Duration::from_millis(100));
     }
-    // The detector cannot store them: it must not say it did.
-    std::thread::sleep(Duration::from_secs(1));
+    // The detector cannot store them: it must not say it did. Once its log says a commit
+    // failed, it has tried.
+    let detector_log = dir.path().join("detector.log");
+    let store_failed = || {
+        let log_text = std::fs::read_to_string(&detector_log).unwrap_or_default();
+        log_text.contains("full") || log_text.contains("commit failed")
+    };
+    assert!(
+        eventually(Duration::from_secs(30), store_failed),
+        "the detector's log does not say the store failed:\n{}",
+        std::fs::read_to_string(&detector_log).unwrap_or_default()
+    );
     let while_full = detector.try_lines("shop", "disk-1").unwrap_or(0);
     assert!(
         while_full < written,
         "all {written} lines stored on a full disk?"
-    );
-    let log_text = std::fs::read_to_string(dir.path().join("detector.log")).unwrap_or_default();
-    assert!(
-        log_text.contains("full") || log_text.contains("commit failed"),
-        "the detector's log does not say the store failed:\n{log_text}"
     );
 
     // Space returns; more lines; then the detector dies and comes back.
