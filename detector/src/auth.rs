@@ -42,8 +42,10 @@ pub fn token_matches(presented: &str, expected: &str) -> bool {
     }
     // Compare against the expected bytes repeated to the presented length, and the
     // lengths, without branching on either.
-    let cycled: Vec<u8> = e.iter().copied().cycle().take(p.len()).collect();
-    let same_bytes = p.ct_eq(&cycled);
+    let same_bytes = p
+        .iter()
+        .zip(e.iter().cycle())
+        .fold(subtle::Choice::from(1), |same, (a, b)| same & a.ct_eq(b));
     let same_len = (p.len() as u64).ct_eq(&(e.len() as u64));
     bool::from(same_bytes & same_len)
 }

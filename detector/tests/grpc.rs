@@ -9,29 +9,11 @@ use support::{start, within};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request};
-use vigil_proto::PROTOCOL_VERSION;
 use vigil_proto::v1::collector_client::CollectorClient;
-use vigil_proto::v1::{AckStatus, AppCounters, MinuteReport, Report, report::Body};
+use vigil_proto::v1::{AckStatus, Report};
 
 fn report(seq: u64, minute: i64, lines: u64) -> Report {
-    Report {
-        protocol_version: PROTOCOL_VERSION,
-        host: "web-1".into(),
-        instance: "test-instance".into(),
-        agent_version: "test".into(),
-        fingerprint_version: 1,
-        seq,
-        sent_at: minute,
-        body: Some(Body::Minute(MinuteReport {
-            minute,
-            apps: vec![AppCounters {
-                app: "shop".into(),
-                lines,
-                ..Default::default()
-            }],
-            host_metrics: None,
-        })),
-    }
+    support::minute_report("test-instance", seq, minute, lines)
 }
 
 fn now_minute() -> i64 {

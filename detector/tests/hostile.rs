@@ -14,11 +14,9 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request};
-use vigil_proto::PROTOCOL_VERSION;
 use vigil_proto::v1::collector_client::CollectorClient;
 use vigil_proto::v1::{
-    Ack, AckStatus, Alert, AppCounters, ExceptionCount, ExceptionDefinition, MinuteReport, Report,
-    report::Body,
+    Ack, AckStatus, Alert, AppCounters, ExceptionCount, ExceptionDefinition, Report, report::Body,
 };
 
 fn now() -> i64 {
@@ -91,24 +89,7 @@ async fn post_json(base: &str, path: &str, body: &Value) -> (u16, Value) {
 }
 
 fn minute_report(seq: u64, minute: i64) -> Report {
-    Report {
-        protocol_version: PROTOCOL_VERSION,
-        host: "web-1".into(),
-        instance: "hostile".into(),
-        agent_version: "test".into(),
-        fingerprint_version: 1,
-        seq,
-        sent_at: minute,
-        body: Some(Body::Minute(MinuteReport {
-            minute,
-            apps: vec![AppCounters {
-                app: "shop".into(),
-                lines: 10,
-                ..Default::default()
-            }],
-            host_metrics: None,
-        })),
-    }
+    support::minute_report("hostile", seq, minute, 10)
 }
 
 fn app_of(r: &mut Report) -> &mut AppCounters {

@@ -15,9 +15,10 @@ use vigil_proto::v1::{Ack, AckStatus, Report, report::Body};
 
 mod validate;
 
+pub(crate) use validate::name as check_name;
 pub use validate::{
     MAX_APPS, MAX_COUNT, MAX_DEFINITION_BYTES, MAX_DEFINITION_ITEMS, MAX_FINGERPRINTS,
-    MAX_FUTURE_SECS, MAX_PAST_SECS, MAX_REPORT_ITEMS, validate,
+    MAX_FUTURE_SECS, MAX_NAME_BYTES, MAX_PAST_SECS, MAX_REPORT_ITEMS, validate,
 };
 
 use crate::judge::Definition;
@@ -37,10 +38,19 @@ const BATCH_WORK: usize = 4 * validate::MAX_REPORT_ITEMS;
 
 type Reply = oneshot::Sender<Result<IngestOutcome, String>>;
 
+/// A valid report waiting for the writer, with its cost in rows (reckoned once, when the
+/// stream takes it).
+#[derive(Debug)]
+struct Queued {
+    report: Report,
+    cost: usize,
+    reply: Reply,
+}
+
 /// Hands reports to the writer task; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Ingest {
-    tx: mpsc::Sender<(Report, Reply)>,
+    tx: mpsc::Sender<Queued>,
 }
 
 impl Ingest {
@@ -62,10 +72,19 @@ impl Ingest {
 
     /// Queues a valid report; the receiver resolves once it is committed (or the store
     /// failed, with the reason).
-    async fn submit(&self, report: Report) -> oneshot::Receiver<Result<IngestOutcome, String>> {
+    async fn submit(
+        &self,
+        report: Report,
+        cost: usize,
+    ) -> oneshot::Receiver<Result<IngestOutcome, String>> {
         let (reply, wait) = oneshot::channel();
-        if let Err(mpsc::error::SendError((_, reply))) = self.tx.send((report, reply)).await {
-            let _ = reply.send(Err("the store is shutting down".into()));
+        let queued = Queued {
+            report,
+            cost,
+            reply,
+        };
+        if let Err(mpsc::error::SendError(queued)) = self.tx.send(queued).await {
+            let _ = queued.reply.send(Err("the store is shutting down".into()));
         }
         wait
     }
@@ -73,24 +92,25 @@ impl Ingest {
 
 async fn write_batches<S: Store>(
     store: Arc<S>,
-    mut rx: mpsc::Receiver<(Report, Reply)>,
+    mut rx: mpsc::Receiver<Queued>,
     alerts: Option<mpsc::Sender<StoredAlert>>,
 ) {
     let mut pending = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         // A group commit of what is waiting, bounded in reports and in rows.
-        let mut work = validate::cost(&first.0);
+        let mut work = first.cost;
         pending.push(first);
         while pending.len() < MAX_BATCH && work < BATCH_WORK {
             match rx.try_recv() {
                 Ok(next) => {
-                    work += validate::cost(&next.0);
+                    work += next.cost;
                     pending.push(next);
                 }
                 Err(_) => break,
             }
         }
-        let (reports, replies): (Vec<Report>, Vec<Reply>) = pending.drain(..).unzip();
+        let (reports, replies): (Vec<Report>, Vec<Reply>) =
+            pending.drain(..).map(|q| (q.report, q.reply)).unzip();
         match crate::metrics::timed_commit(store.ingest(&reports, unix_now())).await {
             Ok(outcomes) => {
                 if let Some(alerts) = &alerts {
@@ -218,14 +238,15 @@ impl Collector for CollectorService {
                         let seq = report.seq;
                         let pending = match validate(&report, unix_now()) {
                             Ok(()) => {
-                                let cost = validate::cost(&report).min(STREAM_WORK_BUDGET);
+                                let cost = validate::cost(&report);
+                                let permits = cost.min(STREAM_WORK_BUDGET);
                                 let Ok(permit) = Arc::clone(&budget)
-                                    .acquire_many_owned(u32::try_from(cost).unwrap_or(u32::MAX))
+                                    .acquire_many_owned(u32::try_from(permits).unwrap_or(u32::MAX))
                                     .await
                                 else {
                                     break;
                                 };
-                                PendingAck::Commit(ingest.submit(report).await, permit)
+                                PendingAck::Commit(ingest.submit(report, cost).await, permit)
                             }
                             Err(reason) => {
                                 crate::metrics::global().rejected(&reason);

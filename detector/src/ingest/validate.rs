@@ -130,8 +130,9 @@ pub fn cost(report: &Report) -> usize {
     }
 }
 
-/// A name: 1 to `max` bytes, no control characters (they would forge log lines).
-fn name(what: &str, value: &str, max: usize) -> Result<(), String> {
+/// A name: 1 to `max` bytes, no control characters (they would forge log lines). The API's
+/// app, version and host names are held to the same rule.
+pub(crate) fn name(what: &str, value: &str, max: usize) -> Result<(), String> {
     if value.is_empty() || value.len() > max {
         return Err(format!("{what} must be 1 to {max} bytes"));
     }

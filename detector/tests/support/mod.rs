@@ -11,6 +11,8 @@ use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use vigil_detector::Detector;
 use vigil_detector::config::DetectorConfig;
+use vigil_proto::PROTOCOL_VERSION;
+use vigil_proto::v1::{AppCounters, MinuteReport, Report, report::Body};
 
 /// The longest one step (a connection, an answer) may take.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -68,5 +70,27 @@ pub async fn start(dir: &Path, extra: &str, token: Option<&str>) -> Running {
         channel,
         http: format!("http://{http}"),
         stop: Some(stop),
+    }
+}
+
+/// A minute report of host `web-1`, app `shop`, from agent `instance`.
+pub fn minute_report(instance: &str, seq: u64, minute: i64, lines: u64) -> Report {
+    Report {
+        protocol_version: PROTOCOL_VERSION,
+        host: "web-1".into(),
+        instance: instance.into(),
+        agent_version: "test".into(),
+        fingerprint_version: 1,
+        seq,
+        sent_at: minute,
+        body: Some(Body::Minute(MinuteReport {
+            minute,
+            apps: vec![AppCounters {
+                app: "shop".into(),
+                lines,
+                ..Default::default()
+            }],
+            host_metrics: None,
+        })),
     }
 }
