@@ -47,12 +47,19 @@ pub struct FileId {
 /// FNV-1a 64: tiny, stable across Rust releases (unlike `DefaultHasher`), good enough to
 /// tell different log heads apart (they start with timestamps).
 pub fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    fnv1a_prefixes(bytes).last().map_or(FNV_OFFSET, |(_, h)| h)
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
+/// [`fnv1a`] of every prefix of `bytes`, as `(length, hash)`, in one pass: for matching a
+/// head against known heads of any length.
+pub fn fnv1a_prefixes(bytes: &[u8]) -> impl Iterator<Item = (u32, u64)> + '_ {
+    bytes.iter().enumerate().scan(FNV_OFFSET, |h, (i, &b)| {
+        *h = (*h ^ u64::from(b)).wrapping_mul(FNV_PRIME);
+        Some((u32::try_from(i + 1).unwrap_or(u32::MAX), *h))
+    })
 }
 
 /// Reads up to `want` bytes at offset 0 of `file` (fewer only at end of file).

@@ -1539,16 +1539,9 @@ impl Tailer {
         path: &Path,
     ) -> Ident {
         // The longest known head this file starts with.
-        let mut best = None;
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for (i, &b) in head.iter().enumerate() {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-            let len = i as u32 + 1;
-            if index.by_len.get(&len).is_some_and(|m| m.contains_key(&h)) {
-                best = Some((len, h));
-            }
-        }
+        let best = identity::fnv1a_prefixes(head)
+            .filter(|(len, h)| index.by_len.get(len).is_some_and(|m| m.contains_key(h)))
+            .last();
         let Some((len, h)) = best else {
             // A small file may be the start of a followed file's head (a copy in progress, or
             // a copy of a file that grew since): compared byte for byte with the followed
@@ -1948,17 +1941,8 @@ fn is_known_head(known: &HashMap<u32, HashSet<u64>>, head: &[u8]) -> bool {
     if known.is_empty() {
         return false;
     }
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (i, &b) in head.iter().enumerate() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        if let Some(set) = known.get(&(i as u32 + 1))
-            && set.contains(&h)
-        {
-            return true;
-        }
-    }
-    false
+    identity::fnv1a_prefixes(head)
+        .any(|(len, h)| known.get(&len).is_some_and(|set| set.contains(&h)))
 }
 
 /// A stream whose head identifies data already seen.
