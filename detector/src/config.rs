@@ -54,6 +54,10 @@ pub struct LimitsConfig {
     /// (default 10,000).
     #[serde(default)]
     pub max_hosts_per_release: Option<usize>,
+    /// Age (from its start) at which a release nobody finished is finished with outcome
+    /// `expired` (default 24h).
+    #[serde(default)]
+    pub max_release_age: Option<String>,
 }
 
 /// The limits in force, from `[limits]` with defaults.
@@ -63,6 +67,8 @@ pub struct Limits {
     pub max_backdate_secs: i64,
     /// Most hosts in a release's batches and reference group together.
     pub max_hosts_per_release: usize,
+    /// Age in seconds, from its start, at which a watched release expires.
+    pub max_release_age_secs: i64,
 }
 
 impl Default for Limits {
@@ -70,6 +76,7 @@ impl Default for Limits {
         Self {
             max_backdate_secs: 24 * 3600,
             max_hosts_per_release: 10_000,
+            max_release_age_secs: 24 * 3600,
         }
     }
 }
@@ -79,6 +86,9 @@ impl Default for Limits {
 const MAX_HOSTS_PER_RELEASE_CAP: usize = 100_000;
 /// Largest `max_backdate` accepted: 30 days, what the store keeps of reports' minutes.
 const MAX_BACKDATE_CAP_SECS: i64 = 30 * 24 * 3600;
+/// Largest `max_release_age` accepted: a release is judged on a bounded window whatever
+/// its age, but one watched for more than 30 days is one somebody forgot.
+const MAX_RELEASE_AGE_CAP_SECS: i64 = 30 * 24 * 3600;
 
 /// A receiver of decision changes.
 #[derive(Debug, Clone, Deserialize)]
@@ -213,20 +223,12 @@ impl DetectorConfig {
     pub fn limits(&self) -> Result<Limits, (String, String)> {
         let mut limits = Limits::default();
         if let Some(text) = &self.limits.max_backdate {
-            let d = humantime::parse_duration(text).map_err(|e| {
-                (
-                    "limits.max_backdate".to_owned(),
-                    format!("{text:?} is not a duration like \"24h\" or \"90m\": {e}"),
-                )
-            })?;
-            let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-            if !(60..=MAX_BACKDATE_CAP_SECS).contains(&secs) {
-                return Err((
-                    "limits.max_backdate".to_owned(),
-                    format!("{text:?} is not between 1m and 30d"),
-                ));
-            }
-            limits.max_backdate_secs = secs;
+            limits.max_backdate_secs =
+                duration_secs("limits.max_backdate", text, 60, MAX_BACKDATE_CAP_SECS)?;
+        }
+        if let Some(text) = &self.limits.max_release_age {
+            limits.max_release_age_secs =
+                duration_secs("limits.max_release_age", text, 60, MAX_RELEASE_AGE_CAP_SECS)?;
         }
         if let Some(n) = self.limits.max_hosts_per_release {
             if !(1..=MAX_HOSTS_PER_RELEASE_CAP).contains(&n) {
@@ -267,6 +269,28 @@ impl DetectorConfig {
     pub fn token(&self) -> Result<Option<String>, String> {
         self.token_file.as_deref().map(read_token).transpose()
     }
+}
+
+/// A duration key's value in whole seconds, between `min` and `max` seconds.
+fn duration_secs(key: &str, text: &str, min: i64, max: i64) -> Result<i64, (String, String)> {
+    let d = humantime::parse_duration(text).map_err(|e| {
+        (
+            key.to_owned(),
+            format!("{text:?} is not a duration like \"24h\" or \"90m\": {e}"),
+        )
+    })?;
+    let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    if !(min..=max).contains(&secs) {
+        return Err((
+            key.to_owned(),
+            format!(
+                "{text:?} is not between {} and {}",
+                humantime::format_duration(std::time::Duration::from_secs(min.unsigned_abs())),
+                humantime::format_duration(std::time::Duration::from_secs(max.unsigned_abs()))
+            ),
+        ));
+    }
+    Ok(secs)
 }
 
 /// Reads a token file: its content without surrounding white space, never empty.
@@ -332,7 +356,8 @@ mod tests {
             config.limits(),
             Ok(Limits {
                 max_backdate_secs: 5400,
-                max_hosts_per_release: 50
+                max_hosts_per_release: 50,
+                max_release_age_secs: 24 * 3600,
             })
         );
         let err = parse("[limits]\nmax_backdate = \"forever\"").expect_err("bad duration");
@@ -342,7 +367,20 @@ mod tests {
             "{err}"
         );
         let err = parse("[limits]\nmax_backdate = \"400d\"").expect_err("too long");
-        assert!(err.to_string().contains("between 1m and 30d"), "{err}");
+        assert!(err.to_string().contains("between 1m and 30days"), "{err}");
+        let config = parse("[limits]\nmax_release_age = \"2m\"").expect("release age");
+        assert_eq!(config.limits().map(|l| l.max_release_age_secs), Ok(120));
+        let err = parse("[limits]\nmax_release_age = \"soon\"").expect_err("bad age");
+        assert!(
+            err.to_string()
+                .starts_with("detector.toml: limits.max_release_age: \"soon\" is not a duration"),
+            "{err}"
+        );
+        let err = parse("[limits]\nmax_release_age = \"30s\"").expect_err("too short");
+        assert_eq!(
+            err.to_string(),
+            "detector.toml: limits.max_release_age: \"30s\" is not between 1m and 30days"
+        );
         let err = parse("[limits]\nmax_hosts_per_release = 0").expect_err("zero");
         assert!(
             err.to_string().contains("limits.max_hosts_per_release"),

@@ -7,7 +7,9 @@ use maud::{DOCTYPE, Markup, html};
 use super::chart::Chart;
 use super::format::{ago, iso, number, p_value, time};
 use crate::judge::{Decision, Evidence, Feedback, Reason, Severity, Tally};
-use crate::store::{AppRow, DecisionEntry, FingerprintRow, HostRow, ReleaseState, StoredRelease};
+use crate::store::{
+    AppRow, DecisionEntry, FingerprintRow, HostRow, Outcome, ReleaseState, StoredRelease,
+};
 
 /// A host counts as reporting when its newest minute is at most this old.
 pub const REPORTING_SECS: i64 = 3 * 60;
@@ -450,7 +452,10 @@ fn timeline(p: &ReleasePage) -> Vec<(i64, Markup)> {
     if let (Some(at), Some(outcome)) = (r.finished_at, r.outcome) {
         events.push((
             at,
-            html! { "finished: " (outcome.as_str().replace('_', " ")) },
+            html! {
+                "finished: " (outcome.as_str().replace('_', " "))
+                @if outcome == Outcome::Expired { " — nobody finished it within [limits] max_release_age" }
+            },
         ));
     }
     // Stable: events at the same second keep the order above.

@@ -154,6 +154,10 @@ pub struct DecisionChange {
     pub decided_at: i64,
     /// Why.
     pub reasons: Vec<Reason>,
+    /// Set when the release was finished (`success`, `rolled_back`, or `expired` when the
+    /// detector finished it); the decision is then the one it ended with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
 }
 
 /// `POST /api/v1/releases`.
@@ -190,7 +194,7 @@ pub struct AddBatch {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FinishRelease {
-    /// `success` or `rolled_back`.
+    /// `success` or `rolled_back` (`expired` is the detector's to give).
     pub outcome: Outcome,
 }
 
@@ -484,6 +488,13 @@ impl<S: Store> Releases<S> {
         req: FinishRelease,
         now: i64,
     ) -> Result<ReleaseView, ReleaseError> {
+        if req.outcome == Outcome::Expired {
+            return Err(ReleaseError::Invalid(
+                "outcome \"expired\" is given by the detector to releases nobody finished; \
+                 finish with \"success\" or \"rolled_back\""
+                    .into(),
+            ));
+        }
         let _guard = self.lock.lock().await;
         let mut release = self.load(id).await?;
         if release.state == ReleaseState::Finished {
@@ -492,18 +503,81 @@ impl<S: Store> Releases<S> {
                 release.outcome.map_or("no outcome", Outcome::as_str)
             )));
         }
+        self.finish_locked(&mut release, req.outcome, now).await?;
+        Ok(release.into())
+    }
+
+    /// Finishes `release` (its lock held) with `outcome` and tells the webhooks.
+    async fn finish_locked(
+        &self,
+        release: &mut StoredRelease,
+        outcome: Outcome,
+        now: i64,
+    ) -> Result<(), ReleaseError> {
         release.state = ReleaseState::Finished;
-        release.outcome = Some(req.outcome);
+        release.outcome = Some(outcome);
         release.finished_at = Some(now);
         self.store
             .update_release(&ReleaseUpdate {
-                release: &release,
+                release,
                 new_batch: None,
                 app_memory: None,
                 feedback: None,
             })
             .await?;
-        Ok(release.into())
+        tracing::info!(id = release.id, app = %release.app, outcome = outcome.as_str(), decision = release.decision.as_str(), "release finished");
+        self.post(DecisionChange {
+            release_id: release.id,
+            app: release.app.clone(),
+            version: release.version.clone(),
+            decision: release.decision,
+            previous_decision: release.decision,
+            decided_at: release.decided_at.unwrap_or(now),
+            reasons: release.reasons.clone(),
+            outcome: Some(outcome),
+        });
+        Ok(())
+    }
+
+    /// Finishes with outcome `expired` every watched release that started
+    /// `[limits] max_release_age` or longer before `now`; returns their ids. A release
+    /// that fails is logged and left for the next call.
+    ///
+    /// # Errors
+    /// [`ReleaseError::Store`] when the releases cannot be listed.
+    pub async fn expire(&self, now: i64) -> Result<Vec<i64>, ReleaseError> {
+        let watching = self
+            .store
+            .releases(&ReleaseFilter {
+                app: None,
+                state: Some(ReleaseState::Watching),
+            })
+            .await?;
+        let mut expired = Vec::new();
+        for candidate in watching {
+            if now - candidate.started_at < self.limits.max_release_age_secs {
+                continue;
+            }
+            let _guard = self.lock.lock().await;
+            let mut release = match self.load(candidate.id).await {
+                Ok(release) => release,
+                Err(e) => {
+                    tracing::warn!(id = candidate.id, error = %e, "expiring a release failed");
+                    continue;
+                }
+            };
+            if release.state != ReleaseState::Watching {
+                continue;
+            }
+            match self
+                .finish_locked(&mut release, Outcome::Expired, now)
+                .await
+            {
+                Ok(()) => expired.push(release.id),
+                Err(e) => tracing::warn!(id = release.id, error = %e, "expiring a release failed"),
+            }
+        }
+        Ok(expired)
     }
 
     /// A user's feedback (`POST /api/v1/releases/{id}/feedback`): the app's memory learns
@@ -881,6 +955,10 @@ impl<S: Store> Releases<S> {
                     if let Err(e) = this.round_all(judged).await {
                         tracing::warn!(error = %e, "judgement round failed");
                     }
+                    // Judged up to the minute that just ended, then ended when too old.
+                    if let Err(e) = this.expire(unix_now()).await {
+                        tracing::warn!(error = %e, "expiring releases failed");
+                    }
                 }
             }
         };
@@ -998,10 +1076,7 @@ impl<S: Store> Releases<S> {
         }
         crate::metrics::global().decided(release.decision);
         tracing::info!(id = release.id, app = %release.app, from = previous.as_str(), to = release.decision.as_str(), "release decision changed");
-        let Some(tx) = &self.decisions else {
-            return;
-        };
-        let change = DecisionChange {
+        self.post(DecisionChange {
             release_id: release.id,
             app: release.app.clone(),
             version: release.version.clone(),
@@ -1009,9 +1084,18 @@ impl<S: Store> Releases<S> {
             previous_decision: previous,
             decided_at: release.decided_at.unwrap_or_else(unix_now),
             reasons: release.reasons.clone(),
+            outcome: None,
+        });
+    }
+
+    /// Hands `change` to the webhooks without waiting (a full queue drops it, warned).
+    fn post(&self, change: DecisionChange) {
+        let Some(tx) = &self.decisions else {
+            return;
         };
+        let id = change.release_id;
         if let Err(e) = tx.try_send(change) {
-            tracing::warn!(id = release.id, error = %e, "webhook queue full; decision change not posted");
+            tracing::warn!(id, error = %e, "webhook queue full; decision change not posted");
         }
     }
 }

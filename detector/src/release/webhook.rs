@@ -5,6 +5,10 @@
 //! The body is a [`DecisionChange`]:
 //! `{"release_id":7,"app":"shop","version":"2.0.1","decision":"block",
 //!   "previous_decision":"pass","decided_at":1763880125,"reasons":[...]}`.
+//!
+//! A release's finish is posted the same way, with the decision it ended with (equal to
+//! `previous_decision`) and an `outcome`: `success`, `rolled_back`, or `expired` when
+//! nobody finished it within `[limits] max_release_age` and the detector did.
 
 use std::time::Duration;
 

@@ -148,14 +148,17 @@ pub enum Outcome {
     Success,
     /// Rolled back.
     RolledBack,
+    /// Nobody finished it within `[limits] max_release_age`: the detector did.
+    Expired,
 }
 
 impl Outcome {
-    /// `success` or `rolled_back`.
+    /// `success`, `rolled_back` or `expired`.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Success => "success",
             Outcome::RolledBack => "rolled_back",
+            Outcome::Expired => "expired",
         }
     }
 }
