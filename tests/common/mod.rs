@@ -202,15 +202,24 @@ impl DetectorProcess {
     }
 }
 
-/// Starts `vigil-<name> run --config PATH` with its output in `log`.
+/// Starts `vigil-<name> run --config PATH` with its output appended to `log` (a restarted
+/// process adds to what the one before it wrote), at the level `VIGIL_TEST_LOG` gives
+/// (`info` by default).
 pub fn spawn(name: &'static str, config: &Path, log: &Path) -> Running {
-    let out = std::fs::File::create(log).expect("log file");
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
     let err = out.try_clone().expect("log file");
     let child = Command::new(binary(name))
         .arg("run")
         .arg("--config")
         .arg(config)
-        .env("VIGIL_LOG", "info")
+        .env(
+            "VIGIL_LOG",
+            std::env::var("VIGIL_TEST_LOG").unwrap_or_else(|_| "info".to_owned()),
+        )
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)

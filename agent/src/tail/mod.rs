@@ -851,6 +851,7 @@ impl Tailer {
         self.by_path_stale = true;
         let mut claimed: HashSet<(u64, u64)> = HashSet::new();
         let mut spawned: Vec<Tracked> = Vec::new();
+        let mut refound: Vec<usize> = Vec::new();
         let mut dirs = DirCache::default();
 
         // 1. Files already tracked.
@@ -883,12 +884,18 @@ impl Tailer {
                     }
                 }
                 (Role::Active, Some(f)) => {
-                    claimed.insert((t.id.dev, t.id.ino));
                     if f.path != t.path {
                         info!(from = %t.path.display(), to = %f.path.display(), key = %t.key, "file renamed");
                         t.path = f.path.clone();
                     }
-                    if check_truncated(t, f.size) {
+                    if !check_truncated(t, f.size) {
+                        claimed.insert((t.id.dev, t.id.ino));
+                    } else {
+                        // Its old content is finished from its copy (or lost); its new
+                        // content is looked at as a file found now (step 2), since it may be
+                        // data of another stream: an inode freed by a deleted generation is
+                        // often taken at once by logrotate's next copy of the live file.
+                        refound.push(i);
                         let key = self.new_key();
                         let t = &mut self.files[i];
                         let (old, copy_found) = truncated(t, key, now, &mut dirs);
@@ -918,6 +925,13 @@ impl Tailer {
                 }
             }
         }
+        if !refound.is_empty() {
+            let mut i = 0;
+            self.files.retain(|_| {
+                i += 1;
+                !refound.contains(&(i - 1))
+            });
+        }
         self.files.extend(spawned);
         // Copies found for truncated files and rotated files reopened count too.
         self.open = self.count_open();
@@ -926,6 +940,7 @@ impl Tailer {
         // the others, which may be known by their head (a rotated copy or a file renamed
         // while the agent was stopped: data already read, continued where it was).
         let mut later = Vec::new();
+        let mut changed = Vec::new();
         for (source, scan) in scans.iter().enumerate() {
             for f in &scan.found {
                 if claimed.contains(&(f.dev, f.ino)) {
@@ -937,16 +952,26 @@ impl Tailer {
                 }
                 claimed.insert((f.dev, f.ino));
                 let first_here = first || self.deferred_first.contains(&(f.dev, f.ino));
-                self.open_new(source, f, first_here, now, &mut None, false);
+                let pass = Pass::Checkpointed;
+                if self.open_new(source, f, first_here, now, &mut None, pass) == Opened::Changed {
+                    // Its inode holds other data now (an inode reused by logrotate's next
+                    // copy, a file truncated while the agent was stopped): looked at by its
+                    // content, once every checkpointed file still holding its data is
+                    // followed again.
+                    claimed.remove(&(f.dev, f.ino));
+                    changed.push((source, f));
+                }
             }
         }
+        later.extend(changed);
         let mut known = None;
         for (source, f) in later {
             if !claimed.insert((f.dev, f.ino)) {
                 continue;
             }
             let first_here = first || self.deferred_first.contains(&(f.dev, f.ino));
-            if !self.open_new(source, f, first_here, now, &mut known, true) {
+            if self.open_new(source, f, first_here, now, &mut known, Pass::Rest) != Opened::Followed
+            {
                 claimed.remove(&(f.dev, f.ino)); // looked at again by the next scan
             }
         }
@@ -1358,8 +1383,8 @@ impl Tailer {
         first: bool,
         now: Instant,
         known: &mut Option<KnownIndex>,
-        match_heads: bool,
-    ) -> bool {
+        pass: Pass,
+    ) -> Opened {
         let file = match File::open(&f.path) {
             Ok(file) => {
                 if !self.failing.is_empty() {
@@ -1374,25 +1399,25 @@ impl Tailer {
                 if first {
                     self.deferred_first.insert((f.dev, f.ino));
                 }
-                return false;
+                return Opened::NotNow;
             }
             Err(e) => {
                 if self.failing.insert(f.path.clone()) {
                     warn!(path = %f.path.display(), error = %e, "cannot open log file; will retry");
                     self.stats.errors += 1;
                 }
-                return false;
+                return Opened::NotNow;
             }
         };
         if !self.deferred_first.is_empty() {
             self.deferred_first.remove(&(f.dev, f.ino));
         }
         let Ok(meta) = file.metadata() else {
-            return false;
+            return Opened::NotNow;
         };
         let (dev, ino, size) = (meta.dev(), meta.ino(), meta.len());
         if dev != f.dev || ino != f.ino {
-            return false; // replaced between stat and open: the next scan sees the new one
+            return Opened::NotNow; // replaced between stat and open: the next scan sees the new one
         }
         self.by_path_stale = true;
         let target = std::fs::symlink_metadata(&f.path)
@@ -1424,49 +1449,50 @@ impl Tailer {
             widen_head(&mut t);
             self.keep_open_if_needed(&mut t);
             self.files.push(t);
-            return true;
+            return Opened::Followed;
         }
-        if match_heads {
-            if size == 0 {
-                // No identity yet: a copy just begun looks like this. Followed once it has a
-                // head (nothing is lost meanwhile: it holds nothing).
-                return false;
-            }
-            let mut head = Vec::with_capacity(HEAD_WINDOW);
-            if read_head(&file, HEAD_WINDOW, &mut head).is_ok() && !head.is_empty() {
-                let index = known.get_or_insert_with(|| KnownIndex::of(self));
-                match self.identify(index, &head, size, (dev, ino), &f.path) {
-                    Ident::New => {}
-                    Ident::Copy => {
-                        debug!(path = %f.path.display(), "a copy of a followed file; not read while that file holds its lines");
-                        return false;
-                    }
-                    Ident::Resume { key, id, offset } => {
-                        let key = key.unwrap_or_else(|| self.new_key());
-                        info!(path = %f.path.display(), key = %key, offset, "file holds data already read (a rotated copy or a renamed file); continuing where it was read to");
-                        self.stats.files_opened += 1;
-                        let mut t = Tracked {
-                            key,
-                            source,
-                            path: f.path.clone(),
-                            id: FileId { dev, ino, ..id },
-                            reader: Reader::Plain(file),
-                            read_pos: offset,
-                            delivered: offset,
-                            lines: LineBuf::default(),
-                            role: Role::Active,
-                            size,
-                            more: size > offset,
-                            rewritten: false,
-                            last_data: now,
-                            target,
-                        };
-                        widen_head(&mut t);
-                        index.add(self.files.len(), &t.id);
-                        self.keep_open_if_needed(&mut t);
-                        self.files.push(t);
-                        return true;
-                    }
+        if pass == Pass::Checkpointed {
+            return Opened::Changed;
+        }
+        if size == 0 {
+            // No identity yet: a copy just begun looks like this. Followed once it has a
+            // head (nothing is lost meanwhile: it holds nothing).
+            return Opened::NotNow;
+        }
+        let mut head = Vec::with_capacity(HEAD_WINDOW);
+        if read_head(&file, HEAD_WINDOW, &mut head).is_ok() && !head.is_empty() {
+            let index = known.get_or_insert_with(|| KnownIndex::of(self));
+            match self.identify(index, &head, size, (dev, ino), &f.path) {
+                Ident::New => {}
+                Ident::Copy => {
+                    debug!(path = %f.path.display(), "a copy of a followed file; not read while that file holds its lines");
+                    return Opened::NotNow;
+                }
+                Ident::Resume { key, id, offset } => {
+                    let key = key.unwrap_or_else(|| self.new_key());
+                    info!(path = %f.path.display(), key = %key, offset, "file holds data already read (a rotated copy or a renamed file); continuing where it was read to");
+                    self.stats.files_opened += 1;
+                    let mut t = Tracked {
+                        key,
+                        source,
+                        path: f.path.clone(),
+                        id: FileId { dev, ino, ..id },
+                        reader: Reader::Plain(file),
+                        read_pos: offset,
+                        delivered: offset,
+                        lines: LineBuf::default(),
+                        role: Role::Active,
+                        size,
+                        more: size > offset,
+                        rewritten: false,
+                        last_data: now,
+                        target,
+                    };
+                    widen_head(&mut t);
+                    index.add(self.files.len(), &t.id);
+                    self.keep_open_if_needed(&mut t);
+                    self.files.push(t);
+                    return Opened::Followed;
                 }
             }
         }
@@ -1526,7 +1552,7 @@ impl Tailer {
         }
         self.keep_open_if_needed(&mut t);
         self.files.push(t);
-        true
+        Opened::Followed
     }
 
     /// What a file found with `head` (its first bytes, `size` in all) is to the streams known.
@@ -2000,6 +2026,27 @@ impl KnownIndex {
             .or_default()
             .push(r);
     }
+}
+
+/// Which files [`Tailer::open_new`] is given.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// Files at a checkpointed inode: followed from their entry if they still hold its
+    /// data, else [`Opened::Changed`].
+    Checkpointed,
+    /// The others, and the changed ones: known by their head, else new.
+    Rest,
+}
+
+/// What [`Tailer::open_new`] did with a file.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Opened {
+    Followed,
+    /// Not followed for now (no descriptor, not openable, a copy, no content yet): looked
+    /// at again by the next scan.
+    NotNow,
+    /// Its checkpointed inode holds other data now: to be looked at with [`Pass::Rest`].
+    Changed,
 }
 
 /// What a file found for the first time is.
