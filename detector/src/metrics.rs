@@ -18,6 +18,8 @@
 //! | `vigil_detector_decisions_total{decision}` | counter | judgement decisions (`pass`, `watch`, `block`) |
 //! | `vigil_detector_judgement_seconds` | histogram | time of one judgement round |
 //! | `vigil_detector_webhook_failures_total` | counter | webhook deliveries failed for good |
+//! | `vigil_detector_judge_state_unreadable_total` | counter | stored judge states that could not be read (the release kept its decision) |
+//! | `vigil_detector_releases_expired_total` | counter | releases finished as `expired` (`[limits] max_release_age`) |
 //! | `vigil_detector_build_info{version}` | gauge | always 1 |
 //!
 //! The judgement families stay at 0 until the judgement loop calls [`Metrics::decided`],
@@ -224,6 +226,10 @@ pub struct Metrics {
     pub judgement_seconds: Histogram,
     /// Webhook deliveries that failed for good.
     pub webhook_failures: AtomicU64,
+    /// Stored judge states found unreadable (each release counted once, when found).
+    pub judge_state_unreadable: AtomicU64,
+    /// Releases finished as `expired`.
+    pub releases_expired: AtomicU64,
     /// The store's directory, for its size.
     store_dir: RwLock<Option<PathBuf>>,
 }
@@ -301,6 +307,16 @@ impl Metrics {
     /// A webhook delivery failed for good.
     pub fn webhook_failed(&self) {
         self.webhook_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A release's stored judge state could not be read; the release kept its decision.
+    pub fn judge_state_unreadable(&self) {
+        self.judge_state_unreadable.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A release nobody finished was finished as `expired`.
+    pub fn release_expired(&self) {
+        self.releases_expired.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Bytes of the files in the store's directory (`data_dir` holds only the SQLite
@@ -431,6 +447,20 @@ impl Metrics {
             "counter",
             "Webhook deliveries that failed for good.",
             load(&self.webhook_failures),
+        );
+        single(
+            &mut out,
+            "vigil_detector_judge_state_unreadable_total",
+            "counter",
+            "Stored judge states that could not be read; each release kept its decision.",
+            load(&self.judge_state_unreadable),
+        );
+        single(
+            &mut out,
+            "vigil_detector_releases_expired_total",
+            "counter",
+            "Releases nobody finished, finished as expired ([limits] max_release_age).",
+            load(&self.releases_expired),
         );
         out
     }

@@ -731,6 +731,13 @@ impl ReleaseJudge {
         &self.verdict
     }
 
+    /// Carries over the verdict of a judge whose stored state was lost (unreadable after an
+    /// upgrade or a corrupt row): this judge starts its window afresh but from that
+    /// decision, so a block stays a block (sticky) and keeps its time and reasons.
+    pub fn resume(&mut self, verdict: Verdict) {
+        self.verdict = verdict;
+    }
+
     /// Records a new batch of released hosts (the release API's `POST .../batches`); the
     /// next round treats those hosts as released from the batch's minute.
     pub fn add_batch(&mut self, batch: Batch) {

@@ -517,6 +517,13 @@ pub fn release_page(p: &ReleasePage) -> Markup {
                     " · started " time datetime=(iso(r.started_at)) { (time(r.started_at)) }
                     @if let Some(f) = r.finished_at { " · finished " time datetime=(iso(f)) { (time(f)) } }
                 }
+                @if let Some(lost) = r.judge.as_deref().and_then(crate::release::judge_state::recovery) {
+                    p.warning role="alert" {
+                        "The judge state stored for this release was unreadable (found "
+                        time datetime=(iso(lost.at)) { (time(lost.at)) } ": " (lost.reason)
+                        "). The release kept its decision and is judged on from it with a fresh window."
+                    }
+                }
                 p.count {
                     @match r.reasons.len() {
                         0 => "No reason to worry.",

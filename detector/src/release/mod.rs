@@ -33,6 +33,7 @@
 //! ```
 //! (`jsonPath: "{$.ok}"` with `successCondition: result == true` works as well.)
 
+pub mod judge_state;
 mod validate;
 pub mod webhook;
 pub mod window;
@@ -50,13 +51,14 @@ use crate::config::Limits;
 use crate::ingest::unix_now;
 use crate::judge::{
     AppMemory, Batch, Decision, Definition, Feedback, Fingerprint, HostMinute, JudgeParams, Reason,
-    Release, ReleaseJudge, fingerprint_hex, minute_of,
+    Release, ReleaseJudge, Verdict, fingerprint_hex, minute_of,
 };
 use crate::replay::{Case, CaseMinute, CaseRelease, Expected, parse_fingerprint};
 use crate::store::{
     FeedbackEntry, FingerprintRow, MinuteRow, NewRelease, Outcome, ReleaseFilter, ReleaseState,
     ReleaseUpdate, SeriesQuery, Store, StoreError, StoredRelease,
 };
+use judge_state::Recovery;
 
 /// Seconds after a minute boundary before the minute is judged, so that reports flushed
 /// at the boundary are stored.
@@ -242,6 +244,10 @@ pub struct ReleaseView {
     pub last_round: Option<i64>,
     /// Users' feedback.
     pub feedback: Vec<FeedbackEntry>,
+    /// Set when the release's stored judge state could not be read (an upgrade, a corrupt
+    /// row) and its judge was rebuilt from its decision: when, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judge_state_unreadable: Option<Recovery>,
 }
 
 impl From<StoredRelease> for ReleaseView {
@@ -262,6 +268,7 @@ impl From<StoredRelease> for ReleaseView {
             finished_at: r.finished_at,
             last_round: r.last_round,
             feedback: r.feedback,
+            judge_state_unreadable: r.judge.as_deref().and_then(judge_state::recovery),
         }
     }
 }
@@ -461,9 +468,11 @@ impl<S: Store> Releases<S> {
             at,
             hosts: req.hosts,
         };
-        if let Some(mut judge) = decode_judge(&release) {
-            judge.add_batch(batch.clone());
-            release.judge = Some(encode_judge(&judge)?);
+        // An unreadable state is left for the next round, which rebuilds the judge from
+        // every batch (this one too) and says so.
+        if let Some(Ok(mut state)) = release.judge.as_deref().map(judge_state::decode) {
+            state.judge.add_batch(batch.clone());
+            release.judge = Some(encode_judge(&state.judge, state.recovered.as_ref())?);
         }
         self.store
             .update_release(&ReleaseUpdate {
@@ -611,18 +620,26 @@ impl<S: Store> Releases<S> {
             )));
         }
         let mut memory = self.memory(&release.app).await?;
-        let judge = match self.judge_of(&release).await? {
-            Some(judge) => judge,
+        let (judge, recovered) = match self.judge_of(&release, now).await? {
+            Some(loaded) => {
+                if loaded.found_unreadable {
+                    release.judge = Some(encode_judge(&loaded.judge, loaded.recovered.as_ref())?);
+                }
+                (loaded.judge, loaded.recovered)
+            }
             // Never judged (no batch yet): nothing to learn but the count.
-            None => ReleaseJudge::new(
-                Release {
-                    app: release.app.clone(),
-                    batches: Vec::new(),
-                    reference_hosts: release.reference_hosts.clone(),
-                    until: None,
-                },
-                HashSet::new(),
-                HashMap::new(),
+            None => (
+                ReleaseJudge::new(
+                    Release {
+                        app: release.app.clone(),
+                        batches: Vec::new(),
+                        reference_hosts: release.reference_hosts.clone(),
+                        until: None,
+                    },
+                    HashSet::new(),
+                    HashMap::new(),
+                ),
+                None,
             ),
         };
         memory.learn(&judge, req.label);
@@ -632,7 +649,7 @@ impl<S: Store> Releases<S> {
             && matches!(req.label, Feedback::FalseAlarm | Feedback::ConfirmedNormal)
         {
             release.judge = match self.build_judge(&release).await? {
-                Some(fresh) => Some(encode_judge(&fresh)?),
+                Some(fresh) => Some(encode_judge(&fresh, recovered.as_ref())?),
                 None => None,
             };
             release.decision = Decision::Pass;
@@ -811,9 +828,10 @@ impl<S: Store> Releases<S> {
         if start > minute {
             return Ok(release.into());
         }
-        let Some(mut judge) = self.judge_of(&release).await? else {
+        let Some(loaded) = self.judge_of(&release, minute + 60).await? else {
             return Ok(release.into());
         };
+        let (mut judge, recovered) = (loaded.judge, loaded.recovered);
         for f in self.store.exceptions(&release.app).await? {
             if !f.class.is_empty()
                 && let Ok(fp) = parse_fingerprint(&f.fingerprint)
@@ -852,7 +870,7 @@ impl<S: Store> Releases<S> {
         .map_err(|e| ReleaseError::Judgement(e.to_string()))?;
         crate::metrics::global().judged(judging.elapsed());
         release.last_round = Some(minute);
-        self.record_verdict(&mut release, &judge, verdict, previous)
+        self.record_verdict(&mut release, &judge, recovered.as_ref(), verdict, previous)
             .await?;
         Ok(release.into())
     }
@@ -863,10 +881,11 @@ impl<S: Store> Releases<S> {
         &self,
         release: &mut StoredRelease,
         judge: &ReleaseJudge,
-        verdict: crate::judge::Verdict,
+        recovered: Option<&Recovery>,
+        verdict: Verdict,
         previous: Decision,
     ) -> Result<(), ReleaseError> {
-        release.judge = Some(encode_judge(judge)?);
+        release.judge = Some(encode_judge(judge, recovered)?);
         release.decision = verdict.decision;
         release.decided_at = Some(verdict.decided_at);
         release.reasons = verdict.reasons;
@@ -909,9 +928,10 @@ impl<S: Store> Releases<S> {
             if release.state != ReleaseState::Watching {
                 continue;
             }
-            let Some(mut judge) = self.judge_of(&release).await? else {
+            let Some(loaded) = self.judge_of(&release, alert.at).await? else {
                 continue;
             };
+            let (mut judge, recovered) = (loaded.judge, loaded.recovered);
             let memory = self.memory(&release.app).await?;
             let previous = release.decision;
             let verdict = judge.alert(
@@ -922,10 +942,22 @@ impl<S: Store> Releases<S> {
                 &memory,
             );
             if verdict.decision == previous {
+                if loaded.found_unreadable {
+                    // Keep the rebuilt judge, so the unreadable state is reported once.
+                    let verdict = judge.verdict().clone();
+                    self.record_verdict(
+                        &mut release,
+                        &judge,
+                        recovered.as_ref(),
+                        verdict,
+                        previous,
+                    )
+                    .await?;
+                }
                 continue;
             }
             tracing::info!(id = release.id, app = %release.app, host = %alert.host, fingerprint = %fingerprint_hex(alert.fingerprint), decision = verdict.decision.as_str(), "alert changed a release's decision");
-            self.record_verdict(&mut release, &judge, verdict, previous)
+            self.record_verdict(&mut release, &judge, recovered.as_ref(), verdict, previous)
                 .await?;
         }
         Ok(())
@@ -997,15 +1029,53 @@ impl<S: Store> Releases<S> {
         })
     }
 
-    /// The release's judge: as stored, or new when never judged. `None` without batches.
+    /// The release's judge: as stored (older versions migrated), or new when never
+    /// judged. `None` without batches.
+    ///
+    /// A stored state that cannot be read never lifts a decision: a judge is rebuilt from
+    /// the stored counters, starting from the release's decision (a block stays a block),
+    /// and the finding is logged as an error, counted in `/metrics` and noted (with `at`)
+    /// in the state written back, which the release page and the API show.
     async fn judge_of(
         &self,
         release: &StoredRelease,
-    ) -> Result<Option<ReleaseJudge>, ReleaseError> {
-        match decode_judge(release) {
-            Some(judge) => Ok(Some(judge)),
-            None => self.build_judge(release).await,
-        }
+        at: i64,
+    ) -> Result<Option<LoadedJudge>, ReleaseError> {
+        let Some(text) = release.judge.as_deref() else {
+            return Ok(self.build_judge(release).await?.map(|judge| LoadedJudge {
+                judge,
+                recovered: None,
+                found_unreadable: false,
+            }));
+        };
+        let unreadable = match judge_state::decode(text) {
+            Ok(state) => {
+                return Ok(Some(LoadedJudge {
+                    judge: state.judge,
+                    recovered: state.recovered,
+                    found_unreadable: false,
+                }));
+            }
+            Err(e) => e,
+        };
+        tracing::error!(id = release.id, app = %release.app, decision = release.decision.as_str(), error = %unreadable, "stored judge state unreadable; judging on from the release's decision");
+        crate::metrics::global().judge_state_unreadable();
+        let Some(mut judge) = self.build_judge(release).await? else {
+            return Ok(None);
+        };
+        judge.resume(Verdict {
+            decision: release.decision,
+            decided_at: release.decided_at.unwrap_or(at),
+            reasons: release.reasons.clone(),
+        });
+        Ok(Some(LoadedJudge {
+            judge,
+            recovered: Some(Recovery {
+                at,
+                reason: unreadable.0,
+            }),
+            found_unreadable: true,
+        }))
     }
 
     async fn build_judge(
@@ -1108,21 +1178,19 @@ fn first_minute(release: &StoredRelease) -> Option<i64> {
     release.batches.iter().map(|b| minute_of(b.at)).min()
 }
 
-fn decode_judge(release: &StoredRelease) -> Option<ReleaseJudge> {
-    let text = release.judge.as_deref()?;
-    match serde_json::from_str(text) {
-        Ok(judge) => Some(judge),
-        Err(e) => {
-            tracing::warn!(id = release.id, error = %e, "stored judge state unreadable; judging afresh");
-            None
-        }
-    }
+/// A release's judge as [`Releases::judge_of`] found it.
+struct LoadedJudge {
+    judge: ReleaseJudge,
+    /// When and why the judge replaced an unreadable state (now or before).
+    recovered: Option<Recovery>,
+    /// The stored state was found unreadable just now (write the rebuilt judge back).
+    found_unreadable: bool,
 }
 
-fn encode_judge(judge: &ReleaseJudge) -> Result<String, StoreError> {
-    serde_json::to_string(judge).map_err(|e| StoreError::Corrupt {
+fn encode_judge(judge: &ReleaseJudge, recovered: Option<&Recovery>) -> Result<String, StoreError> {
+    judge_state::encode(judge, recovered).map_err(|reason| StoreError::Corrupt {
         what: "judge state",
-        reason: e.to_string(),
+        reason,
     })
 }
 

@@ -1,0 +1,199 @@
+//! The stored form of a release's [`ReleaseJudge`], versioned so that a detector upgrade
+//! reads what an older one wrote, and a state it cannot read is said to be unreadable
+//! rather than silently replaced.
+//!
+//! Version 2 (written now) is an envelope:
+//! `{"version": 2, "judge": {...}, "recovered": {"at": 1763880125, "reason": "..."}}`,
+//! where `recovered` is present when the judge was rebuilt because the state before it could
+//! not be read (so the release page can say so after any number of restarts).
+//! Version 1 is what detectors before the envelope wrote: the judge itself, with no
+//! `version` key; [`decode`] migrates it. A version newer than [`VERSION`] is refused as
+//! unreadable: a downgraded detector must not guess at a newer judge.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::judge::ReleaseJudge;
+
+/// The version of the stored judge state this detector writes.
+pub const VERSION: u64 = 2;
+
+/// When and why a release's judge was rebuilt from an unreadable state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recovery {
+    /// When the unreadable state was found (UTC Unix seconds).
+    pub at: i64,
+    /// Why it could not be read.
+    pub reason: String,
+}
+
+/// A stored judge state, read.
+#[derive(Debug, Clone)]
+pub struct JudgeState {
+    /// The judge.
+    pub judge: ReleaseJudge,
+    /// Set when this judge replaced an unreadable state.
+    pub recovered: Option<Recovery>,
+}
+
+/// Why a stored judge state cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unreadable(pub String);
+
+#[derive(Serialize)]
+struct EnvelopeOut<'a> {
+    version: u64,
+    judge: &'a ReleaseJudge,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recovered: Option<&'a Recovery>,
+}
+
+#[derive(Deserialize)]
+struct EnvelopeIn {
+    judge: ReleaseJudge,
+    #[serde(default)]
+    recovered: Option<Recovery>,
+}
+
+/// Only the recovery note of a stored state, read without decoding the judge.
+#[derive(Deserialize)]
+struct RecoveryOnly {
+    #[serde(default)]
+    recovered: Option<Recovery>,
+}
+
+/// Encodes `judge` (and the note that it replaced an unreadable state) at [`VERSION`].
+///
+/// # Errors
+/// The serializer's message (a judge holds only plain data, so this is not expected).
+pub fn encode(judge: &ReleaseJudge, recovered: Option<&Recovery>) -> Result<String, String> {
+    serde_json::to_string(&EnvelopeOut {
+        version: VERSION,
+        judge,
+        recovered,
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// Decodes a stored state of any version up to [`VERSION`], migrating older ones.
+///
+/// # Errors
+/// [`Unreadable`] saying why: not JSON, a version newer than [`VERSION`], or a judge that
+/// does not decode (a corrupt row, a field this detector does not know).
+pub fn decode(text: &str) -> Result<JudgeState, Unreadable> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| Unreadable(format!("not JSON: {e}")))?;
+    let version = match value.get("version") {
+        None => 1,
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| Unreadable(format!("version {v} is not a whole number")))?,
+    };
+    match version {
+        1 => from_v1(value),
+        2 => serde_json::from_value::<EnvelopeIn>(value)
+            .map(|e| JudgeState {
+                judge: e.judge,
+                recovered: e.recovered,
+            })
+            .map_err(|e| Unreadable(format!("version 2 judge state: {e}"))),
+        newer => Err(Unreadable(format!(
+            "version {newer} is newer than this detector's {VERSION} (written by a newer Vigil)"
+        ))),
+    }
+}
+
+/// Version 1: the judge itself.
+fn from_v1(value: Value) -> Result<JudgeState, Unreadable> {
+    serde_json::from_value(value)
+        .map(|judge| JudgeState {
+            judge,
+            recovered: None,
+        })
+        .map_err(|e| Unreadable(format!("version 1 judge state: {e}")))
+}
+
+/// The recovery note of a stored state, without decoding its judge (for pages and the
+/// API); `None` for an older or unreadable state.
+pub fn recovery(text: &str) -> Option<Recovery> {
+    serde_json::from_str::<RecoveryOnly>(text)
+        .ok()
+        .and_then(|r| r.recovered)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{HashMap, HashSet};
+
+    use super::*;
+    use crate::judge::{Batch, Release};
+
+    fn judge() -> ReleaseJudge {
+        ReleaseJudge::new(
+            Release {
+                app: "shop".into(),
+                batches: vec![Batch {
+                    at: 1_763_880_000,
+                    hosts: vec!["h1".into()],
+                }],
+                reference_hosts: vec!["h2".into()],
+                until: None,
+            },
+            HashSet::new(),
+            HashMap::new(),
+        )
+    }
+
+    #[test]
+    fn the_current_version_round_trips_with_its_recovery_note() {
+        let note = Recovery {
+            at: 7,
+            reason: "not JSON".into(),
+        };
+        let text = encode(&judge(), Some(&note)).expect("encode");
+        assert!(text.starts_with("{\"version\":2,"), "{text}");
+        let state = decode(&text).expect("decode");
+        assert_eq!(state.judge, judge());
+        assert_eq!(state.recovered.as_ref(), Some(&note));
+        assert_eq!(recovery(&text), Some(note));
+        let plain = encode(&judge(), None).expect("encode");
+        assert_eq!(recovery(&plain), None);
+    }
+
+    #[test]
+    fn a_version_1_state_is_migrated() {
+        // What detectors before the envelope stored: the judge itself.
+        let v1 = serde_json::to_string(&judge()).expect("v1");
+        let state = decode(&v1).expect("v1 decodes");
+        assert_eq!(state.judge, judge());
+        assert_eq!(state.recovered, None);
+    }
+
+    #[test]
+    fn newer_corrupt_and_garbled_states_are_unreadable_with_a_reason() {
+        let newer = format!(
+            "{{\"version\":3,\"judge\":{}}}",
+            serde_json::to_string(&judge()).expect("judge")
+        );
+        let err = decode(&newer).expect_err("newer");
+        assert!(
+            err.0.contains("version 3 is newer than this detector's 2"),
+            "{err}"
+        );
+        assert!(decode("{\"version\":2,\"judge\":{}}").is_err());
+        assert!(
+            decode("{\"window\":")
+                .expect_err("cut")
+                .0
+                .starts_with("not JSON")
+        );
+        assert!(decode("{\"version\":\"two\"}").is_err());
+        assert!(
+            decode("{\"release\":42}")
+                .expect_err("v1 corrupt")
+                .0
+                .contains("version 1")
+        );
+    }
+}
