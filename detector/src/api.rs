@@ -246,7 +246,7 @@ async fn create_release<S: Store>(
 ) -> Result<Response, ApiError> {
     let release = state
         .releases
-        .create(body(req)?, crate::ingest::unix_now())
+        .create(body(req)?, state.releases.clock().now())
         .await?;
     Ok((StatusCode::CREATED, Json(release)).into_response())
 }
@@ -297,7 +297,7 @@ async fn add_batch<S: Store>(
     let id = release_id(id)?;
     let release = state
         .releases
-        .add_batch(id, body(req)?, crate::ingest::unix_now())
+        .add_batch(id, body(req)?, state.releases.clock().now())
         .await?;
     Ok(Json(release).into_response())
 }
@@ -310,7 +310,7 @@ async fn finish_release<S: Store>(
     let id = release_id(id)?;
     let release = state
         .releases
-        .finish(id, body(req)?, crate::ingest::unix_now())
+        .finish(id, body(req)?, state.releases.clock().now())
         .await?;
     Ok(Json(release).into_response())
 }
@@ -323,7 +323,7 @@ async fn release_feedback<S: Store>(
     let id = release_id(id)?;
     let release = state
         .releases
-        .feedback(id, body(req)?, crate::ingest::unix_now())
+        .feedback(id, body(req)?, state.releases.clock().now())
         .await?;
     Ok(Json(release).into_response())
 }
@@ -334,7 +334,7 @@ async fn release_case<S: Store>(
 ) -> Result<Response, ApiError> {
     let case = state
         .releases
-        .case(release_id(id)?, crate::ingest::unix_now())
+        .case(release_id(id)?, state.releases.clock().now())
         .await?;
     Ok(Json(case).into_response())
 }

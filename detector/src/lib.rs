@@ -19,6 +19,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod ingest;
 pub mod judge;
@@ -76,6 +77,7 @@ pub struct Detector {
     store: Arc<SqliteStore>,
     grpc: TcpListener,
     http: TcpListener,
+    clock: Arc<dyn clock::Clock>,
 }
 
 impl Detector {
@@ -96,7 +98,17 @@ impl Detector {
             store,
             grpc,
             http,
+            clock: Arc::new(clock::SystemClock),
         })
+    }
+
+    /// The same detector with its judgement (minute rounds, release expiry) and its API's
+    /// and pages' "now" on `clock` instead of the system clock. Ingest keeps the system
+    /// clock: it stamps what arrives when it arrives.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn clock::Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Where agents connect.
@@ -134,7 +146,9 @@ impl Detector {
             .limits()
             .map_err(|(key, reason)| DetectorError::Config(format!("{key}: {reason}")))?;
         let releases = Arc::new(
-            release::Releases::new(Arc::clone(&self.store), Some(decisions)).with_limits(limits),
+            release::Releases::new(Arc::clone(&self.store), Some(decisions))
+                .with_limits(limits)
+                .with_clock(self.clock),
         );
         tokio::spawn(Arc::clone(&releases).run(alert_rx, stop_rx.clone()));
         let collector = InterceptedService::new(

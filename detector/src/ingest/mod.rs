@@ -2,9 +2,9 @@
 //! writer task that commits them in batches (group commit) and only then lets each stream
 //! acknowledge its reports, in order.
 
+use crate::clock::unix_now;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::Stream;
@@ -163,14 +163,6 @@ fn notify_alerts(
             tracing::warn!(host = %report.host, error = %e, "judgement busy; alert left to the next round");
         }
     }
-}
-
-/// Now as UTC Unix seconds.
-pub(crate) fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// The `vigil.v1.Collector` service.

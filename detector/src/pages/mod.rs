@@ -33,7 +33,7 @@ use maud::Markup;
 use serde::Deserialize;
 
 use crate::api::ApiState;
-use crate::ingest::unix_now;
+use crate::clock::unix_now;
 use crate::judge::Decision;
 use crate::release::{ReleaseError, ReleaseHistory};
 use crate::store::{
@@ -246,7 +246,7 @@ fn by_urgency(releases: &mut [crate::store::StoredRelease]) {
 }
 
 async fn board<S: Store>(State(state): State<Arc<ApiState<S>>>) -> Response {
-    let now = unix_now();
+    let now = state.releases.clock().now();
     match gather_board(state.store.as_ref(), now).await {
         Ok(board) => page(StatusCode::OK, view::board(&board)),
         Err(e) => store_problem(&e),
@@ -359,7 +359,7 @@ async fn release_list<S: Store>(
         Ok(f) => f,
         Err(message) => return problem(StatusCode::BAD_REQUEST, "Bad filter", &message),
     };
-    let now = unix_now();
+    let now = state.releases.clock().now();
     let wanted = ReleaseFilter {
         app: filter.app.clone(),
         state: filter.state,
@@ -393,7 +393,7 @@ async fn release_page<S: Store>(
             &format!("{id:?} is not a release id (a positive integer)."),
         );
     };
-    let now = unix_now();
+    let now = state.releases.clock().now();
     let history = match state.releases.history(id, now).await {
         Ok(h) => h,
         Err(ReleaseError::NotFound(_)) => {

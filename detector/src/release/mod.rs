@@ -42,13 +42,12 @@ use validate::{check_host_count, check_hosts, check_name, check_time};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, mpsc, watch};
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::Limits;
-use crate::ingest::unix_now;
 use crate::judge::{
     AppMemory, Batch, Decision, Definition, Feedback, Fingerprint, HostMinute, JudgeParams, Reason,
     Release, ReleaseJudge, Verdict, fingerprint_hex, minute_of,
@@ -300,6 +299,8 @@ pub struct Releases<S> {
     decisions: Option<mpsc::Sender<DecisionChange>>,
     params: JudgeParams,
     limits: Limits,
+    /// What the scheduler reads the time from and waits on.
+    clock: Arc<dyn Clock>,
 }
 
 impl<S: Store> Releases<S> {
@@ -312,7 +313,21 @@ impl<S: Store> Releases<S> {
             decisions,
             params: JudgeParams::default(),
             limits: Limits::default(),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The same releases with rounds and expiry run by `clock` (and the API's and pages'
+    /// "now" read from it) instead of the system clock.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The clock the releases are judged by.
+    pub fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
     }
 
     /// The same releases under `limits` (`[limits]` of the configuration).
@@ -582,7 +597,10 @@ impl<S: Store> Releases<S> {
                 .finish_locked(&mut release, Outcome::Expired, now)
                 .await
             {
-                Ok(()) => expired.push(release.id),
+                Ok(()) => {
+                    crate::metrics::global().release_expired();
+                    expired.push(release.id);
+                }
                 Err(e) => tracing::warn!(id = release.id, error = %e, "expiring a release failed"),
             }
         }
@@ -964,7 +982,8 @@ impl<S: Store> Releases<S> {
     }
 
     /// Runs the judgement until `stop` turns true: a round of every watched release
-    /// [`ROUND_DELAY_SECS`] after each minute boundary, and each alert as it arrives.
+    /// [`ROUND_DELAY_SECS`] after each minute boundary of the releases' [`Clock`] (then
+    /// the expiry of those past `[limits] max_release_age`), and each alert as it arrives.
     pub async fn run(
         self: Arc<Self>,
         mut alerts: mpsc::Receiver<StoredAlert>,
@@ -974,21 +993,26 @@ impl<S: Store> Releases<S> {
             let this = Arc::clone(&self);
             let mut stop = stop.clone();
             async move {
+                let clock = Arc::clone(&this.clock);
+                let delay = ROUND_DELAY_SECS as i64;
+                let mut due = minute_of(clock.now()) + 60 + delay;
                 loop {
-                    let now = unix_now();
-                    let next = minute_of(now) + 60;
-                    let wait = u64::try_from(next - now).unwrap_or(0) + ROUND_DELAY_SECS;
                     tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(wait)) => {}
-                        _ = stopped(&mut stop) => return,
+                        () = clock.sleep_until(due) => {}
+                        () = stopped(&mut stop) => return,
                     }
-                    // The minute that ended at the boundary just passed.
-                    let judged = minute_of(unix_now() - ROUND_DELAY_SECS as i64) - 60;
+                    let now = clock.now();
+                    // The boundary just passed and the minute that ended at it. The next
+                    // round is due after the next boundary, however long this one took
+                    // (a round that spans boundaries is caught up by the next).
+                    let boundary = minute_of(now - delay);
+                    let judged = boundary - 60;
+                    due = boundary + 60 + delay;
                     if let Err(e) = this.round_all(judged).await {
                         tracing::warn!(error = %e, "judgement round failed");
                     }
                     // Judged up to the minute that just ended, then ended when too old.
-                    if let Err(e) = this.expire(unix_now()).await {
+                    if let Err(e) = this.expire(now).await {
                         tracing::warn!(error = %e, "expiring releases failed");
                     }
                 }
@@ -1152,7 +1176,7 @@ impl<S: Store> Releases<S> {
             version: release.version.clone(),
             decision: release.decision,
             previous_decision: previous,
-            decided_at: release.decided_at.unwrap_or_else(unix_now),
+            decided_at: release.decided_at.unwrap_or_else(|| self.clock.now()),
             reasons: release.reasons.clone(),
             outcome: None,
         });

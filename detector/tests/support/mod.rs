@@ -5,11 +5,13 @@
 
 use std::future::Future;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tonic::transport::Channel;
 use vigil_detector::Detector;
+use vigil_detector::clock::{Clock, Sleep};
 use vigil_detector::config::DetectorConfig;
 use vigil_proto::PROTOCOL_VERSION;
 use vigil_proto::v1::{AppCounters, MinuteReport, Report, report::Body};
@@ -42,9 +44,101 @@ impl Drop for Running {
     }
 }
 
+/// A clock the test sets: rounds and expiry happen when the test moves it past a minute
+/// boundary, not when the wall clock does.
+#[derive(Debug)]
+pub struct ManualClock {
+    now: watch::Sender<i64>,
+}
+
+impl ManualClock {
+    /// A clock standing at `now` (UTC Unix seconds).
+    pub fn at(now: i64) -> Arc<Self> {
+        Arc::new(Self {
+            now: watch::Sender::new(now),
+        })
+    }
+
+    /// Moves the clock to `now` (never backwards), waking what waits for it.
+    pub fn set(&self, now: i64) {
+        self.now.send_modify(|t| *t = (*t).max(now));
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> i64 {
+        *self.now.borrow()
+    }
+
+    fn sleep_until(&self, at: i64) -> Sleep<'_> {
+        let mut now = self.now.subscribe();
+        Box::pin(async move {
+            // The sender lives as long as the clock, which outlives this borrow.
+            let _ = now.wait_for(|t| *t >= at).await;
+        })
+    }
+}
+
+/// The answer of a blocking HTTP call made on its own thread: status and body.
+pub async fn http(method: &'static str, url: String, body: Option<String>) -> (u16, String) {
+    let call = tokio::task::spawn_blocking(move || {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(STEP_TIMEOUT))
+            .build()
+            .new_agent();
+        let response = match body {
+            Some(body) => agent
+                .post(&url)
+                .header("content-type", "application/json")
+                .send(body.as_bytes()),
+            None => agent.get(&url).call(),
+        };
+        let mut response = response.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let status = response.status().as_u16();
+        (
+            status,
+            response.body_mut().read_to_string().unwrap_or_default(),
+        )
+    });
+    within("an HTTP answer", call).await.expect("HTTP thread")
+}
+
+/// Polls `GET url` (JSON) until `done` holds for the answer, which is returned; fails
+/// saying what it waited for after [`STEP_TIMEOUT`].
+pub async fn wait_for_json(
+    what: &str,
+    url: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    within(what, async {
+        loop {
+            let (status, text) = http("GET", url.to_owned(), None).await;
+            if status == 200
+                && let Ok(value) = serde_json::from_str::<serde_json::Value>(&text)
+                && done(&value)
+            {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}
+
 /// Starts a detector with its data in `dir/data`, free ports, `extra` configuration lines,
 /// and `token` required when given.
 pub async fn start(dir: &Path, extra: &str, token: Option<&str>) -> Running {
+    start_with_clock(dir, extra, token, None).await
+}
+
+/// Like [`start`], with the judgement on `clock` when given.
+pub async fn start_with_clock(
+    dir: &Path,
+    extra: &str,
+    token: Option<&str>,
+    clock: Option<Arc<dyn Clock>>,
+) -> Running {
     let mut text = format!(
         "grpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n",
         dir.join("data")
@@ -56,7 +150,10 @@ pub async fn start(dir: &Path, extra: &str, token: Option<&str>) -> Running {
     }
     text.push_str(extra);
     let config = DetectorConfig::parse(Path::new("detector.toml"), &text).expect("config");
-    let detector = Detector::bind(config).await.expect("bind");
+    let mut detector = Detector::bind(config).await.expect("bind");
+    if let Some(clock) = clock {
+        detector = detector.with_clock(clock);
+    }
     let (grpc, http) = (detector.grpc_addr(), detector.http_addr());
     let (stop, stopped) = oneshot::channel();
     tokio::spawn(detector.serve(async {

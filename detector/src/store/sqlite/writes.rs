@@ -104,7 +104,7 @@ pub(super) async fn update_release_on(
                  VALUES (?, ?, ?, ?, ?)",
         )
         .bind(r.id)
-        .bind(r.decided_at.unwrap_or_else(crate::ingest::unix_now))
+        .bind(r.decided_at.unwrap_or_else(crate::clock::unix_now))
         .bind(r.decision.as_str())
         .bind(previous)
         .bind(r.reasons.first().map(Reason::line))
@@ -138,7 +138,7 @@ pub(super) async fn update_release_on(
         )
         .bind(&r.app)
         .bind(memory)
-        .bind(crate::ingest::unix_now())
+        .bind(crate::clock::unix_now())
         .execute(&mut *tx)
         .await?;
     }
