@@ -41,6 +41,42 @@ pub struct DetectorConfig {
     /// Bounds on what API callers may ask for.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// How long per-minute rows and their hourly roll-ups are kept.
+    #[serde(default)]
+    pub retention: RetentionConfig,
+}
+
+/// `[retention]` as written in the file (durations as text, e.g. `"14d"`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Age past which per-minute rows are rolled up to hourly rows (default 14d).
+    #[serde(default)]
+    pub minutes: Option<String>,
+    /// Age past which hourly rows are deleted (default 400d).
+    #[serde(default)]
+    pub hourly: Option<String>,
+}
+
+/// How long the store keeps counters, from `[retention]` with defaults: per-minute rows
+/// (and per-minute host metrics) older than `minutes_secs` are rolled up to hourly rows
+/// per app and host (per host for host metrics); hourly rows older than `hourly_secs` are
+/// deleted. Fingerprint definitions, the apps' learned memory and releases are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Age of the oldest per-minute row kept, in seconds.
+    pub minutes_secs: i64,
+    /// Age of the oldest hourly row kept, in seconds.
+    pub hourly_secs: i64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            minutes_secs: 14 * 86_400,
+            hourly_secs: 400 * 86_400,
+        }
+    }
 }
 
 /// `[limits]` as written in the file (durations as text, e.g. `"24h"`).
@@ -89,6 +125,10 @@ const MAX_BACKDATE_CAP_SECS: i64 = 30 * 24 * 3600;
 /// Largest `max_release_age` accepted: a release is judged on a bounded window whatever
 /// its age, but one watched for more than 30 days is one somebody forgot.
 const MAX_RELEASE_AGE_CAP_SECS: i64 = 30 * 24 * 3600;
+/// Longest `[retention]` accepted (ten years).
+const MAX_RETENTION_SECS: i64 = 3650 * 86_400;
+/// Minutes a round reads before the oldest release's start (its baseline), plus margin.
+const RETENTION_MARGIN_SECS: i64 = 2 * 3600;
 
 /// A receiver of decision changes.
 #[derive(Debug, Clone, Deserialize)]
@@ -197,6 +237,8 @@ impl DetectorConfig {
         }
         self.limits()
             .map_err(|(key, reason)| invalid(key, reason))?;
+        self.retention()
+            .map_err(|(key, reason)| invalid(key, reason))?;
         for (i, hook) in self.webhooks.iter().enumerate() {
             if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
                 return Err(invalid(
@@ -240,6 +282,57 @@ impl DetectorConfig {
             limits.max_hosts_per_release = n;
         }
         Ok(limits)
+    }
+
+    /// The retention in force (`[retention]` with defaults).
+    ///
+    /// `minutes` must cover what a round of the oldest release can read: its start may lie
+    /// `max_backdate` back, it is judged for up to `max_release_age`, and a round reads the
+    /// baseline hour before it — so at least their sum plus two hours. `hourly` is at
+    /// least `minutes`. Unset, `minutes` is 14 days or that sum when longer.
+    ///
+    /// # Errors
+    /// The key and why its value is refused.
+    pub fn retention(&self) -> Result<Retention, (String, String)> {
+        let limits = self.limits()?;
+        let mut retention = Retention::default();
+        let needed = limits.max_backdate_secs + limits.max_release_age_secs + RETENTION_MARGIN_SECS;
+        match &self.retention.minutes {
+            Some(text) => {
+                retention.minutes_secs =
+                    duration_secs("retention.minutes", text, 3600, MAX_RETENTION_SECS)?;
+            }
+            // Unset, the default yields to long limits (a config valid before
+            // `[retention]` existed stays valid).
+            None => retention.minutes_secs = retention.minutes_secs.max(needed),
+        }
+        if retention.minutes_secs < needed {
+            return Err((
+                "retention.minutes".to_owned(),
+                format!(
+                    "{} is shorter than limits.max_backdate + limits.max_release_age + 2h ({}): \
+                     rounds of the oldest release read minutes that far back",
+                    humantime::format_duration(std::time::Duration::from_secs(
+                        retention.minutes_secs.unsigned_abs()
+                    )),
+                    humantime::format_duration(std::time::Duration::from_secs(
+                        needed.unsigned_abs()
+                    ))
+                ),
+            ));
+        }
+        if let Some(text) = &self.retention.hourly {
+            retention.hourly_secs =
+                duration_secs("retention.hourly", text, 3600, MAX_RETENTION_SECS)?;
+        }
+        if retention.hourly_secs < retention.minutes_secs {
+            return Err((
+                "retention.hourly".to_owned(),
+                "must be at least retention.minutes (hourly rows hold what minutes no longer do)"
+                    .to_owned(),
+            ));
+        }
+        Ok(retention)
     }
 
     /// The TLS settings of the gRPC port, when `tls_cert` is set.
@@ -386,6 +479,52 @@ mod tests {
             err.to_string().contains("limits.max_hosts_per_release"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn retention_has_defaults_and_is_checked() {
+        let config = parse("").expect("defaults");
+        assert_eq!(config.retention(), Ok(Retention::default()));
+        let config = parse("[retention]\nminutes = \"3d\"\nhourly = \"90d\"").expect("set");
+        assert_eq!(
+            config.retention(),
+            Ok(Retention {
+                minutes_secs: 3 * 86_400,
+                hourly_secs: 90 * 86_400
+            })
+        );
+        let err = parse("[retention]\nminutes = \"a fortnight\"").expect_err("bad");
+        assert!(
+            err.to_string()
+                .starts_with("detector.toml: retention.minutes: \"a fortnight\" is not a duration"),
+            "{err}"
+        );
+        // Shorter than the oldest release's rounds can read (24h + 24h + 2h by default).
+        let err = parse("[retention]\nminutes = \"1d\"").expect_err("too short");
+        assert!(
+            err.to_string()
+                .contains("retention.minutes: 1day is shorter"),
+            "{err}"
+        );
+        let config = parse(
+            "[limits]\nmax_backdate = \"1h\"\nmax_release_age = \"2h\"\n[retention]\nminutes = \"5h\"",
+        )
+        .expect("short limits allow short retention");
+        assert_eq!(config.retention().map(|r| r.minutes_secs), Ok(5 * 3600));
+        let config = parse("[limits]\nmax_backdate = \"30d\"").expect("long backdate");
+        assert_eq!(
+            config.retention().map(|r| r.minutes_secs),
+            Ok(31 * 86_400 + 2 * 3600),
+            "the default minutes yield to long limits"
+        );
+        let err = parse("[retention]\nhourly = \"7d\"").expect_err("hourly < minutes");
+        assert!(
+            err.to_string()
+                .contains("retention.hourly: must be at least"),
+            "{err}"
+        );
+        let err = parse("[retention]\nweekly = \"7d\"").expect_err("unknown key");
+        assert!(err.to_string().contains("weekly"), "{err}");
     }
 
     #[test]

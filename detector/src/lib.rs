@@ -145,6 +145,16 @@ impl Detector {
             .config
             .limits()
             .map_err(|(key, reason)| DetectorError::Config(format!("{key}: {reason}")))?;
+        let retention = self
+            .config
+            .retention()
+            .map_err(|(key, reason)| DetectorError::Config(format!("{key}: {reason}")))?;
+        tokio::spawn(store::run_retention(
+            Arc::clone(&self.store),
+            retention,
+            Arc::clone(&self.clock),
+            stop_rx.clone(),
+        ));
         let releases = Arc::new(
             release::Releases::new(Arc::clone(&self.store), Some(decisions))
                 .with_limits(limits)

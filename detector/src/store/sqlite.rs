@@ -19,12 +19,18 @@ use super::{
 };
 use crate::judge::{Batch, Decision};
 
+mod retention;
 mod writes;
+
+pub use retention::{
+    MAX_ROWS_PER_TRANSACTION, PASS_INTERVAL_SECS, REPORT_KEYS_SECS, RetentionPass,
+    run as run_retention,
+};
 
 use writes::{create_release_on, discard_on_error, ingest_on, update_release_on};
 
 /// Version of the schema below, kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 /// Name of the database file inside `data_dir`.
 pub const DB_FILE: &str = "vigil.db";
@@ -142,6 +148,37 @@ CREATE TABLE IF NOT EXISTS release_decisions (
     reason TEXT
 );
 CREATE INDEX IF NOT EXISTS release_decisions_by_release ON release_decisions (release_id, id);
+-- Version 4: hourly roll-ups of the minutes older than [retention] minutes (see retention).
+CREATE TABLE IF NOT EXISTS app_hours (
+    app TEXT NOT NULL,
+    host TEXT NOT NULL,
+    hour INTEGER NOT NULL,
+    lines INTEGER NOT NULL,
+    error_lines INTEGER NOT NULL,
+    warn_lines INTEGER NOT NULL,
+    events INTEGER NOT NULL,
+    truncated_lines INTEGER NOT NULL,
+    reports INTEGER NOT NULL,
+    minutes INTEGER NOT NULL,
+    PRIMARY KEY (app, host, hour)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS exception_hours (
+    app TEXT NOT NULL,
+    host TEXT NOT NULL,
+    hour INTEGER NOT NULL,
+    fingerprint INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (app, host, hour, fingerprint)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS host_hours (
+    host TEXT NOT NULL,
+    hour INTEGER NOT NULL,
+    metrics TEXT NOT NULL,
+    samples INTEGER NOT NULL,
+    partial INTEGER NOT NULL,
+    minutes INTEGER NOT NULL,
+    PRIMARY KEY (host, hour)
+) WITHOUT ROWID;
 ";
 
 /// `column = column + excluded.column`, held at `i64::MAX` (SQLite would turn an integer

@@ -1,0 +1,430 @@
+//! Retention (`[retention]`): what keeps the store's file bounded while the detector runs
+//! for years.
+//!
+//! One pass ([`SqliteStore::retain`]):
+//! - per app and host, per-minute counters (`app_minutes`, `exception_minutes`) older than
+//!   `minutes` are added into hourly rows (`app_hours`, `exception_hours`) and deleted;
+//!   per host, per-minute host metrics (`host_minutes`) likewise into `host_hours` (means
+//!   weighted by samples, counters added, maxima kept — the same merge as two reports of
+//!   one minute);
+//! - hourly rows older than `hourly` are deleted;
+//! - de-duplication keys of reports received more than [`REPORT_KEYS_SECS`] ago, and stored
+//!   alerts older than `minutes`, are deleted (ingest refuses minutes more than 30 days
+//!   old, so no retry can need an older key);
+//! - fingerprint definitions, hosts, the apps' learned memory and releases are kept.
+//!
+//! Every step is its own transaction of at most [`MAX_ROWS_PER_TRANSACTION`] minute rows
+//! (or deleted rows) on the one writer connection, so ingest's group commits wait for at
+//! most one small step, never for a whole pass. A roll-up adds into the hourly row and
+//! deletes the minutes it added in the same transaction, so a crash between steps loses
+//! or doubles nothing, and a late report for an old minute (ingest accepts 30 days) is
+//! rolled up by the next pass into the same hour.
+//!
+//! Cutoffs are whole hours: only minutes of hours that ended `minutes` ago are rolled up.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use sqlx::{Connection, Row, SqliteConnection};
+use tokio::sync::watch;
+
+use super::writes::discard_on_error;
+use super::{SqliteStore, StoredHostMetrics, decode_metrics};
+use crate::clock::Clock;
+use crate::config::Retention;
+use crate::store::StoreError;
+
+/// Most minute rows rolled up, or rows deleted, in one transaction.
+pub const MAX_ROWS_PER_TRANSACTION: i64 = 2_000;
+/// Report de-duplication keys are kept this long after the report was received, whatever
+/// `[retention] minutes`: ingest accepts minutes up to 30 days old.
+pub const REPORT_KEYS_SECS: i64 = 31 * 86_400;
+
+/// Seconds between retention passes (the first runs this long after the start).
+pub const PASS_INTERVAL_SECS: i64 = 3600;
+
+/// Runs a retention pass every [`PASS_INTERVAL_SECS`] of `clock` until `stop` turns
+/// true. A failed pass is logged; the next one goes on from where it stopped.
+pub async fn run(
+    store: Arc<SqliteStore>,
+    policy: Retention,
+    clock: Arc<dyn Clock>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut due = clock.now() + PASS_INTERVAL_SECS;
+    loop {
+        tokio::select! {
+            () = clock.sleep_until(due) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let now = clock.now();
+        due = now + PASS_INTERVAL_SECS;
+        let started = std::time::Instant::now();
+        match store.retain(&policy, now).await {
+            Ok(pass) => tracing::info!(
+                minutes = pass.minutes_rolled_up,
+                exception_minutes = pass.exception_minutes_rolled_up,
+                host_minutes = pass.host_minutes_rolled_up,
+                hourly_deleted = pass.hourly_rows_deleted,
+                report_rows_deleted = pass.report_rows_deleted,
+                transactions = pass.transactions,
+                seconds = started.elapsed().as_secs_f64(),
+                "retention pass done"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "retention pass failed; the next goes on from there")
+            }
+        }
+    }
+}
+
+/// What one retention pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionPass {
+    /// `app_minutes` rows rolled up into `app_hours`.
+    pub minutes_rolled_up: u64,
+    /// `exception_minutes` rows rolled up into `exception_hours`.
+    pub exception_minutes_rolled_up: u64,
+    /// `host_minutes` rows rolled up into `host_hours`.
+    pub host_minutes_rolled_up: u64,
+    /// Hourly rows deleted past `hourly`.
+    pub hourly_rows_deleted: u64,
+    /// Report keys and alerts deleted.
+    pub report_rows_deleted: u64,
+    /// Transactions committed.
+    pub transactions: u64,
+}
+
+/// `total()` of an integer column held at `i64::MAX` (SQLite's `sum()` fails on overflow;
+/// `total()` is a float, exact below 2^53 per app, host and hour).
+macro_rules! capped_total {
+    ($column:literal) => {
+        concat!(
+            "CAST(min(total(",
+            $column,
+            "), 9223372036854775807.0) AS INTEGER)"
+        )
+    };
+}
+
+/// `column = column + excluded.column`, held at `i64::MAX`.
+macro_rules! add_excluded {
+    ($column:literal) => {
+        concat!(
+            $column,
+            " = CASE WHEN ",
+            $column,
+            " > 9223372036854775807 - excluded.",
+            $column,
+            " THEN 9223372036854775807 ELSE ",
+            $column,
+            " + excluded.",
+            $column,
+            " END"
+        )
+    };
+}
+
+const ROLL_UP_APP: &str = concat!(
+    "INSERT INTO app_hours (app, host, hour, lines, error_lines, warn_lines, events, \
+     truncated_lines, reports, minutes) \
+     SELECT app, host, minute - minute % 3600, ",
+    capped_total!("lines"),
+    ", ",
+    capped_total!("error_lines"),
+    ", ",
+    capped_total!("warn_lines"),
+    ", ",
+    capped_total!("events"),
+    ", ",
+    capped_total!("truncated_lines"),
+    ", ",
+    capped_total!("reports"),
+    ", count(*) FROM app_minutes WHERE app = ? AND host = ? AND minute < ? \
+     GROUP BY minute - minute % 3600 \
+     ON CONFLICT (app, host, hour) DO UPDATE SET ",
+    add_excluded!("lines"),
+    ", ",
+    add_excluded!("error_lines"),
+    ", ",
+    add_excluded!("warn_lines"),
+    ", ",
+    add_excluded!("events"),
+    ", ",
+    add_excluded!("truncated_lines"),
+    ", ",
+    add_excluded!("reports"),
+    ", ",
+    add_excluded!("minutes")
+);
+
+const ROLL_UP_EXCEPTIONS: &str = concat!(
+    "INSERT INTO exception_hours (app, host, hour, fingerprint, count) \
+     SELECT app, host, minute - minute % 3600, fingerprint, ",
+    capped_total!("count"),
+    " FROM exception_minutes WHERE app = ? AND host = ? AND minute < ? \
+     GROUP BY minute - minute % 3600, fingerprint \
+     ON CONFLICT (app, host, hour, fingerprint) DO UPDATE SET ",
+    add_excluded!("count")
+);
+
+/// The start of the hour of `t`.
+fn hour_of(t: i64) -> i64 {
+    t.div_euclid(3600) * 3600
+}
+
+impl SqliteStore {
+    /// Runs one retention pass at `now` under `policy` (see the module's overview), in
+    /// transactions of at most [`MAX_ROWS_PER_TRANSACTION`] rows.
+    ///
+    /// # Errors
+    /// [`StoreError`] when a step fails; the steps committed before it stay, and the next
+    /// pass goes on from there.
+    pub async fn retain(&self, policy: &Retention, now: i64) -> Result<RetentionPass, StoreError> {
+        let minute_cutoff = hour_of(now - policy.minutes_secs);
+        let hour_cutoff = hour_of(now - policy.hourly_secs);
+        let mut pass = RetentionPass::default();
+        let pairs: Vec<(String, String)> =
+            sqlx::query_as("SELECT app, host FROM hosts ORDER BY app, host")
+                .fetch_all(&self.readers)
+                .await?;
+        for (app, host) in &pairs {
+            loop {
+                let mut conn = self.writer.acquire().await?;
+                let result = roll_up_app(&mut conn, app, host, minute_cutoff).await;
+                let (minutes, exceptions) = discard_on_error(&self.writer, conn, result).await?;
+                pass.transactions += 1;
+                pass.minutes_rolled_up += minutes;
+                pass.exception_minutes_rolled_up += exceptions;
+                if minutes < MAX_ROWS_PER_TRANSACTION.unsigned_abs() {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            for sql in [
+                "DELETE FROM app_hours WHERE app = ?1 AND host = ?2 AND hour IN \
+                 (SELECT hour FROM app_hours WHERE app = ?1 AND host = ?2 AND hour < ?3 \
+                 ORDER BY hour LIMIT ?4)",
+                "DELETE FROM exception_hours WHERE app = ?1 AND host = ?2 AND (hour, fingerprint) IN \
+                 (SELECT hour, fingerprint FROM exception_hours WHERE app = ?1 AND host = ?2 \
+                 AND hour < ?3 ORDER BY hour LIMIT ?4)",
+            ] {
+                pass.hourly_rows_deleted += self
+                    .delete_bounded(sql, &[app, host], hour_cutoff, &mut pass.transactions)
+                    .await?;
+            }
+        }
+        let mut hosts: Vec<&str> = pairs.iter().map(|(_, h)| h.as_str()).collect();
+        hosts.sort_unstable();
+        hosts.dedup();
+        for host in hosts {
+            loop {
+                let mut conn = self.writer.acquire().await?;
+                let result = roll_up_host_metrics(&mut conn, host, minute_cutoff).await;
+                let rolled = discard_on_error(&self.writer, conn, result).await?;
+                pass.transactions += 1;
+                pass.host_minutes_rolled_up += rolled;
+                if rolled < MAX_ROWS_PER_TRANSACTION.unsigned_abs() {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            pass.hourly_rows_deleted += self
+                .delete_bounded(
+                    "DELETE FROM host_hours WHERE host = ?1 AND hour IN \
+                     (SELECT hour FROM host_hours WHERE host = ?1 AND hour < ?2 \
+                     ORDER BY hour LIMIT ?3)",
+                    &[host],
+                    hour_cutoff,
+                    &mut pass.transactions,
+                )
+                .await?;
+        }
+        pass.report_rows_deleted += self
+            .delete_bounded(
+                "DELETE FROM reports WHERE (instance, seq) IN \
+                 (SELECT instance, seq FROM reports WHERE received_at < ?1 LIMIT ?2)",
+                &[],
+                now - REPORT_KEYS_SECS.max(policy.minutes_secs),
+                &mut pass.transactions,
+            )
+            .await?;
+        pass.report_rows_deleted += self
+            .delete_bounded(
+                "DELETE FROM alerts WHERE id IN \
+                 (SELECT id FROM alerts WHERE at < ?1 ORDER BY id LIMIT ?2)",
+                &[],
+                minute_cutoff,
+                &mut pass.transactions,
+            )
+            .await?;
+        Ok(pass)
+    }
+
+    /// Runs a bounded `DELETE` (its parameters: `keys`, then `cutoff`, then the row limit)
+    /// until it deletes fewer rows than the limit; returns the rows deleted.
+    async fn delete_bounded(
+        &self,
+        sql: &'static str,
+        keys: &[&str],
+        cutoff: i64,
+        transactions: &mut u64,
+    ) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        loop {
+            let mut conn = self.writer.acquire().await?;
+            let mut query = sqlx::query(sql);
+            for key in keys {
+                query = query.bind(*key);
+            }
+            let result = query
+                .bind(cutoff)
+                .bind(MAX_ROWS_PER_TRANSACTION)
+                .execute(&mut *conn)
+                .await
+                .map_err(StoreError::from);
+            let done = discard_on_error(&self.writer, conn, result).await?;
+            *transactions += 1;
+            deleted += done.rows_affected();
+            if done.rows_affected() < MAX_ROWS_PER_TRANSACTION.unsigned_abs() {
+                return Ok(deleted);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// Rolls up the oldest [`MAX_ROWS_PER_TRANSACTION`] minutes (at most) of `app` on `host`
+/// before `cutoff`, with their exception counts, in one transaction; returns the minute
+/// and exception rows rolled up.
+async fn roll_up_app(
+    conn: &mut SqliteConnection,
+    app: &str,
+    host: &str,
+    cutoff: i64,
+) -> Result<(u64, u64), StoreError> {
+    {
+        let mut tx = conn.begin().await?;
+        // The chunk ends after the N-th oldest minute, or at the cutoff.
+        let nth: Option<i64> = sqlx::query_scalar(
+            "SELECT minute FROM app_minutes WHERE app = ? AND host = ? AND minute < ? \
+             ORDER BY minute LIMIT 1 OFFSET ?",
+        )
+        .bind(app)
+        .bind(host)
+        .bind(cutoff)
+        .bind(MAX_ROWS_PER_TRANSACTION - 1)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let end = nth.map_or(cutoff, |m| (m + 1).min(cutoff));
+        let mut rolled = [0u64; 2];
+        for (i, (roll_up, delete)) in [
+            (
+                ROLL_UP_APP,
+                "DELETE FROM app_minutes WHERE app = ? AND host = ? AND minute < ?",
+            ),
+            (
+                ROLL_UP_EXCEPTIONS,
+                "DELETE FROM exception_minutes WHERE app = ? AND host = ? AND minute < ?",
+            ),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            sqlx::query(roll_up)
+                .bind(app)
+                .bind(host)
+                .bind(end)
+                .execute(&mut *tx)
+                .await?;
+            rolled[i] = sqlx::query(delete)
+                .bind(app)
+                .bind(host)
+                .bind(end)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok((rolled[0], rolled[1]))
+    }
+}
+
+/// Rolls up the oldest [`MAX_ROWS_PER_TRANSACTION`] minutes (at most) of host metrics of
+/// `host` before `cutoff` into `host_hours`, in one transaction; returns the rows rolled up.
+async fn roll_up_host_metrics(
+    conn: &mut SqliteConnection,
+    host: &str,
+    cutoff: i64,
+) -> Result<u64, StoreError> {
+    {
+        let mut tx = conn.begin().await?;
+        let rows = sqlx::query(
+            "SELECT minute, metrics FROM host_minutes WHERE host = ? AND minute < ? \
+             ORDER BY minute LIMIT ?",
+        )
+        .bind(host)
+        .bind(cutoff)
+        .bind(MAX_ROWS_PER_TRANSACTION)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some(last) = rows.last() else {
+            tx.commit().await?;
+            return Ok(0);
+        };
+        let end: i64 = last.try_get::<i64, _>(0)? + 1;
+        let mut hours: BTreeMap<i64, (StoredHostMetrics, i64)> = BTreeMap::new();
+        for row in &rows {
+            let minute: i64 = row.try_get(0)?;
+            let metrics = decode_metrics(row.try_get(1)?);
+            match hours.entry(hour_of(minute)) {
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert((metrics, 1));
+                }
+                std::collections::btree_map::Entry::Occupied(mut o) => {
+                    let (sum, n) = o.get_mut();
+                    *sum = sum.merge(&metrics);
+                    *n += 1;
+                }
+            }
+        }
+        for (hour, (mut metrics, mut minutes)) in hours {
+            if let Some(stored) =
+                sqlx::query("SELECT metrics, minutes FROM host_hours WHERE host = ? AND hour = ?")
+                    .bind(host)
+                    .bind(hour)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            {
+                metrics = decode_metrics(stored.try_get(0)?).merge(&metrics);
+                minutes = minutes.saturating_add(stored.try_get::<i64, _>(1)?);
+            }
+            let text = serde_json::to_string(&metrics).map_err(|e| StoreError::Corrupt {
+                what: "host metrics",
+                reason: e.to_string(),
+            })?;
+            sqlx::query(
+                "INSERT INTO host_hours (host, hour, metrics, samples, partial, minutes) \
+                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (host, hour) DO UPDATE SET \
+                 metrics = excluded.metrics, samples = excluded.samples, \
+                 partial = excluded.partial, minutes = excluded.minutes",
+            )
+            .bind(host)
+            .bind(hour)
+            .bind(text)
+            .bind(i64::from(metrics.samples))
+            .bind(metrics.partial)
+            .bind(minutes)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let rolled = sqlx::query("DELETE FROM host_minutes WHERE host = ? AND minute < ?")
+            .bind(host)
+            .bind(end)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(rolled)
+    }
+}
