@@ -148,7 +148,9 @@ CREATE TABLE IF NOT EXISTS release_decisions (
     reason TEXT
 );
 CREATE INDEX IF NOT EXISTS release_decisions_by_release ON release_decisions (release_id, id);
--- Version 4: hourly roll-ups of the minutes older than [retention] minutes (see retention).
+-- Version 4: hourly roll-ups of the minutes older than [retention] minutes (see retention),
+-- and report keys found by age, so that old ones are deleted without a scan of them all.
+CREATE INDEX IF NOT EXISTS reports_by_received_at ON reports (received_at);
 CREATE TABLE IF NOT EXISTS app_hours (
     app TEXT NOT NULL,
     host TEXT NOT NULL,

@@ -243,7 +243,8 @@ impl SqliteStore {
         pass.report_rows_deleted += self
             .delete_bounded(
                 "DELETE FROM reports WHERE (instance, seq) IN \
-                 (SELECT instance, seq FROM reports WHERE received_at < ?1 LIMIT ?2)",
+                 (SELECT instance, seq FROM reports WHERE received_at < ?1 \
+                 ORDER BY received_at LIMIT ?2)",
                 &[],
                 now - REPORT_KEYS_SECS.max(policy.minutes_secs),
                 &mut pass.transactions,
