@@ -12,9 +12,12 @@
 //!   of the first batch;
 //! - the app's [`AppMemory`], taught by `POST /api/v1/releases/{id}/feedback`.
 //!
-//! Every change of a release (API call, round, alert) holds one lock around its
-//! read-modify-write, so nothing is half-applied or lost between them; the ingest path
-//! never waits for it (alerts arrive over a bounded channel that drops when full).
+//! Every change of a release (API call, round, alert, expiry) holds that release's lock
+//! around its read-modify-write ([`locks`]), so nothing is half-applied or lost between
+//! them, and changes of different releases never wait for each other: an alert is judged
+//! while other releases catch up. Feedback also holds the lock of the apps' memory, which
+//! it rewrites. The ingest path never waits for any of them (alerts arrive over a bounded
+//! channel that drops when full).
 //!
 //! # Argo Rollouts
 //! `GET /api/v1/releases/{id}/verdict` answers `{"id":7,"decision":"block","ok":false,...}`.
@@ -34,6 +37,7 @@
 //! (`jsonPath: "{$.ok}"` with `successCondition: result == true` works as well.)
 
 pub mod judge_state;
+mod locks;
 mod validate;
 pub mod webhook;
 pub mod window;
@@ -44,7 +48,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Mutex, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Limits;
@@ -294,8 +298,11 @@ pub struct VerdictView {
 #[derive(Debug)]
 pub struct Releases<S> {
     store: Arc<S>,
-    /// Held around every read-modify-write of a release.
-    lock: Mutex<()>,
+    /// One per release, held around every read-modify-write of it.
+    locks: locks::ReleaseLocks,
+    /// Held by feedback around the read-modify-write of an app's memory (feedback on two
+    /// releases of one app must not lose either lesson).
+    memory_lock: tokio::sync::Mutex<()>,
     decisions: Option<mpsc::Sender<DecisionChange>>,
     params: JudgeParams,
     limits: Limits,
@@ -309,7 +316,8 @@ impl<S: Store> Releases<S> {
     pub fn new(store: Arc<S>, decisions: Option<mpsc::Sender<DecisionChange>>) -> Self {
         Self {
             store,
-            lock: Mutex::new(()),
+            locks: locks::ReleaseLocks::default(),
+            memory_lock: tokio::sync::Mutex::new(()),
             decisions,
             params: JudgeParams::default(),
             limits: Limits::default(),
@@ -389,7 +397,7 @@ impl<S: Store> Releases<S> {
                 hosts: req.hosts,
             }),
         };
-        let _guard = self.lock.lock().await;
+        // A new release: no one else can change it before it exists.
         let release = self.store.create_release(&new).await?;
         tracing::info!(id = release.id, app = %release.app, version = %release.version, "release created");
         Ok(release.into())
@@ -452,7 +460,7 @@ impl<S: Store> Releases<S> {
         check_hosts("hosts", &req.hosts)?;
         let at = req.at.unwrap_or(now);
         check_time("at", at, now, &self.limits)?;
-        let _guard = self.lock.lock().await;
+        let _guard = self.locks.lock(id).await;
         let mut release = self.load(id).await?;
         if release.state == ReleaseState::Finished {
             return Err(ReleaseError::Conflict(format!(
@@ -519,7 +527,7 @@ impl<S: Store> Releases<S> {
                     .into(),
             ));
         }
-        let _guard = self.lock.lock().await;
+        let _guard = self.locks.lock(id).await;
         let mut release = self.load(id).await?;
         if release.state == ReleaseState::Finished {
             return Err(ReleaseError::Conflict(format!(
@@ -582,7 +590,7 @@ impl<S: Store> Releases<S> {
             if now - candidate.started_at < self.limits.max_release_age_secs {
                 continue;
             }
-            let _guard = self.lock.lock().await;
+            let _guard = self.locks.lock(candidate.id).await;
             let mut release = match self.load(candidate.id).await {
                 Ok(release) => release,
                 Err(e) => {
@@ -629,7 +637,8 @@ impl<S: Store> Releases<S> {
                 note.len()
             )));
         }
-        let _guard = self.lock.lock().await;
+        let _guard = self.locks.lock(id).await;
+        let _memory = self.memory_lock.lock().await;
         let mut release = self.load(id).await?;
         if let Some(given) = release.feedback.first() {
             return Err(ReleaseError::Conflict(format!(
@@ -831,7 +840,7 @@ impl<S: Store> Releases<S> {
     /// [`ReleaseError::NotFound`], [`ReleaseError::Store`].
     pub async fn round(&self, id: i64, minute: i64) -> Result<ReleaseView, ReleaseError> {
         let minute = minute_of(minute);
-        let _guard = self.lock.lock().await;
+        let _guard = self.locks.lock(id).await;
         let mut release = self.load(id).await?;
         let Some(first) = first_minute(&release) else {
             return Ok(release.into());
@@ -941,7 +950,7 @@ impl<S: Store> Releases<S> {
             {
                 continue;
             }
-            let _guard = self.lock.lock().await;
+            let _guard = self.locks.lock(candidate.id).await;
             let mut release = self.load(candidate.id).await?;
             if release.state != ReleaseState::Watching {
                 continue;
