@@ -6,7 +6,9 @@
 
 mod support;
 
-use support::{ManualClock, STEP_TIMEOUT, http, start_with_clock, wait_for_json, within};
+use support::{
+    ManualClock, STEP_TIMEOUT, http, start_with_clock, wait_for_json, webhook_receiver, within,
+};
 
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -55,9 +57,10 @@ async fn rounds_and_expiry_follow_the_detectors_clock() {
     // at the machine's current minute and moves only when the test moves it.
     let t = system_minute();
     let clock = ManualClock::at(t + 1);
+    let (hook_url, mut hooks) = webhook_receiver().await;
     let running = start_with_clock(
         dir.path(),
-        "[limits]\nmax_release_age = \"5m\"\n",
+        &format!("[[webhooks]]\nurl = {hook_url:?}\n[limits]\nmax_release_age = \"5m\"\n"),
         None,
         Some(clock.clone()),
     )
@@ -129,6 +132,23 @@ async fn rounds_and_expiry_follow_the_detectors_clock() {
     assert_eq!(ended["finished_at"], t + 185);
     assert_eq!(ended["last_round"], t + 120);
     assert_eq!(ended["decision"], "block", "it ended blocked");
+    // The webhook heard the block, then the finish: outcome expired, still a block.
+    let block = within("the block's webhook", hooks.recv()).await.unwrap();
+    assert_eq!(
+        (
+            &block["decision"],
+            &block["previous_decision"],
+            block.get("outcome")
+        ),
+        (&json!("block"), &json!("pass"), None)
+    );
+    let expired = within("the expiry's webhook", hooks.recv()).await.unwrap();
+    assert_eq!(expired["release_id"], created["id"]);
+    assert_eq!(expired["outcome"], "expired");
+    assert_eq!(
+        (&expired["decision"], &expired["previous_decision"]),
+        (&json!("block"), &json!("block"))
+    );
     // Counted just after the finish is stored.
     within("the expiry counted in /metrics", async {
         while !http("GET", format!("{base}/metrics"), None)

@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -277,4 +279,80 @@ async fn old_minutes_roll_up_to_hours_and_old_hours_go() {
     assert_eq!(scalar(dir.path(), "PRAGMA user_version").await, 4);
     assert!(scalar(dir.path(), "SELECT count(*) FROM app_hours").await > 0);
     eprintln!("retention test took {:?}", started.elapsed());
+}
+
+/// The running detector runs retention on its own clock: an hour after the start, minutes
+/// older than 14 days leave `GET /api/v1/series` (into hourly rows), recent ones stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_detector_runs_retention_in_the_background_on_its_clock() {
+    use tokio::sync::mpsc;
+    use tokio_stream::wrappers::ReceiverStream;
+    use vigil_proto::v1::AckStatus;
+    use vigil_proto::v1::collector_client::CollectorClient;
+
+    let dir = tempfile::tempdir().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let clock = support::ManualClock::at(now);
+    let running = support::start_with_clock(dir.path(), "", None, Some(clock.clone())).await;
+    // Two hours of minutes 20 days old (ingest takes up to 30) and the last ten minutes.
+    let old_start = (now - 20 * DAY) / 3600 * 3600;
+    let minutes: Vec<i64> = (0..120)
+        .map(|i| old_start + i * 60)
+        .chain((1..=10).map(|i| now / 60 * 60 - i * 60))
+        .collect();
+    let mut client = CollectorClient::new(running.channel.clone());
+    let (tx, rx) = mpsc::channel(minutes.len());
+    let mut acks = support::within(
+        "the report stream",
+        client.stream(tonic::Request::new(ReceiverStream::new(rx))),
+    )
+    .await
+    .unwrap()
+    .into_inner();
+    for (i, &m) in minutes.iter().enumerate() {
+        tx.send(support::minute_report("retention", i as u64 + 1, m, 100))
+            .await
+            .unwrap();
+    }
+    for _ in &minutes {
+        let ack = support::within("an ack", acks.message())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ack.status(), AckStatus::Stored, "{}", ack.error);
+    }
+    let series = |from: i64, to: i64| {
+        format!(
+            "{}/api/v1/series?app=shop&host=web-1&from={from}&to={to}",
+            running.http
+        )
+    };
+    let count = |v: &Value| v["minutes"].as_array().map_or(0, Vec::len);
+    let (_, text) = support::http("GET", series(old_start, old_start + 7200), None).await;
+    assert_eq!(count(&serde_json::from_str(&text).unwrap()), 120);
+
+    // The first pass is due an hour after the start.
+    clock.set(now + 3600);
+    support::wait_for_json(
+        "the old minutes rolled up",
+        &series(old_start, old_start + 7200),
+        |v| count(v) == 0,
+    )
+    .await;
+    let (_, text) = support::http("GET", series(now - 3600, now), None).await;
+    assert_eq!(
+        count(&serde_json::from_str(&text).unwrap()),
+        10,
+        "recent minutes stay"
+    );
+    drop(running);
+    let lines = scalar(
+        dir.path().join("data").as_path(),
+        "SELECT sum(lines) FROM app_hours",
+    )
+    .await;
+    assert_eq!(lines, 120 * 100, "the two hours are in their hourly rows");
 }
