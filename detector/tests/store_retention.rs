@@ -15,7 +15,8 @@ use serde_json::Value;
 use sqlx::Row;
 use vigil_detector::config::Retention;
 use vigil_detector::store::{
-    IngestOutcome, MAX_ROWS_PER_TRANSACTION, NewRelease, SqliteStore, Store,
+    IngestOutcome, MAX_EXCEPTION_ROWS_PER_TRANSACTION, MAX_ROWS_PER_TRANSACTION, NewRelease,
+    SqliteStore, Store,
 };
 use vigil_proto::v1::report::Body;
 use vigil_proto::v1::{
@@ -133,6 +134,30 @@ async fn old_minutes_roll_up_to_hours_and_old_hours_go() {
     // The last hour, received now.
     let recent: Vec<i64> = (0..60).map(|i| NOW - 3600 + i * 60).collect();
     ingest(&store, &recent, &mut seq, NOW).await;
+    // A busier app on another host: 30 fingerprints every old minute, so its steps are
+    // bounded by exception counts before minutes.
+    let busy: Vec<Report> = rolled
+        .iter()
+        .enumerate()
+        .map(|(i, &m)| {
+            let mut r = report("h3", i as u64 + 1, m);
+            if let Some(Body::Minute(minute)) = r.body.as_mut() {
+                minute.apps[0].app = "busy".into();
+                minute.apps[0].exceptions = (0..30)
+                    .map(|f| ExceptionCount {
+                        fingerprint: 0x1000 + f,
+                        count: 1,
+                    })
+                    .collect();
+            }
+            r
+        })
+        .collect();
+    assert!(busy.len() as i64 * 30 > 2 * MAX_EXCEPTION_ROWS_PER_TRANSACTION);
+    for chunk in busy.chunks(1000) {
+        store.ingest(chunk, NOW - 40 * DAY).await.unwrap();
+    }
+    let busy_exceptions = busy.len() as i64 * 30;
     let release = store
         .create_release(&NewRelease {
             app: "shop".into(),
@@ -148,14 +173,21 @@ async fn old_minutes_roll_up_to_hours_and_old_hours_go() {
     let total_lines =
         |minutes: &[i64]| -> i64 { minutes.iter().map(|&m| 100 + (m / 60) % 37).sum::<i64>() * 2 };
     let all: Vec<i64> = old.iter().chain(&ancient).chain(&recent).copied().collect();
-    let lines_before = scalar(dir.path(), "SELECT sum(lines) FROM app_minutes").await;
+    let lines_before = scalar(
+        dir.path(),
+        "SELECT sum(lines) FROM app_minutes WHERE app = 'shop'",
+    )
+    .await;
     assert_eq!(lines_before, total_lines(&all));
     let exceptions_before = scalar(dir.path(), "SELECT sum(count) FROM exception_minutes").await;
 
     let pass = store.retain(&policy, NOW).await.unwrap();
     let per_host = (rolled.len() + ancient.len()) as u64;
-    assert_eq!(pass.minutes_rolled_up, 2 * per_host);
-    assert_eq!(pass.host_minutes_rolled_up, 2 * per_host);
+    assert_eq!(pass.minutes_rolled_up, 2 * per_host + rolled.len() as u64);
+    assert_eq!(
+        pass.host_minutes_rolled_up,
+        2 * per_host + rolled.len() as u64
+    );
     assert!(pass.transactions >= 4, "bounded transactions: {pass:?}");
 
     // No minute older than the cutoff is left; every newer one is untouched.
@@ -166,6 +198,15 @@ async fn old_minutes_roll_up_to_hours_and_old_hours_go() {
         2 * (kept.len() + recent.len()) as i64
     );
     assert_eq!(
+        scalar(
+            dir.path(),
+            "SELECT sum(count) FROM exception_hours WHERE app = 'busy'"
+        )
+        .await,
+        busy_exceptions,
+        "every count of the busy app, over steps bounded by exception counts"
+    );
+    assert_eq!(
         scalar(dir.path(), "SELECT count(*) FROM host_minutes").await,
         2 * (kept.len() + recent.len()) as i64
     );
@@ -174,13 +215,22 @@ async fn old_minutes_roll_up_to_hours_and_old_hours_go() {
 
     // Sums are preserved: minutes kept + hours rolled up = what was stored, less the
     // ancient hour, deleted with the hourly rows older than 400 days.
-    let lines_after = scalar(dir.path(), "SELECT sum(lines) FROM app_minutes").await
-        + scalar(dir.path(), "SELECT sum(lines) FROM app_hours").await;
+    let lines_after = scalar(
+        dir.path(),
+        "SELECT sum(lines) FROM app_minutes WHERE app = 'shop'",
+    )
+    .await
+        + scalar(
+            dir.path(),
+            "SELECT sum(lines) FROM app_hours WHERE app = 'shop'",
+        )
+        .await;
     assert_eq!(lines_after, lines_before - total_lines(&ancient));
     let ancient_exceptions: i64 = ancient.iter().filter(|&&m| (m / 60) % 5 == 0).count() as i64 * 4;
     let exceptions_after = scalar(dir.path(), "SELECT sum(count) FROM exception_minutes").await
         + scalar(dir.path(), "SELECT sum(count) FROM exception_hours").await;
     assert_eq!(exceptions_after, exceptions_before - ancient_exceptions);
+    assert!(pass.transactions > 10, "{pass:?}");
     let hourly_cutoff = NOW - 400 * DAY;
     for table in ["app_hours", "exception_hours", "host_hours"] {
         let sql = format!("SELECT count(*) FROM {table} WHERE hour < {hourly_cutoff}");
@@ -190,15 +240,27 @@ async fn old_minutes_roll_up_to_hours_and_old_hours_go() {
     // 71 after it 60 each.
     assert_eq!(rolled.len(), 30 + 71 * 60);
     assert_eq!(
-        scalar(dir.path(), "SELECT count(*) FROM app_hours").await,
+        scalar(
+            dir.path(),
+            "SELECT count(*) FROM app_hours WHERE app = 'shop'"
+        )
+        .await,
         2 * 72
     );
     assert_eq!(
-        scalar(dir.path(), "SELECT sum(minutes = 30) FROM app_hours").await,
+        scalar(
+            dir.path(),
+            "SELECT sum(minutes = 30) FROM app_hours WHERE app = 'shop'"
+        )
+        .await,
         2
     );
     assert_eq!(
-        scalar(dir.path(), "SELECT sum(minutes = 60) FROM app_hours").await,
+        scalar(
+            dir.path(),
+            "SELECT sum(minutes = 60) FROM app_hours WHERE app = 'shop'"
+        )
+        .await,
         2 * 71
     );
     // An hour's host metrics: the mean of its minutes' CPU, the sum of their reads.
@@ -253,8 +315,16 @@ async fn old_minutes_roll_up_to_hours_and_old_hours_go() {
         0,
         "{second:?}"
     );
-    let lines_again = scalar(dir.path(), "SELECT sum(lines) FROM app_minutes").await
-        + scalar(dir.path(), "SELECT sum(lines) FROM app_hours").await;
+    let lines_again = scalar(
+        dir.path(),
+        "SELECT sum(lines) FROM app_minutes WHERE app = 'shop'",
+    )
+    .await
+        + scalar(
+            dir.path(),
+            "SELECT sum(lines) FROM app_hours WHERE app = 'shop'",
+        )
+        .await;
     assert_eq!(lines_again, lines_after);
     store.close().await;
 

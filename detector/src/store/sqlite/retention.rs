@@ -14,11 +14,12 @@
 //! - fingerprint definitions, hosts, the apps' learned memory and releases are kept.
 //!
 //! Every step is its own transaction of at most [`MAX_ROWS_PER_TRANSACTION`] minute rows
-//! (or deleted rows) on the one writer connection, so ingest's group commits wait for at
-//! most one small step, never for a whole pass. A roll-up adds into the hourly row and
-//! deletes the minutes it added in the same transaction, so a crash between steps loses
-//! or doubles nothing, and a late report for an old minute (ingest accepts 30 days) is
-//! rolled up by the next pass into the same hour.
+//! and [`MAX_EXCEPTION_ROWS_PER_TRANSACTION`] exception counts (or deleted rows) on the one
+//! writer connection, so ingest's group commits wait for at most one small step, never for
+//! a whole pass. A roll-up adds into the hourly row and deletes the minutes it added in the
+//! same transaction, so a crash between steps loses or doubles nothing, and a late report
+//! for an old minute (ingest accepts 30 days) is rolled up by the next pass into the same
+//! hour.
 //!
 //! Cutoffs are whole hours: only minutes of hours that ended `minutes` ago are rolled up.
 
@@ -36,6 +37,8 @@ use crate::store::StoreError;
 
 /// Most minute rows rolled up, or rows deleted, in one transaction.
 pub const MAX_ROWS_PER_TRANSACTION: i64 = 2_000;
+/// Most exception counts rolled up in one transaction (unless one minute holds more).
+pub const MAX_EXCEPTION_ROWS_PER_TRANSACTION: i64 = 20_000;
 /// Report de-duplication keys are kept this long after the report was received, whatever
 /// `[retention] minutes`: ingest accepts minutes up to 30 days old.
 pub const REPORT_KEYS_SECS: i64 = 31 * 86_400;
@@ -192,11 +195,12 @@ impl SqliteStore {
             loop {
                 let mut conn = self.writer.acquire().await?;
                 let result = roll_up_app(&mut conn, app, host, minute_cutoff).await;
-                let (minutes, exceptions) = discard_on_error(&self.writer, conn, result).await?;
+                let (minutes, exceptions, more) =
+                    discard_on_error(&self.writer, conn, result).await?;
                 pass.transactions += 1;
                 pass.minutes_rolled_up += minutes;
                 pass.exception_minutes_rolled_up += exceptions;
-                if minutes < MAX_ROWS_PER_TRANSACTION.unsigned_abs() {
+                if !more {
                     break;
                 }
                 tokio::task::yield_now().await;
@@ -295,15 +299,17 @@ impl SqliteStore {
     }
 }
 
-/// Rolls up the oldest [`MAX_ROWS_PER_TRANSACTION`] minutes (at most) of `app` on `host`
-/// before `cutoff`, with their exception counts, in one transaction; returns the minute
-/// and exception rows rolled up.
+/// Rolls up the oldest minutes of `app` on `host` before `cutoff` with their exception
+/// counts, at most [`MAX_ROWS_PER_TRANSACTION`] minutes and (but for a single minute that
+/// holds more) [`MAX_EXCEPTION_ROWS_PER_TRANSACTION`] exception counts, in one
+/// transaction; returns the minute and exception rows rolled up, and whether older
+/// minutes may be left (the step stopped before the cutoff).
 async fn roll_up_app(
     conn: &mut SqliteConnection,
     app: &str,
     host: &str,
     cutoff: i64,
-) -> Result<(u64, u64), StoreError> {
+) -> Result<(u64, u64, bool), StoreError> {
     {
         let mut tx = conn.begin().await?;
         // The chunk ends after the N-th oldest minute, or at the cutoff.
@@ -317,7 +323,23 @@ async fn roll_up_app(
         .bind(MAX_ROWS_PER_TRANSACTION - 1)
         .fetch_optional(&mut *tx)
         .await?;
-        let end = nth.map_or(cutoff, |m| (m + 1).min(cutoff));
+        // And after the minute of the N-th oldest exception count, when that comes first
+        // (a minute may hold thousands of fingerprints; at least one minute per step).
+        let nth_exception: Option<i64> = sqlx::query_scalar(
+            "SELECT minute FROM exception_minutes WHERE app = ? AND host = ? AND minute < ? \
+             ORDER BY minute LIMIT 1 OFFSET ?",
+        )
+        .bind(app)
+        .bind(host)
+        .bind(cutoff)
+        .bind(MAX_EXCEPTION_ROWS_PER_TRANSACTION - 1)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let end = [nth, nth_exception]
+            .into_iter()
+            .flatten()
+            .map(|m| m + 1)
+            .fold(cutoff, i64::min);
         let mut rolled = [0u64; 2];
         for (i, (roll_up, delete)) in [
             (
@@ -347,7 +369,7 @@ async fn roll_up_app(
                 .rows_affected();
         }
         tx.commit().await?;
-        Ok((rolled[0], rolled[1]))
+        Ok((rolled[0], rolled[1], end < cutoff))
     }
 }
 
