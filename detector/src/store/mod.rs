@@ -16,8 +16,8 @@ use vigil_proto::v1::Report;
 use crate::judge::{Batch, Decision, Feedback, Reason};
 
 pub use sqlite::{
-    MAX_EXCEPTION_ROWS_PER_TRANSACTION, MAX_ROWS_PER_TRANSACTION, PASS_INTERVAL_SECS,
-    REPORT_KEYS_SECS, RetentionPass, SqliteStore, run_retention,
+    FIRST_PASS_SECS, MAX_EXCEPTION_ROWS_PER_TRANSACTION, MAX_ROWS_PER_TRANSACTION,
+    PASS_INTERVAL_SECS, REPORT_KEYS_SECS, RetentionPass, SqliteStore, run_retention,
 };
 
 /// What became of a report handed to [`Store::ingest`].

@@ -23,8 +23,8 @@ mod retention;
 mod writes;
 
 pub use retention::{
-    MAX_EXCEPTION_ROWS_PER_TRANSACTION, MAX_ROWS_PER_TRANSACTION, PASS_INTERVAL_SECS,
-    REPORT_KEYS_SECS, RetentionPass, run as run_retention,
+    FIRST_PASS_SECS, MAX_EXCEPTION_ROWS_PER_TRANSACTION, MAX_ROWS_PER_TRANSACTION,
+    PASS_INTERVAL_SECS, REPORT_KEYS_SECS, RetentionPass, run as run_retention,
 };
 
 use writes::{create_release_on, discard_on_error, ingest_on, update_release_on};

@@ -43,18 +43,22 @@ pub const MAX_EXCEPTION_ROWS_PER_TRANSACTION: i64 = 20_000;
 /// `[retention] minutes`: ingest accepts minutes up to 30 days old.
 pub const REPORT_KEYS_SECS: i64 = 31 * 86_400;
 
-/// Seconds between retention passes (the first runs this long after the start).
+/// Seconds between retention passes.
 pub const PASS_INTERVAL_SECS: i64 = 3600;
+/// Seconds from the start to the first pass: soon, so that a detector restarted more often
+/// than [`PASS_INTERVAL_SECS`] still keeps its store bounded, but not while agents resend
+/// what they spooled during the restart.
+pub const FIRST_PASS_SECS: i64 = 600;
 
-/// Runs a retention pass every [`PASS_INTERVAL_SECS`] of `clock` until `stop` turns
-/// true. A failed pass is logged; the next one goes on from where it stopped.
+/// Runs a retention pass [`FIRST_PASS_SECS`] after the start, then every
+/// [`PASS_INTERVAL_SECS`] of `clock`, until `stop` turns true. A failed pass is logged; the next one goes on from where it stopped.
 pub async fn run(
     store: Arc<SqliteStore>,
     policy: Retention,
     clock: Arc<dyn Clock>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut due = clock.now() + PASS_INTERVAL_SECS;
+    let mut due = clock.now() + FIRST_PASS_SECS;
     loop {
         tokio::select! {
             () = clock.sleep_until(due) => {}
