@@ -86,7 +86,7 @@ async fn an_alert_is_judged_within_a_second_while_fifty_releases_catch_up() {
         ids.push(created.id);
     }
 
-    // The catch-up: every release's 180 rounds, one release after another.
+    // The catch-up: every release's 180 rounds, two releases at a time, newest first.
     let catch_up = {
         let releases = Arc::clone(&releases);
         tokio::spawn(async move {
@@ -95,8 +95,9 @@ async fn an_alert_is_judged_within_a_second_while_fifty_releases_catch_up() {
             t.elapsed()
         })
     };
-    // Once the newest release (judged first) has its rounds stored, the large one is being
-    // judged: then an alert for the oldest release, whose turn comes last.
+    // Once the newest release (judged first, beside the large one) has its rounds stored,
+    // the large one is still being judged: then an alert for the oldest release, whose
+    // turn comes last.
     let first_judged = *ids.last().unwrap();
     let big = ids[RELEASES - 2];
     tokio::time::timeout(Duration::from_secs(60), async {

@@ -44,7 +44,7 @@ pub mod window;
 
 use validate::{check_host_count, check_hosts, check_name, check_time};
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -813,8 +813,8 @@ impl<S: Store> Releases<S> {
     }
 
     /// Judges every watched release up to the completed minute `minute` (one round per
-    /// minute not judged yet). A release that fails is logged and left for the next
-    /// round.
+    /// minute not judged yet), two releases at a time, newest first. A
+    /// release that fails is logged and left for the next round.
     ///
     /// # Errors
     /// [`ReleaseError::Store`] when the releases cannot be listed.
@@ -826,11 +826,24 @@ impl<S: Store> Releases<S> {
                 state: Some(ReleaseState::Watching),
             })
             .await?;
-        for release in watching {
-            if let Err(e) = self.round(release.id, minute).await {
-                tracing::warn!(id = release.id, error = %e, "release round failed");
+        let queue: std::sync::Mutex<VecDeque<i64>> =
+            std::sync::Mutex::new(watching.iter().map(|r| r.id).collect());
+        drop(watching);
+        let worker = || async {
+            loop {
+                let next = queue
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .pop_front();
+                let Some(id) = next else { return };
+                if let Err(e) = self.round(id, minute).await {
+                    tracing::warn!(id, error = %e, "release round failed");
+                }
             }
-        }
+        };
+        // Each release's funnel runs on a blocking thread; two at once keep two cores busy
+        // without letting rounds crowd out ingest and alerts on a small machine.
+        tokio::join!(worker(), worker());
         Ok(())
     }
 
