@@ -315,9 +315,6 @@ fn glob_matching_rotated_files_create_counts_every_line_once() {
 /// `app.log*` minus `*.gz`: every copytruncate copy matches the glob; it holds lines already
 /// read from `app.log` and only those after the agent's position are counted from it.
 #[test]
-#[ignore = "open (issue 14): in about one run of three, SIGKILLs during copytruncate rotations \
-            with a glob matching the copies count a copy's lines again (189,800 counted of \
-            184,600 written); run with --ignored"]
 fn glob_matching_rotated_files_copytruncate_counts_every_line_once() {
     if logrotate_available() {
         torture("copytruncate", Glob::Rotated);

@@ -75,14 +75,20 @@ fn logrotate() -> Option<PathBuf> {
 #[derive(Default)]
 struct Sink {
     lines: Vec<u64>,
+    /// The stream each line came from, and the tailer's run (restarts so far).
+    from: Vec<(FileKey, u64)>,
+    run: u64,
     fragments: u64,
 }
 
 impl LineSink for Sink {
-    fn line(&mut self, _: usize, _: FileKey, line: &[u8], _: u64, truncated: bool) {
+    fn line(&mut self, _: usize, key: FileKey, line: &[u8], _: u64, truncated: bool) {
         assert!(!truncated);
         match number(line) {
-            Some(n) => self.lines.push(n),
+            Some(n) => {
+                self.lines.push(n);
+                self.from.push((key, self.run));
+            }
             None => self.fragments += 1,
         }
     }
@@ -314,9 +320,20 @@ fn scenario(logrotate: &Path, mode: &str, compress: bool, delay: bool, glob: boo
                 // Crash: lines delivered after the store are forgotten (never acknowledged).
                 read_round(&mut tailer, 1 << 16, &mut sink);
                 sink.lines.truncate(committed);
+                sink.from.truncate(committed);
             }
             drop(tailer);
             tailer = new(Checkpoints::load(data.path()).unwrap());
+            sink.run = restarts;
+            eprintln!(
+                "{label}: run {restarts} starts (after a {}) at line {} written, {committed} delivered",
+                if restarts.is_multiple_of(crash_every) {
+                    "crash"
+                } else {
+                    "stop"
+                },
+                written.load(Ordering::Acquire)
+            );
         }
         thread::sleep(Duration::from_millis(5));
     }
@@ -326,12 +343,29 @@ fn scenario(logrotate: &Path, mode: &str, compress: bool, delay: bool, glob: boo
     for n in &sink.lines {
         *delivered.entry(*n).or_default() += 1;
     }
-    let dups: Vec<_> = delivered
+    let mut dups: Vec<_> = delivered
         .iter()
         .filter(|(_, c)| **c > 1)
         .map(|(n, _)| *n)
-        .take(10)
         .collect();
+    dups.sort_unstable();
+    // Where the first and the last were delivered from: (stream, run) each time.
+    let dup_from: Vec<(u64, Vec<(FileKey, u64)>)> = [dups.first(), dups.last()]
+        .into_iter()
+        .flatten()
+        .map(|&d| {
+            let from = sink
+                .lines
+                .iter()
+                .zip(&sink.from)
+                .filter(|(n, _)| **n == d)
+                .map(|(_, f)| *f)
+                .collect();
+            (d, from)
+        })
+        .collect();
+    let dup_count = dups.len();
+    dups.truncate(10);
     let disk = on_disk(dir.path());
     let missing: Vec<_> = disk
         .iter()
@@ -353,7 +387,11 @@ fn scenario(logrotate: &Path, mode: &str, compress: bool, delay: bool, glob: boo
         rotations,
         "{label}: rotations at {rotated_at:?}"
     );
-    assert!(dups.is_empty(), "{label}: delivered twice: {dups:?}");
+    assert!(
+        dups.is_empty(),
+        "{label}: {dup_count} lines delivered twice, the first ones: {dups:?}; (stream, run) \
+         of the first and the last: {dup_from:?}"
+    );
     assert!(
         missing.is_empty(),
         "{label}: on disk but not delivered: {missing:?}"

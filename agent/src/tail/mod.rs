@@ -1227,11 +1227,15 @@ impl Tailer {
                 .entry(name.as_bytes().to_vec())
                 .or_insert(source);
         }
-        // Heads known to be read (checkpointed or finished), by length.
+        // Heads known to be read (checkpointed, followed now or finished), by length. A
+        // followed file's own head counts, not what its path holds now: a generation that
+        // rotated since the listing (`app.log.1` compressed into `app.log.2.gz`) is the
+        // followed file's data, and its path already holds the next one's.
         let mut known: HashMap<u32, HashSet<u64>> = HashMap::new();
         for (len, head) in restored
             .iter()
             .map(|e| (e.id.head_len, e.id.head))
+            .chain(self.files.iter().map(|t| (t.id.head_len, t.id.head)))
             .chain(self.finished.iter().map(|f| (f.head_len, f.head)))
         {
             if len > 0 {
@@ -1616,10 +1620,12 @@ impl Tailer {
                         // Its content is gone from its own file (truncated, no copy found
                         // then): this file is that copy, read up to where it was read.
                         better(2, None, t.read_pos, None);
-                    } else if size <= t.size.max(t.read_pos) {
+                    } else {
                         // A copy of a file still holding these lines (copytruncate before its
                         // truncate, or a copy in progress): its lines come from that file, and
-                        // the rest from this copy once that file is truncated.
+                        // the rest from this copy once that file is truncated. Even when it
+                        // is larger than that file was at the last look: the file grew since,
+                        // or was truncated since (the next scan finds this copy for it).
                         return Ident::Copy;
                     }
                 }
