@@ -20,6 +20,9 @@
 //! about 20 ms per record, so a flush interval holds minutes to hours of log time, as when
 //! a backlog is read); `VIGIL_LOAD_SLICE_MS` (default 10): how often the writer appends. Every wait has a deadline; the processes are killed when
 //! the bench ends or fails.
+//!
+//! A rate of `0` measures the agent at idle: [`IDLE_FILES`] files of one line each, read
+//! once, then nothing written for the period (`VIGIL_LOAD_RATES=0`).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -33,6 +36,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use vigil_agent::java::generate;
 
 type Error = Box<dyn std::error::Error>;
+
+/// Files the agent tails at rate 0 (idle), one line each.
+const IDLE_FILES: usize = 100;
 
 /// A child process killed when dropped.
 struct Proc {
@@ -239,6 +245,21 @@ fn run_rate(bins: &Path, rate_mb: f64, secs: f64, log_clock: bool) -> Result<Out
     std::fs::create_dir_all(&logs)?;
     let log = logs.join("shop.log");
     File::create(&log)?;
+    let mut idle_lines = 0;
+    if rate_mb == 0.0 {
+        // One generated record each, stamped now.
+        for i in 0..IDLE_FILES {
+            let path = if i == 0 {
+                log.clone()
+            } else {
+                logs.join(format!("idle-{i}.log"))
+            };
+            let mut buf = Vec::new();
+            let st = generate::write_log(&mut buf, 1, i as u64 + 1, unix_now())?;
+            std::fs::write(path, &buf)?;
+            idle_lines += st.lines;
+        }
+    }
     let agent_config = d.join("agent.toml");
     std::fs::write(
         &agent_config,
@@ -298,6 +319,7 @@ start_at = "beginning"
         std::thread::sleep(Duration::from_millis(100));
     }
     let (written_bytes, written_lines) = writer.join().map_err(|_| "writer panicked")??;
+    let written_lines = written_lines + idle_lines;
     // The agent's CPU over the writing period plus a second to read what was written last.
     std::thread::sleep(Duration::from_secs(1));
     let elapsed = t0.elapsed().as_secs_f64();

@@ -42,8 +42,14 @@ use crate::tail::{
     Change, Checkpoints, FileKey, LineSink, PathWatcher, SourceConfig, TailError, Tailer,
 };
 
-/// How often files are read even without a wake-up from the watcher.
+/// How often files are read when no file watcher could be set up (polling).
 const READ_INTERVAL: Duration = Duration::from_millis(250);
+/// How often files are read without a wake-up while the file watcher runs: a safety net for
+/// changes it does not report (network file systems, a lost event). An idle agent wakes
+/// for little else.
+const WATCHED_READ_INTERVAL: Duration = Duration::from_secs(2);
+/// After the idle time of an event, how much later the read that completes it comes.
+const FLUSH_MARGIN: Duration = Duration::from_millis(20);
 /// Least time between two reads woken by the file watcher: a writer appending every few
 /// milliseconds wakes the agent for each write; gathering them costs at most this much
 /// latency and saves the fixed work of a read (hints, scan check, idle flush) per write.
@@ -59,8 +65,8 @@ const DATA_DIR_OPEN_RETRY: Duration = Duration::from_secs(5);
 const HINTS_MAX: usize = 65_536;
 /// A pending event with no new line for this long is complete (the flush timeout).
 const EVENT_IDLE: Duration = Duration::from_millis(500);
-/// How long after the last line read idle events are looked for: the reads (every
-/// `READ_INTERVAL` at least) complete every pending event well within it.
+/// How long after the last line read idle events are looked for: the read scheduled
+/// `EVENT_IDLE` after the last line completes every pending event well within it.
 const IDLE_FLUSH_WINDOW: Duration = Duration::from_secs(3);
 /// Bytes read per turn of the main loop before other work gets its turn.
 const READ_BUDGET: usize = 8 * 1024 * 1024;
@@ -310,9 +316,10 @@ pub async fn run_until(
         hints: Arc::clone(&hints),
         last_line: None,
         last_read: Instant::now(),
+        flush_due: None,
     };
     let wake = Arc::new(Notify::new());
-    let _watcher = {
+    let watcher = {
         let wake = Arc::clone(&wake);
         let on_change = move |change: Change| {
             hints
@@ -348,13 +355,22 @@ pub async fn run_until(
     };
     let mut flush_tick =
         tokio::time::interval_at(tokio::time::Instant::now() + first_flush, flush_every);
-    let mut read_tick = tokio::time::interval(READ_INTERVAL);
+    let mut read_tick = tokio::time::interval(if watcher.is_some() {
+        WATCHED_READ_INTERVAL
+    } else {
+        READ_INTERVAL
+    });
     let mut status_tick = tokio::time::interval(DATA_DIR_RETRY);
     let mut acked_rx = shipper.acked();
     tracing::info!(host = %config.host, instance = identity.instance(), endpoint = %config.detector.endpoint, sources = config.logs.len(), "vigil-agent running");
     let why = loop {
+        let flush_at = logs.flush_due.map(tokio::time::Instant::from_std);
         tokio::select! {
             _ = read_tick.tick() => {
+                let alerts = logs.read(&mut counters, &outbox)?;
+                outbox.alerts(alerts, &config, &mut identity, &mut checkpoints, &shipper);
+            }
+            () = tokio::time::sleep_until(flush_at.unwrap_or_else(tokio::time::Instant::now)), if flush_at.is_some() => {
                 let alerts = logs.read(&mut counters, &outbox)?;
                 outbox.alerts(alerts, &config, &mut identity, &mut checkpoints, &shipper);
             }
@@ -437,6 +453,9 @@ struct Logs {
     last_line: Option<Instant>,
     /// When the files were last read.
     last_read: Instant,
+    /// When a read must come to complete the events pending after the last line read
+    /// (`EVENT_IDLE` later), whatever the watcher says.
+    flush_due: Option<Instant>,
 }
 
 /// Hands the tailer's lines to the analysis, counting into the minute counters.
@@ -519,8 +538,14 @@ impl Logs {
                 }
             }
             if sink.lines > 0 {
-                self.last_line = Some(Instant::now());
+                let now = Instant::now();
+                self.last_line = Some(now);
+                self.flush_due = Some(now + EVENT_IDLE + FLUSH_MARGIN);
+            } else if self.flush_due.is_some_and(|due| started >= due) {
+                self.flush_due = None;
             }
+        } else if self.flush_due.is_some_and(|due| started >= due) {
+            self.flush_due = None;
         }
         // An event is complete once it saw no line for EVENT_IDLE: two calls that far apart
         // after its last line complete it, later calls find nothing to do.
