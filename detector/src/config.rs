@@ -247,10 +247,12 @@ impl DetectorConfig {
                 ));
             }
             for event in &hook.events {
-                if !matches!(event.as_str(), "pass" | "watch" | "block") {
+                if !matches!(event.as_str(), "pass" | "watch" | "block" | "finished") {
                     return Err(invalid(
                         format!("webhooks[{i}].events"),
-                        format!("{event:?} is not one of \"pass\", \"watch\", \"block\""),
+                        format!(
+                            "{event:?} is not one of \"pass\", \"watch\", \"block\", \"finished\""
+                        ),
                     ));
                 }
             }
@@ -433,7 +435,7 @@ mod tests {
             .expect_err("bad event");
         assert_eq!(
             err.to_string(),
-            "detector.toml: webhooks[0].events: \"explode\" is not one of \"pass\", \"watch\", \"block\""
+            "detector.toml: webhooks[0].events: \"explode\" is not one of \"pass\", \"watch\", \"block\", \"finished\""
         );
         let err = parse("[[webhooks]]\nurl = \"ftp://x\"").expect_err("bad url");
         assert!(err.to_string().contains("webhooks[0].url"), "{err}");

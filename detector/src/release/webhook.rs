@@ -8,7 +8,9 @@
 //!
 //! A release's finish is posted the same way, with the decision it ended with (equal to
 //! `previous_decision`) and an `outcome`: `success`, `rolled_back`, or `expired` when
-//! nobody finished it within `[limits] max_release_age` and the detector did.
+//! nobody finished it within `[limits] max_release_age` and the detector did. It goes to
+//! the webhooks without `events` and to those that name `"finished"`: a hook that asked
+//! for `block` hears of each block once, not again when the blocked release ends.
 
 use std::time::Duration;
 
@@ -44,7 +46,7 @@ pub fn start(webhooks: Vec<Webhook>) -> mpsc::Sender<DecisionChange> {
                 }
             };
             for hook in &webhooks {
-                if wants(hook, change.decision.as_str()) {
+                if wants(hook, event(&change)) {
                     tokio::spawn(deliver(
                         agent.clone(),
                         hook.url.clone(),
@@ -58,9 +60,18 @@ pub fn start(webhooks: Vec<Webhook>) -> mpsc::Sender<DecisionChange> {
     tx
 }
 
-/// Whether `hook` subscribes to `decision`.
-pub fn wants(hook: &Webhook, decision: &str) -> bool {
-    hook.events.is_empty() || hook.events.iter().any(|e| e == decision)
+/// The event a change is, as `events` names it: its new decision, or `finished`.
+pub fn event(change: &DecisionChange) -> &str {
+    if change.outcome.is_some() {
+        "finished"
+    } else {
+        change.decision.as_str()
+    }
+}
+
+/// Whether `hook` subscribes to `event`.
+pub fn wants(hook: &Webhook, event: &str) -> bool {
+    hook.events.is_empty() || hook.events.iter().any(|e| e == event)
 }
 
 /// What one POST came to.
@@ -170,8 +181,13 @@ mod tests {
             events: vec!["block".into()],
         };
         assert!(wants(&all, "watch"));
+        assert!(wants(&all, "finished"));
         assert!(wants(&blocks, "block"));
         assert!(!wants(&blocks, "pass"));
+        assert!(
+            !wants(&blocks, "finished"),
+            "a block hook is not told of finishes"
+        );
     }
 
     #[test]
