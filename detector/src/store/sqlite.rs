@@ -19,6 +19,26 @@ use super::{
 };
 use crate::judge::{Batch, Decision};
 
+/// `column = column + excluded.column`, held at `i64::MAX` (SQLite would turn an integer
+/// sum that overflows into a REAL, which no reader of the column expects). Defined before
+/// the submodules: the roll-ups use it too.
+macro_rules! saturating_sum {
+    ($column:literal) => {
+        concat!(
+            $column,
+            " = CASE WHEN ",
+            $column,
+            " > 9223372036854775807 - excluded.",
+            $column,
+            " THEN 9223372036854775807 ELSE ",
+            $column,
+            " + excluded.",
+            $column,
+            " END"
+        )
+    };
+}
+
 mod retention;
 mod writes;
 
@@ -182,25 +202,6 @@ CREATE TABLE IF NOT EXISTS host_hours (
     PRIMARY KEY (host, hour)
 ) WITHOUT ROWID;
 ";
-
-/// `column = column + excluded.column`, held at `i64::MAX` (SQLite would turn an integer
-/// sum that overflows into a REAL, which no reader of the column expects).
-macro_rules! saturating_sum {
-    ($column:literal) => {
-        concat!(
-            $column,
-            " = CASE WHEN ",
-            $column,
-            " > 9223372036854775807 - excluded.",
-            $column,
-            " THEN 9223372036854775807 ELSE ",
-            $column,
-            " + excluded.",
-            $column,
-            " END"
-        )
-    };
-}
 
 macro_rules! release_columns {
     () => {

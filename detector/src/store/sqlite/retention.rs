@@ -114,24 +114,6 @@ macro_rules! capped_total {
     };
 }
 
-/// `column = column + excluded.column`, held at `i64::MAX`.
-macro_rules! add_excluded {
-    ($column:literal) => {
-        concat!(
-            $column,
-            " = CASE WHEN ",
-            $column,
-            " > 9223372036854775807 - excluded.",
-            $column,
-            " THEN 9223372036854775807 ELSE ",
-            $column,
-            " + excluded.",
-            $column,
-            " END"
-        )
-    };
-}
-
 const ROLL_UP_APP: &str = concat!(
     "INSERT INTO app_hours (app, host, hour, lines, error_lines, warn_lines, events, \
      truncated_lines, reports, minutes) \
@@ -150,19 +132,19 @@ const ROLL_UP_APP: &str = concat!(
     ", count(*) FROM app_minutes WHERE app = ? AND host = ? AND minute < ? \
      GROUP BY minute - minute % 3600 \
      ON CONFLICT (app, host, hour) DO UPDATE SET ",
-    add_excluded!("lines"),
+    saturating_sum!("lines"),
     ", ",
-    add_excluded!("error_lines"),
+    saturating_sum!("error_lines"),
     ", ",
-    add_excluded!("warn_lines"),
+    saturating_sum!("warn_lines"),
     ", ",
-    add_excluded!("events"),
+    saturating_sum!("events"),
     ", ",
-    add_excluded!("truncated_lines"),
+    saturating_sum!("truncated_lines"),
     ", ",
-    add_excluded!("reports"),
+    saturating_sum!("reports"),
     ", ",
-    add_excluded!("minutes")
+    saturating_sum!("minutes")
 );
 
 const ROLL_UP_EXCEPTIONS: &str = concat!(
@@ -172,7 +154,7 @@ const ROLL_UP_EXCEPTIONS: &str = concat!(
     " FROM exception_minutes WHERE app = ? AND host = ? AND minute < ? \
      GROUP BY minute - minute % 3600, fingerprint \
      ON CONFLICT (app, host, hour, fingerprint) DO UPDATE SET ",
-    add_excluded!("count")
+    saturating_sum!("count")
 );
 
 /// The start of the hour of `t`.
