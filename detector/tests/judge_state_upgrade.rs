@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -13,8 +15,8 @@ use axum::http::Request;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use vigil_detector::api::{ApiState, router};
-use vigil_detector::judge::{Decision, Definition};
-use vigil_detector::release::{Releases, StoredAlert};
+use vigil_detector::judge::Decision;
+use vigil_detector::release::Releases;
 use vigil_detector::store::SqliteStore;
 
 const START: i64 = 1_763_880_000;
@@ -63,33 +65,10 @@ async fn an_unreadable_judge_state_keeps_the_block_and_says_so_once() {
     let releases = Releases::new(Arc::clone(&store), None);
     let mut ids = Vec::new();
     for version in ["2.0", "2.1"] {
-        let created = releases
-            .create(
-                serde_json::from_value(json!({
-                    "app": "shop", "version": version, "hosts": ["h1"],
-                    "reference_hosts": ["h2"], "started_at": START,
-                }))
-                .unwrap(),
-                START,
-            )
-            .await
-            .unwrap();
-        ids.push(created.id);
+        ids.push(support::create_shop_release(&releases, version, START).await);
     }
     releases
-        .alert(&StoredAlert {
-            app: "shop".into(),
-            host: "h1".into(),
-            at: START + 30,
-            fingerprint: 0x9f3a_5c0e_11d2_b7a4,
-            definition: Definition {
-                class: "java.lang.NoSuchMethodError".into(),
-                causes: vec![],
-                message: "shop.Promo.apply()V".into(),
-                frames: vec!["shop.Checkout.run".into()],
-                dangerous: true,
-            },
-        })
+        .alert(&support::dangerous_alert(START + 30))
         .await
         .unwrap();
     // The alert blocks both (both released h1); a false alarm lifts release 2, a pass.

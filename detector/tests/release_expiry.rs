@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod support;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -15,8 +17,8 @@ use tokio::sync::mpsc;
 use tower::ServiceExt;
 use vigil_detector::api::{ApiState, router};
 use vigil_detector::config::DetectorConfig;
-use vigil_detector::judge::{Decision, Definition};
-use vigil_detector::release::{Releases, StoredAlert};
+use vigil_detector::judge::Decision;
+use vigil_detector::release::Releases;
 use vigil_detector::store::{Outcome, SqliteStore};
 
 async fn call(router: &Router, method: Method, uri: &str, body: Option<Value>) -> (u16, String) {
@@ -67,34 +69,11 @@ async fn a_release_nobody_finished_expires_keeping_its_block() {
     let start = 1_700_000_000 - 1_700_000_000 % 60;
     let mut ids = Vec::new();
     for (version, started_at) in [("2.0", start), ("2.1", start + 60)] {
-        let created = releases
-            .create(
-                serde_json::from_value(json!({
-                    "app": "shop", "version": version, "hosts": ["h1"],
-                    "reference_hosts": ["h2"], "started_at": started_at,
-                }))
-                .unwrap(),
-                started_at,
-            )
-            .await
-            .unwrap();
-        ids.push(created.id);
+        ids.push(support::create_shop_release(&releases, version, started_at).await);
     }
     // The first is blocked by a dangerous alert.
     releases
-        .alert(&StoredAlert {
-            app: "shop".into(),
-            host: "h1".into(),
-            at: start + 30,
-            fingerprint: 0x9f3a_5c0e_11d2_b7a4,
-            definition: Definition {
-                class: "java.lang.NoSuchMethodError".into(),
-                causes: vec![],
-                message: "shop.Promo.apply()V".into(),
-                frames: vec!["shop.Checkout.run".into()],
-                dangerous: true,
-            },
-        })
+        .alert(&support::dangerous_alert(start + 30))
         .await
         .unwrap();
     assert_eq!(changes.try_recv().unwrap().decision, Decision::Block);

@@ -247,3 +247,39 @@ pub fn minute_report(instance: &str, seq: u64, minute: i64, lines: u64) -> Repor
         })),
     }
 }
+
+/// Creates a release of `shop` at `version` on `h1` (reference `h2`), started and announced
+/// at `started_at`; returns its id.
+pub async fn create_shop_release<S: vigil_detector::store::Store>(
+    releases: &vigil_detector::release::Releases<S>,
+    version: &str,
+    started_at: i64,
+) -> i64 {
+    let request = serde_json::from_value(serde_json::json!({
+        "app": "shop", "version": version, "hosts": ["h1"],
+        "reference_hosts": ["h2"], "started_at": started_at,
+    }))
+    .expect("a valid release request");
+    releases
+        .create(request, started_at)
+        .await
+        .expect("the release is created")
+        .id
+}
+
+/// A dangerous `NoSuchMethodError` raised on `h1` of `shop` at `at`.
+pub fn dangerous_alert(at: i64) -> vigil_detector::release::StoredAlert {
+    vigil_detector::release::StoredAlert {
+        app: "shop".into(),
+        host: "h1".into(),
+        at,
+        fingerprint: 0x9f3a_5c0e_11d2_b7a4,
+        definition: vigil_detector::judge::Definition {
+            class: "java.lang.NoSuchMethodError".into(),
+            causes: vec![],
+            message: "shop.Promo.apply()V".into(),
+            frames: vec!["shop.Checkout.run".into()],
+            dangerous: true,
+        },
+    }
+}
