@@ -285,6 +285,28 @@ impl SqliteStore {
     }
 }
 
+const NTH_APP_MINUTE: &str = "SELECT minute FROM app_minutes WHERE app = ? AND host = ? \
+     AND minute < ? ORDER BY minute LIMIT 1 OFFSET ?";
+const NTH_EXCEPTION_MINUTE: &str = "SELECT minute FROM exception_minutes WHERE app = ? AND \
+     host = ? AND minute < ? ORDER BY minute LIMIT 1 OFFSET ?";
+
+/// The minute of the `n`-th oldest row before the cutoff of one app on one host, by `query`
+/// ([`NTH_APP_MINUTE`] or [`NTH_EXCEPTION_MINUTE`]); `None` when there are fewer.
+async fn nth_oldest_minute(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    query: &'static str,
+    (app, host, cutoff): (&str, &str, i64),
+    n: i64,
+) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query_scalar(query)
+        .bind(app)
+        .bind(host)
+        .bind(cutoff)
+        .bind(n - 1)
+        .fetch_optional(&mut **tx)
+        .await?)
+}
+
 /// Rolls up the oldest minutes of `app` on `host` before `cutoff` with their exception
 /// counts, at most [`MAX_ROWS_PER_TRANSACTION`] minutes and (but for a single minute that
 /// holds more) [`MAX_EXCEPTION_ROWS_PER_TRANSACTION`] exception counts, in one
@@ -299,27 +321,21 @@ async fn roll_up_app(
     {
         let mut tx = conn.begin().await?;
         // The chunk ends after the N-th oldest minute, or at the cutoff.
-        let nth: Option<i64> = sqlx::query_scalar(
-            "SELECT minute FROM app_minutes WHERE app = ? AND host = ? AND minute < ? \
-             ORDER BY minute LIMIT 1 OFFSET ?",
+        let nth = nth_oldest_minute(
+            &mut tx,
+            NTH_APP_MINUTE,
+            (app, host, cutoff),
+            MAX_ROWS_PER_TRANSACTION,
         )
-        .bind(app)
-        .bind(host)
-        .bind(cutoff)
-        .bind(MAX_ROWS_PER_TRANSACTION - 1)
-        .fetch_optional(&mut *tx)
         .await?;
         // And after the minute of the N-th oldest exception count, when that comes first
         // (a minute may hold thousands of fingerprints; at least one minute per step).
-        let nth_exception: Option<i64> = sqlx::query_scalar(
-            "SELECT minute FROM exception_minutes WHERE app = ? AND host = ? AND minute < ? \
-             ORDER BY minute LIMIT 1 OFFSET ?",
+        let nth_exception = nth_oldest_minute(
+            &mut tx,
+            NTH_EXCEPTION_MINUTE,
+            (app, host, cutoff),
+            MAX_EXCEPTION_ROWS_PER_TRANSACTION,
         )
-        .bind(app)
-        .bind(host)
-        .bind(cutoff)
-        .bind(MAX_EXCEPTION_ROWS_PER_TRANSACTION - 1)
-        .fetch_optional(&mut *tx)
         .await?;
         let end = [nth, nth_exception]
             .into_iter()
