@@ -66,6 +66,77 @@ fn every_line_written_is_counted_once() {
     assert_eq!(minute["minute"].as_i64().map(|m| m % 60), Some(0));
 }
 
+/// An agent killed after reading a file but before its first report, whose file is then
+/// rotated away and compressed by real `gzip` before the agent is back: the restarted agent
+/// finds the compressed generation from the positions stored at its first start, and
+/// counts every line once. (Without them it would start afresh from what the glob matches
+/// then, and the first generation's lines would never be counted.)
+#[test]
+fn an_agent_killed_before_its_first_report_finds_the_file_rotated_meanwhile() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, log) = shop_logs(dir.path());
+    append_lines(&log, 0, 1000);
+    let detector = DetectorProcess::start(dir.path());
+    // No report before the kill: the first flush comes 59 s after the start.
+    let config = AgentSetup {
+        flush_interval: "59s",
+        admin: true,
+        ..AgentSetup::new(&detector.grpc, "first", "shop", &log.display().to_string())
+    }
+    .write(dir.path());
+    let agent_log = dir.path().join("agent.log");
+    let read_all = |config: &std::path::Path, path: &std::path::Path, size: u64| {
+        eventually(Duration::from_secs(30), || {
+            try_agent_status(config).is_ok_and(|status| {
+                status["files"].as_array().is_some_and(|files| {
+                    files.iter().any(|f| {
+                        f["path"].as_str() == path.to_str() && f["offset"].as_u64() == Some(size)
+                    })
+                })
+            })
+        })
+    };
+    let size = std::fs::metadata(&log).expect("log").len();
+    let mut agent = spawn("vigil-agent", &config, &agent_log);
+    assert!(
+        read_all(&config, &log, size),
+        "the agent did not read the log within 30 s"
+    );
+    agent.kill();
+    assert_eq!(
+        detector.lines("shop", "first"),
+        0,
+        "a report before the kill"
+    );
+
+    // logrotate's `create` + `compress`, by hand: rename, new file, gzip the old one.
+    let rotated = log.with_extension("log.1");
+    std::fs::rename(&log, &rotated).expect("rotate");
+    append_lines(&log, 1000, 500);
+    let gzip = std::process::Command::new("gzip")
+        .arg(&rotated)
+        .status()
+        .expect("gzip");
+    assert!(gzip.success(), "gzip failed");
+
+    // Back with reports every 200 ms.
+    let text = std::fs::read_to_string(&config).expect("config");
+    common::write(&config, &text.replace("\"59s\"", "\"200ms\""));
+    let _agent = spawn("vigil-agent", &config, &agent_log);
+    let arrived = eventually(Duration::from_secs(30), || {
+        detector.lines("shop", "first") >= 1500
+    });
+    let counted = detector.lines("shop", "first");
+    assert!(arrived, "{counted} of 1,500 lines counted within 30 s");
+    // A window of a few flushes for a double count to show.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        detector.lines("shop", "first"),
+        1500,
+        "every line of both generations counted once"
+    );
+}
+
 /// The detector killed with SIGKILL and down for a while: the agent keeps its reports in
 /// the spool and delivers them when the detector is back, each counted once.
 #[test]

@@ -291,9 +291,6 @@ fn fastrand_ms(max: u64) -> u64 {
 }
 
 #[test]
-#[ignore = "open: since 2026-11-30 02:45 most runs end with 3-10 % of the lines not counted within \
-            60 s (with this agent and with the agent of c2b4a68 alike); cause not found yet; run \
-            with --ignored"]
 fn rename_and_create_rotation_with_sigkills_counts_every_line_once() {
     if logrotate_available() {
         torture("create", Glob::Live);
@@ -301,9 +298,6 @@ fn rename_and_create_rotation_with_sigkills_counts_every_line_once() {
 }
 
 #[test]
-#[ignore = "open: since 2026-11-30 02:45 most runs end with 3-10 % of the lines not counted within \
-            60 s (with this agent and with the agent of c2b4a68 alike); cause not found yet; run \
-            with --ignored"]
 fn copytruncate_rotation_with_sigkills_counts_every_line_on_disk_once() {
     if logrotate_available() {
         torture("copytruncate", Glob::Live);
@@ -312,9 +306,6 @@ fn copytruncate_rotation_with_sigkills_counts_every_line_on_disk_once() {
 
 /// `app.log*` minus `*.gz`: every rotated generation matches the glob, renamed by `create`.
 #[test]
-#[ignore = "open: since 2026-11-30 02:45 most runs end with 3-10 % of the lines not counted within \
-            60 s (with this agent and with the agent of c2b4a68 alike); cause not found yet; run \
-            with --ignored"]
 fn glob_matching_rotated_files_create_counts_every_line_once() {
     if logrotate_available() {
         torture("create", Glob::Rotated);
@@ -324,9 +315,6 @@ fn glob_matching_rotated_files_create_counts_every_line_once() {
 /// `app.log*` minus `*.gz`: every copytruncate copy matches the glob; it holds lines already
 /// read from `app.log` and only those after the agent's position are counted from it.
 #[test]
-#[ignore = "open: since 2026-11-30 02:45 most runs end with 3-10 % of the lines not counted within \
-            60 s (with this agent and with the agent of c2b4a68 alike); cause not found yet; run \
-            with --ignored"]
 fn glob_matching_rotated_files_copytruncate_counts_every_line_once() {
     if logrotate_available() {
         torture("copytruncate", Glob::Rotated);

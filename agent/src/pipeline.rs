@@ -306,8 +306,12 @@ pub async fn run_until(
             max_line_bytes: l.max_line_bytes,
         })
         .collect();
+    let fresh = resumed.scanned_at.is_none();
     let mut tailer = Tailer::new(sources.clone(), resumed.clone())?;
     tailer.set_scan_interval(SCAN_INTERVAL);
+    if fresh {
+        store_first_positions(&mut tailer, &config.data_dir);
+    }
     let hints = Arc::new(Mutex::new(Hints::default()));
     let mut logs = Logs {
         tailer,
@@ -438,6 +442,21 @@ pub async fn run_until(
     let _ = admin_stop.send(());
     tracing::info!(?why, "vigil-agent stopped");
     Ok(why)
+}
+
+/// A first start (no positions in the spool nor in the checkpoint file): scans the globs and
+/// stores where each file starts being read, and when, before a line is read. An agent
+/// killed before its first report then resumes from these, and finds the files that
+/// rotated away meanwhile (renamed, compressed, or created and rotated after this scan)
+/// instead of starting afresh from what the globs match then, which would skip them. A
+/// failure is logged and the agent goes on: its first acknowledged report stores them.
+fn store_first_positions(tailer: &mut Tailer, data_dir: &Path) {
+    let stored = tailer
+        .scan()
+        .and_then(|()| tailer.checkpoints().store(data_dir));
+    if let Err(e) = stored {
+        tracing::warn!(error = %e, "cannot store the first file positions; an agent killed before its first report may miss files rotated meanwhile");
+    }
 }
 
 /// The log files: the tailer and the per-file event analysis behind it.

@@ -1931,7 +1931,7 @@ impl Tailer {
             sink.file_done(source, key);
             self.stats.files_released += 1;
             self.remember_finished(source, &t.id, Some(t.read_pos));
-            debug!(path = %t.path.display(), key = %key, "finished rotated file released");
+            debug!(path = %t.path.display(), key = %key, read_to = t.read_pos, "finished rotated file released");
         }
     }
 
