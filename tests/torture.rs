@@ -111,7 +111,7 @@ enum Glob {
 }
 
 fn logrotate(dir: &Path, mode: &str, glob: Glob) -> (PathBuf, PathBuf) {
-    let conf = dir.join("logrotate.conf");
+    let conf = dir.join(format!("logrotate-{mode}.conf"));
     let state = dir.join("logrotate.state");
     let keep = match glob {
         Glob::Live => "rotate 1000\n  nocompress",
@@ -169,7 +169,7 @@ fn rotate(conf: &Path, state: &Path) {
     );
 }
 
-/// One torture run in `mode` (`create` or `copytruncate`).
+/// One torture run in `mode` (`create`, `copytruncate`, or `alternate`: the two in turn).
 ///
 /// With copytruncate, lines written between logrotate's copy and its truncate exist nowhere
 /// on disk (a limit of copytruncate itself), so the writer holds still while logrotate runs;
@@ -183,7 +183,9 @@ fn torture(mode: &str, glob: Glob) {
     let logs = dir.path().join("logs");
     std::fs::create_dir(&logs).expect("logs dir");
     let log = logs.join("app.log");
-    let (conf, state) = logrotate(dir.path(), mode, glob);
+    // `alternate`: create and copytruncate in turn, on one state file.
+    let (create, state) = logrotate(dir.path(), "create", glob);
+    let (copytruncate, _) = logrotate(dir.path(), "copytruncate", glob);
     let mut detector = DetectorProcess::start(dir.path());
     let pattern = match glob {
         Glob::Live => log.display().to_string(),
@@ -227,13 +229,18 @@ fn torture(mode: &str, glob: Glob) {
             written.load(Ordering::Relaxed)
         );
         std::thread::sleep(Duration::from_millis(100 + fastrand_ms(300)));
-        if mode == "copytruncate" {
+        let copy = match mode {
+            "copytruncate" => true,
+            "alternate" => rotations % 2 == 1,
+            _ => false,
+        };
+        if copy {
             let _still = turn
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            rotate(&conf, &state);
+            rotate(&copytruncate, &state);
         } else {
-            rotate(&conf, &state);
+            rotate(&create, &state);
         }
         rotations += 1;
         if rotations % 2 == 0 {
@@ -318,5 +325,14 @@ fn glob_matching_rotated_files_create_counts_every_line_once() {
 fn glob_matching_rotated_files_copytruncate_counts_every_line_once() {
     if logrotate_available() {
         torture("copytruncate", Glob::Rotated);
+    }
+}
+
+/// `app.log*` minus `*.gz`, `create` and `copytruncate` in turn: a renamed generation, then
+/// a copy, then a renamed one, all matching the glob, compressed a rotation later.
+#[test]
+fn glob_matching_rotated_files_alternating_create_and_copytruncate_counts_every_line_once() {
+    if logrotate_available() {
+        torture("alternate", Glob::Rotated);
     }
 }
