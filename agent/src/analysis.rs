@@ -5,7 +5,7 @@
 //!
 //! Pure code over plain data: the caller hands in lines and the clock.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::hash::Hash;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

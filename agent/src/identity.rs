@@ -89,22 +89,23 @@ impl Identity {
         &self.stored.instance
     }
 
-    /// Hands out the next seq, persisted before it is returned so that it is never handed
-    /// out again, whatever happens next.
+    /// Hands out `n` consecutive seqs with one write of the identity file (a flush that
+    /// cuts a backlog into hundreds of minute reports persists the counter once, not once
+    /// per report), persisted before they are returned.
     ///
     /// # Errors
     /// [`IdentityError`] when the counter cannot be persisted; no seq is handed out then.
-    pub fn next_seq(&mut self) -> Result<u64, IdentityError> {
-        let seq = self.stored.next_seq;
-        self.stored.next_seq += 1;
+    pub fn next_seqs(&mut self, n: u64) -> Result<std::ops::Range<u64>, IdentityError> {
+        let first = self.stored.next_seq;
+        self.stored.next_seq = first.saturating_add(n);
         if let Err(source) = self.save() {
-            self.stored.next_seq = seq;
+            self.stored.next_seq = first;
             return Err(IdentityError::Io {
                 path: self.path.clone(),
                 source,
             });
         }
-        Ok(seq)
+        Ok(first..self.stored.next_seq)
     }
 
     /// Makes sure seqs handed out from now on are above `seq` (one found in the spool).
@@ -141,13 +142,16 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (instance, last) = {
             let mut identity = Identity::load_or_create(dir.path()).expect("create");
-            assert_eq!(identity.next_seq().expect("seq"), 1);
-            assert_eq!(identity.next_seq().expect("seq"), 2);
+            assert_eq!(identity.next_seqs(1).expect("seq"), 1..2);
+            assert_eq!(identity.next_seqs(1).expect("seq"), 2..3);
             (identity.instance().to_owned(), 2)
         };
         let mut again = Identity::load_or_create(dir.path()).expect("load");
         assert_eq!(again.instance(), instance);
-        assert_eq!(again.next_seq().expect("seq"), last + 1);
+        assert_eq!(again.next_seqs(1).expect("seq"), last + 1..last + 2);
+        assert_eq!(again.next_seqs(3).expect("seqs"), last + 2..last + 5);
+        let mut third = Identity::load_or_create(dir.path()).expect("load");
+        assert_eq!(third.next_seqs(1).expect("seq"), last + 5..last + 6);
     }
 
     #[test]

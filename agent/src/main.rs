@@ -106,7 +106,14 @@ fn chain(e: &anyhow::Error) -> String {
 
 /// Returns whether everything was fine.
 fn run(cli: Cli) -> anyhow::Result<bool> {
-    let runtime = || tokio::runtime::Runtime::new().context("cannot start the runtime");
+    // One thread: the main loop, the shipper and the admin endpoint take turns on it, so a
+    // timer or a file event wakes one thread instead of a worker that then wakes another.
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the runtime")
+    };
     match cli.command {
         Command::Run { config: path } => {
             let mut config = AgentConfig::load(&path)?;

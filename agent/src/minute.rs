@@ -1,7 +1,9 @@
 //! Per-minute counters: what the agent saw, per app and minute, until it is cut into
 //! [`MinuteReport`]s. Pure code over plain data; the caller supplies the time.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use vigil_proto::v1::{
     AppCounters, ExceptionCount, ExceptionDefinition, HostMetrics, MinuteReport,
@@ -48,7 +50,9 @@ struct Minute {
 #[derive(Debug)]
 pub struct MinuteCounters {
     apps: Vec<String>,
-    minutes: BTreeMap<i64, Minute>,
+    /// By minute; a hash map, as a backlog read holds hundreds of minutes, each looked up
+    /// per event (reports are cut in minute order by [`take`](Self::take)).
+    minutes: HashMap<i64, Minute>,
     /// The first minute that still owes its "closed" report.
     heartbeat_from: i64,
     /// Fingerprints whose definition went out (per app index).
@@ -60,7 +64,7 @@ impl MinuteCounters {
     pub fn new(apps: Vec<String>, now: i64) -> Self {
         Self {
             apps,
-            minutes: BTreeMap::new(),
+            minutes: HashMap::new(),
             heartbeat_from: minute_of(now),
             defined: HashSet::new(),
         }
@@ -134,12 +138,13 @@ impl MinuteCounters {
             self.minutes.entry(self.heartbeat_from).or_default();
             self.heartbeat_from += 60;
         }
-        let due: Vec<i64> = self
+        let mut due: Vec<i64> = self
             .minutes
             .keys()
             .copied()
             .filter(|m| *m < open || (include_open && *m == open))
             .collect();
+        due.sort_unstable();
         let mut reports = Vec::with_capacity(due.len());
         for minute in due {
             let Some(entry) = self.minutes.remove(&minute) else {

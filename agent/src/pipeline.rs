@@ -53,7 +53,7 @@ const FLUSH_MARGIN: Duration = Duration::from_millis(20);
 /// Least time between two reads woken by the file watcher: a writer appending every few
 /// milliseconds wakes the agent for each write; gathering them costs at most this much
 /// latency and saves the fixed work of a read (hints, scan check, idle flush) per write.
-const MIN_WAKE_GAP: Duration = Duration::from_millis(100);
+const MIN_WAKE_GAP: Duration = Duration::from_millis(250);
 /// How often the globs are rescanned (new files, rotation) at most without a wake-up; with
 /// very many files the tailer spaces its scans out further (see `Tailer::scan_due`).
 const SCAN_INTERVAL: Duration = Duration::from_secs(1);
@@ -1014,14 +1014,16 @@ impl Outbox {
         identity: &mut Identity,
         checkpoints: &mut Checkpointing,
     ) {
-        while let Some((body, positions)) = self.unsequenced.pop_front() {
-            let seq = match identity.next_seq() {
-                Ok(seq) => seq,
-                Err(e) => {
-                    self.unsequenced.push_front((body, positions));
-                    self.write_failed(e.to_string());
-                    break;
-                }
+        let seqs = match self.unsequenced.len() as u64 {
+            0 => 0..0,
+            n => identity.next_seqs(n).unwrap_or_else(|e| {
+                self.write_failed(e.to_string());
+                0..0
+            }),
+        };
+        for seq in seqs {
+            let Some((body, positions)) = self.unsequenced.pop_front() else {
+                break;
             };
             let mut record = SpoolRecord {
                 report: Some(report(config, identity, seq, unix_now(), body)),
