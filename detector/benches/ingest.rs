@@ -127,7 +127,13 @@ fn main() -> anyhow::Result<()> {
         let channel = Channel::from_shared(format!("http://{addr}"))?
             .connect()
             .await?;
-        let first_minute = 1_700_000_000 / 60 * 60;
+        // Recent minutes (the last `per_agent` ones): the detector refuses minutes more
+        // than 30 days old or a day ahead.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
+        let now = i64::try_from(now)?;
+        let first_minute = (now - 60 * i64::try_from(per_agent)? - 60) / 60 * 60;
         let start = Instant::now();
         let tasks: Vec<_> = (0..agents)
             .map(|a| tokio::spawn(agent(channel.clone(), a, per_agent, first_minute)))
@@ -158,6 +164,11 @@ fn main() -> anyhow::Result<()> {
         );
         println!("wire: {wire} bytes per host-minute (protobuf {} + framing)", sample.encoded_len());
         println!("store: {:.1} MB of SQLite for {stored} reports", db as f64 / 1e6);
+        let sent = agents as u64 * per_agent;
+        anyhow::ensure!(
+            stored == sent,
+            "only {stored} of {sent} reports were stored: the figure above is not a measurement"
+        );
         anyhow::Ok(())
     })
 }
