@@ -18,8 +18,6 @@
 //! assert_eq!(result.decision.as_str(), "pass");
 //! ```
 
-pub mod generate;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, Write};
 

@@ -1,4 +1,5 @@
-//! A seeded, reproducible generator of labelled replay cases (issue 8).
+//! A seeded, reproducible generator of labelled replay cases, for the replay benchmark
+//! only (it is not part of the shipped library).
 //!
 //! Each case is one release of one of a dozen simulated applications. An application has
 //! a fixed catalogue of known exceptions (rates per 1,000 log lines, negative-binomial
@@ -26,8 +27,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use super::{Case, CaseHostMetrics, CaseMinute, CaseRelease, Expected};
-use crate::judge::{Batch, Definition, fingerprint_hex};
+use vigil_detector::judge::{Batch, Definition, fingerprint_hex};
+use vigil_detector::replay::{Case, CaseHostMetrics, CaseMinute, CaseRelease, Expected};
 
 /// Why the generator could not start.
 #[derive(Debug, thiserror::Error)]
@@ -131,16 +132,6 @@ impl CpuCorpus {
             return Err(missing());
         }
         Ok(Self { series })
-    }
-
-    /// Number of series.
-    pub fn len(&self) -> usize {
-        self.series.len()
-    }
-
-    /// Whether there is no series.
-    pub fn is_empty(&self) -> bool {
-        self.series.is_empty()
     }
 }
 
@@ -426,7 +417,6 @@ struct Levers {
     disk_add: f64,
 }
 
-const BAD_FRACTION: f64 = 0.15;
 /// Extra events a "more of a known exception" fault adds at least over the watch.
 const OBSERVABLE_EXTRA: f64 = 50.0;
 
@@ -436,13 +426,7 @@ fn host_slot_of(app: &App, host: &str) -> usize {
 const BASELINE_MINUTES: i64 = 30;
 const WATCH_MINUTES: i64 = 60;
 
-/// Generates case `index` of the set `seed` (about 15% bad).
-pub fn generate_case(seed: u64, index: usize, corpus: &CpuCorpus) -> Case {
-    generate_case_with(seed, index, BAD_FRACTION, corpus)
-}
-
-/// Like [`generate_case`] with another share of bad releases (for small fixed sets that
-/// must hold enough faults to measure recall).
+/// Generates case `index` of the set `seed` with the given share of bad releases.
 pub fn generate_case_with(seed: u64, index: usize, bad_fraction: f64, corpus: &CpuCorpus) -> Case {
     let mut rng = Rand::new(mix(seed, index as u64 + 1));
     let app_index = rng.range(0, APPS - 1);
@@ -953,11 +937,6 @@ pub fn generate_case_with(seed: u64, index: usize, bad_fraction: f64, corpus: &C
 
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
-}
-
-/// Generates `count` cases of the set `seed`.
-pub fn generate(seed: u64, count: usize, corpus: &CpuCorpus) -> Vec<Case> {
-    (0..count).map(|i| generate_case(seed, i, corpus)).collect()
 }
 
 /// Generates `count` cases of the set `seed` with the given share of bad releases.

@@ -30,7 +30,9 @@ use std::time::Instant;
 
 use vigil_detector::judge::stats::{binomial_upper_tail, mann_whitney_greater, median};
 use vigil_detector::judge::{Decision, HostMinute, minute_of};
-use vigil_detector::replay::generate::{CpuCorpus, default_corpus_dir, generate_with, write_cases};
+mod generate;
+
+use generate::{CpuCorpus, default_corpus_dir, generate_with, write_cases};
 use vigil_detector::replay::{Expected, ParsedCase, Replayer, parse_cases};
 
 /// Seed of the benchmark set (tuning used 1, 2 and 3).
