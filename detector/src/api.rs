@@ -14,49 +14,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::release::{
-    AddBatch, CreateRelease, FinishRelease, GiveFeedback, ReleaseError, Releases,
-};
+pub use crate::http_state::ApiState;
+use crate::release::{AddBatch, CreateRelease, FinishRelease, GiveFeedback, ReleaseError};
 use crate::store::{ReleaseFilter, ReleaseState, SeriesQuery, Store};
-
-/// What every handler can reach.
-#[derive(Debug)]
-pub struct ApiState<S> {
-    pub store: Arc<S>,
-    /// Releases and their judgement.
-    pub releases: Arc<Releases<S>>,
-    /// Bearer token required on `/api/*`, when configured.
-    pub token: Option<String>,
-    /// Signed-in browsers.
-    pub sessions: crate::auth::Sessions,
-}
-
-impl<S> ApiState<S> {
-    /// The state of a detector serving `store` and `releases`, requiring `token` when set.
-    pub fn new(store: Arc<S>, releases: Arc<Releases<S>>, token: Option<String>) -> Self {
-        Self {
-            store,
-            releases,
-            token,
-            sessions: crate::auth::Sessions::default(),
-        }
-    }
-
-    /// What `request` presents, when a token is configured (`None`: nothing is required).
-    pub fn presented(&self, request: &Request) -> Option<crate::auth::Presented> {
-        let expected = self.token.as_deref()?;
-        let client = request
-            .extensions()
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map_or(crate::auth::UNKNOWN_CLIENT, |c| c.0.ip());
-        Some(crate::auth::http_presented(
-            request.headers(),
-            expected,
-            &self.sessions,
-            client,
-        ))
-    }
-}
 
 /// An API error: a status and a message for the caller.
 #[derive(Debug)]

@@ -15,7 +15,6 @@ use vigil_proto::v1::{Ack, AckStatus, Report, report::Body};
 
 mod validate;
 
-pub(crate) use validate::name as check_name;
 pub use validate::{
     MAX_APPS, MAX_COUNT, MAX_DEFINITION_BYTES, MAX_DEFINITION_ITEMS, MAX_FINGERPRINTS,
     MAX_FUTURE_SECS, MAX_NAME_BYTES, MAX_PAST_SECS, MAX_REPORT_ITEMS, validate,

@@ -6,8 +6,8 @@
 use vigil_proto::PROTOCOL_VERSION;
 use vigil_proto::v1::{ExceptionDefinition, Report, report::Body};
 
-/// Longest host, instance and app name, in bytes.
-pub const MAX_NAME_BYTES: usize = 255;
+pub use crate::names::MAX_NAME_BYTES;
+use crate::names::check as name;
 /// Longest instance id, in bytes.
 pub const MAX_INSTANCE_BYTES: usize = 64;
 /// How far in the future a minute or alert may lie (clock skew), in seconds.
@@ -128,18 +128,6 @@ pub fn cost(report: &Report) -> usize {
             .max(1),
         _ => 1,
     }
-}
-
-/// A name: 1 to `max` bytes, no control characters (they would forge log lines). The API's
-/// app, version and host names are held to the same rule.
-pub(crate) fn name(what: &str, value: &str, max: usize) -> Result<(), String> {
-    if value.is_empty() || value.len() > max {
-        return Err(format!("{what} must be 1 to {max} bytes"));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(format!("{what} {value:?} holds control characters"));
-    }
-    Ok(())
 }
 
 fn time(what: &str, t: i64, now: i64) -> Result<(), String> {

@@ -32,8 +32,8 @@ use axum::{Form, Router};
 use maud::Markup;
 use serde::Deserialize;
 
-use crate::api::ApiState;
 use crate::clock::unix_now;
+use crate::http_state::ApiState;
 use crate::judge::Decision;
 use crate::release::{ReleaseError, ReleaseHistory};
 use crate::store::{

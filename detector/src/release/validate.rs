@@ -8,14 +8,14 @@ use super::ReleaseError;
 use crate::config::Limits;
 
 /// Longest app, version and host name accepted, in bytes: as in reports.
-pub(super) const MAX_NAME: usize = crate::ingest::MAX_NAME_BYTES;
+pub(super) const MAX_NAME: usize = crate::names::MAX_NAME_BYTES;
 /// How far in the future a time given to the API may lie (clock skew).
 const MAX_FUTURE_SECS: i64 = 24 * 3600;
 
 /// An app or version name: trimmed, 1 to [`MAX_NAME`] bytes, no control characters.
 pub(super) fn check_name(what: &str, value: &str) -> Result<String, ReleaseError> {
     let value = value.trim();
-    crate::ingest::check_name(what, value, MAX_NAME).map_err(ReleaseError::Invalid)?;
+    crate::names::check(what, value, MAX_NAME).map_err(ReleaseError::Invalid)?;
     Ok(value.to_owned())
 }
 
