@@ -36,18 +36,23 @@
 //! ```
 //! (`jsonPath: "{$.ok}"` with `successCondition: result == true` works as well.)
 
+mod case;
 pub mod judge_state;
 mod locks;
 mod validate;
+mod views;
 pub mod webhook;
 pub mod window;
 
 use validate::{check_host_count, check_hosts, check_name, check_time};
+pub use views::{
+    AddBatch, CreateRelease, DecisionChange, FinishRelease, GiveFeedback, ReleaseView, VerdictView,
+    parse_release_id,
+};
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use crate::clock::{Clock, SystemClock};
@@ -56,7 +61,7 @@ use crate::judge::{
     AppMemory, Batch, Decision, Definition, Feedback, Fingerprint, HostMinute, JudgeParams, Reason,
     Release, ReleaseJudge, Verdict, fingerprint_hex, minute_of,
 };
-use crate::replay::{Case, CaseMinute, CaseRelease, Expected, parse_fingerprint};
+use crate::replay::parse_fingerprint;
 use crate::store::{
     FeedbackEntry, FingerprintRow, MinuteRow, NewRelease, Outcome, ReleaseFilter, ReleaseState,
     ReleaseUpdate, SeriesQuery, Store, StoreError, StoredRelease,
@@ -131,167 +136,6 @@ pub struct ReleaseHistory {
     pub to: i64,
     /// Counters of its hosts (batches and reference) in the window, by host and minute.
     pub rows: Vec<MinuteRow>,
-}
-
-/// A release id as written in a path: digits only, no sign, no leading zero, at least 1
-/// (so `+1` and `01` do not name release 1).
-pub fn parse_release_id(text: &str) -> Option<i64> {
-    if text.is_empty() || text.starts_with('0') || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    text.parse().ok()
-}
-
-/// A decision change, as posted to the webhooks.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DecisionChange {
-    /// Release id.
-    pub release_id: i64,
-    /// Application.
-    pub app: String,
-    /// Version released.
-    pub version: String,
-    /// The new decision.
-    pub decision: Decision,
-    /// The decision before.
-    pub previous_decision: Decision,
-    /// When it was taken (UTC Unix seconds).
-    pub decided_at: i64,
-    /// Why.
-    pub reasons: Vec<Reason>,
-    /// Set when the release was finished (`success`, `rolled_back`, or `expired` when the
-    /// detector finished it); the decision is then the one it ended with.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<Outcome>,
-}
-
-/// `POST /api/v1/releases`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateRelease {
-    /// Application.
-    pub app: String,
-    /// Version released.
-    pub version: String,
-    /// The first batch (may be empty).
-    pub hosts: Vec<String>,
-    /// Hosts that keep the old version; default: the app's other hosts that reported in
-    /// the last 15 minutes.
-    #[serde(default)]
-    pub reference_hosts: Option<Vec<String>>,
-    /// When the release (and its first batch) started; default: now.
-    #[serde(default)]
-    pub started_at: Option<i64>,
-}
-
-/// `POST /api/v1/releases/{id}/batches`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AddBatch {
-    /// Hosts that got the new version.
-    pub hosts: Vec<String>,
-    /// When; default: now.
-    #[serde(default)]
-    pub at: Option<i64>,
-}
-
-/// `POST /api/v1/releases/{id}/finish`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FinishRelease {
-    /// `success` or `rolled_back` (`expired` is the detector's to give).
-    pub outcome: Outcome,
-}
-
-/// `POST /api/v1/releases/{id}/feedback`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GiveFeedback {
-    /// `valid_block`, `false_alarm`, `missed_problem` or `confirmed_normal`.
-    pub label: Feedback,
-    /// A free note.
-    #[serde(default)]
-    pub note: Option<String>,
-}
-
-/// A release as the API shows it (DESIGN §5 fields first, extensions after).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ReleaseView {
-    /// Release id.
-    pub id: i64,
-    /// Application.
-    pub app: String,
-    /// Version released.
-    pub version: String,
-    /// `watching` or `finished`.
-    pub state: ReleaseState,
-    /// `success` or `rolled_back` once finished.
-    pub outcome: Option<Outcome>,
-    /// `pass`, `watch` or `block`.
-    pub decision: Decision,
-    /// When the decision was taken.
-    pub decided_at: Option<i64>,
-    /// Why.
-    pub reasons: Vec<Reason>,
-    /// Batches in the order they were posted.
-    pub batches: Vec<Batch>,
-    /// Hosts that keep the old version.
-    pub reference_hosts: Vec<String>,
-    /// When the release was created.
-    pub created_at: i64,
-    /// When the release started.
-    pub started_at: i64,
-    /// When it was finished.
-    pub finished_at: Option<i64>,
-    /// The last minute judged.
-    pub last_round: Option<i64>,
-    /// Users' feedback.
-    pub feedback: Vec<FeedbackEntry>,
-    /// Set when the release's stored judge state could not be read (an upgrade, a corrupt
-    /// row) and its judge was rebuilt from its decision: when, and why.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub judge_state_unreadable: Option<Recovery>,
-}
-
-impl From<StoredRelease> for ReleaseView {
-    fn from(r: StoredRelease) -> Self {
-        Self {
-            id: r.id,
-            app: r.app,
-            version: r.version,
-            state: r.state,
-            outcome: r.outcome,
-            decision: r.decision,
-            decided_at: r.decided_at,
-            reasons: r.reasons,
-            batches: r.batches,
-            reference_hosts: r.reference_hosts,
-            created_at: r.created_at,
-            started_at: r.started_at,
-            finished_at: r.finished_at,
-            last_round: r.last_round,
-            feedback: r.feedback,
-            judge_state_unreadable: r.judge.as_deref().and_then(judge_state::recovery),
-        }
-    }
-}
-
-/// The answer of `GET /api/v1/releases/{id}/verdict`, shaped for Argo Rollouts' web
-/// metric provider: `ok` is false exactly when the decision is `block`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct VerdictView {
-    /// Release id.
-    pub id: i64,
-    /// `pass`, `watch` or `block`.
-    pub decision: Decision,
-    /// `false` on `block`.
-    pub ok: bool,
-    /// `watching` or `finished`.
-    pub state: ReleaseState,
-    /// When the decision was taken.
-    pub decided_at: Option<i64>,
-    /// One line per reason (`rule: summary`).
-    pub reasons: Vec<String>,
 }
 
 /// The releases of the detector: API operations, rounds and alerts over one [`Store`].
@@ -703,81 +547,6 @@ impl<S: Store> Releases<S> {
         release.feedback.push(entry);
         self.notify(&release, previous);
         Ok(release.into())
-    }
-
-    /// The release recorded as a replay case (`GET /api/v1/releases/{id}/case`): counters
-    /// of its hosts from the baseline to its end (finish, or the last judged minute),
-    /// definitions of the fingerprints they show (and of the app's other fingerprints of
-    /// the same class chains, which the judge relates), fingerprints known at its start, and
-    /// the label its feedback implies.
-    ///
-    /// # Errors
-    /// [`ReleaseError::Conflict`] without a batch, [`ReleaseError::NotFound`],
-    /// [`ReleaseError::Store`].
-    pub async fn case(&self, id: i64, now: i64) -> Result<Case, ReleaseError> {
-        let release = self.load(id).await?;
-        let Some(first) = first_minute(&release) else {
-            return Err(ReleaseError::Conflict(format!(
-                "release {id} has no batch yet; a replay case needs at least one"
-            )));
-        };
-        let end = release
-            .finished_at
-            .unwrap_or_else(|| release.last_round.map_or(now, |m| m + 60));
-        let until = minute_of(end).max(first + 60);
-        let rows = self
-            .rows(
-                &release,
-                first - self.params.baseline_minutes * 60,
-                until - 60,
-            )
-            .await?;
-        let fingerprints = self.store.exceptions(&release.app).await?;
-        let shown: BTreeSet<&str> = rows
-            .iter()
-            .flat_map(|r| r.exceptions.keys().map(String::as_str))
-            .collect();
-        let known_fingerprints = fingerprints
-            .iter()
-            .filter(|f| f.first_seen.is_some_and(|s| s < first))
-            .map(|f| f.fingerprint.clone())
-            .collect();
-        // The judge relates fingerprints of one class chain by their definitions (a
-        // fast-throw family, another fingerprint version): the case carries the
-        // definitions of those the app has too, so it replays as the live judge judged.
-        let chains: HashSet<(&str, &[String])> = fingerprints
-            .iter()
-            .filter(|f| shown.contains(f.fingerprint.as_str()))
-            .map(|f| (f.class.as_str(), f.causes.as_slice()))
-            .collect();
-        let exceptions: BTreeMap<String, Definition> = fingerprints
-            .iter()
-            .filter(|f| !f.class.is_empty())
-            .filter(|f| {
-                shown.contains(f.fingerprint.as_str())
-                    || chains.contains(&(f.class.as_str(), f.causes.as_slice()))
-            })
-            .map(|f| (f.fingerprint.clone(), definition_of(f)))
-            .collect();
-        let expect = release.feedback.first().map(|f| match f.label {
-            Feedback::ValidBlock | Feedback::MissedProblem => Expected::Block,
-            Feedback::FalseAlarm | Feedback::ConfirmedNormal => Expected::Pass,
-        });
-        Ok(Case {
-            id: format!("release-{}", release.id),
-            app: release.app.clone(),
-            expect,
-            fault_at: None,
-            release: CaseRelease {
-                version: Some(release.version.clone()),
-                batches: release.batches.clone(),
-                reference_hosts: release.reference_hosts.clone(),
-                until: Some(until),
-            },
-            known_fingerprints,
-            exceptions,
-            minutes: rows.into_iter().map(case_minute).collect(),
-        })
     }
 
     /// The release with the stored counters of its hosts, for its page: from
@@ -1265,17 +1034,5 @@ fn host_minute(row: MinuteRow) -> HostMinute {
         warn_lines: row.warn_lines,
         exceptions,
         host_metrics: row.host_metrics.unwrap_or_default(),
-    }
-}
-
-fn case_minute(row: MinuteRow) -> CaseMinute {
-    CaseMinute {
-        host: row.host,
-        minute: row.minute,
-        lines: row.lines,
-        error_lines: row.error_lines,
-        warn_lines: row.warn_lines,
-        exceptions: row.exceptions,
-        host_metrics: row.host_metrics,
     }
 }
