@@ -207,7 +207,7 @@ fn reasons(verdicts: &[Verdict]) -> Vec<(String, Option<String>)> {
     let mut out: Vec<_> = verdicts
         .iter()
         .flat_map(|v| &v.reasons)
-        .map(|r| (r.rule.clone(), r.fingerprint.clone()))
+        .map(|r| (r.rule.to_string(), r.fingerprint.clone()))
         .collect();
     out.sort();
     out.dedup();

@@ -99,7 +99,7 @@ fn decisions(mut judge: ReleaseJudge, rows: &[HostMinute]) -> Vec<RoundOutcome> 
             let reasons = v
                 .reasons
                 .iter()
-                .map(|r| (r.rule.clone(), r.hosts.clone()))
+                .map(|r| (r.rule.to_string(), r.hosts.clone()))
                 .collect();
             (v.decision, v.decided_at, reasons)
         })

@@ -16,7 +16,7 @@ use super::stats::{
     binomial_upper_tail, mad_sd, median, ols_slope, quantile, student_t_upper_tail,
 };
 use super::{
-    AppMemory, Definition, Evidence, Fingerprint, HostMinute, Reason, ReleaseJudge, Severity,
+    AppMemory, Definition, Evidence, Fingerprint, HostMinute, Reason, ReleaseJudge, Rule, Severity,
     Tally, fingerprint_hex, kind_default, minute_of,
 };
 
@@ -581,7 +581,7 @@ pub(crate) fn evaluate(
         };
         if let Some(c) = rate_signal(
             RateSignal {
-                kind: "exception_rate",
+                rule: Rule::ExceptionRate,
                 label: &label,
                 fingerprint: Some(key),
             },
@@ -599,7 +599,7 @@ pub(crate) fn evaluate(
     }
     if let Some(c) = rate_signal(
         RateSignal {
-            kind: "error_rate",
+            rule: Rule::ErrorRate,
             label: "error lines",
             fingerprint: None,
         },
@@ -691,7 +691,7 @@ fn new_or_dangerous(
         return Some(Candidate {
             kind: "dangerous_exception".into(),
             reason: Reason {
-                rule: "dangerous_exception".into(),
+                rule: Rule::DangerousException,
                 summary: format!(
                     "dangerous {class} ×{after_all} on released host(s) {}, absent from the baseline, the reference hosts and the app's history",
                     hit_hosts.join(", ")
@@ -717,7 +717,7 @@ fn new_or_dangerous(
         return None;
     }
     let reason = Reason {
-        rule: "new_exception".into(),
+        rule: Rule::NewException,
         summary: format!(
             "new exception {class} ×{after_all} in {spread} host-minutes on released host(s) {}, never seen in the baseline, on reference hosts or in the app's history",
             hit_hosts.join(", ")
@@ -739,7 +739,7 @@ fn new_or_dangerous(
 }
 
 struct RateSignal<'a> {
-    kind: &'a str,
+    rule: Rule,
     label: &'a str,
     fingerprint: Option<Fingerprint>,
 }
@@ -1027,7 +1027,7 @@ fn rate_signal(
         phi
     );
     let reason = Reason {
-        rule: signal.kind.into(),
+        rule: signal.rule,
         summary,
         severity: Severity::Critical,
         hosts: hit,
@@ -1039,7 +1039,7 @@ fn rate_signal(
         evidence,
     };
     Some(candidate(
-        signal.kind,
+        signal.rule.as_str(),
         reason,
         r.ratio,
         params.rate_min_ratio,
@@ -1191,7 +1191,7 @@ fn metric_signal(
         )
     };
     let reason = Reason {
-        rule: "host_metric".into(),
+        rule: Rule::HostMetric,
         summary: format!(
             "{metric} on {name} rose from median {b:.2} before to {a:.2} over the last minutes ({score:+.2} beyond the fleet; {reference_note}; baseline noise {noise:.2}; normal excursions up to {excursion:.2})"
         ),
@@ -1274,7 +1274,7 @@ fn memory_slope_signal(
     let (score, idx, against) = best?;
     let (name, s, _, span, first_v, last_v, n) = released[idx];
     let reason = Reason {
-        rule: "host_metric".into(),
+        rule: Rule::HostMetric,
         summary: format!(
             "memory on {name} climbs {s:.2} points/minute since the release ({first_v:.1}% → {last_v:.1}% over {span:.0} minutes) against {against:.2} on {}",
             if reference.is_some() {
@@ -1371,7 +1371,7 @@ fn volume_signal(
     }
     let (drop, name, a, b, na, nb) = best?;
     let reason = Reason {
-        rule: "log_volume".into(),
+        rule: Rule::LogVolume,
         summary: format!(
             "log volume on {name} fell to {a:.0} lines/minute from {b:.0} before the release ({:.0}% of normal after the fleet's change ×{fleet:.2}) while its agent still reports",
             (1.0 - drop) * 100.0

@@ -316,12 +316,57 @@ pub struct Evidence {
     pub window_rounds: Option<u32>,
 }
 
+/// The rule of the funnel a reason comes from (DESIGN §5 "Judgement"), named in the API
+/// and on the pages as `dangerous_exception`, `new_exception`, `exception_rate`,
+/// `error_rate`, `host_metric` or `log_volume`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    /// A dangerous class on a released host (rule 1).
+    DangerousException,
+    /// A fingerprint the app has not shown (rule 2).
+    NewException,
+    /// More of a known exception (rule 3).
+    ExceptionRate,
+    /// More error lines (rule 3).
+    ErrorRate,
+    /// A host metric moved on released hosts (rule 4).
+    HostMetric,
+    /// A released host stopped logging (rule 5).
+    LogVolume,
+}
+
+impl Rule {
+    /// The rule's name in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::DangerousException => "dangerous_exception",
+            Rule::NewException => "new_exception",
+            Rule::ExceptionRate => "exception_rate",
+            Rule::ErrorRate => "error_rate",
+            Rule::HostMetric => "host_metric",
+            Rule::LogVolume => "log_volume",
+        }
+    }
+}
+
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for Rule {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// One reason for a decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reason {
-    /// `dangerous_exception`, `new_exception`, `exception_rate`, `error_rate`,
-    /// `host_metric` or `log_volume`.
-    pub rule: String,
+    /// The rule it comes from.
+    pub rule: Rule,
     /// One human sentence.
     pub summary: String,
     /// How serious.
@@ -808,7 +853,7 @@ impl ReleaseJudge {
         let metric_suspicious = outcome
             .candidates
             .iter()
-            .any(|c| c.suspicious && c.reason.rule == "host_metric");
+            .any(|c| c.suspicious && c.reason.rule == Rule::HostMetric);
         self.metric_streak = if metric_suspicious {
             self.metric_streak + 1
         } else {
@@ -817,7 +862,7 @@ impl ReleaseJudge {
         let log_suspicious = outcome
             .candidates
             .iter()
-            .any(|c| c.suspicious && c.reason.rule != "host_metric");
+            .any(|c| c.suspicious && c.reason.rule != Rule::HostMetric);
         let suspicious =
             log_suspicious || self.metric_streak >= self.params.metric_rounds_needed.max(1);
         self.window.push_back(suspicious);
@@ -921,7 +966,7 @@ impl ReleaseJudge {
             return self.verdict.clone();
         }
         let reason = Reason {
-            rule: "dangerous_exception".into(),
+            rule: Rule::DangerousException,
             summary: format!(
                 "{} on released host {host} (alert), never seen in the baseline, on reference hosts or in the app's history",
                 definition.class

@@ -6,7 +6,7 @@ use maud::{DOCTYPE, Markup, html};
 
 use super::chart::Chart;
 use super::format::{ago, iso, number, p_value, time};
-use crate::judge::{Decision, Evidence, Feedback, Reason, Severity, Tally};
+use crate::judge::{Decision, Evidence, Feedback, Reason, Rule, Severity, Tally};
 use crate::store::{
     AppRow, DecisionEntry, FingerprintRow, HostRow, Outcome, ReleaseState, StoredRelease,
 };
@@ -464,12 +464,13 @@ fn timeline(p: &ReleasePage) -> Vec<(i64, Markup)> {
 }
 
 /// The category a rule belongs to, as a heading and an anchor.
-pub fn category(rule: &str) -> (&'static str, &'static str) {
+pub fn category(rule: Rule) -> (&'static str, &'static str) {
     match rule {
-        "dangerous_exception" | "new_exception" | "exception_rate" => ("exceptions", "Exceptions"),
-        "error_rate" | "log_volume" => ("logs", "Logs"),
-        "host_metric" => ("host-metrics", "Host metrics"),
-        _ => ("other", "Other signals"),
+        Rule::DangerousException | Rule::NewException | Rule::ExceptionRate => {
+            ("exceptions", "Exceptions")
+        }
+        Rule::ErrorRate | Rule::LogVolume => ("logs", "Logs"),
+        Rule::HostMetric => ("host-metrics", "Host metrics"),
     }
 }
 
@@ -489,13 +490,13 @@ pub fn release_page(p: &ReleasePage) -> Markup {
     let title = format!("{} {} · release {}", r.app, r.version, r.id);
     let mut categories: Vec<(&str, &str, Vec<&Reason>)> = Vec::new();
     for reason in &r.reasons {
-        let (key, heading) = category(&reason.rule);
+        let (key, heading) = category(reason.rule);
         match categories.iter_mut().find(|(k, _, _)| *k == key) {
             Some((_, _, list)) => list.push(reason),
             None => categories.push((key, heading, vec![reason])),
         }
     }
-    let order = ["exceptions", "logs", "host-metrics", "other"];
+    let order = ["exceptions", "logs", "host-metrics"];
     categories.sort_by_key(|(k, _, _)| order.iter().position(|o| o == k));
     let content = html! {
         header.release-head {
@@ -654,15 +655,15 @@ fn tally_cells(t: Option<&Tally>) -> Markup {
 }
 
 /// What a tally's value is for a rule (DESIGN's evidence: events counted, or a median).
-fn tally_heading(rule: &str) -> &'static str {
+fn tally_heading(rule: Rule) -> &'static str {
     match rule {
-        "host_metric" => "median",
-        "log_volume" => "lines per minute",
+        Rule::HostMetric => "median",
+        Rule::LogVolume => "lines per minute",
         _ => "count",
     }
 }
 
-fn evidence_table(rule: &str, e: &Evidence) -> Markup {
+fn evidence_table(rule: Rule, e: &Evidence) -> Markup {
     let groups = [
         ("released hosts, before", e.released_before.as_ref()),
         ("released hosts, after", e.released_after.as_ref()),
@@ -697,7 +698,7 @@ fn reason_card(reason: &Reason) -> Markup {
         article class=(format!("reason severity-{severity}")) {
             p.reason-head {
                 span class=(format!("badge severity-{severity}")) { (severity) } " "
-                span.rule { (reason.rule.replace('_', " ")) } " "
+                span.rule { (reason.rule.as_str().replace('_', " ")) } " "
                 span.summary { (reason.summary) }
             }
             p.where {
@@ -707,7 +708,7 @@ fn reason_card(reason: &Reason) -> Markup {
             }
             details.evidence open {
                 summary { "Evidence" }
-                (evidence_table(&reason.rule, &reason.evidence))
+                (evidence_table(reason.rule, &reason.evidence))
             }
         }
     }
@@ -795,7 +796,7 @@ mod tests {
             decision: Decision::Block,
             decided_at: Some(1_763_880_100),
             reasons: vec![Reason {
-                rule: "dangerous_exception".into(),
+                rule: Rule::DangerousException,
                 summary: "java.lang.NoSuchMethodError: <script>alert(1)</script>".into(),
                 severity: Severity::Critical,
                 hosts: vec!["rel-1".into()],
@@ -874,11 +875,11 @@ mod tests {
     fn reasons_are_grouped_by_category_in_a_fixed_order() {
         let mut p = page();
         let mut metric = p.release.reasons[0].clone();
-        metric.rule = "host_metric".into();
+        metric.rule = Rule::HostMetric;
         metric.fingerprint = None;
         metric.metric = Some("cpu_pct".into());
         let mut errors = metric.clone();
-        errors.rule = "error_rate".into();
+        errors.rule = Rule::ErrorRate;
         errors.metric = None;
         p.release.reasons = vec![metric, errors, p.release.reasons[0].clone()];
         let html = release_page(&p).into_string();
@@ -919,7 +920,7 @@ mod tests {
             rounds_suspicious: Some(3),
             window_rounds: Some(5),
         };
-        let html = evidence_table("exception_rate", &evidence).into_string();
+        let html = evidence_table(Rule::ExceptionRate, &evidence).into_string();
         assert!(html.contains(r#"<th scope="col">count</th>"#), "{html}");
         assert!(
             html.contains(
@@ -931,7 +932,7 @@ mod tests {
         assert!(html.contains("<dd>9 (threshold 3)</dd>"), "{html}");
         assert!(html.contains("<dd>&lt; 0.0001</dd>"), "{html}");
         assert!(html.contains("<dd>3 of 5</dd>"), "{html}");
-        let html = evidence_table("host_metric", &evidence).into_string();
+        let html = evidence_table(Rule::HostMetric, &evidence).into_string();
         assert!(html.contains(r#"<th scope="col">median</th>"#), "{html}");
     }
 
