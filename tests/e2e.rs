@@ -383,7 +383,12 @@ fn sighup_reloads_a_good_config_and_keeps_the_old_one_on_a_bad_one() {
     std::fs::create_dir(&b).expect("dir b");
     let detector = DetectorProcess::start(dir.path());
     let glob_a = format!("{}/*.log", a.display());
-    let config = agent_config(dir.path(), &detector.grpc, "reload-1", "shop", &glob_a);
+    // The admin endpoint on, as by default: a reload binds its address again at once.
+    let config = AgentSetup {
+        admin: true,
+        ..AgentSetup::new(&detector.grpc, "reload-1", "shop", &glob_a)
+    }
+    .write(dir.path());
     let agent_log = dir.path().join("agent.log");
     let mut agent = spawn("vigil-agent", &config, &agent_log);
     append_lines(&a.join("app.log"), 0, 300);
@@ -415,6 +420,18 @@ fn sighup_reloads_a_good_config_and_keeps_the_old_one_on_a_bad_one() {
         Duration::from_secs(20),
         "the agent to log \"configuration reloaded\" after SIGHUP",
         || log_contains(&agent_log, "configuration reloaded"),
+    );
+    wait_until(
+        Duration::from_secs(20),
+        "the reloaded agent's admin endpoint to answer",
+        || {
+            assert!(
+                agent.child.try_wait().expect("wait").is_none(),
+                "the agent exited on reload: {}",
+                std::fs::read_to_string(&agent_log).unwrap_or_default()
+            );
+            try_agent_status(&config).is_ok()
+        },
     );
     append_lines(&b.join("other.log"), 0, 200);
     append_lines(&a.join("app.log"), 300, 100);

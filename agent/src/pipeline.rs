@@ -70,6 +70,8 @@ const EVENT_IDLE: Duration = Duration::from_millis(500);
 const IDLE_FLUSH_WINDOW: Duration = Duration::from_secs(3);
 /// Bytes read per turn of the main loop before other work gets its turn.
 const READ_BUDGET: usize = 8 * 1024 * 1024;
+/// How long a stopping agent waits for the admin endpoint's open requests.
+const ADMIN_STOP_GRACE: Duration = Duration::from_secs(2);
 /// How long a stopping agent waits for its last reports to be acknowledged.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -206,22 +208,26 @@ pub async fn run_until(
         ..Status::default()
     }));
     let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut admin = AdminTask {
+        stop: Some(admin_stop),
+        task: None,
+    };
     if let Some(addr) = config.admin_listen {
         let listener = admin::bind(addr)
             .await
             .map_err(|source| AgentError::Admin { addr, source })?;
-        let admin = Admin {
+        let state = Admin {
             metrics: Arc::clone(&metrics),
             status: Arc::clone(&status),
         };
-        tokio::spawn(async move {
+        admin.task = Some(tokio::spawn(async move {
             let stopped = async {
                 let _ = admin_stopped.await;
             };
-            if let Err(e) = admin::serve(listener, admin, stopped).await {
+            if let Err(e) = admin::serve(listener, state, stopped).await {
                 tracing::warn!(error = %e, "admin endpoint stopped");
             }
-        });
+        }));
     }
     // A data_dir that cannot be used now (read-only, full, missing permissions) is waited
     // for: exiting would only have the service manager restart the agent in a loop.
@@ -252,13 +258,13 @@ pub async fn run_until(
                 tokio::select! {
                     () = tokio::time::sleep(DATA_DIR_OPEN_RETRY) => {}
                     why = &mut shutdown => {
-                        let _ = admin_stop.send(());
+                        admin.stop().await;
                         return Ok(why);
                     }
                 }
             }
             Err(e) => {
-                let _ = admin_stop.send(());
+                admin.stop().await;
                 return Err(e);
             }
         }
@@ -439,9 +445,35 @@ pub async fn run_until(
         })
         .await;
     checkpoints.acknowledged(*acked.borrow(), &mut outbox);
-    let _ = admin_stop.send(());
+    admin.stop().await;
     tracing::info!(?why, "vigil-agent stopped");
     Ok(why)
+}
+
+/// The admin endpoint's task and the signal that stops it.
+struct AdminTask {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl AdminTask {
+    /// Stops the endpoint and waits until its listener is closed (at most
+    /// [`ADMIN_STOP_GRACE`], then the task is aborted and waited for): a reload binds the
+    /// same address again at once, and on the agent's one runtime thread nothing else would
+    /// drop the old listener before that.
+    async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(ADMIN_STOP_GRACE, &mut task)
+                .await
+                .is_err()
+        {
+            task.abort();
+            let _ = task.await;
+        }
+    }
 }
 
 /// A first start (no positions in the spool nor in the checkpoint file): scans the globs and

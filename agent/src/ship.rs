@@ -93,6 +93,9 @@ impl Shipper {
         let mut task = self.task;
         if tokio::time::timeout(grace, &mut task).await.is_err() {
             task.abort();
+            // Dropped now, not at some later turn of the runtime: a reload opens the spool
+            // again right after.
+            let _ = task.await;
         }
     }
 }
