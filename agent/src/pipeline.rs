@@ -592,10 +592,9 @@ impl Logs {
                 let now = Instant::now();
                 self.last_line = Some(now);
                 self.flush_due = Some(now + EVENT_IDLE + FLUSH_MARGIN);
-            } else if self.flush_due.is_some_and(|due| started >= due) {
-                self.flush_due = None;
             }
-        } else if self.flush_due.is_some_and(|due| started >= due) {
+        }
+        if self.flush_due.is_some_and(|due| started >= due) {
             self.flush_due = None;
         }
         // An event is complete once it saw no line for EVENT_IDLE: two calls that far apart

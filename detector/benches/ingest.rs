@@ -129,10 +129,7 @@ fn main() -> anyhow::Result<()> {
             .await?;
         // Recent minutes (the last `per_agent` ones): the detector refuses minutes more
         // than 30 days old or a day ahead.
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_secs();
-        let now = i64::try_from(now)?;
+        let now = vigil_detector::clock::unix_now();
         let first_minute = (now - 60 * i64::try_from(per_agent)? - 60) / 60 * 60;
         let start = Instant::now();
         let tasks: Vec<_> = (0..agents)

@@ -249,7 +249,7 @@ fn a_restarted_host_printing_full_traces_of_a_fast_throw_exception_passes() {
     let verdicts = run(&mut j, &rows);
     let (_, v) = first_block(&verdicts).expect("without the family the full NPE is new");
     assert!(
-        v.reasons.iter().any(|r| r.rule == "new_exception"
+        v.reasons.iter().any(|r| r.rule.as_str() == "new_exception"
             && r.fingerprint.as_deref() == Some(fingerprint_hex(NPE_FULL).as_str())),
         "{v:?}"
     );
@@ -295,7 +295,7 @@ fn a_genuinely_new_exception_beside_a_fast_throw_family_is_still_new() {
     let (at, v) = first_block(&verdicts).expect("blocked");
     assert!(at <= 7, "blocked at +{at}");
     assert!(
-        v.reasons.iter().any(|r| r.rule == "new_exception"
+        v.reasons.iter().any(|r| r.rule.as_str() == "new_exception"
             && r.fingerprint.as_deref() == Some(fingerprint_hex(IAE_FULL).as_str())),
         "{v:?}"
     );
@@ -319,7 +319,7 @@ fn a_genuinely_new_exception_beside_a_fast_throw_family_is_still_new() {
     let verdicts = run(&mut j, &rows);
     let (_, v) = first_block(&verdicts).expect("blocked");
     assert!(
-        v.reasons.iter().any(|r| r.rule == "new_exception"
+        v.reasons.iter().any(|r| r.rule.as_str() == "new_exception"
             && r.fingerprint.as_deref() == Some(fingerprint_hex(AE_BARE).as_str())),
         "{v:?}"
     );
@@ -372,7 +372,7 @@ fn a_full_class_cast_trace_of_a_known_frameless_one_is_not_dangerous_but_a_new_l
     let (at, v) = first_block(&verdicts).expect("blocked");
     assert_eq!(at, 6, "blocked at the end of the minute it showed");
     assert_eq!(v.reasons.len(), 1, "{v:?}");
-    assert_eq!(v.reasons[0].rule, "dangerous_exception");
+    assert_eq!(v.reasons[0].rule.as_str(), "dangerous_exception");
     assert_eq!(
         v.reasons[0].fingerprint.as_deref(),
         Some(fingerprint_hex(NSME).as_str())
@@ -395,7 +395,7 @@ fn a_full_trace_does_not_stand_for_its_family_only_the_frameless_shape_does() {
     let verdicts = run(&mut j, &rows);
     let (at, v) = first_block(&verdicts).expect("blocked");
     assert_eq!(at, 4);
-    assert_eq!(v.reasons[0].rule, "dangerous_exception");
+    assert_eq!(v.reasons[0].rule.as_str(), "dangerous_exception");
     assert_eq!(
         v.reasons[0].fingerprint.as_deref(),
         Some(fingerprint_hex(CCE_FULL).as_str())
@@ -445,7 +445,7 @@ fn a_spike_of_a_family_split_across_both_shapes_is_more_of_a_known_exception() {
     let r = v
         .reasons
         .iter()
-        .find(|r| r.rule == "exception_rate")
+        .find(|r| r.rule.as_str() == "exception_rate")
         .expect("rate reason");
     assert_eq!(
         r.fingerprint.as_deref(),
@@ -511,7 +511,7 @@ fn a_version_2_fingerprint_of_a_known_version_1_definition_is_known() {
     let verdicts = run(&mut j, &rows);
     let (_, v) = first_block(&verdicts).expect("blocked");
     assert!(
-        v.reasons.iter().any(|r| r.rule == "new_exception"
+        v.reasons.iter().any(|r| r.rule.as_str() == "new_exception"
             && r.fingerprint.as_deref() == Some(fingerprint_hex(IO_V2_OTHER).as_str())),
         "{v:?}"
     );
@@ -540,7 +540,7 @@ fn more_of_a_failure_across_a_fingerprint_version_change_is_still_seen() {
     let r = v
         .reasons
         .iter()
-        .find(|r| r.rule == "exception_rate")
+        .find(|r| r.rule.as_str() == "exception_rate")
         .expect("rate reason");
     assert_eq!(
         r.fingerprint.as_deref(),

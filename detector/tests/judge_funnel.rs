@@ -137,7 +137,7 @@ fn dangerous_exception_blocks_in_the_first_round_it_shows() {
     assert_eq!(at, 4, "blocked at the end of the minute it showed");
     assert_eq!(v.decided_at, T0 + 5 * 60);
     let reason = &v.reasons[0];
-    assert_eq!(reason.rule, "dangerous_exception");
+    assert_eq!(reason.rule.as_str(), "dangerous_exception");
     assert_eq!(reason.hosts, vec!["h1".to_string()]);
     assert_eq!(reason.fingerprint.as_deref(), Some("9f3a5c0e11d2b7a4"));
     assert_eq!(reason.evidence.observed, 1.0);
@@ -180,7 +180,7 @@ fn alert_blocks_between_rounds_and_only_for_released_hosts() {
         T0 + 81,
         "blocked at the alert, not at the minute's end"
     );
-    assert_eq!(v.reasons[0].rule, "dangerous_exception");
+    assert_eq!(v.reasons[0].rule.as_str(), "dangerous_exception");
 }
 
 #[test]
@@ -199,7 +199,7 @@ fn new_exception_blocks_after_the_window_and_a_rare_one_passes() {
         "first suspicious round only watches"
     );
     assert_eq!(at, 6, "second suspicious round of the window blocks");
-    assert_eq!(v.reasons[0].rule, "new_exception");
+    assert_eq!(v.reasons[0].rule.as_str(), "new_exception");
     assert_eq!(v.reasons[0].evidence.rounds_suspicious, Some(2));
 
     let rare = fleet(&HOSTS, |h, m, r| {
@@ -225,7 +225,7 @@ fn more_of_a_known_exception_blocks_with_checkable_evidence() {
     let r = v
         .reasons
         .iter()
-        .find(|r| r.rule == "exception_rate")
+        .find(|r| r.rule.as_str() == "exception_rate")
         .expect("rate reason");
     assert_eq!(r.fingerprint.as_deref(), Some("0b5e3c1d2a4f6e88"));
     let e = &r.evidence;
@@ -279,7 +279,7 @@ fn without_reference_hosts_error_growth_blocks_on_before_after() {
     let r = v
         .reasons
         .iter()
-        .find(|r| r.rule == "error_rate")
+        .find(|r| r.rule.as_str() == "error_rate")
         .expect("error reason");
     assert!(
         r.evidence.reference_after.is_none(),
@@ -303,7 +303,7 @@ fn log_volume_collapse_blocks_but_a_missing_agent_does_not() {
     assert!(
         v.reasons
             .iter()
-            .any(|r| r.rule == "log_volume" && r.hosts == ["h1"]),
+            .any(|r| r.rule.as_str() == "log_volume" && r.hosts == ["h1"]),
         "{v:?}"
     );
 
@@ -450,6 +450,6 @@ fn a_later_batch_is_judged_from_its_own_release_and_state_survives_serde() {
     }
     let (m, v) = blocked.expect("blocked");
     assert!((21..=23).contains(&m), "blocked at +{m}");
-    assert_eq!(v.reasons[0].rule, "new_exception");
+    assert_eq!(v.reasons[0].rule.as_str(), "new_exception");
     assert_eq!(v.reasons[0].hosts, vec!["h3".to_string()]);
 }

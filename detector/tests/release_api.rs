@@ -422,7 +422,7 @@ async fn the_case_of_a_release_replays_to_the_same_decision() {
     );
     let judged = api.releases.round(id, end - 60).await.expect("round");
     assert_eq!(judged.decision, Decision::Block);
-    assert_eq!(judged.reasons[0].rule, "dangerous_exception");
+    assert_eq!(judged.reasons[0].rule.as_str(), "dangerous_exception");
     let change = api.changes.try_recv().expect("a decision change");
     assert_eq!(
         (change.release_id, change.decision, change.previous_decision),
@@ -450,7 +450,7 @@ async fn the_case_of_a_release_replays_to_the_same_decision() {
     );
     let replayed = Replayer::default().judge_case(parsed);
     assert_eq!(replayed.decision, Decision::Block);
-    assert_eq!(replayed.reasons[0].rule, "dangerous_exception");
+    assert_eq!(replayed.reasons[0].rule.as_str(), "dangerous_exception");
 
     let (status, error) = api
         .post(

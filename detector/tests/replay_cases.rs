@@ -55,7 +55,7 @@ fn the_design_example_blocks_on_the_dangerous_exception() {
     let mut replayer = Replayer::default();
     let r = replayer.judge_case(&cases[0]);
     assert_eq!(r.decision.as_str(), "block");
-    assert_eq!(r.reasons[0].rule, "dangerous_exception");
+    assert_eq!(r.reasons[0].rule.as_str(), "dangerous_exception");
     // The exception is counted in minute 1763880120, judged when it completes.
     assert_eq!(r.decided_at, 1_763_880_180);
     assert_eq!(r.seconds_to_block, Some(60));

@@ -356,12 +356,6 @@ impl std::fmt::Display for Rule {
     }
 }
 
-impl PartialEq<&str> for Rule {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
 /// One reason for a decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reason {
