@@ -101,7 +101,6 @@ mod discover;
 mod error;
 mod identity;
 mod lines;
-mod watch;
 
 pub use checkpoint::{
     CHECKPOINT_FILE, CHECKPOINT_VERSION, CheckpointEntry, Checkpoints, FINISHED_KEPT, FinishedEntry,
@@ -110,7 +109,6 @@ pub use config::{DEFAULT_MAX_LINE_BYTES, SourceConfig, StartAt};
 pub use discover::{Change, PathWatcher};
 pub use error::TailError;
 pub use identity::{FileId, FileKey, HEAD_WINDOW};
-pub use watch::Watcher;
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
