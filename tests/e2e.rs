@@ -66,6 +66,68 @@ fn every_line_written_is_counted_once() {
     assert_eq!(minute["minute"].as_i64().map(|m| m % 60), Some(0));
 }
 
+/// The app's process, found by the `process` pattern on its command line, is measured by
+/// the agent and stored by the detector: its CPU and resident memory per minute, in the
+/// series API (and on the release page).
+#[test]
+fn the_apps_process_cpu_and_memory_reach_the_detector() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (logs, log) = shop_logs(dir.path());
+    append_lines(&log, 0, 10);
+    let marker = format!("vigil-e2e-app-{}", std::process::id());
+    // The "app": a shell whose command line carries the marker.
+    let mut app = std::process::Command::new("sh")
+        .args(["-c", "sleep 600", &marker])
+        .spawn()
+        .expect("sh");
+    let detector = DetectorProcess::start(dir.path());
+    let config = AgentSetup {
+        logs_extra: &format!("process = \"{marker}\""),
+        host_extra: "interval = \"1s\"",
+        ..AgentSetup::new(
+            &detector.grpc,
+            "e2e-proc",
+            "shop",
+            &format!("{}/*.log", logs.display()),
+        )
+    }
+    .write(dir.path());
+    let mut agent = spawn("vigil-agent", &config, &dir.path().join("agent.log"));
+    assert!(
+        eventually(Duration::from_secs(20), || detector
+            .try_lines("shop", "e2e-proc")
+            .is_some_and(|n| n >= 10)),
+        "the lines did not arrive"
+    );
+    // A few samples, then a clean stop sends the open minute's figures.
+    std::thread::sleep(Duration::from_millis(3_500));
+    assert!(agent.terminate(), "the agent did not stop cleanly");
+    let _ = app.kill();
+    let _ = app.wait();
+    let series = detector.get("/api/v1/series?app=shop&host=e2e-proc");
+    let minutes = series["minutes"].as_array().expect("minutes");
+    let measured: Vec<_> = minutes
+        .iter()
+        .filter_map(|m| {
+            Some((
+                m["process_cpu_pct"].as_f64()?,
+                m["process_rss_bytes"].as_u64()?,
+            ))
+        })
+        .collect();
+    assert!(!measured.is_empty(), "no process figures stored: {series}");
+    for (cpu, rss) in measured {
+        assert!(
+            (0.0..50.0).contains(&cpu),
+            "a sleeping shell at {cpu} % CPU"
+        );
+        assert!(
+            (64 * 1024..256 << 20).contains(&rss),
+            "a shell's resident memory {rss} bytes"
+        );
+    }
+}
+
 /// An agent killed after reading a file but before its first report, whose file is then
 /// rotated away and compressed by real `gzip` before the agent is back: the restarted agent
 /// finds the compressed generation from the positions stored at its first start, and

@@ -381,3 +381,84 @@ async fn a_release_page_draws_missing_minutes_as_gaps_and_shows_log_text_as_text
         .await;
     assert!(list.contains("1 of 1 releases"), "{list}");
 }
+
+#[tokio::test]
+async fn a_release_page_charts_the_apps_process_cpu_and_memory_when_agents_send_them() {
+    let pages = pages(None).await;
+    let end = now() / 60 * 60;
+    let release_at = end - 4 * 60;
+    let mut reports = Vec::new();
+    for i in 0..8u64 {
+        let minute = end - (8 - i as i64) * 60;
+        for (host, busy) in [("h1", minute >= release_at), ("h2", false)] {
+            let mut r = report(host, i + 1, minute, 0);
+            if let Some(ReportBody::Minute(m)) = r.body.as_mut() {
+                m.apps[0].process_cpu_pct = Some(if busy { 180.0 } else { 40.0 });
+                m.apps[0].process_rss_bytes = Some(if busy { 1536 } else { 512 } << 20);
+            }
+            reports.push(r);
+        }
+    }
+    pages.store.ingest(&reports, now()).await.expect("ingest");
+    let release = pages
+        .releases
+        .create(
+            CreateRelease {
+                app: "shop".into(),
+                version: "2.0.2".into(),
+                hosts: vec!["h1".into()],
+                reference_hosts: Some(vec!["h2".into()]),
+                started_at: Some(release_at),
+            },
+            now(),
+        )
+        .await
+        .expect("release");
+    let (response, body) = pages.get(&format!("/releases/{}", release.id), None).await;
+    assert_eq!(response.status().as_u16(), 200, "{body}");
+    let figure = |id: &str| {
+        let at = body
+            .find(&format!(r#"id="{id}""#))
+            .unwrap_or_else(|| panic!("no chart {id}: {body}"));
+        body[at..at + body[at..].find("</figure>").expect("figure end")].to_string()
+    };
+    let cpu = figure("metric-process_cpu_pct");
+    assert!(cpu.contains("shop process CPU"), "{cpu}");
+    assert!(cpu.contains(r#"data-max="180""#), "{cpu}");
+    assert!(cpu.contains(r#"data-points="16""#), "{cpu}");
+    let memory = figure("metric-process_rss_bytes");
+    assert!(memory.contains("shop process memory"), "{memory}");
+    assert!(memory.contains(r#"data-max="1536""#), "{memory}");
+
+    // A release of an app whose agents send no process figures has no such charts.
+    pages
+        .store
+        .ingest(
+            &[report("h3", 1, end - 60, 0)].map(|mut r| {
+                if let Some(ReportBody::Minute(m)) = r.body.as_mut() {
+                    m.apps[0].app = "cart".into();
+                }
+                r
+            }),
+            now(),
+        )
+        .await
+        .expect("ingest");
+    let other = pages
+        .releases
+        .create(
+            CreateRelease {
+                app: "cart".into(),
+                version: "1.1".into(),
+                hosts: vec!["h3".into()],
+                reference_hosts: Some(vec![]),
+                started_at: Some(end - 120),
+            },
+            now(),
+        )
+        .await
+        .expect("release");
+    let (_, body) = pages.get(&format!("/releases/{}", other.id), None).await;
+    assert!(body.contains(r#"id="metric-cpu_pct""#), "{body}");
+    assert!(!body.contains("metric-process_cpu_pct"), "{body}");
+}

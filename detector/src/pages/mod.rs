@@ -591,7 +591,7 @@ pub fn assemble(
             |r| Some(r.lines as f64),
         ),
     ];
-    let metric_charts = METRICS
+    let mut metric_charts: Vec<Chart> = METRICS
         .iter()
         .map(|(name, title, unit)| {
             groups.chart(
@@ -603,6 +603,25 @@ pub fn assemble(
             )
         })
         .collect();
+    // The app's own process, where the agents' `process` pattern matched it.
+    if history.rows.iter().any(|r| r.process_cpu_pct.is_some()) {
+        metric_charts.push(groups.chart(
+            &history,
+            view::metric_anchor("process_cpu_pct"),
+            format!("{} process CPU", history.release.app),
+            "% of one core, mean of hosts",
+            |r| r.process_cpu_pct,
+        ));
+    }
+    if history.rows.iter().any(|r| r.process_rss_bytes.is_some()) {
+        metric_charts.push(groups.chart(
+            &history,
+            view::metric_anchor("process_rss_bytes"),
+            format!("{} process memory", history.release.app),
+            "MiB resident, mean of hosts",
+            |r| r.process_rss_bytes.map(|b| b as f64 / (1024.0 * 1024.0)),
+        ));
+    }
     let last_minute = |host: &str| {
         app.and_then(|a| a.hosts.iter().find(|h| h.host == host))
             .map(|h| h.last_minute)

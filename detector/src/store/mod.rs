@@ -76,6 +76,13 @@ pub struct MinuteRow {
     pub exceptions: BTreeMap<String, u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_metrics: Option<HostMetricsRow>,
+    /// CPU of the app's process, % of one core (mean over the minute), when the agent's
+    /// `process` pattern matched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_cpu_pct: Option<f64>,
+    /// Resident memory of the app's process, in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_rss_bytes: Option<u64>,
 }
 
 /// Host metrics of one host in one minute, as the judge reads them.

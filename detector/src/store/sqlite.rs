@@ -50,7 +50,7 @@ pub use retention::{
 use writes::{create_release_on, discard_on_error, ingest_on, update_release_on};
 
 /// Version of the schema below, kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 /// Name of the database file inside `data_dir`.
 pub const DB_FILE: &str = "vigil.db";
@@ -203,6 +203,17 @@ CREATE TABLE IF NOT EXISTS host_hours (
 ) WITHOUT ROWID;
 ";
 
+/// Version 5: the app's process CPU (% of one core, mean over the minute) and resident
+/// memory, per host and minute, when the agent's `process` pattern matched; hourly, the
+/// mean CPU and the peak memory. Columns added to the tables above when missing (a store
+/// of version 4 keeps its rows, with no process figures).
+const COLUMNS_5: [(&str, &str, &str); 4] = [
+    ("app_minutes", "process_cpu_pct", "REAL"),
+    ("app_minutes", "process_rss_bytes", "INTEGER"),
+    ("app_hours", "process_cpu_pct", "REAL"),
+    ("app_hours", "process_rss_bytes", "INTEGER"),
+];
+
 macro_rules! release_columns {
     () => {
         "SELECT id, app, version, state, outcome, created_at, started_at, finished_at, \
@@ -255,6 +266,21 @@ impl SqliteStore {
             });
         }
         sqlx::raw_sql(SCHEMA).execute(&writer).await?;
+        for (table, column, kind) in COLUMNS_5 {
+            let present: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2")
+                    .bind(table)
+                    .bind(column)
+                    .fetch_one(&writer)
+                    .await?;
+            if present == 0 {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "ALTER TABLE {table} ADD COLUMN {column} {kind}"
+                )))
+                .execute(&writer)
+                .await?;
+            }
+        }
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "PRAGMA user_version = {SCHEMA_VERSION}"
         )))
@@ -325,7 +351,8 @@ impl Store for SqliteStore {
         let rows = filtered(
             "SELECT app, host, minute, lines, error_lines, warn_lines, \
              (SELECT group_concat(e.fingerprint || ':' || e.count) FROM exception_minutes e \
-              WHERE e.app = a.app AND e.host = a.host AND e.minute = a.minute) \
+              WHERE e.app = a.app AND e.host = a.host AND e.minute = a.minute), \
+             process_cpu_pct, process_rss_bytes \
              FROM app_minutes a",
             query,
             true,
@@ -346,6 +373,10 @@ impl Store for SqliteStore {
                 warn_lines: get_u64(&row, 5)?,
                 exceptions: parse_counts(counts.unwrap_or_default())?,
                 host_metrics: None,
+                process_cpu_pct: row.try_get(7)?,
+                process_rss_bytes: row
+                    .try_get::<Option<i64>, _>(8)?
+                    .map(|v| u64::try_from(v).unwrap_or(0)),
             });
         }
         let host_rows = filtered(
@@ -728,6 +759,10 @@ struct AppMinuteSums {
     events: u64,
     truncated_lines: u64,
     reports: u64,
+    /// The last value a report of the minute carried (the agent sends them once, when the
+    /// minute is over).
+    process_cpu_pct: Option<f64>,
+    process_rss_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -765,6 +800,12 @@ impl<'a> BatchAccumulator<'a> {
                     sums.events = sums.events.saturating_add(app.events);
                     sums.truncated_lines = sums.truncated_lines.saturating_add(app.truncated_lines);
                     sums.reports = sums.reports.saturating_add(1);
+                    if let Some(cpu) = app.process_cpu_pct.filter(|v| v.is_finite() && *v >= 0.0) {
+                        sums.process_cpu_pct = Some(cpu);
+                    }
+                    if let Some(rss) = app.process_rss_bytes {
+                        sums.process_rss_bytes = Some(rss);
+                    }
                     let seen = self
                         .hosts
                         .entry((name, host))
@@ -836,10 +877,10 @@ impl<'a> BatchAccumulator<'a> {
 
     async fn write(self, tx: &mut Transaction<'_, Sqlite>) -> Result<(), StoreError> {
         let app_minutes: Vec<_> = self.app_minutes.into_iter().collect();
-        for chunk in app_minutes.chunks(MAX_PARAMS / 9) {
+        for chunk in app_minutes.chunks(MAX_PARAMS / 11) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO app_minutes (app, host, minute, lines, error_lines, warn_lines, \
-                 events, truncated_lines, reports) ",
+                 events, truncated_lines, reports, process_cpu_pct, process_rss_bytes) ",
             );
             q.push_values(chunk, |mut row, ((app, host, minute), s)| {
                 row.push_bind(*app)
@@ -850,10 +891,14 @@ impl<'a> BatchAccumulator<'a> {
                     .push_bind(count(s.warn_lines))
                     .push_bind(count(s.events))
                     .push_bind(count(s.truncated_lines))
-                    .push_bind(count(s.reports));
+                    .push_bind(count(s.reports))
+                    .push_bind(s.process_cpu_pct)
+                    .push_bind(s.process_rss_bytes.map(count));
             });
             q.push(concat!(
-                " ON CONFLICT (app, host, minute) DO UPDATE SET ",
+                " ON CONFLICT (app, host, minute) DO UPDATE SET \
+                 process_cpu_pct = coalesce(excluded.process_cpu_pct, process_cpu_pct), \
+                 process_rss_bytes = coalesce(excluded.process_rss_bytes, process_rss_bytes), ",
                 saturating_sum!("lines"),
                 ", ",
                 saturating_sum!("error_lines"),
@@ -1338,6 +1383,93 @@ mod tests {
             refused.to_string().contains("schema version 99 is newer"),
             "{refused}"
         );
+    }
+
+    fn with_process(mut report: Report, cpu: Option<f64>, rss: Option<u64>) -> Report {
+        if let Some(Body::Minute(m)) = report.body.as_mut() {
+            m.apps[0].process_cpu_pct = cpu;
+            m.apps[0].process_rss_bytes = rss;
+        }
+        report
+    }
+
+    #[tokio::test]
+    async fn process_figures_are_kept_from_a_version_4_store_on_and_rolled_up_by_hour() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            // What a version 4 detector left: no process columns, a minute stored.
+            let store = SqliteStore::open(dir.path()).await.expect("open");
+            store
+                .ingest(&[minute_report("i1", 1, 3600, 10)], 3700)
+                .await
+                .expect("ingest");
+            sqlx::raw_sql(
+                "ALTER TABLE app_minutes DROP COLUMN process_cpu_pct; \
+                 ALTER TABLE app_minutes DROP COLUMN process_rss_bytes; \
+                 ALTER TABLE app_hours DROP COLUMN process_cpu_pct; \
+                 ALTER TABLE app_hours DROP COLUMN process_rss_bytes; \
+                 PRAGMA user_version = 4",
+            )
+            .execute(&store.writer)
+            .await
+            .expect("downgrade");
+        }
+        let store = SqliteStore::open(dir.path()).await.expect("upgrade");
+        let reports = [
+            with_process(minute_report("i1", 2, 3660, 10), Some(20.0), Some(100)),
+            // A later report of the same minute without figures keeps them; one with
+            // figures replaces them; a value that is no number is dropped.
+            with_process(minute_report("i1", 3, 3660, 1), None, None),
+            with_process(minute_report("i1", 4, 3720, 10), Some(10.0), Some(500)),
+            with_process(minute_report("i1", 5, 3720, 1), Some(50.0), Some(300)),
+            with_process(minute_report("i1", 6, 3780, 1), Some(f64::NAN), None),
+        ];
+        store.ingest(&reports, 3800).await.expect("ingest");
+        let rows = store.series(&SeriesQuery::default()).await.expect("series");
+        let figures: Vec<_> = rows
+            .iter()
+            .map(|r| (r.minute, r.lines, r.process_cpu_pct, r.process_rss_bytes))
+            .collect();
+        assert_eq!(
+            figures,
+            [
+                (3600, 10, None, None),
+                (3660, 11, Some(20.0), Some(100)),
+                (3720, 11, Some(50.0), Some(300)),
+                (3780, 1, None, None),
+            ]
+        );
+        // Rolled up in two steps into one hour: the mean CPU over the minutes that had
+        // it, the peak memory.
+        let policy = crate::config::Retention {
+            minutes_secs: 3600,
+            hourly_secs: 400 * 86_400,
+        };
+        store.retain(&policy, 3 * 3600).await.expect("first pass");
+        store
+            .ingest(
+                &[with_process(
+                    minute_report("i1", 7, 3840, 1),
+                    Some(80.0),
+                    Some(900),
+                )],
+                3900,
+            )
+            .await
+            .expect("a late report of the same hour");
+        store.retain(&policy, 3 * 3600).await.expect("second pass");
+        let hour: (i64, Option<f64>, Option<i64>) = sqlx::query_as(
+            "SELECT minutes, process_cpu_pct, process_rss_bytes FROM app_hours WHERE hour = 3600",
+        )
+        .fetch_one(&store.readers)
+        .await
+        .expect("the hour");
+        assert_eq!(hour.0, 5);
+        let cpu = hour.1.expect("a mean");
+        // (20 + 50) / 2 over the first pass's 4 minutes, then the 5th minute's 80 weighted
+        // 1 of 5: what the hour's minutes give, up to the minutes that had no figure.
+        assert!((cpu - (35.0 * 4.0 + 80.0) / 5.0).abs() < 1e-9, "{cpu}");
+        assert_eq!(hour.2, Some(900));
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //!   `minutes` are added into hourly rows (`app_hours`, `exception_hours`) and deleted;
 //!   per host, per-minute host metrics (`host_minutes`) likewise into `host_hours` (means
 //!   weighted by samples, counters added, maxima kept — the same merge as two reports of
-//!   one minute);
+//!   one minute); an app's process figures become the hour's mean CPU and peak resident
+//!   memory;
 //! - hourly rows older than `hourly` are deleted;
 //! - de-duplication keys of reports received more than [`REPORT_KEYS_SECS`] ago, and stored
 //!   alerts older than `minutes`, are deleted (ingest refuses minutes more than 30 days
@@ -116,7 +117,7 @@ macro_rules! capped_total {
 
 const ROLL_UP_APP: &str = concat!(
     "INSERT INTO app_hours (app, host, hour, lines, error_lines, warn_lines, events, \
-     truncated_lines, reports, minutes) \
+     truncated_lines, reports, minutes, process_cpu_pct, process_rss_bytes) \
      SELECT app, host, minute - minute % 3600, ",
     capped_total!("lines"),
     ", ",
@@ -129,9 +130,16 @@ const ROLL_UP_APP: &str = concat!(
     capped_total!("truncated_lines"),
     ", ",
     capped_total!("reports"),
-    ", count(*) FROM app_minutes WHERE app = ? AND host = ? AND minute < ? \
+    ", count(*), avg(process_cpu_pct), max(process_rss_bytes) \
+     FROM app_minutes WHERE app = ? AND host = ? AND minute < ? \
      GROUP BY minute - minute % 3600 \
-     ON CONFLICT (app, host, hour) DO UPDATE SET ",
+     ON CONFLICT (app, host, hour) DO UPDATE SET \
+     process_cpu_pct = CASE WHEN excluded.process_cpu_pct IS NULL THEN process_cpu_pct \
+       WHEN process_cpu_pct IS NULL THEN excluded.process_cpu_pct \
+       ELSE (process_cpu_pct * minutes + excluded.process_cpu_pct * excluded.minutes) \
+         / (minutes + excluded.minutes) END, \
+     process_rss_bytes = max(coalesce(process_rss_bytes, excluded.process_rss_bytes), \
+       coalesce(excluded.process_rss_bytes, process_rss_bytes)), ",
     saturating_sum!("lines"),
     ", ",
     saturating_sum!("error_lines"),
