@@ -1,5 +1,7 @@
-//! The pages in a real browser: a release judged by the real detector from the counters of
-//! real agents, opened in headless Chromium as a person would.
+//! The pages in a real browser: a release judged by the detector from the counters of real
+//! agents (the `vigil-agent` binary, over gRPC on 127.0.0.1), opened in headless Chromium
+//! as a person would. The detector's minute rounds run on a clock the test moves, so the
+//! test never waits for a minute boundary.
 //!
 //! Three hosts of "shop" log twelve minutes of history (the agents count each event in the
 //! minute of its own timestamp). Release 2.0.1 reached `shop-rel-1` seven minutes ago;
@@ -19,7 +21,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{AgentSetup, DetectorProcess, TimedLogs, eventually, now_ms, spawn};
+use common::clocked::{ClockedDetector, ROUND_DELAY_SECS};
+use common::{AgentSetup, TimedLogs, eventually, now_ms, spawn};
 use serde_json::{Value, json};
 
 const HOSTS: [&str; 3] = ["shop-rel-1", "shop-ref-1", "shop-ref-2"];
@@ -63,7 +66,7 @@ fn record(host: &str, t: i64, i: i64, broken: bool) -> String {
     )
 }
 
-fn post(detector: &DetectorProcess, path: &str, body: &Value) -> Value {
+fn post(detector: &ClockedDetector, path: &str, body: &Value) -> Value {
     ureq::post(&format!("{}{path}", detector.http))
         .send_json(body)
         .unwrap_or_else(|e| panic!("POST {path}: {e}"))
@@ -87,9 +90,12 @@ fn attributes<'a>(dom: &'a str, open: &str, attr: &str) -> Vec<&'a str> {
 fn a_blocked_release_reads_at_a_glance_and_is_handled_with_the_keyboard() {
     let _ = browser::chromium();
     let dir = tempfile::tempdir().expect("tempdir");
-    let detector = DetectorProcess::start(dir.path());
     let now = now_ms();
-    let start = now - now.rem_euclid(60_000) - 12 * 60_000;
+    let this_minute = now - now.rem_euclid(60_000);
+    // The detector's clock a minute behind: its next round, when the test moves the clock
+    // to this minute's round, judges the minutes before this one.
+    let detector = ClockedDetector::start(dir.path(), now / 1000 - 60);
+    let start = this_minute - 12 * 60_000;
     let release_ms = start + 5 * 60_000 + 20_000;
 
     let release = post(
@@ -114,7 +120,7 @@ fn a_blocked_release_reads_at_a_glance_and_is_handled_with_the_keyboard() {
         let glob = format!("{}/*.log", logs_dir.display());
         let config = AgentSetup {
             logs_extra: "timezone = \"UTC\"\napp_packages = [\"shop\"]\n",
-            host_extra: "interval = \"2s\"",
+            host_extra: "interval = \"1s\"",
             ..AgentSetup::new(&detector.grpc, host, "shop", &glob)
         }
         .write(dir.path());
@@ -128,17 +134,43 @@ fn a_blocked_release_reads_at_a_glance_and_is_handled_with_the_keyboard() {
         record(HOSTS[log], t, i, log == 0 && t >= release_ms)
     });
 
-    // Blocked on the alert, then judged by the first minute round after the history, and
-    // host metrics stored for a completed minute of a released and a reference host (the
-    // agents sample only live minutes).
-    let judged_through = (now - now.rem_euclid(60_000) - 60_000) / 1000;
+    // Blocked on the alert; then, once the history's completed minutes are stored, this
+    // minute's round judges them.
+    let judged_through = this_minute / 1000 - 60;
+    let stored_through = |minute: i64| {
+        HOSTS.iter().all(|host| {
+            detector.get(&format!(
+                "/api/v1/series?app=shop&host={host}&from={minute}&to={minute}"
+            ))["minutes"]
+                .as_array()
+                .is_some_and(|m| !m.is_empty())
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(60), || stored_through(judged_through)
+            && detector.get(&format!("/api/v1/releases/{id}"))["decision"]
+                == "block"),
+        "the history was not stored, or the alert did not block: {}",
+        detector.get(&format!("/api/v1/releases/{id}"))
+    );
+    // The agents sample host metrics of live minutes and send a minute's figures when it
+    // is over, or when they stop: a few samples, then a clean stop sends them all.
+    std::thread::sleep(Duration::from_millis(2_500));
+    drop(logs);
+    for agent in &mut agents {
+        assert!(agent.terminate(), "an agent did not stop cleanly");
+    }
+    let last = now_ms() / 1000 / 60 * 60;
+    // The round of the minute after the agents stopped judges the history and their last
+    // minute.
+    detector.set_clock(last + 60 + ROUND_DELAY_SECS);
     let mut current = Value::Null;
-    let judged = eventually(Duration::from_secs(150), || {
+    let judged = eventually(Duration::from_secs(30), || {
         current = detector.get(&format!("/api/v1/releases/{id}"));
         current["decision"] == "block"
             && current["last_round"]
                 .as_i64()
-                .is_some_and(|m| m >= judged_through)
+                .is_some_and(|m| m >= last.max(judged_through))
     });
     assert!(judged, "release not blocked and judged: {current}");
     let measured = |host: &str| {
@@ -150,8 +182,7 @@ fn a_blocked_release_reads_at_a_glance_and_is_handled_with_the_keyboard() {
             })
     };
     assert!(
-        eventually(Duration::from_secs(90), || measured(HOSTS[0])
-            && measured(HOSTS[1])),
+        measured(HOSTS[0]) && measured(HOSTS[1]),
         "no host metrics stored"
     );
     let fingerprint = current["reasons"]
@@ -397,9 +428,4 @@ fn a_blocked_release_reads_at_a_glance_and_is_handled_with_the_keyboard() {
         "rolled_back"
     );
     drop(stale);
-
-    drop(logs);
-    for mut agent in agents {
-        agent.terminate();
-    }
 }

@@ -1,8 +1,10 @@
-//! End to end, through minute rounds: three releases judged by the real detector from the
-//! counters of real agents. Each host's log is written with the last 12 minutes of history
-//! (the agents count every event in the minute of its own timestamp), the releases start 7
-//! minutes ago, and the live log goes on; the detector's first round after the next minute
-//! boundary judges all those minutes.
+//! End to end, through minute rounds: three releases judged from the counters of real
+//! agents (the `vigil-agent` binary, over gRPC on 127.0.0.1) by a detector whose clock the
+//! test moves. Each host's log is written with the last 12 minutes of history (the agents
+//! count every event in the minute of its own timestamp), the releases start 7 minutes ago;
+//! once the detector has stored every line of the history's completed minutes, the test
+//! moves the clock past the next round, which judges all of them. No wait for a minute
+//! boundary: the test takes seconds.
 //!
 //! - a new exception at a moderate rate on the released host → `block`;
 //! - a release that only moves line numbers of a known exception → `pass`;
@@ -13,7 +15,8 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{AgentSetup, DetectorProcess, TimedLogs, eventually, now_ms, spawn};
+use common::clocked::{ClockedDetector, ROUND_DELAY_SECS};
+use common::{AgentSetup, TimedLogs, eventually, now_ms, spawn};
 use serde_json::{Value, json};
 
 const HOSTS: [&str; 3] = ["rounds-rel", "rounds-ref-1", "rounds-ref-2"];
@@ -59,7 +62,7 @@ fn record(app: &str, host: &str, t: i64, i: i64, released: bool, after_release: 
     }
 }
 
-fn api(detector: &DetectorProcess, method: &str, path: &str, body: Option<Value>) -> Value {
+fn api(detector: &ClockedDetector, method: &str, path: &str, body: Option<Value>) -> Value {
     let url = format!("{}{path}", detector.http);
     let response = match body {
         Some(body) => ureq::post(&url).send_json(&body),
@@ -76,9 +79,12 @@ fn api(detector: &DetectorProcess, method: &str, path: &str, body: Option<Value>
 #[test]
 fn minute_rounds_block_a_new_exception_and_pass_line_moves_and_fleet_surges() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let detector = DetectorProcess::start(dir.path());
     let now = now_ms();
-    let start = now - now.rem_euclid(60_000) - 12 * 60_000;
+    let this_minute = now - now.rem_euclid(60_000);
+    // The detector's clock a minute behind: its next round, when the test moves the clock
+    // to this minute's round, judges the minutes before this one, all of them complete.
+    let detector = ClockedDetector::start(dir.path(), now / 1000 - 60);
+    let start = this_minute - 12 * 60_000;
     let release_ms = start + 5 * 60_000 + 20_000;
     let mut logs = Vec::new();
     let mut agents = Vec::new();
@@ -108,13 +114,52 @@ fn minute_rounds_block_a_new_exception_and_pass_line_moves_and_fleet_surges() {
             &dir.path().join(format!("{host}.log")),
         ));
     }
-    // The history at once, then the live log until the rounds have judged the history.
+    // The history at once, then the live log (its minutes are not judged here).
     let paths = logs.iter().map(|(_, _, path)| path.clone()).collect();
+    let written: Vec<(String, String)> = logs
+        .iter()
+        .map(|(app, host, _)| (app.clone(), host.clone()))
+        .collect();
     let live = TimedLogs::start(paths, start, PER_MINUTE, move |log, t, i| {
         let (app, host, _): &(String, String, _) = &logs[log];
         let after = t >= release_ms;
         record(app, host, t, i, after && host == HOSTS[0], after)
     });
+    // Every line of the judged minutes stored, for every app and host.
+    let expected = |app: &str, host: &str| -> u64 {
+        let step = 60_000 / PER_MINUTE;
+        (start / step..this_minute / step)
+            .map(|i| {
+                let t = i * step;
+                let after = t >= release_ms;
+                record(app, host, t, i, after && host == HOSTS[0], after)
+                    .matches('\n')
+                    .count() as u64
+            })
+            .sum()
+    };
+    let stored = |app: &str, host: &str| -> u64 {
+        detector.get(&format!(
+            "/api/v1/series?app={app}&host={host}&to={}",
+            this_minute / 1000 - 60
+        ))["minutes"]
+            .as_array()
+            .map(|m| m.iter().filter_map(|m| m["lines"].as_u64()).sum())
+            .unwrap_or(0)
+    };
+    let delivered = eventually(Duration::from_secs(60), || {
+        written
+            .iter()
+            .all(|(app, host)| stored(app, host) == expected(app, host))
+    });
+    assert!(
+        delivered,
+        "the history was not stored: {:?}",
+        written
+            .iter()
+            .map(|(app, host)| (app, host, stored(app, host), expected(app, host)))
+            .collect::<Vec<_>>()
+    );
 
     // Releases, started in the past like the history.
     let mut ids = Vec::new();
@@ -134,10 +179,11 @@ fn minute_rounds_block_a_new_exception_and_pass_line_moves_and_fleet_surges() {
         ids.push(release["id"].as_i64().expect("release id"));
     }
 
-    // The first round after the next minute boundary judges the whole history.
-    let judged_through = now - now.rem_euclid(60_000) - 60_000;
+    // This minute's round judges the whole history.
+    detector.set_clock(this_minute / 1000 + ROUND_DELAY_SECS);
+    let judged_through = this_minute - 60_000;
     let mut releases = Vec::new();
-    let judged = eventually(Duration::from_secs(150), || {
+    let judged = eventually(Duration::from_secs(30), || {
         releases = ids
             .iter()
             .map(|id| api(&detector, "GET", &format!("/api/v1/releases/{id}"), None))
@@ -157,7 +203,7 @@ fn minute_rounds_block_a_new_exception_and_pass_line_moves_and_fleet_surges() {
     }
     assert!(
         judged,
-        "the releases were not judged through the minute of {} within 150 s: {releases:?}",
+        "the releases were not judged through the minute of {} within 30 s: {releases:?}",
         judged_through / 1000
     );
     let newexc = &releases[0];

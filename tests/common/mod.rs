@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod clocked;
 pub mod wait;
 
 // Each test crate uses some of these.
@@ -168,28 +169,13 @@ impl DetectorProcess {
 
     /// `GET` an API path, returning the JSON body.
     pub fn get(&self, path: &str) -> serde_json::Value {
-        let mut response = ureq::get(&format!("{}{path}", self.http))
-            .call()
-            .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-        response
-            .body_mut()
-            .read_json()
-            .unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
+        get_json(&self.http, path)
     }
 
     /// Total lines stored for `app` on `host`, or `None` while the HTTP port does not
     /// answer (a reload re-binds it).
     pub fn try_lines(&self, app: &str, host: &str) -> Option<u64> {
-        let mut response = ureq::get(&format!(
-            "{}/api/v1/series?app={app}&host={host}",
-            self.http
-        ))
-        .call()
-        .ok()?;
-        let series: serde_json::Value = response.body_mut().read_json().ok()?;
-        series["minutes"]
-            .as_array()
-            .map(|minutes| minutes.iter().filter_map(|m| m["lines"].as_u64()).sum())
+        stored_lines(&self.http, app, host)
     }
 
     /// Total lines stored for `app` on `host`.
@@ -200,6 +186,29 @@ impl DetectorProcess {
             .map(|minutes| minutes.iter().filter_map(|m| m["lines"].as_u64()).sum())
             .unwrap_or(0)
     }
+}
+
+/// `GET` an API path of the detector at `http`, returning the JSON body.
+pub fn get_json(http: &str, path: &str) -> serde_json::Value {
+    let mut response = ureq::get(&format!("{http}{path}"))
+        .call()
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    response
+        .body_mut()
+        .read_json()
+        .unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
+}
+
+/// Total lines the detector at `http` stored for `app` on `host`, or `None` while its HTTP
+/// port does not answer.
+pub fn stored_lines(http: &str, app: &str, host: &str) -> Option<u64> {
+    let mut response = ureq::get(&format!("{http}/api/v1/series?app={app}&host={host}"))
+        .call()
+        .ok()?;
+    let series: serde_json::Value = response.body_mut().read_json().ok()?;
+    series["minutes"]
+        .as_array()
+        .map(|minutes| minutes.iter().filter_map(|m| m["lines"].as_u64()).sum())
 }
 
 /// Starts `vigil-<name> run --config PATH` with its output appended to `log` (a restarted

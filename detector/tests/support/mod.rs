@@ -8,16 +8,19 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use vigil_detector::Detector;
-use vigil_detector::clock::{Clock, Sleep};
+use vigil_detector::clock::Clock;
 use vigil_detector::config::DetectorConfig;
 use vigil_proto::PROTOCOL_VERSION;
 use vigil_proto::v1::{AppCounters, MinuteReport, Report, report::Body};
 
 /// The longest one step (a connection, an answer) may take.
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+mod clock;
+pub use clock::ManualClock;
 
 /// The output of `future`; fails saying what it waited for if it takes longer than
 /// [`STEP_TIMEOUT`].
@@ -41,41 +44,6 @@ impl Drop for Running {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-    }
-}
-
-/// A clock the test sets: rounds and expiry happen when the test moves it past a minute
-/// boundary, not when the wall clock does.
-#[derive(Debug)]
-pub struct ManualClock {
-    now: watch::Sender<i64>,
-}
-
-impl ManualClock {
-    /// A clock standing at `now` (UTC Unix seconds).
-    pub fn at(now: i64) -> Arc<Self> {
-        Arc::new(Self {
-            now: watch::Sender::new(now),
-        })
-    }
-
-    /// Moves the clock to `now` (never backwards), waking what waits for it.
-    pub fn set(&self, now: i64) {
-        self.now.send_modify(|t| *t = (*t).max(now));
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> i64 {
-        *self.now.borrow()
-    }
-
-    fn sleep_until(&self, at: i64) -> Sleep<'_> {
-        let mut now = self.now.subscribe();
-        Box::pin(async move {
-            // The sender lives as long as the clock, which outlives this borrow.
-            let _ = now.wait_for(|t| *t >= at).await;
-        })
     }
 }
 
