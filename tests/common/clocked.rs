@@ -14,6 +14,7 @@ use vigil_detector::config::DetectorConfig;
 
 #[path = "../../detector/tests/support/clock.rs"]
 mod clock;
+#[allow(unused_imports)]
 pub use clock::ManualClock;
 
 /// Seconds after a minute boundary at which the detector runs that minute's round.

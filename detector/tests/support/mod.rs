@@ -20,6 +20,7 @@ use vigil_proto::v1::{AppCounters, MinuteReport, Report, report::Body};
 pub const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
 mod clock;
+#[allow(unused_imports)]
 pub use clock::ManualClock;
 
 /// The output of `future`; fails saying what it waited for if it takes longer than
