@@ -4,7 +4,6 @@
 //! The hot path only increments atomics in [`Metrics`]; the main loop publishes a
 //! [`Status`] snapshot about once a second.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,6 +12,14 @@ use axum::Router;
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, EncodeMetric, prometheus_text,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
 /// Counters of one app.
@@ -167,225 +174,247 @@ impl Admin {
             .clone()
     }
 
-    /// Prometheus text exposition of the counters and the status gauges.
+    /// Prometheus text exposition (format 0.0.4) of the counters and the status gauges,
+    /// written by `prometheus-client` from a registry whose one collector reads them now.
     pub fn render_metrics(&self) -> String {
-        let m = &self.metrics;
-        let status = self.status();
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Scrape(self.clone())));
         let mut out = String::with_capacity(4096);
+        if let Err(e) = prometheus_text::encode(&mut out, &registry) {
+            tracing::warn!(error = %e, "the metrics could not be written");
+        }
+        out
+    }
+}
+
+/// A label set: `(name, value)` pairs, none for an unlabelled sample.
+type Labels<'a> = Vec<(&'static str, &'a str)>;
+
+/// The agent's metrics, read from its counters and status when scraped.
+#[derive(Debug)]
+struct Scrape(Admin);
+
+/// Writes one family of `kind` (counter or gauge) with its samples.
+fn family<N>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    samples: &[(Labels<'_>, N)],
+) -> std::fmt::Result
+where
+    N: EncodeCounterValue + EncodeGaugeValue + Copy + std::fmt::Debug,
+{
+    // `prometheus-client` adds a counter's `_total` and the help's full stop.
+    let name = name.strip_suffix("_total").unwrap_or(name);
+    let mut metric = encoder.encode_descriptor(name, help.trim_end_matches('.'), None, kind)?;
+    for (labels, value) in samples {
+        let sample = metric.encode_family(labels)?;
+        match kind {
+            MetricType::Counter => ConstCounter::new(*value).encode(sample)?,
+            _ => ConstGauge::new(*value).encode(sample)?,
+        }
+    }
+    Ok(())
+}
+
+/// An unlabelled family: name, help, value.
+type Single<'a> = (&'a str, &'a str, u64);
+/// A per-app counter: name, help, the counter of an app.
+type PerApp<'a> = (&'a str, &'a str, &'a dyn Fn(&AppMetrics) -> &AtomicU64);
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let m = &self.0.metrics;
+        let status = self.0.status();
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, f64)]| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            for (labels, value) in samples {
-                let _ = writeln!(out, "{name}{labels} {value}");
-            }
-        };
-        let per_app = |f: &dyn Fn(&AppMetrics) -> &AtomicU64| -> Vec<(String, f64)> {
+        let e = &mut encoder;
+        let (counter, gauge) = (MetricType::Counter, MetricType::Gauge);
+        let per_app = |f: &dyn Fn(&AppMetrics) -> &AtomicU64| -> Vec<(Labels<'_>, u64)> {
             m.apps
                 .iter()
-                .map(|(app, a)| (format!("{{app=\"{}\"}}", escape(app)), load(f(a)) as f64))
+                .map(|(app, a)| (vec![("app", app.as_str())], load(f(a))))
                 .collect()
         };
-        family(
-            "vigil_agent_lines_read_total",
-            "counter",
-            "Log lines read.",
-            &per_app(&|a| &a.lines),
-        );
-        family(
-            "vigil_agent_bytes_read_total",
-            "counter",
-            "Log bytes read.",
-            &per_app(&|a| &a.bytes),
-        );
-        family(
-            "vigil_agent_events_total",
-            "counter",
-            "Log events assembled (a record with its continuation lines).",
-            &per_app(&|a| &a.events),
-        );
+        let app_counters: [PerApp<'_>; 3] = [
+            ("vigil_agent_lines_read_total", "Log lines read.", &|a| {
+                &a.lines
+            }),
+            ("vigil_agent_bytes_read_total", "Log bytes read.", &|a| {
+                &a.bytes
+            }),
+            (
+                "vigil_agent_events_total",
+                "Log events assembled (a record with its continuation lines).",
+                &|a| &a.events,
+            ),
+        ];
+        for (name, help, field) in app_counters {
+            family(e, name, help, counter, &per_app(field))?;
+        }
         let mut exceptions = Vec::new();
         for (app, a) in &m.apps {
             let dangerous = load(&a.dangerous_exceptions);
             let all = load(&a.exceptions);
             exceptions.push((
-                format!("{{app=\"{}\",dangerous=\"false\"}}", escape(app)),
-                all.saturating_sub(dangerous) as f64,
+                vec![("app", app.as_str()), ("dangerous", "false")],
+                all.saturating_sub(dangerous),
             ));
             exceptions.push((
-                format!("{{app=\"{}\",dangerous=\"true\"}}", escape(app)),
-                dangerous as f64,
+                vec![("app", app.as_str()), ("dangerous", "true")],
+                dangerous,
             ));
         }
         family(
+            e,
             "vigil_agent_exceptions_total",
-            "counter",
             "Exception events, by whether a dangerous class is in the chain.",
+            counter,
             &exceptions,
-        );
+        )?;
         family(
+            e,
             "vigil_agent_truncated_lines_total",
-            "counter",
             "Lines longer than max_line_bytes (their excess skipped).",
+            counter,
             &per_app(&|a| &a.truncated_lines),
-        );
-        let one = |v: u64| vec![(String::new(), v as f64)];
-        family(
-            "vigil_agent_files_tailed",
-            "gauge",
-            "Files being tailed.",
-            &one(status.files.len() as u64),
-        );
-        family(
-            "vigil_agent_open_files",
-            "gauge",
-            "Log files held open (idle files are closed).",
-            &one(status.tail.open_files),
-        );
-        family(
-            "vigil_agent_max_open_files",
-            "gauge",
-            "Most log files held open at once (below the process's descriptor limit).",
-            &one(status.tail.max_open_files),
-        );
-        family(
-            "vigil_agent_files_waiting",
-            "gauge",
-            "Log files with data to read waiting for a file descriptor.",
-            &one(status.tail.files_waiting),
-        );
-        family(
-            "vigil_agent_fd_limited",
-            "gauge",
-            "1 while more log files are followed than may be held open at once (or descriptors ran short): files take turns.",
-            &one(u64::from(status.tail.fd_limited)),
-        );
-        family(
-            "vigil_agent_fd_limit_hits_total",
-            "counter",
-            "Opens of log files that had to wait for a file descriptor.",
-            &one(load(&m.fd_limit_hits)),
-        );
-        family(
-            "vigil_agent_data_dir_writable",
-            "gauge",
-            "1 while data_dir takes writes (identity, spool, checkpoints).",
-            &one(load(&m.data_dir_writable)),
-        );
-        family(
-            "vigil_agent_data_dir_errors_total",
-            "counter",
-            "Writes to data_dir that failed (disk full, read-only, permissions).",
-            &one(load(&m.data_dir_errors)),
-        );
-        family(
-            "vigil_agent_reading_paused",
-            "gauge",
-            "1 while reading log files is paused (spool full, or data_dir refusing writes).",
-            &one(load(&m.reading_paused)),
-        );
-        family(
-            "vigil_agent_rotations_total",
-            "counter",
-            "Rotations, truncations and replaced files noticed.",
-            &one(load(&m.rotations)),
-        );
-        family(
-            "vigil_agent_spool_reports",
-            "gauge",
-            "Reports in the spool not yet acknowledged.",
-            &one(status.spool.reports),
-        );
-        family(
-            "vigil_agent_spool_bytes",
-            "gauge",
-            "Bytes of the spool on disk.",
-            &one(status.spool.bytes),
-        );
-        family(
-            "vigil_agent_spool_full",
-            "gauge",
-            "1 while the spool is full and reading is paused.",
-            &one(u64::from(status.spool.full)),
-        );
-        family(
-            "vigil_agent_spool_corrupt_records_total",
-            "counter",
-            "Spool records skipped because they failed their checksum.",
-            &one(status.spool.corrupt_records),
-        );
-        family(
-            "vigil_agent_reports_spooled_total",
-            "counter",
-            "Reports written to the spool.",
-            &one(load(&m.reports_spooled)),
-        );
-        family(
-            "vigil_agent_reports_acked_total",
-            "counter",
-            "Reports acknowledged by the detector.",
-            &one(load(&m.reports_acked)),
-        );
-        family(
-            "vigil_agent_reports_rejected_total",
-            "counter",
-            "Reports the detector rejected for good.",
-            &one(load(&m.reports_rejected)),
-        );
-        family(
-            "vigil_agent_alerts_total",
-            "counter",
-            "Dangerous-exception alerts sent.",
-            &one(load(&m.alerts)),
-        );
-        family(
-            "vigil_agent_reconnects_total",
-            "counter",
-            "Connections opened to the detector.",
-            &one(load(&m.reconnects)),
-        );
-        family(
-            "vigil_agent_detector_connected",
-            "gauge",
-            "1 while a stream to the detector is open.",
-            &one(load(&m.connected)),
-        );
-        family(
-            "vigil_agent_host_samples_total",
-            "counter",
-            "Host-metric samples taken.",
-            &one(load(&m.host_samples)),
-        );
-        family(
-            "vigil_agent_host_sample_errors_total",
-            "counter",
-            "Host-metric samples that failed.",
-            &one(load(&m.host_sample_errors)),
-        );
-        let stages = [
+        )?;
+        let gauges: [Single<'_>; 11] = [
+            (
+                "vigil_agent_files_tailed",
+                "Files being tailed.",
+                status.files.len() as u64,
+            ),
+            (
+                "vigil_agent_open_files",
+                "Log files held open (idle files are closed).",
+                status.tail.open_files,
+            ),
+            (
+                "vigil_agent_max_open_files",
+                "Most log files held open at once (below the process's descriptor limit).",
+                status.tail.max_open_files,
+            ),
+            (
+                "vigil_agent_files_waiting",
+                "Log files with data to read waiting for a file descriptor.",
+                status.tail.files_waiting,
+            ),
+            (
+                "vigil_agent_fd_limited",
+                "1 while more log files are followed than may be held open at once (or descriptors ran short): files take turns.",
+                u64::from(status.tail.fd_limited),
+            ),
+            (
+                "vigil_agent_data_dir_writable",
+                "1 while data_dir takes writes (identity, spool, checkpoints).",
+                load(&m.data_dir_writable),
+            ),
+            (
+                "vigil_agent_reading_paused",
+                "1 while reading log files is paused (spool full, or data_dir refusing writes).",
+                load(&m.reading_paused),
+            ),
+            (
+                "vigil_agent_spool_reports",
+                "Reports in the spool not yet acknowledged.",
+                status.spool.reports,
+            ),
+            (
+                "vigil_agent_spool_bytes",
+                "Bytes of the spool on disk.",
+                status.spool.bytes,
+            ),
+            (
+                "vigil_agent_spool_full",
+                "1 while the spool is full and reading is paused.",
+                u64::from(status.spool.full),
+            ),
+            (
+                "vigil_agent_detector_connected",
+                "1 while a stream to the detector is open.",
+                load(&m.connected),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            family(e, name, help, gauge, &[(Labels::new(), value)])?;
+        }
+        let counters: [Single<'_>; 11] = [
+            (
+                "vigil_agent_fd_limit_hits_total",
+                "Opens of log files that had to wait for a file descriptor.",
+                load(&m.fd_limit_hits),
+            ),
+            (
+                "vigil_agent_data_dir_errors_total",
+                "Writes to data_dir that failed (disk full, read-only, permissions).",
+                load(&m.data_dir_errors),
+            ),
+            (
+                "vigil_agent_rotations_total",
+                "Rotations, truncations and replaced files noticed.",
+                load(&m.rotations),
+            ),
+            (
+                "vigil_agent_spool_corrupt_records_total",
+                "Spool records skipped because they failed their checksum.",
+                status.spool.corrupt_records,
+            ),
+            (
+                "vigil_agent_reports_spooled_total",
+                "Reports written to the spool.",
+                load(&m.reports_spooled),
+            ),
+            (
+                "vigil_agent_reports_acked_total",
+                "Reports acknowledged by the detector.",
+                load(&m.reports_acked),
+            ),
+            (
+                "vigil_agent_reports_rejected_total",
+                "Reports the detector rejected for good.",
+                load(&m.reports_rejected),
+            ),
+            (
+                "vigil_agent_alerts_total",
+                "Dangerous-exception alerts sent.",
+                load(&m.alerts),
+            ),
+            (
+                "vigil_agent_reconnects_total",
+                "Connections opened to the detector.",
+                load(&m.reconnects),
+            ),
+            (
+                "vigil_agent_host_samples_total",
+                "Host-metric samples taken.",
+                load(&m.host_samples),
+            ),
+            (
+                "vigil_agent_host_sample_errors_total",
+                "Host-metric samples that failed.",
+                load(&m.host_sample_errors),
+            ),
+        ];
+        for (name, help, value) in counters {
+            family(e, name, help, counter, &[(Labels::new(), value)])?;
+        }
+        let stages: Vec<(Labels<'_>, f64)> = [
             ("read", &m.read_nanos),
             ("flush", &m.flush_nanos),
             ("sample", &m.sample_nanos),
         ]
-        .iter()
-        .map(|(stage, nanos)| (format!("{{stage=\"{stage}\"}}"), load(nanos) as f64 / 1e9))
-        .collect::<Vec<_>>();
+        .into_iter()
+        .map(|(stage, nanos)| (vec![("stage", stage)], load(nanos) as f64 / 1e9))
+        .collect();
         family(
+            e,
             "vigil_agent_stage_seconds_total",
-            "counter",
             "Time spent per stage of the agent.",
+            counter,
             &stages,
-        );
-        out
+        )
     }
-}
-
-/// Escapes a Prometheus label value.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// Serves the admin endpoint on `listener` until `shutdown` resolves.
@@ -414,10 +443,7 @@ pub async fn serve(
                 let admin = metrics.clone();
                 async move {
                     (
-                        [(
-                            header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )],
+                        [(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)],
                         admin.render_metrics(),
                     )
                         .into_response()
@@ -465,6 +491,14 @@ mod tests {
 
     #[test]
     fn label_values_are_escaped() {
-        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        let admin = Admin {
+            metrics: Arc::new(Metrics::new(&["a\"b\\c\nd".into()])),
+            status: Arc::new(Mutex::new(Status::default())),
+        };
+        let text = admin.render_metrics();
+        assert!(
+            text.contains("vigil_agent_lines_read_total{app=\"a\\\"b\\\\c\\nd\"} 0\n"),
+            "{text}"
+        );
     }
 }

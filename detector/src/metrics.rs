@@ -1,9 +1,10 @@
 //! The detector's Prometheus metrics, served as text on `GET /metrics` of the HTTP port.
 //!
-//! One process-wide set of counters ([`global`]), like the default registry of Prometheus
-//! client libraries: every family exists from the start (at 0), handles are plain fields of
-//! a static, and the hot path only increments atomics. Rendering, and the one figure that
-//! needs the file system (the store's size), happen at scrape time.
+//! One process-wide set of metrics ([`global`]) in a `prometheus-client` registry, like the
+//! default registry of Prometheus client libraries: every family exists from the start (at
+//! 0), handles are fields of a static, and the hot path only increments atomics. The
+//! crate writes the text exposition (format 0.0.4) at scrape time, when the one figure
+//! that needs the file system (the store's size) is read.
 //!
 //! | family | type | what |
 //! | --- | --- | --- |
@@ -36,15 +37,19 @@
 //! assert!(m.render().contains("vigil_detector_decisions_total{decision=\"block\"}"));
 //! ```
 
-use std::fmt::Write as _;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{LazyLock, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use crate::judge::Decision;
 use crate::store::IngestOutcome;
@@ -58,10 +63,7 @@ pub fn global() -> &'static Metrics {
 /// `GET /metrics`: the Prometheus text exposition of [`global`].
 pub async fn serve() -> Response {
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)],
         global().render(),
     )
         .into_response()
@@ -149,10 +151,6 @@ impl RejectReason {
             RejectReason::Other
         }
     }
-
-    fn index(self) -> usize {
-        self as usize
-    }
 }
 
 /// Upper bounds (seconds) of the histogram buckets: commits and judgement rounds take from
@@ -161,77 +159,136 @@ const BUCKETS: [f64; 13] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
-/// A Prometheus histogram of durations over fixed buckets from 0.5 ms to 5 s.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    /// Observations per bucket (not cumulative); the last one is `+Inf`.
-    buckets: [AtomicU64; BUCKETS.len() + 1],
-    count: AtomicU64,
-    sum_nanos: AtomicU64,
-}
+/// One label and its value.
+type Label = [(&'static str, &'static str); 1];
 
-impl Histogram {
-    /// Records one duration.
-    pub fn observe(&self, duration: Duration) {
-        let seconds = duration.as_secs_f64();
-        let bucket = BUCKETS
-            .iter()
-            .position(|bound| seconds <= *bound)
-            .unwrap_or(BUCKETS.len());
-        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-        let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
-        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        header(out, name, "histogram", help);
-        let mut cumulative = 0;
-        for (i, bucket) in self.buckets.iter().enumerate() {
-            cumulative += bucket.load(Ordering::Relaxed);
-            match BUCKETS.get(i) {
-                Some(bound) => {
-                    let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
-                }
-                None => {
-                    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-                }
-            }
-        }
-        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
-        let _ = writeln!(out, "{name}_sum {sum}");
-        // The count that goes with the buckets read above (they may have moved since).
-        let _ = writeln!(out, "{name}_count {cumulative}");
-    }
-}
-
-/// Every metric of the detector.
-#[derive(Debug, Default)]
+/// Every metric of the detector, in a `prometheus-client` registry.
+#[derive(Debug)]
 pub struct Metrics {
-    /// Reports stored for the first time.
-    pub reports_ingested: AtomicU64,
-    /// Reports stored before (an agent's retry), acknowledged again.
-    pub reports_duplicate: AtomicU64,
-    rejected: [AtomicU64; RejectReason::ALL.len()],
-    /// Group commits of the ingest writer.
-    pub commit_seconds: Histogram,
-    /// Group commits that failed (their reports are resent by the agents).
-    pub commit_failures: AtomicU64,
-    /// Agent streams open now.
-    pub streams_open: AtomicI64,
-    /// Agent streams that ended with an error (e.g. an oversized message).
-    pub stream_errors: AtomicU64,
-    decisions: [AtomicU64; 3],
-    /// Time of one judgement round.
-    pub judgement_seconds: Histogram,
-    /// Webhook deliveries that failed for good.
-    pub webhook_failures: AtomicU64,
-    /// Stored judge states found unreadable (each release counted once, when found).
-    pub judge_state_unreadable: AtomicU64,
-    /// Releases finished as `expired`.
-    pub releases_expired: AtomicU64,
+    registry: Registry,
+    reports_ingested: Counter,
+    reports_duplicate: Counter,
+    rejected: Family<Label, Counter>,
+    commit_seconds: Histogram,
+    commit_failures: Counter,
+    store_bytes: Gauge,
+    streams_open: Gauge,
+    stream_errors: Counter,
+    decisions: Family<Label, Counter>,
+    judgement_seconds: Histogram,
+    webhook_failures: Counter,
+    judge_state_unreadable: Counter,
+    releases_expired: Counter,
     /// The store's directory, for its size.
     store_dir: RwLock<Option<PathBuf>>,
+}
+
+impl Default for Metrics {
+    /// Every family registered, at 0 (each label value of the labelled ones too).
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let mut counter = |name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let reports_ingested = counter(
+            "vigil_detector_reports_ingested",
+            "Reports durably stored for the first time",
+        );
+        let reports_duplicate = counter(
+            "vigil_detector_reports_duplicate",
+            "Reports already stored (an agent's retry), acknowledged again",
+        );
+        let commit_failures = counter(
+            "vigil_detector_ingest_commit_failures",
+            "Group commits that failed (agents resend their reports)",
+        );
+        let stream_errors = counter(
+            "vigil_detector_agent_stream_errors",
+            "Agent streams that ended with an error (e.g. an oversized report)",
+        );
+        let webhook_failures = counter(
+            "vigil_detector_webhook_failures",
+            "Webhook deliveries that failed for good",
+        );
+        let judge_state_unreadable = counter(
+            "vigil_detector_judge_state_unreadable",
+            "Stored judge states that could not be read; each release kept its decision",
+        );
+        let releases_expired = counter(
+            "vigil_detector_releases_expired",
+            "Releases nobody finished, finished as expired ([limits] max_release_age)",
+        );
+        let rejected = Family::<Label, Counter>::default();
+        for reason in RejectReason::ALL {
+            drop(rejected.get_or_create(&[("reason", reason.as_str())]));
+        }
+        registry.register(
+            "vigil_detector_reports_rejected",
+            "Reports rejected for good, by reason",
+            rejected.clone(),
+        );
+        let decisions = Family::<Label, Counter>::default();
+        for decision in [Decision::Pass, Decision::Watch, Decision::Block] {
+            drop(decisions.get_or_create(&[("decision", decision.as_str())]));
+        }
+        registry.register(
+            "vigil_detector_decisions",
+            "Release decisions made by judgement rounds, by decision",
+            decisions.clone(),
+        );
+        let commit_seconds = Histogram::new(BUCKETS);
+        registry.register(
+            "vigil_detector_ingest_commit_seconds",
+            "Time of one group commit of reports to the store",
+            commit_seconds.clone(),
+        );
+        let judgement_seconds = Histogram::new(BUCKETS);
+        registry.register(
+            "vigil_detector_judgement_seconds",
+            "Time of one judgement round of a release",
+            judgement_seconds.clone(),
+        );
+        let store_bytes = Gauge::default();
+        registry.register(
+            "vigil_detector_store_bytes",
+            "Size of the store's SQLite files (database, WAL, shared memory)",
+            store_bytes.clone(),
+        );
+        let streams_open = Gauge::default();
+        registry.register(
+            "vigil_detector_agent_streams",
+            "Agent report streams open now",
+            streams_open.clone(),
+        );
+        let build_info = Family::<Label, Gauge>::default();
+        build_info
+            .get_or_create(&[("version", env!("CARGO_PKG_VERSION"))])
+            .set(1);
+        registry.register(
+            "vigil_detector_build_info",
+            "Always 1; the version of vigil-detector as a label",
+            build_info,
+        );
+        Self {
+            registry,
+            reports_ingested,
+            reports_duplicate,
+            rejected,
+            commit_seconds,
+            commit_failures,
+            store_bytes,
+            streams_open,
+            stream_errors,
+            decisions,
+            judgement_seconds,
+            webhook_failures,
+            judge_state_unreadable,
+            releases_expired,
+            store_dir: RwLock::new(None),
+        }
+    }
 }
 
 /// Keeps an agent stream counted in `vigil_detector_agent_streams` while alive.
@@ -240,7 +297,7 @@ pub struct OpenStream(&'static Metrics);
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
-        self.0.streams_open.fetch_sub(1, Ordering::Relaxed);
+        self.0.streams_open.dec();
     }
 }
 
@@ -256,67 +313,65 @@ impl Metrics {
 
     /// A batch of reports was committed in `took`, with these outcomes.
     pub fn committed(&self, took: Duration, outcomes: &[IngestOutcome]) {
-        self.commit_seconds.observe(took);
+        self.commit_seconds.observe(took.as_secs_f64());
         let stored = outcomes
             .iter()
             .filter(|o| **o == IngestOutcome::Stored)
             .count() as u64;
         let duplicate = outcomes.len() as u64 - stored;
-        self.reports_ingested.fetch_add(stored, Ordering::Relaxed);
-        self.reports_duplicate
-            .fetch_add(duplicate, Ordering::Relaxed);
+        self.reports_ingested.inc_by(stored);
+        self.reports_duplicate.inc_by(duplicate);
     }
 
     /// A group commit failed after `took`.
     pub fn commit_failed(&self, took: Duration) {
-        self.commit_seconds.observe(took);
-        self.commit_failures.fetch_add(1, Ordering::Relaxed);
+        self.commit_seconds.observe(took.as_secs_f64());
+        self.commit_failures.inc();
     }
 
     /// A report was rejected with this message of [`crate::ingest::validate`].
     pub fn rejected(&self, message: &str) {
-        self.rejected[RejectReason::of(message).index()].fetch_add(1, Ordering::Relaxed);
+        self.rejected
+            .get_or_create(&[("reason", RejectReason::of(message).as_str())])
+            .inc();
     }
 
     /// An agent stream opened; it counts as open until the guard is dropped.
     pub fn stream_opened(&'static self) -> OpenStream {
-        self.streams_open.fetch_add(1, Ordering::Relaxed);
+        self.streams_open.inc();
         OpenStream(self)
     }
 
     /// An agent stream ended with an error.
     pub fn stream_failed(&self) {
-        self.stream_errors.fetch_add(1, Ordering::Relaxed);
+        self.stream_errors.inc();
     }
 
     /// A judgement round decided `decision` for a release.
     pub fn decided(&self, decision: Decision) {
-        let i = match decision {
-            Decision::Pass => 0,
-            Decision::Watch => 1,
-            Decision::Block => 2,
-        };
-        self.decisions[i].fetch_add(1, Ordering::Relaxed);
+        self.decisions
+            .get_or_create(&[("decision", decision.as_str())])
+            .inc();
     }
 
     /// A judgement round took `took`.
     pub fn judged(&self, took: Duration) {
-        self.judgement_seconds.observe(took);
+        self.judgement_seconds.observe(took.as_secs_f64());
     }
 
     /// A webhook delivery failed for good.
     pub fn webhook_failed(&self) {
-        self.webhook_failures.fetch_add(1, Ordering::Relaxed);
+        self.webhook_failures.inc();
     }
 
     /// A release's stored judge state could not be read; the release kept its decision.
     pub fn judge_state_unreadable(&self) {
-        self.judge_state_unreadable.fetch_add(1, Ordering::Relaxed);
+        self.judge_state_unreadable.inc();
     }
 
     /// A release nobody finished was finished as `expired`.
     pub fn release_expired(&self) {
-        self.releases_expired.fetch_add(1, Ordering::Relaxed);
+        self.releases_expired.inc();
     }
 
     /// Bytes of the files in the store's directory (`data_dir` holds only the SQLite
@@ -339,141 +394,16 @@ impl Metrics {
             .sum()
     }
 
-    /// The Prometheus text exposition (format 0.0.4).
+    /// The Prometheus text exposition (format 0.0.4), with the store's size read now.
     pub fn render(&self) -> String {
+        self.store_bytes
+            .set(i64::try_from(self.store_bytes()).unwrap_or(i64::MAX));
         let mut out = String::with_capacity(4096);
-        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        header(
-            &mut out,
-            "vigil_detector_build_info",
-            "gauge",
-            "Always 1; the version of vigil-detector as a label.",
-        );
-        let _ = writeln!(
-            out,
-            "vigil_detector_build_info{{version=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
-        );
-        single(
-            &mut out,
-            "vigil_detector_reports_ingested_total",
-            "counter",
-            "Reports durably stored for the first time.",
-            load(&self.reports_ingested),
-        );
-        single(
-            &mut out,
-            "vigil_detector_reports_duplicate_total",
-            "counter",
-            "Reports already stored (an agent's retry), acknowledged again.",
-            load(&self.reports_duplicate),
-        );
-        header(
-            &mut out,
-            "vigil_detector_reports_rejected_total",
-            "counter",
-            "Reports rejected for good, by reason.",
-        );
-        for reason in RejectReason::ALL {
-            let _ = writeln!(
-                out,
-                "vigil_detector_reports_rejected_total{{reason=\"{}\"}} {}",
-                reason.as_str(),
-                load(&self.rejected[reason.index()])
-            );
+        if let Err(e) = prometheus_text::encode(&mut out, &self.registry) {
+            tracing::warn!(error = %e, "the metrics could not be written");
         }
-        self.commit_seconds.render(
-            &mut out,
-            "vigil_detector_ingest_commit_seconds",
-            "Time of one group commit of reports to the store.",
-        );
-        single(
-            &mut out,
-            "vigil_detector_ingest_commit_failures_total",
-            "counter",
-            "Group commits that failed (agents resend their reports).",
-            load(&self.commit_failures),
-        );
-        header(
-            &mut out,
-            "vigil_detector_store_bytes",
-            "gauge",
-            "Size of the store's SQLite files (database, WAL, shared memory).",
-        );
-        let _ = writeln!(out, "vigil_detector_store_bytes {}", self.store_bytes());
-        header(
-            &mut out,
-            "vigil_detector_agent_streams",
-            "gauge",
-            "Agent report streams open now.",
-        );
-        let _ = writeln!(
-            out,
-            "vigil_detector_agent_streams {}",
-            self.streams_open.load(Ordering::Relaxed).max(0)
-        );
-        single(
-            &mut out,
-            "vigil_detector_agent_stream_errors_total",
-            "counter",
-            "Agent streams that ended with an error (e.g. an oversized report).",
-            load(&self.stream_errors),
-        );
-        header(
-            &mut out,
-            "vigil_detector_decisions_total",
-            "counter",
-            "Release decisions made by judgement rounds, by decision.",
-        );
-        for (i, decision) in [Decision::Pass, Decision::Watch, Decision::Block]
-            .iter()
-            .enumerate()
-        {
-            let _ = writeln!(
-                out,
-                "vigil_detector_decisions_total{{decision=\"{}\"}} {}",
-                decision.as_str(),
-                load(&self.decisions[i])
-            );
-        }
-        self.judgement_seconds.render(
-            &mut out,
-            "vigil_detector_judgement_seconds",
-            "Time of one judgement round of a release.",
-        );
-        single(
-            &mut out,
-            "vigil_detector_webhook_failures_total",
-            "counter",
-            "Webhook deliveries that failed for good.",
-            load(&self.webhook_failures),
-        );
-        single(
-            &mut out,
-            "vigil_detector_judge_state_unreadable_total",
-            "counter",
-            "Stored judge states that could not be read; each release kept its decision.",
-            load(&self.judge_state_unreadable),
-        );
-        single(
-            &mut out,
-            "vigil_detector_releases_expired_total",
-            "counter",
-            "Releases nobody finished, finished as expired ([limits] max_release_age).",
-            load(&self.releases_expired),
-        );
         out
     }
-}
-
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-fn single(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
-    header(out, name, kind, help);
-    let _ = writeln!(out, "{name} {value}");
 }
 
 #[cfg(test)]
@@ -555,18 +485,30 @@ mod tests {
 
     #[test]
     fn histogram_buckets_are_cumulative() {
-        let h = Histogram::default();
-        h.observe(Duration::from_micros(100));
-        h.observe(Duration::from_millis(3));
-        h.observe(Duration::from_secs(60));
-        let mut out = String::new();
-        h.render(&mut out, "t_seconds", "Test.");
-        assert!(out.contains("t_seconds_bucket{le=\"0.0005\"} 1\n"), "{out}");
-        assert!(out.contains("t_seconds_bucket{le=\"0.005\"} 2\n"), "{out}");
-        assert!(out.contains("t_seconds_bucket{le=\"5\"} 2\n"), "{out}");
-        assert!(out.contains("t_seconds_bucket{le=\"+Inf\"} 3\n"), "{out}");
-        assert!(out.contains("t_seconds_count 3\n"), "{out}");
-        assert!(out.contains("t_seconds_sum 60.0031\n"), "{out}");
+        let m = Metrics::default();
+        m.judged(Duration::from_micros(100));
+        m.judged(Duration::from_millis(3));
+        m.judged(Duration::from_secs(60));
+        let out = m.render();
+        let name = "vigil_detector_judgement_seconds";
+        assert!(
+            out.contains(&format!("{name}_bucket{{le=\"0.0005\"}} 1\n")),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("{name}_bucket{{le=\"0.005\"}} 2\n")),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("{name}_bucket{{le=\"5\"}} 2\n")),
+            "{out}"
+        );
+        assert!(
+            out.contains(&format!("{name}_bucket{{le=\"+Inf\"}} 3\n")),
+            "{out}"
+        );
+        assert!(out.contains(&format!("{name}_count 3\n")), "{out}");
+        assert!(out.contains(&format!("{name}_sum 60.0031")), "{out}");
     }
 
     #[test]
