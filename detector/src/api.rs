@@ -114,7 +114,12 @@ struct SeriesParams {
     host: Option<String>,
     from: Option<i64>,
     to: Option<i64>,
+    resolution: Option<String>,
 }
+
+/// Most rows one `GET /api/v1/series` answers (a 14-day series of one app on one host is
+/// 20,160 minutes); a query matching more is refused with `422` and asked to narrow.
+pub const MAX_SERIES_ROWS: usize = 50_000;
 
 async fn series<S: Store>(
     State(state): State<Arc<ApiState<S>>>,
@@ -133,9 +138,33 @@ async fn series<S: Store>(
         host: params.host.filter(|s| !s.is_empty()),
         from: params.from,
         to: params.to,
+        limit: Some(MAX_SERIES_ROWS),
     };
-    let minutes = state.store.series(&query).await?;
-    Ok(Json(json!({ "minutes": minutes })).into_response())
+    let answer = match params.resolution.as_deref().unwrap_or("minute") {
+        "minute" => state
+            .store
+            .series(&query)
+            .await
+            .map(|m| json!({ "minutes": m })),
+        "hour" => state
+            .store
+            .hours(&query)
+            .await
+            .map(|h| json!({ "hours": h })),
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "resolution {other:?} is not \"minute\" or \"hour\""
+            )));
+        }
+    };
+    match answer {
+        Ok(body) => Ok(Json(body).into_response()),
+        Err(e @ crate::store::StoreError::TooManyRows { .. }) => Err(ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            message: e.to_string(),
+        }),
+        Err(e) => Err(e.into()),
+    }
 }
 
 async fn apps<S: Store>(State(state): State<Arc<ApiState<S>>>) -> Result<Response, ApiError> {

@@ -662,3 +662,78 @@ async fn rounds_judge_watching_releases_only_and_survive_a_reopen() {
     let again = releases.round(watching, end - 60).await.expect("round");
     assert_eq!(again.last_round, Some(end - 60));
 }
+
+#[tokio::test]
+async fn the_series_api_is_bounded_and_reads_hourly_roll_ups() {
+    let api = api().await;
+    // 197 minutes of 256 apps on one host: 50,432 minute rows, more than one answer holds.
+    let start = (now() - 4 * 3600) / 3600 * 3600;
+    let reports: Vec<Report> = (0..197u64)
+        .map(|i| Report {
+            protocol_version: vigil_proto::PROTOCOL_VERSION,
+            host: "web-1".into(),
+            instance: "bounded".into(),
+            agent_version: "0.1.0".into(),
+            fingerprint_version: 2,
+            seq: i + 1,
+            sent_at: now(),
+            body: Some(ReportBody::Minute(MinuteReport {
+                minute: start + i as i64 * 60,
+                apps: (0..256)
+                    .map(|a| AppCounters {
+                        app: format!("app-{a}"),
+                        lines: 10,
+                        ..Default::default()
+                    })
+                    .collect(),
+                host_metrics: None,
+            })),
+        })
+        .collect();
+    api.store.ingest(&reports, now()).await.expect("ingest");
+
+    let (status, body) = api.get("/api/v1/series").await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("more than 50000 rows") && e.contains("narrow it")),
+        "{body}"
+    );
+    let (status, body) = api.get("/api/v1/series?app=app-7&host=web-1").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["minutes"].as_array().map(Vec::len), Some(197));
+
+    // Older minutes rolled up by retention are read by the hour.
+    let policy = vigil_detector::config::Retention {
+        minutes_secs: 3600,
+        hourly_secs: 400 * 86_400,
+    };
+    api.store
+        .retain(&policy, start + 197 * 60 + 3600)
+        .await
+        .expect("retention");
+    let (status, body) = api.get("/api/v1/series?app=app-7&resolution=hour").await;
+    assert_eq!(status, 200, "{body}");
+    let hours = body["hours"].as_array().expect("hours");
+    assert_eq!(hours.len(), 3, "{body}");
+    assert_eq!(
+        (&hours[0]["hour"], &hours[0]["minutes"], &hours[0]["lines"]),
+        (&json!(start), &json!(60), &json!(600))
+    );
+    let rolled: u64 = hours.iter().filter_map(|h| h["minutes"].as_u64()).sum();
+    let (_, left) = api.get("/api/v1/series?app=app-7").await;
+    assert_eq!(
+        rolled + left["minutes"].as_array().map_or(0, |m| m.len() as u64),
+        197,
+        "every minute is in an hour or still a minute: {left}"
+    );
+    let (status, body) = api.get("/api/v1/series?resolution=day").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("resolution \"day\"")),
+        "{body}"
+    );
+}

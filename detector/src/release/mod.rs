@@ -947,6 +947,7 @@ impl<S: Store> Releases<S> {
                 host: None,
                 from: Some(from),
                 to: Some(to),
+                limit: None,
             })
             .await?;
         Ok(rows

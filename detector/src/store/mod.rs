@@ -47,6 +47,9 @@ pub enum StoreError {
     /// A stored value could not be decoded (written by a broken or newer detector).
     #[error("store: corrupt {what}: {reason}")]
     Corrupt { what: &'static str, reason: String },
+    /// A bounded read matched more rows than its limit.
+    #[error("the query matches more than {limit} rows: narrow it with app, host, from and to")]
+    TooManyRows { limit: usize },
 }
 
 /// Which per-minute counters to read.
@@ -60,6 +63,9 @@ pub struct SeriesQuery {
     pub from: Option<i64>,
     /// Last minute included (Unix seconds).
     pub to: Option<i64>,
+    /// Most rows the answer may hold: more is [`StoreError::TooManyRows`] (the HTTP API's
+    /// bound); `None` for the judgement's own bounded windows.
+    pub limit: Option<usize>,
 }
 
 /// Counters of one app on one host in one minute, summed over reports: the `minutes` shape
@@ -81,6 +87,30 @@ pub struct MinuteRow {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub process_cpu_pct: Option<f64>,
     /// Resident memory of the app's process, in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_rss_bytes: Option<u64>,
+}
+
+/// The counters of one app on one host in one hour, rolled up by retention from the
+/// minutes older than `[retention] minutes`: sums, the host metrics merged (means weighted
+/// by samples, counters added, maxima kept), the app's process mean CPU and peak memory.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HourRow {
+    pub app: String,
+    pub host: String,
+    /// Start of the hour (UTC Unix seconds).
+    pub hour: i64,
+    /// Minutes rolled into it.
+    pub minutes: u64,
+    pub lines: u64,
+    pub error_lines: u64,
+    pub warn_lines: u64,
+    /// Count per fingerprint (16 lowercase hex digits).
+    pub exceptions: BTreeMap<String, u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_metrics: Option<HostMetricsRow>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process_cpu_pct: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub process_rss_bytes: Option<u64>,
 }
@@ -309,6 +339,17 @@ pub trait Store: Send + Sync + 'static {
         &self,
         query: &SeriesQuery,
     ) -> impl Future<Output = Result<Vec<MinuteRow>, StoreError>> + Send;
+
+    /// Hourly roll-ups matching `query` (its `from` and `to` on the hour's start),
+    /// ordered by app, host and hour.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read, [`StoreError::TooManyRows`] past the
+    /// query's limit.
+    fn hours(
+        &self,
+        query: &SeriesQuery,
+    ) -> impl Future<Output = Result<Vec<HourRow>, StoreError>> + Send;
 
     /// Every app with its hosts, ordered by app and host.
     ///

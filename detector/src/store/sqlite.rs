@@ -13,9 +13,9 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use vigil_proto::v1::{ExceptionDefinition, HostMetrics, Report, report::Body};
 
 use super::{
-    AppRow, DecisionEntry, FeedbackEntry, FingerprintRow, HostMetricsRow, HostRow, IngestOutcome,
-    MinuteRow, NewRelease, ReleaseFilter, ReleaseState, ReleaseUpdate, SeriesQuery, Store,
-    StoreError, StoredRelease, fingerprint_hex,
+    AppRow, DecisionEntry, FeedbackEntry, FingerprintRow, HostMetricsRow, HostRow, HourRow,
+    IngestOutcome, MinuteRow, NewRelease, ReleaseFilter, ReleaseState, ReleaseUpdate, SeriesQuery,
+    Store, StoreError, StoredRelease, fingerprint_hex,
 };
 use crate::judge::{Batch, Decision};
 
@@ -40,6 +40,7 @@ macro_rules! saturating_sum {
 }
 
 mod retention;
+mod series;
 mod writes;
 
 pub use retention::{
@@ -320,91 +321,11 @@ impl Store for SqliteStore {
     }
 
     async fn series(&self, query: &SeriesQuery) -> Result<Vec<MinuteRow>, StoreError> {
-        // Only the conditions given, so that SQLite can walk the primary keys
-        // (`(app, host, minute)`, `(host, minute)`) instead of scanning the tables.
-        fn filtered(
-            select: &str,
-            query: &SeriesQuery,
-            with_app: bool,
-            order: &str,
-        ) -> QueryBuilder<Sqlite> {
-            let mut q = QueryBuilder::<Sqlite>::new(select);
-            q.push(" WHERE 1 = 1");
-            if let Some(app) = query.app.as_ref().filter(|_| with_app) {
-                q.push(" AND app = ").push_bind(app.clone());
-            }
-            if let Some(host) = &query.host {
-                q.push(" AND host = ").push_bind(host.clone());
-            }
-            if let Some(from) = query.from {
-                q.push(" AND minute >= ").push_bind(from);
-            }
-            if let Some(to) = query.to {
-                q.push(" AND minute <= ").push_bind(to);
-            }
-            q.push(order);
-            q
-        }
-        // One row per minute, its exception counts gathered by the primary key of
-        // `exception_minutes` as `fingerprint:count,...`: a seventh of the rows to decode
-        // for a typical app, which is where the time goes.
-        let rows = filtered(
-            "SELECT app, host, minute, lines, error_lines, warn_lines, \
-             (SELECT group_concat(e.fingerprint || ':' || e.count) FROM exception_minutes e \
-              WHERE e.app = a.app AND e.host = a.host AND e.minute = a.minute), \
-             process_cpu_pct, process_rss_bytes \
-             FROM app_minutes a",
-            query,
-            true,
-            " ORDER BY app, host, minute",
-        )
-        .build()
-        .fetch_all(&self.readers)
-        .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let counts: Option<&str> = row.try_get(6)?;
-            out.push(MinuteRow {
-                app: row.try_get(0)?,
-                host: row.try_get(1)?,
-                minute: row.try_get(2)?,
-                lines: get_u64(&row, 3)?,
-                error_lines: get_u64(&row, 4)?,
-                warn_lines: get_u64(&row, 5)?,
-                exceptions: parse_counts(counts.unwrap_or_default())?,
-                host_metrics: None,
-                process_cpu_pct: row.try_get(7)?,
-                process_rss_bytes: row
-                    .try_get::<Option<i64>, _>(8)?
-                    .map(|v| u64::try_from(v).unwrap_or(0)),
-            });
-        }
-        let host_rows = filtered(
-            "SELECT host, minute, metrics FROM host_minutes",
-            query,
-            false,
-            " ORDER BY host, minute",
-        )
-        .build()
-        .fetch_all(&self.readers)
-        .await?;
-        // By host, then minute: looked up with the row's borrowed host name; a host's
-        // metrics go to each of its apps' rows.
-        let mut host_metrics: HashMap<String, HashMap<i64, HostMetricsRow>> = HashMap::new();
-        for row in host_rows {
-            let stored: StoredHostMetrics = decode_metrics(row.try_get(2)?);
-            host_metrics
-                .entry(row.try_get(0)?)
-                .or_default()
-                .insert(row.try_get(1)?, stored.into_row());
-        }
-        for row in &mut out {
-            row.host_metrics = host_metrics
-                .get(row.host.as_str())
-                .and_then(|minutes| minutes.get(&row.minute))
-                .cloned();
-        }
-        Ok(out)
+        self.minutes_impl(query).await
+    }
+
+    async fn hours(&self, query: &SeriesQuery) -> Result<Vec<HourRow>, StoreError> {
+        self.hours_impl(query).await
     }
 
     async fn create_release(&self, new: &NewRelease) -> Result<StoredRelease, StoreError> {
@@ -1317,6 +1238,7 @@ mod tests {
                 host: Some("web-1".into()),
                 from: Some(660),
                 to: None,
+                limit: None,
             })
             .await
             .expect("series");
