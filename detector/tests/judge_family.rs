@@ -140,6 +140,7 @@ fn fleet(tweak: impl Fn(&str, i64, u64, &mut HostMinute)) -> Vec<HostMinute> {
                 host: (*h).to_string(),
                 minute: T0 + m * 60,
                 lines: 1000 + 10 * wobble,
+                events: 0,
                 error_lines: 3 + wobble % 3,
                 warn_lines: 5,
                 exceptions: BTreeMap::from([(KNOWN, 1 + wobble % 2)]),

@@ -26,6 +26,7 @@ fn fleet(hosts: &[&str], tweak: impl Fn(&str, i64, &mut HostMinute)) -> Vec<Host
                 host: (*h).to_string(),
                 minute: T0 + m * 60,
                 lines: 1000 + 10 * wobble,
+                events: 0,
                 error_lines: 3 + wobble % 3,
                 warn_lines: 5,
                 exceptions: BTreeMap::from([(KNOWN, 1 + wobble % 2)]),
@@ -230,7 +231,9 @@ fn more_of_a_known_exception_blocks_with_checkable_evidence() {
     assert_eq!(r.fingerprint.as_deref(), Some("0b5e3c1d2a4f6e88"));
     let e = &r.evidence;
     assert!(e.observed > e.expected.unwrap_or(f64::MAX) * 3.0, "{e:?}");
-    assert!(e.p_value.unwrap_or(1.0) < 1e-5);
+    // Past the sequential test's bar: 1/α for a 1 % budget split between the rule's
+    // exceptions (an anytime-valid p-value, 1/e).
+    assert!(e.p_value.unwrap_or(1.0) < 1e-3, "{e:?}");
     assert!(e.released_before.is_some() && e.reference_after.is_some());
     assert!(e.effect >= e.threshold);
 }

@@ -32,6 +32,7 @@ fn rows_strategy() -> impl Strategy<Value = Vec<HostMinute>> {
                         host: format!("h{}", i % 4),
                         minute: T0 + ((i / 4) as i64 - 20) * 60,
                         lines,
+                        events: 0,
                         error_lines: errors.min(lines),
                         warn_lines: 0,
                         exceptions,

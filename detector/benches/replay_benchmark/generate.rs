@@ -850,6 +850,8 @@ pub fn generate_case_with(seed: u64, index: usize, bad_fraction: f64, corpus: &C
                 host: hosts[h].clone(),
                 minute: t,
                 lines,
+                // Generated lines are records: no separate event count.
+                events: 0,
                 error_lines,
                 warn_lines,
                 exceptions,

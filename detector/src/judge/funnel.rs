@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::family::{self, Grouping};
+use super::sequential::{self, RATE_SHARE};
 use super::stats::{
     binomial_upper_tail, mad_sd, median, ols_slope, quantile, student_t_upper_tail,
 };
@@ -384,7 +385,13 @@ pub(crate) fn evaluate(
         };
         let before = row.minute < start;
         let settled = row.minute >= start + warm;
-        let n = row.lines as f64;
+        // The unit of work: log events (records), or lines where the agent did not count
+        // events; a trace's frame lines are not work.
+        let n = if row.events > 0 {
+            row.events
+        } else {
+            row.lines
+        } as f64;
         host.rows.push(row);
         let cell = i * t_len + idx(row.minute);
         grid.lines[cell] = grid.lines[cell].max(0.0) + n;
@@ -527,6 +534,8 @@ pub(crate) fn evaluate(
         }
     }
     let is_known = |shape: &Fingerprint| shape_known.get(shape).copied().unwrap_or(false);
+    // The exceptions the sequential rate test looks at this round share its budget.
+    let tests = key_members.len().max(1);
     for (&key, members) in &key_members {
         let mut shapes: Vec<Fingerprint> = members.iter().map(|&f| grouping.shape_of(f)).collect();
         shapes.sort_unstable();
@@ -579,6 +588,23 @@ pub(crate) fn evaluate(
         } else {
             class.to_string()
         };
+        let inputs = sequential::Inputs {
+            values,
+            work: &grid.lines,
+            t_len,
+            until: t_len,
+            start: &grid.start,
+            settled: &grid.settled,
+            first: grid.first,
+            released: &released,
+            reference: &reference,
+        };
+        if let Some(c) = sequential_signal(
+            &inputs, &label, key, per_host, &hosts, tests, params, memory,
+        ) {
+            out.candidates.push(c);
+            continue;
+        }
         if let Some(c) = rate_signal(
             RateSignal {
                 rule: Rule::ExceptionRate,
@@ -1046,6 +1072,107 @@ fn rate_signal(
         memory,
         signal.fingerprint,
     ))
+}
+
+/// Rule 3, sequential (see [`sequential`]): blocks at once when the evidence that an
+/// exception's rate per unit of work rose on the released hosts, against the reference
+/// hosts in the same minutes, passes the bar its share of the release's false-block budget
+/// sets, and the rise is at least the (learned) minimum ratio.
+#[allow(clippy::too_many_arguments)] // the round's views, passed as they are
+fn sequential_signal(
+    inputs: &sequential::Inputs<'_>,
+    label: &str,
+    key: Fingerprint,
+    per_host: &[SigHost],
+    hosts: &[HostView<'_>],
+    tests: usize,
+    params: &super::JudgeParams,
+    memory: &AppMemory,
+) -> Option<Candidate> {
+    if inputs.reference.is_empty() {
+        return None;
+    }
+    // Half of the rule's share for the test's α, half for the bound on the baseline
+    // ratio, each split between the exceptions tested.
+    let alpha = params.false_block_budget * RATE_SHARE / (2.0 * tests as f64);
+    let (phi, _) = dispersion(per_host, hosts, params);
+    let s = sequential::test(inputs, phi, alpha)?;
+    let bar = (1.0 / alpha).ln();
+    if s.log_e < bar || s.observed - s.expected < params.rate_min_excess {
+        return None;
+    }
+    let ratio = s.ratio();
+    // The released hosts whose own rate in those minutes is above the predicted one.
+    let t_len = inputs.t_len;
+    let reference_rate = (s.reference_events + 0.5) / s.reference_work;
+    let hit: Vec<String> = inputs
+        .released
+        .iter()
+        .filter(|&&h| {
+            let (mut k, mut n) = (0.0, 0.0);
+            for t in inputs.settled[h].max(inputs.first)..inputs.until.min(t_len) {
+                let w = inputs.work[h * t_len + t];
+                if w >= 0.0 {
+                    k += inputs.values[h * t_len + t];
+                    n += w;
+                }
+            }
+            n > 0.0 && k > s.theta * reference_rate * n * params.rate_min_ratio
+        })
+        .map(|&h| hosts[h].name.to_string())
+        .collect();
+    let per_10k = |k: f64, n: f64| if n > 0.0 { k * 1e4 / n } else { 0.0 };
+    let [xb, eb, yb, fb] = s.before;
+    let tally = |value: f64, work: f64, minutes: u32| Tally {
+        value,
+        lines: work as u64,
+        minutes,
+    };
+    let summary = format!(
+        "{label} ×{ratio:.1} on released host(s) {}: {:.0} seen vs {:.1} expected in {} minutes; {:.2} per 10k events vs {:.2} on reference hosts in the same minutes (before the release: released {:.2}, reference {:.2}); sequential test e={:.3e} past 1/α={:.3e} (valid however often it is looked at, dispersion {phi:.1})",
+        hit.join(", "),
+        s.observed,
+        s.expected,
+        s.minutes,
+        per_10k(s.observed, s.released_work),
+        per_10k(s.reference_events, s.reference_work),
+        per_10k(xb, eb),
+        per_10k(yb, fb),
+        s.log_e.min(700.0).exp(),
+        1.0 / alpha,
+    );
+    let evidence = Evidence {
+        released_before: Some(tally(xb, eb, 0)),
+        released_after: Some(tally(s.observed, s.released_work, s.minutes)),
+        reference_before: Some(tally(yb, fb, 0)),
+        reference_after: Some(tally(s.reference_events, s.reference_work, s.minutes)),
+        expected: Some(s.expected),
+        observed: s.observed,
+        effect: ratio,
+        // An anytime-valid p-value: 1/e.
+        p_value: Some((-s.log_e).exp().min(1.0)),
+        dispersion: Some(phi),
+        ..Evidence::default()
+    };
+    let reason = Reason {
+        rule: Rule::ExceptionRate,
+        summary,
+        severity: Severity::Critical,
+        hosts: hit,
+        fingerprint: Some(fingerprint_hex(key)),
+        metric: None,
+        evidence,
+    };
+    let mut c = candidate(
+        Rule::ExceptionRate.as_str(),
+        reason,
+        ratio,
+        params.rate_min_ratio,
+        memory,
+        Some(key),
+    );
+    c.immediate = c.suspicious;
+    Some(c)
 }
 
 fn values_in(rows: &[&HostMinute], metric: &str, from: i64, to: i64) -> Vec<f64> {

@@ -85,6 +85,7 @@
 
 mod family;
 mod funnel;
+mod sequential;
 pub mod stats;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -200,8 +201,11 @@ pub struct HostMinute {
     pub host: String,
     /// Start of the minute (UTC Unix seconds, a multiple of 60).
     pub minute: i64,
-    /// Log lines (events).
+    /// Log lines (every physical line).
     pub lines: u64,
+    /// Log events (a record with its continuation lines counts once); 0 where the agent did
+    /// not count them, and then `lines` is the unit of work.
+    pub events: u64,
     /// Error lines.
     pub error_lines: u64,
     /// Warning lines.
@@ -478,6 +482,9 @@ pub struct JudgeParams {
     pub volume_max_ratio: f64,
     /// Rule 5: recent minutes looked at.
     pub volume_recent_minutes: i64,
+    /// The chance a user accepts that a release with no effect on an exception's rate is
+    /// blocked for it (the sequential rate test's share of it, see `sequential`).
+    pub false_block_budget: f64,
 }
 
 impl Default for JudgeParams {
@@ -507,6 +514,7 @@ impl Default for JudgeParams {
             mem_min_rise: 3.0,
             volume_max_ratio: 0.3,
             volume_recent_minutes: 5,
+            false_block_budget: 0.01,
         }
     }
 }

@@ -90,6 +90,7 @@ fn case_minute(row: MinuteRow) -> CaseMinute {
         host: row.host,
         minute: row.minute,
         lines: row.lines,
+        events: row.events,
         error_lines: row.error_lines,
         warn_lines: row.warn_lines,
         exceptions: row.exceptions,

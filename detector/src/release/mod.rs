@@ -1031,6 +1031,7 @@ fn host_minute(row: MinuteRow) -> HostMinute {
         host: row.host,
         minute: row.minute,
         lines: row.lines,
+        events: row.events,
         error_lines: row.error_lines,
         warn_lines: row.warn_lines,
         exceptions,

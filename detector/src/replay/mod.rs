@@ -74,6 +74,10 @@ pub struct CaseMinute {
     /// Log lines.
     #[serde(default)]
     pub lines: u64,
+    /// Log events (records); absent or 0 where they were not counted, and then `lines`
+    /// is the unit of work.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub events: u64,
     /// Error lines.
     #[serde(default)]
     pub error_lines: u64,
@@ -86,6 +90,10 @@ pub struct CaseMinute {
     /// Host metrics; any field may be absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_metrics: Option<CaseHostMetrics>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Host metrics as written in a case (absent fields are omitted): the judge's own type.
@@ -226,6 +234,7 @@ impl Case {
                 host: m.host,
                 minute: m.minute,
                 lines: m.lines,
+                events: m.events,
                 error_lines: m.error_lines,
                 warn_lines: m.warn_lines,
                 exceptions,

@@ -76,6 +76,8 @@ pub struct MinuteRow {
     pub host: String,
     pub minute: i64,
     pub lines: u64,
+    /// Log events (a record with its continuation lines counts once).
+    pub events: u64,
     pub error_lines: u64,
     pub warn_lines: u64,
     /// Count per fingerprint (16 lowercase hex digits).
@@ -103,6 +105,7 @@ pub struct HourRow {
     /// Minutes rolled into it.
     pub minutes: u64,
     pub lines: u64,
+    pub events: u64,
     pub error_lines: u64,
     pub warn_lines: u64,
     /// Count per fingerprint (16 lowercase hex digits).

@@ -43,6 +43,7 @@ struct Counters {
     host: String,
     t: i64,
     lines: u64,
+    events: u64,
     error_lines: u64,
     warn_lines: u64,
     exceptions: BTreeMap<String, u64>,
@@ -102,7 +103,7 @@ impl SqliteStore {
             "SELECT a.app, a.host, a.{time}, a.lines, a.error_lines, a.warn_lines, \
              (SELECT group_concat(e.fingerprint || ':' || e.count) FROM {exceptions} e \
               WHERE e.app = a.app AND e.host = a.host AND e.{time} = a.{time}), \
-             a.process_cpu_pct, a.process_rss_bytes, {minutes} \
+             a.process_cpu_pct, a.process_rss_bytes, {minutes}, a.events \
              FROM {apps} a WHERE 1 = 1"
         ));
         if let Some(app) = &query.app {
@@ -129,6 +130,7 @@ impl SqliteStore {
                     .try_get::<Option<i64>, _>(8)?
                     .map(|v| u64::try_from(v).unwrap_or(0)),
                 minutes: get_u64(&row, 9)?,
+                events: get_u64(&row, 10)?,
                 host_metrics: None,
             });
         }
@@ -183,6 +185,7 @@ impl SqliteStore {
                 host: c.host,
                 minute: c.t,
                 lines: c.lines,
+                events: c.events,
                 error_lines: c.error_lines,
                 warn_lines: c.warn_lines,
                 exceptions: c.exceptions,
@@ -205,6 +208,7 @@ impl SqliteStore {
                 hour: c.t,
                 minutes: c.minutes,
                 lines: c.lines,
+                events: c.events,
                 error_lines: c.error_lines,
                 warn_lines: c.warn_lines,
                 exceptions: c.exceptions,
