@@ -456,3 +456,46 @@ fn a_later_batch_is_judged_from_its_own_release_and_state_survives_serde() {
     assert_eq!(v.reasons[0].rule.as_str(), "new_exception");
     assert_eq!(v.reasons[0].hosts, vec!["h3".to_string()]);
 }
+
+#[test]
+fn a_fifteen_fold_spike_of_a_known_exception_on_two_of_four_hosts_blocks_in_the_first_settled_round()
+ {
+    // The known exception at 2 a minute per host, ×15 on the two released hosts from the
+    // release's minute on; 20 fingerprints tested in the round (the budget is split).
+    let hosts = ["h1", "h2", "h3", "h4"];
+    let rows = fleet(&hosts, |h, m, r| {
+        let spiked = (h == "h1" || h == "h2") && m >= 0;
+        r.exceptions.insert(KNOWN, if spiked { 30 } else { 2 });
+        for i in 0..19u64 {
+            r.exceptions
+                .insert(0x5000 + i, 1 + (m.rem_euclid(3) as u64));
+        }
+    });
+    let mut j = judge(release(&["h1", "h2"], &["h3", "h4"]));
+    let verdicts = run(&mut j, &rows, &AppMemory::default());
+    let (at, v) = first_block(&verdicts).expect("blocked");
+    // Minutes 0–2 are the released hosts' warm-up; minute 3's round (at 4 min 05 s after
+    // the switch) has the first settled minute, and that is enough: no second round.
+    assert_eq!(at, 3, "{v:?}");
+    let r = &v.reasons[0];
+    assert_eq!(r.rule.as_str(), "exception_rate", "{v:?}");
+    assert!(r.summary.contains("sequential test"), "{}", r.summary);
+    assert!(r.evidence.effect > 8.0, "{:?}", r.evidence);
+    assert_eq!(r.hosts, ["h1", "h2"]);
+
+    // The same fleet with traffic moved: the released hosts get 60 % more work and log
+    // the exception in proportion. Not a fault.
+    let rows = fleet(&hosts, |h, m, r| {
+        let more = (h == "h1" || h == "h2") && m >= 0;
+        r.events = if more { 1600 } else { 1000 };
+        r.lines = r.events * 3;
+        r.exceptions.insert(KNOWN, if more { 5 } else { 3 });
+    });
+    let mut j = judge(release(&["h1", "h2"], &["h3", "h4"]));
+    let verdicts = run(&mut j, &rows, &AppMemory::default());
+    assert!(
+        first_block(&verdicts).is_none(),
+        "{:?}",
+        verdicts.iter().find(|v| v.decision != Decision::Pass)
+    );
+}

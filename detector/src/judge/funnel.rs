@@ -1098,7 +1098,13 @@ fn sequential_signal(
     let (phi, _) = dispersion(per_host, hosts, params);
     let s = sequential::test(inputs, phi, alpha)?;
     let bar = (1.0 / alpha).ln();
-    if s.log_e < bar || s.observed - s.expected < params.rate_min_excess {
+    // Evidence past the bar, a real excess, and a rate the released hosts never kept for
+    // as long before the release (a host that had such bursts before is judged by the
+    // classic test, whose per-minute guard knows them).
+    if s.log_e < bar
+        || s.observed - s.expected < params.rate_min_excess
+        || s.observed <= s.baseline_peak * s.released_work
+    {
         return None;
     }
     let ratio = s.ratio();

@@ -25,6 +25,12 @@
 //! (its variance over its mean in the baseline minutes, at least 1) — bursts of one failure
 //! logged several times are evidence once, not several times.
 //!
+//! The test assumes counts that, given their rates, are independent from minute to minute;
+//! a host whose exception comes in bursts lasting many minutes breaks that. So the rule
+//! also asks that the released hosts never kept the rate seen for as long in their
+//! baseline ([`Sequential::baseline_peak`]) — a guard against their own excursions, not a
+//! calibrated test.
+//!
 //! The release's false-block budget is split: this rule spends [`RATE_SHARE`] of it,
 //! divided equally between `α` and `δ` and between the exceptions tested in the round (a
 //! Bonferroni split, valid whatever their dependence).
@@ -75,10 +81,17 @@ pub(crate) struct Sequential {
     /// Work (events or lines) of the released hosts in the compared minutes, and the
     /// reference hosts' events and work there.
     pub released_work: f64,
+    /// That work weighted by each released host's ratio before the release (at `θ`'s
+    /// upper bound as a whole): what it should log at the reference hosts' rate.
+    pub expected_work: f64,
     pub reference_events: f64,
     pub reference_work: f64,
     /// Before the release: released events and work, reference events and work.
     pub before: [f64; 4],
+    /// The released hosts' highest rate per unit of work over any run of as many
+    /// consecutive baseline minutes as were compared (their own excursions before the
+    /// release; 0 when the baseline is shorter).
+    pub baseline_peak: f64,
 }
 
 impl Sequential {
@@ -133,13 +146,17 @@ pub(crate) fn test(inputs: &Inputs<'_>, dispersion: f64, delta: f64) -> Option<S
     let cell = |h: usize, t: usize| h * t_len + t;
     let d = dispersion.max(1.0);
     let (mut xb, mut eb, mut yb, mut fb) = (0.0, 0.0, 0.0, 0.0);
-    for &h in released {
+    // Per released host: its baseline events and work.
+    let mut own = vec![(0.0, 0.0); released.len()];
+    for (i, &h) in released.iter().enumerate() {
         for t in 0..start[h].min(t_len) {
             if work[cell(h, t)] >= 0.0 {
-                xb += values[cell(h, t)];
-                eb += work[cell(h, t)];
+                own[i].0 += values[cell(h, t)];
+                own[i].1 += work[cell(h, t)];
             }
         }
+        xb += own[i].0;
+        eb += own[i].1;
     }
     for &h in reference {
         for t in 0..first.min(t_len) {
@@ -155,6 +172,30 @@ pub(crate) fn test(inputs: &Inputs<'_>, dispersion: f64, delta: f64) -> Option<S
     // The released share of the baseline's events, bounded above, as a rate ratio.
     let q = binomial_upper_bound(xb / d, (xb + yb) / d, delta).min(1.0 - 1e-9);
     let theta = (q / (1.0 - q)) * (fb / eb);
+    // Each released host weighs its work by its own ratio before the release (shrunk
+    // towards the group's by two pseudo-events), so that a host that was noisier before
+    // is expected to stay so whichever hosts have been released by a minute; the weights
+    // are scaled so that the baseline's work weighs `θ` as a whole.
+    let reference_rate = yb / fb;
+    let group = if eb > 0.0 {
+        xb / (reference_rate * eb).max(1e-12)
+    } else {
+        1.0
+    };
+    let mut weight = vec![0.0; start.len()];
+    let mut weighted = 0.0;
+    for (i, &h) in released.iter().enumerate() {
+        let (k, n) = own[i];
+        let w = (k + 2.0 * group.max(1e-9)) / (reference_rate * n + 2.0).max(1e-12);
+        weight[h] = w;
+        weighted += w * n;
+    }
+    if weighted > 0.0 {
+        let scale = theta * eb / weighted;
+        for &h in released {
+            weight[h] *= scale;
+        }
+    }
 
     let mut log_lr = [0.0; RATIOS.len()];
     let mut seq = Sequential {
@@ -164,16 +205,20 @@ pub(crate) fn test(inputs: &Inputs<'_>, dispersion: f64, delta: f64) -> Option<S
         minutes: 0,
         theta,
         released_work: 0.0,
+        expected_work: 0.0,
         reference_events: 0.0,
         reference_work: 0.0,
         before: [xb, eb, yb, fb],
+        baseline_peak: 0.0,
     };
     for t in first..until {
-        let (mut x, mut e, mut y, mut f) = (0.0, 0.0, 0.0, 0.0);
+        // `e` is the released work as it is, `we` weighted by each host's own ratio.
+        let (mut x, mut e, mut we, mut y, mut f) = (0.0, 0.0, 0.0, 0.0, 0.0);
         for &h in released {
             if t >= settled[h] && work[cell(h, t)] >= 0.0 {
                 x += values[cell(h, t)];
                 e += work[cell(h, t)];
+                we += weight[h] * work[cell(h, t)];
             }
         }
         for &h in reference {
@@ -188,6 +233,7 @@ pub(crate) fn test(inputs: &Inputs<'_>, dispersion: f64, delta: f64) -> Option<S
         seq.minutes += 1;
         seq.observed += x;
         seq.released_work += e;
+        seq.expected_work += we;
         seq.reference_events += y;
         seq.reference_work += f;
         let (x, n) = (x / d, (x + y) / d);
@@ -195,19 +241,64 @@ pub(crate) fn test(inputs: &Inputs<'_>, dispersion: f64, delta: f64) -> Option<S
             continue;
         }
         for (l, phi) in log_lr.iter_mut().zip(RATIOS) {
-            *l += x * phi.ln() - n * ((phi * theta * e + f) / (theta * e + f)).ln();
+            *l += x * phi.ln() - n * ((phi * we + f) / (we + f)).ln();
         }
     }
     if seq.minutes == 0 {
         return None;
     }
+    seq.baseline_peak = baseline_peak(inputs, seq.minutes as usize);
     // What the reference hosts' rate in the same minutes predicts for the released hosts'
     // work (half an event added, so that a quiet reference group does not predict 0).
-    seq.expected = theta * seq.released_work * (seq.reference_events + 0.5) / seq.reference_work;
+    seq.expected = seq.expected_work * (seq.reference_events + 0.5) / seq.reference_work;
     let top = log_lr.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let sum: f64 = log_lr.iter().map(|l| (l - top).exp()).sum();
     seq.log_e = top + (sum / RATIOS.len() as f64).ln();
     Some(seq)
+}
+
+/// The released hosts' highest rate (events per unit of work, all released hosts summed)
+/// over `len` consecutive minutes of the baseline, where each has work.
+fn baseline_peak(inputs: &Inputs<'_>, len: usize) -> f64 {
+    let t_len = inputs.t_len;
+    let end = inputs
+        .released
+        .iter()
+        .map(|&h| inputs.start[h])
+        .min()
+        .unwrap_or(0)
+        .min(t_len);
+    let mut per_minute = Vec::with_capacity(end);
+    for t in 0..end {
+        let (mut k, mut n) = (0.0, 0.0);
+        for &h in inputs.released {
+            let w = inputs.work[h * t_len + t];
+            if w >= 0.0 {
+                k += inputs.values[h * t_len + t];
+                n += w;
+            }
+        }
+        if n > 0.0 {
+            per_minute.push((k, n));
+        }
+    }
+    if len == 0 || per_minute.len() < len {
+        return 0.0;
+    }
+    let (mut k, mut n) = (0.0, 0.0);
+    let mut peak: f64 = 0.0;
+    for (i, &(ki, ni)) in per_minute.iter().enumerate() {
+        k += ki;
+        n += ni;
+        if i >= len {
+            k -= per_minute[i - len].0;
+            n -= per_minute[i - len].1;
+        }
+        if i + 1 >= len && n > 0.0 {
+            peak = peak.max(k / n);
+        }
+    }
+    peak
 }
 
 #[cfg(test)]
