@@ -499,3 +499,46 @@ fn a_fifteen_fold_spike_of_a_known_exception_on_two_of_four_hosts_blocks_in_the_
         verdicts.iter().find(|v| v.decision != Decision::Pass)
     );
 }
+
+#[test]
+fn more_cpu_for_more_work_passes_and_more_cpu_per_unit_of_work_blocks() {
+    // After the release the released hosts get 60 % more requests (a load balancer's
+    // weights): their events and CPU rise in proportion, 40 % → 64 %.
+    let busier = |extra_cpu: f64| {
+        move |h: &str, m: i64, r: &mut HostMinute| {
+            r.events = 1000;
+            let cpu = r.host_metrics.cpu_pct.unwrap_or(0.0) + 20.0;
+            if (h == "h1" || h == "h2") && m >= 0 {
+                r.events = 1600;
+                r.lines = 3200;
+                r.host_metrics.cpu_pct = Some(cpu * 1.6 + extra_cpu);
+            } else {
+                r.host_metrics.cpu_pct = Some(cpu);
+            }
+        }
+    };
+    let rows = fleet(&HOSTS, busier(0.0));
+    let mut j = judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+    let verdicts = run(&mut j, &rows, &AppMemory::default());
+    assert!(
+        verdicts.iter().all(|v| v.decision == Decision::Pass),
+        "{:?}",
+        verdicts.iter().find(|v| v.decision != Decision::Pass)
+    );
+    // The same, with 30 points more CPU than the work explains: a regression.
+    let rows = fleet(&HOSTS, busier(30.0));
+    let mut j = judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+    let verdicts = run(&mut j, &rows, &AppMemory::default());
+    let (_, v) = first_block(&verdicts).expect("blocked");
+    let r = &v.reasons[0];
+    assert_eq!(
+        (r.rule.as_str(), r.metric.as_deref()),
+        ("host_metric", Some("cpu_pct")),
+        "{v:?}"
+    );
+    assert!(
+        r.summary.contains("expected for 1.60× the work"),
+        "{}",
+        r.summary
+    );
+}

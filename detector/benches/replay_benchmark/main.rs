@@ -22,7 +22,7 @@
 //!
 //! Seeds used for tuning, 1,000 cases each (precision / recall): seed 99 0.895 / 0.928,
 //! seed 3 0.942 / 0.935, seed 2 0.968 / 0.949. Seeds for reporting only, never tuned on:
-//! 20261130 (0.936 / 0.920, median 555 s to block) and 20261201 (0.935 / 0.909, 720 s).
+//! 20261130 (0.936 / 0.925, median 589 s to block) and 20261201 (0.935 / 0.909, 720 s).
 
 #![allow(clippy::print_stdout)]
 

@@ -1181,6 +1181,30 @@ fn sequential_signal(
     Some(c)
 }
 
+/// Largest growth of a host's work credited to its CPU or load.
+const MAX_WORK_SCALE: f64 = 4.0;
+
+/// How much more work (median events, or lines, a minute) a host did in `after` than in
+/// `before` (inclusive minute ranges), when `metric` grows with work (`cpu_pct`, `load1`):
+/// at least 1, at most [`MAX_WORK_SCALE`]; 1 for other metrics or without work counts.
+fn work_scale(metric: &str, rows: &[&HostMinute], before: (i64, i64), after: (i64, i64)) -> f64 {
+    if !matches!(metric, "cpu_pct" | "load1") {
+        return 1.0;
+    }
+    let work = |(from, to): (i64, i64)| -> Option<f64> {
+        let mut w: Vec<f64> = rows
+            .iter()
+            .filter(|r| r.minute >= from && r.minute <= to)
+            .map(|r| if r.events > 0 { r.events } else { r.lines } as f64)
+            .collect();
+        median(&mut w)
+    };
+    match (work(before), work(after)) {
+        (Some(b), Some(a)) if b > 0.0 => (a / b).clamp(1.0, MAX_WORK_SCALE),
+        _ => 1.0,
+    }
+}
+
 fn values_in(rows: &[&HostMinute], metric: &str, from: i64, to: i64) -> Vec<f64> {
     rows.iter()
         .filter(|r| r.minute >= from && r.minute <= to)
@@ -1238,13 +1262,30 @@ fn metric_signal(
             continue;
         };
         excursions.extend(before.iter().map(|v| v - b));
+        // More CPU or load for more work is not a regression: when the host does more work
+        // (log events) than before, its level is expected to grow in proportion (as if all
+        // of it were work; never expected to shrink with less work, as idle load does not).
+        let scale = work_scale(
+            metric,
+            &h.rows,
+            (base_from, start - 1),
+            (recent_from.max(start + warm), m),
+        );
+        let expected = b * scale;
         match h.role {
-            Role::Released(_) => {
-                released.push((h.name, b, a, a - b, noise, before.len(), after.len()))
-            }
+            Role::Released(_) => released.push((
+                h.name,
+                b,
+                a,
+                a - expected,
+                noise * scale,
+                before.len(),
+                after.len(),
+                scale,
+            )),
             Role::Reference => {
-                reference_deltas.push(a - b);
-                excursions.extend(after.iter().map(|v| v - b));
+                reference_deltas.push(a - expected);
+                excursions.extend(after.iter().map(|v| v - expected));
             }
         }
     }
@@ -1276,7 +1317,7 @@ fn metric_signal(
     levels.push((kind.clone(), released_level, reference_level));
     let mut hit = Vec::new();
     let mut best: Option<(f64, f64, usize)> = None; // (score, min_abs, index)
-    for (idx, &(name, b, _a, delta, noise, _, _)) in released.iter().enumerate() {
+    for (idx, &(name, b, _a, delta, noise, _, _, _)) in released.iter().enumerate() {
         let score = delta - shift;
         let min_abs = match metric {
             "cpu_pct" => params.cpu_min_points,
@@ -1292,7 +1333,7 @@ fn metric_signal(
         }
     }
     let (score, min_abs, idx) = best?;
-    let (name, b, a, _, noise, nb, na) = released[idx];
+    let (name, b, a, _, noise, nb, na, scale) = released[idx];
     let evidence = Evidence {
         reference_after: Some(Tally {
             value: excursion,
@@ -1309,7 +1350,7 @@ fn metric_signal(
             lines: 0,
             minutes: na as u32,
         }),
-        expected: Some(b + shift),
+        expected: Some(b * scale + shift),
         observed: a,
         effect: score,
         dispersion: Some(noise),
@@ -1323,10 +1364,15 @@ fn metric_signal(
             reference_deltas.len()
         )
     };
+    let work_note = if scale > 1.0 {
+        format!(", {:.2} expected for {scale:.2}× the work", b * scale)
+    } else {
+        String::new()
+    };
     let reason = Reason {
         rule: Rule::HostMetric,
         summary: format!(
-            "{metric} on {name} rose from median {b:.2} before to {a:.2} over the last minutes ({score:+.2} beyond the fleet; {reference_note}; baseline noise {noise:.2}; normal excursions up to {excursion:.2})"
+            "{metric} on {name} rose from median {b:.2} before to {a:.2} over the last minutes{work_note} ({score:+.2} beyond the fleet; {reference_note}; baseline noise {noise:.2}; normal excursions up to {excursion:.2})"
         ),
         severity: Severity::Critical,
         hosts: hit,

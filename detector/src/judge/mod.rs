@@ -48,7 +48,9 @@
 //!    after vs before plus Welch's t-test on per-minute rates. Aggregated over released
 //!    hosts, then per released host (α divided by their number) for partial faults.
 //! 4. `host_metric` — CPU, load and disk busy: a released host's upper-quartile level of
-//!    the last 10 minutes minus its baseline median, minus the reference hosts' median
+//!    the last 10 minutes minus its baseline median (for CPU and load, times the growth of
+//!    its work — median events, or lines, a minute — when it does more than before, up to
+//!    ×4: more CPU for more work is not a regression, more CPU per unit of work is), minus the reference hosts' median
 //!    change, must exceed a minimum (12 points CPU/disk; load 0.8 and 60% of its baseline),
 //!    4× the host's robust noise (MAD), and the 99.5th percentile of how far this fleet's
 //!    hosts wander from their level in normal minutes (bursty workloads wander far).
