@@ -530,15 +530,17 @@ impl Default for JudgeParams {
     }
 }
 
-/// Kinds of learnable signals, with the default threshold and the cap on learning (so
-/// one odd release cannot switch a signal off).
+/// Kinds of learnable signals, with the default threshold and the cap on learning: what no
+/// feedback can raise a threshold past, so that a signal always fires on a change that
+/// large (a learned CPU threshold of 100 points would switch the rule off; 50 points
+/// still blocks a host going from 40 % to 95 %).
 pub(crate) const SIGNAL_KINDS: &[(&str, f64, f64)] = &[
     ("new_exception", 5.0, 40.0),
     ("exception_rate", 1.5, 4.0),
     ("error_rate", 1.5, 3.0),
-    ("host_metric:cpu_pct", 12.0, 100.0),
-    ("host_metric:load1", 0.8, 64.0),
-    ("host_metric:disk_busy_pct", 12.0, 100.0),
+    ("host_metric:cpu_pct", 12.0, 50.0),
+    ("host_metric:load1", 0.8, 16.0),
+    ("host_metric:disk_busy_pct", 12.0, 50.0),
     ("host_metric:mem_slope", 0.12, 0.5),
     ("log_volume", 0.7, 0.92),
 ];
@@ -559,6 +561,12 @@ fn kind_default(kind: &str) -> f64 {
 
 /// After a false alarm, the blocking signal's threshold is raised to its peak times this.
 pub const FALSE_ALARM_MARGIN: f64 = 1.5;
+
+/// What is left of a learned threshold's excess over its default after each release the
+/// app learns from: what the app did five releases ago weighs 0.8⁵ ≈ a third, so a
+/// normal that changed (a noisy dependency fixed, a false alarm long past) is forgotten
+/// unless releases keep showing it.
+pub const LEARNING_DECAY: f64 = 0.8;
 
 /// Format version of [`AppMemory`].
 pub const APP_MEMORY_VERSION: u32 = 1;
@@ -617,20 +625,23 @@ impl AppMemory {
 
     /// Learns from a user's feedback on a judged release.
     ///
+    /// First, every learned threshold decays towards its default ([`LEARNING_DECAY`]).
+    ///
     /// - `confirmed_normal`: each signal's peak in the release becomes its normal
     ///   threshold when larger (capped); every fingerprint shown becomes known.
-    /// - `false_alarm`: the same, the blocking signals' thresholds go to
-    ///   [`FALSE_ALARM_MARGIN`] × their peak (capped), and the fingerprints behind the
-    ///   block become benign.
+    /// - `false_alarm`: only the blocking signals learn: their thresholds go to
+    ///   [`FALSE_ALARM_MARGIN`] × their peak (capped); every fingerprint shown becomes
+    ///   known and the ones behind the block benign.
     /// - `missed_problem`: thresholds that suppressed a signal of this release fall back
     ///   below its peak (never under the default).
     /// - `valid_block`: fingerprints of the baselines and reference group become known
     ///   (the blocked ones do not).
     pub fn learn(&mut self, judge: &ReleaseJudge, label: Feedback) {
         self.releases_learned += 1;
+        self.decay();
         let record = judge.record();
         match label {
-            Feedback::ConfirmedNormal | Feedback::FalseAlarm => {
+            Feedback::ConfirmedNormal => {
                 let peaks = record
                     .peaks
                     .iter()
@@ -642,15 +653,20 @@ impl AppMemory {
                 for (&fp, &seen) in &record.seen {
                     self.remember(fp, seen);
                 }
-                if label == Feedback::FalseAlarm {
-                    self.benign_fingerprints
-                        .extend(record.flagged_fingerprints.iter().copied());
-                    // A signal that raised a false alarm can go further still in this app:
-                    // leave it half as much room again above what it reached.
-                    for kind in &record.blocking_kinds {
-                        if let Some(&peak) = record.peaks.get(kind) {
-                            self.raise(kind, peak * FALSE_ALARM_MARGIN);
-                        }
+            }
+            Feedback::FalseAlarm => {
+                // Only the signals that blocked learn: a false alarm on CPU says nothing
+                // about how many exceptions are normal.
+                for (&fp, &seen) in &record.seen {
+                    self.remember(fp, seen);
+                }
+                self.benign_fingerprints
+                    .extend(record.flagged_fingerprints.iter().copied());
+                // A signal that raised a false alarm can go further still in this app:
+                // leave it half as much room again above what it reached.
+                for kind in &record.blocking_kinds {
+                    if let Some(&peak) = record.peaks.get(kind) {
+                        self.raise(kind, peak * FALSE_ALARM_MARGIN);
                     }
                 }
             }
@@ -682,6 +698,16 @@ impl AppMemory {
     }
 
     /// Raises a learned threshold to `value` (capped); never below the kind's default.
+    /// Each learned threshold keeps [`LEARNING_DECAY`] of its excess over the default;
+    /// one that comes back within 1 % of its default is forgotten.
+    fn decay(&mut self) {
+        self.thresholds.retain(|kind, value| {
+            let default = kind_default(kind);
+            *value = default + (*value - default) * LEARNING_DECAY;
+            *value - default > 0.01 * default.abs().max(1e-9)
+        });
+    }
+
     fn raise(&mut self, kind: &str, value: f64) {
         let value = value.min(kind_cap(kind));
         if value <= kind_default(kind) {
