@@ -1,0 +1,272 @@
+//! The judgement on what a real JVM logs: a small Java service, compiled with `javac` and
+//! run with `java` on four hosts, writes twelve minutes of a logback-style log in which its
+//! request handler really throws `NullPointerException`s (dereferencing a null, caught and
+//! logged with `printStackTrace`, as HotSpot prints it — with its helpful message, and
+//! frameless once the JIT's fast throw takes over). Real agents read the logs and ship the
+//! counters over gRPC to a detector whose rounds run on a clock the test moves.
+//!
+//! - `shop`: the two released hosts throw the known exception fifteen times as often after
+//!   the release (2 → 30 a minute): blocked for its rate by the first round that has a
+//!   minute past the released hosts' warm-up (4 min 5 s after the switch; before the
+//!   sequential rate test it was not blocked within 6 minutes), never as a new exception;
+//! - `cart`: the same service and release without the spike: passes.
+//!
+//! The service stamps its records with the minute it simulates (the history is written in
+//! a second, not twelve minutes); everything else — the exceptions, their traces, the
+//! agents, the gRPC stream, the store — is real. Needs `javac` and `java` (Debian
+//! `default-jdk-headless`, which `.ci/run` installs); without them the test is skipped
+//! with a message, except under CI.
+
+mod common;
+mod ops_common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::clocked::{ClockedDetector, ROUND_DELAY_SECS};
+use common::{AgentSetup, eventually, now_ms, output_within, spawn};
+use serde_json::{Value, json};
+
+const SERVICE: &str = r#"import java.io.FileOutputStream;
+import java.io.PrintStream;
+import java.time.Instant;
+import java.time.ZoneOffset;
+import java.time.format.DateTimeFormatter;
+
+public class Service {
+    static final DateTimeFormatter STAMP =
+        DateTimeFormatter.ofPattern("yyyy-MM-dd HH:mm:ss.SSS").withZone(ZoneOffset.UTC);
+
+    static String customer(int request) {
+        // Every few requests a customer record has no name.
+        return request % 3 == 0 ? null : "customer-" + request;
+    }
+
+    static int greet(String name) {
+        return name.length();
+    }
+
+    // Args: log file, first minute (epoch seconds), minutes, release minute index
+    // (-1: never), requests per minute, failing requests per minute before and after.
+    public static void main(String[] args) throws Exception {
+        PrintStream out = new PrintStream(new FileOutputStream(args[0], true), true, "UTF-8");
+        long first = Long.parseLong(args[1]);
+        int minutes = Integer.parseInt(args[2]);
+        int release = Integer.parseInt(args[3]);
+        int perMinute = Integer.parseInt(args[4]);
+        int failingBefore = Integer.parseInt(args[5]);
+        int failingAfter = Integer.parseInt(args[6]);
+        for (int t = 0; t < minutes; t++) {
+            int failing = release >= 0 && t >= release ? failingAfter : failingBefore;
+            for (int i = 0; i < perMinute; i++) {
+                long ms = (first + 60L * t) * 1000 + (60_000L * i) / perMinute;
+                String stamp = STAMP.format(Instant.ofEpochMilli(ms));
+                int request = t * perMinute + i;
+                boolean fails = (long) i * failing / perMinute != (long) (i + 1) * failing / perMinute;
+                // A failing request asks for a customer that has no name: the JVM throws.
+                String name = fails ? customer(3 * request) : "customer-" + request;
+                try {
+                    greet(name);
+                    out.println(stamp + " INFO  [exec-" + (i % 8) + "] shop.Service - request " + request + " served");
+                } catch (NullPointerException e) {
+                    out.println(stamp + " ERROR [exec-" + (i % 8) + "] shop.Service - request " + request + " failed");
+                    e.printStackTrace(out);
+                }
+            }
+        }
+        out.close();
+    }
+}
+"#;
+
+const HOSTS: [&str; 4] = ["jvm-rel-1", "jvm-rel-2", "jvm-ref-1", "jvm-ref-2"];
+const APPS: [&str; 2] = ["shop", "cart"];
+/// Requests a minute per host, and failing ones before and (shop, released hosts) after.
+const PER_MINUTE: u32 = 240;
+const FAILING: u32 = 2;
+const SPIKE: u32 = 30;
+
+fn java(tool: &str, dir: &Path) -> Command {
+    let mut cmd = Command::new(tool);
+    cmd.current_dir(dir)
+        .env_remove("JAVA_TOOL_OPTIONS")
+        .env_remove("_JAVA_OPTIONS")
+        .env_remove("JDK_JAVA_OPTIONS")
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn api(detector: &ClockedDetector, path: &str, body: &Value) -> Value {
+    ureq::post(&format!("{}{path}", detector.http))
+        .send_json(body)
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+        .body_mut()
+        .read_json()
+        .unwrap_or_else(|e| panic!("POST {path}: not JSON: {e}"))
+}
+
+#[test]
+fn a_fifteen_fold_exception_spike_on_real_jvms_is_blocked_after_the_warm_up() {
+    const TEST: &str = "a_fifteen_fold_exception_spike_on_real_jvms_is_blocked_after_the_warm_up";
+    if ops_common::require_tool(TEST, "javac", "default-jdk-headless").is_none()
+        || ops_common::require_tool(TEST, "java", "default-jdk-headless").is_none()
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("Service.java"), SERVICE).expect("write Service.java");
+    let out = output_within(
+        java("javac", dir.path()).args(["-d", ".", "Service.java"]),
+        None,
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "javac: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let now = now_ms() / 1000;
+    let this_minute = now - now.rem_euclid(60);
+    let first = this_minute - 12 * 60;
+    // The release reached the released hosts six minutes ago.
+    let release = 6;
+    let release_at = first + release * 60;
+    let detector = ClockedDetector::start(dir.path(), now - 60);
+
+    // Twelve minutes of each app on each host, as the JVM writes them.
+    let mut expected_lines = Vec::new();
+    for host in HOSTS {
+        for app in APPS {
+            let logs = dir.path().join(host).join(app);
+            std::fs::create_dir_all(&logs).expect("log dir");
+            let log = logs.join("app.log");
+            let spiked = app == "shop" && host.starts_with("jvm-rel");
+            let after = if spiked { SPIKE } else { FAILING };
+            let out = output_within(
+                java("java", dir.path()).args([
+                    "-XX:+OmitStackTraceInFastThrow", // HotSpot's default, said out loud
+                    "-XX:-UsePerfData",
+                    "-cp",
+                    ".",
+                    "Service",
+                    &log.display().to_string(),
+                    &first.to_string(),
+                    "12",
+                    &release.to_string(),
+                    &PER_MINUTE.to_string(),
+                    &FAILING.to_string(),
+                    &after.to_string(),
+                ]),
+                None,
+                Duration::from_secs(120),
+            );
+            assert!(
+                out.status.success(),
+                "java on {host}/{app}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let text = std::fs::read_to_string(&log).expect("the log");
+            assert!(
+                text.contains("java.lang.NullPointerException"),
+                "no exception in {host}/{app}"
+            );
+            expected_lines.push((app, host, text.lines().count() as u64));
+        }
+    }
+    let mut agents = Vec::new();
+    for host in HOSTS {
+        let glob = |app: &str| format!("{}/*.log", dir.path().join(host).join(app).display());
+        let config = AgentSetup {
+            logs_extra: "timezone = \"UTC\"\napp_packages = [\"shop\"]\n",
+            tables: &format!(
+                "[[logs]]\napp = \"cart\"\npaths = [\"{}\"]\nstart_at = \"beginning\"\ntimezone = \"UTC\"\napp_packages = [\"shop\"]\n",
+                glob("cart")
+            ),
+            ..AgentSetup::new(&detector.grpc, host, "shop", &glob("shop"))
+        }
+        .write(dir.path());
+        agents.push(spawn(
+            "vigil-agent",
+            &config,
+            &dir.path().join(format!("{host}.log")),
+        ));
+    }
+    let delivered = eventually(Duration::from_secs(60), || {
+        expected_lines
+            .iter()
+            .all(|(app, host, lines)| detector.try_lines(app, host) == Some(*lines))
+    });
+    assert!(
+        delivered,
+        "the logs were not stored: {:?}",
+        expected_lines
+            .iter()
+            .map(|(app, host, lines)| (app, host, detector.try_lines(app, host), lines))
+            .collect::<Vec<_>>()
+    );
+
+    let mut ids = Vec::new();
+    for app in APPS {
+        let created = api(
+            &detector,
+            "/api/v1/releases",
+            &json!({
+                "app": app,
+                "version": "2.0.1",
+                "hosts": [HOSTS[0], HOSTS[1]],
+                "reference_hosts": [HOSTS[2], HOSTS[3]],
+                "started_at": release_at,
+            }),
+        );
+        ids.push(created["id"].as_i64().expect("release id"));
+    }
+    // This minute's round judges the twelve minutes.
+    detector.set_clock(this_minute + ROUND_DELAY_SECS);
+    let mut releases = Vec::new();
+    let judged = eventually(Duration::from_secs(30), || {
+        releases = ids
+            .iter()
+            .map(|id| detector.get(&format!("/api/v1/releases/{id}")))
+            .collect();
+        releases
+            .iter()
+            .all(|r| r["last_round"].as_i64() == Some(this_minute - 60))
+    });
+    assert!(judged, "not judged: {releases:?}");
+    for (app, r) in APPS.iter().zip(&releases) {
+        eprintln!(
+            "{app}: {} at {}: {}",
+            r["decision"], r["decided_at"], r["reasons"]
+        );
+    }
+    let shop = &releases[0];
+    assert_eq!(shop["decision"], "block", "{shop}");
+    let reason = &shop["reasons"][0];
+    assert_eq!(reason["rule"], "exception_rate", "{shop}");
+    assert!(
+        reason["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("java.lang.NullPointerException")),
+        "{shop}"
+    );
+    // Blocked by the round that ends the first minute past the three-minute warm-up
+    // (minutes 0–2 after the switch are left out): decided at the switch + 4 min, the
+    // round running 5 s later. One minute of data is enough; no second round is waited
+    // for.
+    let decided = shop["decided_at"].as_i64().unwrap_or(i64::MAX);
+    assert!(
+        decided <= release_at + 4 * 60,
+        "blocked {} s after the release: {shop}",
+        decided - release_at
+    );
+    assert!(
+        shop["reasons"]
+            .as_array()
+            .is_some_and(|r| r.iter().all(|r| r["rule"] != "new_exception")),
+        "{shop}"
+    );
+    assert_eq!(releases[1]["decision"], "pass", "{}", releases[1]);
+    drop(agents);
+}
