@@ -75,11 +75,14 @@ fn the_apps_process_cpu_and_memory_reach_the_detector() {
     let (logs, log) = shop_logs(dir.path());
     append_lines(&log, 0, 10);
     let marker = format!("vigil-e2e-app-{}", std::process::id());
-    // The "app": a shell whose command line carries the marker.
-    let mut app = std::process::Command::new("sh")
-        .args(["-c", "sleep 600", &marker])
-        .spawn()
-        .expect("sh");
+    // The "app": a shell whose command line carries the marker (`; true` keeps a shell
+    // that would exec a lone command from replacing itself with `sleep`); its process group
+    // is killed when the test ends, passing or not.
+    let app = common::wait::spawn_group(std::process::Command::new("sh").args([
+        "-c",
+        "sleep 600; true",
+        &marker,
+    ]));
     let detector = DetectorProcess::start(dir.path());
     let config = AgentSetup {
         logs_extra: &format!("process = \"{marker}\""),
@@ -102,8 +105,7 @@ fn the_apps_process_cpu_and_memory_reach_the_detector() {
     // A few samples, then a clean stop sends the open minute's figures.
     std::thread::sleep(Duration::from_millis(3_500));
     assert!(agent.terminate(), "the agent did not stop cleanly");
-    let _ = app.kill();
-    let _ = app.wait();
+    drop(app);
     let series = detector.get("/api/v1/series?app=shop&host=e2e-proc");
     let minutes = series["minutes"].as_array().expect("minutes");
     let measured: Vec<_> = minutes

@@ -205,9 +205,9 @@ fn family<N>(
 where
     N: EncodeCounterValue + EncodeGaugeValue + Copy + std::fmt::Debug,
 {
-    // `prometheus-client` adds a counter's `_total` and the help's full stop.
+    // `prometheus-client` adds a counter's `_total` (the help is written as given).
     let name = name.strip_suffix("_total").unwrap_or(name);
-    let mut metric = encoder.encode_descriptor(name, help.trim_end_matches('.'), None, kind)?;
+    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
     for (labels, value) in samples {
         let sample = metric.encode_family(labels)?;
         match kind {

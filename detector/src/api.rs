@@ -140,7 +140,12 @@ async fn series<S: Store>(
         to: params.to,
         limit: Some(MAX_SERIES_ROWS),
     };
-    let answer = match params.resolution.as_deref().unwrap_or("minute") {
+    let answer = match params
+        .resolution
+        .as_deref()
+        .filter(|r| !r.is_empty())
+        .unwrap_or("minute")
+    {
         "minute" => state
             .store
             .series(&query)

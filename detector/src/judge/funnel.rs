@@ -345,6 +345,15 @@ pub(crate) fn evaluate(
     let base_from = first - params.baseline_minutes * 60;
     let warm = params.warmup_minutes * 60;
 
+    // The unit of work per host: log events (records) when its agent counts them (any row
+    // of it in the windows has some), else lines; one unit for all of a host's minutes,
+    // so a minute of continuation lines only is 0 events, not its lines.
+    let counts_events: HashSet<&str> = data
+        .iter()
+        .filter(|r| r.events > 0 && r.minute <= m && r.minute >= base_from)
+        .map(|r| r.host.as_str())
+        .collect();
+
     // One pass over the rows.
     let n_hosts = hosts.len();
     let mut signals: HashMap<Fingerprint, Vec<SigHost>> = HashMap::new();
@@ -385,9 +394,8 @@ pub(crate) fn evaluate(
         };
         let before = row.minute < start;
         let settled = row.minute >= start + warm;
-        // The unit of work: log events (records), or lines where the agent did not count
-        // events; a trace's frame lines are not work.
-        let n = if row.events > 0 {
+        // A trace's frame lines are not work.
+        let n = if counts_events.contains(host.name) {
             row.events
         } else {
             row.lines
@@ -599,12 +607,15 @@ pub(crate) fn evaluate(
             released: &released,
             reference: &reference,
         };
-        if let Some(c) = sequential_signal(
+        let sequential = sequential_signal(
             &inputs, &label, key, per_host, &hosts, tests, params, memory,
-        ) {
-            out.candidates.push(c);
+        );
+        if let Some(c) = sequential.as_ref().filter(|c| c.suspicious) {
+            out.candidates.push(c.clone());
             continue;
         }
+        // Below the (learned) threshold for the sequential test, or no finding: the
+        // classic test judges; a sequential finding is shown when it has none.
         if let Some(c) = rate_signal(
             RateSignal {
                 rule: Rule::ExceptionRate,
@@ -620,6 +631,8 @@ pub(crate) fn evaluate(
             params,
             memory,
         ) {
+            out.candidates.push(c);
+        } else if let Some(c) = sequential {
             out.candidates.push(c);
         }
     }
@@ -1127,6 +1140,17 @@ fn sequential_signal(
         })
         .map(|&h| hosts[h].name.to_string())
         .collect();
+    // None above on its own (the rise is spread thin): every released host that has it.
+    let hit = if hit.is_empty() {
+        inputs
+            .released
+            .iter()
+            .filter(|&&h| per_host[h].ka > 0.0)
+            .map(|&h| hosts[h].name.to_string())
+            .collect()
+    } else {
+        hit
+    };
     let per_10k = |k: f64, n: f64| if n > 0.0 { k * 1e4 / n } else { 0.0 };
     let [xb, eb, yb, fb] = s.before;
     let tally = |value: f64, work: f64, minutes: u32| Tally {
@@ -1191,11 +1215,12 @@ fn work_scale(metric: &str, rows: &[&HostMinute], before: (i64, i64), after: (i6
     if !matches!(metric, "cpu_pct" | "load1") {
         return 1.0;
     }
+    let events = rows.iter().any(|r| r.events > 0);
     let work = |(from, to): (i64, i64)| -> Option<f64> {
         let mut w: Vec<f64> = rows
             .iter()
             .filter(|r| r.minute >= from && r.minute <= to)
-            .map(|r| if r.events > 0 { r.events } else { r.lines } as f64)
+            .map(|r| if events { r.events } else { r.lines } as f64)
             .collect();
         median(&mut w)
     };

@@ -494,7 +494,9 @@ pub struct JudgeParams {
     /// Rule 5: recent minutes looked at.
     pub volume_recent_minutes: i64,
     /// The chance a user accepts that a release with no effect on an exception's rate is
-    /// blocked for it (the sequential rate test's share of it, see `sequential`).
+    /// blocked for it (the sequential rate test's share of it, see `sequential`). Absent
+    /// from judge states stored before it existed: they read as the default.
+    #[serde(default = "default_false_block_budget")]
     pub false_block_budget: f64,
 }
 
@@ -525,15 +527,19 @@ impl Default for JudgeParams {
             mem_min_rise: 3.0,
             volume_max_ratio: 0.3,
             volume_recent_minutes: 5,
-            false_block_budget: 0.01,
+            false_block_budget: default_false_block_budget(),
         }
     }
 }
 
+fn default_false_block_budget() -> f64 {
+    0.01
+}
+
 /// Kinds of learnable signals, with the default threshold and the cap on learning: what no
 /// feedback can raise a threshold past. For exceptions, errors and memory the cap keeps the
-/// rule on (a ×4 rise of a known exception always counts); for CPU, disk and load it does
-/// not (100 points): an app whose hosts normally jump from idle to full CPU can be taught
+/// rule on (a ×4 rise of a known exception always counts); for CPU and disk (100 points)
+/// and load (64) it does not: an app whose hosts normally jump from idle to full CPU can be taught
 /// that CPU says nothing about its releases. (Caps of 50 points took the replay
 /// benchmark's precision from 0.926 to 0.72: its apps with such bursts kept blocking.)
 pub(crate) const SIGNAL_KINDS: &[(&str, f64, f64)] = &[

@@ -20,10 +20,17 @@
 //!
 //! `θ` is not known: it is estimated from the before window, and the test uses the upper
 //! end of its one-sided Clopper–Pearson interval at level `δ` (a higher `θ` expects more on
-//! the released hosts, so the test only gets more careful): the false-alarm chance of one
-//! exception is then at most `α + δ`. Counts are divided by the exception's dispersion
-//! (its variance over its mean in the baseline minutes, at least 1) — bursts of one failure
-//! logged several times are evidence once, not several times.
+//! the released hosts, so the test only gets more careful). Each released host's work is
+//! weighed by its own ratio before the release where that is higher (a host noisier
+//! before stays expected so), never below the group's bound. For one set of released
+//! hosts and Poisson counts, the false-alarm chance of one exception is then at most
+//! `α + δ`. What makes that approximate, and how: counts are divided by the exception's
+//! dispersion (its variance over its mean in the baseline minutes, at least 1; bursts of
+//! one failure logged several times are evidence once, not several times), which makes the
+//! ratio a quasi-likelihood; and each round recomputes the product from the stored minutes
+//! (a later batch moves hosts from the reference group to the released one, late rows
+//! change past minutes, the number of exceptions tested changes), so with several batches
+//! the guarantee holds per batch rather than for the whole release.
 //!
 //! The test assumes counts that, given their rates, are independent from minute to minute;
 //! a host whose exception comes in bursts lasting many minutes breaks that. So the rule
@@ -193,7 +200,13 @@ pub(crate) fn test(inputs: &Inputs<'_>, dispersion: f64, delta: f64) -> Option<S
     if weighted > 0.0 {
         let scale = theta * eb / weighted;
         for &h in released {
-            weight[h] *= scale;
+            // Never below the group's bound: a host that only looked quiet by chance
+            // must not make ordinary counts look like a rise once it is released alone.
+            weight[h] = (weight[h] * scale).max(theta);
+        }
+    } else {
+        for &h in released {
+            weight[h] = theta;
         }
     }
 

@@ -171,6 +171,16 @@ mod tests {
     }
 
     #[test]
+    fn a_state_stored_before_the_false_block_budget_existed_reads_with_the_default() {
+        // What the detector stored before `JudgeParams::false_block_budget`.
+        let text = encode(&judge(), None).expect("encode");
+        let older = text.replace(",\"false_block_budget\":0.01", "");
+        assert_ne!(older, text, "the field is in today's state: {text}");
+        let state = decode(&older).expect("an older state decodes");
+        assert_eq!(state.judge, judge());
+    }
+
+    #[test]
     fn newer_corrupt_and_garbled_states_are_unreadable_with_a_reason() {
         let newer = format!(
             "{{\"version\":3,\"judge\":{}}}",
