@@ -44,7 +44,23 @@ pub struct DetectorConfig {
     /// How long per-minute rows and their hourly roll-ups are kept.
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// The judgement's error budget.
+    #[serde(default)]
+    pub judge: JudgeConfig,
 }
+
+/// `[judge]` as written in the file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JudgeConfig {
+    /// The chance a user accepts that a release with no effect on an exception's rate is
+    /// blocked for it (default 0.01).
+    #[serde(default)]
+    pub false_block_budget: Option<f64>,
+}
+
+/// Accepted `[judge] false_block_budget`: from one in a million to one in five.
+const FALSE_BLOCK_BUDGET_RANGE: std::ops::RangeInclusive<f64> = 1e-6..=0.2;
 
 /// `[retention]` as written in the file (durations as text, e.g. `"14d"`).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -239,6 +255,8 @@ impl DetectorConfig {
             .map_err(|(key, reason)| invalid(key, reason))?;
         self.retention()
             .map_err(|(key, reason)| invalid(key, reason))?;
+        self.judge_params()
+            .map_err(|(key, reason)| invalid(key, reason))?;
         for (i, hook) in self.webhooks.iter().enumerate() {
             if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
                 return Err(invalid(
@@ -258,6 +276,29 @@ impl DetectorConfig {
             }
         }
         Ok(())
+    }
+
+    /// The judgement's parameters: the defaults, with `[judge]` applied (to releases
+    /// created from now on; a release keeps the parameters it was created with).
+    ///
+    /// # Errors
+    /// The key and why its value is refused.
+    pub fn judge_params(&self) -> Result<crate::judge::JudgeParams, (String, String)> {
+        let mut params = crate::judge::JudgeParams::default();
+        if let Some(budget) = self.judge.false_block_budget {
+            if !FALSE_BLOCK_BUDGET_RANGE.contains(&budget) {
+                return Err((
+                    "judge.false_block_budget".to_owned(),
+                    format!(
+                        "{budget} is not between {} and {}",
+                        FALSE_BLOCK_BUDGET_RANGE.start(),
+                        FALSE_BLOCK_BUDGET_RANGE.end()
+                    ),
+                ));
+            }
+            params.false_block_budget = budget;
+        }
+        Ok(params)
     }
 
     /// The limits in force (`[limits]` with defaults).
@@ -469,6 +510,17 @@ mod tests {
         assert!(
             err.to_string()
                 .starts_with("detector.toml: limits.max_release_age: \"soon\" is not a duration"),
+            "{err}"
+        );
+        let config = parse("[judge]\nfalse_block_budget = 0.001").expect("a budget");
+        assert_eq!(
+            config.judge_params().map(|p| p.false_block_budget),
+            Ok(0.001)
+        );
+        let err = parse("[judge]\nfalse_block_budget = 0.5").expect_err("too large");
+        assert!(
+            err.to_string().contains("judge.false_block_budget")
+                && err.to_string().contains("0.5 is not between"),
             "{err}"
         );
         let err = parse("[limits]\nmax_release_age = \"30s\"").expect_err("too short");

@@ -147,6 +147,10 @@ impl Detector {
             .config
             .limits()
             .map_err(|(key, reason)| DetectorError::Config(format!("{key}: {reason}")))?;
+        let judge_params = self
+            .config
+            .judge_params()
+            .map_err(|(key, reason)| DetectorError::Config(format!("{key}: {reason}")))?;
         let retention = self
             .config
             .retention()
@@ -160,6 +164,7 @@ impl Detector {
         let releases = Arc::new(
             release::Releases::new(Arc::clone(&self.store), Some(decisions))
                 .with_limits(limits)
+                .with_params(judge_params)
                 .with_clock(self.clock),
         );
         tokio::spawn(Arc::clone(&releases).run(alert_rx, stop_rx.clone()));

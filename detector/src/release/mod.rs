@@ -182,6 +182,14 @@ impl<S: Store> Releases<S> {
         self.clock.as_ref()
     }
 
+    /// The same releases judged with `params` (`[judge]` of the configuration) from now
+    /// on.
+    #[must_use]
+    pub fn with_params(mut self, params: JudgeParams) -> Self {
+        self.params = params;
+        self
+    }
+
     /// The same releases under `limits` (`[limits]` of the configuration).
     #[must_use]
     pub fn with_limits(mut self, limits: Limits) -> Self {
