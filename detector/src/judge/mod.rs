@@ -96,7 +96,9 @@
 
 mod family;
 mod funnel;
+mod host_rules;
 mod sequential;
+mod signal;
 pub mod stats;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -939,7 +941,7 @@ impl ReleaseJudge {
         &mut self,
         at: i64,
         reasons: Vec<Reason>,
-        candidates: &[funnel::Candidate],
+        candidates: &[signal::Candidate],
     ) -> Verdict {
         for c in candidates {
             if c.immediate || c.suspicious {

@@ -1,0 +1,74 @@
+//! What the funnel's rules share: the round's view of a host ([`HostView`], [`Role`]) and
+//! what a rule finds ([`Candidate`]), with the app's learned threshold applied
+//! ([`candidate`]).
+
+use super::{AppMemory, Fingerprint, HostMinute, Reason, Severity};
+
+/// A signal found in a round.
+#[derive(Debug, Clone)]
+pub(crate) struct Candidate {
+    /// Learnable kind (`exception_rate`, `host_metric:cpu_pct`, ..); `dangerous_exception`
+    /// is not learnable.
+    pub kind: String,
+    pub reason: Reason,
+    pub effect: f64,
+    pub fingerprint: Option<Fingerprint>,
+    /// Rule 1: block now.
+    pub immediate: bool,
+    /// Passed its test and the default threshold.
+    pub significant: bool,
+    /// Significant and above the learned threshold: counts in the window.
+    pub suspicious: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    Released(i64),
+    Reference,
+}
+
+#[derive(Debug)]
+pub(super) struct HostView<'a> {
+    pub(super) name: &'a str,
+    pub(super) role: Role,
+    pub(super) rows: Vec<&'a HostMinute>,
+    /// Lines / minutes before, settled after, and all after.
+    pub(super) nb: f64,
+    pub(super) tb: u32,
+    pub(super) na: f64,
+    pub(super) ta: u32,
+    pub(super) na_all: f64,
+}
+
+pub(super) fn learned(memory: &AppMemory, kind: &str) -> Option<f64> {
+    memory.threshold(kind)
+}
+
+pub(super) fn candidate(
+    kind: &str,
+    mut reason: Reason,
+    effect: f64,
+    default_threshold: f64,
+    memory: &AppMemory,
+    fingerprint: Option<Fingerprint>,
+) -> Candidate {
+    let learned = learned(memory, kind);
+    let threshold = learned.map_or(default_threshold, |l| l.max(default_threshold));
+    let suspicious = learned.is_none_or(|l| effect > l) && effect >= default_threshold;
+    reason.evidence.threshold = threshold;
+    reason.evidence.learned_threshold = learned;
+    reason.severity = if suspicious {
+        Severity::Critical
+    } else {
+        Severity::Warning
+    };
+    Candidate {
+        kind: kind.to_string(),
+        reason,
+        effect,
+        fingerprint,
+        immediate: false,
+        significant: true,
+        suspicious,
+    }
+}
