@@ -278,8 +278,9 @@ impl DetectorConfig {
         Ok(())
     }
 
-    /// The judgement's parameters: the defaults, with `[judge]` applied (to releases
-    /// created from now on; a release keeps the parameters it was created with).
+    /// The judgement's parameters: the defaults, with `[judge]` applied. A release's
+    /// judge takes them when it is first built (its first round, or a rebuild after a
+    /// false alarm on a block or an unreadable state) and keeps them in its stored state.
     ///
     /// # Errors
     /// The key and why its value is refused.

@@ -40,7 +40,7 @@ pub(super) struct HostView<'a> {
     pub(super) na_all: f64,
 }
 
-pub(super) fn learned(memory: &AppMemory, kind: &str) -> Option<f64> {
+fn learned(memory: &AppMemory, kind: &str) -> Option<f64> {
     memory.threshold(kind)
 }
 

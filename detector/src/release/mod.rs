@@ -183,8 +183,8 @@ impl<S: Store> Releases<S> {
         self.clock.as_ref()
     }
 
-    /// The same releases judged with `params` (`[judge]` of the configuration) from now
-    /// on.
+    /// The same releases judged with `params` (`[judge]` of the configuration): each
+    /// release's judge takes them when it is first built, and keeps them.
     #[must_use]
     pub fn with_params(mut self, params: JudgeParams) -> Self {
         self.params = params;

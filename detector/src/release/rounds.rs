@@ -111,7 +111,7 @@ impl<S: Store> Releases<S> {
 
     /// Stores a verdict with the judge state behind it, and tells the webhooks when the
     /// decision changed.
-    pub(super) async fn record_verdict(
+    async fn record_verdict(
         &self,
         release: &mut StoredRelease,
         judge: &ReleaseJudge,
