@@ -737,3 +737,58 @@ async fn the_series_api_is_bounded_and_reads_hourly_roll_ups() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_configured_false_block_budget_reaches_the_judges_of_releases_judged_after_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(SqliteStore::open(dir.path()).await.expect("store"));
+    let config = vigil_detector::config::DetectorConfig::parse(
+        std::path::Path::new("detector.toml"),
+        "[judge]\nfalse_block_budget = 0.001\n",
+    )
+    .expect("config");
+    let params = config.judge_params().expect("params");
+    let minute = (now() - 600) / 60 * 60;
+    let judged_with = |releases: Arc<Releases<SqliteStore>>, version: &'static str| {
+        let store = Arc::clone(&store);
+        async move {
+            let release = releases
+                .create(
+                    serde_json::from_value(json!({
+                        "app": "shop", "version": version, "hosts": ["h1"],
+                        "reference_hosts": ["h2"], "started_at": minute,
+                    }))
+                    .expect("request"),
+                    now(),
+                )
+                .await
+                .expect("created");
+            releases
+                .round(release.id, minute + 120)
+                .await
+                .expect("round");
+            let stored = store
+                .release(release.id)
+                .await
+                .expect("read")
+                .expect("there");
+            stored.judge.unwrap_or_default()
+        }
+    };
+    let configured = Arc::new(Releases::new(Arc::clone(&store), None).with_params(params));
+    let state = judged_with(Arc::clone(&configured), "2.0").await;
+    assert!(state.contains("\"false_block_budget\":0.001"), "{state}");
+    // Another detector on the defaults judges a new release with the default budget, and
+    // the first release keeps the one it was judged with.
+    let defaults = Arc::new(Releases::new(Arc::clone(&store), None));
+    let state = judged_with(Arc::clone(&defaults), "2.1").await;
+    assert!(state.contains("\"false_block_budget\":0.01"), "{state}");
+    defaults.round(1, minute + 240).await.expect("round");
+    let first = store.release(1).await.expect("read").expect("there");
+    assert!(
+        first
+            .judge
+            .unwrap_or_default()
+            .contains("\"false_block_budget\":0.001")
+    );
+}
