@@ -679,6 +679,7 @@ mod tests {
                  ALTER TABLE app_minutes DROP COLUMN process_rss_bytes; \
                  ALTER TABLE app_hours DROP COLUMN process_cpu_pct; \
                  ALTER TABLE app_hours DROP COLUMN process_rss_bytes; \
+                 ALTER TABLE app_hours DROP COLUMN process_cpu_minutes; \
                  PRAGMA user_version = 4",
             )
             .execute(&store.writer)
@@ -737,9 +738,10 @@ mod tests {
         .expect("the hour");
         assert_eq!(hour.0, 5);
         let cpu = hour.1.expect("a mean");
-        // (20 + 50) / 2 over the first pass's 4 minutes, then the 5th minute's 80 weighted
-        // 1 of 5: what the hour's minutes give, up to the minutes that had no figure.
-        assert!((cpu - (35.0 * 4.0 + 80.0) / 5.0).abs() < 1e-9, "{cpu}");
+        // The mean over the minutes that had a figure: 20 and 50 in the first pass, 80 in
+        // the second; the minutes without one (3600, and 3780 whose NaN was dropped) do not
+        // weigh.
+        assert!((cpu - (20.0 + 50.0 + 80.0) / 3.0).abs() < 1e-9, "{cpu}");
         assert_eq!(hour.2, Some(900));
     }
 }

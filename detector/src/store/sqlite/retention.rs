@@ -117,7 +117,8 @@ macro_rules! capped_total {
 
 const ROLL_UP_APP: &str = concat!(
     "INSERT INTO app_hours (app, host, hour, lines, error_lines, warn_lines, events, \
-     truncated_lines, reports, minutes, process_cpu_pct, process_rss_bytes) \
+     truncated_lines, reports, minutes, process_cpu_pct, process_cpu_minutes, \
+     process_rss_bytes) \
      SELECT app, host, minute - minute % 3600, ",
     capped_total!("lines"),
     ", ",
@@ -130,14 +131,16 @@ const ROLL_UP_APP: &str = concat!(
     capped_total!("truncated_lines"),
     ", ",
     capped_total!("reports"),
-    ", count(*), avg(process_cpu_pct), max(process_rss_bytes) \
+    ", count(*), avg(process_cpu_pct), count(process_cpu_pct), max(process_rss_bytes) \
      FROM app_minutes WHERE app = ? AND host = ? AND minute < ? \
      GROUP BY minute - minute % 3600 \
      ON CONFLICT (app, host, hour) DO UPDATE SET \
      process_cpu_pct = CASE WHEN excluded.process_cpu_pct IS NULL THEN process_cpu_pct \
        WHEN process_cpu_pct IS NULL THEN excluded.process_cpu_pct \
-       ELSE (process_cpu_pct * minutes + excluded.process_cpu_pct * excluded.minutes) \
-         / (minutes + excluded.minutes) END, \
+       ELSE (process_cpu_pct * process_cpu_minutes \
+         + excluded.process_cpu_pct * excluded.process_cpu_minutes) \
+         / max(process_cpu_minutes + excluded.process_cpu_minutes, 1) END, \
+     process_cpu_minutes = process_cpu_minutes + excluded.process_cpu_minutes, \
      process_rss_bytes = max(coalesce(process_rss_bytes, excluded.process_rss_bytes), \
        coalesce(excluded.process_rss_bytes, process_rss_bytes)), ",
     saturating_sum!("lines"),

@@ -164,11 +164,18 @@ CREATE TABLE IF NOT EXISTS host_hours (
 /// memory, per host and minute, when the agent's `process` pattern matched; hourly, the
 /// mean CPU and the peak memory. Columns added to the tables above when missing (a store
 /// of version 4 keeps its rows, with no process figures).
-const COLUMNS_5: [(&str, &str, &str); 4] = [
+const COLUMNS_5: [(&str, &str, &str); 5] = [
     ("app_minutes", "process_cpu_pct", "REAL"),
     ("app_minutes", "process_rss_bytes", "INTEGER"),
     ("app_hours", "process_cpu_pct", "REAL"),
     ("app_hours", "process_rss_bytes", "INTEGER"),
+    // Minutes of the hour that had a CPU figure: the weight of its mean when a later pass
+    // adds more minutes of the same hour.
+    (
+        "app_hours",
+        "process_cpu_minutes",
+        "INTEGER NOT NULL DEFAULT 0",
+    ),
 ];
 
 /// Brings the store on `writer` to [`SCHEMA_VERSION`].
