@@ -1,8 +1,8 @@
 //! The judgement on what a real JVM logs: a small Java service, compiled with `javac` and
 //! run with `java` on four hosts, writes twelve minutes of a logback-style log in which its
 //! request handler really throws `NullPointerException`s (dereferencing a null, caught and
-//! logged with `printStackTrace`, as HotSpot prints it — with its helpful message, and
-//! frameless once the JIT's fast throw takes over). Real agents read the logs and ship the
+//! logged with `printStackTrace`, as HotSpot prints it, with its helpful message). Real
+//! agents read the logs and ship the
 //! counters over gRPC to a detector whose rounds run on a clock the test moves.
 //!
 //! - `shop`: the two released hosts throw the known exception fifteen times as often after
@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use common::clocked::{ClockedDetector, ROUND_DELAY_SECS};
 use common::{AgentSetup, eventually, now_ms, output_within, spawn};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const SERVICE: &str = r#"import java.io.FileOutputStream;
 import java.io.PrintStream;
@@ -87,7 +87,7 @@ const PER_MINUTE: u32 = 240;
 const FAILING: u32 = 2;
 const SPIKE: u32 = 30;
 
-fn java(tool: &str, dir: &Path) -> Command {
+fn java(tool: &Path, dir: &Path) -> Command {
     let mut cmd = Command::new(tool);
     cmd.current_dir(dir)
         .env_remove("JAVA_TOOL_OPTIONS")
@@ -97,27 +97,19 @@ fn java(tool: &str, dir: &Path) -> Command {
     cmd
 }
 
-fn api(detector: &ClockedDetector, path: &str, body: &Value) -> Value {
-    ureq::post(&format!("{}{path}", detector.http))
-        .send_json(body)
-        .unwrap_or_else(|e| panic!("POST {path}: {e}"))
-        .body_mut()
-        .read_json()
-        .unwrap_or_else(|e| panic!("POST {path}: not JSON: {e}"))
-}
-
 #[test]
 fn a_fifteen_fold_exception_spike_on_real_jvms_is_blocked_after_the_warm_up() {
     const TEST: &str = "a_fifteen_fold_exception_spike_on_real_jvms_is_blocked_after_the_warm_up";
-    if ops_common::require_tool(TEST, "javac", "default-jdk-headless").is_none()
-        || ops_common::require_tool(TEST, "java", "default-jdk-headless").is_none()
-    {
+    let (Some(javac), Some(java_bin)) = (
+        ops_common::require_tool(TEST, "javac", "default-jdk-headless"),
+        ops_common::require_tool(TEST, "java", "default-jdk-headless"),
+    ) else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("Service.java"), SERVICE).expect("write Service.java");
     let out = output_within(
-        java("javac", dir.path()).args(["-d", ".", "Service.java"]),
+        java(&javac, dir.path()).args(["-d", ".", "Service.java"]),
         None,
         Duration::from_secs(120),
     );
@@ -145,7 +137,7 @@ fn a_fifteen_fold_exception_spike_on_real_jvms_is_blocked_after_the_warm_up() {
             let spiked = app == "shop" && host.starts_with("jvm-rel");
             let after = if spiked { SPIKE } else { FAILING };
             let out = output_within(
-                java("java", dir.path()).args([
+                java(&java_bin, dir.path()).args([
                     "-XX:+OmitStackTraceInFastThrow", // HotSpot's default, said out loud
                     "-XX:-UsePerfData",
                     "-cp",
@@ -209,8 +201,7 @@ fn a_fifteen_fold_exception_spike_on_real_jvms_is_blocked_after_the_warm_up() {
 
     let mut ids = Vec::new();
     for app in APPS {
-        let created = api(
-            &detector,
+        let created = detector.post(
             "/api/v1/releases",
             &json!({
                 "app": app,

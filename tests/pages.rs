@@ -66,15 +66,6 @@ fn record(host: &str, t: i64, i: i64, broken: bool) -> String {
     )
 }
 
-fn post(detector: &ClockedDetector, path: &str, body: &Value) -> Value {
-    ureq::post(&format!("{}{path}", detector.http))
-        .send_json(body)
-        .unwrap_or_else(|e| panic!("POST {path}: {e}"))
-        .body_mut()
-        .read_json()
-        .unwrap_or_else(|e| panic!("POST {path}: not JSON: {e}"))
-}
-
 /// The attribute values of `attr` on the elements of `dom` whose tag opens with `open`.
 fn attributes<'a>(dom: &'a str, open: &str, attr: &str) -> Vec<&'a str> {
     dom.match_indices(open)
@@ -98,8 +89,7 @@ fn a_blocked_release_reads_at_a_glance_and_is_handled_with_the_keyboard() {
     let start = this_minute - 12 * 60_000;
     let release_ms = start + 5 * 60_000 + 20_000;
 
-    let release = post(
-        &detector,
+    let release = detector.post(
         "/api/v1/releases",
         &json!({
             "app": "shop",

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use common::clocked::{ClockedDetector, ROUND_DELAY_SECS};
 use common::{AgentSetup, TimedLogs, eventually, now_ms, spawn};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const HOSTS: [&str; 3] = ["rounds-rel", "rounds-ref-1", "rounds-ref-2"];
 const APPS: [&str; 3] = ["newexc", "linemove", "surge"];
@@ -60,20 +60,6 @@ fn record(app: &str, host: &str, t: i64, i: i64, released: bool, after_release: 
         }
         _ => info,
     }
-}
-
-fn api(detector: &ClockedDetector, method: &str, path: &str, body: Option<Value>) -> Value {
-    let url = format!("{}{path}", detector.http);
-    let response = match body {
-        Some(body) => ureq::post(&url).send_json(&body),
-        None if method == "GET" => ureq::get(&url).call(),
-        None => ureq::post(&url).send_empty(),
-    };
-    response
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
-        .body_mut()
-        .read_json()
-        .unwrap_or_else(|e| panic!("{method} {path}: not JSON: {e}"))
 }
 
 #[test]
@@ -164,17 +150,15 @@ fn minute_rounds_block_a_new_exception_and_pass_line_moves_and_fleet_surges() {
     // Releases, started in the past like the history.
     let mut ids = Vec::new();
     for app in APPS {
-        let release = api(
-            &detector,
-            "POST",
+        let release = detector.post(
             "/api/v1/releases",
-            Some(json!({
+            &json!({
                 "app": app,
                 "version": "2.0.0",
                 "hosts": [HOSTS[0]],
                 "reference_hosts": [HOSTS[1], HOSTS[2]],
                 "started_at": release_ms / 1000,
-            })),
+            }),
         );
         ids.push(release["id"].as_i64().expect("release id"));
     }
@@ -186,7 +170,7 @@ fn minute_rounds_block_a_new_exception_and_pass_line_moves_and_fleet_surges() {
     let judged = eventually(Duration::from_secs(30), || {
         releases = ids
             .iter()
-            .map(|id| api(&detector, "GET", &format!("/api/v1/releases/{id}"), None))
+            .map(|id| detector.get(&format!("/api/v1/releases/{id}")))
             .collect::<Vec<_>>();
         releases.iter().all(|r| {
             r["last_round"]

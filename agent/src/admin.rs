@@ -14,7 +14,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, EncodeMetric, prometheus_text,
+    DescriptorEncoder, EncodeCounterValue, EncodeMetric, prometheus_text,
 };
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
@@ -194,28 +194,24 @@ type Labels<'a> = Vec<(&'static str, &'a str)>;
 #[derive(Debug)]
 struct Scrape(Admin);
 
-/// Writes one family of `kind` (counter or gauge) with its samples.
-fn family<N>(
+/// Writes a counter family (`prometheus-client` adds the `_total` to `name`).
+fn counter<N: EncodeCounterValue + Copy + std::fmt::Debug>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    kind: MetricType,
     samples: &[(Labels<'_>, N)],
-) -> std::fmt::Result
-where
-    N: EncodeCounterValue + EncodeGaugeValue + Copy + std::fmt::Debug,
-{
-    // `prometheus-client` adds a counter's `_total` (the help is written as given).
-    let name = name.strip_suffix("_total").unwrap_or(name);
-    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+) -> std::fmt::Result {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
     for (labels, value) in samples {
-        let sample = metric.encode_family(labels)?;
-        match kind {
-            MetricType::Counter => ConstCounter::new(*value).encode(sample)?,
-            _ => ConstGauge::new(*value).encode(sample)?,
-        }
+        ConstCounter::new(*value).encode(metric.encode_family(labels)?)?;
     }
     Ok(())
+}
+
+/// Writes an unlabelled gauge.
+fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> std::fmt::Result {
+    let metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    ConstGauge::new(value).encode(metric)
 }
 
 /// An unlabelled family: name, help, value.
@@ -229,28 +225,23 @@ impl Collector for Scrape {
         let status = self.0.status();
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let e = &mut encoder;
-        let (counter, gauge) = (MetricType::Counter, MetricType::Gauge);
         let per_app = |f: &dyn Fn(&AppMetrics) -> &AtomicU64| -> Vec<(Labels<'_>, u64)> {
             m.apps
                 .iter()
                 .map(|(app, a)| (vec![("app", app.as_str())], load(f(a))))
                 .collect()
         };
-        let app_counters: [PerApp<'_>; 3] = [
-            ("vigil_agent_lines_read_total", "Log lines read.", &|a| {
-                &a.lines
-            }),
-            ("vigil_agent_bytes_read_total", "Log bytes read.", &|a| {
-                &a.bytes
-            }),
+        let app_counters: &[PerApp<'_>] = &[
+            ("vigil_agent_lines_read", "Log lines read.", &|a| &a.lines),
+            ("vigil_agent_bytes_read", "Log bytes read.", &|a| &a.bytes),
             (
-                "vigil_agent_events_total",
+                "vigil_agent_events",
                 "Log events assembled (a record with its continuation lines).",
                 &|a| &a.events,
             ),
         ];
-        for (name, help, field) in app_counters {
-            family(e, name, help, counter, &per_app(field))?;
+        for &(name, help, field) in app_counters {
+            counter(e, name, help, &per_app(field))?;
         }
         let mut exceptions = Vec::new();
         for (app, a) in &m.apps {
@@ -265,21 +256,19 @@ impl Collector for Scrape {
                 dangerous,
             ));
         }
-        family(
+        counter(
             e,
-            "vigil_agent_exceptions_total",
+            "vigil_agent_exceptions",
             "Exception events, by whether a dangerous class is in the chain.",
-            counter,
             &exceptions,
         )?;
-        family(
+        counter(
             e,
-            "vigil_agent_truncated_lines_total",
+            "vigil_agent_truncated_lines",
             "Lines longer than max_line_bytes (their excess skipped).",
-            counter,
             &per_app(&|a| &a.truncated_lines),
         )?;
-        let gauges: [Single<'_>; 11] = [
+        let gauges: &[Single<'_>] = &[
             (
                 "vigil_agent_files_tailed",
                 "Files being tailed.",
@@ -336,68 +325,68 @@ impl Collector for Scrape {
                 load(&m.connected),
             ),
         ];
-        for (name, help, value) in gauges {
-            family(e, name, help, gauge, &[(Labels::new(), value)])?;
+        for &(name, help, value) in gauges {
+            gauge(e, name, help, value)?;
         }
-        let counters: [Single<'_>; 11] = [
+        let counters: &[Single<'_>] = &[
             (
-                "vigil_agent_fd_limit_hits_total",
+                "vigil_agent_fd_limit_hits",
                 "Opens of log files that had to wait for a file descriptor.",
                 load(&m.fd_limit_hits),
             ),
             (
-                "vigil_agent_data_dir_errors_total",
+                "vigil_agent_data_dir_errors",
                 "Writes to data_dir that failed (disk full, read-only, permissions).",
                 load(&m.data_dir_errors),
             ),
             (
-                "vigil_agent_rotations_total",
+                "vigil_agent_rotations",
                 "Rotations, truncations and replaced files noticed.",
                 load(&m.rotations),
             ),
             (
-                "vigil_agent_spool_corrupt_records_total",
+                "vigil_agent_spool_corrupt_records",
                 "Spool records skipped because they failed their checksum.",
                 status.spool.corrupt_records,
             ),
             (
-                "vigil_agent_reports_spooled_total",
+                "vigil_agent_reports_spooled",
                 "Reports written to the spool.",
                 load(&m.reports_spooled),
             ),
             (
-                "vigil_agent_reports_acked_total",
+                "vigil_agent_reports_acked",
                 "Reports acknowledged by the detector.",
                 load(&m.reports_acked),
             ),
             (
-                "vigil_agent_reports_rejected_total",
+                "vigil_agent_reports_rejected",
                 "Reports the detector rejected for good.",
                 load(&m.reports_rejected),
             ),
             (
-                "vigil_agent_alerts_total",
+                "vigil_agent_alerts",
                 "Dangerous-exception alerts sent.",
                 load(&m.alerts),
             ),
             (
-                "vigil_agent_reconnects_total",
+                "vigil_agent_reconnects",
                 "Connections opened to the detector.",
                 load(&m.reconnects),
             ),
             (
-                "vigil_agent_host_samples_total",
+                "vigil_agent_host_samples",
                 "Host-metric samples taken.",
                 load(&m.host_samples),
             ),
             (
-                "vigil_agent_host_sample_errors_total",
+                "vigil_agent_host_sample_errors",
                 "Host-metric samples that failed.",
                 load(&m.host_sample_errors),
             ),
         ];
-        for (name, help, value) in counters {
-            family(e, name, help, counter, &[(Labels::new(), value)])?;
+        for &(name, help, value) in counters {
+            counter(e, name, help, &[(Labels::new(), value)])?;
         }
         let stages: Vec<(Labels<'_>, f64)> = [
             ("read", &m.read_nanos),
@@ -407,11 +396,10 @@ impl Collector for Scrape {
         .into_iter()
         .map(|(stage, nanos)| (vec![("stage", stage)], load(nanos) as f64 / 1e9))
         .collect();
-        family(
+        counter(
             e,
-            "vigil_agent_stage_seconds_total",
+            "vigil_agent_stage_seconds",
             "Time spent per stage of the agent.",
-            counter,
             &stages,
         )
     }

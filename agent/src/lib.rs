@@ -25,5 +25,6 @@ pub mod pipeline;
 pub mod ship;
 pub mod spool;
 pub mod tail;
+pub mod task;
 
 pub use pipeline::{AgentError, Stop, run, run_until};

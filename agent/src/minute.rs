@@ -138,18 +138,13 @@ impl MinuteCounters {
             self.minutes.entry(self.heartbeat_from).or_default();
             self.heartbeat_from += 60;
         }
-        let mut due: Vec<i64> = self
+        let mut due: Vec<(i64, Minute)> = self
             .minutes
-            .keys()
-            .copied()
-            .filter(|m| *m < open || (include_open && *m == open))
+            .extract_if(|m, _| *m < open || (include_open && *m == open))
             .collect();
-        due.sort_unstable();
+        due.sort_unstable_by_key(|(minute, _)| *minute);
         let mut reports = Vec::with_capacity(due.len());
-        for minute in due {
-            let Some(entry) = self.minutes.remove(&minute) else {
-                continue;
-            };
+        for (minute, entry) in due {
             let closed = minute < open;
             let apps = self
                 .apps

@@ -465,13 +465,8 @@ impl AdminTask {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(mut task) = self.task.take()
-            && tokio::time::timeout(ADMIN_STOP_GRACE, &mut task)
-                .await
-                .is_err()
-        {
-            task.abort();
-            let _ = task.await;
+        if let Some(task) = self.task.take() {
+            crate::task::stop_within(task, ADMIN_STOP_GRACE).await;
         }
     }
 }
@@ -1052,10 +1047,12 @@ impl Outbox {
                 0..0
             }),
         };
-        for seq in seqs {
-            let Some((body, positions)) = self.unsequenced.pop_front() else {
-                break;
-            };
+        // One seq per report waiting for one (none when the identity could not be written).
+        let reserved = usize::try_from(seqs.end - seqs.start)
+            .unwrap_or(0)
+            .min(self.unsequenced.len());
+        let bodies: Vec<_> = self.unsequenced.drain(..reserved).collect();
+        for (seq, (body, positions)) in seqs.zip(bodies) {
             let mut record = SpoolRecord {
                 report: Some(report(config, identity, seq, unix_now(), body)),
                 positions: Vec::new(),

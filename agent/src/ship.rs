@@ -90,13 +90,9 @@ impl Shipper {
     /// still unacknowledged stays in the spool for the next start.
     pub async fn close(self, grace: Duration) {
         let _ = self.stop.send(true);
-        let mut task = self.task;
-        if tokio::time::timeout(grace, &mut task).await.is_err() {
-            task.abort();
-            // Dropped now, not at some later turn of the runtime: a reload opens the spool
-            // again right after.
-            let _ = task.await;
-        }
+        // Dropped now, not at some later turn of the runtime: a reload opens the spool
+        // again right after.
+        crate::task::stop_within(self.task, grace).await;
     }
 }
 

@@ -67,12 +67,9 @@ fn definition(f: &Failure, fingerprint: u64, frames: &[&str]) -> ExceptionDefini
     }
 }
 
+/// The machine's current minute (reports must be of past minutes by it).
 fn system_minute() -> i64 {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    i64::try_from(secs / 60 * 60).unwrap()
+    vigil_detector::judge::minute_of(vigil_detector::clock::unix_now())
 }
 
 /// The counters of `app` on `host` in `minute`; `v2` when the host runs agent 0.2.0 then.

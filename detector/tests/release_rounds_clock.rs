@@ -19,12 +19,9 @@ use vigil_proto::v1::{AckStatus, ExceptionCount, ExceptionDefinition, Report};
 
 const DANGEROUS: u64 = 0x9f3a_5c0e_11d2_b7a4;
 
+/// The machine's current minute (reports must be of past minutes by it).
 fn system_minute() -> i64 {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    i64::try_from(secs / 60 * 60).unwrap()
+    vigil_detector::judge::minute_of(vigil_detector::clock::unix_now())
 }
 
 /// A minute of `web-1` (app `shop`), with a dangerous exception when `dangerous`.

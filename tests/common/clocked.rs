@@ -78,6 +78,11 @@ impl ClockedDetector {
         super::get_json(&self.http, path)
     }
 
+    /// `POST` `body` to an API path, returning the JSON answer.
+    pub fn post(&self, path: &str, body: &serde_json::Value) -> serde_json::Value {
+        super::post_json(&self.http, path, body)
+    }
+
     /// Total lines stored for `app` on `host`, `None` while the API does not answer.
     pub fn try_lines(&self, app: &str, host: &str) -> Option<u64> {
         super::stored_lines(&self.http, app, host)

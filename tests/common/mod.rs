@@ -199,6 +199,16 @@ pub fn get_json(http: &str, path: &str) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("GET {path}: not JSON: {e}"))
 }
 
+/// `POST` `body` to an API path of the detector at `http`, returning the JSON answer.
+pub fn post_json(http: &str, path: &str, body: &serde_json::Value) -> serde_json::Value {
+    ureq::post(&format!("{http}{path}"))
+        .send_json(body)
+        .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+        .body_mut()
+        .read_json()
+        .unwrap_or_else(|e| panic!("POST {path}: not JSON: {e}"))
+}
+
 /// Total lines the detector at `http` stored for `app` on `host`, or `None` while its HTTP
 /// port does not answer.
 pub fn stored_lines(http: &str, app: &str, host: &str) -> Option<u64> {

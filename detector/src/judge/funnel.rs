@@ -538,8 +538,18 @@ pub(crate) fn evaluate(
             released: &released,
             reference: &reference,
         };
+        // One dispersion estimate for both tests of the exception.
+        let dispersion = dispersion(per_host, &hosts, params);
         let sequential = sequential_signal(
-            &inputs, &label, key, per_host, &hosts, tests, params, memory,
+            &inputs,
+            &label,
+            key,
+            per_host,
+            dispersion.0,
+            &hosts,
+            tests,
+            params,
+            memory,
         );
         if let Some(c) = sequential.as_ref().filter(|c| c.suspicious) {
             out.candidates.push(c.clone());
@@ -559,6 +569,7 @@ pub(crate) fn evaluate(
             &grid,
             &released,
             &reference,
+            &dispersion,
             params,
             memory,
         ) {
@@ -579,6 +590,7 @@ pub(crate) fn evaluate(
         &grid,
         &released,
         &reference,
+        &dispersion(&errors, &hosts, params),
         params,
         memory,
     ) {
@@ -809,10 +821,11 @@ fn rate_signal(
     grid: &Grid,
     released: &[usize],
     reference: &[usize],
+    (phi, host_phi): &(f64, Vec<f64>),
     params: &super::JudgeParams,
     memory: &AppMemory,
 ) -> Option<Candidate> {
-    let (phi, host_phi) = dispersion(per_host, hosts, params);
+    let (phi, host_phi) = (*phi, host_phi.as_slice());
     let t_len = grid.t_len;
     // Reference per minute and before the release.
     let mut ref_k = vec![0.0; t_len];
@@ -1028,6 +1041,7 @@ fn sequential_signal(
     label: &str,
     key: Fingerprint,
     per_host: &[SigHost],
+    phi: f64,
     hosts: &[HostView<'_>],
     tests: usize,
     params: &super::JudgeParams,
@@ -1039,7 +1053,12 @@ fn sequential_signal(
     // Half of the rule's share for the test's α, half for the bound on the baseline
     // ratio, each split between the exceptions tested.
     let alpha = params.false_block_budget * RATE_SHARE / (2.0 * tests as f64);
-    let (phi, _) = dispersion(per_host, hosts, params);
+    // The events compared are some of the settled ones: without enough of those there can
+    // be no excess, so the bound's bisection is not worth running.
+    let settled: f64 = inputs.released.iter().map(|&h| per_host[h].ka).sum();
+    if settled < params.rate_min_excess {
+        return None;
+    }
     let s = sequential::test(inputs, phi, alpha)?;
     let bar = (1.0 / alpha).ln();
     // Evidence past the bar, a real excess, and a rate the released hosts never kept for
@@ -1047,7 +1066,7 @@ fn sequential_signal(
     // classic test, whose per-minute guard knows them).
     if s.log_e < bar
         || s.observed - s.expected < params.rate_min_excess
-        || s.observed <= s.baseline_peak * s.released_work
+        || s.observed <= sequential::baseline_peak(inputs, s.minutes as usize) * s.released_work
     {
         return None;
     }

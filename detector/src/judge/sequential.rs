@@ -35,7 +35,7 @@
 //! The test assumes counts that, given their rates, are independent from minute to minute;
 //! a host whose exception comes in bursts lasting many minutes breaks that. So the rule
 //! also asks that the released hosts never kept the rate seen for as long in their
-//! baseline ([`Sequential::baseline_peak`]) — a guard against their own excursions, not a
+//! baseline ([`baseline_peak`]) — a guard against their own excursions, not a
 //! calibrated test.
 //!
 //! The release's false-block budget is split: this rule spends [`RATE_SHARE`] of it,
@@ -95,10 +95,6 @@ pub(crate) struct Sequential {
     pub reference_work: f64,
     /// Before the release: released events and work, reference events and work.
     pub before: [f64; 4],
-    /// The released hosts' highest rate per unit of work over any run of as many
-    /// consecutive baseline minutes as were compared (their own excursions before the
-    /// release; 0 when the baseline is shorter).
-    pub baseline_peak: f64,
 }
 
 impl Sequential {
@@ -184,11 +180,7 @@ pub(crate) fn test(inputs: &Inputs<'_>, dispersion: f64, delta: f64) -> Option<S
     // is expected to stay so whichever hosts have been released by a minute; the weights
     // are scaled so that the baseline's work weighs `θ` as a whole.
     let reference_rate = yb / fb;
-    let group = if eb > 0.0 {
-        xb / (reference_rate * eb).max(1e-12)
-    } else {
-        1.0
-    };
+    let group = xb / (reference_rate * eb).max(1e-12);
     let mut weight = vec![0.0; start.len()];
     let mut weighted = 0.0;
     for (i, &h) in released.iter().enumerate() {
@@ -197,17 +189,12 @@ pub(crate) fn test(inputs: &Inputs<'_>, dispersion: f64, delta: f64) -> Option<S
         weight[h] = w;
         weighted += w * n;
     }
-    if weighted > 0.0 {
-        let scale = theta * eb / weighted;
-        for &h in released {
-            // Never below the group's bound: a host that only looked quiet by chance
-            // must not make ordinary counts look like a rise once it is released alone.
-            weight[h] = (weight[h] * scale).max(theta);
-        }
-    } else {
-        for &h in released {
-            weight[h] = theta;
-        }
+    // `weighted` > 0: every weight is, and the released hosts did work before (`eb`).
+    let scale = theta * eb / weighted;
+    for &h in released {
+        // Never below the group's bound: a host that only looked quiet by chance must not
+        // make ordinary counts look like a rise once it is released alone.
+        weight[h] = (weight[h] * scale).max(theta);
     }
 
     let mut log_lr = [0.0; RATIOS.len()];
@@ -222,7 +209,6 @@ pub(crate) fn test(inputs: &Inputs<'_>, dispersion: f64, delta: f64) -> Option<S
         reference_events: 0.0,
         reference_work: 0.0,
         before: [xb, eb, yb, fb],
-        baseline_peak: 0.0,
     };
     for t in first..until {
         // `e` is the released work as it is, `we` weighted by each host's own ratio.
@@ -250,9 +236,6 @@ pub(crate) fn test(inputs: &Inputs<'_>, dispersion: f64, delta: f64) -> Option<S
         seq.reference_events += y;
         seq.reference_work += f;
         let (x, n) = (x / d, (x + y) / d);
-        if n <= 0.0 {
-            continue;
-        }
         for (l, phi) in log_lr.iter_mut().zip(RATIOS) {
             *l += x * phi.ln() - n * ((phi * we + f) / (we + f)).ln();
         }
@@ -260,7 +243,6 @@ pub(crate) fn test(inputs: &Inputs<'_>, dispersion: f64, delta: f64) -> Option<S
     if seq.minutes == 0 {
         return None;
     }
-    seq.baseline_peak = baseline_peak(inputs, seq.minutes as usize);
     // What the reference hosts' rate in the same minutes predicts for the released hosts'
     // work (half an event added, so that a quiet reference group does not predict 0).
     seq.expected = seq.expected_work * (seq.reference_events + 0.5) / seq.reference_work;
@@ -271,8 +253,9 @@ pub(crate) fn test(inputs: &Inputs<'_>, dispersion: f64, delta: f64) -> Option<S
 }
 
 /// The released hosts' highest rate (events per unit of work, all released hosts summed)
-/// over `len` consecutive minutes of the baseline, where each has work.
-fn baseline_peak(inputs: &Inputs<'_>, len: usize) -> f64 {
+/// over any run of `len` consecutive baseline minutes in which they did work (their own
+/// excursions before the release; 0 when the baseline is shorter).
+pub(crate) fn baseline_peak(inputs: &Inputs<'_>, len: usize) -> f64 {
     let t_len = inputs.t_len;
     let end = inputs
         .released

@@ -40,10 +40,6 @@ pub(super) struct HostView<'a> {
     pub(super) na_all: f64,
 }
 
-fn learned(memory: &AppMemory, kind: &str) -> Option<f64> {
-    memory.threshold(kind)
-}
-
 pub(super) fn candidate(
     kind: &str,
     mut reason: Reason,
@@ -52,7 +48,7 @@ pub(super) fn candidate(
     memory: &AppMemory,
     fingerprint: Option<Fingerprint>,
 ) -> Candidate {
-    let learned = learned(memory, kind);
+    let learned = memory.threshold(kind);
     let threshold = learned.map_or(default_threshold, |l| l.max(default_threshold));
     let suspicious = learned.is_none_or(|l| effect > l) && effect >= default_threshold;
     reason.evidence.threshold = threshold;

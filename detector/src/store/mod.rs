@@ -316,9 +316,7 @@ pub struct ReleaseUpdate<'a> {
 }
 
 /// Formats a fingerprint as the 16 lowercase hex digits used in the API and replay cases.
-pub fn fingerprint_hex(fingerprint: u64) -> String {
-    format!("{fingerprint:016x}")
-}
+pub use crate::judge::fingerprint_hex;
 
 /// The detector's storage. Implementations must make [`Store::ingest`] atomic per call:
 /// when it returns `Ok`, every report of the batch is durably committed.
