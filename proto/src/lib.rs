@@ -23,6 +23,8 @@
 //! assert_eq!(report.seq, 1);
 //! ```
 
+pub mod latency;
+
 /// Version of the wire protocol this crate speaks, carried in every report.
 pub const PROTOCOL_VERSION: u32 = 1;
 
