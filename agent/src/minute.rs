@@ -199,6 +199,7 @@ fn app_counters(name: &str, data: Option<&AppMinute>) -> AppCounters {
         definitions: data.definitions.clone(),
         process_cpu_pct: data.process_cpu_pct,
         process_rss_bytes: data.process_rss_bytes,
+        requests: None,
     }
 }
 

@@ -57,6 +57,7 @@ fn report(agent: usize, seq: u64, minute: i64) -> Report {
                 definitions: Vec::new(),
                 process_cpu_pct: Some(35.5),
                 process_rss_bytes: Some(1_800_000_000),
+                requests: None,
             }],
             host_metrics: Some(HostMetrics {
                 cpu_pct: Some(31.5),
