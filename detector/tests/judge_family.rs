@@ -149,6 +149,7 @@ fn fleet(tweak: impl Fn(&str, i64, u64, &mut HostMinute)) -> Vec<HostMinute> {
                     mem_used_pct: Some(50.0),
                     ..HostMetrics::default()
                 },
+                requests: None,
             };
             tweak(h, m, wobble, &mut row);
             row.exceptions.retain(|_, k| *k > 0);

@@ -37,6 +37,7 @@ fn fleet(hosts: &[&str], tweak: impl Fn(&str, i64, &mut HostMinute)) -> Vec<Host
                     disk_busy_pct: Some(3.0 + wobble as f64 * 0.5),
                     ..HostMetrics::default()
                 },
+                requests: None,
             };
             tweak(h, m, &mut row);
             rows.push(row);

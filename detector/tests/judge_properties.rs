@@ -40,6 +40,7 @@ fn rows_strategy() -> impl Strategy<Value = Vec<HostMinute>> {
                             cpu_pct: Some(cpu),
                             ..HostMetrics::default()
                         },
+                        requests: None,
                     }
                 })
                 .collect()

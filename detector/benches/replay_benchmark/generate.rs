@@ -865,6 +865,7 @@ pub fn generate_case_with(seed: u64, index: usize, bad_fraction: f64, corpus: &C
                     disk_busy_pct: Some(round2(disk_busy)),
                     ..CaseHostMetrics::default()
                 }),
+                requests: None,
             });
         }
         t += 60;

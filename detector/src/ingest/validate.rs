@@ -4,7 +4,8 @@
 //! sender meets it, and no report can make a commit, a page or a sum grow without limit.
 
 use vigil_proto::PROTOCOL_VERSION;
-use vigil_proto::v1::{ExceptionDefinition, Report, report::Body};
+use vigil_proto::latency;
+use vigil_proto::v1::{ExceptionDefinition, Report, RequestCounters, report::Body};
 
 pub use crate::names::MAX_NAME_BYTES;
 use crate::names::check as name;
@@ -97,6 +98,9 @@ pub fn validate(report: &Report, now: i64) -> Result<(), String> {
                 for d in &app.definitions {
                     definition(d)?;
                 }
+                if let Some(r) = &app.requests {
+                    requests(&app.app, r)?;
+                }
             }
             Ok(())
         }
@@ -136,6 +140,63 @@ fn time(what: &str, t: i64, now: i64) -> Result<(), String> {
     }
     if t < now.saturating_sub(MAX_PAST_SECS) {
         return Err(format!("{what} {t} is more than 30 days in the past"));
+    }
+    Ok(())
+}
+
+/// Request counters: counts bounded, status classes adding up to the requests, at most one
+/// latency bucket per index of the layout, holding no more times than requests.
+fn requests(app: &str, r: &RequestCounters) -> Result<(), String> {
+    let classes = [
+        ("requests.status_1xx", r.status_1xx),
+        ("requests.status_2xx", r.status_2xx),
+        ("requests.status_3xx", r.status_3xx),
+        ("requests.status_4xx", r.status_4xx),
+        ("requests.status_5xx", r.status_5xx),
+    ];
+    for (what, value) in classes.into_iter().chain([
+        ("requests.count", r.count),
+        ("requests.malformed", r.malformed),
+    ]) {
+        count(app, what, value)?;
+    }
+    let sum: u64 = classes.iter().map(|c| c.1).sum();
+    if sum != r.count {
+        return Err(format!(
+            "app {app:?}: requests.status classes add up to {sum}, not requests.count {}",
+            r.count
+        ));
+    }
+    let buckets = usize::try_from(latency::MAX_INDEX - latency::MIN_INDEX + 1).unwrap_or(0);
+    if r.latency.len() > buckets {
+        return Err(format!(
+            "app {app:?}: {} latency buckets, more than the layout's {buckets}",
+            r.latency.len()
+        ));
+    }
+    let mut timed: u64 = 0;
+    for b in &r.latency {
+        if !(latency::MIN_INDEX..=latency::MAX_INDEX).contains(&b.index) {
+            return Err(format!(
+                "app {app:?}: latency bucket {} outside {}..={}",
+                b.index,
+                latency::MIN_INDEX,
+                latency::MAX_INDEX
+            ));
+        }
+        timed = timed.saturating_add(b.count);
+    }
+    if timed > r.count {
+        return Err(format!(
+            "app {app:?}: {timed} latency times for {} requests",
+            r.count
+        ));
+    }
+    if !r.latency_sum_ms.is_finite() || r.latency_sum_ms < 0.0 {
+        return Err(format!(
+            "app {app:?}: requests.latency_sum_ms {} is not a finite time",
+            r.latency_sum_ms
+        ));
     }
     Ok(())
 }
@@ -227,6 +288,55 @@ mod tests {
         let mut big_seq = report(NOW);
         big_seq.seq = u64::MAX;
         rejected(&big_seq, "seq 18446744073709551615");
+    }
+
+    #[test]
+    fn request_counters_must_add_up() {
+        use vigil_proto::v1::{LatencyBucket, RequestCounters};
+        let good = RequestCounters {
+            count: 10,
+            status_2xx: 9,
+            status_5xx: 1,
+            latency: vec![LatencyBucket {
+                index: 20,
+                count: 10,
+            }],
+            latency_sum_ms: 320.0,
+            ..Default::default()
+        };
+        let with = |change: &dyn Fn(&mut RequestCounters)| {
+            let mut r = report(NOW);
+            let mut counters = good.clone();
+            change(&mut counters);
+            app(&mut r).requests = Some(counters);
+            r
+        };
+        assert_eq!(validate(&with(&|_| {}), NOW), Ok(()));
+        rejected(
+            &with(&|r| r.status_2xx = 3),
+            "add up to 4, not requests.count 10",
+        );
+        rejected(
+            &with(&|r| r.latency[0].count = 11),
+            "11 latency times for 10 requests",
+        );
+        rejected(
+            &with(&|r| r.latency[0].index = 500),
+            "latency bucket 500 outside",
+        );
+        rejected(&with(&|r| r.latency_sum_ms = f64::NAN), "not a finite time");
+        rejected(&with(&|r| r.malformed = u64::MAX), "requests.malformed");
+        rejected(
+            &with(&|r| {
+                r.latency = (0..200)
+                    .map(|i| LatencyBucket {
+                        index: i - 40,
+                        count: 0,
+                    })
+                    .collect();
+            }),
+            "200 latency buckets",
+        );
     }
 
     #[test]

@@ -97,9 +97,12 @@
 mod family;
 mod funnel;
 mod host_rules;
+mod requests;
 mod sequential;
 mod signal;
 pub mod stats;
+
+pub use requests::{Latency, Requests, StatusClasses};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
@@ -227,6 +230,9 @@ pub struct HostMinute {
     pub exceptions: BTreeMap<Fingerprint, u64>,
     /// Host metrics of the minute (all `None` when not reported).
     pub host_metrics: HostMetrics,
+    /// HTTP requests of the minute, when the host has an access log for the app (`None` is
+    /// *missing*, not zero).
+    pub requests: Option<Requests>,
 }
 
 /// What the agent knows about a fingerprint.

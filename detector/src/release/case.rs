@@ -95,5 +95,6 @@ fn case_minute(row: MinuteRow) -> CaseMinute {
         warn_lines: row.warn_lines,
         exceptions: row.exceptions,
         host_metrics: row.host_metrics,
+        requests: row.requests,
     }
 }

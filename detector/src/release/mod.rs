@@ -687,5 +687,6 @@ fn host_minute(row: MinuteRow) -> HostMinute {
         warn_lines: row.warn_lines,
         exceptions,
         host_metrics: row.host_metrics.unwrap_or_default(),
+        requests: row.requests,
     }
 }

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::judge::{
     AppMemory, Batch, Decision, Definition, Feedback, Fingerprint, HostMetrics, HostMinute,
-    JudgeParams, Reason, Release, ReleaseJudge, minute_of,
+    JudgeParams, Reason, Release, ReleaseJudge, Requests, minute_of,
 };
 
 /// The label of a case.
@@ -90,6 +90,9 @@ pub struct CaseMinute {
     /// Host metrics; any field may be absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_metrics: Option<CaseHostMetrics>,
+    /// HTTP requests from the app's access logs (DESIGN §5); absent where it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<Requests>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -239,6 +242,7 @@ impl Case {
                 warn_lines: m.warn_lines,
                 exceptions,
                 host_metrics: m.host_metrics.unwrap_or_default(),
+                requests: m.requests,
             });
         }
         let until = self.release.until.unwrap_or(last_minute + 60);

@@ -91,6 +91,9 @@ pub struct MinuteRow {
     /// Resident memory of the app's process, in bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub process_rss_bytes: Option<u64>,
+    /// HTTP requests from the app's access logs, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests: Option<crate::judge::Requests>,
 }
 
 /// The counters of one app on one host in one hour, rolled up by retention from the
@@ -116,6 +119,9 @@ pub struct HourRow {
     pub process_cpu_pct: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub process_rss_bytes: Option<u64>,
+    /// The hour's requests: counts added, latency histograms merged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests: Option<crate::judge::Requests>,
 }
 
 /// Host metrics of one host in one minute, as the judge reads them.

@@ -8,11 +8,13 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use vigil_proto::v1::{ExceptionDefinition, Report, report::Body};
 
 use super::host_metrics::{StoredHostMetrics, decode_metrics};
+use super::requests;
 use super::{count, fp};
+use crate::judge::Requests;
 use crate::store::StoreError;
 
 /// Rows bound per statement stay under SQLite's limit of 32766 parameters.
-const MAX_PARAMS: usize = 32_000;
+pub(super) const MAX_PARAMS: usize = 32_000;
 
 /// Records each report's `(instance, seq)`; returns, per report, whether it is new (the
 /// first of its key in the batch and not stored before).
@@ -49,7 +51,7 @@ pub(super) async fn insert_report_keys(
         .collect())
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct AppMinuteSums {
     lines: u64,
     error_lines: u64,
@@ -61,6 +63,8 @@ struct AppMinuteSums {
     /// minute is over).
     process_cpu_pct: Option<f64>,
     process_rss_bytes: Option<u64>,
+    /// The reports' requests added up (and, before writing, what the row already holds).
+    requests: Option<Requests>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -103,6 +107,11 @@ impl<'a> BatchAccumulator<'a> {
                     }
                     if let Some(rss) = app.process_rss_bytes {
                         sums.process_rss_bytes = Some(rss);
+                    }
+                    if let Some(r) = &app.requests {
+                        sums.requests
+                            .get_or_insert_with(Requests::default)
+                            .merge(&Requests::from_proto(r));
                     }
                     let seen = self
                         .hosts
@@ -173,14 +182,31 @@ impl<'a> BatchAccumulator<'a> {
         }
     }
 
-    pub(super) async fn write(self, tx: &mut Transaction<'_, Sqlite>) -> Result<(), StoreError> {
-        let app_minutes: Vec<_> = self.app_minutes.into_iter().collect();
-        for chunk in app_minutes.chunks(MAX_PARAMS / 11) {
+    pub(super) async fn write(
+        mut self,
+        tx: &mut Transaction<'_, Sqlite>,
+    ) -> Result<(), StoreError> {
+        // A second report of a minute adds its requests to the stored ones.
+        let mut with_requests: HashMap<(&str, &str, i64), Requests> = self
+            .app_minutes
+            .iter_mut()
+            .filter_map(|(k, s)| Some((*k, s.requests.take()?)))
+            .collect();
+        if !with_requests.is_empty() {
+            requests::merge_stored(tx, "app_minutes", "minute", &mut with_requests).await?;
+        }
+        let app_minutes: Vec<_> = self
+            .app_minutes
+            .into_iter()
+            .map(|(k, s)| (k, s, with_requests.remove(&k).map(|r| requests::encode(&r))))
+            .collect();
+        for chunk in app_minutes.chunks(MAX_PARAMS / 12) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO app_minutes (app, host, minute, lines, error_lines, warn_lines, \
-                 events, truncated_lines, reports, process_cpu_pct, process_rss_bytes) ",
+                 events, truncated_lines, reports, process_cpu_pct, process_rss_bytes, \
+                 requests) ",
             );
-            q.push_values(chunk, |mut row, ((app, host, minute), s)| {
+            q.push_values(chunk, |mut row, ((app, host, minute), s, requests)| {
                 row.push_bind(*app)
                     .push_bind(*host)
                     .push_bind(*minute)
@@ -191,10 +217,12 @@ impl<'a> BatchAccumulator<'a> {
                     .push_bind(count(s.truncated_lines))
                     .push_bind(count(s.reports))
                     .push_bind(s.process_cpu_pct)
-                    .push_bind(s.process_rss_bytes.map(count));
+                    .push_bind(s.process_rss_bytes.map(count))
+                    .push_bind(requests.as_deref());
             });
             q.push(concat!(
                 " ON CONFLICT (app, host, minute) DO UPDATE SET \
+                 requests = coalesce(excluded.requests, requests), \
                  process_cpu_pct = coalesce(excluded.process_cpu_pct, process_cpu_pct), \
                  process_rss_bytes = coalesce(excluded.process_rss_bytes, process_rss_bytes), ",
                 saturating_sum!("lines"),

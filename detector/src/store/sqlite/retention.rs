@@ -7,7 +7,7 @@
 //!   per host, per-minute host metrics (`host_minutes`) likewise into `host_hours` (means
 //!   weighted by samples, counters added, maxima kept — the same merge as two reports of
 //!   one minute); an app's process figures become the hour's mean CPU and peak resident
-//!   memory;
+//!   memory, its requests the hour's counts and latency histogram;
 //! - hourly rows older than `hourly` are deleted;
 //! - de-duplication keys of reports received more than [`REPORT_KEYS_SECS`] ago, and stored
 //!   alerts older than `minutes`, are deleted (ingest refuses minutes more than 30 days
@@ -373,6 +373,9 @@ async fn roll_up_app(
                 .bind(end)
                 .execute(&mut *tx)
                 .await?;
+            if i == 0 {
+                super::requests::roll_up(&mut tx, app, host, end).await?;
+            }
             rolled[i] = sqlx::query(delete)
                 .bind(app)
                 .bind(host)

@@ -7,7 +7,7 @@ use sqlx::SqlitePool;
 use crate::store::StoreError;
 
 /// Version of the schema below, kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 /// Name of the database file inside `data_dir`.
 pub const DB_FILE: &str = "vigil.db";
@@ -178,6 +178,13 @@ const COLUMNS_5: [(&str, &str, &str); 5] = [
     ),
 ];
 
+/// Version 6: the app's HTTP requests per host and minute (and hour), from its access logs,
+/// in the compact form of `requests` (`NULL` where the host has none). Added where missing.
+const COLUMNS_6: [(&str, &str, &str); 2] = [
+    ("app_minutes", "requests", "TEXT"),
+    ("app_hours", "requests", "TEXT"),
+];
+
 /// Brings the store on `writer` to [`SCHEMA_VERSION`].
 ///
 /// # Errors
@@ -193,7 +200,7 @@ pub(super) async fn migrate(writer: &SqlitePool) -> Result<(), StoreError> {
         });
     }
     sqlx::raw_sql(SCHEMA).execute(writer).await?;
-    for (table, column, kind) in COLUMNS_5 {
+    for (table, column, kind) in COLUMNS_5.into_iter().chain(COLUMNS_6) {
         let present: i64 =
             sqlx::query_scalar("SELECT count(*) FROM pragma_table_info(?1) WHERE name = ?2")
                 .bind(table)

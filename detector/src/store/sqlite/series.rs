@@ -51,6 +51,7 @@ struct Counters {
     process_rss_bytes: Option<u64>,
     /// Minutes rolled into an hourly row (1 for a minute).
     minutes: u64,
+    requests: Option<crate::judge::Requests>,
     host_metrics: Option<HostMetricsRow>,
 }
 
@@ -103,7 +104,7 @@ impl SqliteStore {
             "SELECT a.app, a.host, a.{time}, a.lines, a.error_lines, a.warn_lines, \
              (SELECT group_concat(e.fingerprint || ':' || e.count) FROM {exceptions} e \
               WHERE e.app = a.app AND e.host = a.host AND e.{time} = a.{time}), \
-             a.process_cpu_pct, a.process_rss_bytes, {minutes}, a.events \
+             a.process_cpu_pct, a.process_rss_bytes, {minutes}, a.events, a.requests \
              FROM {apps} a WHERE 1 = 1"
         ));
         if let Some(app) = &query.app {
@@ -131,6 +132,7 @@ impl SqliteStore {
                     .map(|v| u64::try_from(v).unwrap_or(0)),
                 minutes: get_u64(&row, 9)?,
                 events: get_u64(&row, 10)?,
+                requests: super::requests::decode(row.try_get(11)?),
                 host_metrics: None,
             });
         }
@@ -192,6 +194,7 @@ impl SqliteStore {
                 host_metrics: c.host_metrics,
                 process_cpu_pct: c.process_cpu_pct,
                 process_rss_bytes: c.process_rss_bytes,
+                requests: c.requests,
             })
             .collect())
     }
@@ -215,6 +218,7 @@ impl SqliteStore {
                 host_metrics: c.host_metrics,
                 process_cpu_pct: c.process_cpu_pct,
                 process_rss_bytes: c.process_rss_bytes,
+                requests: c.requests,
             })
             .collect())
     }
