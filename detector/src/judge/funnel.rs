@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use super::business;
 use super::family::{self, Grouping};
 use super::host_rules::{memory_slope_signal, metric_signal, volume_signal};
 use super::sequential::{self, RATE_SHARE};
@@ -620,6 +621,20 @@ pub(crate) fn evaluate(
     if let Some(c) = volume_signal(&hosts, first, m, params, memory) {
         out.candidates.push(c);
     }
+    // Business signals, where hosts report requests.
+    if let Some(traffic) = business::Traffic::new(&hosts, base_from, t_len) {
+        let windows = business::Windows {
+            t_len,
+            start: &grid.start,
+            settled: &grid.settled,
+            first: grid.first,
+            released: &released,
+            reference: &reference,
+        };
+        out.candidates.extend(business::signals(
+            &hosts, &traffic, &windows, params, memory,
+        ));
+    }
     out
 }
 
@@ -1059,7 +1074,7 @@ fn sequential_signal(
     if settled < params.rate_min_excess {
         return None;
     }
-    let s = sequential::test(inputs, phi, alpha)?;
+    let s = sequential::test(inputs, phi, alpha, None)?;
     let bar = (1.0 / alpha).ln();
     // Evidence past the bar, a real excess, and a rate the released hosts never kept for
     // as long before the release (a host that had such bursts before is judged by the

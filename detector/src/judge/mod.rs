@@ -94,6 +94,7 @@
 //! assert_eq!(verdict.decision, Decision::Pass);
 //! ```
 
+mod business;
 mod family;
 mod funnel;
 mod host_rules;
@@ -341,7 +342,8 @@ pub struct Evidence {
 
 /// The rule of the funnel a reason comes from (DESIGN §5 "Judgement"), named in the API
 /// and on the pages as `dangerous_exception`, `new_exception`, `exception_rate`,
-/// `error_rate`, `host_metric` or `log_volume`.
+/// `error_rate`, `host_metric`, `log_volume`, or one of the business signals
+/// `server_errors`, `latency` and `traffic`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Rule {
@@ -357,6 +359,12 @@ pub enum Rule {
     HostMetric,
     /// A released host stopped logging (rule 5).
     LogVolume,
+    /// More 5xx responses per request on released hosts (business).
+    ServerErrors,
+    /// Slower responses on released hosts (business).
+    Latency,
+    /// Requests left the released hosts (business).
+    Traffic,
 }
 
 impl Rule {
@@ -369,6 +377,9 @@ impl Rule {
             Rule::ErrorRate => "error_rate",
             Rule::HostMetric => "host_metric",
             Rule::LogVolume => "log_volume",
+            Rule::ServerErrors => "server_errors",
+            Rule::Latency => "latency",
+            Rule::Traffic => "traffic",
         }
     }
 }
@@ -506,6 +517,21 @@ pub struct JudgeParams {
     /// from judge states stored before it existed: they read as the default.
     #[serde(default = "default_false_block_budget")]
     pub false_block_budget: f64,
+    /// `server_errors`: the released hosts' 5xx per request must be at least this many
+    /// times what the reference hosts (or their own past) predict...
+    #[serde(default = "default_server_error_min_ratio")]
+    pub server_error_min_ratio: f64,
+    /// ...and more by at least this share of their requests (0.005: half a point of
+    /// success rate).
+    #[serde(default = "default_server_error_min_share")]
+    pub server_error_min_share: f64,
+    /// `latency`: the released hosts' median or 90th percentile must be at least this many
+    /// times the comparison's.
+    #[serde(default = "default_latency_min_ratio")]
+    pub latency_min_ratio: f64,
+    /// `traffic`: a released host's requests must have fallen by at least this fraction.
+    #[serde(default = "default_traffic_min_drop")]
+    pub traffic_min_drop: f64,
 }
 
 impl Default for JudgeParams {
@@ -536,12 +562,32 @@ impl Default for JudgeParams {
             volume_max_ratio: 0.3,
             volume_recent_minutes: 5,
             false_block_budget: default_false_block_budget(),
+            server_error_min_ratio: default_server_error_min_ratio(),
+            server_error_min_share: default_server_error_min_share(),
+            latency_min_ratio: default_latency_min_ratio(),
+            traffic_min_drop: default_traffic_min_drop(),
         }
     }
 }
 
 fn default_false_block_budget() -> f64 {
     0.01
+}
+
+fn default_server_error_min_ratio() -> f64 {
+    2.0
+}
+
+fn default_server_error_min_share() -> f64 {
+    0.005
+}
+
+fn default_latency_min_ratio() -> f64 {
+    1.25
+}
+
+fn default_traffic_min_drop() -> f64 {
+    0.8
 }
 
 /// Kinds of learnable signals, with the default threshold and the cap on learning: what no
@@ -559,6 +605,9 @@ pub(crate) const SIGNAL_KINDS: &[(&str, f64, f64)] = &[
     ("host_metric:disk_busy_pct", 12.0, 100.0),
     ("host_metric:mem_slope", 0.12, 0.5),
     ("log_volume", 0.7, 0.92),
+    ("server_errors", 2.0, 8.0),
+    ("latency", 1.25, 3.0),
+    ("traffic", 0.8, 0.95),
 ];
 
 fn kind_cap(kind: &str) -> f64 {

@@ -130,10 +130,16 @@ pub(crate) fn binomial_upper_bound(k: f64, n: f64, delta: f64) -> f64 {
 }
 
 /// The test over `inputs`, counts divided by `dispersion` (≥ 1), `θ` bounded at level
-/// `delta`. `None` when there is nothing to compare: no event of it before the release
-/// on any host (then it is new, or known only from history: rule 2 and the classic rule 3
-/// judge it), or no minute in which both groups did work.
-pub(crate) fn test(inputs: &Inputs<'_>, dispersion: f64, delta: f64) -> Option<Sequential> {
+/// `delta`. With no event before the release on any host, `θ` is `unseen` when given (the
+/// groups were alike: neither had any); without it, `None` (then the exception is new, or
+/// known only from history: rule 2 and the classic rule 3 judge it). `None` too when no
+/// minute had both groups working.
+pub(crate) fn test(
+    inputs: &Inputs<'_>,
+    dispersion: f64,
+    delta: f64,
+    unseen: Option<f64>,
+) -> Option<Sequential> {
     let Inputs {
         values,
         work,
@@ -169,32 +175,38 @@ pub(crate) fn test(inputs: &Inputs<'_>, dispersion: f64, delta: f64) -> Option<S
             }
         }
     }
-    if xb + yb < 1.0 || eb <= 0.0 || fb <= 0.0 {
+    if eb <= 0.0 || fb <= 0.0 {
         return None;
     }
-    // The released share of the baseline's events, bounded above, as a rate ratio.
-    let q = binomial_upper_bound(xb / d, (xb + yb) / d, delta).min(1.0 - 1e-9);
-    let theta = (q / (1.0 - q)) * (fb / eb);
+    let theta = if xb + yb >= 1.0 {
+        // The released share of the baseline's events, bounded above, as a rate ratio.
+        let q = binomial_upper_bound(xb / d, (xb + yb) / d, delta).min(1.0 - 1e-9);
+        (q / (1.0 - q)) * (fb / eb)
+    } else {
+        unseen?
+    };
     // Each released host weighs its work by its own ratio before the release (shrunk
     // towards the group's by two pseudo-events), so that a host that was noisier before
     // is expected to stay so whichever hosts have been released by a minute; the weights
     // are scaled so that the baseline's work weighs `θ` as a whole.
-    let reference_rate = yb / fb;
-    let group = xb / (reference_rate * eb).max(1e-12);
-    let mut weight = vec![0.0; start.len()];
-    let mut weighted = 0.0;
-    for (i, &h) in released.iter().enumerate() {
-        let (k, n) = own[i];
-        let w = (k + 2.0 * group.max(1e-9)) / (reference_rate * n + 2.0).max(1e-12);
-        weight[h] = w;
-        weighted += w * n;
-    }
-    // `weighted` > 0: every weight is, and the released hosts did work before (`eb`).
-    let scale = theta * eb / weighted;
-    for &h in released {
-        // Never below the group's bound: a host that only looked quiet by chance must not
-        // make ordinary counts look like a rise once it is released alone.
-        weight[h] = (weight[h] * scale).max(theta);
+    let mut weight = vec![theta; start.len()];
+    if xb + yb >= 1.0 {
+        let reference_rate = yb / fb;
+        let group = xb / (reference_rate * eb).max(1e-12);
+        let mut weighted = 0.0;
+        for (i, &h) in released.iter().enumerate() {
+            let (k, n) = own[i];
+            let w = (k + 2.0 * group.max(1e-9)) / (reference_rate * n + 2.0).max(1e-12);
+            weight[h] = w;
+            weighted += w * n;
+        }
+        // `weighted` > 0: every weight is, and the released hosts did work before (`eb`).
+        let scale = theta * eb / weighted;
+        for &h in released {
+            // Never below the group's bound: a host that only looked quiet by chance must
+            // not make ordinary counts look like a rise once it is released alone.
+            weight[h] = (weight[h] * scale).max(theta);
+        }
     }
 
     let mut log_lr = [0.0; RATIOS.len()];
@@ -382,19 +394,19 @@ mod tests {
 
     #[test]
     fn a_fifteen_fold_spike_on_two_of_four_hosts_crosses_the_bar_in_its_first_minute() {
-        let one = test(&spike(61).inputs(), 1.0, 1e-4).expect("a test");
+        let one = test(&spike(61).inputs(), 1.0, 1e-4, None).expect("a test");
         // 20 exceptions tested, a 1 % budget: the bar is ln(20 · 4 / 0.01).
         let bar = (20.0 * 4.0 / 0.01_f64).ln();
         assert!(one.log_e > bar, "{one:?} bar {bar}");
         assert!(one.ratio() > 8.0, "{one:?}");
         assert_eq!(one.minutes, 1);
-        let two = test(&spike(62).inputs(), 1.0, 1e-4).expect("a test");
+        let two = test(&spike(62).inputs(), 1.0, 1e-4, None).expect("a test");
         assert!(two.log_e > one.log_e);
         // Each failure logged in bursts of 5: a fifth of the evidence a minute, and a
         // baseline worth a fifth as much (a higher bound on θ): past the bar after five.
-        let bursty = test(&spike(61).inputs(), 5.0, 1e-4).expect("a test");
+        let bursty = test(&spike(61).inputs(), 5.0, 1e-4, None).expect("a test");
         assert!(bursty.log_e < bar, "{bursty:?}");
-        let bursty = test(&spike(65).inputs(), 5.0, 1e-4).expect("a test");
+        let bursty = test(&spike(65).inputs(), 5.0, 1e-4, None).expect("a test");
         assert!(bursty.log_e > bar, "{bursty:?}");
     }
 
@@ -411,7 +423,7 @@ mod tests {
                 fleet.values[h * 90 + t] = poisson(&mut rng, 3.0 * work / 1000.0);
             }
         }
-        let s = test(&fleet.inputs(), 1.0, 1e-4).expect("a test");
+        let s = test(&fleet.inputs(), 1.0, 1e-4, None).expect("a test");
         assert!(s.log_e < 2.0, "{s:?}");
         assert!(s.ratio() < 1.2, "{s:?}");
     }
@@ -439,7 +451,7 @@ mod tests {
                     until,
                     ..fleet.inputs()
                 };
-                if let Some(s) = test(&inputs, 1.0, alpha / 2.0)
+                if let Some(s) = test(&inputs, 1.0, alpha / 2.0, None)
                     && s.log_e >= (2.0 / alpha).ln()
                 {
                     ever = true;

@@ -471,6 +471,7 @@ pub fn category(rule: Rule) -> (&'static str, &'static str) {
         }
         Rule::ErrorRate | Rule::LogVolume => ("logs", "Logs"),
         Rule::HostMetric => ("host-metrics", "Host metrics"),
+        Rule::ServerErrors | Rule::Latency | Rule::Traffic => ("business", "Business"),
     }
 }
 
@@ -496,7 +497,7 @@ pub fn release_page(p: &ReleasePage) -> Markup {
             None => categories.push((key, heading, vec![reason])),
         }
     }
-    let order = ["exceptions", "logs", "host-metrics"];
+    let order = ["business", "exceptions", "logs", "host-metrics"];
     categories.sort_by_key(|(k, _, _)| order.iter().position(|o| o == k));
     let content = html! {
         header.release-head {

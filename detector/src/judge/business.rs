@@ -1,0 +1,678 @@
+//! Business signals (DESIGN §5): what the app's users get, from its HTTP access logs —
+//! the most direct evidence that a release hurts them.
+//!
+//! - `server_errors` — more responses with a 5xx per request on the released hosts than
+//!   on the reference hosts in the same minutes, calibrated by the groups' ratio before the
+//!   release: the anytime-valid sequential test of `sequential` with requests as the unit
+//!   of work (a release with no 5xx before on any host expects the groups alike). Without
+//!   reference hosts, the released hosts after their release against an upper bound of
+//!   their own rate before it, with the same mixture of rate ratios. Blocks at once past
+//!   its bar when the share at least doubled (learned per app) and rose by at least half a
+//!   point of the requests.
+//! - `latency` — slower responses: in each minute, the released hosts' requests slower
+//!   than the reference hosts' median (and 90th percentile) of that minute, against the
+//!   share the reference hosts themselves have there (times the released hosts' own ratio
+//!   before the release, bounded above), in a sequential binomial mixture test on counts
+//!   divided by their dispersion between minutes (requests of one minute share its GC
+//!   pauses and its load: thousands of them are not thousands of independent draws).
+//!   Without reference hosts, the comparison is the released hosts' own histogram before
+//!   the release. Blocks at once past its bar when the quantile grew by at least ×1.25
+//!   (learned per app).
+//! - `traffic` — a released host still reporting whose requests over the last minutes
+//!   fell by 80 % or more from before its release, after the reference group's own change
+//!   (requests leaving the released hosts while the others keep theirs). A weak signal on
+//!   its own (a load balancer draining a host looks the same): it needs the window's
+//!   rounds like the other non-immediate rules.
+//!
+//! The three share [`BUSINESS_SHARE`] of the release's false-block budget, a third each;
+//! the latency test splits its third between the two quantiles. Counts only come from
+//! minutes a host reported requests in: a host without an access log, or whose agent is
+//! down, is *missing*, never zero.
+
+use super::sequential::{self, RATIOS, binomial_upper_bound};
+use super::signal::{Candidate, HostView, candidate};
+use super::stats::poisson_upper_tail;
+use super::{AppMemory, Evidence, JudgeParams, Latency, Reason, Rule, Severity, Tally};
+
+/// Share of the release's false-block budget spent by the business signals.
+pub(crate) const BUSINESS_SHARE: f64 = 0.3;
+
+/// Quantiles compared by the latency test.
+const LATENCY_QUANTILES: [f64; 2] = [0.5, 0.9];
+
+/// Rate ratios of the latency test's mixture: the share of requests past the comparison
+/// quantile, from a modest rise to most of them.
+const LATENCY_RATIOS: [f64; 5] = [1.25, 1.5, 2.0, 3.0, 5.0];
+
+/// The round's grid of requests: per host and minute (`host * t_len + t`).
+pub(super) struct Traffic<'a> {
+    /// Requests, `-1` where the host reported none (no access log, or no row).
+    pub requests: Vec<f64>,
+    /// 5xx responses.
+    pub server_errors: Vec<f64>,
+    /// Response times, where the host reported some.
+    pub latency: Vec<Option<&'a Latency>>,
+}
+
+impl<'a> Traffic<'a> {
+    /// The grid of `hosts` over `t_len` minutes from `base_from`; `None` when no host
+    /// reported requests.
+    pub(super) fn new(hosts: &[HostView<'a>], base_from: i64, t_len: usize) -> Option<Self> {
+        let cells = hosts.len() * t_len;
+        let mut grid = Traffic {
+            requests: vec![-1.0; cells],
+            server_errors: vec![0.0; cells],
+            latency: vec![None; cells],
+        };
+        let mut any = false;
+        for (i, h) in hosts.iter().enumerate() {
+            for row in &h.rows {
+                let Some(r) = &row.requests else { continue };
+                let t = usize::try_from((row.minute - base_from) / 60).unwrap_or(usize::MAX);
+                if t >= t_len {
+                    continue;
+                }
+                any = true;
+                let cell = i * t_len + t;
+                grid.requests[cell] = r.count as f64;
+                grid.server_errors[cell] = r.status.server_error as f64;
+                if !r.latency_ms.is_empty() {
+                    grid.latency[cell] = Some(&r.latency_ms);
+                }
+            }
+        }
+        any.then_some(grid)
+    }
+}
+
+/// Where the round's windows are, in grid minutes.
+pub(super) struct Windows<'a> {
+    pub t_len: usize,
+    /// Per host: first minute of its after window, and past its warm-up.
+    pub start: &'a [usize],
+    pub settled: &'a [usize],
+    /// Minute of the first batch.
+    pub first: usize,
+    pub released: &'a [usize],
+    pub reference: &'a [usize],
+}
+
+/// The business signals of a round.
+pub(super) fn signals(
+    hosts: &[HostView<'_>],
+    traffic: &Traffic<'_>,
+    w: &Windows<'_>,
+    params: &JudgeParams,
+    memory: &AppMemory,
+) -> Vec<Candidate> {
+    let alpha = params.false_block_budget * BUSINESS_SHARE / 3.0;
+    let mut out = Vec::new();
+    out.extend(server_errors(hosts, traffic, w, alpha, params, memory));
+    out.extend(latency_signal(hosts, traffic, w, alpha, params, memory));
+    out.extend(traffic_drop(hosts, traffic, w, alpha, params, memory));
+    out
+}
+
+/// Dispersion of `values` per unit of `work` over the hosts' baseline minutes: Pearson
+/// χ² per degree of freedom against each host's own rate, at least 1; `default` when the
+/// baseline is too thin to tell.
+fn dispersion(values: &[f64], work: &[f64], w: &Windows<'_>, default: f64, max: f64) -> f64 {
+    let (mut chi2, mut df) = (0.0, 0.0);
+    for &h in w.released.iter().chain(w.reference) {
+        let end = w.start[h].min(w.first).min(w.t_len);
+        let cells = (0..end).map(|t| h * w.t_len + t).filter(|&c| work[c] > 0.0);
+        let (k, n, m) = cells.clone().fold((0.0, 0.0, 0.0), |(k, n, m), c| {
+            (k + values[c], n + work[c], m + 1.0)
+        });
+        if k < 1.0 || m < 2.0 {
+            continue;
+        }
+        let rate = k / n;
+        for c in cells {
+            let expected = rate * work[c];
+            if expected > 0.0 {
+                chi2 += (values[c] - expected).powi(2) / expected;
+            }
+        }
+        df += m - 1.0;
+    }
+    if df < 10.0 {
+        default
+    } else {
+        (chi2 / df).clamp(1.0, max)
+    }
+}
+
+fn tally(value: f64, work: f64, minutes: u32) -> Tally {
+    Tally {
+        value,
+        lines: work as u64,
+        minutes,
+    }
+}
+
+/// Released hosts with requests in their settled after window.
+fn released_with_requests(
+    hosts: &[HostView<'_>],
+    traffic: &Traffic<'_>,
+    w: &Windows<'_>,
+) -> Vec<String> {
+    w.released
+        .iter()
+        .filter(|&&h| (w.settled[h]..w.t_len).any(|t| traffic.requests[h * w.t_len + t] > 0.0))
+        .map(|&h| hosts[h].name.to_string())
+        .collect()
+}
+
+fn server_errors(
+    hosts: &[HostView<'_>],
+    traffic: &Traffic<'_>,
+    w: &Windows<'_>,
+    alpha: f64,
+    params: &JudgeParams,
+    memory: &AppMemory,
+) -> Option<Candidate> {
+    // Half for the test, half for the bound on the baseline ratio.
+    let alpha = alpha / 2.0;
+    let phi = dispersion(
+        &traffic.server_errors,
+        &traffic.requests,
+        w,
+        params.default_dispersion,
+        params.max_dispersion,
+    );
+    let inputs = sequential::Inputs {
+        values: &traffic.server_errors,
+        work: &traffic.requests,
+        t_len: w.t_len,
+        until: w.t_len,
+        start: w.start,
+        settled: w.settled,
+        first: w.first,
+        released: w.released,
+        reference: w.reference,
+    };
+    let (log_e, observed, expected, requests, minutes, before, reference_after) =
+        if w.reference.is_empty() {
+            against_own_baseline(&inputs, phi, alpha)?
+        } else {
+            let s = sequential::test(&inputs, phi, alpha, Some(1.0))?;
+            (
+                s.log_e,
+                s.observed,
+                s.expected,
+                s.released_work,
+                s.minutes,
+                s.before,
+                Some((s.reference_events, s.reference_work)),
+            )
+        };
+    if requests <= 0.0 {
+        return None;
+    }
+    let ratio = if expected > 0.0 {
+        observed / expected
+    } else {
+        f64::INFINITY
+    };
+    let bar = (1.0 / alpha).ln();
+    let excess = observed - expected;
+    let share = |k: f64, n: f64| if n > 0.0 { 100.0 * k / n } else { 0.0 };
+    let reference = reference_after.map_or(String::new(), |(k, n)| {
+        format!(
+            " vs {:.2}% on reference hosts in the same minutes",
+            share(k, n)
+        )
+    });
+    let summary = format!(
+        "server errors (5xx) on released hosts: {:.2}% of {:.0} requests in {minutes} minutes{reference} (before the release: released {:.2}%, reference {:.2}%); {observed:.0} seen vs {expected:.1} expected, ×{ratio:.1}; sequential test e={:.3e} against 1/α={:.3e}",
+        share(observed, requests),
+        requests,
+        share(before[0], before[1]),
+        share(before[2], before[3]),
+        log_e.min(700.0).exp(),
+        1.0 / alpha,
+    );
+    let passed = log_e >= bar
+        && excess >= params.rate_min_excess
+        && excess >= params.server_error_min_share * requests;
+    let reason = Reason {
+        rule: Rule::ServerErrors,
+        summary,
+        severity: Severity::Critical,
+        hosts: released_with_requests(hosts, traffic, w),
+        fingerprint: None,
+        metric: Some("5xx".into()),
+        evidence: Evidence {
+            released_before: Some(tally(before[0], before[1], 0)),
+            released_after: Some(tally(observed, requests, minutes)),
+            reference_before: (!w.reference.is_empty()).then(|| tally(before[2], before[3], 0)),
+            reference_after: reference_after.map(|(k, n)| tally(k, n, minutes)),
+            expected: Some(expected),
+            observed,
+            effect: ratio,
+            p_value: Some((-log_e).exp().min(1.0)),
+            dispersion: Some(phi),
+            ..Evidence::default()
+        },
+    };
+    let mut c = candidate(
+        Rule::ServerErrors.as_str(),
+        reason,
+        ratio,
+        params.server_error_min_ratio,
+        memory,
+        None,
+    );
+    if !passed {
+        // Shown as a warning only when something is there to see.
+        if excess < params.rate_min_excess {
+            return None;
+        }
+        c.significant = false;
+        c.suspicious = false;
+        c.reason.severity = Severity::Warning;
+    }
+    c.immediate = c.suspicious;
+    Some(c)
+}
+
+type OwnBaseline = (f64, f64, f64, f64, u32, [f64; 4], Option<(f64, f64)>);
+
+/// Without reference hosts: the released hosts' settled minutes after their release against
+/// an upper bound (level `delta = alpha`) of their own rate before it, by the mixture of
+/// [`RATIOS`] (Poisson likelihoods on counts divided by `phi`).
+fn against_own_baseline(
+    inputs: &sequential::Inputs<'_>,
+    phi: f64,
+    alpha: f64,
+) -> Option<OwnBaseline> {
+    let t_len = inputs.t_len;
+    let (mut kb, mut nb) = (0.0, 0.0);
+    for &h in inputs.released {
+        for t in 0..inputs.start[h].min(t_len) {
+            let n = inputs.work[h * t_len + t];
+            if n > 0.0 {
+                kb += inputs.values[h * t_len + t];
+                nb += n;
+            }
+        }
+    }
+    if nb <= 0.0 {
+        return None;
+    }
+    let rate = binomial_upper_bound(kb / phi, nb / phi, alpha);
+    let mut log_lr = [0.0; RATIOS.len()];
+    let (mut observed, mut work, mut minutes) = (0.0, 0.0, 0u32);
+    for t in inputs.first..inputs.until.min(t_len) {
+        let (mut k, mut n) = (0.0, 0.0);
+        for &h in inputs.released {
+            let c = h * t_len + t;
+            if t >= inputs.settled[h] && inputs.work[c] >= 0.0 {
+                k += inputs.values[c];
+                n += inputs.work[c];
+            }
+        }
+        if n <= 0.0 {
+            continue;
+        }
+        minutes += 1;
+        observed += k;
+        work += n;
+        let (k, mean) = (k / phi, rate * n / phi);
+        for (l, ratio) in log_lr.iter_mut().zip(RATIOS) {
+            *l += k * ratio.ln() - (ratio - 1.0) * mean;
+        }
+    }
+    if minutes == 0 {
+        return None;
+    }
+    Some((
+        mix(&log_lr),
+        observed,
+        rate * work,
+        work,
+        minutes,
+        [kb, nb, 0.0, 0.0],
+        None,
+    ))
+}
+
+/// ln of the equal-weight mixture of the likelihood ratios whose logs are `log_lr`.
+fn mix(log_lr: &[f64]) -> f64 {
+    let top = log_lr.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !top.is_finite() {
+        return top;
+    }
+    let sum: f64 = log_lr.iter().map(|l| (l - top).exp()).sum();
+    top + (sum / log_lr.len() as f64).ln()
+}
+
+/// Requests strictly above bucket `b`, and all requests, of `h`.
+fn above(h: &Latency, b: i32) -> (f64, f64) {
+    let total = h.count() as f64;
+    let over: u64 = h.buckets.range(b + 1..).map(|(_, &c)| c).sum();
+    (over as f64, total)
+}
+
+/// The bucket holding the `q` quantile of `h`.
+fn quantile_bucket(h: &Latency, q: f64) -> Option<i32> {
+    let total = h.count();
+    if total == 0 {
+        return None;
+    }
+    let rank = ((q * total as f64).ceil() as u64).max(1);
+    let mut seen = 0;
+    for (&b, &c) in &h.buckets {
+        seen += c;
+        if seen >= rank {
+            return Some(b);
+        }
+    }
+    h.buckets.keys().next_back().copied()
+}
+
+/// The latency test for one quantile: per minute, `(x, n, p)` — released requests past
+/// the comparison's quantile bucket, released requests, and the comparison's own share
+/// past it — before and after the release.
+struct LatencyMinutes {
+    before: Vec<(f64, f64, f64)>,
+    after: Vec<(f64, f64, f64)>,
+    /// Histograms of the compared after minutes: released, comparison.
+    released: Latency,
+    comparison: Latency,
+}
+
+fn latency_minutes(traffic: &Traffic<'_>, w: &Windows<'_>, q: f64) -> LatencyMinutes {
+    let t_len = w.t_len;
+    let merge = |hosts: &[usize], t: usize, settled_only: bool| -> Latency {
+        let mut h = Latency::default();
+        for &i in hosts {
+            if settled_only && t < w.settled[i] {
+                continue;
+            }
+            if let Some(l) = traffic.latency[i * t_len + t] {
+                h.merge(l);
+            }
+        }
+        h
+    };
+    // Without reference hosts: the released hosts' own histogram before the release.
+    let own_before = w.reference.is_empty().then(|| {
+        let mut h = Latency::default();
+        for &i in w.released {
+            for t in 0..w.start[i].min(t_len) {
+                if let Some(l) = traffic.latency[i * t_len + t] {
+                    h.merge(l);
+                }
+            }
+        }
+        h
+    });
+    let mut out = LatencyMinutes {
+        before: Vec::new(),
+        after: Vec::new(),
+        released: Latency::default(),
+        comparison: Latency::default(),
+    };
+    for t in 0..t_len {
+        let after = t >= w.first;
+        if !after && own_before.is_some() {
+            continue;
+        }
+        // Released hosts: before their own release, or settled after it.
+        let released: Vec<usize> = w
+            .released
+            .iter()
+            .copied()
+            .filter(|&i| {
+                if after {
+                    t >= w.start[i]
+                } else {
+                    t < w.start[i]
+                }
+            })
+            .collect();
+        let r = merge(&released, t, after);
+        let c = match &own_before {
+            Some(h) => h.clone(),
+            None => merge(w.reference, t, false),
+        };
+        let Some(b) = quantile_bucket(&c, q) else {
+            continue;
+        };
+        let (x, n) = above(&r, b);
+        let (y, m) = above(&c, b);
+        if n <= 0.0 || m <= 0.0 {
+            continue;
+        }
+        if after {
+            out.after.push((x, n, y / m));
+            out.released.merge(&r);
+            out.comparison.merge(&c);
+        } else {
+            out.before.push((x, n, y / m));
+        }
+    }
+    out
+}
+
+fn latency_signal(
+    hosts: &[HostView<'_>],
+    traffic: &Traffic<'_>,
+    w: &Windows<'_>,
+    alpha: f64,
+    params: &JudgeParams,
+    memory: &AppMemory,
+) -> Option<Candidate> {
+    // Per quantile, half for the test and half for the bound on the baseline ratio.
+    let alpha = alpha / (2.0 * LATENCY_QUANTILES.len() as f64);
+    let bar = (1.0 / alpha).ln();
+    let mut best: Option<Candidate> = None;
+    for q in LATENCY_QUANTILES {
+        let lm = latency_minutes(traffic, w, q);
+        if lm.after.is_empty() {
+            continue;
+        }
+        // The released hosts' ratio to the comparison before the release (bounded
+        // above), and the dispersion of the counts between minutes.
+        let (kb, eb) = lm
+            .before
+            .iter()
+            .fold((0.0, 0.0), |(k, e), &(x, n, p)| (k + x, e + n * p));
+        let phi = if lm.before.len() >= 5 && eb > 0.0 {
+            let c = kb / eb;
+            let chi2: f64 = lm
+                .before
+                .iter()
+                .map(|&(x, n, p)| {
+                    let e = (c * n * p).max(1e-9);
+                    (x - e).powi(2) / e
+                })
+                .sum();
+            (chi2 / (lm.before.len() - 1) as f64).max(1.0)
+        } else {
+            // Thin baseline: a hundredth of a typical minute's requests.
+            let n: f64 = lm.after.iter().map(|a| a.1).sum::<f64>() / lm.after.len() as f64;
+            (0.01 * n).max(params.default_dispersion)
+        };
+        let calibration = if eb > 0.0 && !w.reference.is_empty() {
+            // The released share of past-the-quantile requests before, bounded above.
+            let up = binomial_upper_bound(kb / phi, (kb + eb) / phi, alpha).min(1.0 - 1e-9);
+            (up / (1.0 - up)).max(1.0)
+        } else {
+            1.0
+        };
+        let mut log_lr = [0.0; LATENCY_RATIOS.len()];
+        let (mut observed, mut expected, mut requests) = (0.0, 0.0, 0.0);
+        for &(x, n, p) in &lm.after {
+            let p0 = (calibration * p).clamp(1e-9, 1.0 - 1e-9);
+            observed += x;
+            expected += p0 * n;
+            requests += n;
+            let (x, n) = (x / phi, n / phi);
+            for (l, ratio) in log_lr.iter_mut().zip(LATENCY_RATIOS) {
+                let p1 = (ratio * p0).min(1.0 - 1e-9);
+                *l += x * (p1 / p0).ln() + (n - x) * ((1.0 - p1) / (1.0 - p0)).ln();
+            }
+        }
+        let log_e = mix(&log_lr);
+        let (Some(released_q), Some(comparison_q)) =
+            (lm.released.quantile(q), lm.comparison.quantile(q))
+        else {
+            continue;
+        };
+        let effect = released_q / comparison_q.max(1e-9);
+        let passed = log_e >= bar;
+        if !passed && effect < params.latency_min_ratio {
+            continue;
+        }
+        let against = if w.reference.is_empty() {
+            "their own before the release"
+        } else {
+            "reference hosts in the same minutes"
+        };
+        let pct = (q * 100.0).round();
+        let summary = format!(
+            "latency p{pct} on released hosts {released_q:.1} ms vs {comparison_q:.1} ms on {against} (×{effect:.2}) over {} minutes and {requests:.0} requests; {observed:.0} of them slower than the comparison's p{pct} vs {expected:.0} expected; sequential test e={:.3e} against 1/α={:.3e} (dispersion {phi:.1})",
+            lm.after.len(),
+            log_e.min(700.0).exp(),
+            1.0 / alpha,
+        );
+        let reason = Reason {
+            rule: Rule::Latency,
+            summary,
+            severity: Severity::Critical,
+            hosts: released_with_requests(hosts, traffic, w),
+            fingerprint: None,
+            metric: Some(format!("p{pct}")),
+            evidence: Evidence {
+                released_after: Some(tally(released_q, requests, lm.after.len() as u32)),
+                reference_after: Some(tally(comparison_q, lm.comparison.count() as f64, 0)),
+                expected: Some(comparison_q),
+                observed: released_q,
+                effect,
+                p_value: Some((-log_e).exp().min(1.0)),
+                dispersion: Some(phi),
+                ..Evidence::default()
+            },
+        };
+        let mut c = candidate(
+            Rule::Latency.as_str(),
+            reason,
+            effect,
+            params.latency_min_ratio,
+            memory,
+            None,
+        );
+        if !passed {
+            c.significant = false;
+            c.suspicious = false;
+            c.reason.severity = Severity::Warning;
+        }
+        c.immediate = c.suspicious;
+        let better = match &best {
+            None => true,
+            Some(b) => (c.suspicious, c.effect) > (b.suspicious, b.effect),
+        };
+        if better {
+            best = Some(c);
+        }
+    }
+    best
+}
+
+fn traffic_drop(
+    hosts: &[HostView<'_>],
+    traffic: &Traffic<'_>,
+    w: &Windows<'_>,
+    alpha: f64,
+    params: &JudgeParams,
+    memory: &AppMemory,
+) -> Option<Candidate> {
+    const MIN_BASELINE: usize = 5;
+    const MIN_RECENT: usize = 3;
+    let t_len = w.t_len;
+    let recent = usize::try_from(params.volume_recent_minutes.max(1)).unwrap_or(5);
+    let recent_from = t_len.saturating_sub(recent);
+    // Mean requests per reported minute of host `h` over `[from, to)`.
+    let mean = |h: usize, from: usize, to: usize| -> Option<(f64, usize)> {
+        let v: Vec<f64> = (from..to.min(t_len))
+            .map(|t| traffic.requests[h * t_len + t])
+            .filter(|&n| n >= 0.0)
+            .collect();
+        (!v.is_empty()).then(|| (v.iter().sum::<f64>() / v.len() as f64, v.len()))
+    };
+    let (mut ref_after, mut ref_before) = (0.0, 0.0);
+    for &h in w.reference {
+        if let (Some((a, na)), Some((b, nb))) = (
+            mean(h, recent_from.max(w.settled[h]), t_len),
+            mean(h, 0, w.first),
+        ) && na >= MIN_RECENT
+            && nb >= MIN_BASELINE
+        {
+            ref_after += a;
+            ref_before += b;
+        }
+    }
+    let fleet = if ref_before > 0.0 {
+        (ref_after / ref_before).clamp(0.2, 5.0)
+    } else {
+        1.0
+    };
+    let min_drop = params.traffic_min_drop;
+    let mut hit = Vec::new();
+    let mut best: Option<(f64, usize, f64, f64, usize, usize)> = None;
+    for &h in w.released {
+        let (Some((a, na)), Some((b, nb))) = (
+            mean(h, recent_from.max(w.settled[h]), t_len),
+            mean(h, 0, w.start[h]),
+        ) else {
+            continue;
+        };
+        let expected = b * fleet * na as f64;
+        if na < MIN_RECENT || nb < MIN_BASELINE || expected < 20.0 {
+            continue;
+        }
+        // Fewer requests than even half the expected rate would plausibly give, at the
+        // rule's share of the budget.
+        let seen = a * na as f64;
+        let p = 1.0 - poisson_upper_tail(seen + 1.0, 0.5 * expected);
+        let drop = 1.0 - a / (b * fleet);
+        if drop >= min_drop && p < alpha {
+            hit.push(hosts[h].name.to_string());
+            if best.is_none_or(|x| drop > x.0) {
+                best = Some((drop, h, a, b, na, nb));
+            }
+        }
+    }
+    let (drop, h, a, b, na, nb) = best?;
+    let reason = Reason {
+        rule: Rule::Traffic,
+        summary: format!(
+            "requests on {} fell to {a:.0}/minute from {b:.0} before the release ({:.0}% of normal after the reference hosts' change ×{fleet:.2}) while its agent still reports",
+            hosts[h].name,
+            (1.0 - drop) * 100.0
+        ),
+        severity: Severity::Critical,
+        hosts: hit,
+        fingerprint: None,
+        metric: Some("requests".into()),
+        evidence: Evidence {
+            released_before: Some(tally(b, 0.0, nb as u32)),
+            released_after: Some(tally(a, 0.0, na as u32)),
+            expected: Some(b * fleet),
+            observed: a,
+            effect: drop,
+            ..Evidence::default()
+        },
+    };
+    Some(candidate(
+        Rule::Traffic.as_str(),
+        reason,
+        drop,
+        min_drop,
+        memory,
+        None,
+    ))
+}
