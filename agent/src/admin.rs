@@ -22,7 +22,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
-/// Counters of one app.
+/// Counters of one app (all its `[[logs]]` and `[[access_logs]]` files).
 #[derive(Debug, Default)]
 pub struct AppMetrics {
     pub lines: AtomicU64,
@@ -31,6 +31,10 @@ pub struct AppMetrics {
     pub exceptions: AtomicU64,
     pub dangerous_exceptions: AtomicU64,
     pub truncated_lines: AtomicU64,
+    /// Access-log lines read as requests.
+    pub requests: AtomicU64,
+    /// Access-log lines that could not be read as requests.
+    pub access_malformed_lines: AtomicU64,
 }
 
 /// The agent's counters, shared by every part of it.
@@ -63,7 +67,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Counters for these apps (indexed as given).
+    /// Counters for these apps (indexed as given; each app once, see
+    /// [`AppSlots`](crate::minute::AppSlots)).
     pub fn new(apps: &[String]) -> Self {
         Self {
             apps: apps
@@ -232,12 +237,30 @@ impl Collector for Scrape {
                 .collect()
         };
         let app_counters: &[PerApp<'_>] = &[
-            ("vigil_agent_lines_read", "Log lines read.", &|a| &a.lines),
-            ("vigil_agent_bytes_read", "Log bytes read.", &|a| &a.bytes),
+            (
+                "vigil_agent_lines_read",
+                "Log lines read (Java and access logs).",
+                &|a| &a.lines,
+            ),
+            (
+                "vigil_agent_bytes_read",
+                "Log bytes read (Java and access logs).",
+                &|a| &a.bytes,
+            ),
             (
                 "vigil_agent_events",
                 "Log events assembled (a record with its continuation lines).",
                 &|a| &a.events,
+            ),
+            (
+                "vigil_agent_requests",
+                "Access-log lines read as requests.",
+                &|a| &a.requests,
+            ),
+            (
+                "vigil_agent_access_malformed_lines",
+                "Access-log lines not read as requests (not in the format, no readable time, status outside 100-599, or longer than max_line_bytes).",
+                &|a| &a.access_malformed_lines,
             ),
         ];
         for &(name, help, field) in app_counters {
@@ -462,6 +485,8 @@ mod tests {
             add(&app.lines, 42);
             add(&app.exceptions, 5);
             add(&app.dangerous_exceptions, 2);
+            add(&app.requests, 7);
+            add(&app.access_malformed_lines, 1);
         }
         let admin = Admin {
             metrics,
@@ -475,6 +500,8 @@ mod tests {
         );
         assert!(text.contains("vigil_agent_exceptions_total{app=\"shop\",dangerous=\"true\"} 2\n"));
         assert!(text.contains("vigil_agent_spool_full 0\n"));
+        assert!(text.contains("vigil_agent_requests_total{app=\"shop\"} 7\n"));
+        assert!(text.contains("vigil_agent_access_malformed_lines_total{app=\"shop\"} 1\n"));
     }
 
     #[test]

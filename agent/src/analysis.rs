@@ -18,7 +18,7 @@ use crate::java::{
     Analyzer, AnalyzerConfig, AnalyzerError, Event, EventAssembler, ExceptionInfo, Level, Tz,
     configured_dangerous,
 };
-use crate::minute::{Counts, MinuteCounters};
+use crate::minute::{AppSlots, Counts, MinuteCounters};
 
 /// A dangerous fingerprint alerts at most once per this many seconds (with the count since).
 pub const ALERT_INTERVAL_SECS: i64 = 60;
@@ -56,6 +56,8 @@ pub struct LogAnalysis<K> {
     alerts: HashMap<(usize, u64), AlertState>,
     pending_alerts: Vec<Alert>,
     metrics: Arc<Metrics>,
+    /// By source: the app's index in `metrics` (sources of one app share it).
+    slots: Vec<Option<usize>>,
     /// Lines, bytes and events per source not yet added to `metrics` (shared atomics are
     /// updated once per read, not per line: see [`publish_metrics`](Self::publish_metrics)).
     tally: Vec<Tally>,
@@ -79,7 +81,8 @@ impl<K> std::fmt::Debug for LogAnalysis<K> {
 }
 
 impl<K: Hash + Eq + Clone> LogAnalysis<K> {
-    /// One analyzer per `[[logs]]` entry of `config`.
+    /// One analyzer per `[[logs]]` entry of `config`; `metrics` holds one entry per app of
+    /// [`AppSlots`] over [`AgentConfig::source_apps`].
     ///
     /// # Errors
     /// [`AnalyzerError`] when a matcher cannot be built.
@@ -105,8 +108,10 @@ impl<K: Hash + Eq + Clone> LogAnalysis<K> {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let slots = AppSlots::new(&config.source_apps());
         Ok(Self {
             tally: vec![Tally::default(); analyzers.len()],
+            slots: (0..analyzers.len()).map(|s| slots.slot(s)).collect(),
             analyzers,
             files: HashMap::new(),
             alerts: HashMap::new(),
@@ -143,6 +148,7 @@ impl<K: Hash + Eq + Clone> LogAnalysis<K> {
         let mut sink = Sink {
             counters,
             source,
+            slot: self.slots.get(source).copied().flatten(),
             truncated_lines: &mut state.truncated_lines,
             alerts: &mut self.alerts,
             pending_alerts: &mut self.pending_alerts,
@@ -177,6 +183,7 @@ impl<K: Hash + Eq + Clone> LogAnalysis<K> {
             alerts,
             pending_alerts,
             metrics,
+            slots,
             tally,
         } = self;
         for state in files.values_mut() {
@@ -188,6 +195,7 @@ impl<K: Hash + Eq + Clone> LogAnalysis<K> {
             let mut sink = Sink {
                 counters,
                 source: state.source,
+                slot: slots.get(state.source).copied().flatten(),
                 truncated_lines: &mut state.truncated_lines,
                 alerts,
                 pending_alerts,
@@ -210,6 +218,7 @@ impl<K: Hash + Eq + Clone> LogAnalysis<K> {
         let mut sink = Sink {
             counters,
             source: state.source,
+            slot: self.slots.get(state.source).copied().flatten(),
             truncated_lines: &mut state.truncated_lines,
             alerts: &mut self.alerts,
             pending_alerts: &mut self.pending_alerts,
@@ -237,13 +246,13 @@ impl<K: Hash + Eq + Clone> LogAnalysis<K> {
 
     /// Adds the lines, bytes and events counted since the last call to the shared metrics.
     pub fn publish_metrics(&mut self) {
-        for (source, tally) in self.tally.iter_mut().enumerate() {
+        for (tally, slot) in self.tally.iter_mut().zip(&self.slots) {
             let Tally {
                 lines,
                 bytes,
                 events,
             } = std::mem::take(tally);
-            if let Some(app) = self.metrics.app(source) {
+            if let Some(app) = slot.and_then(|slot| self.metrics.app(slot)) {
                 admin::add(&app.lines, lines);
                 admin::add(&app.bytes, bytes);
                 admin::add(&app.events, events);
@@ -261,6 +270,8 @@ impl<K: Hash + Eq + Clone> LogAnalysis<K> {
 struct Sink<'a> {
     counters: &'a mut MinuteCounters,
     source: usize,
+    /// The app's index in `metrics`.
+    slot: Option<usize>,
     truncated_lines: &'a mut u64,
     alerts: &'a mut HashMap<(usize, u64), AlertState>,
     pending_alerts: &'a mut Vec<Alert>,
@@ -284,7 +295,7 @@ impl Sink<'_> {
             },
         );
         *self.events += 1;
-        let app = self.metrics.app(self.source);
+        let app = self.slot.and_then(|slot| self.metrics.app(slot));
         if truncated > 0
             && let Some(app) = app
         {
@@ -311,7 +322,8 @@ impl Sink<'_> {
     /// The first sighting of a dangerous fingerprint alerts at once; later ones at most
     /// every [`ALERT_INTERVAL_SECS`], with how many were seen since.
     fn alert(&mut self, at: i64, info: &ExceptionInfo) {
-        let key = (self.source, info.fingerprint.0);
+        // Per app: the sources of one app share their alerts' rate limit.
+        let key = (self.slot.unwrap_or(usize::MAX), info.fingerprint.0);
         let state = self.alerts.entry(key).or_insert(AlertState {
             last_sent: i64::MIN,
             unsent: 0,
@@ -321,9 +333,8 @@ impl Sink<'_> {
             return;
         }
         let app = self
-            .metrics
-            .apps
-            .get(self.source)
+            .slot
+            .and_then(|slot| self.metrics.apps.get(slot))
             .map(|(name, _)| name.clone())
             .unwrap_or_default();
         self.pending_alerts.push(Alert {
@@ -361,7 +372,7 @@ java.lang.NoSuchMethodError: 'void shop.Cart.clear()'\n\
         let metrics = Arc::new(Metrics::new(&["shop".into()]));
         (
             LogAnalysis::new(&config, metrics).expect("analysis"),
-            MinuteCounters::new(vec!["shop".into()], 1_795_459_500),
+            MinuteCounters::new(&["shop"], 1_795_459_500),
         )
     }
 

@@ -2,9 +2,19 @@
 //! value checked before the agent starts, errors naming the file, the key and the reason.
 //!
 //! Extensions to the contract, all optional: `[detector] flush_interval`, `[spool] max_bytes`,
-//! and in `[[logs]]` `max_line_bytes`, `timezone` and `process`. `host` may be a string (the
-//! host name, as in DESIGN) or the `[host]` table, which then takes the name as `name`:
-//! TOML cannot hold both a `host = "..."` key and a `[host]` table in one file.
+//! in `[[logs]]` `max_line_bytes`, `timezone` and `process`, and in `[[access_logs]]`
+//! `start_at` and `max_line_bytes` (as in `[[logs]]`). `host` may be a string (the host name,
+//! as in DESIGN) or the `[host]` table, which then takes the name as `name`: TOML cannot hold
+//! both a `host = "..."` key and a `[host]` table in one file.
+//!
+//! `[[access_logs]]` (DESIGN §3, business signals): `app`, `paths`, `exclude`, `format` —
+//! `"common"`, `"combined"`, `"jetty"`, a Tomcat/Jetty/Apache `%`-pattern or an nginx
+//! `log_format` string (see [`AccessFormat::compile`]) — and `latency_unit` (`"us"`, `"ms"` or
+//! `"s"`), which replaces the unit of the response time read; without it `%D` is read as
+//! microseconds (Tomcat 10+, Jetty, Apache httpd; Tomcat 9 and older write milliseconds).
+//! The tailed sources are the `[[logs]]` entries, then the `[[access_logs]]` entries
+//! ([`AgentConfig::tail_sources`]); a file that the globs of both match is read as the
+//! first entry's. An app may have both: its counts add up into one report per minute.
 
 use std::fs;
 use std::net::SocketAddr;
@@ -12,6 +22,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::access::{AccessFormat, LatencyUnit};
+use crate::tail::SourceConfig;
 
 /// Default location of the configuration file.
 pub const DEFAULT_PATH: &str = "/etc/vigil/agent.toml";
@@ -32,6 +45,8 @@ struct RawConfig {
     detector: RawDetector,
     #[serde(default)]
     logs: Vec<RawLogs>,
+    #[serde(default)]
+    access_logs: Vec<RawAccessLogs>,
     #[serde(default)]
     java: JavaConfig,
     #[serde(default)]
@@ -88,6 +103,20 @@ struct RawLogs {
     process: Option<String>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccessLogs {
+    app: String,
+    paths: Vec<String>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    #[serde(default)]
+    start_at: StartAt,
+    format: String,
+    latency_unit: Option<String>,
+    max_line_bytes: Option<toml::Value>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSpool {
@@ -129,6 +158,8 @@ pub struct AgentConfig {
     pub admin_listen: Option<SocketAddr>,
     pub detector: DetectorConfig,
     pub logs: Vec<LogsConfig>,
+    /// HTTP access logs, tailed after the `[[logs]]` entries.
+    pub access_logs: Vec<AccessLogsConfig>,
     pub java: JavaConfig,
     pub host_metrics: HostConfig,
     pub spool: SpoolConfig,
@@ -166,6 +197,20 @@ pub struct LogsConfig {
     pub timezone: Timezone,
     /// Pattern on the command line of the app's process, for its CPU and memory.
     pub process: Option<regex::Regex>,
+}
+
+/// One `[[access_logs]]` entry.
+#[derive(Debug, Clone)]
+pub struct AccessLogsConfig {
+    pub app: String,
+    /// Absolute glob patterns (`**` allowed).
+    pub paths: Vec<String>,
+    pub exclude: Vec<String>,
+    pub start_at: StartAt,
+    /// Longest line kept; a longer line is counted as malformed.
+    pub max_line_bytes: usize,
+    /// The compiled `format` (with `latency_unit` applied).
+    pub format: AccessFormat,
 }
 
 /// The `[host]` table.
@@ -233,6 +278,36 @@ impl AgentConfig {
             source,
         })?;
         Self::parse(path, &text)
+    }
+
+    /// The tailed sources: the `[[logs]]` entries, then the `[[access_logs]]` entries (the
+    /// order of the indices [`source_apps`](Self::source_apps) and the tailer use).
+    pub fn tail_sources(&self) -> Vec<SourceConfig> {
+        let logs = self.logs.iter().map(|l| SourceConfig {
+            paths: l.paths.clone(),
+            exclude: l.exclude.clone(),
+            start_at: l.start_at,
+            max_line_bytes: l.max_line_bytes,
+        });
+        let access = self.access_logs.iter().map(|a| SourceConfig {
+            paths: a.paths.clone(),
+            exclude: a.exclude.clone(),
+            start_at: a.start_at,
+            max_line_bytes: a.max_line_bytes,
+        });
+        logs.chain(access).collect()
+    }
+
+    /// The app of each tailed source, in the order of [`tail_sources`](Self::tail_sources).
+    pub fn source_apps(&self) -> Vec<String> {
+        let logs = self.logs.iter().map(|l| l.app.clone());
+        logs.chain(self.access_logs.iter().map(|a| a.app.clone()))
+            .collect()
+    }
+
+    /// The source indices of the `[[access_logs]]` entries.
+    pub fn access_sources(&self) -> std::ops::Range<usize> {
+        self.logs.len()..self.logs.len() + self.access_logs.len()
     }
 
     /// Parses and validates configuration text; `path` is only used in errors.
@@ -311,6 +386,12 @@ impl Validator<'_> {
             .enumerate()
             .map(|(i, logs)| self.logs(i, logs))
             .collect::<Result<Vec<_>, _>>()?;
+        let access_logs = raw
+            .access_logs
+            .into_iter()
+            .enumerate()
+            .map(|(i, access)| self.access_logs(i, access))
+            .collect::<Result<Vec<_>, _>>()?;
         for (key, names) in [
             (
                 "java.dangerous",
@@ -342,6 +423,7 @@ impl Validator<'_> {
             admin_listen,
             detector,
             logs,
+            access_logs,
             java: raw.java,
             host_metrics: HostConfig {
                 interval,
@@ -412,25 +494,85 @@ impl Validator<'_> {
         })
     }
 
-    fn logs(&self, i: usize, raw: RawLogs) -> Result<LogsConfig, ConfigError> {
-        let key = |name: &str| format!("logs[{i}].{name}");
-        if raw.app.trim().is_empty() || raw.app.len() > 255 {
+    /// Checks what `[[logs]]` and `[[access_logs]]` entries share: `app`, `paths`, `exclude`
+    /// and `max_line_bytes` (returned).
+    fn source(
+        &self,
+        key: &dyn Fn(&str) -> String,
+        app: &str,
+        paths: &[String],
+        exclude: &[String],
+        max_line_bytes: Option<toml::Value>,
+    ) -> Result<usize, ConfigError> {
+        if app.trim().is_empty() || app.len() > 255 {
             return Err(self.err(key("app"), "must be 1 to 255 characters"));
         }
-        if raw.paths.is_empty() {
+        if paths.is_empty() {
             return Err(self.err(key("paths"), "needs at least one glob"));
         }
-        for path in &raw.paths {
+        for path in paths {
             if !path.starts_with('/') {
                 return Err(self.err(key("paths"), format!("{path:?} is not an absolute path")));
             }
             glob::Pattern::new(path)
                 .map_err(|e| self.err(key("paths"), format!("{path:?} is not a glob: {e}")))?;
         }
-        for pattern in &raw.exclude {
+        for pattern in exclude {
             glob::Pattern::new(pattern)
                 .map_err(|e| self.err(key("exclude"), format!("{pattern:?} is not a glob: {e}")))?;
         }
+        let max_line_bytes = match max_line_bytes {
+            Some(size) => self.bytes(&key("max_line_bytes"), size)?,
+            None => DEFAULT_MAX_LINE_BYTES as u64,
+        };
+        if !(1024..=64 * 1024 * 1024).contains(&max_line_bytes) {
+            return Err(self.err(key("max_line_bytes"), "must be between 1KiB and 64MiB"));
+        }
+        Ok(usize::try_from(max_line_bytes).unwrap_or(DEFAULT_MAX_LINE_BYTES))
+    }
+
+    fn access_logs(&self, i: usize, raw: RawAccessLogs) -> Result<AccessLogsConfig, ConfigError> {
+        let key = |name: &str| format!("access_logs[{i}].{name}");
+        let max_line_bytes =
+            self.source(&key, &raw.app, &raw.paths, &raw.exclude, raw.max_line_bytes)?;
+        let latency_unit = raw
+            .latency_unit
+            .as_deref()
+            .map(|text| {
+                LatencyUnit::parse(text).ok_or_else(|| {
+                    self.err(
+                        key("latency_unit"),
+                        format!(
+                            "{text:?} is not \"us\", \"ms\" or \"s\" (the unit of the response \
+                             time read; without it %D is read as microseconds, as Tomcat 10+, \
+                             Jetty and Apache httpd write it: Tomcat 9 and older need \"ms\")"
+                        ),
+                    )
+                })
+            })
+            .transpose()?;
+        let format = AccessFormat::compile(&raw.format, latency_unit).map_err(|e| {
+            let key = if e.reason.starts_with("latency_unit") {
+                key("latency_unit")
+            } else {
+                key("format")
+            };
+            self.err(key, e.to_string())
+        })?;
+        Ok(AccessLogsConfig {
+            app: raw.app,
+            paths: raw.paths,
+            exclude: raw.exclude,
+            start_at: raw.start_at,
+            max_line_bytes,
+            format,
+        })
+    }
+
+    fn logs(&self, i: usize, raw: RawLogs) -> Result<LogsConfig, ConfigError> {
+        let key = |name: &str| format!("logs[{i}].{name}");
+        let max_line_bytes =
+            self.source(&key, &raw.app, &raw.paths, &raw.exclude, raw.max_line_bytes)?;
         let event_start = raw
             .event_start
             .as_deref()
@@ -444,13 +586,6 @@ impl Validator<'_> {
                 key("app_packages"),
                 format!("{bad:?} is not a Java package"),
             ));
-        }
-        let max_line_bytes = match raw.max_line_bytes {
-            Some(size) => self.bytes(&key("max_line_bytes"), size)?,
-            None => DEFAULT_MAX_LINE_BYTES as u64,
-        };
-        if !(1024..=64 * 1024 * 1024).contains(&max_line_bytes) {
-            return Err(self.err(key("max_line_bytes"), "must be between 1KiB and 64MiB"));
         }
         let timezone = match raw.timezone.as_deref() {
             None => Timezone::Local,
@@ -476,7 +611,7 @@ impl Validator<'_> {
             start_at: raw.start_at,
             event_start,
             app_packages: raw.app_packages,
-            max_line_bytes: usize::try_from(max_line_bytes).unwrap_or(DEFAULT_MAX_LINE_BYTES),
+            max_line_bytes,
             timezone,
             process,
         })
@@ -683,5 +818,75 @@ extra_dangerous = ["com.example.FatalConfigError"]
         assert_eq!(parse_timezone("-05:30"), Some(Timezone::Fixed(-19800)));
         assert_eq!(parse_timezone("UTC"), Some(Timezone::Fixed(0)));
         assert_eq!(parse_timezone("Mars/Olympus"), None);
+    }
+
+    const ACCESS: &str =
+        "[[logs]]\napp = \"shop\"\npaths = [\"/var/log/shop/*.log\"]\n\n[[access_logs]]\n";
+
+    #[test]
+    fn access_logs_as_in_the_design() {
+        let config = parse(&format!(
+            "{ACCESS}app = \"shop\"\npaths = [\"/var/log/shop/localhost_access_log.*.txt\"]\n\
+             exclude = [\"*.gz\"]\nformat = '%h %l %u %t \"%r\" %s %b %D'\n\
+             latency_unit = \"ms\"\nstart_at = \"beginning\"\nmax_line_bytes = \"64KiB\"\n\n\
+             [[access_logs]]\napp = \"edge\"\npaths = [\"/var/log/nginx/access.log\"]\n\
+             format = 'combined'\n"
+        ))
+        .expect("valid");
+        let access = &config.access_logs[0];
+        assert_eq!(access.app, "shop");
+        assert_eq!(access.start_at, StartAt::Beginning);
+        assert_eq!(access.max_line_bytes, 64 * 1024);
+        assert!(access.format.has_latency());
+        assert_eq!(config.access_logs[1].start_at, StartAt::End);
+        assert_eq!(config.source_apps(), ["shop", "shop", "edge"]);
+        assert_eq!(config.access_sources(), 1..3);
+        let sources = config.tail_sources();
+        assert_eq!(sources.len(), 3);
+        assert_eq!(sources[2].paths, ["/var/log/nginx/access.log"]);
+        assert_eq!(sources[1].max_line_bytes, 64 * 1024);
+    }
+
+    #[test]
+    fn access_log_errors_name_the_entry_key_and_reason() {
+        let entry = |rest: &str| {
+            error(&format!(
+                "{ACCESS}app = \"shop\"\npaths = [\"/x/*.txt\"]\n{rest}\n"
+            ))
+        };
+        assert_eq!(
+            entry("format = '%h %t \"%r\" %s %Q'"),
+            "agent.toml: access_logs[0].format: at character 15 (%Q): unknown directive (see \
+             the access_logs formats in the README)"
+        );
+        assert!(
+            entry("format = '$remote_addr [$time_local] \"$request\" $body_bytes_sent'")
+                .starts_with("agent.toml: access_logs[0].format: the format has no status field")
+        );
+        assert!(
+            entry("format = 'combined'\nlatency_unit = \"ms\"").starts_with(
+                "agent.toml: access_logs[0].latency_unit: latency_unit is set but the format has no response time"
+            )
+        );
+        let unit = entry("format = '%t %s %D'\nlatency_unit = \"minutes\"");
+        assert!(
+            unit.starts_with("agent.toml: access_logs[0].latency_unit: \"minutes\" is not \"us\", \"ms\" or \"s\""),
+            "{unit}"
+        );
+        assert!(unit.contains("%D is read as microseconds"), "{unit}");
+        assert!(entry("format = 'combined'\ncolour = 1").contains("unknown field `colour`"));
+        assert!(entry("").contains("missing field `format`"));
+        assert!(
+            entry("format = 'combined'\nmax_line_bytes = 10")
+                .starts_with("agent.toml: access_logs[0].max_line_bytes: must be between")
+        );
+        assert_eq!(
+            error("[[access_logs]]\napp = \"a\"\npaths = [\"x/*.txt\"]\nformat = \"common\""),
+            "agent.toml: access_logs[0].paths: \"x/*.txt\" is not an absolute path"
+        );
+        assert!(
+            error("[[access_logs]]\napp = \"\"\npaths = [\"/x\"]\nformat = \"common\"")
+                .starts_with("agent.toml: access_logs[0].app:")
+        );
     }
 }

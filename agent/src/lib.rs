@@ -1,5 +1,6 @@
-//! Vigil agent: tails Java log files, turns stack traces into stable fingerprints, samples
-//! host metrics and streams compact per-minute counters to the detector over gRPC.
+//! Vigil agent: tails Java log files, turns stack traces into stable fingerprints, reads HTTP
+//! access logs (requests by status class and response time), samples host metrics and streams
+//! compact per-minute counters to the detector over gRPC.
 //!
 //! The agent never links the detector's store, web or judgement code: it depends only on
 //! the protocol crate.
@@ -13,6 +14,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod access;
 pub mod admin;
 pub mod analysis;
 pub mod config;

@@ -308,9 +308,19 @@ fn check_data_dir(dir: &Path, offline: bool) -> bool {
 /// missing or a matched file or directory cannot be read.
 fn list_files(config: &AgentConfig) -> bool {
     let mut ok = true;
-    for (i, logs) in config.logs.iter().enumerate() {
-        for pattern in &logs.paths {
-            println!("logs[{i}] app {:?}: {pattern}", logs.app);
+    let logs = config
+        .logs
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (format!("logs[{i}]"), &l.app, &l.paths));
+    let access = config
+        .access_logs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (format!("access_logs[{i}]"), &a.app, &a.paths));
+    for (entry, app, paths) in logs.chain(access) {
+        for pattern in paths {
+            println!("{entry} app {app:?}: {pattern}");
             let base = glob_base(pattern);
             if !base.is_dir() {
                 println!("    PROBLEM: directory {} does not exist", base.display());

@@ -1,12 +1,18 @@
 //! Per-minute counters: what the agent saw, per app and minute, until it is cut into
 //! [`MinuteReport`]s. Pure code over plain data; the caller supplies the time.
+//!
+//! Counts come in by *source* (a `[[logs]]` or `[[access_logs]]` entry, indexed as the
+//! tailer indexes them) and are kept by *app*: the sources of one app name (its Java log and
+//! its access log, say) add up into one [`AppCounters`] per minute.
 
 use std::collections::BTreeMap;
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
+use vigil_proto::latency;
 use vigil_proto::v1::{
-    AppCounters, ExceptionCount, ExceptionDefinition, HostMetrics, MinuteReport,
+    AppCounters, ExceptionCount, ExceptionDefinition, HostMetrics, LatencyBucket, MinuteReport,
+    RequestCounters,
 };
 
 /// The start of the minute holding `t` (UTC Unix seconds): `floor(t/60)*60`.
@@ -27,6 +33,42 @@ pub struct Counts {
     pub truncated_lines: u64,
 }
 
+/// The apps of a configuration, each once (in the order first named), and the app each
+/// source feeds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppSlots {
+    names: Vec<String>,
+    of_source: Vec<usize>,
+}
+
+impl AppSlots {
+    /// Slots for sources that feed these apps (indexed as given; a name may repeat).
+    pub fn new<S: AsRef<str>>(source_apps: &[S]) -> Self {
+        let mut names: Vec<String> = Vec::new();
+        let of_source = source_apps
+            .iter()
+            .map(|app| {
+                let app = app.as_ref();
+                names.iter().position(|n| n == app).unwrap_or_else(|| {
+                    names.push(app.to_owned());
+                    names.len() - 1
+                })
+            })
+            .collect();
+        Self { names, of_source }
+    }
+
+    /// Each app once.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The app (index in [`names`](Self::names)) that `source` feeds.
+    pub fn slot(&self, source: usize) -> Option<usize> {
+        self.of_source.get(source).copied()
+    }
+}
+
 #[derive(Debug, Default)]
 struct AppMinute {
     counts: Counts,
@@ -34,10 +76,50 @@ struct AppMinute {
     definitions: Vec<ExceptionDefinition>,
     process_cpu_pct: Option<f64>,
     process_rss_bytes: Option<u64>,
+    requests: Requests,
+}
+
+/// Requests of one app in one minute.
+#[derive(Debug, Default)]
+struct Requests {
+    count: u64,
+    /// By status class, 1xx to 5xx.
+    classes: [u64; 5],
+    malformed: u64,
+    /// Counts by latency bucket (index less [`latency::MIN_INDEX`]); empty until the first.
+    latency: Vec<u64>,
+    latency_sum_ms: f64,
+}
+
+/// Buckets in the layout of [`vigil_proto::latency`].
+const BUCKETS: usize = (latency::MAX_INDEX - latency::MIN_INDEX + 1) as usize;
+
+impl Requests {
+    fn to_proto(&self) -> RequestCounters {
+        let [c1, c2, c3, c4, c5] = self.classes;
+        RequestCounters {
+            count: self.count,
+            status_1xx: c1,
+            status_2xx: c2,
+            status_3xx: c3,
+            status_4xx: c4,
+            status_5xx: c5,
+            malformed: self.malformed,
+            latency: self
+                .latency
+                .iter()
+                .zip(latency::MIN_INDEX..)
+                .filter(|(count, _)| **count > 0)
+                .map(|(&count, index)| LatencyBucket { index, count })
+                .collect(),
+            latency_sum_ms: self.latency_sum_ms,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct Minute {
+    /// By app slot.
     apps: BTreeMap<usize, AppMinute>,
     host_metrics: Option<HostMetrics>,
 }
@@ -46,33 +128,58 @@ struct Minute {
 ///
 /// Invariants: every count recorded is returned by exactly one later [`take`](Self::take);
 /// every minute that closed while the agent ran is reported at least once, with every app
-/// (zero counts included), so the detector can tell "nothing logged" from "agent down".
+/// (zero counts included), so the detector can tell "nothing logged" from "agent down";
+/// a report holds one [`AppCounters`] per app, whatever the number of its sources; an app
+/// with an access log carries `requests` (zero included) in every minute it is reported.
 #[derive(Debug)]
 pub struct MinuteCounters {
-    apps: Vec<String>,
+    slots: AppSlots,
+    /// By app slot: whether the app has an access log (and so request counters).
+    with_requests: Vec<bool>,
     /// By minute; a hash map, as a backlog read holds hundreds of minutes, each looked up
     /// per event (reports are cut in minute order by [`take`](Self::take)).
     minutes: HashMap<i64, Minute>,
     /// The first minute that still owes its "closed" report.
     heartbeat_from: i64,
-    /// Fingerprints whose definition went out (per app index).
+    /// Fingerprints whose definition went out (per app slot).
     defined: HashSet<(usize, u64)>,
 }
 
 impl MinuteCounters {
-    /// Counters for `apps` (indexed as given), starting at the minute of `now`.
-    pub fn new(apps: Vec<String>, now: i64) -> Self {
+    /// Counters for sources feeding `source_apps` (indexed as given; sources of one app name
+    /// add up), starting at the minute of `now`.
+    pub fn new<S: AsRef<str>>(source_apps: &[S], now: i64) -> Self {
+        let slots = AppSlots::new(source_apps);
         Self {
-            apps,
+            with_requests: vec![false; slots.names.len()],
+            slots,
             minutes: HashMap::new(),
             heartbeat_from: minute_of(now),
             defined: HashSet::new(),
         }
     }
 
-    /// Adds `counts` to `app` in the minute holding `t`.
-    pub fn record(&mut self, app: usize, t: i64, counts: Counts) {
-        let c = &mut self.app_minute(app, t).counts;
+    /// Marks `sources` as access logs: their apps report request counters in every minute.
+    #[must_use]
+    pub fn with_requests(mut self, sources: impl IntoIterator<Item = usize>) -> Self {
+        for source in sources {
+            if let Some(flag) = self
+                .slots
+                .slot(source)
+                .and_then(|slot| self.with_requests.get_mut(slot))
+            {
+                *flag = true;
+            }
+        }
+        self
+    }
+
+    /// Adds `counts` to the app of `source` in the minute holding `t`.
+    pub fn record(&mut self, source: usize, t: i64, counts: Counts) {
+        let Some(entry) = self.app_minute(source, t) else {
+            return;
+        };
+        let c = &mut entry.counts;
         c.lines += counts.lines;
         c.error_lines += counts.error_lines;
         c.warn_lines += counts.warn_lines;
@@ -80,17 +187,22 @@ impl MinuteCounters {
         c.truncated_lines += counts.truncated_lines;
     }
 
-    /// Counts one occurrence of `fingerprint` for `app` in the minute holding `t`; the
-    /// definition is built (by `define`) and sent only the first time.
+    /// Counts one occurrence of `fingerprint` for the app of `source` in the minute holding
+    /// `t`; the definition is built (by `define`) and sent only the first time for the app.
     pub fn record_exception(
         &mut self,
-        app: usize,
+        source: usize,
         t: i64,
         fingerprint: u64,
         define: impl FnOnce() -> ExceptionDefinition,
     ) {
-        let first = self.defined.insert((app, fingerprint));
-        let entry = self.app_minute(app, t);
+        let Some(slot) = self.slots.slot(source) else {
+            return;
+        };
+        let first = self.defined.insert((slot, fingerprint));
+        let Some(entry) = self.app_minute(source, t) else {
+            return;
+        };
         *entry.exceptions.entry(fingerprint).or_default() += 1;
         if first {
             entry.definitions.push(define());
@@ -105,26 +217,66 @@ impl MinuteCounters {
             .host_metrics = Some(metrics);
     }
 
-    /// Sets the CPU % and resident memory of `app`'s process in a minute.
+    /// Counts one request answered with `status` (100 to 599; anything else counts as a
+    /// malformed line) in `latency_ms` (when the line says) for the app of `source`, in the
+    /// minute holding `t`.
+    pub fn record_request(&mut self, source: usize, t: i64, status: u16, latency_ms: Option<f64>) {
+        let Some(entry) = self.app_minute(source, t) else {
+            return;
+        };
+        let r = &mut entry.requests;
+        let Some(class) = r.classes.get_mut(usize::from(status / 100).wrapping_sub(1)) else {
+            r.malformed += 1;
+            return;
+        };
+        *class += 1;
+        r.count += 1;
+        if let Some(ms) = latency_ms.filter(|ms| ms.is_finite() && *ms >= 0.0) {
+            if r.latency.is_empty() {
+                r.latency = vec![0; BUCKETS];
+            }
+            // `bucket_of` stays within MIN_INDEX..=MAX_INDEX.
+            let index = usize::try_from(latency::bucket_of(ms) - latency::MIN_INDEX).unwrap_or(0);
+            if let Some(count) = r.latency.get_mut(index) {
+                *count += 1;
+            }
+            r.latency_sum_ms += ms;
+        }
+    }
+
+    /// Counts an access-log line of `source` that could not be read as a request, in the
+    /// minute holding `t` (the time it was read).
+    pub fn record_malformed(&mut self, source: usize, t: i64) {
+        if let Some(entry) = self.app_minute(source, t) {
+            entry.requests.malformed += 1;
+        }
+    }
+
+    /// Sets the CPU % and resident memory of the process of `source`'s app in a minute.
     pub fn set_process_metrics(
         &mut self,
-        app: usize,
+        source: usize,
         minute: i64,
         cpu_pct: Option<f64>,
         rss_bytes: Option<u64>,
     ) {
-        let entry = self.app_minute(app, minute);
+        let Some(entry) = self.app_minute(source, minute) else {
+            return;
+        };
         entry.process_cpu_pct = cpu_pct;
         entry.process_rss_bytes = rss_bytes;
     }
 
-    fn app_minute(&mut self, app: usize, t: i64) -> &mut AppMinute {
-        self.minutes
-            .entry(minute_of(t))
-            .or_default()
-            .apps
-            .entry(app)
-            .or_default()
+    fn app_minute(&mut self, source: usize, t: i64) -> Option<&mut AppMinute> {
+        let slot = self.slots.slot(source)?;
+        Some(
+            self.minutes
+                .entry(minute_of(t))
+                .or_default()
+                .apps
+                .entry(slot)
+                .or_default(),
+        )
     }
 
     /// Cuts reports: every closed minute (ended at or before `now`) with data or still owing
@@ -147,16 +299,18 @@ impl MinuteCounters {
         for (minute, entry) in due {
             let closed = minute < open;
             let apps = self
-                .apps
+                .slots
+                .names
                 .iter()
+                .zip(&self.with_requests)
                 .enumerate()
-                .filter_map(|(index, name)| {
-                    let data = entry.apps.get(&index);
+                .filter_map(|(slot, (name, &requests))| {
+                    let data = entry.apps.get(&slot);
                     // A closed minute lists every app; the open one only those with data.
                     if data.is_none() && !closed {
                         return None;
                     }
-                    Some(app_counters(name, data))
+                    Some(app_counters(name, data, requests))
                 })
                 .collect::<Vec<_>>();
             if apps.is_empty() && entry.host_metrics.is_none() {
@@ -172,10 +326,11 @@ impl MinuteCounters {
     }
 }
 
-fn app_counters(name: &str, data: Option<&AppMinute>) -> AppCounters {
+fn app_counters(name: &str, data: Option<&AppMinute>, requests: bool) -> AppCounters {
     let Some(data) = data else {
         return AppCounters {
             app: name.to_owned(),
+            requests: requests.then(RequestCounters::default),
             ..Default::default()
         };
     };
@@ -199,7 +354,7 @@ fn app_counters(name: &str, data: Option<&AppMinute>) -> AppCounters {
         definitions: data.definitions.clone(),
         process_cpu_pct: data.process_cpu_pct,
         process_rss_bytes: data.process_rss_bytes,
-        requests: None,
+        requests: requests.then(|| data.requests.to_proto()),
     }
 }
 
@@ -226,7 +381,7 @@ mod tests {
 
     #[test]
     fn closed_minutes_are_reported_once_with_every_app() {
-        let mut c = MinuteCounters::new(vec!["shop".into(), "cart".into()], T0 + 5);
+        let mut c = MinuteCounters::new(&["shop", "cart"], T0 + 5);
         c.record(0, T0 + 10, lines(3));
         c.record(0, T0 + 70, lines(2));
         assert!(c.take(T0 + 30, false).is_empty(), "the open minute waits");
@@ -242,7 +397,7 @@ mod tests {
 
     #[test]
     fn quiet_minutes_still_get_a_closed_report() {
-        let mut c = MinuteCounters::new(vec!["shop".into()], T0);
+        let mut c = MinuteCounters::new(&["shop"], T0);
         let reports = c.take(T0 + 180, false);
         let minutes: Vec<i64> = reports.iter().map(|r| r.minute).collect();
         assert_eq!(minutes, [T0, T0 + 60, T0 + 120]);
@@ -250,13 +405,13 @@ mod tests {
 
     #[test]
     fn a_clock_jump_makes_a_bounded_number_of_empty_reports() {
-        let mut c = MinuteCounters::new(vec!["shop".into()], 0);
+        let mut c = MinuteCounters::new(&["shop"], 0);
         assert_eq!(c.take(T0, false).len(), 60);
     }
 
     #[test]
     fn open_minute_flushes_add_up_to_the_total() {
-        let mut c = MinuteCounters::new(vec!["shop".into()], T0);
+        let mut c = MinuteCounters::new(&["shop"], T0);
         c.record(0, T0 + 1, lines(4));
         let first = c.take(T0 + 2, true);
         c.record(0, T0 + 3, lines(6));
@@ -272,7 +427,7 @@ mod tests {
 
     #[test]
     fn definitions_go_out_once_and_backlog_lands_in_its_minute() {
-        let mut c = MinuteCounters::new(vec!["shop".into()], T0 + 600);
+        let mut c = MinuteCounters::new(&["shop"], T0 + 600);
         let define = || ExceptionDefinition {
             fingerprint: 7,
             class: "java.lang.IllegalStateException".into(),
@@ -286,5 +441,85 @@ mod tests {
         assert_eq!(reports[0].apps[0].exceptions[0].count, 2);
         assert_eq!(reports[0].apps[0].definitions.len(), 1);
         assert!(reports[1].apps[0].definitions.is_empty());
+    }
+
+    #[test]
+    fn sources_of_one_app_make_one_app_counters() {
+        // Source 0: shop's Java log; 1: cart's; 2: shop's access log; 3: a second shop log.
+        let mut c = MinuteCounters::new(&["shop", "cart", "shop", "shop"], T0).with_requests([2]);
+        let define = || ExceptionDefinition {
+            fingerprint: 9,
+            ..Default::default()
+        };
+        c.record(0, T0 + 1, lines(2));
+        c.record(3, T0 + 2, lines(5));
+        c.record_exception(0, T0 + 3, 9, define);
+        c.record_exception(3, T0 + 4, 9, define);
+        c.record_request(2, T0 + 5, 200, Some(12.0));
+        c.record_request(2, T0 + 6, 503, Some(250.0));
+        c.record_request(2, T0 + 7, 204, None);
+        c.record_malformed(2, T0 + 8);
+        c.set_process_metrics(3, T0, Some(12.5), Some(1 << 20));
+        let reports = c.take(T0 + 61, false);
+        assert_eq!(reports.len(), 1);
+        let names: Vec<&str> = reports[0].apps.iter().map(|a| a.app.as_str()).collect();
+        assert_eq!(names, ["shop", "cart"], "one AppCounters per app");
+        let shop = &reports[0].apps[0];
+        assert_eq!(shop.lines, 7);
+        assert_eq!(shop.exceptions.len(), 1);
+        assert_eq!(shop.exceptions[0].count, 2);
+        assert_eq!(shop.definitions.len(), 1, "defined once per app");
+        assert_eq!(shop.process_cpu_pct, Some(12.5));
+        let r = shop.requests.as_ref().expect("shop has an access log");
+        assert_eq!(
+            (r.count, r.status_2xx, r.status_5xx, r.malformed),
+            (3, 2, 1, 1)
+        );
+        let buckets: Vec<(i32, u64)> = r.latency.iter().map(|b| (b.index, b.count)).collect();
+        assert_eq!(
+            buckets,
+            [
+                (latency::bucket_of(12.0), 1),
+                (latency::bucket_of(250.0), 1)
+            ],
+            "non-empty buckets only, by index"
+        );
+        assert!((r.latency_sum_ms - 262.0).abs() < 1e-9);
+        assert_eq!(reports[0].apps[1].requests, None, "cart has no access log");
+    }
+
+    #[test]
+    fn apps_with_access_logs_report_zero_requests_in_quiet_minutes() {
+        let mut c = MinuteCounters::new(&["shop", "shop"], T0).with_requests([1]);
+        let reports = c.take(T0 + 120, false);
+        assert_eq!(reports.len(), 2);
+        for report in &reports {
+            assert_eq!(report.apps.len(), 1);
+            assert_eq!(report.apps[0].requests, Some(RequestCounters::default()));
+        }
+    }
+
+    #[test]
+    fn statuses_outside_the_classes_count_as_malformed_and_unknown_sources_are_ignored() {
+        let mut c = MinuteCounters::new(&["shop"], T0).with_requests([0, 7]);
+        c.record_request(0, T0, 99, Some(1.0));
+        c.record_request(0, T0, 600, None);
+        c.record_request(0, T0, 0, None);
+        c.record_request(0, T0, 100, Some(f64::NAN));
+        c.record(5, T0, lines(1));
+        c.record_request(5, T0, 200, None);
+        let reports = c.take(T0 + 60, false);
+        let r = reports[0].apps[0].requests.as_ref().expect("requests");
+        assert_eq!((r.count, r.status_1xx, r.malformed), (1, 1, 3));
+        assert!(r.latency.is_empty(), "NaN is no response time");
+        assert_eq!(reports[0].apps[0].lines, 0);
+    }
+
+    #[test]
+    fn app_slots_name_each_app_once() {
+        let slots = AppSlots::new(&["a", "b", "a", "c", "b"]);
+        assert_eq!(slots.names(), ["a", "b", "c"]);
+        let of: Vec<Option<usize>> = (0..6).map(|s| slots.slot(s)).collect();
+        assert_eq!(of, [Some(0), Some(1), Some(0), Some(2), Some(1), None]);
     }
 }

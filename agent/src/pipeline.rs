@@ -3,12 +3,17 @@
 //! persist the files' checkpoints once the detector has acknowledged the reports that
 //! counted their lines.
 //!
+//! The tailed sources are the `[[logs]]` entries (Java logs, through [`LogAnalysis`]) and
+//! after them the `[[access_logs]]` entries (HTTP access logs, through [`AccessLogs`]); the
+//! minute counters add the sources of one app up into one report entry per app.
+//!
 //! Exactly once, end to end: a report in the spool carries the file positions reached once
 //! its lines were counted (only completed events count; a pending multi-line event stays
-//! behind its file's position). The checkpoint file advances when the detector acknowledges
-//! such a report. After a crash the agent resumes from the newest positions in the spool
-//! (those reports will still be delivered) or, when the spool holds none, from the
-//! checkpoint file; the detector drops re-sent reports by `(instance, seq)`.
+//! behind its file's position; an access-log line is complete by itself). The checkpoint
+//! file advances when the detector acknowledges such a report. After a crash the agent
+//! resumes from the newest positions in the spool (those reports will still be delivered)
+//! or, when the spool holds none, from the checkpoint file; the detector drops re-sent
+//! reports by `(instance, seq)`.
 //!
 //! A `data_dir` that cannot be written (full, read-only, gone) never stops the agent: the
 //! reports wait in memory for their seq and their place in the spool, reading pauses (the
@@ -25,6 +30,7 @@ use tokio::sync::Notify;
 use vigil_proto::PROTOCOL_VERSION;
 use vigil_proto::v1::{Report, report::Body};
 
+use crate::access::AccessLogs;
 use crate::admin::{
     self, Admin, DataDirView, DetectorView, FileStatus, Metrics, SpoolView, Status, TailView,
 };
@@ -35,7 +41,7 @@ use crate::host::{
 };
 use crate::identity::{Identity, IdentityError};
 use crate::java::{AnalyzerError, FINGERPRINT_VERSION};
-use crate::minute::MinuteCounters;
+use crate::minute::{AppSlots, MinuteCounters};
 use crate::ship::{ShipError, Shipper};
 use crate::spool::{SharedSpool, Spool, SpoolError, SpoolRecord};
 use crate::tail::{
@@ -195,8 +201,9 @@ pub async fn run_until(
 ) -> Result<Stop, AgentError> {
     let shutdown = stop;
     tokio::pin!(shutdown);
-    let apps: Vec<String> = config.logs.iter().map(|l| l.app.clone()).collect();
-    let metrics = Arc::new(Metrics::new(&apps));
+    // The app of each tailed source, and each app once.
+    let apps = config.source_apps();
+    let metrics = Arc::new(Metrics::new(AppSlots::new(&apps).names()));
     let status = Arc::new(Mutex::new(Status {
         host: config.host.clone(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -302,16 +309,7 @@ pub async fn run_until(
         checkpoint_error: None,
     };
 
-    let sources: Vec<SourceConfig> = config
-        .logs
-        .iter()
-        .map(|l| SourceConfig {
-            paths: l.paths.clone(),
-            exclude: l.exclude.clone(),
-            start_at: l.start_at,
-            max_line_bytes: l.max_line_bytes,
-        })
-        .collect();
+    let sources: Vec<SourceConfig> = config.tail_sources();
     let fresh = resumed.scanned_at.is_none();
     let mut tailer = Tailer::new(sources.clone(), resumed.clone())?;
     tailer.set_scan_interval(SCAN_INTERVAL);
@@ -322,6 +320,7 @@ pub async fn run_until(
     let mut logs = Logs {
         tailer,
         analysis: LogAnalysis::new(&config, Arc::clone(&metrics))?,
+        access: AccessLogs::new(&config, Arc::clone(&metrics)),
         resumed,
         hints: Arc::clone(&hints),
         last_line: None,
@@ -347,8 +346,9 @@ pub async fn run_until(
         }
     };
 
-    let mut counters = MinuteCounters::new(apps.clone(), unix_now());
-    let mut host = HostWatch::new(&config, apps, Arc::clone(&metrics))?;
+    let mut counters =
+        MinuteCounters::new(&apps, unix_now()).with_requests(config.access_sources());
+    let mut host = HostWatch::new(&config, apps.clone(), Arc::clone(&metrics))?;
     let sample_every = config.host_metrics.interval;
     let mut sample_tick = tokio::time::interval_at(
         tokio::time::Instant::now() + until_multiple_of(sample_every),
@@ -372,7 +372,7 @@ pub async fn run_until(
     });
     let mut status_tick = tokio::time::interval(DATA_DIR_RETRY);
     let mut acked_rx = shipper.acked();
-    tracing::info!(host = %config.host, instance = identity.instance(), endpoint = %config.detector.endpoint, sources = config.logs.len(), "vigil-agent running");
+    tracing::info!(host = %config.host, instance = identity.instance(), endpoint = %config.detector.endpoint, logs = config.logs.len(), access_logs = config.access_logs.len(), "vigil-agent running");
     let why = loop {
         let flush_at = logs.flush_due.map(tokio::time::Instant::from_std);
         tokio::select! {
@@ -410,7 +410,7 @@ pub async fn run_until(
                 if checkpoints.unstored() {
                     checkpoints.acknowledged(*acked_rx.borrow(), &mut outbox);
                 }
-                publish_status(&status, &outbox, &config, *acked_rx.borrow(), &metrics, &logs, &config.logs);
+                publish_status(&status, &outbox, &config, *acked_rx.borrow(), &metrics, &logs, &apps);
             }
             changed = acked_rx.changed() => {
                 if changed.is_ok() {
@@ -486,10 +486,12 @@ fn store_first_positions(tailer: &mut Tailer, data_dir: &Path) {
     }
 }
 
-/// The log files: the tailer and the per-file event analysis behind it.
+/// The log files: the tailer and what reads its lines (the per-file event analysis of the
+/// Java logs, the access logs' parsers).
 struct Logs {
     tailer: Tailer,
     analysis: LogAnalysis<FileKey>,
+    access: AccessLogs,
     /// The positions this run started from.
     resumed: Checkpoints,
     /// What the file watcher reported since the last read.
@@ -504,12 +506,14 @@ struct Logs {
     flush_due: Option<Instant>,
 }
 
-/// Hands the tailer's lines to the analysis, counting into the minute counters.
+/// Hands the tailer's lines to the analysis (Java logs) or the access logs, by source,
+/// counting into the minute counters.
 struct Counting<'a> {
     analysis: &'a mut LogAnalysis<FileKey>,
+    access: &'a mut AccessLogs,
     counters: &'a mut MinuteCounters,
     read_at: i64,
-    /// Lines (and finished files) handed on.
+    /// Java-log lines (and finished files) handed on: what may leave events pending.
     lines: u64,
 }
 
@@ -522,6 +526,12 @@ impl LineSink for Counting<'_> {
         end_offset: u64,
         truncated: bool,
     ) {
+        if self.access.is_access(source) {
+            // Complete by itself: nothing stays pending.
+            self.access
+                .line(self.counters, source, line, truncated, self.read_at);
+            return;
+        }
         self.lines += 1;
         self.analysis.line(
             self.counters,
@@ -534,7 +544,10 @@ impl LineSink for Counting<'_> {
         );
     }
 
-    fn file_done(&mut self, _source: usize, file: FileKey) {
+    fn file_done(&mut self, source: usize, file: FileKey) {
+        if self.access.is_access(source) {
+            return;
+        }
         self.lines += 1;
         self.analysis.file_done(self.counters, &file);
     }
@@ -570,6 +583,7 @@ impl Logs {
         if outbox.accepts_more() {
             let mut sink = Counting {
                 analysis: &mut self.analysis,
+                access: &mut self.access,
                 counters,
                 read_at: unix_now(),
                 lines: 0,
@@ -602,6 +616,7 @@ impl Logs {
             self.analysis.flush_idle(counters, now, EVENT_IDLE);
         }
         self.analysis.publish_metrics();
+        self.access.publish_metrics();
         let alerts = self.analysis.take_alerts();
         admin::add(&outbox.metrics.read_nanos, elapsed_nanos(started));
         let stats = self.tailer.stats();
@@ -787,17 +802,14 @@ fn publish_status(
     acked: u64,
     metrics: &Metrics,
     logs: &Logs,
-    sources: &[crate::config::LogsConfig],
+    source_apps: &[String],
 ) {
     let files = logs
         .tailer
         .files()
         .into_iter()
         .map(|f| FileStatus {
-            app: sources
-                .get(f.source)
-                .map(|s| s.app.clone())
-                .unwrap_or_default(),
+            app: source_apps.get(f.source).cloned().unwrap_or_default(),
             path: f.path.display().to_string(),
             offset: f.offset,
             size: f.size,

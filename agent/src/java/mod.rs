@@ -102,7 +102,7 @@ pub mod generate;
 mod json;
 mod parse_cmd;
 mod record;
-mod time;
+pub(crate) mod time;
 mod trace;
 
 pub use analyzer::{

@@ -155,7 +155,7 @@ pub(crate) fn parse_offset(b: &[u8]) -> Option<(i32, usize)> {
 }
 
 /// Validates calendar and clock ranges.
-fn valid(y: u32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> bool {
+pub(crate) fn valid(y: u32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> bool {
     (1970..=9999).contains(&y)
         && (1..=12).contains(&mo)
         && (1..=31).contains(&d)
@@ -222,7 +222,7 @@ pub(crate) fn parse_iso(b: &[u8]) -> Option<(Civil, usize)> {
     ))
 }
 
-fn month_abbrev(b: &[u8]) -> Option<u32> {
+pub(crate) fn month_abbrev(b: &[u8]) -> Option<u32> {
     const M: [&[u8; 3]; 12] = [
         b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
         b"Dec",
@@ -418,7 +418,7 @@ impl Clock {
     }
 }
 
-fn local_offset(tz: &jiff::tz::TimeZone, c: &Civil) -> Option<i32> {
+pub(crate) fn local_offset(tz: &jiff::tz::TimeZone, c: &Civil) -> Option<i32> {
     let dt = jiff::civil::DateTime::new(
         i16::try_from(c.year).ok()?,
         i8::try_from(c.month).ok()?,
