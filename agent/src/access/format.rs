@@ -636,7 +636,7 @@ pub(crate) fn parse_clf(b: &[u8]) -> Option<(i64, usize)> {
         return None;
     }
     let day = num(d, 0, 2)?;
-    let month = time::month_abbrev(&d[3..6])?;
+    let month = month(d[3], d[4], d[5])?;
     let year = num(d, 7, 4)?;
     let (hour, minute, second) = (num(d, 12, 2)?, num(d, 15, 2)?, num(d, 18, 2)?);
     if !time::valid(year, month, day, hour, minute, second) {
@@ -665,6 +665,26 @@ pub(crate) fn parse_clf(b: &[u8]) -> Option<(i64, usize)> {
     let t = days * 86_400 + i64::from(hour) * 3600 + i64::from(minute) * 60 + i64::from(second)
         - i64::from(offset);
     Some((t, i))
+}
+
+/// The month (1 to 12) of an English three-letter abbreviation.
+#[inline]
+fn month(a: u8, b: u8, c: u8) -> Option<u32> {
+    Some(match [a, b, c] {
+        [b'J', b'a', b'n'] => 1,
+        [b'F', b'e', b'b'] => 2,
+        [b'M', b'a', b'r'] => 3,
+        [b'A', b'p', b'r'] => 4,
+        [b'M', b'a', b'y'] => 5,
+        [b'J', b'u', b'n'] => 6,
+        [b'J', b'u', b'l'] => 7,
+        [b'A', b'u', b'g'] => 8,
+        [b'S', b'e', b'p'] => 9,
+        [b'O', b'c', b't'] => 10,
+        [b'N', b'o', b'v'] => 11,
+        [b'D', b'e', b'c'] => 12,
+        _ => return None,
+    })
 }
 
 /// The `len`-digit number at `b[i..]`.

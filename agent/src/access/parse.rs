@@ -43,9 +43,9 @@ impl AccessFormat {
     pub fn parse(&self, line: &[u8]) -> Result<Request, Malformed> {
         let mut worst = Malformed::NoMatch;
         for matcher in &self.matchers {
-            let Some(rest) = line.strip_prefix(&matcher.prefix[..]) else {
+            if !has_at(line, 0, &matcher.prefix) {
                 continue;
-            };
+            }
             let mut scan = Scan {
                 line,
                 zone: &self.zone,
@@ -54,7 +54,7 @@ impl AccessFormat {
                 status: None,
                 latency: None,
             };
-            if !scan.steps(&matcher.steps, line.len() - rest.len()) {
+            if !scan.steps(&matcher.steps, matcher.prefix.len()) {
                 continue;
             }
             match scan.status {
@@ -114,11 +114,7 @@ impl Scan<'_> {
             return false;
         };
         let end = pos + len;
-        if !self
-            .line
-            .get(end..)
-            .is_some_and(|t| t.starts_with(&step.after))
-        {
+        if !has_at(self.line, end, &step.after) {
             return false;
         }
         self.steps(rest, end + step.after.len())
@@ -195,12 +191,20 @@ fn find(line: &[u8], field_start: usize, from: usize, literal: &[u8]) -> Option<
     let mut i = from;
     loop {
         let at = i + memchr::memchr(first, line.get(i..)?)?;
-        if line.get(at..).is_some_and(|t| t.starts_with(literal))
-            && !(first == b'"' && escaped(line, field_start, at))
-        {
+        if has_at(line, at, literal) && !(first == b'"' && escaped(line, field_start, at)) {
             return Some(at);
         }
         i = at + 1;
+    }
+}
+
+/// Whether `line` holds `literal` at `at`. Literals are a few bytes: a plain loop is much
+/// cheaper than a call to `memcmp` for each.
+#[inline]
+fn has_at(line: &[u8], at: usize, literal: &[u8]) -> bool {
+    match line.get(at..at.saturating_add(literal.len())) {
+        Some(here) => here.iter().zip(literal).all(|(a, b)| a == b),
+        None => false,
     }
 }
 

@@ -222,7 +222,7 @@ pub(crate) fn parse_iso(b: &[u8]) -> Option<(Civil, usize)> {
     ))
 }
 
-pub(crate) fn month_abbrev(b: &[u8]) -> Option<u32> {
+fn month_abbrev(b: &[u8]) -> Option<u32> {
     const M: [&[u8; 3]; 12] = [
         b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
         b"Dec",
