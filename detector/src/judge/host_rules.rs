@@ -9,19 +9,33 @@ use super::{AppMemory, Evidence, HostMinute, Reason, Rule, Severity, Tally};
 /// Largest growth of a host's work credited to its CPU or load.
 const MAX_WORK_SCALE: f64 = 4.0;
 
-/// How much more work (median events, or lines, a minute) a host did in `after` than in
-/// `before` (inclusive minute ranges), when `metric` grows with work (`cpu_pct`, `load1`):
-/// at least 1, at most [`MAX_WORK_SCALE`]; 1 for other metrics or without work counts.
+/// How much more work a host did in `after` than in `before` (inclusive minute ranges),
+/// when `metric` grows with work (`cpu_pct`, `load1`): at least 1, at most
+/// [`MAX_WORK_SCALE`]; 1 for other metrics or without work counts. The work is the
+/// median a minute of the requests it answered, where its access log says (what a
+/// release cannot change by logging more or less), else of its log events, else lines.
 fn work_scale(metric: &str, rows: &[&HostMinute], before: (i64, i64), after: (i64, i64)) -> f64 {
     if !matches!(metric, "cpu_pct" | "load1") {
         return 1.0;
     }
+    let in_range = |(from, to): (i64, i64), r: &&&HostMinute| r.minute >= from && r.minute <= to;
+    let has_requests = |range: (i64, i64)| {
+        rows.iter()
+            .any(|r| in_range(range, &r) && r.requests.as_ref().is_some_and(|q| q.count > 0))
+    };
+    let requests = has_requests(before) && has_requests(after);
     let events = rows.iter().any(|r| r.events > 0);
-    let work = |(from, to): (i64, i64)| -> Option<f64> {
+    let work = |range: (i64, i64)| -> Option<f64> {
         let mut w: Vec<f64> = rows
             .iter()
-            .filter(|r| r.minute >= from && r.minute <= to)
-            .map(|r| if events { r.events } else { r.lines } as f64)
+            .filter(|r| in_range(range, r))
+            .filter_map(|r| {
+                if requests {
+                    r.requests.as_ref().map(|q| q.count as f64)
+                } else {
+                    Some(if events { r.events } else { r.lines } as f64)
+                }
+            })
             .collect();
         median(&mut w)
     };

@@ -303,10 +303,12 @@ async fn gather_board<S: Store>(store: &S, now: i64) -> Result<Board, crate::sto
             .filter(|r| r.app == app.app)
             .cloned()
             .collect();
+        let requests = latest_requests(store, &app.app, now).await;
         cards.push(AppBoard {
             app,
             watching: app_watching,
             exceptions,
+            requests,
         });
     }
     Ok(Board {
@@ -318,6 +320,44 @@ async fn gather_board<S: Store>(store: &S, now: i64) -> Result<Board, crate::sto
         new_within: NEW_WITHIN_SECS,
     })
 }
+
+/// An app's requests in the newest complete minute of the last five in which its hosts
+/// reported some (all hosts summed) and the share of 5xx; `None` without access logs, or
+/// when the minutes cannot be read within the page's bound.
+async fn latest_requests<S: Store>(store: &S, app: &str, now: i64) -> Option<(i64, u64, f64)> {
+    let open = crate::judge::minute_of(now);
+    let rows = store
+        .series(&crate::store::SeriesQuery {
+            app: Some(app.to_owned()),
+            host: None,
+            from: Some(open - 5 * 60),
+            to: Some(open - 60),
+            limit: Some(BOARD_REQUEST_ROWS),
+        })
+        .await
+        .ok()?;
+    let mut minutes: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
+    for row in &rows {
+        if let Some(r) = &row.requests {
+            let m = minutes.entry(row.minute).or_default();
+            m.0 += r.count;
+            m.1 += r.status.server_error;
+        }
+    }
+    let (&minute, &(count, errors)) = minutes.iter().next_back()?;
+    Some((
+        minute,
+        count,
+        if count > 0 {
+            errors as f64 / count as f64
+        } else {
+            0.0
+        },
+    ))
+}
+
+/// Most rows read for one app's latest requests on the board.
+const BOARD_REQUEST_ROWS: usize = 20_000;
 
 #[derive(Debug, Deserialize)]
 struct ListParams {
@@ -575,6 +615,46 @@ pub fn assemble(
             }
         })
         .collect();
+    // What the app's users get, where its hosts report requests from access logs.
+    let business_charts = if history.rows.iter().any(|r| r.requests.is_some()) {
+        vec![
+            groups.chart(
+                &history,
+                view::metric_anchor("requests"),
+                "Requests".into(),
+                "per host per minute",
+                |r| r.requests.as_ref().map(|q| q.count as f64),
+            ),
+            groups.chart(
+                &history,
+                view::metric_anchor("5xx"),
+                "Server errors".into(),
+                "% of requests answered 5xx, mean of hosts",
+                |r| {
+                    r.requests
+                        .as_ref()
+                        .and_then(|q| q.server_error_share())
+                        .map(|s| 100.0 * s)
+                },
+            ),
+            groups.chart(
+                &history,
+                view::metric_anchor("p50"),
+                "Latency p50".into(),
+                "ms, mean of hosts' medians",
+                |r| r.requests.as_ref().and_then(|q| q.latency_ms.quantile(0.5)),
+            ),
+            groups.chart(
+                &history,
+                view::metric_anchor("p90"),
+                "Latency p90".into(),
+                "ms, mean of hosts' 90th percentiles",
+                |r| r.requests.as_ref().and_then(|q| q.latency_ms.quantile(0.9)),
+            ),
+        ]
+    } else {
+        Vec::new()
+    };
     let log_charts = vec![
         groups.chart(
             &history,
@@ -649,6 +729,7 @@ pub fn assemble(
         now,
         release: history.release,
         exceptions,
+        business_charts,
         log_charts,
         metric_charts,
         hosts,

@@ -168,6 +168,9 @@ pub struct AppBoard {
     pub watching: Vec<StoredRelease>,
     /// Its exceptions first seen lately, or dangerous and seen lately, newest first.
     pub exceptions: Vec<FingerprintRow>,
+    /// Its requests in the newest complete minute its hosts reported some: the minute, the
+    /// requests of all hosts, and the share answered with a 5xx.
+    pub requests: Option<(i64, u64, f64)>,
 }
 
 /// Everything on the health board.
@@ -292,6 +295,14 @@ fn app_card(a: &AppBoard, now: i64, new_within: i64) -> Markup {
                 a href=(format!("/releases?app={}", url_component(&a.app.app))) { (a.app.app) }
             }
             p { (up) " of " (a.app.hosts.len()) " hosts reporting" }
+            @if let Some((minute, count, errors)) = a.requests {
+                p.requests {
+                    (count) " requests in the minute of " time datetime=(iso(minute)) { (time(minute)) }
+                    " · " span class=(if errors >= 0.01 { "errors high" } else { "errors" }) {
+                        (format!("{:.2}", 100.0 * errors)) "% 5xx"
+                    }
+                }
+            }
             details.hosts open[a.app.hosts.len() <= 8 || up < a.app.hosts.len()] {
                 summary { "Hosts" }
                 ul.hosts { @for h in &a.app.hosts { (host_status(h, now)) } }
@@ -416,6 +427,8 @@ pub struct ReleasePage {
     pub release: StoredRelease,
     /// Exceptions behind the reasons, in the order of the reasons.
     pub exceptions: Vec<ExceptionPanel>,
+    /// Requests, 5xx share and latency quantiles, where hosts report requests.
+    pub business_charts: Vec<Chart>,
     /// Log lines and error lines per host per minute.
     pub log_charts: Vec<Chart>,
     /// Host metrics per group.
@@ -551,6 +564,12 @@ pub fn release_page(p: &ReleasePage) -> Markup {
             section aria-labelledby="exc-h" {
                 h2 #exc-h { "The exceptions behind the reasons" }
                 @for e in &p.exceptions { (exception_panel(e, p.now)) }
+            }
+        }
+        @if !p.business_charts.is_empty() {
+            section aria-labelledby="business-h" {
+                h2 #business-h { "Requests" }
+                div.charts { @for c in &p.business_charts { (c.render()) } }
             }
         }
         section aria-labelledby="logs-h" {
@@ -814,6 +833,7 @@ mod tests {
             now: 1_763_880_200,
             release: release(),
             exceptions: Vec::new(),
+            business_charts: Vec::new(),
             log_charts: Vec::new(),
             metric_charts: Vec::new(),
             hosts: Vec::new(),
