@@ -66,6 +66,45 @@ fn check_lists_matched_files_and_reports_an_unreachable_detector() {
 }
 
 #[test]
+fn check_lists_access_log_files_and_refuses_a_bad_format_saying_where() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).expect("mkdir");
+    std::fs::write(logs.join("localhost_access_log.2026-11-23.txt"), "x\n").expect("write log");
+    let config = dir.path().join("agent.toml");
+    let write = |format: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = {:?}\n[detector]\nendpoint = \"http://127.0.0.1:1\"\n\
+                 [[access_logs]]\napp = \"shop\"\npaths = [\"{}/localhost_access_log.*.txt\"]\n\
+                 format = '{format}'\n",
+                dir.path().join("data"),
+                logs.display()
+            ),
+        )
+        .expect("write config");
+    };
+    write("%h %l %u %t \"%r\" %s %b %D");
+    let (_, text) = agent(&["check", "--config", config.to_str().expect("utf-8 path")]);
+    assert!(text.contains("configuration is valid"), "{text}");
+    assert!(text.contains("access_logs[0] app \"shop\""), "{text}");
+    assert!(
+        text.contains("localhost_access_log.2026-11-23.txt (2 bytes)"),
+        "{text}"
+    );
+    write("%h %t \"%r\" %s %{remote}x");
+    let (ok, text) = agent(&["check", "--config", config.to_str().expect("utf-8 path")]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(
+            "agent.toml: access_logs[0].format: at character 15 (%{remote}x): unknown directive"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
 fn missing_config_file_is_named() {
     let (ok, text) = agent(&["check", "--config", "/nonexistent/agent.toml"]);
     assert!(!ok);
