@@ -9,10 +9,18 @@
 //! Benchmark (`../shared/corpus/nab`, 5-minute steps interpolated to minutes), with
 //! memory, load and disk derived around it.
 //!
+//! Seven apps in ten have an access log: requests follow the log lines (traffic), response
+//! times are log-normal around a median every request of a minute shares (and a GC pause
+//! now and then slows a host's minute), a small overdispersed share fails with a 5xx;
+//! surges and outages slow and fail requests on every host, a restart's first minute is
+//! slow.
+//!
 //! About 15% of releases are bad: a fault starts on released hosts after their release
 //! (dangerous classes — also at very low rates and only at start-up —, new fingerprints,
 //! a known fingerprint ×1.3 to ×20, error-line growth, CPU, load, a memory-leak slope,
-//! disk IO, log-volume collapse), on all or only some released hosts, at once or delayed,
+//! disk IO, log-volume collapse, and on apps with an access log only: responses ×1.3 to
+//! ×3 slower, 1 % to 20 % more 5xx, requests collapsing), on all or only some released
+//! hosts, at once or delayed,
 //! steady or intermittent. A fault is made *observable*: a small multiplier is only
 //! applied to an exception frequent enough that the harm would be noticed (at least ~25
 //! extra events over the watch), as a user labelling releases would only call such a
@@ -27,8 +35,10 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use vigil_detector::judge::{Batch, Definition, fingerprint_hex};
+use vigil_detector::judge::stats::normal_upper_tail;
+use vigil_detector::judge::{Batch, Definition, Latency, Requests, StatusClasses, fingerprint_hex};
 use vigil_detector::replay::{Case, CaseHostMetrics, CaseMinute, CaseRelease, Expected};
+use vigil_proto::latency::{bucket_of, representative_ms, upper_ms};
 
 /// Why the generator could not start.
 #[derive(Debug, thiserror::Error)]
@@ -266,6 +276,20 @@ struct App {
     exceptions: Vec<KnownException>,
     error_rate: f64,
     warn_rate: f64,
+    /// Its HTTP traffic, for the apps whose hosts have an access log.
+    web: Option<Web>,
+}
+
+/// An app's HTTP traffic: requests follow its log lines (traffic is what makes it log),
+/// response times are log-normal around a median that every minute shares (GC, load), a
+/// small share of requests fails with a 5xx, overdispersed.
+#[derive(Debug, Clone, Copy)]
+struct Web {
+    requests_per_line: f64,
+    median_ms: f64,
+    sigma: f64,
+    error_share: f64,
+    error_shape: f64,
 }
 
 fn definition(rng: &mut Rand, app: &str, class: &str, dangerous: bool) -> Definition {
@@ -330,6 +354,13 @@ fn app(seed: u64, index: usize) -> App {
         exceptions,
         error_rate: rng.log_uniform(0.001, 0.02),
         warn_rate: rng.log_uniform(0.005, 0.05),
+        web: rng.chance(0.7).then(|| Web {
+            requests_per_line: rng.uniform(0.2, 0.6),
+            median_ms: rng.log_uniform(15.0, 250.0),
+            sigma: rng.uniform(0.4, 0.9),
+            error_share: rng.log_uniform(0.0003, 0.004),
+            error_shape: rng.uniform(0.5, 2.0),
+        }),
     }
 }
 
@@ -349,6 +380,22 @@ enum Fault {
     MemoryLeak,
     DiskIo,
     VolumeCollapse,
+    /// Slower responses only (nothing logged): ×1.3 to ×3.
+    Latency,
+    /// Requests failing with a 5xx, nothing logged: 1 % to 20 % more of them.
+    ServerErrors,
+    /// Requests stop reaching the released hosts (they still log a little).
+    TrafficCollapse,
+}
+
+impl Fault {
+    /// Whether it can only be seen in an access log.
+    fn needs_web(self) -> bool {
+        matches!(
+            self,
+            Fault::Latency | Fault::ServerErrors | Fault::TrafficCollapse
+        )
+    }
 }
 
 const FAULTS: &[Fault] = &[
@@ -365,6 +412,9 @@ const FAULTS: &[Fault] = &[
     Fault::MemoryLeak,
     Fault::DiskIo,
     Fault::VolumeCollapse,
+    Fault::Latency,
+    Fault::ServerErrors,
+    Fault::TrafficCollapse,
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -415,6 +465,12 @@ struct Levers {
     load_add: f64,
     mem_add: f64,
     disk_add: f64,
+    /// Multipliers of the requests (on top of the lines'), latency and 5xx share, and
+    /// 5xx added as a share of the requests.
+    requests: f64,
+    latency: f64,
+    server_errors: f64,
+    server_errors_add: f64,
 }
 
 /// Extra events a "more of a known exception" fault adds at least over the watch.
@@ -432,7 +488,15 @@ pub fn generate_case_with(seed: u64, index: usize, bad_fraction: f64, corpus: &C
     let app_index = rng.range(0, APPS - 1);
     let app = app(seed, app_index);
     let bad = rng.chance(bad_fraction);
-    let fault = bad.then(|| *rng.pick(FAULTS));
+    let fault = bad.then(|| {
+        let f = *rng.pick(FAULTS);
+        // A fault only an access log shows needs an app that has one.
+        if f.needs_web() && app.web.is_none() {
+            *rng.pick(&FAULTS[..FAULTS.len() - 3])
+        } else {
+            f
+        }
+    });
     let mut benign = if bad { Benign::AA } else { *rng.pick(BENIGN) };
     let topology = {
         let r = rng.0.f64();
@@ -609,6 +673,15 @@ pub fn generate_case_with(seed: u64, index: usize, bad_fraction: f64, corpus: &C
             Fault::MemoryLeak => intensity = rng.uniform(0.25, 1.0),
             Fault::DiskIo => intensity = rng.uniform(25.0, 60.0),
             Fault::VolumeCollapse => intensity = rng.uniform(0.0, 0.1),
+            Fault::Latency => {
+                intensity = rng.uniform(1.3, 3.0);
+                name = format!("Latency x{intensity:.1}");
+            }
+            Fault::ServerErrors => {
+                intensity = rng.log_uniform(0.01, 0.2);
+                name = format!("ServerErrors +{:.1}%", 100.0 * intensity);
+            }
+            Fault::TrafficCollapse => intensity = rng.uniform(0.0, 0.1),
         }
     } else {
         name = format!("{benign:?}");
@@ -696,6 +769,9 @@ pub fn generate_case_with(seed: u64, index: usize, bad_fraction: f64, corpus: &C
     let mut mem_walk: Vec<f64> = host_slot.iter().map(|&s| app.host_mem[s]).collect();
 
     let mut minutes = Vec::new();
+    // The requests' own stream, so that the log and metric draws of a case do not depend
+    // on whether its app has an access log.
+    let mut web_rng = Rand::new(mix(seed ^ 0x3eb, index as u64 + 1));
     let mut fleet_noise = 0.0;
     let mut t = start_minute;
     while t < end_minute {
@@ -716,6 +792,10 @@ pub fn generate_case_with(seed: u64, index: usize, bad_fraction: f64, corpus: &C
                 load_add: 0.0,
                 mem_add: 0.0,
                 disk_add: 0.0,
+                requests: 1.0,
+                latency: 1.0,
+                server_errors: 1.0,
+                server_errors_add: 0.0,
             };
             let rel = release_minute[h];
             let since_release = (t - rel) / 60; // minutes, negative before
@@ -726,6 +806,8 @@ pub fn generate_case_with(seed: u64, index: usize, bad_fraction: f64, corpus: &C
                 lv.cpu_add += if benign == Benign::Warmup { 30.0 } else { 12.0 };
                 if since_release == 0 {
                     lv.lines *= 0.7;
+                    // A cold JIT and empty caches: slow first requests.
+                    lv.latency *= warmup_mult.min(3.0);
                 }
                 if benign == Benign::Warmup {
                     lv.known[warmup_known] *= warmup_mult;
@@ -737,9 +819,12 @@ pub fn generate_case_with(seed: u64, index: usize, bad_fraction: f64, corpus: &C
                     lv.errors *= surge_errors;
                     lv.known[surge_known] *= surge_known_mult;
                     lv.cpu_add += 10.0;
+                    lv.latency *= 1.3;
+                    lv.server_errors *= 3.0;
                 }
                 Benign::Outage if t >= surge_from && t < surge_from + surge_len => {
                     lv.errors *= 3.0;
+                    lv.server_errors *= 5.0;
                     lv.extra
                         .push((0, intensity * app.host_lines[slot] / 1000.0));
                 }
@@ -785,6 +870,12 @@ pub fn generate_case_with(seed: u64, index: usize, bad_fraction: f64, corpus: &C
                     Fault::MemoryLeak => lv.mem_add += intensity * (since_fault + 1) as f64,
                     Fault::DiskIo if on => lv.disk_add += intensity,
                     Fault::VolumeCollapse if on => lv.lines *= intensity,
+                    Fault::Latency if on => lv.latency *= intensity,
+                    Fault::ServerErrors if on => lv.server_errors_add += intensity,
+                    Fault::TrafficCollapse if on => {
+                        lv.requests *= intensity;
+                        lv.lines *= 0.5;
+                    }
                     _ => {}
                 }
             }
@@ -846,6 +937,13 @@ pub fn generate_case_with(seed: u64, index: usize, bad_fraction: f64, corpus: &C
             .max(0.0);
             let disk_busy = (3.0 + 2.0 * rng.gamma(1.5) + lv.disk_add).clamp(0.0, 100.0);
             let mem = (mem_walk[h] + lv.mem_add).clamp(0.0, 99.5);
+            // A GC pause now and then slows a host's minute: benign, on any host.
+            if web_rng.chance(0.02) {
+                lv.latency *= 1.6;
+            }
+            let requests = app
+                .web
+                .map(|web| requests_of(&mut web_rng, &web, lines_mean, &lv));
             minutes.push(CaseMinute {
                 host: hosts[h].clone(),
                 minute: t,
@@ -865,7 +963,7 @@ pub fn generate_case_with(seed: u64, index: usize, bad_fraction: f64, corpus: &C
                     disk_busy_pct: Some(round2(disk_busy)),
                     ..CaseHostMetrics::default()
                 }),
-                requests: None,
+                requests,
             });
         }
         t += 60;
@@ -935,6 +1033,42 @@ pub fn generate_case_with(seed: u64, index: usize, bad_fraction: f64, corpus: &C
             .collect(),
         exceptions,
         minutes,
+    }
+}
+
+/// One host-minute of requests: as many as the lines' traffic makes (times the levers), a
+/// log-normal histogram of response times around the minute's median, 5xx drawn
+/// overdispersed.
+fn requests_of(rng: &mut Rand, web: &Web, lines_mean: f64, lv: &Levers) -> Requests {
+    let mean = lines_mean * web.requests_per_line * lv.requests;
+    let median = web.median_ms * lv.latency * (0.1 * rng.normal()).exp();
+    let mut latency = Latency::default();
+    let mut count = 0;
+    if mean > 0.0 {
+        let cdf = |ms: f64| 1.0 - normal_upper_tail((ms / median).ln() / web.sigma);
+        let lo = bucket_of(median * (-4.5 * web.sigma).exp());
+        let hi = bucket_of(median * (4.5 * web.sigma).exp());
+        for b in lo..=hi {
+            let p = cdf(upper_ms(b)) - cdf(upper_ms(b - 1));
+            let n = rng.poisson(mean * p);
+            if n > 0 {
+                latency.buckets.insert(b, n);
+                latency.sum += n as f64 * representative_ms(b);
+                count += n;
+            }
+        }
+    }
+    let share = (web.error_share * lv.server_errors + lv.server_errors_add).min(1.0);
+    let failed = rng.negbin(count as f64 * share, web.error_shape).min(count);
+    Requests {
+        count,
+        status: StatusClasses {
+            success: count - failed,
+            server_error: failed,
+            ..StatusClasses::default()
+        },
+        malformed: 0,
+        latency_ms: latency,
     }
 }
 

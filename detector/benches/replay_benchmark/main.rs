@@ -376,7 +376,17 @@ fn scenario(id: &str) -> String {
     // g<seed>-<index>-<ok|bad>-<name>[-flags]-<topology>
     let parts: Vec<&str> = id.split('-').collect();
     match parts.as_slice() {
-        [_, _, label, name, ..] if name.starts_with("KnownMore") => format!("{label}-KnownMore"),
+        // The intensity written into the name is not part of the scenario.
+        [_, _, label, name, ..]
+            if ["KnownMore", "Latency", "ServerErrors"]
+                .iter()
+                .any(|k| name.starts_with(k)) =>
+        {
+            let kind = name.trim_end_matches(|c: char| {
+                c.is_ascii_digit() || matches!(c, '.' | 'x' | '+' | '%')
+            });
+            format!("{label}-{kind}")
+        }
         [_, _, label, name, ..] => format!("{label}-{name}"),
         _ => id.to_string(),
     }

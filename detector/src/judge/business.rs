@@ -9,15 +9,16 @@
 //!   their own rate before it, with the same mixture of rate ratios. Blocks at once past
 //!   its bar when the share at least doubled (learned per app) and rose by at least half a
 //!   point of the requests.
-//! - `latency` — slower responses: in each minute, the released hosts' requests slower
-//!   than the reference hosts' median (and 90th percentile) of that minute, against the
-//!   share the reference hosts themselves have there (times the released hosts' own ratio
-//!   before the release, bounded above), in a sequential binomial mixture test on counts
-//!   divided by their dispersion between minutes (requests of one minute share its GC
-//!   pauses and its load: thousands of them are not thousands of independent draws).
-//!   Without reference hosts, the comparison is the released hosts' own histogram before
-//!   the release. Blocks at once past its bar when the quantile grew by at least ×1.25
-//!   (learned per app).
+//! - `latency` — slower responses, judged host-minute by host-minute: the requests of one
+//!   minute share its GC pauses and its load, so thousands of them are not thousands of
+//!   independent draws, while minutes of a host are nearly so. A released host-minute
+//!   *hits* when its median (or 90th percentile) is at least ×1.25 (learned per app) the
+//!   reference hosts' in the same minute (without reference hosts: the released hosts'
+//!   own before the release). How often released host-minutes hit before the release
+//!   (jitter, GC pauses, a host slower by nature) is bounded above; the hits after it are
+//!   tested against that rate by a sequential mixture of higher hit rates. So one slow
+//!   minute never blocks, and a regression blocks after a few host-minutes. It blocks at
+//!   once past its bar when the merged quantile also grew by the threshold.
 //! - `traffic` — a released host still reporting whose requests over the last minutes
 //!   fell by 80 % or more from before its release, after the reference group's own change
 //!   (requests leaving the released hosts while the others keep theirs). A weak signal on
@@ -29,6 +30,8 @@
 //! minutes a host reported requests in: a host without an access log, or whose agent is
 //! down, is *missing*, never zero.
 
+use vigil_proto::latency;
+
 use super::sequential::{self, RATIOS, binomial_upper_bound};
 use super::signal::{Candidate, HostView, candidate};
 use super::stats::poisson_upper_tail;
@@ -39,10 +42,6 @@ pub(crate) const BUSINESS_SHARE: f64 = 0.3;
 
 /// Quantiles compared by the latency test.
 const LATENCY_QUANTILES: [f64; 2] = [0.5, 0.9];
-
-/// Rate ratios of the latency test's mixture: the share of requests past the comparison
-/// quantile, from a modest rise to most of them.
-const LATENCY_RATIOS: [f64; 5] = [1.25, 1.5, 2.0, 3.0, 5.0];
 
 /// The round's grid of requests: per host and minute (`host * t_len + t`).
 pub(super) struct Traffic<'a> {
@@ -348,111 +347,171 @@ fn mix(log_lr: &[f64]) -> f64 {
     top + (sum / log_lr.len() as f64).ln()
 }
 
-/// Requests strictly above bucket `b`, and all requests, of `h`.
-fn above(h: &Latency, b: i32) -> (f64, f64) {
-    let total = h.count() as f64;
-    let over: u64 = h.buckets.range(b + 1..).map(|(_, &c)| c).sum();
-    (over as f64, total)
-}
-
-/// The bucket holding the `q` quantile of `h`.
-fn quantile_bucket(h: &Latency, q: f64) -> Option<i32> {
+/// The `q` quantile of `h` in ms, interpolated within its bucket (log-linearly by rank), so
+/// that ratios of quantiles move smoothly rather than by the layout's ×1.19 steps.
+fn quantile_ms(h: &Latency, q: f64) -> Option<f64> {
     let total = h.count();
     if total == 0 {
         return None;
     }
-    let rank = ((q * total as f64).ceil() as u64).max(1);
-    let mut seen = 0;
+    let rank = (q.clamp(0.0, 1.0) * total as f64).max(0.5);
+    let mut seen = 0.0;
     for (&b, &c) in &h.buckets {
-        seen += c;
-        if seen >= rank {
-            return Some(b);
+        let c = c as f64;
+        if seen + c >= rank {
+            let (lo, hi) = (latency::upper_ms(b - 1).ln(), latency::upper_ms(b).ln());
+            let within = ((rank - seen) / c).clamp(0.0, 1.0);
+            return Some((lo + within * (hi - lo)).exp());
         }
+        seen += c;
     }
-    h.buckets.keys().next_back().copied()
+    h.buckets.keys().next_back().map(|&b| latency::upper_ms(b))
 }
 
-/// The latency test for one quantile: per minute, `(x, n, p)` — released requests past
-/// the comparison's quantile bucket, released requests, and the comparison's own share
-/// past it — before and after the release.
+/// Fewest requests a host-minute needs for its quantile to be compared.
+const MIN_MINUTE_REQUESTS: u64 = 20;
+
+/// Hit rates of the latency test's mixture: the share of released host-minutes slower
+/// than the comparison by the threshold, under a regression.
+const LATENCY_HIT_RATES: [f64; 3] = [0.5, 0.8, 0.95];
+
+/// The latency test's view of one quantile, host-minute by host-minute. Each host-minute's
+/// quantile is divided by the comparison's in that minute (the reference hosts' requests
+/// together — without the host itself when it is one of them —; without reference hosts,
+/// the released hosts' own before the release) and by the host's usual such ratio before
+/// the release (its median: a host slower by nature stays so).
 struct LatencyMinutes {
-    before: Vec<(f64, f64, f64)>,
-    after: Vec<(f64, f64, f64)>,
-    /// Histograms of the compared after minutes: released, comparison.
+    /// Normalised ratios before the release, of released and reference hosts: how far a
+    /// host-minute wanders from its usual level when nothing changed.
+    before: Vec<f64>,
+    /// Released hosts' settled host-minutes after their release: (host, normalised ratio).
+    after: Vec<(usize, f64)>,
     released: Latency,
     comparison: Latency,
+    minutes: u32,
+}
+
+/// The `q` quantile of `a` without `b`'s times (`b` is part of `a`), as [`quantile_ms`]
+/// reads it, without building the difference.
+fn quantile_without(a: &Latency, b: Option<&Latency>, q: f64) -> Option<f64> {
+    let Some(b) = b else {
+        return quantile_ms(a, q);
+    };
+    let count = |i: i32, c: u64| c.saturating_sub(b.buckets.get(&i).copied().unwrap_or(0));
+    let total: u64 = a.buckets.iter().map(|(&i, &c)| count(i, c)).sum();
+    if total < MIN_MINUTE_REQUESTS {
+        return None;
+    }
+    let rank = (q.clamp(0.0, 1.0) * total as f64).max(0.5);
+    let mut seen = 0.0;
+    for (&i, &c) in &a.buckets {
+        let c = count(i, c) as f64;
+        if c > 0.0 && seen + c >= rank {
+            let (lo, hi) = (latency::upper_ms(i - 1).ln(), latency::upper_ms(i).ln());
+            let within = ((rank - seen) / c).clamp(0.0, 1.0);
+            return Some((lo + within * (hi - lo)).exp());
+        }
+        seen += c;
+    }
+    None
 }
 
 fn latency_minutes(traffic: &Traffic<'_>, w: &Windows<'_>, q: f64) -> LatencyMinutes {
     let t_len = w.t_len;
-    let merge = |hosts: &[usize], t: usize, settled_only: bool| -> Latency {
-        let mut h = Latency::default();
-        for &i in hosts {
-            if settled_only && t < w.settled[i] {
-                continue;
-            }
-            if let Some(l) = traffic.latency[i * t_len + t] {
-                h.merge(l);
-            }
-        }
-        h
-    };
-    // Without reference hosts: the released hosts' own histogram before the release.
+    let cell = |i: usize, t: usize| traffic.latency[i * t_len + t];
     let own_before = w.reference.is_empty().then(|| {
         let mut h = Latency::default();
         for &i in w.released {
             for t in 0..w.start[i].min(t_len) {
-                if let Some(l) = traffic.latency[i * t_len + t] {
+                if let Some(l) = cell(i, t) {
                     h.merge(l);
                 }
             }
         }
         h
     });
+    // Per minute: the reference hosts' requests together (without reference hosts, every
+    // minute compares with the released hosts' past).
+    let reference: Vec<Latency> = if own_before.is_some() {
+        Vec::new()
+    } else {
+        (0..t_len)
+            .map(|t| {
+                let mut h = Latency::default();
+                for &i in w.reference {
+                    if let Some(l) = cell(i, t) {
+                        h.merge(l);
+                    }
+                }
+                h
+            })
+            .collect()
+    };
+    let comparison = |t: usize| -> &Latency {
+        match &own_before {
+            Some(h) => h,
+            None => &reference[t],
+        }
+    };
+    // The comparison's quantile per minute, read once.
+    let bars: Vec<Option<f64>> = (0..t_len)
+        .map(|t| {
+            quantile_without(comparison(t), None, q)
+                .filter(|_| comparison(t).count() >= MIN_MINUTE_REQUESTS)
+        })
+        .collect();
+    // A host-minute's quantile over the comparison's (without the host's own requests
+    // when it is a reference host).
+    let raw = |i: usize, t: usize, own: bool| -> Option<f64> {
+        let h = cell(i, t)?;
+        if h.count() < MIN_MINUTE_REQUESTS {
+            return None;
+        }
+        let bar = if own {
+            quantile_without(comparison(t), Some(h), q)?
+        } else {
+            bars[t]?
+        };
+        Some(quantile_ms(h, q)? / bar.max(1e-9))
+    };
     let mut out = LatencyMinutes {
         before: Vec::new(),
         after: Vec::new(),
         released: Latency::default(),
         comparison: Latency::default(),
+        minutes: 0,
     };
-    for t in 0..t_len {
-        let after = t >= w.first;
-        if !after && own_before.is_some() {
-            continue;
+    // The usual level of a host's ratio, and its ratios before the release normalised.
+    let usual = |i: usize, own: bool, out: &mut LatencyMinutes| -> f64 {
+        let end = w.start[i].min(t_len);
+        let mut ratios: Vec<f64> = (0..end).filter_map(|t| raw(i, t, own)).collect();
+        if ratios.len() < 5 {
+            return 1.0;
         }
-        // Released hosts: before their own release, or settled after it.
-        let released: Vec<usize> = w
-            .released
-            .iter()
-            .copied()
-            .filter(|&i| {
-                if after {
-                    t >= w.start[i]
-                } else {
-                    t < w.start[i]
-                }
-            })
-            .collect();
-        let r = merge(&released, t, after);
-        let c = match &own_before {
-            Some(h) => h.clone(),
-            None => merge(w.reference, t, false),
-        };
-        let Some(b) = quantile_bucket(&c, q) else {
-            continue;
-        };
-        let (x, n) = above(&r, b);
-        let (y, m) = above(&c, b);
-        if n <= 0.0 || m <= 0.0 {
-            continue;
+        let level = super::stats::median(&mut ratios).unwrap_or(1.0).max(1e-9);
+        out.before.extend(ratios.iter().map(|r| r / level));
+        level
+    };
+    if w.reference.len() >= 2 {
+        for &i in w.reference {
+            usual(i, true, &mut out);
         }
-        if after {
-            out.after.push((x, n, y / m));
-            out.released.merge(&r);
-            out.comparison.merge(&c);
-        } else {
-            out.before.push((x, n, y / m));
+    }
+    let mut compared = vec![false; t_len];
+    for &i in w.released {
+        let level = usual(i, false, &mut out);
+        for t in w.settled[i].max(w.first)..t_len {
+            let Some(r) = raw(i, t, false) else { continue };
+            out.after.push((i, r / level));
+            if let Some(h) = cell(i, t) {
+                out.released.merge(h);
+            }
+            compared[t] = true;
         }
+    }
+    for (t, _) in compared.iter().enumerate().filter(|c| *c.1) {
+        out.minutes += 1;
+        out.comparison.merge(comparison(t));
     }
     out
 }
@@ -465,66 +524,67 @@ fn latency_signal(
     params: &JudgeParams,
     memory: &AppMemory,
 ) -> Option<Candidate> {
-    // Per quantile, half for the test and half for the bound on the baseline ratio.
+    // Per quantile, half for the test and half for the bound on the baseline's hit rate.
     let alpha = alpha / (2.0 * LATENCY_QUANTILES.len() as f64);
     let bar = (1.0 / alpha).ln();
+    let ratio = memory
+        .threshold(Rule::Latency.as_str())
+        .map_or(params.latency_min_ratio, |l| {
+            l.max(params.latency_min_ratio)
+        });
     let mut best: Option<Candidate> = None;
     for q in LATENCY_QUANTILES {
         let lm = latency_minutes(traffic, w, q);
         if lm.after.is_empty() {
             continue;
         }
-        // The released hosts' ratio to the comparison before the release (bounded
-        // above), and the dispersion of the counts between minutes.
-        let (kb, eb) = lm
-            .before
-            .iter()
-            .fold((0.0, 0.0), |(k, e), &(x, n, p)| (k + x, e + n * p));
-        let phi = if lm.before.len() >= 5 && eb > 0.0 {
-            let c = kb / eb;
-            let chi2: f64 = lm
-                .before
-                .iter()
-                .map(|&(x, n, p)| {
-                    let e = (c * n * p).max(1e-9);
-                    (x - e).powi(2) / e
-                })
-                .sum();
-            (chi2 / (lm.before.len() - 1) as f64).max(1.0)
+        // A hit: a host-minute slower than its usual level by more than 19 in 20
+        // host-minutes were before the release (at least ×1.1, at most the threshold).
+        let mut before = lm.before.clone();
+        let hit_at = super::stats::quantile(&mut before, 0.95)
+            .unwrap_or(ratio)
+            .clamp(1.1, ratio);
+        let kb = lm.before.iter().filter(|&&r| r >= hit_at).count() as u32;
+        let nb = lm.before.len() as u32;
+        let x = lm.after.iter().filter(|a| a.1 >= hit_at).count() as u32;
+        let n = lm.after.len() as u32;
+        // How often host-minutes hit before the release, bounded above; without a
+        // baseline, one in five.
+        let p0 = if nb >= 10 {
+            binomial_upper_bound(f64::from(kb), f64::from(nb), alpha)
         } else {
-            // Thin baseline: a hundredth of a typical minute's requests.
-            let n: f64 = lm.after.iter().map(|a| a.1).sum::<f64>() / lm.after.len() as f64;
-            (0.01 * n).max(params.default_dispersion)
-        };
-        let calibration = if eb > 0.0 && !w.reference.is_empty() {
-            // The released share of past-the-quantile requests before, bounded above.
-            let up = binomial_upper_bound(kb / phi, (kb + eb) / phi, alpha).min(1.0 - 1e-9);
-            (up / (1.0 - up)).max(1.0)
-        } else {
-            1.0
-        };
-        let mut log_lr = [0.0; LATENCY_RATIOS.len()];
-        let (mut observed, mut expected, mut requests) = (0.0, 0.0, 0.0);
-        for &(x, n, p) in &lm.after {
-            let p0 = (calibration * p).clamp(1e-9, 1.0 - 1e-9);
-            observed += x;
-            expected += p0 * n;
-            requests += n;
-            let (x, n) = (x / phi, n / phi);
-            for (l, ratio) in log_lr.iter_mut().zip(LATENCY_RATIOS) {
-                let p1 = (ratio * p0).min(1.0 - 1e-9);
-                *l += x * (p1 / p0).ln() + (n - x) * ((1.0 - p1) / (1.0 - p0)).ln();
-            }
+            0.2
         }
-        let log_e = mix(&log_lr);
+        .clamp(0.01, 0.99);
+        let mut log_lr = Vec::with_capacity(LATENCY_HIT_RATES.len());
+        for p1 in LATENCY_HIT_RATES.into_iter().filter(|&p1| p1 > p0) {
+            log_lr.push(
+                f64::from(x) * (p1 / p0).ln() + f64::from(n - x) * ((1.0 - p1) / (1.0 - p0)).ln(),
+            );
+        }
+        if log_lr.is_empty() {
+            continue;
+        }
+        // Mixed with the weight of every rate, the ones not above p0 counting as 0.
+        let log_e = mix(&log_lr) + (log_lr.len() as f64 / LATENCY_HIT_RATES.len() as f64).ln();
         let (Some(released_q), Some(comparison_q)) =
-            (lm.released.quantile(q), lm.comparison.quantile(q))
+            (quantile_ms(&lm.released, q), quantile_ms(&lm.comparison, q))
         else {
             continue;
         };
-        let effect = released_q / comparison_q.max(1e-9);
-        let passed = log_e >= bar;
-        if !passed && effect < params.latency_min_ratio {
+        // The typical compared host-minute's slow-down, each host against its own usual
+        // ratio to the comparison.
+        let mut effects: Vec<f64> = lm.after.iter().map(|a| a.1).collect();
+        let effect = super::stats::median(&mut effects).unwrap_or(1.0);
+        let mut hit_hosts: Vec<usize> = lm
+            .after
+            .iter()
+            .filter(|a| a.1 >= hit_at)
+            .map(|a| a.0)
+            .collect();
+        hit_hosts.sort_unstable();
+        hit_hosts.dedup();
+        if x == 0 || (log_e < bar && effect < params.latency_min_ratio) {
             continue;
         }
         let against = if w.reference.is_empty() {
@@ -534,8 +594,8 @@ fn latency_signal(
         };
         let pct = (q * 100.0).round();
         let summary = format!(
-            "latency p{pct} on released hosts {released_q:.1} ms vs {comparison_q:.1} ms on {against} (×{effect:.2}) over {} minutes and {requests:.0} requests; {observed:.0} of them slower than the comparison's p{pct} vs {expected:.0} expected; sequential test e={:.3e} against 1/α={:.3e} (dispersion {phi:.1})",
-            lm.after.len(),
+            "latency p{pct} on released hosts {released_q:.1} ms vs {comparison_q:.1} ms on {against} over {} minutes, ×{effect:.2} their usual ratio (median host-minute); {x} of {n} released host-minutes at least ×{hit_at:.2} slower than usual, where {kb} of {nb} host-minutes were before the release; sequential test e={:.3e} against 1/α={:.3e}",
+            lm.minutes,
             log_e.min(700.0).exp(),
             1.0 / alpha,
         );
@@ -543,17 +603,24 @@ fn latency_signal(
             rule: Rule::Latency,
             summary,
             severity: Severity::Critical,
-            hosts: released_with_requests(hosts, traffic, w),
+            hosts: hit_hosts
+                .iter()
+                .map(|&h| hosts[h].name.to_string())
+                .collect(),
             fingerprint: None,
             metric: Some(format!("p{pct}")),
             evidence: Evidence {
-                released_after: Some(tally(released_q, requests, lm.after.len() as u32)),
-                reference_after: Some(tally(comparison_q, lm.comparison.count() as f64, 0)),
+                released_before: Some(tally(f64::from(kb), f64::from(nb), nb)),
+                released_after: Some(tally(released_q, f64::from(n), lm.minutes)),
+                reference_after: Some(tally(
+                    comparison_q,
+                    lm.comparison.count() as f64,
+                    lm.minutes,
+                )),
                 expected: Some(comparison_q),
                 observed: released_q,
                 effect,
                 p_value: Some((-log_e).exp().min(1.0)),
-                dispersion: Some(phi),
                 ..Evidence::default()
             },
         };
@@ -565,7 +632,7 @@ fn latency_signal(
             memory,
             None,
         );
-        if !passed {
+        if log_e < bar {
             c.significant = false;
             c.suspicious = false;
             c.reason.severity = Severity::Warning;
