@@ -500,13 +500,14 @@ fn latency_minutes(traffic: &Traffic<'_>, w: &Windows<'_>, q: f64) -> LatencyMin
     let mut compared = vec![false; t_len];
     for &i in w.released {
         let level = usual(i, false, &mut out);
-        for t in w.settled[i].max(w.first)..t_len {
+        let from = w.settled[i].max(w.first).min(t_len);
+        for (t, seen) in compared.iter_mut().enumerate().skip(from) {
             let Some(r) = raw(i, t, false) else { continue };
             out.after.push((i, r / level));
             if let Some(h) = cell(i, t) {
                 out.released.merge(h);
             }
-            compared[t] = true;
+            *seen = true;
         }
     }
     for (t, _) in compared.iter().enumerate().filter(|c| *c.1) {
