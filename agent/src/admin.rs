@@ -1,6 +1,11 @@
 //! The agent's admin endpoint on `admin_listen`: `GET /status` (JSON, what
 //! `vigil-agent status` prints), `GET /metrics` (Prometheus text) and `GET /healthz`.
 //!
+//! Each `[[scrape]]` target has `vigil_agent_scrapes_total{app,url}`,
+//! `vigil_agent_scrape_failures_total{app,url,reason}` (reason: `connect`, `timeout`,
+//! `status`, `too_big`, `read`, `parse`), `vigil_agent_scrape_bytes_total{app,url}` and
+//! `vigil_agent_scrape_duration_seconds{app,url}` (the last scrape's).
+//!
 //! The hot path only increments atomics in [`Metrics`]; the main loop publishes a
 //! [`Status`] snapshot about once a second.
 
@@ -14,13 +19,15 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeCounterValue, EncodeMetric, prometheus_text,
+    DescriptorEncoder, EncodeCounterValue, EncodeLabelSet, EncodeMetric, prometheus_text,
 };
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
+
+use crate::scrape::{Failure, ScrapeMetrics};
 
 /// Counters of one app (all its `[[logs]]` and `[[access_logs]]` files).
 #[derive(Debug, Default)]
@@ -64,6 +71,8 @@ pub struct Metrics {
     pub data_dir_writable: AtomicU64,
     /// 1 while reading is paused (spool full, or data_dir refusing writes).
     pub reading_paused: AtomicU64,
+    /// One per `[[scrape]]` entry, in the configuration's order.
+    pub scrapes: Vec<ScrapeMetrics>,
 }
 
 impl Metrics {
@@ -82,6 +91,25 @@ impl Metrics {
     /// The counters of app `index`, if it exists.
     pub fn app(&self, index: usize) -> Option<&AppMetrics> {
         self.apps.get(index).map(|(_, m)| m)
+    }
+
+    /// Adds the counters of scrape targets, `(app, url)` each, in the configuration's order.
+    #[must_use]
+    pub fn with_scrapes(mut self, targets: impl IntoIterator<Item = (String, String)>) -> Self {
+        self.scrapes = targets
+            .into_iter()
+            .map(|(app, url)| ScrapeMetrics {
+                app,
+                url,
+                ..Default::default()
+            })
+            .collect();
+        self
+    }
+
+    /// The counters of scrape target `index`, if it exists.
+    pub fn scrape(&self, index: usize) -> Option<&ScrapeMetrics> {
+        self.scrapes.get(index)
     }
 }
 
@@ -200,11 +228,11 @@ type Labels<'a> = Vec<(&'static str, &'a str)>;
 struct Scrape(Admin);
 
 /// Writes a counter family (`prometheus-client` adds the `_total` to `name`).
-fn counter<N: EncodeCounterValue + Copy + std::fmt::Debug>(
+fn counter<N: EncodeCounterValue + Copy + std::fmt::Debug, L: EncodeLabelSet>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    samples: &[(Labels<'_>, N)],
+    samples: &[(L, N)],
 ) -> std::fmt::Result {
     let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
     for (labels, value) in samples {
@@ -424,8 +452,56 @@ impl Collector for Scrape {
             "vigil_agent_stage_seconds",
             "Time spent per stage of the agent.",
             &stages,
-        )
+        )?;
+        encode_scrapes(e, &m.scrapes)
     }
+}
+
+/// The scrape targets' families.
+fn encode_scrapes(e: &mut DescriptorEncoder, scrapes: &[ScrapeMetrics]) -> std::fmt::Result {
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let target = |s: &ScrapeMetrics| vec![("app", s.app.clone()), ("url", s.url.clone())];
+    let per_target =
+        |f: &dyn Fn(&ScrapeMetrics) -> &AtomicU64| -> Vec<(Vec<(&'static str, String)>, u64)> {
+            scrapes.iter().map(|s| (target(s), load(f(s)))).collect()
+        };
+    counter(
+        e,
+        "vigil_agent_scrapes",
+        "Scrapes of the [[scrape]] targets tried.",
+        &per_target(&|s| &s.scrapes),
+    )?;
+    let mut failures = Vec::new();
+    for s in scrapes {
+        for (reason, n) in Failure::REASONS.iter().zip(&s.failures) {
+            let mut labels = target(s);
+            labels.push(("reason", (*reason).to_owned()));
+            failures.push((labels, load(n)));
+        }
+    }
+    counter(
+        e,
+        "vigil_agent_scrape_failures",
+        "Failed scrapes by reason (connect, timeout, status: not 200, too_big: longer than max_bytes, read: broken HTTP, parse: not the exposition format); their interval's counts wait for the next good scrape.",
+        &failures,
+    )?;
+    counter(
+        e,
+        "vigil_agent_scrape_bytes",
+        "Bytes of the pages scraped.",
+        &per_target(&|s| &s.bytes),
+    )?;
+    let mut metric = e.encode_descriptor(
+        "vigil_agent_scrape_duration_seconds",
+        "How long the last scrape took.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for s in scrapes {
+        let seconds = load(&s.last_duration_nanos) as f64 / 1e9;
+        ConstGauge::new(seconds).encode(metric.encode_family(&target(s))?)?;
+    }
+    Ok(())
 }
 
 /// Serves the admin endpoint on `listener` until `shutdown` resolves.

@@ -15,6 +15,15 @@
 //! The tailed sources are the `[[logs]]` entries, then the `[[access_logs]]` entries
 //! ([`AgentConfig::tail_sources`]); a file that the globs of both match is read as the
 //! first entry's. An app may have both: its counts add up into one report per minute.
+//!
+//! `[[scrape]]` (DESIGN §3, business signals): `app`, `url` (`http://` only: https is
+//! refused), `interval` (default 10s, 1s to 5min), `families` (metric family names, each
+//! optionally with a label selector like `jvm_memory_used_bytes{area="heap"}`, at most 32),
+//! and two extensions: `timeout` (default 5s, or half the interval when that is shorter;
+//! less than the interval) and `max_bytes` (default 4MiB, 1KiB to 64MiB: a longer page is
+//! a failed scrape). The request family `http_server_requests_seconds` is always read (see
+//! [`crate::scrape`]); naming it in `families` changes nothing. The scrape targets count as
+//! sources after the tailed ones ([`AgentConfig::counted_apps`]).
 
 use std::fs;
 use std::net::SocketAddr;
@@ -24,6 +33,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::access::{AccessFormat, LatencyUnit};
+use crate::scrape::{Endpoint, FamilySpec, MAX_FAMILIES, REQUEST_FAMILY};
 use crate::tail::SourceConfig;
 
 /// Default location of the configuration file.
@@ -47,6 +57,8 @@ struct RawConfig {
     logs: Vec<RawLogs>,
     #[serde(default)]
     access_logs: Vec<RawAccessLogs>,
+    #[serde(default)]
+    scrape: Vec<RawScrape>,
     #[serde(default)]
     java: JavaConfig,
     #[serde(default)]
@@ -117,6 +129,18 @@ struct RawAccessLogs {
     max_line_bytes: Option<toml::Value>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScrape {
+    app: String,
+    url: String,
+    interval: Option<String>,
+    timeout: Option<String>,
+    #[serde(default)]
+    families: Vec<String>,
+    max_bytes: Option<toml::Value>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSpool {
@@ -160,6 +184,8 @@ pub struct AgentConfig {
     pub logs: Vec<LogsConfig>,
     /// HTTP access logs, tailed after the `[[logs]]` entries.
     pub access_logs: Vec<AccessLogsConfig>,
+    /// Prometheus/OpenMetrics endpoints scraped (`[[scrape]]`).
+    pub scrape: Vec<ScrapeConfig>,
     pub java: JavaConfig,
     pub host_metrics: HostConfig,
     pub spool: SpoolConfig,
@@ -213,6 +239,22 @@ pub struct AccessLogsConfig {
     pub format: AccessFormat,
 }
 
+/// One `[[scrape]]` entry.
+#[derive(Debug, Clone)]
+pub struct ScrapeConfig {
+    pub app: String,
+    /// The `http://` URL, read.
+    pub endpoint: Endpoint,
+    /// How often the page is read.
+    pub interval: Duration,
+    /// How long one scrape may take, connection to last byte (less than `interval`).
+    pub timeout: Duration,
+    /// Longest page read; a longer one is a failed scrape.
+    pub max_bytes: usize,
+    /// Families sent besides the requests (`families`, the request family left out).
+    pub families: Vec<FamilySpec>,
+}
+
 /// The `[host]` table.
 #[derive(Debug, Clone)]
 pub struct HostConfig {
@@ -245,6 +287,12 @@ fn default_endpoint() -> String {
 pub const DEFAULT_MAX_LINE_BYTES: usize = 1024 * 1024;
 /// Default bound of the spool.
 pub const DEFAULT_SPOOL_BYTES: u64 = 256 * 1024 * 1024;
+/// Default `[[scrape]] interval`.
+pub const DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_secs(10);
+/// Default `[[scrape]] timeout` (at most half the interval).
+pub const DEFAULT_SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default `[[scrape]] max_bytes`.
+pub const DEFAULT_SCRAPE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Why a configuration was refused: the file, the key (when known) and the reason.
 #[derive(Debug, thiserror::Error)]
@@ -308,6 +356,21 @@ impl AgentConfig {
     /// The source indices of the `[[access_logs]]` entries.
     pub fn access_sources(&self) -> std::ops::Range<usize> {
         self.logs.len()..self.logs.len() + self.access_logs.len()
+    }
+
+    /// The app of every counted source: the tailed ones ([`source_apps`](Self::source_apps)),
+    /// then one per `[[scrape]]` entry (the indices of [`scrape_sources`](Self::scrape_sources)).
+    /// The minute counters and `/metrics` know the apps in this order.
+    pub fn counted_apps(&self) -> Vec<String> {
+        let mut apps = self.source_apps();
+        apps.extend(self.scrape.iter().map(|s| s.app.clone()));
+        apps
+    }
+
+    /// The source indices of the `[[scrape]]` entries, after the tailed sources.
+    pub fn scrape_sources(&self) -> std::ops::Range<usize> {
+        let first = self.logs.len() + self.access_logs.len();
+        first..first + self.scrape.len()
     }
 
     /// Parses and validates configuration text; `path` is only used in errors.
@@ -392,6 +455,12 @@ impl Validator<'_> {
             .enumerate()
             .map(|(i, access)| self.access_logs(i, access))
             .collect::<Result<Vec<_>, _>>()?;
+        let scrape = raw
+            .scrape
+            .into_iter()
+            .enumerate()
+            .map(|(i, scrape)| self.scrape(i, scrape))
+            .collect::<Result<Vec<_>, _>>()?;
         for (key, names) in [
             (
                 "java.dangerous",
@@ -424,6 +493,7 @@ impl Validator<'_> {
             detector,
             logs,
             access_logs,
+            scrape,
             java: raw.java,
             host_metrics: HostConfig {
                 interval,
@@ -566,6 +636,65 @@ impl Validator<'_> {
             start_at: raw.start_at,
             max_line_bytes,
             format,
+        })
+    }
+
+    fn scrape(&self, i: usize, raw: RawScrape) -> Result<ScrapeConfig, ConfigError> {
+        let key = |name: &str| format!("scrape[{i}].{name}");
+        if raw.app.trim().is_empty() || raw.app.len() > 255 {
+            return Err(self.err(key("app"), "must be 1 to 255 characters"));
+        }
+        let endpoint = Endpoint::parse(&raw.url).map_err(|reason| self.err(key("url"), reason))?;
+        let interval = match &raw.interval {
+            Some(text) => self.duration(&key("interval"), text)?,
+            None => DEFAULT_SCRAPE_INTERVAL,
+        };
+        if interval < Duration::from_secs(1) || interval > Duration::from_secs(300) {
+            return Err(self.err(key("interval"), "must be between 1s and 5min"));
+        }
+        let timeout = match &raw.timeout {
+            Some(text) => self.duration(&key("timeout"), text)?,
+            None => DEFAULT_SCRAPE_TIMEOUT.min(interval / 2),
+        };
+        if timeout < Duration::from_millis(100) || timeout >= interval {
+            return Err(self.err(
+                key("timeout"),
+                format!(
+                    "must be at least 100ms and less than the interval ({})",
+                    humantime::format_duration(interval)
+                ),
+            ));
+        }
+        let max_bytes = match raw.max_bytes {
+            Some(size) => self.bytes(&key("max_bytes"), size)?,
+            None => DEFAULT_SCRAPE_BYTES as u64,
+        };
+        if !(1024..=64 * 1024 * 1024).contains(&max_bytes) {
+            return Err(self.err(key("max_bytes"), "must be between 1KiB and 64MiB"));
+        }
+        if raw.families.len() > MAX_FAMILIES {
+            return Err(self.err(key("families"), format!("at most {MAX_FAMILIES} families")));
+        }
+        let mut families: Vec<FamilySpec> = Vec::new();
+        for text in &raw.families {
+            let spec =
+                FamilySpec::parse(text).map_err(|reason| self.err(key("families"), reason))?;
+            if families.iter().any(|f| f.text == spec.text) {
+                return Err(self.err(key("families"), format!("{text:?} is named twice")));
+            }
+            // The request family is always read (as requests), never sent as values.
+            if spec.family == REQUEST_FAMILY && spec.selector.is_empty() {
+                continue;
+            }
+            families.push(spec);
+        }
+        Ok(ScrapeConfig {
+            app: raw.app,
+            endpoint,
+            interval,
+            timeout,
+            max_bytes: usize::try_from(max_bytes).unwrap_or(DEFAULT_SCRAPE_BYTES),
+            families,
         })
     }
 
@@ -887,6 +1016,108 @@ extra_dangerous = ["com.example.FatalConfigError"]
         assert!(
             error("[[access_logs]]\napp = \"\"\npaths = [\"/x\"]\nformat = \"common\"")
                 .starts_with("agent.toml: access_logs[0].app:")
+        );
+    }
+
+    #[test]
+    fn scrape_as_in_the_design_with_defaults() {
+        let config = parse(
+            "[[access_logs]]\napp = \"shop\"\npaths = [\"/x/*.txt\"]\nformat = \"common\"\n\n\
+             [[scrape]]\napp = \"shop\"\nurl = \"http://127.0.0.1:8080/actuator/prometheus\"\n\
+             interval = \"10s\"\n\
+             families = [\"http_server_requests_seconds\", \"jvm_gc_pause_seconds\", \
+             \"hikaricp_connections_pending\", 'jvm_memory_used_bytes{area=\"heap\"}']\n\n\
+             [[scrape]]\napp = \"cart\"\nurl = \"http://localhost:9090/metrics\"\n\
+             interval = \"2s\"\ntimeout = \"1500ms\"\nmax_bytes = \"64KiB\"\n",
+        )
+        .expect("valid");
+        let shop = &config.scrape[0];
+        assert_eq!(shop.endpoint.port, 8080);
+        assert_eq!(shop.endpoint.path, "/actuator/prometheus");
+        assert_eq!(shop.interval, Duration::from_secs(10));
+        assert_eq!(shop.timeout, Duration::from_secs(5));
+        assert_eq!(shop.max_bytes, DEFAULT_SCRAPE_BYTES);
+        let names: Vec<&str> = shop.families.iter().map(|f| f.text.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "jvm_gc_pause_seconds",
+                "hikaricp_connections_pending",
+                "jvm_memory_used_bytes{area=\"heap\"}"
+            ],
+            "the request family is read as requests, not sent as values"
+        );
+        let cart = &config.scrape[1];
+        assert_eq!(
+            (cart.interval, cart.timeout, cart.max_bytes),
+            (
+                Duration::from_secs(2),
+                Duration::from_millis(1500),
+                64 * 1024
+            )
+        );
+        assert_eq!(config.counted_apps(), ["shop", "shop", "cart"]);
+        assert_eq!(config.scrape_sources(), 1..3);
+        assert_eq!(config.source_apps(), ["shop"], "scrapes are not tailed");
+        let short = parse("[[scrape]]\napp = \"a\"\nurl = \"http://h/m\"\ninterval = \"4s\"\n")
+            .expect("valid");
+        assert_eq!(
+            short.scrape[0].timeout,
+            Duration::from_secs(2),
+            "half a short interval"
+        );
+    }
+
+    #[test]
+    fn scrape_errors_name_the_entry_key_and_reason() {
+        let entry = |rest: &str| error(&format!("[[scrape]]\napp = \"shop\"\n{rest}\n"));
+        assert!(
+            entry("url = \"https://127.0.0.1:8443/actuator/prometheus\"")
+                .starts_with("agent.toml: scrape[0].url: \"https://127.0.0.1:8443/actuator/prometheus\": https is not supported")
+        );
+        assert!(entry("url = \"127.0.0.1:8080\"").starts_with("agent.toml: scrape[0].url:"));
+        assert!(entry("url = \"http://h/m\"\ncolour = 1").contains("unknown field `colour`"));
+        assert!(entry("").contains("missing field `url`"));
+        assert_eq!(
+            entry("url = \"http://h/m\"\ninterval = \"500ms\""),
+            "agent.toml: scrape[0].interval: must be between 1s and 5min"
+        );
+        assert_eq!(
+            entry("url = \"http://h/m\"\ninterval = \"10m\""),
+            "agent.toml: scrape[0].interval: must be between 1s and 5min"
+        );
+        assert!(
+            entry("url = \"http://h/m\"\ninterval = \"soon\"")
+                .starts_with("agent.toml: scrape[0].interval: \"soon\" is not a duration")
+        );
+        assert_eq!(
+            entry("url = \"http://h/m\"\ninterval = \"5s\"\ntimeout = \"5s\""),
+            "agent.toml: scrape[0].timeout: must be at least 100ms and less than the interval (5s)"
+        );
+        assert!(
+            entry("url = \"http://h/m\"\nmax_bytes = \"1GiB\"")
+                .starts_with("agent.toml: scrape[0].max_bytes: must be between")
+        );
+        assert!(
+            entry("url = \"http://h/m\"\nfamilies = [\"jvm.gc.pause\"]").starts_with(
+                "agent.toml: scrape[0].families: \"jvm.gc.pause\" is not a metric family name"
+            )
+        );
+        assert!(
+            entry("url = \"http://h/m\"\nfamilies = [\"a\", \"a\"]")
+                .ends_with("\"a\" is named twice")
+        );
+        let many: Vec<String> = (0..33).map(|i| format!("\"f{i}\"")).collect();
+        assert!(
+            entry(&format!(
+                "url = \"http://h/m\"\nfamilies = [{}]",
+                many.join(",")
+            ))
+            .ends_with("at most 32 families")
+        );
+        assert!(
+            error("[[scrape]]\napp = \"\"\nurl = \"http://h/m\"")
+                .starts_with("agent.toml: scrape[0].app:")
         );
     }
 }

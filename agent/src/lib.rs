@@ -1,6 +1,7 @@
 //! Vigil agent: tails Java log files, turns stack traces into stable fingerprints, reads HTTP
-//! access logs (requests by status class and response time), samples host metrics and streams
-//! compact per-minute counters to the detector over gRPC.
+//! access logs (requests by status class and response time), scrapes the service's
+//! Prometheus/OpenMetrics endpoint, samples host metrics and streams compact per-minute
+//! counters to the detector over gRPC.
 //!
 //! The agent never links the detector's store, web or judgement code: it depends only on
 //! the protocol crate.
@@ -24,6 +25,7 @@ pub mod identity;
 pub mod java;
 pub mod minute;
 pub mod pipeline;
+pub mod scrape;
 pub mod ship;
 pub mod spool;
 pub mod tail;

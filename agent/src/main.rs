@@ -24,13 +24,14 @@ enum Command {
         #[arg(long, default_value = DEFAULT_PATH)]
         config: PathBuf,
     },
-    /// Validate the configuration, list the files each glob matches, try the detector.
+    /// Validate the configuration, list the files each glob matches and the scrape targets,
+    /// try the targets and the detector.
     Check {
         /// Configuration file.
         #[arg(long, default_value = DEFAULT_PATH)]
         config: PathBuf,
-        /// Do not try the detector (for a unit's ExecStartPre: the agent must start, and
-        /// keep its reports, while the detector is down).
+        /// Try neither the detector nor the scrape targets (for a unit's ExecStartPre: the
+        /// agent must start, and keep its reports, while they are down).
         #[arg(long)]
         offline: bool,
     },
@@ -179,10 +180,12 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             println!("{}: configuration is valid", path.display());
             let mut ok = check_data_dir(&config.data_dir, offline);
             ok &= list_files(&config);
+            let runtime = runtime()?;
+            ok &= list_scrapes(&config, (!offline).then_some(&runtime));
             if offline {
                 return Ok(ok);
             }
-            match runtime()?.block_on(vigil_agent::ship::probe(&config.detector)) {
+            match runtime.block_on(vigil_agent::ship::probe(&config.detector)) {
                 Ok(()) => println!("detector {}: reachable", config.detector.endpoint),
                 Err(e) => {
                     println!("detector {}: PROBLEM: {e}", config.detector.endpoint);
@@ -354,6 +357,53 @@ fn list_files(config: &AgentConfig) -> bool {
             }
             if matched == 0 {
                 println!("    matches no file now (files that appear later are picked up)");
+            }
+        }
+    }
+    ok
+}
+
+/// Prints the scrape targets and, with a runtime, scrapes each once; returns false when one
+/// cannot be scraped.
+fn list_scrapes(config: &AgentConfig, runtime: Option<&tokio::runtime::Runtime>) -> bool {
+    let mut ok = true;
+    for (i, scrape) in config.scrape.iter().enumerate() {
+        let requests = if config.access_logs.iter().any(|a| a.app == scrape.app) {
+            "requests from the access log"
+        } else {
+            "requests from http_server_requests_seconds"
+        };
+        println!(
+            "scrape[{i}] app {:?}: {} every {} (timeout {}, at most {} bytes; {requests})",
+            scrape.app,
+            scrape.endpoint.url,
+            humantime::format_duration(scrape.interval),
+            humantime::format_duration(scrape.timeout),
+            scrape.max_bytes
+        );
+        if !scrape.families.is_empty() {
+            let names: Vec<&str> = scrape.families.iter().map(|f| f.text.as_str()).collect();
+            println!("    families: {}", names.join(", "));
+        }
+        let Some(runtime) = runtime else {
+            continue;
+        };
+        match runtime.block_on(vigil_agent::scrape::probe(scrape)) {
+            Ok(probe) => {
+                println!(
+                    "    scraped: {} bytes, {} samples, {} series of http_server_requests_seconds",
+                    probe.bytes, probe.samples, probe.request_series
+                );
+                if !probe.families_missing.is_empty() {
+                    println!(
+                        "    not on the page now: {}",
+                        probe.families_missing.join(", ")
+                    );
+                }
+            }
+            Err(e) => {
+                println!("    PROBLEM: {} ({})", e, e.reason());
+                ok = false;
             }
         }
     }

@@ -12,8 +12,10 @@ use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use vigil_proto::latency;
 use vigil_proto::v1::{
     AppCounters, ExceptionCount, ExceptionDefinition, HostMetrics, LatencyBucket, MinuteReport,
-    RequestCounters,
+    RequestCounters, ScrapedKind, ScrapedValue,
 };
+
+use crate::scrape::RequestDelta;
 
 /// The start of the minute holding `t` (UTC Unix seconds): `floor(t/60)*60`.
 pub fn minute_of(t: i64) -> i64 {
@@ -22,6 +24,13 @@ pub fn minute_of(t: i64) -> i64 {
 
 /// At most this many closed minutes get an empty report after the clock jumps ahead.
 const MAX_HEARTBEAT_MINUTES: i64 = 60;
+/// Most scraped value names per app and minute.
+pub const MAX_SCRAPED_NAMES: usize = 64;
+/// Longest name of a scraped value.
+pub const MAX_SCRAPED_NAME_BYTES: usize = 128;
+/// Most requests scrapes may add to one app's minute (the detector refuses more than
+/// 10^10); a scrape that would pass it adds nothing.
+const MAX_SCRAPED_REQUESTS: u64 = 5_000_000_000;
 
 /// Counts of one log event (or of plain lines) to add to a minute.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -77,6 +86,10 @@ struct AppMinute {
     process_cpu_pct: Option<f64>,
     process_rss_bytes: Option<u64>,
     requests: Requests,
+    /// A good scrape counted requests in the minute (so `requests` is sent, zero included).
+    scraped_requests: bool,
+    /// Scraped counters' growth in the minute, by name.
+    scraped: Vec<ScrapedValue>,
 }
 
 /// Requests of one app in one minute.
@@ -143,6 +156,9 @@ pub struct MinuteCounters {
     heartbeat_from: i64,
     /// Fingerprints whose definition went out (per app slot).
     defined: HashSet<(usize, u64)>,
+    /// Scraped gauges by (minute, app slot): the last value of each name, held until the
+    /// minute closes (a gauge does not add up over reports of the open minute).
+    gauges: HashMap<(i64, usize), Vec<ScrapedValue>>,
 }
 
 impl MinuteCounters {
@@ -156,6 +172,7 @@ impl MinuteCounters {
             minutes: HashMap::new(),
             heartbeat_from: minute_of(now),
             defined: HashSet::new(),
+            gauges: HashMap::new(),
         }
     }
 
@@ -252,6 +269,73 @@ impl MinuteCounters {
         }
     }
 
+    /// Adds the requests a scrape of `source` (a `[[scrape]]` source) observed, in the
+    /// minute holding `t` (the scrape's time): the minute then carries `requests`.
+    pub fn record_scraped_requests(&mut self, source: usize, t: i64, delta: &RequestDelta) {
+        let Some(entry) = self.app_minute(source, t) else {
+            return;
+        };
+        entry.scraped_requests = true;
+        let r = &mut entry.requests;
+        let added = delta.count().saturating_add(delta.unclassified);
+        if r.count.saturating_add(r.malformed).saturating_add(added) > MAX_SCRAPED_REQUESTS {
+            return;
+        }
+        for (class, n) in r.classes.iter_mut().zip(delta.classes) {
+            *class += n;
+        }
+        r.count += delta.count();
+        r.malformed += delta.unclassified;
+        if !delta.latency.is_empty() {
+            if r.latency.is_empty() {
+                r.latency = vec![0; BUCKETS];
+            }
+            for (count, n) in r.latency.iter_mut().zip(&delta.latency) {
+                *count += n;
+            }
+        }
+        if delta.latency_sum_ms.is_finite() && delta.latency_sum_ms > 0.0 {
+            r.latency_sum_ms += delta.latency_sum_ms;
+        }
+    }
+
+    /// Adds the values a scrape of `source` read, in the minute holding `t`: a counter's
+    /// growth adds to the minute's, a gauge replaces the minute's value. Names beyond
+    /// [`MAX_SCRAPED_NAMES`] per app and minute, names longer than
+    /// [`MAX_SCRAPED_NAME_BYTES`] and values that are not finite are left out.
+    pub fn record_scraped(&mut self, source: usize, t: i64, values: Vec<ScrapedValue>) {
+        let Some(slot) = self.slots.slot(source) else {
+            return;
+        };
+        let minute = minute_of(t);
+        let counters = &mut self
+            .minutes
+            .entry(minute)
+            .or_default()
+            .apps
+            .entry(slot)
+            .or_default()
+            .scraped;
+        let gauges = self.gauges.entry((minute, slot)).or_default();
+        for value in values {
+            if !value.value.is_finite() || value.name.len() > MAX_SCRAPED_NAME_BYTES {
+                continue;
+            }
+            let gauge = value.kind == ScrapedKind::Gauge as i32;
+            let names = counters.len() + gauges.len();
+            let list = if gauge { &mut *gauges } else { &mut *counters };
+            match list.iter_mut().find(|v| v.name == value.name) {
+                Some(known) if gauge => known.value = value.value,
+                Some(known) => known.value += value.value,
+                None if names < MAX_SCRAPED_NAMES => list.push(value),
+                None => {}
+            }
+        }
+        if gauges.is_empty() {
+            self.gauges.remove(&(minute, slot));
+        }
+    }
+
     /// Sets the CPU % and resident memory of the process of `source`'s app in a minute.
     pub fn set_process_metrics(
         &mut self,
@@ -310,7 +394,11 @@ impl MinuteCounters {
                     if data.is_none() && !closed {
                         return None;
                     }
-                    Some(app_counters(name, data, requests))
+                    let mut counters = app_counters(name, data, requests);
+                    if closed && let Some(gauges) = self.gauges.remove(&(minute, slot)) {
+                        counters.scraped.extend(gauges);
+                    }
+                    Some(counters)
                 })
                 .collect::<Vec<_>>();
             if apps.is_empty() && entry.host_metrics.is_none() {
@@ -322,6 +410,8 @@ impl MinuteCounters {
                 host_metrics: entry.host_metrics,
             });
         }
+        // Gauges of minutes that closed without a report (a clock jump) are not sent late.
+        self.gauges.retain(|(minute, _), _| *minute >= open);
         reports
     }
 }
@@ -354,7 +444,8 @@ fn app_counters(name: &str, data: Option<&AppMinute>, requests: bool) -> AppCoun
         definitions: data.definitions.clone(),
         process_cpu_pct: data.process_cpu_pct,
         process_rss_bytes: data.process_rss_bytes,
-        requests: requests.then(|| data.requests.to_proto()),
+        requests: (requests || data.scraped_requests).then(|| data.requests.to_proto()),
+        scraped: data.scraped.clone(),
     }
 }
 
@@ -513,6 +604,140 @@ mod tests {
         assert_eq!((r.count, r.status_1xx, r.malformed), (1, 1, 3));
         assert!(r.latency.is_empty(), "NaN is no response time");
         assert_eq!(reports[0].apps[0].lines, 0);
+    }
+
+    fn value(name: &str, value: f64, kind: ScrapedKind) -> ScrapedValue {
+        ScrapedValue {
+            name: name.into(),
+            value,
+            kind: kind as i32,
+        }
+    }
+
+    #[test]
+    fn scraped_requests_are_present_only_in_minutes_with_a_good_scrape() {
+        // Source 0: shop's Java log; 1: shop's scrape target.
+        let mut c = MinuteCounters::new(&["shop", "shop"], T0);
+        let mut delta = RequestDelta {
+            classes: [0, 30, 0, 1, 2],
+            unclassified: 1,
+            latency: vec![0; BUCKETS],
+            latency_sum_ms: 1234.5,
+        };
+        delta.latency[(latency::bucket_of(50.0) - latency::MIN_INDEX) as usize] = 33;
+        c.record_scraped_requests(1, T0 + 59, &delta);
+        c.record_scraped_requests(1, T0 + 125, &RequestDelta::default());
+        let reports = c.take(T0 + 240, false);
+        assert_eq!(reports.len(), 4);
+        let r = reports[0].apps[0].requests.as_ref().expect("a good scrape");
+        assert_eq!(
+            (
+                r.count,
+                r.status_2xx,
+                r.status_4xx,
+                r.status_5xx,
+                r.malformed
+            ),
+            (33, 30, 1, 2, 1)
+        );
+        assert_eq!(
+            r.latency,
+            [LatencyBucket {
+                index: latency::bucket_of(50.0),
+                count: 33
+            }]
+        );
+        assert_eq!(
+            reports[1].apps[0].requests, None,
+            "no scrape: missing, not zero"
+        );
+        assert_eq!(
+            reports[2].apps[0].requests,
+            Some(RequestCounters::default()),
+            "a good scrape with nothing new: zero"
+        );
+        assert_eq!(reports[3].apps[0].requests, None);
+    }
+
+    #[test]
+    fn scraped_counters_add_up_and_gauges_wait_for_the_closed_minute() {
+        let mut c = MinuteCounters::new(&["shop"], T0);
+        c.record_scraped(
+            0,
+            T0 + 10,
+            vec![
+                value("jvm_gc_pause_seconds_count", 2.0, ScrapedKind::Counter),
+                value("hikaricp_connections_pending", 5.0, ScrapedKind::Gauge),
+            ],
+        );
+        // An open-minute flush: the counter's growth so far, no gauge.
+        let open = c.take(T0 + 20, true);
+        assert_eq!(
+            open[0].apps[0].scraped,
+            [value(
+                "jvm_gc_pause_seconds_count",
+                2.0,
+                ScrapedKind::Counter
+            )]
+        );
+        c.record_scraped(
+            0,
+            T0 + 30,
+            vec![
+                value("jvm_gc_pause_seconds_count", 3.0, ScrapedKind::Counter),
+                value("hikaricp_connections_pending", 1.0, ScrapedKind::Gauge),
+                value("bad", f64::NAN, ScrapedKind::Gauge),
+                value(&"x".repeat(129), 1.0, ScrapedKind::Gauge),
+            ],
+        );
+        c.record_scraped(
+            0,
+            T0 + 40,
+            vec![
+                value("jvm_gc_pause_seconds_count", 1.0, ScrapedKind::Counter),
+                value("hikaricp_connections_pending", 7.0, ScrapedKind::Gauge),
+            ],
+        );
+        let closed = c.take(T0 + 61, false);
+        assert_eq!(closed.len(), 1);
+        assert_eq!(
+            closed[0].apps[0].scraped,
+            [
+                value("jvm_gc_pause_seconds_count", 4.0, ScrapedKind::Counter),
+                value("hikaricp_connections_pending", 7.0, ScrapedKind::Gauge),
+            ],
+            "counters add up over reports (2 + 4), a gauge is the minute's last value, sent once"
+        );
+        assert_eq!(
+            closed[0].apps[0].requests, None,
+            "no request family, no requests"
+        );
+        assert!(
+            c.take(T0 + 200, false)
+                .iter()
+                .all(|r| r.apps[0].scraped.is_empty())
+        );
+    }
+
+    #[test]
+    fn scraped_names_are_bounded_per_app_and_minute() {
+        let mut c = MinuteCounters::new(&["shop"], T0);
+        let values: Vec<ScrapedValue> = (0..100)
+            .map(|i| {
+                let kind = if i % 2 == 0 {
+                    ScrapedKind::Gauge
+                } else {
+                    ScrapedKind::Counter
+                };
+                value(&format!("f{i}"), 1.0, kind)
+            })
+            .collect();
+        c.record_scraped(0, T0, values.clone());
+        c.record_scraped(0, T0 + 1, values);
+        let reports = c.take(T0 + 60, false);
+        let scraped = &reports[0].apps[0].scraped;
+        assert_eq!(scraped.len(), MAX_SCRAPED_NAMES);
+        assert!(scraped.iter().all(|v| v.value == 1.0 || v.value == 2.0));
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //!
 //! The tailed sources are the `[[logs]]` entries (Java logs, through [`LogAnalysis`]) and
 //! after them the `[[access_logs]]` entries (HTTP access logs, through [`AccessLogs`]); the
-//! minute counters add the sources of one app up into one report entry per app.
+//! minute counters add the sources of one app up into one report entry per app. The
+//! `[[scrape]]` targets run as tasks of their own ([`Scrapes`]); each good scrape's
+//! observation is added to the minute counters here, between reads.
 //!
 //! Exactly once, end to end: a report in the spool carries the file positions reached once
 //! its lines were counted (only completed events count; a pending multi-line event stays
@@ -42,6 +44,7 @@ use crate::host::{
 use crate::identity::{Identity, IdentityError};
 use crate::java::{AnalyzerError, FINGERPRINT_VERSION};
 use crate::minute::{AppSlots, MinuteCounters};
+use crate::scrape::Scrapes;
 use crate::ship::{ShipError, Shipper};
 use crate::spool::{SharedSpool, Spool, SpoolError, SpoolRecord};
 use crate::tail::{
@@ -201,9 +204,16 @@ pub async fn run_until(
 ) -> Result<Stop, AgentError> {
     let shutdown = stop;
     tokio::pin!(shutdown);
-    // The app of each tailed source, and each app once.
-    let apps = config.source_apps();
-    let metrics = Arc::new(Metrics::new(AppSlots::new(&apps).names()));
+    // The app of each counted source (tailed sources, then scrape targets), and each app once.
+    let apps = config.counted_apps();
+    let metrics = Arc::new(
+        Metrics::new(AppSlots::new(&apps).names()).with_scrapes(
+            config
+                .scrape
+                .iter()
+                .map(|s| (s.app.clone(), s.endpoint.url.clone())),
+        ),
+    );
     let status = Arc::new(Mutex::new(Status {
         host: config.host.clone(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -372,7 +382,8 @@ pub async fn run_until(
     });
     let mut status_tick = tokio::time::interval(DATA_DIR_RETRY);
     let mut acked_rx = shipper.acked();
-    tracing::info!(host = %config.host, instance = identity.instance(), endpoint = %config.detector.endpoint, logs = config.logs.len(), access_logs = config.access_logs.len(), "vigil-agent running");
+    let mut scrapes = Scrapes::start(&config, &metrics);
+    tracing::info!(host = %config.host, instance = identity.instance(), endpoint = %config.detector.endpoint, logs = config.logs.len(), access_logs = config.access_logs.len(), scrape = config.scrape.len(), "vigil-agent running");
     let why = loop {
         let flush_at = logs.flush_due.map(tokio::time::Instant::from_std);
         tokio::select! {
@@ -394,6 +405,7 @@ pub async fn run_until(
                 outbox.alerts(alerts, &config, &mut identity, &mut checkpoints, &shipper);
             }
             _ = sample_tick.tick() => host.sample(unix_now()),
+            Some(observation) = scrapes.next() => observation.record(&mut counters),
             _ = flush_tick.tick() => {
                 let started = Instant::now();
                 host.drain(&mut counters, unix_now(), false);
@@ -421,6 +433,7 @@ pub async fn run_until(
             why = &mut shutdown => break why,
         }
     };
+    scrapes.stop().await;
     host.drain(&mut counters, unix_now(), true);
     flush(
         &config,
