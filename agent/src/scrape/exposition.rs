@@ -453,6 +453,35 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Any text, and any cut or splice of a real page, is read or refused: never a
+        /// panic, and the labels of what is read can be iterated.
+        #[test]
+        fn any_text_is_read_or_refused(
+            noise in ".{0,300}",
+            cut in 0usize..2000,
+            at in 0usize..2000,
+        ) {
+            let page = "# TYPE http_server_requests_seconds histogram\n\
+                http_server_requests_seconds_bucket{exception=\"none\",method=\"GET\",outcome=\"SUCCESS\",status=\"200\",uri=\"/api/items/{id}\",le=\"0.001\",} 0.0\n\
+                http_server_requests_seconds_count{method=\"GET\",msg=\"a \\\"b\\\" c\",uri=\"/\"} 3 1700000000\n# EOF\n";
+            let mut spliced = page.to_owned();
+            let at = at.min(spliced.len());
+            if spliced.is_char_boundary(at) {
+                spliced.insert_str(at, &noise);
+            }
+            let cut = cut.min(spliced.len());
+            for text in [noise.as_str(), spliced.get(..cut).unwrap_or(""), spliced.as_str()] {
+                if let Ok(page) = Page::parse(text) {
+                    for sample in &page.samples {
+                        let _ = sample.labels().count();
+                        let _ = sample.suffix();
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_family_claims_only_the_suffixes_of_its_kind() {
         let page = Page::parse(
