@@ -4,12 +4,12 @@
 //! `cargo bench -p vigil-agent --bench scrape`
 //!
 //! Two realistic pages, as Micrometer writes them (simpleclient shape: `# HELP`/`# TYPE`,
-//! trailing commas, `1.0` counts): JVM, process, Tomcat, HikariCP, executor and logback
-//! families and `http_server_requests_seconds` for 20 routes × statuses —
+//! trailing commas, `1.0` counts): JVM, process, Tomcat, HikariCP, Spring Data, executor
+//! and logback families and `http_server_requests_seconds` for 31 routes × statuses —
 //!
 //! 1. **summary** (Spring Boot's default): about 300 series;
 //! 2. **histogram** (`percentiles-histogram` on): the same, the request timer with its 69
-//!    buckets per series (about 1,700 series).
+//!    buckets per series (about 4,000 series).
 //!
 //! Each page comes in two versions whose counters differ (more requests, GC pauses), read
 //! alternately through `scrape::Target::observe` (UTF-8 check, parse, request deltas by
@@ -109,6 +109,23 @@ const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/api/users/me/address"),
     ("POST", "/api/checkout"),
     ("GET", "/api/search"),
+    ("GET", "/api/search/suggest"),
+    ("GET", "/api/categories"),
+    ("GET", "/api/categories/{slug}/products"),
+    ("DELETE", "/api/cart/items/{itemId}"),
+    ("POST", "/api/payments"),
+    ("GET", "/api/payments/{paymentId}"),
+    ("POST", "/api/auth/login"),
+    ("POST", "/api/auth/refresh"),
+    ("GET", "/api/recommendations"),
+    ("GET", "/api/stores/{storeId}/stock"),
+    ("GET", "/api/wishlist"),
+    ("POST", "/api/wishlist/items"),
+    ("GET", "/api/coupons/{code}"),
+    ("GET", "/api/shipping/quotes"),
+    ("GET", "/api/invoices/{invoiceId}"),
+    ("POST", "/api/returns"),
+    ("GET", "/api/newsletter/status"),
     ("GET", "/actuator/health"),
     ("GET", "/actuator/prometheus"),
     ("GET", "/**"),
@@ -256,7 +273,8 @@ fn page(histogram: bool, round: u64) -> String {
         "hikaricp_connections_max",
         "hikaricp_connections_min",
     ] {
-        gauge(&mut p, name, "", &[("pool=\"HikariPool-1\"", 10.0)]);
+        let pools = [("pool=\"HikariPool-1\"", 10.0), ("pool=\"reporting\"", 4.0)];
+        gauge(&mut p, name, "", &pools);
     }
     for name in [
         "hikaricp_connections_acquire_seconds",
@@ -264,16 +282,50 @@ fn page(histogram: bool, round: u64) -> String {
         "hikaricp_connections_creation_seconds",
     ] {
         let _ = writeln!(p, "# HELP {name} \n# TYPE {name} summary");
-        let _ = writeln!(
-            p,
-            "{name}_count{{pool=\"HikariPool-1\",}} {:?}",
-            1000.0 + r * 37.0
-        );
-        let _ = writeln!(
-            p,
-            "{name}_sum{{pool=\"HikariPool-1\",}} {:?}",
-            2.5 + r * 0.1
-        );
+        for pool in ["HikariPool-1", "reporting"] {
+            let _ = writeln!(
+                p,
+                "{name}_count{{pool=\"{pool}\",}} {:?}",
+                1000.0 + r * 37.0
+            );
+            let _ = writeln!(p, "{name}_sum{{pool=\"{pool}\",}} {:?}", 2.5 + r * 0.1);
+        }
+    }
+    let _ = writeln!(
+        p,
+        "# HELP spring_data_repository_invocations_seconds Duration of repository invocations\n# TYPE spring_data_repository_invocations_seconds summary"
+    );
+    for repository in [
+        "CartRepository",
+        "OrderRepository",
+        "ProductRepository",
+        "UserRepository",
+    ] {
+        for method in ["findById", "save", "findAll"] {
+            let labels = format!(
+                "exception=\"None\",method=\"{method}\",repository=\"{repository}\",state=\"SUCCESS\""
+            );
+            let _ = writeln!(
+                p,
+                "spring_data_repository_invocations_seconds_count{{{labels},}} {:?}",
+                500.0 + r * 11.0
+            );
+            let _ = writeln!(
+                p,
+                "spring_data_repository_invocations_seconds_sum{{{labels},}} {:?}",
+                1.5 + r * 0.03
+            );
+        }
+    }
+    for (name, value) in [
+        ("tomcat_threads_busy_threads", 3.0),
+        ("tomcat_threads_current_threads", 10.0),
+        ("tomcat_threads_config_max_threads", 200.0),
+        ("tomcat_connections_current_connections", 12.0),
+        ("tomcat_connections_keepalive_current_connections", 9.0),
+        ("tomcat_connections_config_max_connections", 8192.0),
+    ] {
+        gauge(&mut p, name, "", &[("name=\"http-nio-8080\"", value)]);
     }
     for level in ["debug", "error", "info", "trace", "warn"] {
         let _ = writeln!(
