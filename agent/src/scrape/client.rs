@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Limited};
 use hyper::Request;
+use hyper::body::Bytes;
 use hyper::header::{ACCEPT, CONNECTION, HOST, USER_AGENT};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -145,14 +146,14 @@ pub async fn fetch(
     endpoint: &Endpoint,
     timeout: Duration,
     max_bytes: usize,
-) -> Result<Vec<u8>, Failure> {
+) -> Result<Bytes, Failure> {
     match tokio::time::timeout(timeout, exchange(endpoint, max_bytes)).await {
         Ok(result) => result,
         Err(_) => Err(Failure::Timeout(timeout)),
     }
 }
 
-async fn exchange(endpoint: &Endpoint, max_bytes: usize) -> Result<Vec<u8>, Failure> {
+async fn exchange(endpoint: &Endpoint, max_bytes: usize) -> Result<Bytes, Failure> {
     let stream = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
         .await
         .map_err(|e| Failure::Connect(e.to_string()))?;
@@ -171,7 +172,7 @@ async fn exchange(endpoint: &Endpoint, max_bytes: usize) -> Result<Vec<u8>, Fail
             concat!("vigil-agent/", env!("CARGO_PKG_VERSION")),
         )
         .header(CONNECTION, "close")
-        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .body(http_body_util::Empty::<Bytes>::new())
         .map_err(|e| Failure::Read(e.to_string()))?;
     let response = sender
         .send_request(request)
@@ -201,7 +202,7 @@ async fn exchange(endpoint: &Endpoint, max_bytes: usize) -> Result<Vec<u8>, Fail
                 Failure::Read(e.to_string())
             }
         })?;
-    Ok(body.to_bytes().to_vec())
+    Ok(body.to_bytes())
 }
 
 #[cfg(test)]

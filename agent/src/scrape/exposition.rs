@@ -119,6 +119,11 @@ pub struct ParseError {
     pub reason: &'static str,
 }
 
+/// Most samples read from one page: a page with more is refused (a real Spring Boot page
+/// with every percentile histogram on holds a few thousand; this bounds the memory a page
+/// of tiny lines can take, about 64 bytes a sample).
+pub const MAX_SAMPLES: usize = 200_000;
+
 /// A page read: its samples in page order.
 #[derive(Debug, Clone, Default)]
 pub struct Page<'a> {
@@ -131,7 +136,7 @@ impl<'a> Page<'a> {
     /// # Errors
     /// [`ParseError`] at the first line that is neither a comment nor a sample.
     pub fn parse(text: &'a str) -> Result<Page<'a>, ParseError> {
-        let mut samples = Vec::with_capacity(text.len() / 96);
+        let mut samples = Vec::with_capacity((text.len() / 96).min(MAX_SAMPLES));
         let mut family: Option<(&'a str, Kind)> = None;
         for (i, line) in text.split('\n').enumerate() {
             let line = line.strip_suffix('\r').unwrap_or(line);
@@ -161,6 +166,9 @@ impl<'a> Page<'a> {
                 continue;
             }
             let sample = sample(trimmed, family).map_err(err)?;
+            if samples.len() >= MAX_SAMPLES {
+                return Err(err("more samples than a page may hold (200000)"));
+            }
             samples.push(sample);
         }
         Ok(Page { samples })
@@ -444,6 +452,9 @@ mod tests {
             let e = Page::parse(text).expect_err(text);
             assert_eq!(e.line, line, "{text}: {e}");
         }
+        let huge = "m 1\n".repeat(MAX_SAMPLES + 1);
+        let e = Page::parse(&huge).expect_err("too many samples");
+        assert_eq!(e.line, MAX_SAMPLES + 1);
         assert!(Page::parse("").expect("empty").samples.is_empty());
         assert!(
             Page::parse("# only a comment\n\n")
