@@ -19,7 +19,8 @@ use vigil_detector::config::DetectorConfig;
 use vigil_proto::PROTOCOL_VERSION;
 use vigil_proto::v1::collector_client::CollectorClient;
 use vigil_proto::v1::{
-    AckStatus, AppCounters, ExceptionCount, HostMetrics, MinuteReport, Report, report::Body,
+    AckStatus, AppCounters, ExceptionCount, HostMetrics, LatencyBucket, MinuteReport, Report,
+    RequestCounters, report::Body,
 };
 
 fn env_or(name: &str, default: usize) -> usize {
@@ -57,7 +58,25 @@ fn report(agent: usize, seq: u64, minute: i64) -> Report {
                 definitions: Vec::new(),
                 process_cpu_pct: Some(35.5),
                 process_rss_bytes: Some(1_800_000_000),
-                requests: None,
+                // An access log's minute: 1,800 requests, a latency histogram of 24
+                // buckets, a few 5xx.
+                requests: Some(RequestCounters {
+                    count: 1_800,
+                    status_2xx: 1_740,
+                    status_3xx: 40,
+                    status_4xx: 16,
+                    status_5xx: 4,
+                    malformed: 0,
+                    latency: (0..24)
+                        .map(|i| LatencyBucket {
+                            index: 12 + i,
+                            count: 75,
+                        })
+                        .collect(),
+                    latency_sum_ms: 1_800.0 * 42.0,
+                    ..Default::default()
+                }),
+                scraped: Vec::new(),
             }],
             host_metrics: Some(HostMetrics {
                 cpu_pct: Some(31.5),

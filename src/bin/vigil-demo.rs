@@ -2,9 +2,11 @@
 //!
 //! Starts a detector and one agent per demo host on 127.0.0.1 (real gRPC and HTTP ports, a
 //! real SQLite store in a temporary directory) and a demo Java service on every host that
-//! writes its log. Then it releases a new version of the service to half of the hosts
-//! through the HTTP API: version 2.0.1 starts throwing `NoSuchMethodError` on the released
-//! hosts and is blocked; after its rollback, version 2.0.2 is healthy and passes.
+//! writes its log and its Tomcat access log. Then it releases new versions of the service
+//! to half of the hosts through the HTTP API: version 2.0.1 starts throwing
+//! `NoSuchMethodError` on the released hosts and is blocked; after its rollback, version
+//! 2.0.2 is healthy and passes; version 2.0.3 logs nothing unusual but answers three times
+//! slower and fails some requests with a 503, and is blocked for what its users get.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -28,9 +30,13 @@ struct Args {
     /// Demo hosts (half of them get each release).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(2..=16))]
     hosts: u32,
-    /// Log lines each host's service writes per second.
+    /// Log lines each host's service writes per second (and half as many requests).
     #[arg(long, default_value_t = 60)]
     rate: u64,
+    /// Skip release 2.0.3 (slow and failing requests, blocked after its hosts' restart
+    /// warm-up: it makes the demo about four minutes longer).
+    #[arg(long)]
+    no_business: bool,
     /// Seconds of normal running before the first release.
     #[arg(long, default_value_t = 10)]
     warmup: u64,
@@ -72,11 +78,16 @@ fn main() -> ExitCode {
     }
 }
 
-/// One demo host: its log and whether its service runs the broken version.
+/// One demo host: its logs and whether its service runs a broken version.
 struct DemoHost {
     name: String,
     log: PathBuf,
+    access_log: PathBuf,
     broken: AtomicBool,
+    /// Runs the version whose requests are slow and sometimes fail.
+    slow: AtomicBool,
+    /// Requests written to the access log.
+    requests: AtomicU64,
     /// When the broken version first wrote its failure (Unix ms), 0 before.
     first_failure_ms: AtomicU64,
     written: AtomicU64,
@@ -107,8 +118,11 @@ fn demo(args: &Args, dir: &Path) -> anyhow::Result<()> {
             std::fs::create_dir_all(&logs)?;
             Ok(Arc::new(DemoHost {
                 log: logs.join("shop.log"),
+                access_log: logs.join("localhost_access_log.txt"),
                 name,
                 broken: AtomicBool::new(false),
+                slow: AtomicBool::new(false),
+                requests: AtomicU64::new(0),
                 first_failure_ms: AtomicU64::new(0),
                 written: AtomicU64::new(0),
             }))
@@ -136,10 +150,17 @@ paths = [{log:?}]
 start_at = "beginning"
 app_packages = ["shop"]
 timezone = "UTC"
+
+[[access_logs]]
+app = "shop"
+paths = [{access:?}]
+start_at = "beginning"
+format = '%h %l %u %t "%r" %s %b %D'
 "#,
                 data = dir.join(format!("{}-agent", host.name)),
                 name = host.name,
                 log = host.log,
+                access = host.access_log,
             ),
         )?;
         agent_tasks.push(runtime.spawn(vigil_agent::run(config, stopped(agents_stopped.clone()))));
@@ -161,9 +182,10 @@ timezone = "UTC"
     );
     println!("  pages     http://{http}/ (the health board)");
     println!(
-        "  agents    {} hosts, each tailing its own shop.log; service \"shop\" writes {} lines/s per host",
+        "  agents    {} hosts, each tailing its own shop.log and Tomcat access log; service \"shop\" writes {} lines/s and answers {} requests/s per host",
         hosts.len(),
-        args.rate
+        args.rate,
+        args.rate / 2
     );
     println!(
         "\nThe service runs normally for {} s (the baseline)...",
@@ -265,14 +287,32 @@ timezone = "UTC"
         &json!({"outcome": "success"}),
     )?;
 
+    // Release 3: nothing unusual in the log, but users wait and some get a 503.
+    let slow = if args.no_business {
+        None
+    } else {
+        Some(slow_release(
+            &api,
+            &http.to_string(),
+            &hosts[..half],
+            &released,
+        )?)
+    };
+
     // Every line the services wrote must be counted once.
     service_running.store(false, Ordering::SeqCst);
     for service in services {
         let _ = service.join();
     }
     let written: u64 = hosts.iter().map(|h| h.written.load(Ordering::SeqCst)).sum();
+    let requests: u64 = hosts
+        .iter()
+        .map(|h| h.requests.load(Ordering::SeqCst))
+        .sum();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while count_lines(&api)? < written && Instant::now() < deadline {
+    while (count_lines(&api)?, count_requests(&api)?) < (written, requests)
+        && Instant::now() < deadline
+    {
         std::thread::sleep(Duration::from_millis(200));
     }
     let _ = stop_agents.send(true);
@@ -284,6 +324,7 @@ timezone = "UTC"
         }
     });
     let counted = count_lines(&api)?;
+    let counted_requests = count_requests(&api)?;
 
     println!("\nSummary");
     println!(
@@ -293,7 +334,15 @@ timezone = "UTC"
         hosts.len()
     );
     println!("  2.0.2  {decision}");
+    if let Some((seconds, rules)) = &slow {
+        println!(
+            "  2.0.3  block  {seconds:.0} s after its release, for {rules} (no exception logged)"
+        );
+    }
     println!("  log lines written by the services: {written}, counted by the detector: {counted}");
+    println!(
+        "  requests in the access logs: {requests}, counted by the detector: {counted_requests}"
+    );
     let outcome = if decision != "pass" {
         Err(anyhow::anyhow!(
             "the healthy release 2.0.2 was not passed: {judged}"
@@ -302,8 +351,12 @@ timezone = "UTC"
         Err(anyhow::anyhow!(
             "the detector counted {counted} lines but the services wrote {written}"
         ))
+    } else if counted_requests != requests {
+        Err(anyhow::anyhow!(
+            "the detector counted {counted_requests} requests but the access logs hold {requests}"
+        ))
     } else {
-        println!("  every line counted exactly once");
+        println!("  every line and every request counted exactly once");
         Ok(())
     };
     if args.serve {
@@ -323,19 +376,100 @@ timezone = "UTC"
     outcome
 }
 
-/// Writes one host's log in real time until `running` turns false.
+/// Releases 2.0.3 to `released`: its requests are three times slower and one in twenty
+/// fails with a 503, and nothing unusual is logged. Waits for the block; returns the
+/// seconds from the release to it and the rules that blocked.
+fn slow_release(
+    api: &str,
+    http: &str,
+    hosts: &[Arc<DemoHost>],
+    released: &[&str],
+) -> anyhow::Result<(f64, String)> {
+    let into_minute = unix_ms() / 1000 % 60;
+    std::thread::sleep(Duration::from_secs((62 - into_minute) % 60));
+    let slow = post(
+        &format!("{api}/releases"),
+        &json!({"app": "shop", "version": "2.0.3", "hosts": released}),
+    )?;
+    let id = slow["id"].as_i64().context("release without id")?;
+    let at = unix_ms();
+    for host in hosts {
+        host.slow.store(true, Ordering::SeqCst);
+    }
+    println!(
+        "\nRelease 2.0.3 (id {id}) goes to {}: its requests take three times as long and one in twenty gets a 503; its log shows nothing unusual",
+        released.join(", ")
+    );
+    println!(
+        "  the released hosts' first 3 minutes are their restart warm-up; the judge compares the minutes after it..."
+    );
+    let deadline = Instant::now() + Duration::from_secs(480);
+    let blocked = loop {
+        let release = get(&format!("{api}/releases/{id}"))?;
+        if release["decision"] == "block" {
+            break release;
+        }
+        if Instant::now() > deadline {
+            bail!("release 2.0.3 was not blocked within 8 minutes: {release}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let seconds = unix_ms().saturating_sub(at) as f64 / 1000.0;
+    println!("  decision: BLOCK, {seconds:.0} s after the release");
+    print_reasons(&blocked);
+    println!("  its page: http://{http}/releases/{id}");
+    post(
+        &format!("{api}/releases/{id}/finish"),
+        &json!({"outcome": "rolled_back"}),
+    )?;
+    post(
+        &format!("{api}/releases/{id}/feedback"),
+        &json!({"label": "valid_block"}),
+    )?;
+    for host in hosts {
+        host.slow.store(false, Ordering::SeqCst);
+    }
+    println!("  rolled back; feedback: valid_block");
+    let mut rules: Vec<&str> = blocked["reasons"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["severity"] == "critical")
+        .filter_map(|r| r["rule"].as_str())
+        .collect();
+    rules.dedup();
+    Ok((seconds, rules.join(", ")))
+}
+
+/// Writes one host's log and access log in real time until `running` turns false.
 fn run_service(host: &DemoHost, running: &AtomicBool, rate: u64) {
-    let Ok(mut file) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&host.log)
-    else {
+    let open = |path: &Path| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    };
+    let (Ok(mut file), Ok(mut access)) = (open(&host.log), open(&host.access_log)) else {
         eprintln!("cannot write {}", host.log.display());
         return;
     };
     let start = Instant::now();
     let (mut records, mut order) = (0u64, 0u64);
+    let mut served = 0u64;
+    // A small xorshift: response times and failures drawn the same way every run.
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64 ^ host.name.len() as u64;
     while running.load(Ordering::SeqCst) {
+        let requests_due = (start.elapsed().as_secs_f64() * (rate / 2) as f64) as u64;
+        let mut lines = String::new();
+        let slow = host.slow.load(Ordering::SeqCst);
+        while served < requests_due {
+            served += 1;
+            lines.push_str(&access_line(&mut seed, served, slow));
+        }
+        let n = served - host.requests.load(Ordering::SeqCst);
+        if access.write_all(lines.as_bytes()).is_ok() {
+            host.requests.fetch_add(n, Ordering::SeqCst);
+        }
         let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
         let mut text = String::new();
         let mut lines = 0;
@@ -410,6 +544,54 @@ fn record(order: u64, broken: bool) -> (String, u64) {
         ),
         1,
     )
+}
+
+/// One request in Tomcat's `%h %l %u %t "%r" %s %b %D` (`%D` in microseconds, as Tomcat 10
+/// writes it): log-normal response times around 40 ms (×3 on the slow version), one 500 in
+/// 500 requests (and one 503 in 20 on the slow version).
+fn access_line(seed: &mut u64, n: u64, slow: bool) -> String {
+    let mut next = || {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        (*seed >> 11) as f64 / (1u64 << 53) as f64
+    };
+    // A sum of uniforms, nearly normal.
+    let z = (0..4).map(|_| next()).sum::<f64>() - 2.0;
+    let ms = 40.0 * (0.9 * z).exp() * if slow { 3.0 } else { 1.0 };
+    let failed = next();
+    let (status, path) = if slow && failed < 0.05 {
+        (503, "/api/checkout")
+    } else if failed < 0.002 {
+        (500, "/api/orders")
+    } else if n.is_multiple_of(3) {
+        (200, "/api/checkout")
+    } else {
+        (200, "/api/products")
+    };
+    let t = jiff::Timestamp::from_second(i64::try_from(unix_ms() / 1000).unwrap_or(0))
+        .map(|t| t.strftime("%d/%b/%Y:%H:%M:%S +0000").to_string())
+        .unwrap_or_default();
+    format!(
+        "10.0.{}.{} - - [{t}] \"GET {path} HTTP/1.1\" {status} {} {}\n",
+        n % 7,
+        n % 251,
+        200 + n % 900,
+        (ms * 1000.0) as u64
+    )
+}
+
+/// Requests the detector has counted for the demo service.
+fn count_requests(api: &str) -> anyhow::Result<u64> {
+    let series = get(&format!("{api}/series?app=shop"))?;
+    Ok(series["minutes"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter_map(|m| m["requests"]["count"].as_u64())
+                .sum()
+        })
+        .unwrap_or(0))
 }
 
 /// Log lines the detector has counted for the demo service.

@@ -171,8 +171,6 @@ fn server_errors(
     params: &JudgeParams,
     memory: &AppMemory,
 ) -> Option<Candidate> {
-    // Half for the test, half for the bound on the baseline ratio.
-    let alpha = alpha / 2.0;
     let phi = dispersion(
         &traffic.server_errors,
         &traffic.requests,
@@ -191,30 +189,70 @@ fn server_errors(
         released: w.released,
         reference: w.reference,
     };
-    let (log_e, observed, expected, requests, minutes, before, reference_after) =
-        if w.reference.is_empty() {
-            against_own_baseline(&inputs, phi, alpha)?
-        } else {
-            let s = sequential::test(&inputs, phi, alpha, Some(1.0))?;
-            (
-                s.log_e,
-                s.observed,
-                s.expected,
-                s.released_work,
-                s.minutes,
-                s.before,
-                Some((s.reference_events, s.reference_work)),
-            )
+    // Two tests, each with half the rule's share (and each half of that for its test, half
+    // for its bound on the baseline): against the reference hosts in the same minutes, and
+    // against the released hosts' own rate before the release — which decides when the
+    // baseline has too few 5xx to bound the groups' ratio, and which, with reference
+    // hosts, also needs the released share to be the threshold's times theirs in the same
+    // minutes (a fleet-wide outage is not the release's).
+    let alpha = if w.reference.is_empty() {
+        alpha / 2.0
+    } else {
+        alpha / 4.0
+    };
+    let bar = (1.0 / alpha).ln();
+    let passes = |f: &ErrorFinding| {
+        let excess = f.observed - f.expected;
+        f.log_e >= bar
+            && excess >= params.rate_min_excess
+            && excess >= params.server_error_min_share * f.requests
+    };
+    let against_reference = (!w.reference.is_empty())
+        .then(|| sequential::test(&inputs, phi, alpha, Some(1.0)))
+        .flatten()
+        .map(|s| ErrorFinding {
+            log_e: s.log_e,
+            observed: s.observed,
+            expected: s.expected,
+            requests: s.released_work,
+            minutes: s.minutes,
+            before: s.before,
+            reference_after: Some((s.reference_events, s.reference_work)),
+            own: false,
+        });
+    let against_own = against_own_baseline(&inputs, phi, alpha).filter(|f| {
+        let Some((k, n)) = f.reference_after else {
+            return true;
         };
+        // The released share must stand out from the reference hosts' in those minutes.
+        n <= 0.0 || f.observed / f.requests >= params.server_error_min_ratio * (k + 0.5) / n
+    });
+    let finding = match (against_reference, against_own) {
+        (Some(a), _) if passes(&a) => a,
+        (_, Some(b)) if passes(&b) => b,
+        (Some(a), _) => a,
+        (None, Some(b)) => b,
+        (None, None) => return None,
+    };
+    let ErrorFinding {
+        log_e,
+        observed,
+        expected,
+        requests,
+        minutes,
+        before,
+        reference_after,
+        own,
+    } = finding;
     if requests <= 0.0 {
         return None;
     }
+    let passed = passes(&finding);
     let ratio = if expected > 0.0 {
         observed / expected
     } else {
         f64::INFINITY
     };
-    let bar = (1.0 / alpha).ln();
     let excess = observed - expected;
     let share = |k: f64, n: f64| if n > 0.0 { 100.0 * k / n } else { 0.0 };
     let reference = reference_after.map_or(String::new(), |(k, n)| {
@@ -223,8 +261,13 @@ fn server_errors(
             share(k, n)
         )
     });
+    let expected_from = if own {
+        "their own rate before the release"
+    } else {
+        "the reference hosts' rate and the groups' ratio before the release"
+    };
     let summary = format!(
-        "server errors (5xx) on released hosts: {:.2}% of {:.0} requests in {minutes} minutes{reference} (before the release: released {:.2}%, reference {:.2}%); {observed:.0} seen vs {expected:.1} expected, ×{ratio:.1}; sequential test e={:.3e} against 1/α={:.3e}",
+        "server errors (5xx) on released hosts: {:.2}% of {:.0} requests in {minutes} minutes{reference} (before the release: released {:.2}%, reference {:.2}%); {observed:.0} seen vs {expected:.1} expected from {expected_from}, ×{ratio:.1}; sequential test e={:.3e} against 1/α={:.3e}",
         share(observed, requests),
         requests,
         share(before[0], before[1]),
@@ -232,9 +275,6 @@ fn server_errors(
         log_e.min(700.0).exp(),
         1.0 / alpha,
     );
-    let passed = log_e >= bar
-        && excess >= params.rate_min_excess
-        && excess >= params.server_error_min_share * requests;
     let reason = Reason {
         rule: Rule::ServerErrors,
         summary,
@@ -276,24 +316,52 @@ fn server_errors(
     Some(c)
 }
 
-type OwnBaseline = (f64, f64, f64, f64, u32, [f64; 4], Option<(f64, f64)>);
+/// What a 5xx test found.
+#[derive(Debug, Clone, Copy)]
+struct ErrorFinding {
+    /// ln of the e-value.
+    log_e: f64,
+    observed: f64,
+    expected: f64,
+    /// Released requests in the compared minutes.
+    requests: f64,
+    minutes: u32,
+    /// Before the release: released 5xx and requests, reference 5xx and requests.
+    before: [f64; 4],
+    /// Reference 5xx and requests in the compared minutes.
+    reference_after: Option<(f64, f64)>,
+    /// Against the released hosts' own past.
+    own: bool,
+}
 
-/// Without reference hosts: the released hosts' settled minutes after their release against
-/// an upper bound (level `delta = alpha`) of their own rate before it, by the mixture of
-/// [`RATIOS`] (Poisson likelihoods on counts divided by `phi`).
+/// The released hosts' settled minutes after their release against an upper bound (level
+/// `alpha`) of their own rate before it — times the reference hosts' own change over those
+/// minutes when that is a rise — by the mixture of [`RATIOS`] (Poisson likelihoods on
+/// counts divided by `phi`); with the reference hosts' counts in those minutes.
 fn against_own_baseline(
     inputs: &sequential::Inputs<'_>,
     phi: f64,
     alpha: f64,
-) -> Option<OwnBaseline> {
+) -> Option<ErrorFinding> {
     let t_len = inputs.t_len;
+    let cell = |h: usize, t: usize| h * t_len + t;
     let (mut kb, mut nb) = (0.0, 0.0);
     for &h in inputs.released {
         for t in 0..inputs.start[h].min(t_len) {
-            let n = inputs.work[h * t_len + t];
+            let n = inputs.work[cell(h, t)];
             if n > 0.0 {
-                kb += inputs.values[h * t_len + t];
+                kb += inputs.values[cell(h, t)];
                 nb += n;
+            }
+        }
+    }
+    let (mut yb, mut fb) = (0.0, 0.0);
+    for &h in inputs.reference {
+        for t in 0..inputs.first.min(t_len) {
+            let n = inputs.work[cell(h, t)];
+            if n > 0.0 {
+                yb += inputs.values[cell(h, t)];
+                fb += n;
             }
         }
     }
@@ -301,40 +369,58 @@ fn against_own_baseline(
         return None;
     }
     let rate = binomial_upper_bound(kb / phi, nb / phi, alpha);
-    let mut log_lr = [0.0; RATIOS.len()];
+    let mut per_minute: Vec<(f64, f64)> = Vec::new();
     let (mut observed, mut work, mut minutes) = (0.0, 0.0, 0u32);
+    let (mut y, mut f) = (0.0, 0.0);
     for t in inputs.first..inputs.until.min(t_len) {
         let (mut k, mut n) = (0.0, 0.0);
         for &h in inputs.released {
-            let c = h * t_len + t;
-            if t >= inputs.settled[h] && inputs.work[c] >= 0.0 {
-                k += inputs.values[c];
-                n += inputs.work[c];
+            if t >= inputs.settled[h] && inputs.work[cell(h, t)] >= 0.0 {
+                k += inputs.values[cell(h, t)];
+                n += inputs.work[cell(h, t)];
             }
         }
         if n <= 0.0 {
             continue;
         }
+        for &h in inputs.reference {
+            if inputs.work[cell(h, t)] >= 0.0 {
+                y += inputs.values[cell(h, t)];
+                f += inputs.work[cell(h, t)];
+            }
+        }
         minutes += 1;
         observed += k;
         work += n;
-        let (k, mean) = (k / phi, rate * n / phi);
-        for (l, ratio) in log_lr.iter_mut().zip(RATIOS) {
-            *l += k * ratio.ln() - (ratio - 1.0) * mean;
-        }
+        per_minute.push((k, n));
     }
     if minutes == 0 {
         return None;
     }
-    Some((
-        mix(&log_lr),
+    // Difference in differences: what the reference hosts' own rate did meanwhile (a
+    // fleet-wide outage raises both) scales the expectation up, never down.
+    let fleet = if fb > 0.0 && f > 0.0 {
+        (((y + 0.5) / f) / ((yb + 0.5) / fb)).clamp(1.0, 50.0)
+    } else {
+        1.0
+    };
+    let mut log_lr = [0.0; RATIOS.len()];
+    for (k, n) in per_minute {
+        let (k, mean) = (k / phi, rate * fleet * n / phi);
+        for (l, ratio) in log_lr.iter_mut().zip(RATIOS) {
+            *l += k * ratio.ln() - (ratio - 1.0) * mean;
+        }
+    }
+    Some(ErrorFinding {
+        log_e: mix(&log_lr),
         observed,
-        rate * work,
-        work,
+        expected: rate * fleet * work,
+        requests: work,
         minutes,
-        [kb, nb, 0.0, 0.0],
-        None,
-    ))
+        before: [kb, nb, yb, fb],
+        reference_after: (!inputs.reference.is_empty()).then_some((y, f)),
+        own: true,
+    })
 }
 
 /// ln of the equal-weight mixture of the likelihood ratios whose logs are `log_lr`.
