@@ -697,8 +697,8 @@ fn latency_signal(
             fingerprint: None,
             metric: Some(format!("p{pct}")),
             evidence: Evidence {
-                released_before: Some(tally(f64::from(kb), f64::from(nb), nb)),
-                released_after: Some(tally(released_q, f64::from(n), lm.minutes)),
+                // The quantile, over the requests and host-minutes compared.
+                released_after: Some(tally(released_q, lm.released.count() as f64, n)),
                 reference_after: Some(tally(
                     comparison_q,
                     lm.comparison.count() as f64,
@@ -813,8 +813,8 @@ fn traffic_drop(
         fingerprint: None,
         metric: Some("requests".into()),
         evidence: Evidence {
-            released_before: Some(tally(b, 0.0, nb as u32)),
-            released_after: Some(tally(a, 0.0, na as u32)),
+            released_before: Some(tally(b, b * nb as f64, nb as u32)),
+            released_after: Some(tally(a, a * na as f64, na as u32)),
             expected: Some(b * fleet),
             observed: a,
             effect: drop,

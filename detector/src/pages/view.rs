@@ -679,7 +679,18 @@ fn tally_heading(rule: Rule) -> &'static str {
     match rule {
         Rule::HostMetric => "median",
         Rule::LogVolume => "lines per minute",
+        Rule::ServerErrors => "5xx",
+        Rule::Latency => "ms",
+        Rule::Traffic => "requests per minute",
         _ => "count",
+    }
+}
+
+/// What a tally's volume is for a rule: the work its count is normalised by.
+fn volume_heading(rule: Rule) -> &'static str {
+    match rule {
+        Rule::ServerErrors | Rule::Latency | Rule::Traffic => "requests",
+        _ => "log lines",
     }
 }
 
@@ -693,7 +704,7 @@ fn evidence_table(rule: Rule, e: &Evidence) -> Markup {
     html! {
         @if groups.iter().any(|(_, t)| t.is_some()) {
             table.evidence {
-                thead { tr { th scope="col" { "group" } th scope="col" { (tally_heading(rule)) } th scope="col" { "log lines" } th scope="col" { "host-minutes" } } }
+                thead { tr { th scope="col" { "group" } th scope="col" { (tally_heading(rule)) } th scope="col" { (volume_heading(rule)) } th scope="col" { "host-minutes" } } }
                 tbody { @for (name, t) in groups { @if t.is_some() { tr { th scope="row" { (name) } (tally_cells(t)) } } } }
             }
         }
