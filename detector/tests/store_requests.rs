@@ -9,7 +9,9 @@ use vigil_detector::config::Retention;
 use vigil_detector::store::{SeriesQuery, SqliteStore, Store};
 use vigil_proto::latency::bucket_of;
 use vigil_proto::v1::report::Body;
-use vigil_proto::v1::{AppCounters, LatencyBucket, MinuteReport, Report, RequestCounters};
+use vigil_proto::v1::{
+    AppCounters, LatencyBucket, MinuteReport, Report, RequestCounters, ScrapedKind, ScrapedValue,
+};
 
 /// A whole hour, so that retention's cutoffs are easy to read.
 const NOW: i64 = 1_763_877_600;
@@ -30,6 +32,22 @@ fn counters(ok: u64, failed: u64, ms: f64) -> RequestCounters {
     }
 }
 
+/// A scraped GC count (a counter) and pending connections (a gauge).
+fn scraped(gc: f64, pending: f64) -> Vec<ScrapedValue> {
+    vec![
+        ScrapedValue {
+            name: "jvm_gc_pause_seconds_count".into(),
+            value: gc,
+            kind: ScrapedKind::Counter as i32,
+        },
+        ScrapedValue {
+            name: "hikaricp_connections_pending".into(),
+            value: pending,
+            kind: ScrapedKind::Gauge as i32,
+        },
+    ]
+}
+
 fn report(host: &str, seq: u64, minute: i64, requests: Option<RequestCounters>) -> Report {
     Report {
         protocol_version: vigil_proto::PROTOCOL_VERSION,
@@ -45,6 +63,11 @@ fn report(host: &str, seq: u64, minute: i64, requests: Option<RequestCounters>) 
                 app: "shop".into(),
                 lines: 10,
                 events: 10,
+                // As many GCs as a tenth of the 2xx, the pool's queue at a tenth of the 5xx.
+                scraped: requests
+                    .as_ref()
+                    .map(|r| scraped(r.status_2xx as f64 / 10.0, r.status_5xx as f64 / 10.0))
+                    .unwrap_or_default(),
                 requests,
                 ..Default::default()
             }],
@@ -91,6 +114,11 @@ async fn reports_of_one_minute_add_up_and_hours_keep_the_sums() {
     assert_eq!(r.latency_ms.buckets[&bucket_of(300.0)], 8);
     assert!((r.latency_ms.sum - (92.0 * 12.0 + 8.0 * 300.0)).abs() < 1e-6);
     assert_eq!(rows[1].requests, None, "no access log is missing, not zero");
+    // Scraped: the counter's growth adds up, the gauge keeps the later report's value.
+    let values = rows[0].scraped.as_ref().expect("h1 has scraped values");
+    assert_eq!(values["jvm_gc_pause_seconds_count"], 9.8);
+    assert_eq!(values["hikaricp_connections_pending"], 0.0);
+    assert_eq!(rows[1].scraped, None);
     // The series API's JSON shows the quantiles.
     let json = serde_json::to_value(&rows[0]).unwrap();
     assert!(json["requests"]["latency_ms"]["p99"].as_f64().unwrap() > 250.0);
@@ -122,6 +150,13 @@ async fn reports_of_one_minute_add_up_and_hours_keep_the_sums() {
     assert_eq!(h.status.server_error, 30);
     assert_eq!(h.latency_ms.buckets[&bucket_of(40.0)], 300);
     assert_eq!(h.malformed, 30);
+    // Counters summed over the hour, gauges their minutes' mean.
+    let values = hours[0]
+        .scraped
+        .as_ref()
+        .expect("the hour has scraped values");
+    assert!((values["jvm_gc_pause_seconds_count"] - 27.0).abs() < 1e-9);
+    assert!((values["hikaricp_connections_pending"] - 0.1).abs() < 1e-9);
     // A late report of that hour merges into it on the next pass.
     store
         .ingest(

@@ -568,6 +568,9 @@ impl Groups {
     }
 }
 
+/// Most charts of scraped values on a release's page.
+const MAX_SCRAPED_CHARTS: usize = 16;
+
 /// The host metrics charted, with their titles and units.
 const METRICS: [(&str, &str, &str); 4] = [
     ("cpu_pct", "CPU", "% busy, mean of hosts"),
@@ -700,6 +703,22 @@ pub fn assemble(
             format!("{} process memory", history.release.app),
             "MiB resident, mean of hosts",
             |r| r.process_rss_bytes.map(|b| b as f64 / (1024.0 * 1024.0)),
+        ));
+    }
+    // What the app's metrics endpoint gave (`[[scrape]] families`), a chart per name.
+    let names: std::collections::BTreeSet<&str> = history
+        .rows
+        .iter()
+        .filter_map(|r| r.scraped.as_ref())
+        .flat_map(|v| v.keys().map(String::as_str))
+        .collect();
+    for name in names.into_iter().take(MAX_SCRAPED_CHARTS) {
+        metric_charts.push(groups.chart(
+            &history,
+            view::metric_anchor(name),
+            name.to_owned(),
+            "scraped: a counter's growth per minute, a gauge's value; mean of hosts",
+            |r| r.scraped.as_ref().and_then(|v| v.get(name).copied()),
         ));
     }
     let last_minute = |host: &str| {

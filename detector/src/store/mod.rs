@@ -94,6 +94,10 @@ pub struct MinuteRow {
     /// HTTP requests from the app's access logs, when it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requests: Option<crate::judge::Requests>,
+    /// Values scraped from the app's metrics endpoint (`[[scrape]] families`): a counter's
+    /// growth in the minute, a gauge's last value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scraped: Option<ScrapedRow>,
 }
 
 /// The counters of one app on one host in one hour, rolled up by retention from the
@@ -122,7 +126,13 @@ pub struct HourRow {
     /// The hour's requests: counts added, latency histograms merged.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requests: Option<crate::judge::Requests>,
+    /// The hour's scraped values: counters added, gauges their minutes' mean.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scraped: Option<ScrapedRow>,
 }
+
+/// Values scraped from an app's metrics endpoint, by name.
+pub type ScrapedRow = BTreeMap<String, f64>;
 
 /// Host metrics of one host in one minute, as the judge reads them.
 pub type HostMetricsRow = crate::judge::HostMetrics;

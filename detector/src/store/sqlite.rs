@@ -44,6 +44,7 @@ mod host_metrics;
 mod requests;
 mod retention;
 mod schema;
+mod scraped;
 mod series;
 mod writes;
 

@@ -9,6 +9,7 @@ use vigil_proto::v1::{ExceptionDefinition, Report, report::Body};
 
 use super::host_metrics::{StoredHostMetrics, decode_metrics};
 use super::requests;
+use super::scraped::{self, Scraped};
 use super::{count, fp};
 use crate::judge::Requests;
 use crate::store::StoreError;
@@ -65,6 +66,8 @@ struct AppMinuteSums {
     process_rss_bytes: Option<u64>,
     /// The reports' requests added up (and, before writing, what the row already holds).
     requests: Option<Requests>,
+    /// The reports' scraped values, likewise.
+    scraped: Option<Scraped>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -107,6 +110,15 @@ impl<'a> BatchAccumulator<'a> {
                     }
                     if let Some(rss) = app.process_rss_bytes {
                         sums.process_rss_bytes = Some(rss);
+                    }
+                    if !app.scraped.is_empty() {
+                        // Reports of a batch arrive in order: each is newer.
+                        let mut newer = Scraped::default();
+                        newer.add_report(&app.scraped);
+                        if let Some(older) = &sums.scraped {
+                            newer.merge_older(older, false);
+                        }
+                        sums.scraped = Some(newer);
                     }
                     if let Some(r) = &app.requests {
                         sums.requests
@@ -195,34 +207,51 @@ impl<'a> BatchAccumulator<'a> {
         if !with_requests.is_empty() {
             requests::merge_stored(tx, "app_minutes", "minute", &mut with_requests).await?;
         }
+        let mut with_scraped: HashMap<(&str, &str, i64), Scraped> = self
+            .app_minutes
+            .iter_mut()
+            .filter_map(|(k, s)| Some((*k, s.scraped.take()?)))
+            .collect();
+        if !with_scraped.is_empty() {
+            scraped::merge_stored(tx, "app_minutes", "minute", &mut with_scraped, false).await?;
+        }
         let app_minutes: Vec<_> = self
             .app_minutes
             .into_iter()
-            .map(|(k, s)| (k, s, with_requests.remove(&k).map(|r| requests::encode(&r))))
+            .map(|(k, s)| {
+                let requests = with_requests.remove(&k).map(|r| requests::encode(&r));
+                let scraped = with_scraped.remove(&k).map(|v| v.encode());
+                (k, s, requests, scraped)
+            })
             .collect();
-        for chunk in app_minutes.chunks(MAX_PARAMS / 12) {
+        for chunk in app_minutes.chunks(MAX_PARAMS / 13) {
             let mut q = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO app_minutes (app, host, minute, lines, error_lines, warn_lines, \
                  events, truncated_lines, reports, process_cpu_pct, process_rss_bytes, \
-                 requests) ",
+                 requests, scraped) ",
             );
-            q.push_values(chunk, |mut row, ((app, host, minute), s, requests)| {
-                row.push_bind(*app)
-                    .push_bind(*host)
-                    .push_bind(*minute)
-                    .push_bind(count(s.lines))
-                    .push_bind(count(s.error_lines))
-                    .push_bind(count(s.warn_lines))
-                    .push_bind(count(s.events))
-                    .push_bind(count(s.truncated_lines))
-                    .push_bind(count(s.reports))
-                    .push_bind(s.process_cpu_pct)
-                    .push_bind(s.process_rss_bytes.map(count))
-                    .push_bind(requests.as_deref());
-            });
+            q.push_values(
+                chunk,
+                |mut row, ((app, host, minute), s, requests, scraped)| {
+                    row.push_bind(*app)
+                        .push_bind(*host)
+                        .push_bind(*minute)
+                        .push_bind(count(s.lines))
+                        .push_bind(count(s.error_lines))
+                        .push_bind(count(s.warn_lines))
+                        .push_bind(count(s.events))
+                        .push_bind(count(s.truncated_lines))
+                        .push_bind(count(s.reports))
+                        .push_bind(s.process_cpu_pct)
+                        .push_bind(s.process_rss_bytes.map(count))
+                        .push_bind(requests.as_deref())
+                        .push_bind(scraped.as_deref());
+                },
+            );
             q.push(concat!(
                 " ON CONFLICT (app, host, minute) DO UPDATE SET \
                  requests = coalesce(excluded.requests, requests), \
+                 scraped = coalesce(excluded.scraped, scraped), \
                  process_cpu_pct = coalesce(excluded.process_cpu_pct, process_cpu_pct), \
                  process_rss_bytes = coalesce(excluded.process_rss_bytes, process_rss_bytes), ",
                 saturating_sum!("lines"),

@@ -7,7 +7,8 @@
 //!   per host, per-minute host metrics (`host_minutes`) likewise into `host_hours` (means
 //!   weighted by samples, counters added, maxima kept — the same merge as two reports of
 //!   one minute); an app's process figures become the hour's mean CPU and peak resident
-//!   memory, its requests the hour's counts and latency histogram;
+//!   memory, its requests the hour's counts and latency histogram, its scraped counters
+//!   the hour's sums and its gauges their mean;
 //! - hourly rows older than `hourly` are deleted;
 //! - de-duplication keys of reports received more than [`REPORT_KEYS_SECS`] ago, and stored
 //!   alerts older than `minutes`, are deleted (ingest refuses minutes more than 30 days
@@ -375,6 +376,7 @@ async fn roll_up_app(
                 .await?;
             if i == 0 {
                 super::requests::roll_up(&mut tx, app, host, end).await?;
+                super::scraped::roll_up(&mut tx, app, host, end).await?;
             }
             rolled[i] = sqlx::query(delete)
                 .bind(app)

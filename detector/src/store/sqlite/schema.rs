@@ -178,11 +178,14 @@ const COLUMNS_5: [(&str, &str, &str); 5] = [
     ),
 ];
 
-/// Version 6: the app's HTTP requests per host and minute (and hour), from its access logs,
-/// in the compact form of `requests` (`NULL` where the host has none). Added where missing.
-const COLUMNS_6: [(&str, &str, &str); 2] = [
+/// Version 6: the app's HTTP requests per host and minute (and hour), from its access logs
+/// or metrics endpoint, in the compact form of `requests`, and the values scraped from
+/// that endpoint (`scraped`); `NULL` where the host has none. Added where missing.
+const COLUMNS_6: [(&str, &str, &str); 4] = [
     ("app_minutes", "requests", "TEXT"),
     ("app_hours", "requests", "TEXT"),
+    ("app_minutes", "scraped", "TEXT"),
+    ("app_hours", "scraped", "TEXT"),
 ];
 
 /// Brings the store on `writer` to [`SCHEMA_VERSION`].

@@ -52,6 +52,7 @@ struct Counters {
     /// Minutes rolled into an hourly row (1 for a minute).
     minutes: u64,
     requests: Option<crate::judge::Requests>,
+    scraped: Option<crate::store::ScrapedRow>,
     host_metrics: Option<HostMetricsRow>,
 }
 
@@ -104,7 +105,7 @@ impl SqliteStore {
             "SELECT a.app, a.host, a.{time}, a.lines, a.error_lines, a.warn_lines, \
              (SELECT group_concat(e.fingerprint || ':' || e.count) FROM {exceptions} e \
               WHERE e.app = a.app AND e.host = a.host AND e.{time} = a.{time}), \
-             a.process_cpu_pct, a.process_rss_bytes, {minutes}, a.events, a.requests \
+             a.process_cpu_pct, a.process_rss_bytes, {minutes}, a.events, a.requests, a.scraped \
              FROM {apps} a WHERE 1 = 1"
         ));
         if let Some(app) = &query.app {
@@ -133,6 +134,7 @@ impl SqliteStore {
                 minutes: get_u64(&row, 9)?,
                 events: get_u64(&row, 10)?,
                 requests: super::requests::decode(row.try_get(11)?),
+                scraped: super::scraped::Scraped::decode(row.try_get(12)?).map(|s| s.row()),
                 host_metrics: None,
             });
         }
@@ -195,6 +197,7 @@ impl SqliteStore {
                 process_cpu_pct: c.process_cpu_pct,
                 process_rss_bytes: c.process_rss_bytes,
                 requests: c.requests,
+                scraped: c.scraped,
             })
             .collect())
     }
@@ -219,6 +222,7 @@ impl SqliteStore {
                 process_cpu_pct: c.process_cpu_pct,
                 process_rss_bytes: c.process_rss_bytes,
                 requests: c.requests,
+                scraped: c.scraped,
             })
             .collect())
     }

@@ -1,0 +1,205 @@
+//! Values scraped from an app's metrics endpoint, per host and minute (and hour):
+//! `app_minutes.scraped`, `app_hours.scraped`, one JSON object per row,
+//! `{"name": ["gauge"|"counter", value, minutes]}`. Two reports of a minute: counters add
+//! up, a gauge keeps the later value. Minutes rolled into an hour: counters add up, a
+//! gauge becomes the mean of its minutes (`minutes` weighs it when a later pass adds
+//! more). `NULL` where nothing was scraped.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use vigil_proto::v1::{ScrapedKind, ScrapedValue};
+
+use super::batch::MAX_PARAMS;
+use crate::store::{ScrapedRow, StoreError};
+
+/// One stored value: its kind, the value, and the minutes behind it.
+type Entry = (String, f64, u64);
+
+/// The scraped values of one row, by name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(super) struct Scraped(BTreeMap<String, Entry>);
+
+const GAUGE: &str = "gauge";
+const COUNTER: &str = "counter";
+
+impl Scraped {
+    /// Adds one report's values (validated: finite, a known kind).
+    pub(super) fn add_report(&mut self, values: &[ScrapedValue]) {
+        for v in values {
+            let kind = match ScrapedKind::try_from(v.kind) {
+                Ok(ScrapedKind::Counter) => COUNTER,
+                _ => GAUGE,
+            };
+            self.add(&v.name, kind, v.value, 1, false);
+        }
+    }
+
+    /// Adds a value of the same minute (`across_minutes` false: a gauge is replaced) or of
+    /// another minute of the same hour (true: a gauge is averaged over the minutes).
+    fn add(&mut self, name: &str, kind: &str, value: f64, minutes: u64, across_minutes: bool) {
+        match self.0.get_mut(name) {
+            Some(e) if e.0 == COUNTER && kind == COUNTER => {
+                e.1 += value;
+                e.2 = e.2.max(minutes);
+            }
+            Some(e) if across_minutes => {
+                let n = e.2 + minutes;
+                e.1 = (e.1 * e.2 as f64 + value * minutes as f64) / n.max(1) as f64;
+                e.2 = n;
+            }
+            Some(e) => *e = (kind.to_owned(), value, minutes),
+            None => {
+                self.0
+                    .insert(name.to_owned(), (kind.to_owned(), value, minutes));
+            }
+        }
+    }
+
+    /// Adds `older`'s values as the earlier report of the same row.
+    pub(super) fn merge_older(&mut self, older: &Scraped, across_minutes: bool) {
+        let newer = std::mem::replace(self, older.clone());
+        for (name, (kind, value, minutes)) in newer.0 {
+            self.add(&name, &kind, value, minutes, across_minutes);
+        }
+    }
+
+    pub(super) fn encode(&self) -> String {
+        serde_json::to_string(&self.0).unwrap_or_default()
+    }
+
+    pub(super) fn decode(text: Option<&str>) -> Option<Self> {
+        serde_json::from_str(text?).ok().map(Scraped)
+    }
+
+    /// The values as the series shows them.
+    pub(super) fn row(&self) -> ScrapedRow {
+        self.0.iter().map(|(n, e)| (n.clone(), e.1)).collect()
+    }
+}
+
+/// Adds to `rows` what `table` holds for them already (in `tx`): `rows` are the newer.
+pub(super) async fn merge_stored(
+    tx: &mut Transaction<'_, Sqlite>,
+    table: &str,
+    time: &str,
+    rows: &mut HashMap<(&str, &str, i64), Scraped>,
+    across_minutes: bool,
+) -> Result<(), StoreError> {
+    let keys: Vec<(&str, &str, i64)> = rows.keys().copied().collect();
+    let mut stored: HashMap<(String, String, i64), Scraped> = HashMap::new();
+    for chunk in keys.chunks(MAX_PARAMS / 3) {
+        let mut q = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT app, host, {time}, scraped FROM {table} WHERE scraped IS NOT NULL \
+             AND (app, host, {time}) IN ("
+        ));
+        let mut list = q.separated(", ");
+        for (app, host, t) in chunk {
+            list.push("(")
+                .push_bind_unseparated(*app)
+                .push_unseparated(", ")
+                .push_bind_unseparated(*host)
+                .push_unseparated(", ")
+                .push_bind_unseparated(*t)
+                .push_unseparated(")");
+        }
+        q.push(")");
+        for row in q.build().fetch_all(&mut **tx).await? {
+            if let Some(old) = Scraped::decode(row.try_get(3)?) {
+                stored.insert((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?), old);
+            }
+        }
+    }
+    if !stored.is_empty() {
+        for ((app, host, t), new) in rows.iter_mut() {
+            if let Some(old) = stored.remove(&((*app).to_owned(), (*host).to_owned(), *t)) {
+                new.merge_older(&old, across_minutes);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rolls the scraped values of `app` on `host` in the minutes before `end` into their
+/// hours' rows of `app_hours` (which the caller's roll-up has created), in `tx`.
+pub(super) async fn roll_up(
+    tx: &mut Transaction<'_, Sqlite>,
+    app: &str,
+    host: &str,
+    end: i64,
+) -> Result<(), StoreError> {
+    let rows = sqlx::query(
+        "SELECT minute, scraped FROM app_minutes WHERE app = ? AND host = ? AND minute < ? \
+         AND scraped IS NOT NULL ORDER BY minute",
+    )
+    .bind(app)
+    .bind(host)
+    .bind(end)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut hours: HashMap<(&str, &str, i64), Scraped> = HashMap::new();
+    for row in rows {
+        let minute: i64 = row.try_get(0)?;
+        if let Some(s) = Scraped::decode(row.try_get(1)?) {
+            let hour = hours
+                .entry((app, host, minute.div_euclid(3600) * 3600))
+                .or_default();
+            let mut next = s;
+            next.merge_older(hour, true);
+            *hour = next;
+        }
+    }
+    if hours.is_empty() {
+        return Ok(());
+    }
+    merge_stored(tx, "app_hours", "hour", &mut hours, true).await?;
+    for ((app, host, hour), s) in hours {
+        sqlx::query("UPDATE app_hours SET scraped = ? WHERE app = ? AND host = ? AND hour = ?")
+            .bind(s.encode())
+            .bind(app)
+            .bind(host)
+            .bind(hour)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(name: &str, value: f64, kind: ScrapedKind) -> ScrapedValue {
+        ScrapedValue {
+            name: name.into(),
+            value,
+            kind: kind as i32,
+        }
+    }
+
+    #[test]
+    fn counters_add_gauges_keep_the_later_value_and_average_over_minutes() {
+        let mut first = Scraped::default();
+        first.add_report(&[
+            value("jvm_gc_pause_seconds_count", 3.0, ScrapedKind::Counter),
+            value("hikaricp_connections_pending", 2.0, ScrapedKind::Gauge),
+        ]);
+        let mut second = Scraped::default();
+        second.add_report(&[
+            value("jvm_gc_pause_seconds_count", 4.0, ScrapedKind::Counter),
+            value("hikaricp_connections_pending", 6.0, ScrapedKind::Gauge),
+        ]);
+        // Two reports of one minute.
+        let mut minute = second.clone();
+        minute.merge_older(&first, false);
+        let row = minute.row();
+        assert_eq!(row["jvm_gc_pause_seconds_count"], 7.0);
+        assert_eq!(row["hikaricp_connections_pending"], 6.0);
+        // Two minutes of one hour.
+        let mut hour = second;
+        hour.merge_older(&first, true);
+        assert_eq!(hour.row()["hikaricp_connections_pending"], 4.0);
+        assert_eq!(Scraped::decode(Some(&hour.encode())), Some(hour));
+        assert_eq!(Scraped::decode(Some("[1,2")), None);
+    }
+}
