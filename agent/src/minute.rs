@@ -318,7 +318,11 @@ impl MinuteCounters {
             .scraped;
         let gauges = self.gauges.entry((minute, slot)).or_default();
         for value in values {
-            if !value.value.is_finite() || value.name.len() > MAX_SCRAPED_NAME_BYTES {
+            if !value.value.is_finite()
+                || value.name.len() > MAX_SCRAPED_NAME_BYTES
+                || value.name.chars().any(char::is_control)
+                || (value.kind != ScrapedKind::Gauge as i32 && value.value < 0.0)
+            {
                 continue;
             }
             let gauge = value.kind == ScrapedKind::Gauge as i32;
@@ -326,7 +330,13 @@ impl MinuteCounters {
             let list = if gauge { &mut *gauges } else { &mut *counters };
             match list.iter_mut().find(|v| v.name == value.name) {
                 Some(known) if gauge => known.value = value.value,
-                Some(known) => known.value += value.value,
+                // Bounded: a sum that would overflow keeps its last finite value.
+                Some(known) => {
+                    let sum = known.value + value.value;
+                    if sum.is_finite() {
+                        known.value = sum;
+                    }
+                }
                 None if names < MAX_SCRAPED_NAMES => list.push(value),
                 None => {}
             }

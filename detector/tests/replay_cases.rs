@@ -65,6 +65,18 @@ fn the_design_example_blocks_on_the_dangerous_exception() {
 }
 
 #[test]
+fn a_minute_may_carry_requests_in_the_design_shape() {
+    let with = one_line(GOOD).replace(
+        "\"warn_lines\": 5,",
+        r#""warn_lines": 5, "requests": {"count": 100, "status": {"2xx": 97, "3xx": 0, "4xx": 1, "5xx": 2}, "latency_ms": {"p50": 24.7, "p90": 52.1, "p99": 101.3, "buckets": {"18": 60, "22": 38, "27": 2}}},"#,
+    );
+    let cases = parse_cases(with.as_bytes()).expect("a valid case");
+    let requests = cases[0].rows[0].requests.as_ref().expect("requests");
+    assert_eq!(requests.status.server_error, 2);
+    assert_eq!(requests.latency_ms.buckets[&22], 38);
+}
+
+#[test]
 fn malformed_cases_are_rejected_with_line_and_reason() {
     let good = one_line(GOOD);
     let cases = [
@@ -86,6 +98,20 @@ fn malformed_cases_are_rejected_with_line_and_reason() {
             "until",
         ),
         ("{not json".to_string(), "invalid case"),
+        (
+            good.replace(
+                "\"warn_lines\": 5,",
+                r#""warn_lines": 5, "requests": {"count": 10, "status": {"2xx": 9}},"#,
+            ),
+            "status classes add up to 9, not count 10",
+        ),
+        (
+            good.replace(
+                "\"warn_lines\": 5,",
+                r#""warn_lines": 5, "requests": {"count": 1, "status": {"2xx": 1}, "latency_ms": {"buckets": {"-2147483648": 1}}},"#,
+            ),
+            "latency bucket -2147483648 outside",
+        ),
     ];
     for (bad, word) in cases {
         let text = format!("{good}\n\n{bad}\n");

@@ -31,6 +31,10 @@ pub mod parse;
 
 use std::sync::Arc;
 
+/// How far ahead of the clock a request's own time may lie and still count in its
+/// minute; later, it counts in the minute it was read.
+const MAX_AHEAD_SECS: i64 = 120;
+
 pub use format::{AccessFormat, FormatError, LatencyUnit};
 pub use parse::{Malformed, Request};
 
@@ -113,12 +117,14 @@ impl AccessLogs {
         match format.parse(line) {
             Ok(request) => {
                 tally.requests += 1;
-                counters.record_request(
-                    source,
-                    request.time.unwrap_or(read_at),
-                    request.status,
-                    request.latency_ms,
-                );
+                // A line stamped ahead of the clock (a wrong zone, skew, a hostile log)
+                // counts when it was read: a far future minute would be held in memory
+                // until then, and lost with a crash.
+                let at = request
+                    .time
+                    .filter(|&t| t <= read_at + MAX_AHEAD_SECS)
+                    .unwrap_or(read_at);
+                counters.record_request(source, at, request.status, request.latency_ms);
             }
             Err(_) => {
                 tally.malformed += 1;
@@ -186,6 +192,14 @@ mod tests {
             access.line(&mut counters, 1, line, false, read_at);
         }
         access.line(&mut counters, 1, b"10.0.0.1 - - [23/No", true, read_at);
+        // Stamped a year ahead: counted when read, not held for a year.
+        access.line(
+            &mut counters,
+            1,
+            b"10.0.0.1 - - [23/Nov/2027:19:46:10 +0100] \"GET / HTTP/1.1\" 204 5 1",
+            false,
+            read_at,
+        );
         access.publish_metrics();
         let reports = counters.take(T0 + 180, false);
         let requests = |minute: i64| {
@@ -203,15 +217,16 @@ mod tests {
         assert!((second.latency_sum_ms - 250.0).abs() < 1e-9);
         let third = requests(T0 + 120);
         assert_eq!(
-            (third.count, third.malformed),
-            (0, 3),
-            "garbage, status 700, cut"
+            (third.count, third.status_2xx, third.malformed),
+            (1, 1, 3),
+            "the future line; garbage, status 700, cut"
         );
+        assert_eq!(reports.len(), 3, "no minute held for the future line");
         let app = metrics.app(0).expect("shop");
         let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-        assert_eq!(load(&app.requests), 3);
+        assert_eq!(load(&app.requests), 4);
         assert_eq!(load(&app.access_malformed_lines), 3);
         assert_eq!(load(&app.truncated_lines), 1);
-        assert_eq!(load(&app.lines), 6);
+        assert_eq!(load(&app.lines), 7);
     }
 }

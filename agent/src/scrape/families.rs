@@ -49,6 +49,10 @@ impl FamilySpec {
         if text.len() > MAX_FAMILY_BYTES {
             return Err(format!("{text:?} is longer than {MAX_FAMILY_BYTES} bytes"));
         }
+        // The name goes into reports, whose names the detector refuses with them.
+        if text.chars().any(char::is_control) {
+            return Err(format!("{text:?} holds control characters"));
+        }
         let (family, selector) = match text.find('{') {
             Some(open) => (&text[..open], Some(&text[open..])),
             None => (text, None),
@@ -180,7 +184,11 @@ impl Families {
                 } else {
                     sample.value - before
                 };
-                *slot.get_or_insert(0.0) += growth;
+                // A counter never shrinks: a negative sample (a summary of negative
+                // observations, a broken page) adds nothing.
+                if growth.is_finite() && growth > 0.0 {
+                    *slot.get_or_insert(0.0) += growth;
+                }
             }
             let values = [
                 (gauge, ScrapedKind::Gauge, None),

@@ -74,7 +74,13 @@ struct Seen {
     sum: f64,
     /// Cumulative buckets, ascending `le` (`+Inf` last).
     buckets: Vec<(f64, f64)>,
+    /// Pages in a row this series was absent from.
+    missed: u32,
 }
+
+/// Pages a series may be absent from and keep its last values: when it comes back, only
+/// its growth counts, not its whole count again.
+const MAX_MISSED_PAGES: u32 = 10;
 
 /// One series on the page being read.
 #[derive(Debug, Default)]
@@ -155,6 +161,7 @@ impl Requests {
                 count,
                 sum: series.sum.unwrap_or(0.0),
                 buckets: series.buckets,
+                missed: 0,
             };
             if baselined {
                 let zero = Seen::default();
@@ -163,14 +170,21 @@ impl Requests {
             }
             seen.insert(key, current);
         }
+        for (key, mut old) in std::mem::take(&mut self.seen) {
+            if old.missed < MAX_MISSED_PAGES && !seen.contains_key(&key) {
+                old.missed += 1;
+                seen.insert(key, old);
+            }
+        }
         self.seen = seen;
         self.baselined = true;
         if !baselined {
             return None;
         }
         if delta.count() + delta.unclassified > MAX_REQUESTS_PER_SCRAPE {
-            // Not a service's counters: the page is taken as the new baseline only.
-            return Some(RequestDelta::default());
+            // Not a service's counters: the page is taken as the new baseline only, and
+            // the interval is missing (not zero, which would look like traffic gone).
+            return None;
         }
         Some(delta)
     }
@@ -357,6 +371,17 @@ mod tests {
         let d = observe(&mut r, &third).expect("a delta");
         assert_eq!(d.classes, [0, 7, 0, 0, 0], "a reset counts the new value");
         assert!((d.latency_sum_ms - 700.0).abs() < 1e-6);
+        // A series absent from a page and back on the next counts its growth only.
+        let fourth = summary(&[
+            ("200", "SUCCESS", "/api/cart", 9.0, 0.9),
+            ("404", "CLIENT_ERROR", "/**", 4.0, 0.02),
+        ]);
+        let d = observe(&mut r, &fourth).expect("a delta");
+        assert_eq!(
+            d.classes,
+            [0, 2, 0, 1, 0],
+            "not the 404s' whole count again"
+        );
     }
 
     #[test]

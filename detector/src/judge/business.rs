@@ -18,15 +18,20 @@
 //!   (jitter, GC pauses, a host slower by nature) is bounded above; the hits after it are
 //!   tested against that rate by a sequential mixture of higher hit rates. So one slow
 //!   minute never blocks, and a regression blocks after a few host-minutes. It blocks at
-//!   once past its bar when the merged quantile also grew by the threshold.
+//!   once past its bar when the median compared host-minute is also that much slower
+//!   than usual (without reference hosts: past the bar in the window's rounds). A host
+//!   with fewer than five compared minutes before its release is not judged.
 //! - `traffic` — a released host still reporting whose requests over the last minutes
 //!   fell by 80 % or more from before its release, after the reference group's own change
 //!   (requests leaving the released hosts while the others keep theirs). A weak signal on
 //!   its own (a load balancer draining a host looks the same): it needs the window's
-//!   rounds like the other non-immediate rules.
+//!   rounds like the other non-immediate rules. It is not a calibrated test: the 80 %
+//!   drop and the window bound it; its Poisson check (each host, each round, at its third
+//!   of the share) only keeps a few requests from passing for a drop.
 //!
-//! The three share [`BUSINESS_SHARE`] of the release's false-block budget, a third each;
-//! the latency test splits its third between the two quantiles. Counts only come from
+//! `server_errors` and `latency` spend [`BUSINESS_SHARE`] of the release's false-block
+//! budget, a third each (`server_errors` splits its third between its two tests, latency
+//! between its two quantiles, each between its test and its bound on the baseline). Counts only come from
 //! minutes a host reported requests in: a host without an access log, or whose agent is
 //! down, is *missing*, never zero.
 
@@ -454,6 +459,9 @@ fn quantile_ms(h: &Latency, q: f64) -> Option<f64> {
     h.buckets.keys().next_back().map(|&b| latency::upper_ms(b))
 }
 
+/// Fewest compared minutes before its release that tell a host's usual latency ratio.
+const MIN_USUAL_MINUTES: usize = 5;
+
 /// Fewest requests a host-minute needs for its quantile to be compared.
 const MIN_MINUTE_REQUESTS: u64 = 20;
 
@@ -567,16 +575,18 @@ fn latency_minutes(traffic: &Traffic<'_>, w: &Windows<'_>, q: f64) -> LatencyMin
         comparison: Latency::default(),
         minutes: 0,
     };
-    // The usual level of a host's ratio, and its ratios before the release normalised.
-    let usual = |i: usize, own: bool, out: &mut LatencyMinutes| -> f64 {
+    // The usual level of a host's ratio, and its ratios before the release normalised;
+    // `None` with too few minutes to know it (a host new or quiet before the release is
+    // not compared: slower by nature would look slower by the release).
+    let usual = |i: usize, own: bool, out: &mut LatencyMinutes| -> Option<f64> {
         let end = w.start[i].min(t_len);
         let mut ratios: Vec<f64> = (0..end).filter_map(|t| raw(i, t, own)).collect();
-        if ratios.len() < 5 {
-            return 1.0;
+        if ratios.len() < MIN_USUAL_MINUTES {
+            return None;
         }
-        let level = super::stats::median(&mut ratios).unwrap_or(1.0).max(1e-9);
+        let level = super::stats::median(&mut ratios)?.max(1e-9);
         out.before.extend(ratios.iter().map(|r| r / level));
-        level
+        Some(level)
     };
     if w.reference.len() >= 2 {
         for &i in w.reference {
@@ -585,7 +595,9 @@ fn latency_minutes(traffic: &Traffic<'_>, w: &Windows<'_>, q: f64) -> LatencyMin
     }
     let mut compared = vec![false; t_len];
     for &i in w.released {
-        let level = usual(i, false, &mut out);
+        let Some(level) = usual(i, false, &mut out) else {
+            continue;
+        };
         let from = w.settled[i].max(w.first).min(t_len);
         for (t, seen) in compared.iter_mut().enumerate().skip(from) {
             let Some(r) = raw(i, t, false) else { continue };
@@ -630,7 +642,7 @@ fn latency_signal(
         let mut before = lm.before.clone();
         let hit_at = super::stats::quantile(&mut before, 0.95)
             .unwrap_or(ratio)
-            .clamp(1.1, ratio);
+            .clamp(1.1, ratio.max(1.1));
         let kb = lm.before.iter().filter(|&&r| r >= hit_at).count() as u32;
         let nb = lm.before.len() as u32;
         let x = lm.after.iter().filter(|a| a.1 >= hit_at).count() as u32;
@@ -724,7 +736,9 @@ fn latency_signal(
             c.suspicious = false;
             c.reason.severity = Severity::Warning;
         }
-        c.immediate = c.suspicious;
+        // Without reference hosts nothing controls for a fleet-wide slow-down: the
+        // window's rounds decide, not one round.
+        c.immediate = c.suspicious && !w.reference.is_empty();
         let better = match &best {
             None => true,
             Some(b) => (c.suspicious, c.effect) > (b.suspicious, b.effect),

@@ -60,12 +60,14 @@
 //!    counts in the window.
 //! 5. `log_volume` — a released host still reporting whose mean lines over the last 5
 //!    minutes fell below 30% of its baseline, after the reference group's own change.
-//! 6. Business signals (`business`), where hosts report HTTP requests from access logs:
-//!    `server_errors` (5xx per request, the sequential test of rule 3 with requests as
-//!    the unit of work), `latency` (a sequential test of the share of requests slower
-//!    than the comparison's median and 90th percentile, minute by minute) — both block at
-//!    once past their bar, within 30 % of the false-block budget — and
-//!    `traffic` (a released host's requests fell by 80 % or more).
+//! 6. Business signals (`business`), where hosts report HTTP requests (access logs or a
+//!    metrics endpoint): `server_errors` (5xx per request: the sequential test of rule 3
+//!    with requests as the unit of work, and one against the released hosts' own rate
+//!    before the release), `latency` (host-minutes whose median or 90th percentile is
+//!    slower than usual against the reference hosts, in a sequential test of how often that
+//!    happened before the release) — both block at once past their bar, each within a
+//!    third of the business share (30 %) of the false-block budget — and `traffic` (a
+//!    released host's requests fell by 80 % or more; two of three rounds; not calibrated).
 //!
 //! Where a host reports requests, they are its unit of work for CPU and load (rule 4).
 //!

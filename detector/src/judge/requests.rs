@@ -98,7 +98,8 @@ impl Serialize for Latency {
 /// Requests answered in one minute.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Requests {
-    /// Requests (access-log lines read as a request).
+    /// Requests (access-log lines read as a request); the sum of `status`.
+    #[serde(default)]
     pub count: u64,
     /// Responses by status class.
     #[serde(default)]
@@ -155,6 +156,52 @@ impl Requests {
         a.server_error = a.server_error.saturating_add(b.server_error);
         self.malformed = self.malformed.saturating_add(other.malformed);
         self.latency_ms.merge(&other.latency_ms);
+    }
+
+    /// What is wrong with counters read from a replay case: status classes that do not add
+    /// up to `count`, more times than requests, a bucket outside the layout, a sum that is
+    /// not a time; `None` when they are sound.
+    pub fn problem(&self) -> Option<String> {
+        let s = &self.status;
+        let classes = [
+            s.informational,
+            s.success,
+            s.redirection,
+            s.client_error,
+            s.server_error,
+        ]
+        .iter()
+        .fold(0u64, |a, &c| a.saturating_add(c));
+        if classes != self.count {
+            return Some(format!(
+                "status classes add up to {classes}, not count {}",
+                self.count
+            ));
+        }
+        if let Some(i) = self
+            .latency_ms
+            .buckets
+            .keys()
+            .find(|i| !(latency::MIN_INDEX..=latency::MAX_INDEX).contains(*i))
+        {
+            return Some(format!(
+                "latency bucket {i} outside {}..={}",
+                latency::MIN_INDEX,
+                latency::MAX_INDEX
+            ));
+        }
+        if self.latency_ms.count() > self.count {
+            return Some(format!(
+                "{} latency times for {} requests",
+                self.latency_ms.count(),
+                self.count
+            ));
+        }
+        let sum = self.latency_ms.sum;
+        if !sum.is_finite() || sum < 0.0 {
+            return Some(format!("latency sum {sum} is not a time"));
+        }
+        None
     }
 
     /// Share of the requests answered with a 5xx, `None` without requests.

@@ -232,6 +232,9 @@ impl Case {
                 let fp = parse_fingerprint(&f).map_err(|e| format!("`minutes[{i}]`: {e}"))?;
                 *exceptions.entry(fp).or_insert(0) += n;
             }
+            if let Some(problem) = m.requests.as_ref().and_then(Requests::problem) {
+                return Err(format!("`minutes[{i}].requests`: {problem}"));
+            }
             last_minute = last_minute.max(m.minute);
             rows.push(HostMinute {
                 host: m.host,

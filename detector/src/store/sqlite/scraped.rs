@@ -20,17 +20,36 @@ type Entry = (String, f64, u64);
 #[derive(Debug, Clone, Default, PartialEq)]
 pub(super) struct Scraped(BTreeMap<String, Entry>);
 
+/// Most names one row keeps, whatever the reports of its minutes (or hour) send: the
+/// first ones stay.
+pub(super) const MAX_NAMES: usize = 64;
+/// Longest name kept, in bytes.
+pub(super) const MAX_NAME_BYTES: usize = 128;
+/// Largest magnitude of a value kept: sums of many stay finite.
+pub(super) const MAX_VALUE: f64 = 1e15;
+
 const GAUGE: &str = "gauge";
 const COUNTER: &str = "counter";
 
 impl Scraped {
-    /// Adds one report's values (validated: finite, a known kind).
+    /// Adds one report's values, leaving out the ones no agent should send (a name empty,
+    /// longer than [`MAX_NAME_BYTES`] or with control characters, a kind unknown, a value
+    /// not finite or beyond ±[`MAX_VALUE`], a counter's growth negative) rather than the
+    /// report: its other counters are good.
     pub(super) fn add_report(&mut self, values: &[ScrapedValue]) {
         for v in values {
             let kind = match ScrapedKind::try_from(v.kind) {
-                Ok(ScrapedKind::Counter) => COUNTER,
-                _ => GAUGE,
+                Ok(ScrapedKind::Counter) if v.value >= 0.0 => COUNTER,
+                Ok(ScrapedKind::Gauge) => GAUGE,
+                _ => continue,
             };
+            if v.name.is_empty()
+                || v.name.len() > MAX_NAME_BYTES
+                || v.name.chars().any(char::is_control)
+                || !(v.value.abs() <= MAX_VALUE)
+            {
+                continue;
+            }
             self.add(&v.name, kind, v.value, 1, false);
         }
     }
@@ -38,9 +57,12 @@ impl Scraped {
     /// Adds a value of the same minute (`across_minutes` false: a gauge is replaced) or of
     /// another minute of the same hour (true: a gauge is averaged over the minutes).
     fn add(&mut self, name: &str, kind: &str, value: f64, minutes: u64, across_minutes: bool) {
+        if !self.0.contains_key(name) && self.0.len() >= MAX_NAMES {
+            return;
+        }
         match self.0.get_mut(name) {
             Some(e) if e.0 == COUNTER && kind == COUNTER => {
-                e.1 += value;
+                e.1 = (e.1 + value).min(f64::MAX);
                 e.2 = e.2.max(minutes);
             }
             Some(e) if across_minutes => {
@@ -201,5 +223,32 @@ mod tests {
         assert_eq!(hour.row()["hikaricp_connections_pending"], 4.0);
         assert_eq!(Scraped::decode(Some(&hour.encode())), Some(hour));
         assert_eq!(Scraped::decode(Some("[1,2")), None);
+    }
+
+    #[test]
+    fn bad_values_are_left_out_and_names_bounded() {
+        let mut s = Scraped::default();
+        s.add_report(&[
+            value("ok", 1.0, ScrapedKind::Gauge),
+            value("inf", f64::INFINITY, ScrapedKind::Gauge),
+            value("huge", 1e300, ScrapedKind::Gauge),
+            value("negative_counter", -1.0, ScrapedKind::Counter),
+            value("no_kind", 1.0, ScrapedKind::Unspecified),
+            value("tab\tname", 1.0, ScrapedKind::Gauge),
+            value(&"n".repeat(200), 1.0, ScrapedKind::Gauge),
+        ]);
+        assert_eq!(s.row().keys().collect::<Vec<_>>(), ["ok"]);
+        let many: Vec<ScrapedValue> = (0..100)
+            .map(|i| value(&format!("m{i:03}"), 1.0, ScrapedKind::Counter))
+            .collect();
+        let mut later = Scraped::default();
+        later.add_report(&many);
+        later.merge_older(&s, false);
+        assert_eq!(
+            later.row().len(),
+            MAX_NAMES,
+            "the row keeps {MAX_NAMES} names"
+        );
+        assert!(later.row().contains_key("ok"), "the older names stay");
     }
 }
