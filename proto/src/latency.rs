@@ -61,10 +61,15 @@ mod tests {
 
     #[test]
     fn every_time_is_within_its_bucket_and_known_within_ten_percent() {
-        for &ms in &[0.002, 0.5, 1.0, 1.5, 3.0, 17.0, 100.0, 250.0, 999.0, 12_345.6] {
+        for &ms in &[
+            0.002, 0.5, 1.0, 1.5, 3.0, 17.0, 100.0, 250.0, 999.0, 12_345.6,
+        ] {
             let i = bucket_of(ms);
             assert!(ms <= upper_ms(i) * (1.0 + 1e-12), "{ms} above bucket {i}");
-            assert!(ms > upper_ms(i - 1) * (1.0 - 1e-12), "{ms} below bucket {i}");
+            assert!(
+                ms > upper_ms(i - 1) * (1.0 - 1e-12),
+                "{ms} below bucket {i}"
+            );
             let r = representative_ms(i);
             assert!((r - ms).abs() / ms <= 0.0911, "{ms} read as {r}");
         }

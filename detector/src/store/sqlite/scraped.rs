@@ -46,7 +46,8 @@ impl Scraped {
             if v.name.is_empty()
                 || v.name.len() > MAX_NAME_BYTES
                 || v.name.chars().any(char::is_control)
-                || !(v.value.abs() <= MAX_VALUE)
+                || !v.value.is_finite()
+                || v.value.abs() > MAX_VALUE
             {
                 continue;
             }
