@@ -41,6 +41,7 @@ macro_rules! saturating_sum {
 
 mod batch;
 mod host_metrics;
+mod merged;
 mod requests;
 mod retention;
 mod schema;

@@ -8,8 +8,8 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use vigil_proto::v1::{ExceptionDefinition, Report, report::Body};
 
 use super::host_metrics::{StoredHostMetrics, decode_metrics};
-use super::requests;
-use super::scraped::{self, Scraped};
+use super::merged::{self, Merged};
+use super::scraped::Scraped;
 use super::{count, fp};
 use crate::judge::Requests;
 use crate::store::StoreError;
@@ -205,7 +205,7 @@ impl<'a> BatchAccumulator<'a> {
             .filter_map(|(k, s)| Some((*k, s.requests.take()?)))
             .collect();
         if !with_requests.is_empty() {
-            requests::merge_stored(tx, "app_minutes", "minute", &mut with_requests).await?;
+            merged::merge_stored(tx, "app_minutes", "minute", &mut with_requests, false).await?;
         }
         let mut with_scraped: HashMap<(&str, &str, i64), Scraped> = self
             .app_minutes
@@ -213,13 +213,13 @@ impl<'a> BatchAccumulator<'a> {
             .filter_map(|(k, s)| Some((*k, s.scraped.take()?)))
             .collect();
         if !with_scraped.is_empty() {
-            scraped::merge_stored(tx, "app_minutes", "minute", &mut with_scraped, false).await?;
+            merged::merge_stored(tx, "app_minutes", "minute", &mut with_scraped, false).await?;
         }
         let app_minutes: Vec<_> = self
             .app_minutes
             .into_iter()
             .map(|(k, s)| {
-                let requests = with_requests.remove(&k).map(|r| requests::encode(&r));
+                let requests = with_requests.remove(&k).map(|r| r.encode());
                 let scraped = with_scraped.remove(&k).map(|v| v.encode());
                 (k, s, requests, scraped)
             })

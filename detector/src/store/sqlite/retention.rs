@@ -375,8 +375,8 @@ async fn roll_up_app(
                 .execute(&mut *tx)
                 .await?;
             if i == 0 {
-                super::requests::roll_up(&mut tx, app, host, end).await?;
-                super::scraped::roll_up(&mut tx, app, host, end).await?;
+                super::merged::roll_up::<crate::judge::Requests>(&mut tx, app, host, end).await?;
+                super::merged::roll_up::<super::scraped::Scraped>(&mut tx, app, host, end).await?;
             }
             rolled[i] = sqlx::query(delete)
                 .bind(app)

@@ -5,13 +5,12 @@
 //! gauge becomes the mean of its minutes (`minutes` weighs it when a later pass adds
 //! more). `NULL` where nothing was scraped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use vigil_proto::v1::{ScrapedKind, ScrapedValue};
 
-use super::batch::MAX_PARAMS;
-use crate::store::{ScrapedRow, StoreError};
+use super::merged::Merged;
+use crate::store::ScrapedRow;
 
 /// One stored value: its kind, the value, and the minutes behind it.
 type Entry = (String, f64, u64);
@@ -87,110 +86,32 @@ impl Scraped {
         }
     }
 
-    pub(super) fn encode(&self) -> String {
-        serde_json::to_string(&self.0).unwrap_or_default()
-    }
-
-    pub(super) fn decode(text: Option<&str>) -> Option<Self> {
-        serde_json::from_str(text?).ok().map(Scraped)
-    }
-
     /// The values as the series shows them.
     pub(super) fn row(&self) -> ScrapedRow {
         self.0.iter().map(|(n, e)| (n.clone(), e.1)).collect()
     }
 }
 
-/// Adds to `rows` what `table` holds for them already (in `tx`): `rows` are the newer.
-pub(super) async fn merge_stored(
-    tx: &mut Transaction<'_, Sqlite>,
-    table: &str,
-    time: &str,
-    rows: &mut HashMap<(&str, &str, i64), Scraped>,
-    across_minutes: bool,
-) -> Result<(), StoreError> {
-    let keys: Vec<(&str, &str, i64)> = rows.keys().copied().collect();
-    let mut stored: HashMap<(String, String, i64), Scraped> = HashMap::new();
-    for chunk in keys.chunks(MAX_PARAMS / 3) {
-        let mut q = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT app, host, {time}, scraped FROM {table} WHERE scraped IS NOT NULL \
-             AND (app, host, {time}) IN ("
-        ));
-        let mut list = q.separated(", ");
-        for (app, host, t) in chunk {
-            list.push("(")
-                .push_bind_unseparated(*app)
-                .push_unseparated(", ")
-                .push_bind_unseparated(*host)
-                .push_unseparated(", ")
-                .push_bind_unseparated(*t)
-                .push_unseparated(")");
-        }
-        q.push(")");
-        for row in q.build().fetch_all(&mut **tx).await? {
-            if let Some(old) = Scraped::decode(row.try_get(3)?) {
-                stored.insert((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?), old);
-            }
-        }
-    }
-    if !stored.is_empty() {
-        for ((app, host, t), new) in rows.iter_mut() {
-            if let Some(old) = stored.remove(&((*app).to_owned(), (*host).to_owned(), *t)) {
-                new.merge_older(&old, across_minutes);
-            }
-        }
-    }
-    Ok(())
-}
+impl Merged for Scraped {
+    const COLUMN: &'static str = "scraped";
 
-/// Rolls the scraped values of `app` on `host` in the minutes before `end` into their
-/// hours' rows of `app_hours` (which the caller's roll-up has created), in `tx`.
-pub(super) async fn roll_up(
-    tx: &mut Transaction<'_, Sqlite>,
-    app: &str,
-    host: &str,
-    end: i64,
-) -> Result<(), StoreError> {
-    let rows = sqlx::query(
-        "SELECT minute, scraped FROM app_minutes WHERE app = ? AND host = ? AND minute < ? \
-         AND scraped IS NOT NULL ORDER BY minute",
-    )
-    .bind(app)
-    .bind(host)
-    .bind(end)
-    .fetch_all(&mut **tx)
-    .await?;
-    let mut hours: HashMap<(&str, &str, i64), Scraped> = HashMap::new();
-    for row in rows {
-        let minute: i64 = row.try_get(0)?;
-        if let Some(s) = Scraped::decode(row.try_get(1)?) {
-            let hour = hours
-                .entry((app, host, minute.div_euclid(3600) * 3600))
-                .or_default();
-            let mut next = s;
-            next.merge_older(hour, true);
-            *hour = next;
-        }
+    fn decode(text: Option<&str>) -> Option<Self> {
+        serde_json::from_str(text?).ok().map(Scraped)
     }
-    if hours.is_empty() {
-        return Ok(());
+
+    fn encode(&self) -> String {
+        serde_json::to_string(&self.0).unwrap_or_default()
     }
-    merge_stored(tx, "app_hours", "hour", &mut hours, true).await?;
-    for ((app, host, hour), s) in hours {
-        sqlx::query("UPDATE app_hours SET scraped = ? WHERE app = ? AND host = ? AND hour = ?")
-            .bind(s.encode())
-            .bind(app)
-            .bind(host)
-            .bind(hour)
-            .execute(&mut **tx)
-            .await?;
+
+    fn absorb(&mut self, older: &Self, across_minutes: bool) {
+        self.merge_older(older, across_minutes);
     }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::sqlite::merged::Merged;
 
     fn value(name: &str, value: f64, kind: ScrapedKind) -> ScrapedValue {
         ScrapedValue {

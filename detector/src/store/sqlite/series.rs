@@ -134,7 +134,10 @@ impl SqliteStore {
                 minutes: get_u64(&row, 9)?,
                 events: get_u64(&row, 10)?,
                 requests: super::requests::decode(row.try_get(11)?),
-                scraped: super::scraped::Scraped::decode(row.try_get(12)?).map(|s| s.row()),
+                scraped: <super::scraped::Scraped as super::merged::Merged>::decode(
+                    row.try_get(12)?,
+                )
+                .map(|s| s.row()),
                 host_metrics: None,
             });
         }
