@@ -457,7 +457,9 @@ fn run_service(host: &DemoHost, running: &AtomicBool, rate: u64) {
     let (mut records, mut order) = (0u64, 0u64);
     let mut served = 0u64;
     // A small xorshift: response times and failures drawn the same way every run.
-    let mut seed = 0x9e37_79b9_7f4a_7c15_u64 ^ host.name.len() as u64;
+    let mut seed = host.name.bytes().fold(0x9e37_79b9_7f4a_7c15_u64, |a, b| {
+        a.rotate_left(7) ^ u64::from(b)
+    });
     while running.load(Ordering::SeqCst) {
         let requests_due = (start.elapsed().as_secs_f64() * (rate / 2) as f64) as u64;
         let mut lines = String::new();
