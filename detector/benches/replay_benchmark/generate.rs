@@ -484,10 +484,32 @@ const WATCH_MINUTES: i64 = 60;
 
 /// Generates case `index` of the set `seed` with the given share of bad releases.
 pub fn generate_case_with(seed: u64, index: usize, bad_fraction: f64, corpus: &CpuCorpus) -> Case {
+    generate_case(seed, index, bad_fraction, None, corpus)
+}
+
+/// Names of the benign kinds, in the order [`generate_benign_case`] takes them.
+pub fn benign_kinds() -> Vec<String> {
+    BENIGN.iter().map(|b| format!("{b:?}")).collect()
+}
+
+/// Generates case `index` of the set `seed` as a benign release of kind `kind` (an index
+/// into [`benign_kinds`]), for the calibration run.
+pub fn generate_benign_case(seed: u64, index: usize, kind: usize, corpus: &CpuCorpus) -> Case {
+    let forced = BENIGN[kind.min(BENIGN.len() - 1)];
+    generate_case(seed, index, 0.0, Some(forced), corpus)
+}
+
+fn generate_case(
+    seed: u64,
+    index: usize,
+    bad_fraction: f64,
+    forced: Option<Benign>,
+    corpus: &CpuCorpus,
+) -> Case {
     let mut rng = Rand::new(mix(seed, index as u64 + 1));
     let app_index = rng.range(0, APPS - 1);
     let app = app(seed, app_index);
-    let bad = rng.chance(bad_fraction);
+    let bad = rng.chance(bad_fraction) && forced.is_none();
     let fault = bad.then(|| {
         let f = *rng.pick(FAULTS);
         // A fault only an access log shows needs an app that has one.
@@ -497,8 +519,12 @@ pub fn generate_case_with(seed: u64, index: usize, bad_fraction: f64, corpus: &C
             f
         }
     });
-    let mut benign = if bad { Benign::AA } else { *rng.pick(BENIGN) };
-    let topology = {
+    let mut benign = match (bad, forced) {
+        (true, _) => Benign::AA,
+        (false, Some(kind)) => kind,
+        (false, None) => *rng.pick(BENIGN),
+    };
+    let mut topology = {
         let r = rng.0.f64();
         if r < 0.12 {
             Topology::Tiny
@@ -510,11 +536,16 @@ pub fn generate_case_with(seed: u64, index: usize, bad_fraction: f64, corpus: &C
             Topology::Canary
         }
     };
-    // A fleet-wide event without a reference group looks like a fault: not generated.
+    // A fleet-wide event without a reference group looks like a fault: not generated (a
+    // forced kind gets a reference group instead).
     if topology == Topology::AllAtOnce
         && matches!(benign, Benign::Surge | Benign::Outage | Benign::Imbalance)
     {
-        benign = Benign::AA;
+        if forced.is_some() {
+            topology = Topology::Canary;
+        } else {
+            benign = Benign::AA;
+        }
     }
 
     // Hosts and batches.

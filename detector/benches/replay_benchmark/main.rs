@@ -30,10 +30,12 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
 use vigil_detector::judge::stats::{binomial_upper_tail, mann_whitney_greater, median};
-use vigil_detector::judge::{Decision, HostMinute, minute_of};
+use vigil_detector::judge::{Decision, HostMinute, JudgeParams, Severity, minute_of};
 mod generate;
 
-use generate::{CpuCorpus, default_corpus_dir, generate_with, write_cases};
+use generate::{
+    CpuCorpus, benign_kinds, default_corpus_dir, generate_benign_case, generate_with, write_cases,
+};
 use vigil_detector::replay::{Expected, ParsedCase, Replayer, parse_cases};
 
 /// Seed of the benchmark set (tuning used 1, 2 and 3).
@@ -46,6 +48,8 @@ struct Args {
     details: bool,
     trace: Option<String>,
     bad_fraction: f64,
+    /// Benign releases per kind for the calibration run (A/A twice as many); 0: none.
+    calibration: usize,
 }
 
 fn args() -> Args {
@@ -56,6 +60,7 @@ fn args() -> Args {
         details: false,
         trace: None,
         bad_fraction: 0.15,
+        calibration: 0,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -81,6 +86,10 @@ fn args() -> Args {
             }
             "--trace" => {
                 a.trace = Some(next);
+                i += 1;
+            }
+            "--calibration" => {
+                a.calibration = next.parse().unwrap_or(500);
                 i += 1;
             }
             _ => {}
@@ -441,6 +450,10 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if args.calibration > 0 {
+        calibration(args.seed, args.calibration, &corpus);
+        return;
+    }
     let t = Instant::now();
     let cases = generate_with(args.seed, args.cases, args.bad_fraction, &corpus);
     let generated = t.elapsed();
@@ -490,9 +503,30 @@ fn main() {
     let mut replayer = Replayer::default();
     let mut vigil = Score::default();
     let mut per_scenario: BTreeMap<String, (usize, usize, Vec<f64>)> = BTreeMap::new();
+    // Per rule: the blocks it took part in (a critical reason of the blocking verdict),
+    // right and wrong.
+    let mut per_rule: BTreeMap<&'static str, (usize, usize)> = BTreeMap::new();
     let mut wrong = Vec::new();
     for case in &parsed {
         let r = replayer.judge_case(case);
+        if r.decision == Decision::Block {
+            let mut rules: Vec<&'static str> = r
+                .reasons
+                .iter()
+                .filter(|x| x.severity == Severity::Critical)
+                .map(|x| x.rule.as_str())
+                .collect();
+            rules.sort_unstable();
+            rules.dedup();
+            for rule in rules {
+                let e = per_rule.entry(rule).or_default();
+                if case.expect == Some(Expected::Block) {
+                    e.0 += 1;
+                } else {
+                    e.1 += 1;
+                }
+            }
+        }
         let blocked = (r.decision == Decision::Block).then_some(r.decided_at);
         vigil.add(case.expect, blocked, case);
         let ok = (case.expect == Some(Expected::Block)) == blocked.is_some();
@@ -563,6 +597,11 @@ fn main() {
         let median_s = median(&mut seconds.clone()).map_or(String::new(), |v| format!("{v:.0} s"));
         println!("  {name:<28} {ok:>4}/{n:<4} {median_s}");
     }
+    println!();
+    println!("Vigil per rule (blocks it took part in: right / wrong):");
+    for (rule, (right, wrong)) in &per_rule {
+        println!("  {rule:<22} {right:>4} / {wrong}");
+    }
     if args.details {
         println!();
         println!("Vigil's misses and false alarms:");
@@ -570,4 +609,71 @@ fn main() {
             println!("  {w}");
         }
     }
+}
+
+/// The calibration run: `per_kind` benign releases of every kind (A/A twice as many), none
+/// with an effect, each kind replayed with its own learned memory; the share blocked and
+/// the share ending on `watch`, next to the false-block budget.
+fn calibration(seed: u64, per_kind: usize, corpus: &CpuCorpus) {
+    let budget = JudgeParams::default().false_block_budget;
+    println!("Vigil calibration run (seed {seed}): benign releases only, budget {budget}");
+    println!("machine: {}", machine());
+    println!();
+    println!(
+        "| kind | releases | blocked | false-block rate | ended on watch | watch rate | rules that blocked |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    let (mut all, mut all_blocked) = (0usize, 0usize);
+    for (kind, name) in benign_kinds().iter().enumerate() {
+        let n = if name == "AA" { 2 * per_kind } else { per_kind };
+        let cases: Vec<_> = (0..n)
+            .map(|i| generate_benign_case(seed, i, kind, corpus))
+            .collect();
+        let mut text = Vec::new();
+        if let Err(e) = write_cases(&cases, &mut text) {
+            eprintln!("replay_benchmark: {e}");
+            std::process::exit(2);
+        }
+        let parsed = match parse_cases(text.as_slice()) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("replay_benchmark: generated cases do not parse: {e}");
+                std::process::exit(2);
+            }
+        };
+        let mut replayer = Replayer::default();
+        let (mut blocked, mut watched) = (0usize, 0usize);
+        let mut rules: BTreeMap<&'static str, usize> = BTreeMap::new();
+        for case in &parsed {
+            let r = replayer.judge_case(case);
+            match r.decision {
+                Decision::Block => {
+                    blocked += 1;
+                    if let Some(x) = r.reasons.iter().find(|x| x.severity == Severity::Critical) {
+                        *rules.entry(x.rule.as_str()).or_default() += 1;
+                    }
+                }
+                Decision::Watch => watched += 1,
+                Decision::Pass => {}
+            }
+        }
+        all += n;
+        all_blocked += blocked;
+        let rules = rules
+            .iter()
+            .map(|(r, k)| format!("{r} {k}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        println!(
+            "| {name} | {n} | {blocked} | {:.2} % | {watched} | {:.1} % | {rules} |",
+            100.0 * blocked as f64 / n.max(1) as f64,
+            100.0 * watched as f64 / n.max(1) as f64,
+        );
+    }
+    println!();
+    println!(
+        "all kinds: {all_blocked} of {all} blocked ({:.2} %), budget {:.2} %",
+        100.0 * all_blocked as f64 / all.max(1) as f64,
+        100.0 * budget
+    );
 }
