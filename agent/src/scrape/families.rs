@@ -185,10 +185,13 @@ impl Families {
                     sample.value - before
                 };
                 // A counter never shrinks: a negative sample (a summary of negative
-                // observations, a broken page) adds nothing.
-                if growth.is_finite() && growth > 0.0 {
-                    *slot.get_or_insert(0.0) += growth;
-                }
+                // observations, a broken page) adds nothing, and a quiet one adds 0.
+                let growth = if growth.is_finite() {
+                    growth.max(0.0)
+                } else {
+                    0.0
+                };
+                *slot.get_or_insert(0.0) += growth;
             }
             let values = [
                 (gauge, ScrapedKind::Gauge, None),
