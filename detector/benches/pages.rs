@@ -197,6 +197,7 @@ fn main() {
             &fingerprints,
             None,
             Vec::new(),
+            &[],
             now,
         ))
         .into_string();

@@ -313,6 +313,39 @@ async fn a_release_page_draws_missing_minutes_as_gaps_and_shows_log_text_as_text
         })
         .await
         .expect("alert");
+    // The agent's alerts, as stored by ingest: four occurrences on h1, sent before the
+    // minutes' counters.
+    let alert = |seq: u64, at: i64, count: u64| Report {
+        protocol_version: vigil_proto::PROTOCOL_VERSION,
+        host: "h1".into(),
+        instance: "instance-h1".into(),
+        agent_version: "0.1.0".into(),
+        fingerprint_version: 1,
+        seq,
+        sent_at: at,
+        body: Some(ReportBody::Alert(vigil_proto::v1::Alert {
+            app: "shop".into(),
+            at,
+            definition: Some(ExceptionDefinition {
+                fingerprint: FINGERPRINT,
+                class: LONG_CLASS.into(),
+                dangerous: true,
+                ..Default::default()
+            }),
+            count,
+        })),
+    };
+    pages
+        .store
+        .ingest(
+            &[
+                alert(100, release_at + 30, 1),
+                alert(101, release_at + 95, 3),
+            ],
+            now(),
+        )
+        .await
+        .expect("ingest alerts");
 
     let (response, body) = pages.get(&format!("/releases/{}", release.id), None).await;
     assert_eq!(response.status().as_u16(), 200, "{body}");
@@ -321,6 +354,13 @@ async fn a_release_page_draws_missing_minutes_as_gaps_and_shows_log_text_as_text
         "{body}"
     );
     assert!(!body.contains(HOSTILE), "log text written as HTML: {body}");
+    // What the alerts know, ahead of the minutes' counters.
+    assert!(body.contains("alerts: 4 occurrences on h1"), "{body}");
+    assert!(
+        body.contains("ahead of the minutes&#39; counters")
+            || body.contains("ahead of the minutes' counters"),
+        "{body}"
+    );
     assert!(
         body.contains("cart &lt;script&gt;alert('pwned')&lt;/script&gt;"),
         "{body}"
@@ -461,4 +501,96 @@ async fn a_release_page_charts_the_apps_process_cpu_and_memory_when_agents_send_
     let (_, body) = pages.get(&format!("/releases/{}", other.id), None).await;
     assert!(body.contains(r#"id="metric-cpu_pct""#), "{body}");
     assert!(!body.contains("metric-process_cpu_pct"), "{body}");
+}
+
+#[tokio::test]
+async fn a_page_opened_right_after_an_alert_block_shows_what_the_alerts_know() {
+    let pages = pages(None).await;
+    // The page must be read in the minute the release started: not at a minute's end.
+    if now().rem_euclid(60) > 50 {
+        tokio::time::sleep(std::time::Duration::from_secs(11)).await;
+    }
+    let t = now();
+    // A baseline, then the release in the minute now in progress.
+    let end = t / 60 * 60;
+    let reports: Vec<Report> = (0..5u64)
+        .flat_map(|i| {
+            let minute = end - (5 - i as i64) * 60;
+            [
+                report("h1", i + 1, minute, 0),
+                report("h2", i + 1, minute, 0),
+            ]
+        })
+        .collect();
+    pages.store.ingest(&reports, t).await.expect("ingest");
+    let release = pages
+        .releases
+        .create(
+            CreateRelease {
+                app: "shop".into(),
+                version: "2.0.1".into(),
+                hosts: vec!["h1".into()],
+                reference_hosts: Some(vec!["h2".into()]),
+                started_at: Some(t),
+            },
+            t,
+        )
+        .await
+        .expect("release");
+    let definition = ExceptionDefinition {
+        fingerprint: FINGERPRINT,
+        class: LONG_CLASS.into(),
+        dangerous: true,
+        ..Default::default()
+    };
+    pages
+        .store
+        .ingest(
+            &[Report {
+                protocol_version: vigil_proto::PROTOCOL_VERSION,
+                host: "h1".into(),
+                instance: "instance-h1".into(),
+                agent_version: "0.1.0".into(),
+                fingerprint_version: 1,
+                seq: 100,
+                sent_at: t,
+                body: Some(ReportBody::Alert(vigil_proto::v1::Alert {
+                    app: "shop".into(),
+                    at: t,
+                    definition: Some(definition),
+                    count: 2,
+                })),
+            }],
+            t,
+        )
+        .await
+        .expect("ingest the alert");
+    pages
+        .releases
+        .alert(&StoredAlert {
+            app: "shop".into(),
+            host: "h1".into(),
+            at: t,
+            fingerprint: FINGERPRINT,
+            definition: Definition {
+                class: LONG_CLASS.into(),
+                dangerous: true,
+                ..Definition::default()
+            },
+        })
+        .await
+        .expect("alert");
+    let (response, body) = pages.get(&format!("/releases/{}", release.id), None).await;
+    assert_eq!(response.status().as_u16(), 200, "{body}");
+    assert!(
+        body.contains(r#"<p class="decision" id="decision">BLOCK</p>"#),
+        "{body}"
+    );
+    // Before the minute's counters: the alerts' count and host, and the open minute
+    // marked as partial.
+    assert!(body.contains("alerts: 2 occurrences on h1"), "{body}");
+    assert!(
+        body.contains("is still open: its counts so far are partial"),
+        "{body}"
+    );
 }

@@ -122,11 +122,15 @@ impl FamilySpec {
 }
 
 /// The configured families of one target, from scrape to scrape.
+/// Pages a counter sample may be absent from and keep its last value.
+const MAX_MISSED_PAGES: u32 = 10;
+
 #[derive(Debug)]
 pub struct Families {
     specs: Vec<FamilySpec>,
-    /// Counters' last values, by sample (a hash of the spec, the name and the labels).
-    seen: HashMap<u64, f64>,
+    /// Counters' last values, by sample (a hash of the spec, the name and the labels), and
+    /// the pages in a row each was absent from.
+    seen: HashMap<u64, (f64, u32)>,
     baselined: bool,
 }
 
@@ -174,11 +178,11 @@ impl Families {
                 hash.update(b"{");
                 hash.update(sample.label_text().as_bytes());
                 let key = hash.digest();
-                seen.insert(key, sample.value);
+                seen.insert(key, (sample.value, 0));
                 if !self.baselined {
                     continue;
                 }
-                let before = self.seen.get(&key).copied().unwrap_or(0.0);
+                let before = self.seen.get(&key).map_or(0.0, |s| s.0);
                 let growth = if sample.value < before {
                     sample.value
                 } else {
@@ -208,6 +212,13 @@ impl Families {
                     value,
                     kind: kind as i32,
                 });
+            }
+        }
+        // A sample absent from a page keeps its last value for a while: when it comes
+        // back, only its growth counts, not its whole count again.
+        for (key, (value, missed)) in std::mem::take(&mut self.seen) {
+            if missed < MAX_MISSED_PAGES && !seen.contains_key(&key) {
+                seen.insert(key, (value, missed + 1));
             }
         }
         self.seen = seen;
@@ -338,6 +349,24 @@ mod tests {
                 ),
                 ("tasks".to_owned(), 10.0, ScrapedKind::Counter)
             ]
+        );
+    }
+
+    #[test]
+    fn a_counter_absent_from_a_page_counts_its_growth_when_back() {
+        let mut f = specs(&["jvm_gc_memory_allocated_bytes"]);
+        let _ = values(&mut f, &page(5.0, 0.05, 100.0, 200.0, 2.0, 1000.0));
+        // A page without the family, then it is back, 40 bytes on.
+        let _ = values(&mut f, "# HELP up Up\n# TYPE up gauge\nup 1.0\n");
+        let back = values(&mut f, &page(5.0, 0.05, 100.0, 200.0, 2.0, 1040.0));
+        assert_eq!(
+            back,
+            [(
+                "jvm_gc_memory_allocated_bytes".to_owned(),
+                40.0,
+                ScrapedKind::Counter
+            )],
+            "not its whole count again"
         );
     }
 

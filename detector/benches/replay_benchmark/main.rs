@@ -620,7 +620,7 @@ fn calibration(seed: u64, per_kind: usize, corpus: &CpuCorpus) {
     println!("machine: {}", machine());
     println!();
     println!(
-        "| kind | releases | blocked | false-block rate | ended on watch | watch rate | rules that blocked |"
+        "| kind | releases | blocked | false-block rate | ended on watch | watch rate | rules that took part in the blocks |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     let (mut all, mut all_blocked) = (0usize, 0usize);
@@ -649,8 +649,17 @@ fn calibration(seed: u64, per_kind: usize, corpus: &CpuCorpus) {
             match r.decision {
                 Decision::Block => {
                     blocked += 1;
-                    if let Some(x) = r.reasons.iter().find(|x| x.severity == Severity::Critical) {
-                        *rules.entry(x.rule.as_str()).or_default() += 1;
+                    // Every rule that took part (a critical reason), as in the main run.
+                    let mut took_part: Vec<&'static str> = r
+                        .reasons
+                        .iter()
+                        .filter(|x| x.severity == Severity::Critical)
+                        .map(|x| x.rule.as_str())
+                        .collect();
+                    took_part.sort_unstable();
+                    took_part.dedup();
+                    for rule in took_part {
+                        *rules.entry(rule).or_default() += 1;
                     }
                 }
                 Decision::Watch => watched += 1,

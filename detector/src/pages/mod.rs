@@ -37,7 +37,7 @@ use crate::http_state::ApiState;
 use crate::judge::Decision;
 use crate::release::{ReleaseError, ReleaseHistory};
 use crate::store::{
-    AppRow, DecisionEntry, FingerprintRow, MinuteRow, ReleaseFilter, ReleaseState, Store,
+    AlertRow, AppRow, DecisionEntry, FingerprintRow, MinuteRow, ReleaseFilter, ReleaseState, Store,
 };
 use chart::{Chart, Group, Line, Marker};
 use view::{AppBoard, Board, ExceptionPanel, HostLine, ListFilter, ReleasePage};
@@ -448,12 +448,24 @@ async fn release_page<S: Store>(
     let found = tokio::try_join!(
         state.store.exceptions(&history.release.app),
         state.store.apps(),
-        state.store.decisions(Some(id), RELEASE_DECISIONS)
+        state.store.decisions(Some(id), RELEASE_DECISIONS),
+        state.store.alerts(
+            &history.release.app,
+            history.release.started_at,
+            RELEASE_ALERTS
+        )
     );
     match found {
-        Ok((fingerprints, apps, decisions)) => {
+        Ok((fingerprints, apps, decisions, alerts)) => {
             let app = apps.into_iter().find(|a| a.app == history.release.app);
-            let release = assemble(history, &fingerprints, app.as_ref(), decisions, now);
+            let release = assemble(
+                history,
+                &fingerprints,
+                app.as_ref(),
+                decisions,
+                &alerts,
+                now,
+            );
             page(StatusCode::OK, view::release_page(&release))
         }
         Err(e) => store_problem(&e),
@@ -568,6 +580,9 @@ impl Groups {
     }
 }
 
+/// Most alerts read for a release's page.
+const RELEASE_ALERTS: usize = 10_000;
+
 /// Most charts of scraped values on a release's page.
 const MAX_SCRAPED_CHARTS: usize = 16;
 
@@ -586,9 +601,25 @@ pub fn assemble(
     fingerprints: &[FingerprintRow],
     app: Option<&AppRow>,
     decisions: Vec<DecisionEntry>,
+    alerts: &[AlertRow],
     now: i64,
 ) -> ReleasePage {
     let groups = Groups::of(&history);
+    // The open minute, when the window reaches it.
+    let open = crate::judge::minute_of(now);
+    let partial_minute = (history.to >= open && history.from <= open).then_some(open);
+    let summary = |fp: &str| -> Option<view::AlertSummary> {
+        let mine: Vec<&AlertRow> = alerts.iter().filter(|a| a.fingerprint == fp).collect();
+        let mut hosts: Vec<String> = mine.iter().map(|a| a.host.clone()).collect();
+        hosts.sort_unstable();
+        hosts.dedup();
+        Some(view::AlertSummary {
+            count: mine.iter().map(|a| a.count).sum(),
+            hosts,
+            first: mine.iter().map(|a| a.at).min()?,
+            last: mine.iter().map(|a| a.at).max()?,
+        })
+    };
     let definitions: BTreeMap<&str, &FingerprintRow> = fingerprints
         .iter()
         .map(|f| (f.fingerprint.as_str(), f))
@@ -615,6 +646,8 @@ pub fn assemble(
                     |row| row_count(row, fp),
                 ),
                 definition,
+                alerts: summary(fp),
+                partial_minute,
             }
         })
         .collect();

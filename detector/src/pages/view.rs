@@ -406,6 +406,22 @@ pub struct ExceptionPanel {
     pub definition: Option<FingerprintRow>,
     /// Its per-minute count on released vs reference hosts.
     pub chart: Chart,
+    /// What its dangerous-exception alerts since the release say, sent at once and so
+    /// ahead of the minutes' counters.
+    pub alerts: Option<AlertSummary>,
+    /// The open minute of the window, whose counts are partial.
+    pub partial_minute: Option<i64>,
+}
+
+/// A fingerprint's alerts since a release.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertSummary {
+    /// Occurrences the alerts reported.
+    pub count: u64,
+    /// Hosts that sent them.
+    pub hosts: Vec<String>,
+    pub first: i64,
+    pub last: i64,
 }
 
 /// A host of the release.
@@ -765,7 +781,22 @@ fn exception_panel(e: &ExceptionPanel, now: i64) -> Markup {
                         @if let Some(s) = d.first_seen { " · first seen " time datetime=(iso(s)) { (time(s)) } " (" (ago(s, now)) ")" }
                         @if let Some(s) = d.last_seen { " · last seen " time datetime=(iso(s)) { (time(s)) } }
                     }
+                    @if let Some(a) = &e.alerts {
+                        p.alerts {
+                            "alerts: " (a.count) (if a.count == 1 { " occurrence" } else { " occurrences" })
+                            " on " (a.hosts.join(", "))
+                            " · first " time datetime=(iso(a.first)) { (time(a.first)) }
+                            " · last " time datetime=(iso(a.last)) { (time(a.last)) }
+                            " — sent by the agents at once, ahead of the minutes' counters"
+                        }
+                    }
                     (e.chart.render())
+                    @if let Some(m) = e.partial_minute {
+                        p.quiet.partial {
+                            "The minute of " time datetime=(iso(m)) { (time(m)) }
+                            " is still open: its counts so far are partial."
+                        }
+                    }
                     @if !d.sample.is_empty() {
                         details.trace open {
                             summary { "Sample stack trace" }

@@ -134,6 +134,19 @@ pub struct HourRow {
 /// Values scraped from an app's metrics endpoint, by name.
 pub type ScrapedRow = BTreeMap<String, f64>;
 
+/// A dangerous-exception alert as stored: sent at once by an agent, before the minute's
+/// counters.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AlertRow {
+    pub host: String,
+    /// When the exception was logged (UTC Unix seconds).
+    pub at: i64,
+    /// 16 lowercase hex digits.
+    pub fingerprint: String,
+    /// Occurrences since the host's previous alert for it.
+    pub count: u64,
+}
+
 /// Host metrics of one host in one minute, as the judge reads them.
 pub type HostMetricsRow = crate::judge::HostMetrics;
 
@@ -382,6 +395,18 @@ pub trait Store: Send + Sync + 'static {
         &self,
         app: &str,
     ) -> impl Future<Output = Result<Vec<FingerprintRow>, StoreError>> + Send;
+
+    /// The dangerous-exception alerts of `app` at or after `from`, oldest first, at most
+    /// `limit` of them.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    fn alerts(
+        &self,
+        app: &str,
+        from: i64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<AlertRow>, StoreError>> + Send;
 
     /// Creates a release (and its first batch) in one transaction; returns it with its id.
     ///

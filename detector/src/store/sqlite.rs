@@ -13,9 +13,9 @@ use sqlx::{Row, Sqlite, Transaction};
 use vigil_proto::v1::Report;
 
 use super::{
-    AppRow, DecisionEntry, FeedbackEntry, FingerprintRow, HostRow, HourRow, IngestOutcome,
-    MinuteRow, NewRelease, ReleaseFilter, ReleaseState, ReleaseUpdate, SeriesQuery, Store,
-    StoreError, StoredRelease, fingerprint_hex,
+    AlertRow, AppRow, DecisionEntry, FeedbackEntry, FingerprintRow, HostRow, HourRow,
+    IngestOutcome, MinuteRow, NewRelease, ReleaseFilter, ReleaseState, ReleaseUpdate, SeriesQuery,
+    Store, StoreError, StoredRelease, fingerprint_hex,
 };
 use crate::judge::{Batch, Decision};
 
@@ -134,6 +134,34 @@ impl Store for SqliteStore {
 
     async fn exceptions(&self, app: &str) -> Result<Vec<FingerprintRow>, StoreError> {
         self.exceptions_impl(app).await
+    }
+
+    async fn alerts(
+        &self,
+        app: &str,
+        from: i64,
+        limit: usize,
+    ) -> Result<Vec<AlertRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT host, at, fingerprint, count FROM alerts WHERE app = ? AND at >= ? \
+             ORDER BY at, id LIMIT ?",
+        )
+        .bind(app)
+        .bind(from)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.readers)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let fingerprint: i64 = row.try_get(2)?;
+                Ok(AlertRow {
+                    host: row.try_get(0)?,
+                    at: row.try_get(1)?,
+                    fingerprint: fingerprint_hex(fingerprint as u64),
+                    count: get_u64(row, 3)?,
+                })
+            })
+            .collect()
     }
 
     async fn series(&self, query: &SeriesQuery) -> Result<Vec<MinuteRow>, StoreError> {

@@ -128,6 +128,8 @@ CREATE INDEX IF NOT EXISTS release_decisions_by_release ON release_decisions (re
 -- Version 4: hourly roll-ups of the minutes older than [retention] minutes (see retention),
 -- and report keys found by age, so that old ones are deleted without a scan of them all.
 CREATE INDEX IF NOT EXISTS reports_by_received_at ON reports (received_at);
+-- Version 6: a release's page reads its app's alerts since its start.
+CREATE INDEX IF NOT EXISTS alerts_by_app ON alerts (app, at);
 CREATE TABLE IF NOT EXISTS app_hours (
     app TEXT NOT NULL,
     host TEXT NOT NULL,
