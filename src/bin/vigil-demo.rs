@@ -310,9 +310,7 @@ format = '%h %l %u %t "%r" %s %b %D'
         .map(|h| h.requests.load(Ordering::SeqCst))
         .sum();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while (count_lines(&api)?, count_requests(&api)?) < (written, requests)
-        && Instant::now() < deadline
-    {
+    while counted(&api)? < (written, requests) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
     }
     let _ = stop_agents.send(true);
@@ -323,8 +321,7 @@ format = '%h %l %u %t "%r" %s %b %D'
             }
         }
     });
-    let counted = count_lines(&api)?;
-    let counted_requests = count_requests(&api)?;
+    let (counted, counted_requests) = counted(&api)?;
 
     println!("\nSummary");
     println!(
@@ -583,26 +580,19 @@ fn access_line(seed: &mut u64, n: u64, slow: bool) -> String {
     )
 }
 
-/// Requests the detector has counted for the demo service.
-fn count_requests(api: &str) -> anyhow::Result<u64> {
+/// Log lines and requests the detector has counted for the demo service, from one read of
+/// its series.
+fn counted(api: &str) -> anyhow::Result<(u64, u64)> {
     let series = get(&format!("{api}/series?app=shop"))?;
-    Ok(series["minutes"]
+    let minutes = series["minutes"]
         .as_array()
-        .map(|m| {
-            m.iter()
-                .filter_map(|m| m["requests"]["count"].as_u64())
-                .sum()
-        })
-        .unwrap_or(0))
-}
-
-/// Log lines the detector has counted for the demo service.
-fn count_lines(api: &str) -> anyhow::Result<u64> {
-    let series = get(&format!("{api}/series?app=shop"))?;
-    Ok(series["minutes"]
-        .as_array()
-        .map(|m| m.iter().filter_map(|m| m["lines"].as_u64()).sum())
-        .unwrap_or(0))
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let sum = |field: &dyn Fn(&Value) -> Option<u64>| minutes.iter().filter_map(field).sum();
+    Ok((
+        sum(&|m| m["lines"].as_u64()),
+        sum(&|m| m["requests"]["count"].as_u64()),
+    ))
 }
 
 fn print_reasons(release: &Value) {

@@ -441,22 +441,28 @@ fn mix(log_lr: &[f64]) -> f64 {
 /// The `q` quantile of `h` in ms, interpolated within its bucket (log-linearly by rank), so
 /// that ratios of quantiles move smoothly rather than by the layout's ×1.19 steps.
 fn quantile_ms(h: &Latency, q: f64) -> Option<f64> {
-    let total = h.count();
+    interpolated(h.buckets.iter().map(|(&i, &c)| (i, c)), q)
+}
+
+/// The `q` quantile of a histogram given as `(index, count)` in ascending index order,
+/// interpolated log-linearly by rank within its bucket; `None` when it is empty.
+fn interpolated(buckets: impl Iterator<Item = (i32, u64)> + Clone, q: f64) -> Option<f64> {
+    let total: u64 = buckets.clone().map(|(_, c)| c).sum();
     if total == 0 {
         return None;
     }
     let rank = (q.clamp(0.0, 1.0) * total as f64).max(0.5);
     let mut seen = 0.0;
-    for (&b, &c) in &h.buckets {
+    for (i, c) in buckets {
         let c = c as f64;
-        if seen + c >= rank {
-            let (lo, hi) = (latency::upper_ms(b - 1).ln(), latency::upper_ms(b).ln());
+        if c > 0.0 && seen + c >= rank {
+            let (lo, hi) = (latency::upper_ms(i - 1).ln(), latency::upper_ms(i).ln());
             let within = ((rank - seen) / c).clamp(0.0, 1.0);
             return Some((lo + within * (hi - lo)).exp());
         }
         seen += c;
     }
-    h.buckets.keys().next_back().map(|&b| latency::upper_ms(b))
+    None
 }
 
 /// Fewest compared minutes before its release that tell a host's usual latency ratio.
@@ -491,23 +497,14 @@ fn quantile_without(a: &Latency, b: Option<&Latency>, q: f64) -> Option<f64> {
     let Some(b) = b else {
         return quantile_ms(a, q);
     };
-    let count = |i: i32, c: u64| c.saturating_sub(b.buckets.get(&i).copied().unwrap_or(0));
-    let total: u64 = a.buckets.iter().map(|(&i, &c)| count(i, c)).sum();
-    if total < MIN_MINUTE_REQUESTS {
+    let remaining = a
+        .buckets
+        .iter()
+        .map(|(&i, &c)| (i, c.saturating_sub(b.buckets.get(&i).copied().unwrap_or(0))));
+    if remaining.clone().map(|(_, c)| c).sum::<u64>() < MIN_MINUTE_REQUESTS {
         return None;
     }
-    let rank = (q.clamp(0.0, 1.0) * total as f64).max(0.5);
-    let mut seen = 0.0;
-    for (&i, &c) in &a.buckets {
-        let c = count(i, c) as f64;
-        if c > 0.0 && seen + c >= rank {
-            let (lo, hi) = (latency::upper_ms(i - 1).ln(), latency::upper_ms(i).ln());
-            let within = ((rank - seen) / c).clamp(0.0, 1.0);
-            return Some((lo + within * (hi - lo)).exp());
-        }
-        seen += c;
-    }
-    None
+    interpolated(remaining, q)
 }
 
 fn latency_minutes(traffic: &Traffic<'_>, w: &Windows<'_>, q: f64) -> LatencyMinutes {
