@@ -158,8 +158,8 @@ impl Requests {
         self.latency_ms.merge(&other.latency_ms);
     }
 
-    /// What is wrong with counters read from a replay case: status classes that do not add
-    /// up to `count`, more times than requests, a bucket outside the layout, a sum that is
+    /// What is wrong with counters read from a replay case: status classes, when given, that
+    /// do not add up to `count`, more times than requests, a bucket outside the layout, a sum that is
     /// not a time; `None` when they are sound.
     pub fn problem(&self) -> Option<String> {
         let s = &self.status;
@@ -172,7 +172,8 @@ impl Requests {
         ]
         .iter()
         .fold(0u64, |a, &c| a.saturating_add(c));
-        if classes != self.count {
+        // `status` is optional in the case format: absent (all zero), only `count` is known.
+        if classes != 0 && classes != self.count {
             return Some(format!(
                 "status classes add up to {classes}, not count {}",
                 self.count
