@@ -42,8 +42,11 @@ fn host_index(host: &str) -> u64 {
 }
 
 /// The access-log lines of request slot `i` of `app` on `host` at `t` (Unix ms), `released`
-/// when the host runs the new version then: none, one or two requests.
-fn requests(app: &str, host: &str, t: i64, i: i64, released: bool) -> String {
+/// when the host runs the new version then: none, one or two requests. What is drawn
+/// depends on the time since `start` (a whole minute), not on the clock: every run sees
+/// the same requests, so the block times it asserts are those of one known history.
+fn requests(app: &str, host: &str, start: i64, t: i64, i: i64, released: bool) -> String {
+    let i = i - start / (60_000 / PER_MINUTE);
     let key = (host_index(host) << 56) ^ ((i as u64) << 4) ^ app.len() as u64;
     let copies = match app {
         "drained" if released => u64::from(i % 33 == 0),
@@ -54,7 +57,7 @@ fn requests(app: &str, host: &str, t: i64, i: i64, released: bool) -> String {
         .map(|ts| ts.strftime("%d/%b/%Y:%H:%M:%S +0000").to_string())
         .unwrap_or_default();
     // Every minute of a host has its own pace (GC, load), shared by its requests.
-    let minute_key = (host_index(host) << 40) ^ (t / 60_000) as u64;
+    let minute_key = (host_index(host) << 40) ^ ((t - start) / 60_000) as u64;
     let pace = (0.15 * (uniform(minute_key) - 0.5)).exp();
     let mut out = String::new();
     for copy in 0..copies {
@@ -137,7 +140,7 @@ fn slow_failing_and_drained_releases_are_blocked_and_a_traffic_shift_passes() {
         .collect();
     let live = TimedLogs::start(paths, start, PER_MINUTE, move |log, t, i| {
         let (app, host, _): &(String, String, _) = &logs[log];
-        requests(app, host, t, i, released(host, t, release_ms))
+        requests(app, host, start, t, i, released(host, t, release_ms))
     });
     // Every request of the judged minutes stored, for every app and host.
     let expected = |app: &str, host: &str| -> u64 {
@@ -145,7 +148,7 @@ fn slow_failing_and_drained_releases_are_blocked_and_a_traffic_shift_passes() {
         (start / step..this_minute / step)
             .map(|i| {
                 let t = i * step;
-                requests(app, host, t, i, released(host, t, release_ms))
+                requests(app, host, start, t, i, released(host, t, release_ms))
                     .matches('\n')
                     .count() as u64
             })

@@ -271,6 +271,9 @@ fn torture(mode: &str, glob: Glob) {
         detector.lines("shop", "torture") >= on_disk
     });
     let counted = detector.lines("shop", "torture");
+    if !arrived {
+        keep_evidence(dir.path(), &logs, &agent_log, mode, glob);
+    }
     assert!(
         arrived,
         "{mode} ({glob:?}): {counted} of {on_disk} lines on disk counted ({written} written, {kills} kills, {rotations} rotations)"
@@ -286,6 +289,42 @@ fn torture(mode: &str, glob: Glob) {
         "{mode} ({glob:?}): {on_disk} lines on disk of {written} written, all counted once; {kills} SIGKILLs, {rotations} rotations, {detector_restarts} detector restart; {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// After a shortfall: copies the agent's log to `target/tmp/torture-{mode}-{glob}/` and writes
+/// there, for each generation on disk, its name, inode, lines and first and last record
+/// numbers, so the lost generation can be told from the agent's account of the files.
+fn keep_evidence(dir: &Path, logs: &Path, agent_log: &Path, mode: &str, glob: Glob) {
+    use std::os::unix::fs::MetadataExt;
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("torture-{mode}-{glob:?}"));
+    let _ = std::fs::remove_dir_all(&out);
+    if std::fs::create_dir_all(&out).is_err() {
+        return;
+    }
+    let _ = std::fs::copy(agent_log, out.join("agent.log"));
+    let _ = std::fs::copy(dir.join("detector.log"), out.join("detector.log"));
+    let mut rows = Vec::new();
+    for entry in std::fs::read_dir(logs).into_iter().flatten().flatten() {
+        let (Ok(meta), Ok(text)) = (entry.metadata(), std::fs::read_to_string(entry.path())) else {
+            continue;
+        };
+        let numbers: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.split(" order ").nth(1))
+            .filter_map(|rest| rest.split(' ').next())
+            .collect();
+        rows.push(format!(
+            "{} ino {} lines {} first {} last {}",
+            entry.file_name().to_string_lossy(),
+            meta.ino(),
+            text.lines().count(),
+            numbers.first().unwrap_or(&"-"),
+            numbers.last().unwrap_or(&"-")
+        ));
+    }
+    rows.sort();
+    let _ = std::fs::write(out.join("generations.txt"), rows.join("\n"));
+    eprintln!("evidence kept in {}", out.display());
 }
 
 /// A pseudo-random number of milliseconds below `max` (the clock's nanoseconds).

@@ -5,6 +5,10 @@
 //!
 //! `cargo bench -p vigil-detector --bench ingest` (`VIGIL_BENCH_AGENTS`, `VIGIL_BENCH_REPORTS`
 //! change the load: simulated agents, and reports sent by each).
+//!
+//! With `VIGIL_BENCH_STORE=postgres://...` (an empty database: the bench fills it) the
+//! detectors share that PostgreSQL store instead, and `VIGIL_BENCH_DETECTORS=2` runs two of
+//! them in this process, the agents spread over both.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -131,29 +135,47 @@ async fn agent(channel: Channel, agent: usize, reports: u64, first_minute: i64) 
 fn main() -> anyhow::Result<()> {
     let agents = env_or("VIGIL_BENCH_AGENTS", 200);
     let per_agent = env_or("VIGIL_BENCH_REPORTS", 300) as u64;
+    let shared = std::env::var("VIGIL_BENCH_STORE").ok();
+    let detectors = if shared.is_some() {
+        env_or("VIGIL_BENCH_DETECTORS", 1).max(1)
+    } else {
+        1
+    };
     let runtime = tokio::runtime::Runtime::new()?;
     let dir = tempfile::tempdir()?;
     runtime.block_on(async {
-        let config = DetectorConfig::parse(
-            Path::new("bench"),
-            &format!(
-                "grpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n",
-                dir.path()
-            ),
-        )?;
-        let detector = Detector::bind(config).await?;
-        let addr = detector.grpc_addr();
-        tokio::spawn(detector.serve(std::future::pending()));
-        let channel = Channel::from_shared(format!("http://{addr}"))?
-            .connect()
-            .await?;
+        let mut channels = Vec::new();
+        for d in 0..detectors {
+            let data_dir = dir.path().join(format!("detector-{d}"));
+            let store = shared
+                .as_ref()
+                .map(|url| format!("store = {url:?}\n"))
+                .unwrap_or_default();
+            let config = DetectorConfig::parse(
+                Path::new("bench"),
+                &format!(
+                    "grpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = {data_dir:?}\n{store}",
+                ),
+            )?;
+            let detector = Detector::bind(config).await?;
+            let addr = detector.grpc_addr();
+            tokio::spawn(detector.serve(std::future::pending()));
+            channels.push(
+                Channel::from_shared(format!("http://{addr}"))?
+                    .connect()
+                    .await?,
+            );
+        }
         // Recent minutes (the last `per_agent` ones): the detector refuses minutes more
         // than 30 days old or a day ahead.
         let now = vigil_detector::clock::unix_now();
         let first_minute = (now - 60 * i64::try_from(per_agent)? - 60) / 60 * 60;
         let start = Instant::now();
         let tasks: Vec<_> = (0..agents)
-            .map(|a| tokio::spawn(agent(channel.clone(), a, per_agent, first_minute)))
+            .map(|a| {
+                let channel = channels[a % channels.len()].clone();
+                tokio::spawn(agent(channel, a, per_agent, first_minute))
+            })
             .collect();
         let mut stored = 0;
         for task in tasks {
@@ -163,9 +185,12 @@ fn main() -> anyhow::Result<()> {
         let sample = report(0, 1, first_minute);
         // gRPC frames a message with 5 bytes; HTTP/2 adds a 9-byte DATA frame header.
         let wire = sample.encoded_len() + 5 + 9;
-        let db = std::fs::metadata(dir.path().join("vigil.db"))
-            .map(|m| m.len())
-            .unwrap_or(0);
+        let db = match &shared {
+            Some(url) => postgres_size(url).await?,
+            None => std::fs::metadata(dir.path().join("detector-0").join("vigil.db"))
+                .map(|m| m.len())
+                .unwrap_or(0),
+        };
         println!(
             "machine: {} cores, {}",
             std::thread::available_parallelism().map_or(0, |n| n.get()),
@@ -180,7 +205,13 @@ fn main() -> anyhow::Result<()> {
             stored as f64 / elapsed.as_secs_f64().max(Duration::from_millis(1).as_secs_f64())
         );
         println!("wire: {wire} bytes per host-minute (protobuf {} + framing)", sample.encoded_len());
-        println!("store: {:.1} MB of SQLite for {stored} reports", db as f64 / 1e6);
+        match &shared {
+            Some(_) => println!(
+                "store: PostgreSQL shared by {detectors} detector(s): {:.1} MB for {stored} reports",
+                db as f64 / 1e6
+            ),
+            None => println!("store: {:.1} MB of SQLite for {stored} reports", db as f64 / 1e6),
+        }
         let sent = agents as u64 * per_agent;
         anyhow::ensure!(
             stored == sent,
@@ -188,6 +219,16 @@ fn main() -> anyhow::Result<()> {
         );
         anyhow::Ok(())
     })
+}
+
+/// The size of the PostgreSQL database at `url`.
+async fn postgres_size(url: &str) -> anyhow::Result<u64> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    let size: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
+        .fetch_one(&mut conn)
+        .await?;
+    Ok(u64::try_from(size).unwrap_or(0))
 }
 
 fn cpu_model() -> String {

@@ -22,6 +22,10 @@ pub struct DetectorConfig {
     /// Directory of the embedded store.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// A shared PostgreSQL store (`postgres://user@host/db?sslmode=verify-full`) instead of
+    /// the embedded SQLite in `data_dir`: several detectors, one store, one leader.
+    #[serde(default)]
+    pub store: Option<String>,
     /// File holding the bearer token that agents and API callers must send.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
@@ -225,6 +229,8 @@ impl DetectorConfig {
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir".into(), "must not be empty".into()));
         }
+        self.shared_store()
+            .map_err(|reason| invalid("store".into(), reason))?;
         if let Some(token_file) = &self.token_file {
             read_token(token_file).map_err(|reason| invalid("token_file".into(), reason))?;
         }
@@ -276,6 +282,27 @@ impl DetectorConfig {
             }
         }
         Ok(())
+    }
+
+    /// The shared PostgreSQL store's connection options, when `store` names one.
+    ///
+    /// # Errors
+    /// Why `store` is refused: not a `postgres://` or `postgresql://` URL, or one that
+    /// does not parse (the password, if any, is not repeated).
+    pub fn shared_store(&self) -> Result<Option<sqlx::postgres::PgConnectOptions>, String> {
+        let Some(url) = &self.store else {
+            return Ok(None);
+        };
+        let scheme = url.split_once("://").map(|(scheme, _)| scheme);
+        if !matches!(scheme, Some("postgres" | "postgresql")) {
+            return Err(format!(
+                "{:?} is not a postgres:// URL (leave store out for the embedded SQLite in data_dir)",
+                url.split_once('@').map_or(url.as_str(), |(_, host)| host)
+            ));
+        }
+        url.parse::<sqlx::postgres::PgConnectOptions>()
+            .map(Some)
+            .map_err(|e| format!("not a valid PostgreSQL URL: {e}"))
     }
 
     /// The judgement's parameters: the defaults, with `[judge]` applied. A release's

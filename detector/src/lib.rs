@@ -24,10 +24,12 @@ pub mod config;
 pub mod http_state;
 pub mod ingest;
 pub mod judge;
+pub mod leader;
 pub mod names;
 pub mod pages;
 pub mod release;
 pub mod replay;
+pub mod retention;
 pub mod store;
 
 // Prometheus metrics of ingest and judgement, served on `GET /metrics`.
@@ -44,7 +46,8 @@ use tonic::service::interceptor::InterceptedService;
 use vigil_proto::v1::collector_server::{CollectorServer, SERVICE_NAME as COLLECTOR_SERVICE};
 
 use crate::config::DetectorConfig;
-use crate::store::SqliteStore;
+use crate::leader::Leadership;
+use crate::store::{PostgresStore, SqliteStore, Store};
 
 /// Largest report accepted on the gRPC port; a minute report of a busy app is a few KB.
 pub const MAX_REPORT_BYTES: usize = 4 * 1024 * 1024;
@@ -72,11 +75,20 @@ pub enum DetectorError {
     Http(std::io::Error),
 }
 
+/// The store a detector serves from.
+#[derive(Debug)]
+enum OpenStore {
+    /// The embedded SQLite in `data_dir`: this detector alone.
+    Embedded(Arc<SqliteStore>),
+    /// A PostgreSQL database shared by several detectors.
+    Shared(Arc<PostgresStore>, Box<sqlx::postgres::PgConnectOptions>),
+}
+
 /// A detector whose ports are bound and whose store is open, ready to serve.
 #[derive(Debug)]
 pub struct Detector {
     config: DetectorConfig,
-    store: Arc<SqliteStore>,
+    store: OpenStore,
     grpc: TcpListener,
     http: TcpListener,
     clock: Arc<dyn clock::Clock>,
@@ -91,8 +103,16 @@ impl Detector {
     pub async fn bind(config: DetectorConfig) -> Result<Self, DetectorError> {
         config.token().map_err(DetectorError::Token)?;
         config.grpc_tls().map_err(DetectorError::Tls)?;
-        let store = Arc::new(SqliteStore::open(&config.data_dir).await?);
-        metrics::global().set_store_dir(&config.data_dir);
+        let store = match config.shared_store().map_err(DetectorError::Config)? {
+            Some(options) => OpenStore::Shared(
+                Arc::new(PostgresStore::connect_with(options.clone()).await?),
+                Box::new(options),
+            ),
+            None => {
+                metrics::global().set_store_dir(&config.data_dir);
+                OpenStore::Embedded(Arc::new(SqliteStore::open(&config.data_dir).await?))
+            }
+        };
         let grpc = bind(config.grpc_listen, "grpc_listen").await?;
         let http = bind(config.http_listen, "http_listen").await?;
         Ok(Self {
@@ -132,16 +152,60 @@ impl Detector {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), DetectorError> {
-        let token = self.config.token().map_err(DetectorError::Token)?;
-        let (grpc_addr, http_addr) = (self.grpc_addr(), self.http_addr());
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         });
+        match self.store {
+            OpenStore::Embedded(ref store) => {
+                let store = Arc::clone(store);
+                let lead = Leadership::alone();
+                metrics::global().set_leader(true);
+                tokio::spawn(retention::run(
+                    Arc::clone(&store),
+                    self.retention()?,
+                    Arc::clone(&self.clock),
+                    lead.clone(),
+                    stop_rx.clone(),
+                ));
+                self.serve_on(store, lead, stop_rx).await
+            }
+            OpenStore::Shared(ref store, ref options) => {
+                let store = Arc::clone(store);
+                let lead = Leadership::compete((**options).clone(), stop_rx.clone());
+                tokio::spawn(retention::run(
+                    Arc::clone(&store),
+                    self.retention()?,
+                    Arc::clone(&self.clock),
+                    lead.clone(),
+                    stop_rx.clone(),
+                ));
+                let served = self.serve_on(Arc::clone(&store), lead, stop_rx).await;
+                store.close().await;
+                served
+            }
+        }
+    }
+
+    fn retention(&self) -> Result<config::Retention, DetectorError> {
+        self.config
+            .retention()
+            .map_err(|(key, reason)| DetectorError::Config(format!("{key}: {reason}")))
+    }
+
+    /// Serves both ports from `store` until `stop_rx` turns true; judges while `lead` says.
+    async fn serve_on<S: Store>(
+        self,
+        store: Arc<S>,
+        lead: Leadership,
+        stop_rx: watch::Receiver<bool>,
+    ) -> Result<(), DetectorError> {
+        let token = self.config.token().map_err(DetectorError::Token)?;
+        let (grpc_addr, http_addr) = (self.grpc_addr(), self.http_addr());
 
         let (alert_tx, alert_rx) = tokio::sync::mpsc::channel(release::ALERT_QUEUE);
-        let ingest = ingest::Ingest::start_notifying(Arc::clone(&self.store), Some(alert_tx));
+        let ingest = ingest::Ingest::start_notifying(Arc::clone(&store), Some(alert_tx));
         let decisions = release::webhook::start(self.config.webhooks.clone());
         let limits = self
             .config
@@ -151,21 +215,12 @@ impl Detector {
             .config
             .judge_params()
             .map_err(|(key, reason)| DetectorError::Config(format!("{key}: {reason}")))?;
-        let retention = self
-            .config
-            .retention()
-            .map_err(|(key, reason)| DetectorError::Config(format!("{key}: {reason}")))?;
-        tokio::spawn(store::run_retention(
-            Arc::clone(&self.store),
-            retention,
-            Arc::clone(&self.clock),
-            stop_rx.clone(),
-        ));
         let releases = Arc::new(
-            release::Releases::new(Arc::clone(&self.store), Some(decisions))
+            release::Releases::new(Arc::clone(&store), Some(decisions))
                 .with_limits(limits)
                 .with_params(judge_params)
-                .with_clock(self.clock),
+                .with_clock(self.clock)
+                .with_leadership(lead),
         );
         tokio::spawn(Arc::clone(&releases).run(alert_rx, stop_rx.clone()));
         let collector = InterceptedService::new(
@@ -198,7 +253,7 @@ impl Detector {
             );
 
         let app = api::router(Arc::new(api::ApiState::new(
-            Arc::clone(&self.store),
+            Arc::clone(&store),
             releases,
             token,
         )));
@@ -209,7 +264,12 @@ impl Detector {
         )
         .with_graceful_shutdown(stopped(stop_rx));
         let tls = self.config.tls_cert.is_some();
-        tracing::info!(grpc = %grpc_addr, tls, http = %http_addr, data_dir = %self.config.data_dir.display(), "vigil-detector serving");
+        let store = if self.config.store.is_some() {
+            "shared PostgreSQL".to_owned()
+        } else {
+            self.config.data_dir.display().to_string()
+        };
+        tracing::info!(grpc = %grpc_addr, tls, http = %http_addr, %store, "vigil-detector serving");
         let (grpc, http) = tokio::join!(grpc, http);
         grpc?;
         http.map_err(DetectorError::Http)?;

@@ -173,6 +173,7 @@ pub struct Metrics {
     commit_failures: Counter,
     store_bytes: Gauge,
     streams_open: Gauge,
+    leader: Gauge,
     stream_errors: Counter,
     decisions: Family<Label, Counter>,
     judgement_seconds: Histogram,
@@ -262,6 +263,13 @@ impl Default for Metrics {
             "Agent report streams open now",
             streams_open.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "vigil_detector_leader",
+            "1 while this detector leads (runs the rounds, alerts and retention): always with \
+             the embedded store, one of the detectors sharing a PostgreSQL store",
+            leader.clone(),
+        );
         let build_info = Family::<Label, Gauge>::default();
         build_info
             .get_or_create(&[("version", env!("CARGO_PKG_VERSION"))])
@@ -280,6 +288,7 @@ impl Default for Metrics {
             commit_failures,
             store_bytes,
             streams_open,
+            leader,
             stream_errors,
             decisions,
             judgement_seconds,
@@ -302,6 +311,11 @@ impl Drop for OpenStream {
 }
 
 impl Metrics {
+    /// Whether this detector leads now.
+    pub fn set_leader(&self, leads: bool) {
+        self.leader.set(i64::from(leads));
+    }
+
     /// Says where the SQLite files are (`data_dir`), for `vigil_detector_store_bytes`.
     pub fn set_store_dir(&self, dir: &Path) {
         let mut slot = self

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod clocked;
+pub mod postgres;
 pub mod wait;
 
 // Each test crate uses some of these.

@@ -54,7 +54,7 @@ pub use views::{
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedMutexGuard, mpsc, watch};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Limits;
@@ -62,10 +62,11 @@ use crate::judge::{
     AppMemory, Batch, Decision, Definition, Feedback, Fingerprint, HostMinute, JudgeParams, Reason,
     Release, ReleaseJudge, Verdict, fingerprint_hex, minute_of,
 };
+use crate::leader::Leadership;
 use crate::replay::parse_fingerprint;
 use crate::store::{
-    FeedbackEntry, FingerprintRow, MinuteRow, NewRelease, Outcome, ReleaseFilter, ReleaseState,
-    ReleaseUpdate, SeriesQuery, Store, StoreError, StoredRelease,
+    FeedbackEntry, FingerprintRow, LockKey, MinuteRow, NewRelease, Outcome, ReleaseFilter,
+    ReleaseState, ReleaseUpdate, SeriesQuery, Store, StoreError, StoreLock, StoredRelease,
 };
 use judge_state::Recovery;
 
@@ -78,6 +79,13 @@ pub const REFERENCE_RECENT_SECS: i64 = 15 * 60;
 /// Stored alerts waiting for the judgement before new ones are dropped (the next round
 /// still sees their minute counters).
 pub const ALERT_QUEUE: usize = 1024;
+/// How often a leading detector reads the alerts stored by the detectors sharing its
+/// store: a dangerous exception another detector received is judged within about this.
+pub const SHARED_ALERT_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+/// Alerts received this long before a detector takes the lead are judged again by it.
+pub const SHARED_ALERT_LOOKBACK_SECS: i64 = 600;
+/// Most alerts read from the shared store at once.
+const SHARED_ALERT_BATCH: usize = 256;
 /// Most rounds caught up at once after the detector was down.
 const MAX_CATCH_UP_ROUNDS: i64 = 180;
 /// Longest note accepted with feedback.
@@ -153,6 +161,8 @@ pub struct Releases<S> {
     limits: Limits,
     /// What the scheduler reads the time from and waits on.
     clock: Arc<dyn Clock>,
+    /// Whether this detector runs the rounds and judges the alerts now.
+    lead: Leadership,
 }
 
 impl<S: Store> Releases<S> {
@@ -167,7 +177,16 @@ impl<S: Store> Releases<S> {
             params: JudgeParams::default(),
             limits: Limits::default(),
             clock: Arc::new(SystemClock),
+            lead: Leadership::alone(),
         }
+    }
+
+    /// The same releases judged only while `lead` says this detector leads (detectors
+    /// sharing a store); alone with its store, a detector always leads.
+    #[must_use]
+    pub fn with_leadership(mut self, lead: Leadership) -> Self {
+        self.lead = lead;
+        self
     }
 
     /// The same releases with rounds and expiry run by `clock` (and the API's and pages'
@@ -196,6 +215,14 @@ impl<S: Store> Releases<S> {
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
+    }
+
+    /// Holds release `id` against every other change of it, in this detector and in the
+    /// others sharing the store, until the guard is dropped.
+    async fn hold(&self, id: i64) -> Result<(OwnedMutexGuard<()>, StoreLock), ReleaseError> {
+        let local = self.locks.lock(id).await;
+        let shared = self.store.lock(LockKey::Release(id)).await?;
+        Ok((local, shared))
     }
 
     /// Creates a release (`POST /api/v1/releases`).
@@ -313,7 +340,7 @@ impl<S: Store> Releases<S> {
         check_hosts("hosts", &req.hosts)?;
         let at = req.at.unwrap_or(now);
         check_time("at", at, now, &self.limits)?;
-        let _guard = self.locks.lock(id).await;
+        let _guard = self.hold(id).await?;
         let mut release = self.load(id).await?;
         if release.state == ReleaseState::Finished {
             return Err(ReleaseError::Conflict(format!(
@@ -380,7 +407,7 @@ impl<S: Store> Releases<S> {
                     .into(),
             ));
         }
-        let _guard = self.locks.lock(id).await;
+        let _guard = self.hold(id).await?;
         let mut release = self.load(id).await?;
         if release.state == ReleaseState::Finished {
             return Err(ReleaseError::Conflict(format!(
@@ -443,7 +470,7 @@ impl<S: Store> Releases<S> {
             if now - candidate.started_at < self.limits.max_release_age_secs {
                 continue;
             }
-            let _guard = self.locks.lock(candidate.id).await;
+            let _guard = self.hold(candidate.id).await?;
             let mut release = match self.load(candidate.id).await {
                 Ok(release) => release,
                 Err(e) => {
@@ -490,8 +517,11 @@ impl<S: Store> Releases<S> {
                 note.len()
             )));
         }
-        let _guard = self.locks.lock(id).await;
-        let _memory = self.memory_lock.lock().await;
+        let _guard = self.hold(id).await?;
+        let _memory = (
+            self.memory_lock.lock().await,
+            self.store.lock(LockKey::AppMemory).await?,
+        );
         let mut release = self.load(id).await?;
         if let Some(given) = release.feedback.first() {
             return Err(ReleaseError::Conflict(format!(

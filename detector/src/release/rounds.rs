@@ -47,7 +47,7 @@ impl<S: Store> Releases<S> {
     /// [`ReleaseError::NotFound`], [`ReleaseError::Store`].
     pub async fn round(&self, id: i64, minute: i64) -> Result<ReleaseView, ReleaseError> {
         let minute = minute_of(minute);
-        let _guard = self.locks.lock(id).await;
+        let _guard = self.hold(id).await?;
         let mut release = self.load(id).await?;
         let Some(first) = first_minute(&release) else {
             return Ok(release.into());
@@ -157,7 +157,7 @@ impl<S: Store> Releases<S> {
             {
                 continue;
             }
-            let _guard = self.locks.lock(candidate.id).await;
+            let _guard = self.hold(candidate.id).await?;
             let mut release = self.load(candidate.id).await?;
             if release.state != ReleaseState::Watching {
                 continue;
@@ -224,6 +224,11 @@ impl<S: Store> Releases<S> {
                     let boundary = minute_of(now - delay);
                     let judged = boundary - 60;
                     due = boundary + 60 + delay;
+                    if !this.lead.leads() {
+                        // Another detector judges; its next round, or ours when we take
+                        // over, catches up every minute from the stored state.
+                        continue;
+                    }
                     if let Err(e) = this.round_all(judged).await {
                         tracing::warn!(error = %e, "judgement round failed");
                     }
@@ -234,10 +239,14 @@ impl<S: Store> Releases<S> {
                 }
             }
         };
+        let shared_alerts = Arc::clone(&self).judge_shared_alerts(stop.clone());
         let alerts = async move {
             loop {
                 tokio::select! {
                     alert = alerts.recv() => match alert {
+                        // A detector that does not lead leaves its alerts to the leader,
+                        // which reads them from the shared store.
+                        Some(_) if !self.lead.leads() => {}
                         Some(alert) => {
                             if let Err(e) = self.alert(&alert).await {
                                 tracing::warn!(error = %e, app = %alert.app, host = %alert.host, "alert judgement failed");
@@ -249,7 +258,55 @@ impl<S: Store> Releases<S> {
                 }
             }
         };
-        tokio::join!(rounds, alerts);
+        tokio::join!(rounds, alerts, shared_alerts);
+    }
+
+    /// With a shared store, while this detector leads: judges every alert stored by any
+    /// detector, read in store order every [`SHARED_ALERT_POLL`]. On taking the lead it
+    /// starts with the alerts received in the last [`SHARED_ALERT_LOOKBACK_SECS`]: those
+    /// the previous leader may not have judged. Judging an alert again changes nothing (a
+    /// blocked release is not judged on alerts; any other sees the same evidence).
+    async fn judge_shared_alerts(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        if !self.lead.shared() {
+            return;
+        }
+        let mut lead = self.lead.clone();
+        loop {
+            tokio::select! {
+                () = lead.until_leading() => {}
+                () = stopped(&mut stop) => return,
+            }
+            let mut after = 0;
+            let since = jiff::Timestamp::now().as_second() - SHARED_ALERT_LOOKBACK_SECS;
+            while lead.leads() {
+                match self
+                    .store
+                    .alerts_after(after, since, SHARED_ALERT_BATCH)
+                    .await
+                {
+                    Ok(queued) => {
+                        for q in queued {
+                            after = after.max(q.id);
+                            let alert = StoredAlert {
+                                app: q.app,
+                                host: q.host,
+                                at: q.at,
+                                fingerprint: q.fingerprint,
+                                definition: q.definition,
+                            };
+                            if let Err(e) = self.alert(&alert).await {
+                                tracing::warn!(error = %e, app = %alert.app, host = %alert.host, "alert judgement failed");
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot read the shared store's alerts"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(SHARED_ALERT_POLL) => {}
+                    () = stopped(&mut stop) => return,
+                }
+            }
+        }
     }
 
     /// The release's judge: as stored (older versions migrated), or new when never

@@ -2,9 +2,12 @@
 //! added up per app, host and minute, and the exceptions each app has shown.
 //!
 //! The [`Store`] trait keeps the rest of the detector independent of the database; the
-//! embedded [`SqliteStore`] is the default, and a shared PostgreSQL store can follow behind
-//! the same trait.
+//! embedded [`SqliteStore`] is the default; [`PostgresStore`] is shared by several
+//! detectors (`store = "postgres://..."`), which lock what they change in it
+//! ([`Store::lock`]) and hear of each other's alerts through it ([`Store::alerts_after`]).
 
+mod postgres;
+mod shared;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -15,9 +18,10 @@ use vigil_proto::v1::Report;
 
 use crate::judge::{Batch, Decision, Feedback, Reason};
 
+pub use postgres::PostgresStore;
 pub use sqlite::{
     FIRST_PASS_SECS, MAX_EXCEPTION_ROWS_PER_TRANSACTION, MAX_ROWS_PER_TRANSACTION,
-    PASS_INTERVAL_SECS, REPORT_KEYS_SECS, RetentionPass, SqliteStore, run_retention,
+    PASS_INTERVAL_SECS, REPORT_KEYS_SECS, RetentionPass, SqliteStore,
 };
 
 /// What became of a report handed to [`Store::ingest`].
@@ -344,6 +348,33 @@ pub struct ReleaseUpdate<'a> {
     pub feedback: Option<&'a FeedbackEntry>,
 }
 
+/// What a change of shared state locks while it reads, changes and writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LockKey {
+    /// One release (its row, batches, judge state, feedback).
+    Release(i64),
+    /// The apps' learned memory (feedback rewrites an app's).
+    AppMemory,
+}
+
+/// Held until dropped: see [`Store::lock`].
+pub type StoreLock = Box<dyn std::any::Any + Send + Sync>;
+
+/// A stored dangerous-exception alert with its place in the store's order, for a leading
+/// detector that judges the alerts every detector sharing the store received.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedAlert {
+    /// Its id in the store: alerts are read in this order.
+    pub id: i64,
+    pub app: String,
+    pub host: String,
+    /// When the exception was logged (UTC Unix seconds).
+    pub at: i64,
+    pub fingerprint: crate::judge::Fingerprint,
+    /// The fingerprint's stored definition.
+    pub definition: crate::judge::Definition,
+}
+
 /// Formats a fingerprint as the 16 lowercase hex digits used in the API and replay cases.
 pub use crate::judge::fingerprint_hex;
 
@@ -455,6 +486,34 @@ pub trait Store: Send + Sync + 'static {
         release_id: Option<i64>,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<DecisionEntry>, StoreError>> + Send;
+
+    /// Waits until no other detector sharing the store holds `key`, and holds it until the
+    /// returned value is dropped. The embedded store serves one detector, whose own locks
+    /// suffice: by default nothing is held.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be reached.
+    fn lock(&self, key: LockKey) -> impl Future<Output = Result<StoreLock, StoreError>> + Send {
+        let _ = key;
+        async { Ok(Box::new(()) as StoreLock) }
+    }
+
+    /// The alerts stored after the one with id `after` and received at or after `since`
+    /// (Unix seconds), oldest first, at most `limit`: how a leading detector hears of the
+    /// alerts other detectors received. The embedded store has one detector, which hears
+    /// of its alerts as it stores them: by default, none.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    fn alerts_after(
+        &self,
+        after: i64,
+        since: i64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<QueuedAlert>, StoreError>> + Send {
+        let _ = (after, since, limit);
+        async { Ok(Vec::new()) }
+    }
 
     /// The serialized `AppMemory` of `app`, when it learned anything.
     ///

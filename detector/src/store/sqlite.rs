@@ -1,23 +1,26 @@
 //! The embedded store: one SQLite file in `data_dir`, written by one connection in WAL mode
 //! with `synchronous = FULL`, so a committed batch survives a crash or power loss.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::str::FromStr;
 
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
 use vigil_proto::v1::Report;
 
-use super::{
-    AlertRow, AppRow, DecisionEntry, FeedbackEntry, FingerprintRow, HostRow, HourRow,
-    IngestOutcome, MinuteRow, NewRelease, ReleaseFilter, ReleaseState, ReleaseUpdate, SeriesQuery,
-    Store, StoreError, StoredRelease, fingerprint_hex,
+use super::shared::rows::{
+    BatchRow, DecisionRow, FINGERPRINT_COLUMNS, FeedbackRow, FingerprintDbRow, RELEASE_COLUMNS,
+    ReleaseRow, StoredAlertRow, created_release,
 };
-use crate::judge::{Batch, Decision};
+use super::shared::to_json;
+use super::{
+    AlertRow, AppRow, DecisionEntry, FingerprintRow, HostRow, HourRow, IngestOutcome, MinuteRow,
+    NewRelease, ReleaseFilter, ReleaseState, ReleaseUpdate, SeriesQuery, Store, StoreError,
+    StoredRelease,
+};
+use crate::judge::Batch;
 
 /// `column = column + excluded.column`, held at `i64::MAX` (SQLite would turn an integer
 /// sum that overflows into a REAL, which no reader of the column expects). Defined before
@@ -40,32 +43,21 @@ macro_rules! saturating_sum {
 }
 
 mod batch;
-mod host_metrics;
 mod merged;
-mod requests;
 mod retention;
 mod schema;
-mod scraped;
 mod series;
 mod writes;
 
 pub use retention::{
     FIRST_PASS_SECS, MAX_EXCEPTION_ROWS_PER_TRANSACTION, MAX_ROWS_PER_TRANSACTION,
-    PASS_INTERVAL_SECS, REPORT_KEYS_SECS, RetentionPass, run as run_retention,
+    PASS_INTERVAL_SECS, REPORT_KEYS_SECS, RetentionPass,
 };
 
-use batch::{BatchAccumulator, insert_report_keys};
-use host_metrics::{StoredHostMetrics, decode_metrics};
+use batch::insert_report_keys;
 
 pub use schema::DB_FILE;
 use writes::{create_release_on, discard_on_error, ingest_on, update_release_on};
-
-macro_rules! release_columns {
-    () => {
-        "SELECT id, app, version, state, outcome, created_at, started_at, finished_at, \
-         reference_hosts, judge, last_round, decision, decided_at, reasons FROM releases"
-    };
-}
 /// The embedded SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -142,7 +134,7 @@ impl Store for SqliteStore {
         from: i64,
         limit: usize,
     ) -> Result<Vec<AlertRow>, StoreError> {
-        let rows = sqlx::query(
+        let rows: Vec<StoredAlertRow> = sqlx::query_as(
             "SELECT host, at, fingerprint, count FROM alerts WHERE app = ? AND at >= ? \
              ORDER BY at, id LIMIT ?",
         )
@@ -151,17 +143,7 @@ impl Store for SqliteStore {
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.readers)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let fingerprint: i64 = row.try_get(2)?;
-                Ok(AlertRow {
-                    host: row.try_get(0)?,
-                    at: row.try_get(1)?,
-                    fingerprint: fingerprint_hex(fingerprint as u64),
-                    count: get_u64(row, 3)?,
-                })
-            })
-            .collect()
+        Ok(rows.into_iter().map(AlertRow::from).collect())
     }
 
     async fn series(&self, query: &SeriesQuery) -> Result<Vec<MinuteRow>, StoreError> {
@@ -176,48 +158,33 @@ impl Store for SqliteStore {
         let mut conn = self.writer.acquire().await?;
         let result = create_release_on(&mut conn, new).await;
         let id = discard_on_error(&self.writer, conn, result).await?;
-        Ok(StoredRelease {
-            id,
-            app: new.app.clone(),
-            version: new.version.clone(),
-            state: ReleaseState::Watching,
-            outcome: None,
-            created_at: new.created_at,
-            started_at: new.started_at,
-            finished_at: None,
-            reference_hosts: new.reference_hosts.clone(),
-            batches: new.first_batch.iter().cloned().collect(),
-            judge: None,
-            last_round: None,
-            decision: Decision::Pass,
-            decided_at: None,
-            reasons: Vec::new(),
-            feedback: Vec::new(),
-        })
+        Ok(created_release(id, new))
     }
 
     async fn release(&self, id: i64) -> Result<Option<StoredRelease>, StoreError> {
-        let row = sqlx::query(concat!(release_columns!(), " WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&self.readers)
-            .await?;
+        let row: Option<ReleaseRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{RELEASE_COLUMNS} WHERE id = ?"
+        )))
+        .bind(id)
+        .fetch_optional(&self.readers)
+        .await?;
         match row {
-            Some(row) => Ok(Some(self.release_from_row(&row).await?)),
+            Some(row) => Ok(Some(self.release_from_row(row).await?)),
             None => Ok(None),
         }
     }
 
     async fn releases(&self, filter: &ReleaseFilter) -> Result<Vec<StoredRelease>, StoreError> {
-        let rows = sqlx::query(concat!(
-            release_columns!(),
-            " WHERE (?1 IS NULL OR app = ?1) AND (?2 IS NULL OR state = ?2) ORDER BY id DESC"
-        ))
+        let rows: Vec<ReleaseRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "{RELEASE_COLUMNS} WHERE (?1 IS NULL OR app = ?1) AND (?2 IS NULL OR state = ?2) \
+             ORDER BY id DESC"
+        )))
         .bind(&filter.app)
         .bind(filter.state.map(ReleaseState::as_str))
         .fetch_all(&self.readers)
         .await?;
         let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
+        for row in rows {
             out.push(self.release_from_row(row).await?);
         }
         Ok(out)
@@ -234,8 +201,9 @@ impl Store for SqliteStore {
         release_id: Option<i64>,
         limit: usize,
     ) -> Result<Vec<DecisionEntry>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT d.release_id, r.app, r.version, d.at, d.decision, d.previous, d.reason \
+        let rows: Vec<DecisionRow> = sqlx::query_as(
+            "SELECT d.release_id AS release_id, r.app AS app, r.version AS version, d.at AS at, \
+             d.decision AS decision, d.previous AS previous, d.reason AS reason \
              FROM release_decisions d JOIN releases r ON r.id = d.release_id \
              WHERE (?1 IS NULL OR d.release_id = ?1) ORDER BY d.id DESC LIMIT ?2",
         )
@@ -243,21 +211,7 @@ impl Store for SqliteStore {
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.readers)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let decision: String = row.try_get(4)?;
-                let previous: String = row.try_get(5)?;
-                Ok(DecisionEntry {
-                    release_id: row.try_get(0)?,
-                    app: row.try_get(1)?,
-                    version: row.try_get(2)?,
-                    at: row.try_get(3)?,
-                    decision: parse_enum("decision", &decision)?,
-                    previous: parse_enum("decision", &previous)?,
-                    reason: row.try_get(6)?,
-                })
-            })
-            .collect()
+        rows.into_iter().map(DecisionEntry::try_from).collect()
     }
 
     async fn app_memory(&self, app: &str) -> Result<Option<String>, StoreError> {
@@ -287,106 +241,20 @@ async fn insert_batch(
     Ok(())
 }
 
-fn to_json(value: &impl serde::Serialize) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Corrupt {
-        what: "value to store",
-        reason: e.to_string(),
-    })
-}
-
-fn from_json<T: serde::de::DeserializeOwned>(
-    what: &'static str,
-    text: &str,
-) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
-        what,
-        reason: e.to_string(),
-    })
-}
-
-/// The text of a unit enum as serde writes it (`rolled_back`, `false_alarm`, ...).
-fn enum_text(value: &impl serde::Serialize) -> Result<String, StoreError> {
-    match serde_json::to_value(value) {
-        Ok(serde_json::Value::String(s)) => Ok(s),
-        _ => Err(StoreError::Corrupt {
-            what: "enum",
-            reason: "not a string".into(),
-        }),
-    }
-}
-
-fn parse_enum<T: serde::de::DeserializeOwned>(
-    what: &'static str,
-    text: &str,
-) -> Result<T, StoreError> {
-    serde_json::from_value(serde_json::Value::String(text.to_owned())).map_err(|e| {
-        StoreError::Corrupt {
-            what,
-            reason: e.to_string(),
-        }
-    })
-}
-
 impl SqliteStore {
-    async fn release_from_row(&self, row: &SqliteRow) -> Result<StoredRelease, StoreError> {
-        let id: i64 = row.try_get(0)?;
-        let state: String = row.try_get(3)?;
-        let outcome: Option<String> = row.try_get(4)?;
-        let reference: String = row.try_get(8)?;
-        let decision: String = row.try_get(11)?;
-        let reasons: String = row.try_get(13)?;
-        let batches =
-            sqlx::query("SELECT at, hosts FROM release_batches WHERE release_id = ? ORDER BY seq")
-                .bind(id)
+    async fn release_from_row(&self, row: ReleaseRow) -> Result<StoredRelease, StoreError> {
+        let batches: Vec<BatchRow> = sqlx::query_as(
+            "SELECT at, hosts FROM release_batches WHERE release_id = ? ORDER BY seq",
+        )
+        .bind(row.id)
+        .fetch_all(&self.readers)
+        .await?;
+        let feedback: Vec<FeedbackRow> =
+            sqlx::query_as("SELECT label, note, at FROM feedback WHERE release_id = ? ORDER BY id")
+                .bind(row.id)
                 .fetch_all(&self.readers)
-                .await?
-                .iter()
-                .map(|b| {
-                    let hosts: String = b.try_get(1)?;
-                    Ok(Batch {
-                        at: b.try_get(0)?,
-                        hosts: from_json("batch hosts", &hosts)?,
-                    })
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?;
-        let feedback =
-            sqlx::query("SELECT label, note, at FROM feedback WHERE release_id = ? ORDER BY id")
-                .bind(id)
-                .fetch_all(&self.readers)
-                .await?
-                .iter()
-                .map(|f| {
-                    let label: String = f.try_get(0)?;
-                    Ok(FeedbackEntry {
-                        label: parse_enum("feedback label", &label)?,
-                        note: f.try_get(1)?,
-                        at: f.try_get(2)?,
-                    })
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok(StoredRelease {
-            id,
-            app: row.try_get(1)?,
-            version: row.try_get(2)?,
-            state: ReleaseState::parse(&state).ok_or(StoreError::Corrupt {
-                what: "release state",
-                reason: state.clone(),
-            })?,
-            outcome: outcome
-                .map(|o| parse_enum("release outcome", &o))
-                .transpose()?,
-            created_at: row.try_get(5)?,
-            started_at: row.try_get(6)?,
-            finished_at: row.try_get(7)?,
-            reference_hosts: from_json("reference hosts", &reference)?,
-            batches,
-            judge: row.try_get(9)?,
-            last_round: row.try_get(10)?,
-            decision: parse_enum::<Decision>("decision", &decision)?,
-            decided_at: row.try_get(12)?,
-            reasons: from_json("reasons", &reasons)?,
-            feedback,
-        })
+                .await?;
+        row.into_release(batches, feedback)
     }
 
     async fn apps_impl(&self) -> Result<Vec<AppRow>, StoreError> {
@@ -415,86 +283,22 @@ impl SqliteStore {
     }
 
     async fn exceptions_impl(&self, app: &str) -> Result<Vec<FingerprintRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT fingerprint, class, causes, message, frames, dangerous, sample, first_seen, \
-             last_seen, count FROM fingerprints WHERE app = ? \
-             ORDER BY coalesce(last_seen, 0) DESC, fingerprint",
-        )
+        let rows: Vec<FingerprintDbRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {FINGERPRINT_COLUMNS} FROM fingerprints WHERE app = ? \
+             ORDER BY coalesce(last_seen, 0) DESC, fingerprint"
+        )))
         .bind(app)
         .fetch_all(&self.readers)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let fingerprint: i64 = row.try_get(0)?;
-                let causes: String = row.try_get(2)?;
-                let frames: String = row.try_get(4)?;
-                Ok(FingerprintRow {
-                    fingerprint: fingerprint_hex(fingerprint as u64),
-                    class: row.try_get(1)?,
-                    causes: serde_json::from_str(&causes).unwrap_or_default(),
-                    message: row.try_get(3)?,
-                    frames: serde_json::from_str(&frames).unwrap_or_default(),
-                    dangerous: row.try_get(5)?,
-                    sample: row.try_get(6)?,
-                    first_seen: row.try_get(7)?,
-                    last_seen: row.try_get(8)?,
-                    count: get_u64(row, 9)?,
-                })
-            })
-            .collect()
+        Ok(rows.into_iter().map(FingerprintRow::from).collect())
     }
-}
-
-/// Exception counts as gathered by `series`: `fingerprint:count` pairs (the fingerprint as
-/// stored, a signed 64-bit integer) separated by commas.
-fn parse_counts(text: &str) -> Result<BTreeMap<String, u64>, StoreError> {
-    let corrupt = |pair: &str| StoreError::Corrupt {
-        what: "exception counts",
-        reason: format!("{pair:?} is not fingerprint:count"),
-    };
-    text.split(',')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (fingerprint, count) = pair.split_once(':').ok_or_else(|| corrupt(pair))?;
-            let fingerprint: i64 = fingerprint.parse().map_err(|_| corrupt(pair))?;
-            let count: u64 = count.parse().map_err(|_| corrupt(pair))?;
-            Ok((fingerprint_hex(fingerprint as u64), count))
-        })
-        .collect()
-}
-
-fn get_u64(row: &SqliteRow, index: usize) -> Result<u64, sqlx::Error> {
-    let value: i64 = row.try_get(index)?;
-    Ok(u64::try_from(value).unwrap_or(0))
-}
-
-/// Counts are kept as SQLite integers (i64); a count never comes near 2^63.
-fn count(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
-/// Fingerprints are 64-bit patterns stored in SQLite's signed integers bit for bit.
-fn fp(fingerprint: u64) -> i64 {
-    fingerprint as i64
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::judge::Decision;
     use vigil_proto::v1::{AppCounters, ExceptionCount, HostMetrics, MinuteReport, report::Body};
-
-    #[test]
-    fn gathered_exception_counts_parse_back_and_garbage_is_named() {
-        let counts = parse_counts("-1:3,255:12").expect("valid counts");
-        assert_eq!(counts.get("ffffffffffffffff"), Some(&3));
-        assert_eq!(counts.get("00000000000000ff"), Some(&12));
-        assert!(parse_counts("").expect("no counts").is_empty());
-        let e = parse_counts("12:3,oops").expect_err("garbage");
-        assert!(
-            e.to_string().contains("\"oops\" is not fingerprint:count"),
-            "{e}"
-        );
-    }
 
     fn minute_report(instance: &str, seq: u64, minute: i64, lines: u64) -> Report {
         Report {

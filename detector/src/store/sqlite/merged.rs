@@ -1,6 +1,5 @@
-//! Values stored as text in a column of `app_minutes` and `app_hours` and merged in Rust
-//! (an app's requests, its scraped values): a second report of a minute is added to the
-//! stored value in the same transaction, and minutes rolled into their hour likewise.
+//! The SQLite side of the values merged in Rust (see `shared::merged`): reading what a
+//! table holds for a batch's rows, and rolling minutes' values into their hours.
 
 use std::collections::HashMap;
 
@@ -8,18 +7,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use super::batch::MAX_PARAMS;
 use crate::store::StoreError;
-
-/// A value kept in column [`Merged::COLUMN`] of `app_minutes` and `app_hours`.
-pub(super) trait Merged: Sized {
-    /// The column, in both tables.
-    const COLUMN: &'static str;
-    /// The stored text; `None` for `NULL` or text this version cannot read.
-    fn decode(text: Option<&str>) -> Option<Self>;
-    fn encode(&self) -> String;
-    /// Adds `older`, the value stored (or earlier) for the same row, to this newer one:
-    /// of the same minute, or (`across_minutes`) of another minute of the same hour.
-    fn absorb(&mut self, older: &Self, across_minutes: bool);
-}
+use crate::store::shared::merged::{Merged, absorb_stored, fold_into_hours};
 
 /// Adds to `rows` (keyed by app, host and time; the newer values) what `table` already
 /// holds for them, in `tx`, so that writing them back keeps both.
@@ -55,13 +43,7 @@ pub(super) async fn merge_stored<T: Merged>(
             }
         }
     }
-    if !stored.is_empty() {
-        for ((app, host, t), new) in rows.iter_mut() {
-            if let Some(old) = stored.remove(&((*app).to_owned(), (*host).to_owned(), *t)) {
-                new.absorb(&old, across_minutes);
-            }
-        }
-    }
+    absorb_stored(rows, stored, across_minutes);
     Ok(())
 }
 
@@ -74,7 +56,7 @@ pub(super) async fn roll_up<T: Merged>(
     end: i64,
 ) -> Result<(), StoreError> {
     let column = T::COLUMN;
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+    let minutes: Vec<(i64, Option<String>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT minute, {column} FROM app_minutes WHERE app = ? AND host = ? AND minute < ? \
          AND {column} IS NOT NULL ORDER BY minute"
     )))
@@ -83,18 +65,7 @@ pub(super) async fn roll_up<T: Merged>(
     .bind(end)
     .fetch_all(&mut **tx)
     .await?;
-    let mut hours: HashMap<(&str, &str, i64), T> = HashMap::new();
-    for row in rows {
-        let minute: i64 = row.try_get(0)?;
-        let Some(mut value) = T::decode(row.try_get(1)?) else {
-            continue;
-        };
-        let key = (app, host, minute.div_euclid(3600) * 3600);
-        if let Some(earlier) = hours.remove(&key) {
-            value.absorb(&earlier, true);
-        }
-        hours.insert(key, value);
-    }
+    let mut hours: HashMap<(&str, &str, i64), T> = fold_into_hours(app, host, minutes);
     if hours.is_empty() {
         return Ok(());
     }

@@ -25,84 +25,19 @@
 //!
 //! Cutoffs are whole hours: only minutes of hours that ended `minutes` ago are rolled up.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
 use sqlx::{Connection, Row, SqliteConnection};
-use tokio::sync::watch;
 
+use super::SqliteStore;
 use super::writes::discard_on_error;
-use super::{SqliteStore, StoredHostMetrics, decode_metrics};
-use crate::clock::Clock;
 use crate::config::Retention;
 use crate::store::StoreError;
-
-/// Most minute rows rolled up, or rows deleted, in one transaction.
-pub const MAX_ROWS_PER_TRANSACTION: i64 = 2_000;
-/// Most exception counts rolled up in one transaction (unless one minute holds more).
-pub const MAX_EXCEPTION_ROWS_PER_TRANSACTION: i64 = 20_000;
-/// Report de-duplication keys are kept this long after the report was received, whatever
-/// `[retention] minutes`: ingest accepts minutes up to 30 days old.
-pub const REPORT_KEYS_SECS: i64 = 31 * 86_400;
-
-/// Seconds between retention passes.
-pub const PASS_INTERVAL_SECS: i64 = 3600;
-/// Seconds from the start to the first pass: soon, so that a detector restarted more often
-/// than [`PASS_INTERVAL_SECS`] still keeps its store bounded, but not while agents resend
-/// what they spooled during the restart.
-pub const FIRST_PASS_SECS: i64 = 600;
-
-/// Runs a retention pass [`FIRST_PASS_SECS`] after the start, then every
-/// [`PASS_INTERVAL_SECS`] of `clock`, until `stop` turns true. A failed pass is logged; the next one goes on from where it stopped.
-pub async fn run(
-    store: Arc<SqliteStore>,
-    policy: Retention,
-    clock: Arc<dyn Clock>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut due = clock.now() + FIRST_PASS_SECS;
-    loop {
-        tokio::select! {
-            () = clock.sleep_until(due) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        let now = clock.now();
-        due = now + PASS_INTERVAL_SECS;
-        let started = std::time::Instant::now();
-        match store.retain(&policy, now).await {
-            Ok(pass) => tracing::info!(
-                minutes = pass.minutes_rolled_up,
-                exception_minutes = pass.exception_minutes_rolled_up,
-                host_minutes = pass.host_minutes_rolled_up,
-                hourly_deleted = pass.hourly_rows_deleted,
-                report_rows_deleted = pass.report_rows_deleted,
-                transactions = pass.transactions,
-                seconds = started.elapsed().as_secs_f64(),
-                "retention pass done"
-            ),
-            Err(e) => {
-                tracing::error!(error = %e, "retention pass failed; the next goes on from there")
-            }
-        }
-    }
-}
-
-/// What one retention pass did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RetentionPass {
-    /// `app_minutes` rows rolled up into `app_hours`.
-    pub minutes_rolled_up: u64,
-    /// `exception_minutes` rows rolled up into `exception_hours`.
-    pub exception_minutes_rolled_up: u64,
-    /// `host_minutes` rows rolled up into `host_hours`.
-    pub host_minutes_rolled_up: u64,
-    /// Hourly rows deleted past `hourly`.
-    pub hourly_rows_deleted: u64,
-    /// Report keys and alerts deleted.
-    pub report_rows_deleted: u64,
-    /// Transactions committed.
-    pub transactions: u64,
-}
+use crate::store::shared::host_metrics::decode_metrics;
+use crate::store::shared::hour_of;
+use crate::store::shared::retention::fold_host_hours;
+pub use crate::store::shared::retention::{
+    FIRST_PASS_SECS, MAX_EXCEPTION_ROWS_PER_TRANSACTION, MAX_ROWS_PER_TRANSACTION,
+    PASS_INTERVAL_SECS, REPORT_KEYS_SECS, RetentionPass,
+};
 
 /// `total()` of an integer column held at `i64::MAX` (SQLite's `sum()` fails on overflow;
 /// `total()` is a float, exact below 2^53 per app, host and hour).
@@ -168,11 +103,6 @@ const ROLL_UP_EXCEPTIONS: &str = concat!(
      ON CONFLICT (app, host, hour, fingerprint) DO UPDATE SET ",
     saturating_sum!("count")
 );
-
-/// The start of the hour of `t`.
-fn hour_of(t: i64) -> i64 {
-    t.div_euclid(3600) * 3600
-}
 
 impl SqliteStore {
     /// Runs one retention pass at `now` under `policy` (see the module's overview), in
@@ -376,7 +306,10 @@ async fn roll_up_app(
                 .await?;
             if i == 0 {
                 super::merged::roll_up::<crate::judge::Requests>(&mut tx, app, host, end).await?;
-                super::merged::roll_up::<super::scraped::Scraped>(&mut tx, app, host, end).await?;
+                super::merged::roll_up::<crate::store::shared::scraped::Scraped>(
+                    &mut tx, app, host, end,
+                )
+                .await?;
             }
             rolled[i] = sqlx::query(delete)
                 .bind(app)
@@ -414,21 +347,11 @@ async fn roll_up_host_metrics(
             return Ok(0);
         };
         let end: i64 = last.try_get::<i64, _>(0)? + 1;
-        let mut hours: BTreeMap<i64, (StoredHostMetrics, i64)> = BTreeMap::new();
-        for row in &rows {
-            let minute: i64 = row.try_get(0)?;
-            let metrics = decode_metrics(row.try_get(1)?);
-            match hours.entry(hour_of(minute)) {
-                std::collections::btree_map::Entry::Vacant(v) => {
-                    v.insert((metrics, 1));
-                }
-                std::collections::btree_map::Entry::Occupied(mut o) => {
-                    let (sum, n) = o.get_mut();
-                    *sum = sum.merge(&metrics);
-                    *n += 1;
-                }
-            }
-        }
+        let hours = fold_host_hours(
+            rows.iter()
+                .map(|row| Ok((row.try_get(0)?, decode_metrics(row.try_get(1)?))))
+                .collect::<Result<Vec<_>, sqlx::Error>>()?,
+        );
         for (hour, (mut metrics, mut minutes)) in hours {
             if let Some(stored) =
                 sqlx::query("SELECT metrics, minutes FROM host_hours WHERE host = ? AND hour = ?")

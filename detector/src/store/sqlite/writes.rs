@@ -10,8 +10,10 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Connection, Sqlite, SqliteConnection, SqlitePool};
 use vigil_proto::v1::Report;
 
-use super::{BatchAccumulator, enum_text, insert_batch, insert_report_keys, to_json};
+use super::{batch, insert_batch, insert_report_keys};
 use crate::judge::Reason;
+use crate::store::shared::accumulator::accumulate;
+use crate::store::shared::{enum_text, to_json};
 use crate::store::{IngestOutcome, NewRelease, ReleaseUpdate, StoreError};
 
 /// Hands back `result`; on an error the writer connection is closed rather than returned
@@ -46,17 +48,8 @@ pub(super) async fn ingest_on(
 ) -> Result<Vec<IngestOutcome>, StoreError> {
     let mut tx = conn.begin().await?;
     let fresh = insert_report_keys(&mut tx, batch, received_at).await?;
-    let mut acc = BatchAccumulator::default();
-    let mut outcomes = Vec::with_capacity(batch.len());
-    for (report, fresh) in batch.iter().zip(fresh) {
-        if fresh {
-            acc.add(report, received_at);
-            outcomes.push(IngestOutcome::Stored);
-        } else {
-            outcomes.push(IngestOutcome::Duplicate);
-        }
-    }
-    acc.write(&mut tx).await?;
+    let (acc, outcomes) = accumulate(batch, fresh, received_at);
+    batch::write(acc, &mut tx).await?;
     tx.commit().await?;
     Ok(outcomes)
 }

@@ -17,15 +17,15 @@ type Entry = (String, f64, u64);
 
 /// The scraped values of one row, by name.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub(super) struct Scraped(BTreeMap<String, Entry>);
+pub(in crate::store) struct Scraped(BTreeMap<String, Entry>);
 
 /// Most names one row keeps, whatever the reports of its minutes (or hour) send: the
 /// first ones stay.
-pub(super) const MAX_NAMES: usize = 64;
+pub(in crate::store) const MAX_NAMES: usize = 64;
 /// Longest name kept, in bytes.
-pub(super) const MAX_NAME_BYTES: usize = 128;
+pub(in crate::store) const MAX_NAME_BYTES: usize = 128;
 /// Largest magnitude of a value kept: sums of many stay finite.
-pub(super) const MAX_VALUE: f64 = 1e15;
+pub(in crate::store) const MAX_VALUE: f64 = 1e15;
 
 const GAUGE: &str = "gauge";
 const COUNTER: &str = "counter";
@@ -35,7 +35,7 @@ impl Scraped {
     /// longer than [`MAX_NAME_BYTES`] or with control characters, a kind unknown, a value
     /// not finite or beyond ±[`MAX_VALUE`], a counter's growth negative) rather than the
     /// report: its other counters are good.
-    pub(super) fn add_report(&mut self, values: &[ScrapedValue]) {
+    pub(in crate::store) fn add_report(&mut self, values: &[ScrapedValue]) {
         for v in values {
             let kind = match ScrapedKind::try_from(v.kind) {
                 Ok(ScrapedKind::Counter) if v.value >= 0.0 => COUNTER,
@@ -79,7 +79,7 @@ impl Scraped {
     }
 
     /// Adds `older`'s values as the earlier report of the same row.
-    pub(super) fn merge_older(&mut self, older: &Scraped, across_minutes: bool) {
+    pub(in crate::store) fn merge_older(&mut self, older: &Scraped, across_minutes: bool) {
         let newer = std::mem::replace(self, older.clone());
         for (name, (kind, value, minutes)) in newer.0 {
             self.add(&name, &kind, value, minutes, across_minutes);
@@ -87,7 +87,7 @@ impl Scraped {
     }
 
     /// The values as the series shows them.
-    pub(super) fn row(&self) -> ScrapedRow {
+    pub(in crate::store) fn row(&self) -> ScrapedRow {
         self.0.iter().map(|(n, e)| (n.clone(), e.1)).collect()
     }
 }
@@ -111,7 +111,7 @@ impl Merged for Scraped {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::sqlite::merged::Merged;
+    use crate::store::shared::merged::Merged;
 
     fn value(name: &str, value: f64, kind: ScrapedKind) -> ScrapedValue {
         ScrapedValue {

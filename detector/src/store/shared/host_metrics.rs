@@ -9,11 +9,11 @@ use crate::store::HostMetricsRow;
 
 /// Host metrics as stored, with what is needed to add up several reports of one minute.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub(super) struct StoredHostMetrics {
+pub(in crate::store) struct StoredHostMetrics {
     #[serde(flatten)]
     values: BTreeMap<String, f64>,
-    pub(super) samples: u32,
-    pub(super) partial: bool,
+    pub(in crate::store) samples: u32,
+    pub(in crate::store) partial: bool,
 }
 
 /// Fields averaged (weighted by samples) when two reports carry the same minute.
@@ -36,12 +36,12 @@ const SUM_FIELDS: [&str; 4] = [
     "disk_writes",
 ];
 
-pub(super) fn decode_metrics(text: String) -> StoredHostMetrics {
+pub(in crate::store) fn decode_metrics(text: String) -> StoredHostMetrics {
     serde_json::from_str(&text).unwrap_or_default()
 }
 
 impl StoredHostMetrics {
-    pub(super) fn from_proto(m: &HostMetrics) -> Self {
+    pub(in crate::store) fn from_proto(m: &HostMetrics) -> Self {
         let mut values = BTreeMap::new();
         let floats = [
             ("cpu_pct", m.cpu_pct),
@@ -77,7 +77,7 @@ impl StoredHostMetrics {
     }
 
     /// Adds up two reports of the same host and minute.
-    pub(super) fn merge(&self, other: &Self) -> Self {
+    pub(in crate::store) fn merge(&self, other: &Self) -> Self {
         let mut values = BTreeMap::new();
         let (wa, wb) = (f64::from(self.samples), f64::from(other.samples));
         for name in MEAN_FIELDS.iter().chain(&MAX_FIELDS).chain(&SUM_FIELDS) {
@@ -97,7 +97,7 @@ impl StoredHostMetrics {
         }
     }
 
-    pub(super) fn into_row(self) -> HostMetricsRow {
+    pub(in crate::store) fn into_row(self) -> HostMetricsRow {
         let f = |name: &str| self.values.get(name).copied();
         let u = |name: &str| self.values.get(name).map(|v| *v as u64);
         HostMetricsRow {

@@ -13,7 +13,7 @@ use crate::judge::{Latency, Requests, StatusClasses};
 type Stored = (u64, u64, u64, u64, u64, u64, u64, f64, Vec<(i32, u64)>);
 
 /// The stored form of `r`.
-pub(super) fn encode(r: &Requests) -> String {
+pub(in crate::store) fn encode(r: &Requests) -> String {
     let s = &r.status;
     let stored: Stored = (
         r.count,
@@ -30,7 +30,7 @@ pub(super) fn encode(r: &Requests) -> String {
 }
 
 /// Reads a stored value; `None` for `NULL` or a value this version cannot read.
-pub(super) fn decode(text: Option<&str>) -> Option<Requests> {
+pub(in crate::store) fn decode(text: Option<&str>) -> Option<Requests> {
     let (count, s1, s2, s3, s4, s5, malformed, sum, buckets): Stored =
         serde_json::from_str(text?).ok()?;
     Some(Requests {

@@ -1,0 +1,103 @@
+//! Reading the stored counters back from the shared store: per-minute rows and the hourly
+//! roll-ups, in the embedded store's shape and order (names compare byte by byte).
+//!
+//! As in the embedded store, a query reads only the conditions given (so that the server
+//! walks the primary keys), host metrics are read only for the hosts and times of the app
+//! rows found, and a query with a `limit` stops at that many rows and says so.
+
+use sqlx::{Postgres, QueryBuilder};
+
+use super::PostgresStore;
+use crate::store::shared::rows::{
+    Counters, CountersRow, HOURS, MINUTES, Tables, attach_host_metrics, check_limit,
+    push_conditions, push_limit,
+};
+use crate::store::{HourRow, MinuteRow, SeriesQuery, StoreError};
+
+impl PostgresStore {
+    async fn counters(
+        &self,
+        query: &SeriesQuery,
+        tables: &Tables,
+    ) -> Result<Vec<Counters>, StoreError> {
+        let Tables {
+            apps,
+            exceptions,
+            hosts,
+            time,
+        } = tables;
+        let minutes = if *time == "hour" {
+            "a.minutes"
+        } else {
+            "1::bigint"
+        };
+        // One row per app, host and time, its exception counts gathered as
+        // `fingerprint:count,...`, as the embedded store reads them.
+        let mut q = QueryBuilder::<Postgres>::new(format!(
+            "SELECT a.app AS app, a.host AS host, a.{time} AS t, a.lines AS lines, \
+             a.error_lines AS error_lines, a.warn_lines AS warn_lines, \
+             (SELECT string_agg(e.fingerprint::text || ':' || e.count::text, ',') \
+              FROM {exceptions} e \
+              WHERE e.app = a.app AND e.host = a.host AND e.{time} = a.{time}) AS counts, \
+             a.process_cpu_pct AS process_cpu_pct, a.process_rss_bytes AS process_rss_bytes, \
+             {minutes} AS minutes, a.events AS events, a.requests AS requests, \
+             a.scraped AS scraped FROM {apps} a WHERE TRUE"
+        ));
+        if let Some(app) = &query.app {
+            q.push(" AND a.app = ").push_bind(app.clone());
+        }
+        push_conditions(&mut q, query, "a", time);
+        q.push(format!(" ORDER BY a.app, a.host, a.{time}"));
+        push_limit(&mut q, query);
+        let rows: Vec<CountersRow> = q.build_query_as().fetch_all(&self.pool).await?;
+        check_limit(rows.len(), query)?;
+        let mut out = rows
+            .into_iter()
+            .map(Counters::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+
+        // The host metrics of those hosts and times only (of the app's hosts when an app
+        // is asked for, never of the whole fleet).
+        let mut q = QueryBuilder::<Postgres>::new(format!(
+            "SELECT h.host, h.{time}, h.metrics FROM {hosts} h WHERE h.metrics IS NOT NULL"
+        ));
+        if let Some(app) = &query.app {
+            q.push(format!(
+                " AND EXISTS (SELECT 1 FROM {apps} a WHERE a.app = "
+            ))
+            .push_bind(app.clone())
+            .push(format!(" AND a.host = h.host AND a.{time} = h.{time})"));
+        }
+        push_conditions(&mut q, query, "h", time);
+        q.push(format!(" ORDER BY h.host, h.{time}"));
+        push_limit(&mut q, query);
+        let host_rows: Vec<(String, i64, String)> =
+            q.build_query_as().fetch_all(&self.pool).await?;
+        check_limit(host_rows.len(), query)?;
+        attach_host_metrics(&mut out, host_rows);
+        Ok(out)
+    }
+
+    /// Per-minute rows (see [`crate::store::Store::series`]).
+    pub(super) async fn minutes_impl(
+        &self,
+        query: &SeriesQuery,
+    ) -> Result<Vec<MinuteRow>, StoreError> {
+        Ok(self
+            .counters(query, &MINUTES)
+            .await?
+            .into_iter()
+            .map(MinuteRow::from)
+            .collect())
+    }
+
+    /// Hourly rows (see [`crate::store::Store::hours`]).
+    pub(super) async fn hours_impl(&self, query: &SeriesQuery) -> Result<Vec<HourRow>, StoreError> {
+        Ok(self
+            .counters(query, &HOURS)
+            .await?
+            .into_iter()
+            .map(HourRow::from)
+            .collect())
+    }
+}
