@@ -73,9 +73,10 @@
 //!   the path of a checkpointed file, is read from 0.
 //!
 //! # Limits
-//! * While running, one rotation of a file between two scans is followed; a second one
-//!   before the next scan (rotation faster than every second) loses the generation in
-//!   between unless the globs match the rotated names.
+//! * While running, a scan that finds a file rotated away also looks for generations that
+//!   rotated away since the previous scan unseen (two rotations between scans), as a
+//!   restart does; a generation rotated away and then deleted or compressed beyond
+//!   recognition before that scan is lost.
 //! * copytruncate: lines written between logrotate's copy and its truncate exist in no file
 //!   (logrotate's own race); the engine delivers them only if it read them before the
 //!   truncate. The copy must stay in the directory of the log (no `olddir`).
@@ -811,6 +812,16 @@ impl Tailer {
                 {
                     update_size(t, size);
                 }
+                // A path that held a file now finishing elsewhere holds a new one (the next
+                // generation at the live path): found by a scan, not by this hint.
+                if path != t.path
+                    && self
+                        .matchers
+                        .get(t.source)
+                        .is_some_and(|m| m.matches(&path))
+                {
+                    self.scan_wanted = true;
+                }
                 continue;
             }
             match std::fs::metadata(&path) {
@@ -841,6 +852,9 @@ impl Tailer {
         let started = unix_now();
         let now = clock;
         let first = !self.scanned_once;
+        // The previous scan's start, for generations that rotated away since (below).
+        let previous_scan = self.scanned_at;
+        let mut rotated_away = false;
         let scans: Vec<Scan> = self.matchers.iter().map(Matcher::scan).collect();
         self.stats.scans += 1;
         self.stats.scan_errors += scans.iter().map(|s| s.unsure.len() as u64).sum::<u64>();
@@ -916,7 +930,9 @@ impl Tailer {
                         claimed.insert((t.id.dev, t.id.ino));
                         continue;
                     }
-                    if !self.left_globs(i, now, &mut dirs, &claimed) {
+                    if self.left_globs(i, now, &mut dirs, &claimed) {
+                        rotated_away = true;
+                    } else {
                         let t = &self.files[i];
                         claimed.insert((t.id.dev, t.id.ino));
                     }
@@ -1036,6 +1052,16 @@ impl Tailer {
             if first {
                 self.restored_scanned_at = None;
             }
+        }
+        // 5. A file rotated away since the previous scan may not have been the only one: a
+        // second rotation before this scan renamed away a generation created after the
+        // previous scan, which no scan saw. Its siblings written since then whose head is
+        // not known are read from 0, as after a restart.
+        if !first
+            && rotated_away
+            && let Some(at) = previous_scan
+        {
+            self.recover_generations(&scans, &[], at, &mut claimed, now, &mut dirs);
         }
         self.scanned_once = true;
         self.scanned_at = Some(started);
@@ -1179,9 +1205,10 @@ impl Tailer {
         true
     }
 
-    /// After a restart, reads from their start the rotated siblings of the tailed files
-    /// (`app.log.2`, `app.log.1.gz`, `app.log-20261123`) that hold lines written after the
-    /// checkpoint (modified at or after its scan) and whose head is neither a checkpointed
+    /// After a restart, or when a scan finds a file rotated away, reads from their start
+    /// the rotated siblings of the tailed files (`app.log.2`, `app.log.1.gz`,
+    /// `app.log-20261123`) that hold lines written after `scanned_at` (the checkpoint's
+    /// scan, or the previous scan: modified at or after it) and whose head is neither a checkpointed
     /// stream nor one finished before it: whole generations that were created and rotated
     /// away while the agent was stopped, or after the last stored checkpoint.
     fn recover_generations(
@@ -1319,7 +1346,7 @@ impl Tailer {
             }
             claimed.insert((meta.dev(), meta.ino()));
             let key = self.new_key();
-            info!(path = %path.display(), key = %key, "reading a generation rotated away while the agent was stopped");
+            info!(path = %path.display(), key = %key, "reading a generation rotated away unseen (while the agent was stopped, or between two scans)");
             self.stats.files_opened += 1;
             self.open += 1;
             self.files.push(Tracked {

@@ -194,6 +194,27 @@ fn rename_rotation_finishes_the_old_file_first() {
 }
 
 #[test]
+fn two_rotations_between_scans_lose_no_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("app.log");
+    append(&p, "gen1 a\n");
+    let mut t = tailer(dir.path(), StartAt::Beginning, Checkpoints::empty());
+    let mut sink = Collect::default();
+    pump(&mut t, &mut sink);
+    // Two rename rotations before the next scan: gen2 lives and leaves unseen.
+    fs::rename(&p, dir.path().join("app.log.1")).unwrap();
+    append(&p, "gen2 a\ngen2 b\n");
+    fs::rename(dir.path().join("app.log.1"), dir.path().join("app.log.2")).unwrap();
+    fs::rename(&p, dir.path().join("app.log.1")).unwrap();
+    append(&p, "gen3 a\n");
+    pump(&mut t, &mut sink);
+    pump(&mut t, &mut sink);
+    let mut texts = sink.texts();
+    texts.sort();
+    assert_eq!(texts, ["gen1 a", "gen2 a", "gen2 b", "gen3 a"]);
+}
+
+#[test]
 fn copytruncate_reads_the_copy_before_the_truncated_file() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("app.log");
