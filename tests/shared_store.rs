@@ -14,7 +14,7 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use common::postgres::{TcpBalancer, TestDatabase};
-use common::{AgentSetup, DetectorProcess, eventually, post_json, spawn, webhook_receiver};
+use common::{AgentSetup, DetectorProcess, eventually, post_json, spawn, webhook_receiver_switch};
 use serde_json::{Value, json};
 
 const HOSTS: [&str; 4] = ["rel-1", "rel-2", "ref-1", "ref-2"];
@@ -63,14 +63,14 @@ fn append(path: &Path, text: &str) {
     file.write_all(text.as_bytes()).expect("append");
 }
 
-/// A `NoSuchMethodError` logged now on `path` (4 lines).
-fn break_host(path: &Path) {
+/// A dangerous exception (`java.lang.{class}`) logged now on `path` (4 lines).
+fn break_host(path: &Path, class: &str) {
     let now = jiff::Timestamp::now().strftime("%Y-%m-%d %H:%M:%S%.3f");
     append(
         path,
         &format!(
             "{now} ERROR [exec-3] shop.Checkout - checkout failed\n\
-             java.lang.NoSuchMethodError: 'void shop.promo.PromoEngine.apply(shop.Cart)'\n\
+             java.lang.{class}: shop.promo.PromoEngine\n\
              \tat shop.Checkout.applyPromotions(Checkout.java:88)\n\
              \tat shop.Checkout.run(Checkout.java:41)\n"
         ),
@@ -106,7 +106,7 @@ fn two_detectors_share_a_store_and_the_survivor_of_a_sigkill_blocks_the_release(
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    let (hook_url, hooks) = webhook_receiver();
+    let (hook_url, hooks, receiver_down) = webhook_receiver_switch();
     let extra = format!(
         "store = \"{}\"\n[[webhooks]]\nurl = \"{hook_url}\"\nevents = [\"block\"]\n",
         db.url
@@ -119,7 +119,7 @@ fn two_detectors_share_a_store_and_the_survivor_of_a_sigkill_blocks_the_release(
         eventually(Duration::from_secs(10), || leads(&first)),
         "the first detector did not take the lead"
     );
-    let second = DetectorProcess::start_with(&dir2, &extra);
+    let mut second = DetectorProcess::start_with(&dir2, &extra);
     std::thread::sleep(Duration::from_secs(3));
     assert!(leads(&first) && !leads(&second), "exactly one leads");
     let balancer = TcpBalancer::start(vec![grpc_addr(&first), grpc_addr(&second)]);
@@ -171,7 +171,7 @@ fn two_detectors_share_a_store_and_the_survivor_of_a_sigkill_blocks_the_release(
     };
     let one = release(&second, "2.0.1", "rel-1");
     let written = Instant::now();
-    break_host(&logs[0]);
+    break_host(&logs[0], "NoSuchMethodError");
     let got = blocked_within(&first, one, Duration::from_secs(15));
     eprintln!(
         "release {one} blocked {:?} after the error was written",
@@ -187,30 +187,47 @@ fn two_detectors_share_a_store_and_the_survivor_of_a_sigkill_blocks_the_release(
     assert_eq!(posts.len(), 1, "one webhook for one block: {posts:?}");
     assert_eq!(posts[0]["release_id"], one);
 
-    // The leader dies during the next release; the other takes over and blocks it.
+    // The leader blocks the next release while the webhook's receiver is down, and dies
+    // retrying; the survivor takes over and posts the block it did not make, once.
+    receiver_down.store(true, Ordering::Relaxed);
     let two = release(&first, "2.0.2", "rel-2");
+    break_host(&logs[1], "NoSuchMethodError");
+    blocked_within(&second, two, Duration::from_secs(15));
+    std::thread::sleep(Duration::from_secs(1));
     first.process.kill();
     let killed = Instant::now();
+    receiver_down.store(false, Ordering::Relaxed);
     assert!(
         eventually(Duration::from_secs(15), || leads(&second)),
         "the surviving detector did not take the lead"
     );
     eprintln!("the survivor led {:?} after the SIGKILL", killed.elapsed());
+    let posts = posts_within(&hooks, Duration::from_secs(10));
+    assert_eq!(
+        posts.len(),
+        1,
+        "the dead leader's block posted once, by the survivor: {posts:?}"
+    );
+    assert_eq!(posts[0]["release_id"], two);
+    assert_eq!(posts[0]["decision"], "block");
+
+    // The first detector comes back, following; the leader dies during the next bad
+    // release, before its error is logged, and the other blocks it.
+    first.restart(&dir1);
+    let three = release(&second, "2.0.3", "rel-1");
+    std::thread::sleep(Duration::from_secs(1));
+    second.process.kill();
     let written = Instant::now();
-    break_host(&logs[1]);
-    let got = blocked_within(&second, two, Duration::from_secs(20));
+    break_host(&logs[0], "ClassNotFoundException");
+    let got = blocked_within(&first, three, Duration::from_secs(20));
     eprintln!(
-        "release {two} blocked {:?} after the error was written",
+        "release {three} blocked {:?} after its error, its leader SIGKILLed just before",
         written.elapsed()
     );
     assert_eq!(got["reasons"][0]["rule"], "dangerous_exception", "{got}");
     let posts = posts_within(&hooks, Duration::from_secs(5));
-    assert_eq!(
-        posts.len(),
-        1,
-        "one webhook for the second block: {posts:?}"
-    );
-    assert_eq!(posts[0]["release_id"], two);
+    assert_eq!(posts.len(), 1, "one webhook for the third block: {posts:?}");
+    assert_eq!(posts[0]["release_id"], three);
 
     // Every line counted exactly once, whichever detector stored it, also after the first
     // comes back.
@@ -218,10 +235,11 @@ fn two_detectors_share_a_store_and_the_survivor_of_a_sigkill_blocks_the_release(
     let mut expected = Vec::new();
     for (i, (thread, written)) in writers.into_iter().enumerate() {
         thread.join().expect("writer");
-        // The NoSuchMethodError records of the two released hosts.
-        expected.push(written.load(Ordering::Relaxed) + if i < 2 { 4 } else { 0 });
+        // The dangerous exceptions' records: two on rel-1, one on rel-2.
+        let broken = [8, 4, 0, 0][i];
+        expected.push(written.load(Ordering::Relaxed) + broken);
     }
-    first.restart(&dir1);
+    second.restart(&dir2);
     let counted =
         |d: &DetectorProcess| -> Vec<u64> { HOSTS.iter().map(|h| d.lines("shop", h)).collect() };
     let arrived = eventually(Duration::from_secs(60), || counted(&second) == expected);
@@ -242,7 +260,12 @@ fn two_detectors_share_a_store_and_the_survivor_of_a_sigkill_blocks_the_release(
         .query("SELECT count(*) FROM release_decisions WHERE decision = 'block'")
         .parse()
         .unwrap_or(0);
-    assert_eq!(stored, 2, "two blocks recorded, once each");
+    assert_eq!(stored, 3, "three blocks recorded, once each");
+    let posted: u64 = db
+        .query("SELECT count(*) FROM webhook_queue WHERE posted_at IS NOT NULL")
+        .parse()
+        .unwrap_or(0);
+    assert_eq!(posted, 3, "three decision changes queued and posted");
     drop(agents);
     drop(second);
     drop(first);

@@ -207,6 +207,12 @@ impl Detector {
         let (alert_tx, alert_rx) = tokio::sync::mpsc::channel(release::ALERT_QUEUE);
         let ingest = ingest::Ingest::start_notifying(Arc::clone(&store), Some(alert_tx));
         let decisions = release::webhook::start(self.config.webhooks.clone());
+        tokio::spawn(release::webhook::run_queue(
+            Arc::clone(&store),
+            self.config.webhooks.clone(),
+            lead.clone(),
+            stop_rx.clone(),
+        ));
         let limits = self
             .config
             .limits()

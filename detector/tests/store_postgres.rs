@@ -487,6 +487,7 @@ async fn release_story<S: Store>(store: &S) -> String {
             }),
             app_memory: None,
             feedback: None,
+            webhook: None,
         })
         .await
         .unwrap();
@@ -506,6 +507,7 @@ async fn release_story<S: Store>(store: &S) -> String {
             new_batch: None,
             app_memory: Some("{\"memory\":true}"),
             feedback: Some(&feedback),
+            webhook: None,
         })
         .await
         .unwrap();
@@ -516,6 +518,7 @@ async fn release_story<S: Store>(store: &S) -> String {
             new_batch: None,
             app_memory: Some("{\"memory\":2}"),
             feedback: None,
+            webhook: None,
         })
         .await
         .unwrap();

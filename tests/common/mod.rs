@@ -499,7 +499,21 @@ impl TestPki {
 /// A tiny HTTP receiver on 127.0.0.1 that answers `200` to every request and hands each
 /// request body (as JSON) to the returned channel: a webhook endpoint for tests.
 pub fn webhook_receiver() -> (String, std::sync::mpsc::Receiver<serde_json::Value>) {
+    let (url, rx, _) = webhook_receiver_switch();
+    (url, rx)
+}
+
+/// A [`webhook_receiver`] that answers `503` (and hands nothing on) while the returned flag
+/// is set: a receiver that is down.
+pub fn webhook_receiver_switch() -> (
+    String,
+    std::sync::mpsc::Receiver<serde_json::Value>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
     use std::io::{BufRead, BufReader, Read};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let failing = std::sync::Arc::new(AtomicBool::new(false));
+    let fail = std::sync::Arc::clone(&failing);
     let listener = TcpListener::bind("127.0.0.1:0").expect("webhook listener");
     let url = format!(
         "http://127.0.0.1:{}/hooks/vigil",
@@ -530,6 +544,12 @@ pub fn webhook_receiver() -> (String, std::sync::mpsc::Receiver<serde_json::Valu
                 continue;
             }
             let mut stream = reader.into_inner();
+            if fail.load(Ordering::Relaxed) {
+                let _ = stream.write_all(
+                    b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+                continue;
+            }
             let _ = stream
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
             if let Ok(value) = serde_json::from_slice(&body)
@@ -539,7 +559,7 @@ pub fn webhook_receiver() -> (String, std::sync::mpsc::Receiver<serde_json::Valu
             }
         }
     });
-    (url, rx)
+    (url, rx, failing)
 }
 
 /// The current time in Unix milliseconds.

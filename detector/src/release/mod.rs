@@ -383,6 +383,7 @@ impl<S: Store> Releases<S> {
                 new_batch: Some(&batch),
                 app_memory: None,
                 feedback: None,
+                webhook: None,
             })
             .await?;
         release.batches.push(batch);
@@ -429,16 +430,7 @@ impl<S: Store> Releases<S> {
         release.state = ReleaseState::Finished;
         release.outcome = Some(outcome);
         release.finished_at = Some(now);
-        self.store
-            .update_release(&ReleaseUpdate {
-                release,
-                new_batch: None,
-                app_memory: None,
-                feedback: None,
-            })
-            .await?;
-        tracing::info!(id = release.id, app = %release.app, outcome = outcome.as_str(), decision = release.decision.as_str(), "release finished");
-        self.post(DecisionChange {
+        let change = DecisionChange {
             release_id: release.id,
             app: release.app.clone(),
             version: release.version.clone(),
@@ -447,7 +439,19 @@ impl<S: Store> Releases<S> {
             decided_at: release.decided_at.unwrap_or(now),
             reasons: release.reasons.clone(),
             outcome: Some(outcome),
-        });
+        };
+        let queued = self.queued(Some(&change))?;
+        self.store
+            .update_release(&ReleaseUpdate {
+                release,
+                new_batch: None,
+                app_memory: None,
+                feedback: None,
+                webhook: queued.as_deref(),
+            })
+            .await?;
+        tracing::info!(id = release.id, app = %release.app, outcome = outcome.as_str(), decision = release.decision.as_str(), "release finished");
+        self.post(change);
         Ok(())
     }
 
@@ -575,16 +579,19 @@ impl<S: Store> Releases<S> {
             what: "app memory",
             reason: e.to_string(),
         })?;
+        let change = self.change_of(&release, previous);
+        let queued = self.queued(change.as_ref())?;
         self.store
             .update_release(&ReleaseUpdate {
                 release: &release,
                 new_batch: None,
                 app_memory: Some(&memory_json),
                 feedback: Some(&entry),
+                webhook: queued.as_deref(),
             })
             .await?;
         release.feedback.push(entry);
-        self.notify(&release, previous);
+        self.notify(change);
         Ok(release.into())
     }
 
@@ -637,13 +644,9 @@ impl<S: Store> Releases<S> {
         })
     }
 
-    fn notify(&self, release: &StoredRelease, previous: Decision) {
-        if release.decision == previous {
-            return;
-        }
-        crate::metrics::global().decided(release.decision);
-        tracing::info!(id = release.id, app = %release.app, from = previous.as_str(), to = release.decision.as_str(), "release decision changed");
-        self.post(DecisionChange {
+    /// The decision change `release` holds since `previous`, if any, for the webhooks.
+    fn change_of(&self, release: &StoredRelease, previous: Decision) -> Option<DecisionChange> {
+        (release.decision != previous).then(|| DecisionChange {
             release_id: release.id,
             app: release.app.clone(),
             version: release.version.clone(),
@@ -652,14 +655,40 @@ impl<S: Store> Releases<S> {
             decided_at: release.decided_at.unwrap_or_else(|| self.clock.now()),
             reasons: release.reasons.clone(),
             outcome: None,
-        });
+        })
     }
 
-    /// Hands `change` to the webhooks without waiting (a full queue drops it, warned).
+    /// `change` as the store queues it with the update that makes it, when it keeps the
+    /// webhooks' queue.
+    fn queued(&self, change: Option<&DecisionChange>) -> Result<Option<String>, ReleaseError> {
+        match change {
+            Some(change) if self.store.queues_webhooks() => serde_json::to_string(change)
+                .map(Some)
+                .map_err(|e| ReleaseError::Judgement(format!("decision change: {e}"))),
+            _ => Ok(None),
+        }
+    }
+
+    /// Logs and counts a decision change once stored, and hands it to the webhooks (unless
+    /// the store queued it).
+    fn notify(&self, change: Option<DecisionChange>) {
+        let Some(change) = change else {
+            return;
+        };
+        crate::metrics::global().decided(change.decision);
+        tracing::info!(id = change.release_id, app = %change.app, from = change.previous_decision.as_str(), to = change.decision.as_str(), "release decision changed");
+        self.post(change);
+    }
+
+    /// Hands `change` to the webhooks without waiting (a full queue drops it, warned),
+    /// unless the store queued it with the change.
     fn post(&self, change: DecisionChange) {
         let Some(tx) = &self.decisions else {
             return;
         };
+        if self.store.queues_webhooks() {
+            return;
+        }
         let id = change.release_id;
         if let Err(e) = tx.try_send(change) {
             tracing::warn!(id, error = %e, "webhook queue full; decision change not posted");

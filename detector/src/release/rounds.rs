@@ -123,15 +123,18 @@ impl<S: Store> Releases<S> {
         release.decision = verdict.decision;
         release.decided_at = Some(verdict.decided_at);
         release.reasons = verdict.reasons;
+        let change = self.change_of(release, previous);
+        let queued = self.queued(change.as_ref())?;
         self.store
             .update_release(&ReleaseUpdate {
                 release,
                 new_batch: None,
                 app_memory: None,
                 feedback: None,
+                webhook: queued.as_deref(),
             })
             .await?;
-        self.notify(release, previous);
+        self.notify(change);
         Ok(())
     }
 

@@ -12,12 +12,16 @@
 //! the webhooks without `events` and to those that name `"finished"`: a hook that asked
 //! for `block` hears of each block once, not again when the blocked release ends.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::DecisionChange;
 use crate::config::Webhook;
+use crate::leader::Leadership;
+use crate::store::Store;
 
 /// Decision changes waiting for delivery before new ones are dropped.
 pub const QUEUE: usize = 1024;
@@ -58,6 +62,105 @@ pub fn start(webhooks: Vec<Webhook>) -> mpsc::Sender<DecisionChange> {
         }
     });
     tx
+}
+
+/// How often the leading detector looks for decision changes queued in a shared store.
+pub const QUEUE_POLL: Duration = Duration::from_millis(500);
+/// Most queued changes taken at once.
+const QUEUE_BATCH: usize = 64;
+
+/// With a store that keeps the webhooks' queue ([`Store::queues_webhooks`]): while this
+/// detector leads, posts every queued decision change to the webhooks that want it (with
+/// the retries of [`start`]'s), then marks it posted. A change queued by a detector that
+/// died before posting it is posted by the next leader; one whose leader died while
+/// posting it is posted again (at least once), the only case a receiver sees it twice.
+pub async fn run_queue<S: Store>(
+    store: Arc<S>,
+    webhooks: Vec<Webhook>,
+    mut lead: Leadership,
+    mut stop: watch::Receiver<bool>,
+) {
+    if !store.queues_webhooks() {
+        return;
+    }
+    let agent = client(webhooks.iter().any(|h| h.url.starts_with("https://")));
+    let webhooks = Arc::new(webhooks);
+    let posting: Arc<Mutex<HashSet<i64>>> = Arc::default();
+    loop {
+        tokio::select! {
+            () = lead.until_leading() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        while lead.leads() {
+            match store.queued_webhooks(QUEUE_BATCH).await {
+                Ok(queued) => {
+                    for (id, body) in queued {
+                        if !posting
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .insert(id)
+                        {
+                            continue; // being posted
+                        }
+                        tokio::spawn(post_queued(
+                            Arc::clone(&store),
+                            agent.clone(),
+                            Arc::clone(&webhooks),
+                            Arc::clone(&posting),
+                            id,
+                            body,
+                        ));
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read the webhooks' queue"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(QUEUE_POLL) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+}
+
+/// Posts queued change `id` to every webhook that wants it, then marks it posted.
+async fn post_queued<S: Store>(
+    store: Arc<S>,
+    agent: ureq::Agent,
+    webhooks: Arc<Vec<Webhook>>,
+    posting: Arc<Mutex<HashSet<i64>>>,
+    id: i64,
+    body: String,
+) {
+    let fields: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let event = if fields.get("outcome").is_some_and(|o| !o.is_null()) {
+        "finished"
+    } else {
+        fields["decision"].as_str().unwrap_or_default()
+    };
+    let release_id = fields["release_id"].as_i64().unwrap_or(0);
+    let deliveries: Vec<_> = webhooks
+        .iter()
+        .filter(|hook| wants(hook, event))
+        .map(|hook| {
+            tokio::spawn(deliver(
+                agent.clone(),
+                hook.url.clone(),
+                body.clone().into_bytes(),
+                release_id,
+            ))
+        })
+        .collect();
+    for delivery in deliveries {
+        let _ = delivery.await;
+    }
+    if let Err(e) = store.webhook_posted(id, crate::clock::unix_now()).await {
+        // Left queued: posted again by the next pass (at least once).
+        tracing::warn!(error = %e, id, "cannot mark a webhook post as done");
+    }
+    posting
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&id);
 }
 
 /// The event a change is, as `events` names it: its new decision, or `finished`.

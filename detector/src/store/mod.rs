@@ -346,6 +346,9 @@ pub struct ReleaseUpdate<'a> {
     pub app_memory: Option<&'a str>,
     /// A feedback entry to append.
     pub feedback: Option<&'a FeedbackEntry>,
+    /// A decision change (the webhooks' JSON body) to queue for the webhooks with the
+    /// change, when the store keeps the webhooks' queue ([`Store::queues_webhooks`]).
+    pub webhook: Option<&'a str>,
 }
 
 /// What a change of shared state locks while it reads, changes and writes it.
@@ -513,6 +516,40 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<QueuedAlert>, StoreError>> + Send {
         let _ = (after, since, limit);
         async { Ok(Vec::new()) }
+    }
+
+    /// Whether the store keeps the webhooks' queue: a decision change is queued in the
+    /// transaction that makes it ([`ReleaseUpdate::webhook`]) and posted by the leading
+    /// detector, whichever detector made it, also after that one died. The embedded store
+    /// does not: its one detector posts from memory.
+    fn queues_webhooks(&self) -> bool {
+        false
+    }
+
+    /// The queued decision changes not yet posted, oldest first, at most `limit`, with
+    /// their ids.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    fn queued_webhooks(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(i64, String)>, StoreError>> + Send {
+        let _ = limit;
+        async { Ok(Vec::new()) }
+    }
+
+    /// Marks queued change `id` as posted (or given up) at `at`.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be written.
+    fn webhook_posted(
+        &self,
+        id: i64,
+        at: i64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = (id, at);
+        async { Ok(()) }
     }
 
     /// The serialized `AppMemory` of `app`, when it learned anything.

@@ -371,6 +371,28 @@ impl Store for PostgresStore {
         }))
     }
 
+    fn queues_webhooks(&self) -> bool {
+        true
+    }
+
+    async fn queued_webhooks(&self, limit: usize) -> Result<Vec<(i64, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT id, body FROM webhook_queue WHERE posted_at IS NULL ORDER BY id LIMIT $1",
+        )
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn webhook_posted(&self, id: i64, at: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE webhook_queue SET posted_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Alerts in id order, which is the order they were committed in (see the `alerts`
     /// table), with their fingerprints' definitions.
     async fn alerts_after(

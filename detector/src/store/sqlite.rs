@@ -468,6 +468,7 @@ mod tests {
                 new_batch: None,
                 app_memory: None,
                 feedback: None,
+                webhook: None,
             })
             .await
             .expect("update");

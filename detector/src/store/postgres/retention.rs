@@ -168,6 +168,16 @@ impl PostgresStore {
                 &mut pass.transactions,
             )
             .await?;
+        // Decision changes posted to the webhooks, kept as long as report keys.
+        pass.report_rows_deleted += self
+            .delete_bounded(
+                "DELETE FROM webhook_queue WHERE id IN \
+                 (SELECT id FROM webhook_queue WHERE posted_at < $1 ORDER BY id LIMIT $2)",
+                &[],
+                now - REPORT_KEYS_SECS,
+                &mut pass.transactions,
+            )
+            .await?;
         Ok(pass)
     }
 

@@ -68,7 +68,8 @@ pub(super) async fn create_release(pool: &PgPool, new: &NewRelease) -> Result<i6
     Ok(id)
 }
 
-/// Writes a release's new state, its decision change, batch, app memory and feedback.
+/// Writes a release's new state, its decision change (logged, and queued for the webhooks
+/// when given), batch, app memory and feedback.
 pub(super) async fn update_release(
     pool: &PgPool,
     update: &ReleaseUpdate<'_>,
@@ -124,6 +125,14 @@ pub(super) async fn update_release(
         .bind(crate::clock::unix_now())
         .execute(&mut *tx)
         .await?;
+    }
+    if let Some(body) = update.webhook {
+        sqlx::query("INSERT INTO webhook_queue (release_id, body, queued_at) VALUES ($1, $2, $3)")
+            .bind(r.id)
+            .bind(body)
+            .bind(crate::clock::unix_now())
+            .execute(&mut *tx)
+            .await?;
     }
     if let Some(feedback) = update.feedback {
         sqlx::query("INSERT INTO feedback (release_id, label, note, at) VALUES ($1, $2, $3, $4)")
