@@ -87,7 +87,7 @@ async fn compete(
     leads: watch::Sender<bool>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let options = options
+    let options = crate::store::session_options(options)
         .application_name("vigil-detector leader")
         .disable_statement_logging();
     loop {

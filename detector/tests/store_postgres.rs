@@ -20,7 +20,7 @@ use vigil_detector::config::Retention;
 use vigil_detector::judge::{Batch, Decision, Feedback};
 use vigil_detector::store::{
     FeedbackEntry, IngestOutcome, NewRelease, Outcome, PostgresStore, ReleaseFilter, ReleaseState,
-    ReleaseUpdate, SeriesQuery, SqliteStore, Store, StoreError,
+    ReleaseUpdate, RetentionPass, SeriesQuery, SqliteStore, Store, StoreError,
 };
 use vigil_proto::latency::bucket_of;
 use vigil_proto::v1::report::Body;
@@ -609,7 +609,12 @@ async fn retention_rolls_up_to_the_same_hours() {
         lite.retain(&policy, NOW).await.unwrap(),
         pg.retain(&policy, NOW).await.unwrap(),
     );
-    assert_eq!(first.0, first.1);
+    // The shared store has one more step (its webhook queue), so one more transaction.
+    let same = |pass: RetentionPass| RetentionPass {
+        transactions: 0,
+        ..pass
+    };
+    assert_eq!(same(first.0), same(first.1));
     assert!(first.0.minutes_rolled_up > 0 && first.0.hourly_rows_deleted > 0);
     let late = full_report("shop", "h1", "late", 1, NOW - 5 * 3600 + 120);
     lite.ingest(std::slice::from_ref(&late), NOW).await.unwrap();
@@ -618,7 +623,7 @@ async fn retention_rolls_up_to_the_same_hours() {
         lite.retain(&policy, NOW).await.unwrap(),
         pg.retain(&policy, NOW).await.unwrap(),
     );
-    assert_eq!(second.0, second.1);
+    assert_eq!(same(second.0), same(second.1));
     assert_eq!(second.0.minutes_rolled_up, 1);
     assert_eq!(everything(&pg).await, everything(&lite).await);
     let hours = pg.hours(&SeriesQuery::default()).await.unwrap();

@@ -812,13 +812,12 @@ impl Tailer {
                 {
                     update_size(t, size);
                 }
-                // A path that held a file now finishing elsewhere holds a new one (the next
-                // generation at the live path): found by a scan, not by this hint.
-                if path != t.path
-                    && self
-                        .matchers
-                        .get(t.source)
-                        .is_some_and(|m| m.matches(&path))
+                // A file finishing after rotation is still known by the path it had, which
+                // holds a new file now (the next generation): a scan finds that one.
+                if self
+                    .matchers
+                    .get(t.source)
+                    .is_some_and(|m| m.matches(&path))
                 {
                     self.scan_wanted = true;
                 }
@@ -854,7 +853,8 @@ impl Tailer {
         let first = !self.scanned_once;
         // The previous scan's start, for generations that rotated away since (below).
         let previous_scan = self.scanned_at;
-        let mut rotated_away = false;
+        // The paths whose files rotated away in this scan, by source.
+        let mut rotated_away: Vec<(usize, PathBuf)> = Vec::new();
         let scans: Vec<Scan> = self.matchers.iter().map(Matcher::scan).collect();
         self.stats.scans += 1;
         self.stats.scan_errors += scans.iter().map(|s| s.unsure.len() as u64).sum::<u64>();
@@ -930,8 +930,9 @@ impl Tailer {
                         claimed.insert((t.id.dev, t.id.ino));
                         continue;
                     }
+                    let was = (t.source, t.path.clone());
                     if self.left_globs(i, now, &mut dirs, &claimed) {
-                        rotated_away = true;
+                        rotated_away.push(was);
                     } else {
                         let t = &self.files[i];
                         claimed.insert((t.id.dev, t.id.ino));
@@ -1047,7 +1048,15 @@ impl Tailer {
             }
             // 4. Generations rotated away entirely while we were stopped.
             if first && let Some(at) = self.restored_scanned_at {
-                self.recover_generations(&scans, &remaining, at, &mut claimed, now, &mut dirs);
+                self.recover_generations(
+                    &scans,
+                    &remaining,
+                    at,
+                    None,
+                    &mut claimed,
+                    now,
+                    &mut dirs,
+                );
             }
             if first {
                 self.restored_scanned_at = None;
@@ -1058,10 +1067,11 @@ impl Tailer {
         // previous scan, which no scan saw. Its siblings written since then whose head is
         // not known are read from 0, as after a restart.
         if !first
-            && rotated_away
+            && !rotated_away.is_empty()
             && let Some(at) = previous_scan
         {
-            self.recover_generations(&scans, &[], at, &mut claimed, now, &mut dirs);
+            let running = Some(rotated_away.as_slice());
+            self.recover_generations(&scans, &[], at, running, &mut claimed, now, &mut dirs);
         }
         self.scanned_once = true;
         self.scanned_at = Some(started);
@@ -1211,11 +1221,18 @@ impl Tailer {
     /// scan, or the previous scan: modified at or after it) and whose head is neither a checkpointed
     /// stream nor one finished before it: whole generations that were created and rotated
     /// away while the agent was stopped, or after the last stored checkpoint.
+    ///
+    /// While running (`rotated`: the paths whose files this scan found rotated away), only
+    /// their siblings are looked at, only plain files (a compressed one is a generation
+    /// already read, re-packed), and only names that continue with a number or a date
+    /// (`app.log.1`, `app.log-20261130`): not `app.log.json`, another stream.
+    #[allow(clippy::too_many_arguments)]
     fn recover_generations(
         &mut self,
         scans: &[Scan],
         restored: &[CheckpointEntry],
         scanned_at: u64,
+        rotated: Option<&[(usize, PathBuf)]>,
         claimed: &mut HashSet<(u64, u64)>,
         now: Instant,
         dirs: &mut DirCache,
@@ -1242,7 +1259,11 @@ impl Tailer {
                     .map(move |(d, n)| (s, d.join(n)))
             })
             .collect();
-        for (source, path) in live.chain(checkpointed).chain(literal) {
+        let all: Vec<(usize, PathBuf)> = match rotated {
+            Some(rotated) => rotated.to_vec(),
+            None => live.chain(checkpointed).chain(literal).collect(),
+        };
+        for (source, path) in all {
             let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
                 continue;
             };
@@ -1282,15 +1303,21 @@ impl Tailer {
                     continue;
                 };
                 // The longest base this name continues with `.`, `-` or `_`.
-                let Some(source) = name
+                let Some((cut, source)) = name
                     .iter()
                     .enumerate()
                     .rev()
                     .filter(|(_, b)| matches!(b, b'.' | b'-' | b'_'))
-                    .find_map(|(i, _)| names.get(&name[..i]).copied())
+                    .find_map(|(i, _)| names.get(&name[..i]).map(|s| (i, *s)))
                 else {
                     continue;
                 };
+                if rotated.is_some()
+                    && (name.ends_with(b".gz")
+                        || !name.get(cut + 1).is_some_and(u8::is_ascii_digit))
+                {
+                    continue;
+                }
                 if self.matchers[source].matches(path) {
                     continue; // tailed in its own right
                 }

@@ -207,6 +207,8 @@ fn two_rotations_between_scans_lose_no_generation() {
     fs::rename(dir.path().join("app.log.1"), dir.path().join("app.log.2")).unwrap();
     fs::rename(&p, dir.path().join("app.log.1")).unwrap();
     append(&p, "gen3 a\n");
+    // Another stream beside it is not a generation of it.
+    append(&dir.path().join("app.log.json"), "{\"json\": 1}\n");
     pump(&mut t, &mut sink);
     pump(&mut t, &mut sink);
     let mut texts = sink.texts();

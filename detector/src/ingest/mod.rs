@@ -225,7 +225,8 @@ impl Collector for CollectorService {
                     None => inbound.message().await,
                 };
                 match message {
-                    Ok(Some(report)) => {
+                    Ok(Some(mut report)) => {
+                        validate::without_nul(&mut report);
                         let seq = report.seq;
                         let pending = match validate(&report, unix_now()) {
                             Ok(()) => {

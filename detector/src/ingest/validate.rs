@@ -206,6 +206,43 @@ fn requests(app: &str, r: &RequestCounters) -> Result<(), String> {
     Ok(())
 }
 
+/// Replaces NUL characters in the free text of `report` (the agent version, exception
+/// definitions, scraped names) with U+FFFD: a Java message may hold one, and PostgreSQL's
+/// text cannot, so one such report would otherwise fail every group commit it joins.
+/// Names that identify (host, instance, app) are checked by [`validate`] instead, which
+/// refuses control characters in them.
+pub fn without_nul(report: &mut Report) {
+    fn clean(text: &mut String) {
+        if text.contains('\0') {
+            *text = text.replace('\0', "\u{fffd}");
+        }
+    }
+    fn clean_definition(d: &mut ExceptionDefinition) {
+        clean(&mut d.class);
+        clean(&mut d.message);
+        clean(&mut d.sample);
+        d.causes.iter_mut().for_each(clean);
+        d.frames.iter_mut().for_each(clean);
+    }
+    clean(&mut report.agent_version);
+    match &mut report.body {
+        Some(Body::Minute(minute)) => {
+            for app in &mut minute.apps {
+                app.definitions.iter_mut().for_each(clean_definition);
+                for value in &mut app.scraped {
+                    clean(&mut value.name);
+                }
+            }
+        }
+        Some(Body::Alert(alert)) => {
+            if let Some(d) = &mut alert.definition {
+                clean_definition(d);
+            }
+        }
+        None => {}
+    }
+}
+
 fn count(app: &str, what: &str, value: u64) -> Result<(), String> {
     if value > MAX_COUNT {
         return Err(format!(
@@ -241,6 +278,27 @@ fn definition(d: &ExceptionDefinition) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nul_characters_in_free_text_are_replaced() {
+        let mut r = report(NOW - 120);
+        r.agent_version = "1.0\0".into();
+        if let Some(Body::Minute(m)) = &mut r.body {
+            m.apps[0].definitions.push(ExceptionDefinition {
+                class: "java.lang.IllegalStateException".into(),
+                message: "bad\0byte".into(),
+                frames: vec!["at a.B(B.java:1)\0".into()],
+                ..Default::default()
+            });
+        }
+        without_nul(&mut r);
+        assert_eq!(r.agent_version, "1.0\u{fffd}");
+        let Some(Body::Minute(m)) = &r.body else {
+            panic!("a minute report");
+        };
+        assert_eq!(m.apps[0].definitions[0].message, "bad\u{fffd}byte");
+        assert!(!m.apps[0].definitions[0].frames[0].contains('\0'));
+    }
     use vigil_proto::v1::{Alert, AppCounters, ExceptionCount, MinuteReport};
 
     const NOW: i64 = 1_763_880_000;

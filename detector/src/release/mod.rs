@@ -521,11 +521,13 @@ impl<S: Store> Releases<S> {
                 note.len()
             )));
         }
-        let _guard = self.hold(id).await?;
+        // The apps' memory first: one feedback at a time holds a store connection for a
+        // release's lock, so feedback on many releases cannot take them all.
         let _memory = (
             self.memory_lock.lock().await,
             self.store.lock(LockKey::AppMemory).await?,
         );
+        let _guard = self.hold(id).await?;
         let mut release = self.load(id).await?;
         if let Some(given) = release.feedback.first() {
             return Err(ReleaseError::Conflict(format!(
@@ -572,7 +574,8 @@ impl<S: Store> Releases<S> {
         }
         let entry = FeedbackEntry {
             label: req.label,
-            note: req.note,
+            // PostgreSQL text holds no NUL.
+            note: req.note.map(|n| n.replace('\0', "\u{fffd}")),
             at: now,
         };
         let memory_json = serde_json::to_string(&memory).map_err(|e| StoreError::Corrupt {

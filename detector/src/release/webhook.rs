@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use super::DecisionChange;
 use crate::config::Webhook;
 use crate::leader::Leadership;
-use crate::store::Store;
+use crate::store::{QueuedWebhook, Store};
 
 /// Decision changes waiting for delivery before new ones are dropped.
 pub const QUEUE: usize = 1024;
@@ -69,11 +69,19 @@ pub const QUEUE_POLL: Duration = Duration::from_millis(500);
 /// Most queued changes taken at once.
 const QUEUE_BATCH: usize = 64;
 
+/// Queued changes older than this that a webhook still has not taken are given up (and
+/// counted in `vigil_detector_webhook_failures`).
+pub const QUEUE_GIVE_UP_SECS: i64 = 24 * 3600;
+
 /// With a store that keeps the webhooks' queue ([`Store::queues_webhooks`]): while this
-/// detector leads, posts every queued decision change to the webhooks that want it (with
-/// the retries of [`start`]'s), then marks it posted. A change queued by a detector that
-/// died before posting it is posted by the next leader; one whose leader died while
-/// posting it is posted again (at least once), the only case a receiver sees it twice.
+/// detector leads, posts every queued decision change to each webhook that wants it and
+/// does not have it yet (with the retries of [`start`]'s), records each delivery, and
+/// marks the change posted once every webhook has it (or refused it). A change queued by
+/// a detector that died before posting it is posted by the next leader. When this
+/// detector stops leading, its posts in progress are abandoned; the next leader posts
+/// them again to the webhooks that had not taken them (a receiver sees a change twice
+/// only if a leader lost the lead during that very POST). A change some webhook keeps
+/// failing is tried again until [`QUEUE_GIVE_UP_SECS`].
 pub async fn run_queue<S: Store>(
     store: Arc<S>,
     webhooks: Vec<Webhook>,
@@ -85,30 +93,31 @@ pub async fn run_queue<S: Store>(
     }
     let agent = client(webhooks.iter().any(|h| h.url.starts_with("https://")));
     let webhooks = Arc::new(webhooks);
-    let posting: Arc<Mutex<HashSet<i64>>> = Arc::default();
     loop {
         tokio::select! {
             () = lead.until_leading() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+        let mut posting: tokio::task::JoinSet<()> = tokio::task::JoinSet::new();
+        let posting_ids: Arc<Mutex<HashSet<i64>>> = Arc::default();
         while lead.leads() {
+            while posting.try_join_next().is_some() {}
             match store.queued_webhooks(QUEUE_BATCH).await {
                 Ok(queued) => {
-                    for (id, body) in queued {
-                        if !posting
+                    for change in queued {
+                        if !posting_ids
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)
-                            .insert(id)
+                            .insert(change.id)
                         {
                             continue; // being posted
                         }
-                        tokio::spawn(post_queued(
+                        posting.spawn(post_queued(
                             Arc::clone(&store),
                             agent.clone(),
                             Arc::clone(&webhooks),
-                            Arc::clone(&posting),
-                            id,
-                            body,
+                            Arc::clone(&posting_ids),
+                            change,
                         ));
                     }
                 }
@@ -116,51 +125,74 @@ pub async fn run_queue<S: Store>(
             }
             tokio::select! {
                 () = tokio::time::sleep(QUEUE_POLL) => {}
-                _ = stop.wait_for(|s| *s) => return,
+                _ = stop.wait_for(|s| *s) => {
+                    posting.abort_all();
+                    return;
+                }
             }
         }
+        // No longer leading: the next leader posts what is left.
+        posting.abort_all();
     }
 }
 
-/// Posts queued change `id` to every webhook that wants it, then marks it posted.
+/// Posts a queued change to every webhook that wants it and lacks it; marks it posted
+/// once none lacks it.
 async fn post_queued<S: Store>(
     store: Arc<S>,
     agent: ureq::Agent,
     webhooks: Arc<Vec<Webhook>>,
     posting: Arc<Mutex<HashSet<i64>>>,
-    id: i64,
-    body: String,
+    change: QueuedWebhook,
 ) {
-    let fields: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let fields: serde_json::Value = serde_json::from_str(&change.body).unwrap_or_default();
     let event = if fields.get("outcome").is_some_and(|o| !o.is_null()) {
         "finished"
     } else {
         fields["decision"].as_str().unwrap_or_default()
     };
     let release_id = fields["release_id"].as_i64().unwrap_or(0);
-    let deliveries: Vec<_> = webhooks
-        .iter()
-        .filter(|hook| wants(hook, event))
-        .map(|hook| {
-            tokio::spawn(deliver(
-                agent.clone(),
-                hook.url.clone(),
-                body.clone().into_bytes(),
-                release_id,
-            ))
-        })
-        .collect();
-    for delivery in deliveries {
-        let _ = delivery.await;
+    let mut lacking = 0;
+    for hook in webhooks.iter() {
+        if !wants(hook, event) || change.delivered_to.contains(&hook.url) {
+            continue;
+        }
+        let posted = deliver(
+            agent.clone(),
+            hook.url.clone(),
+            change.body.clone().into_bytes(),
+            release_id,
+        )
+        .await;
+        if posted == Posted::Failed {
+            lacking += 1;
+            continue;
+        }
+        if let Err(e) = store.webhook_delivered(change.id, &hook.url).await {
+            tracing::warn!(error = %e, id = change.id, "cannot record a webhook delivery; it may be posted again");
+            lacking += 1;
+        }
     }
-    if let Err(e) = store.webhook_posted(id, crate::clock::unix_now()).await {
-        // Left queued: posted again by the next pass (at least once).
-        tracing::warn!(error = %e, id, "cannot mark a webhook post as done");
+    let now = crate::clock::unix_now();
+    let give_up = now - change.queued_at > QUEUE_GIVE_UP_SECS;
+    if lacking > 0 && give_up {
+        tracing::error!(
+            id = change.id,
+            release_id,
+            "decision change not taken by every webhook within a day; given up"
+        );
+    }
+    // Left queued when this fails: looked at again by the next pass, which skips the
+    // webhooks that have it.
+    if (lacking == 0 || give_up)
+        && let Err(e) = store.webhook_posted(change.id, now).await
+    {
+        tracing::warn!(error = %e, id = change.id, "cannot mark a queued decision change as posted");
     }
     posting
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .remove(&id);
+        .remove(&change.id);
 }
 
 /// The event a change is, as `events` names it: its new decision, or `finished`.
@@ -216,7 +248,17 @@ fn client(tls: bool) -> ureq::Agent {
     config.build().into()
 }
 
-async fn deliver(agent: ureq::Agent, url: String, body: Vec<u8>, release_id: i64) {
+/// What became of a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Posted {
+    Delivered,
+    /// The receiver refused it (a 4xx other than 408 and 429): never retried.
+    Refused,
+    /// Every attempt failed.
+    Failed,
+}
+
+async fn deliver(agent: ureq::Agent, url: String, body: Vec<u8>, release_id: i64) -> Posted {
     let mut backoff = FIRST_BACKOFF;
     for attempt in 1..=MAX_ATTEMPTS {
         let (a, u, b) = (agent.clone(), url.clone(), body.clone());
@@ -226,12 +268,12 @@ async fn deliver(agent: ureq::Agent, url: String, body: Vec<u8>, release_id: i64
         match result {
             Attempt::Delivered => {
                 tracing::info!(%url, release_id, attempt, "webhook delivered");
-                return;
+                return Posted::Delivered;
             }
             Attempt::Refused(why) => {
                 tracing::warn!(%url, release_id, %why, "webhook refused the decision change; not retried");
                 crate::metrics::global().webhook_failed();
-                return;
+                return Posted::Refused;
             }
             Attempt::Retry(why) if attempt < MAX_ATTEMPTS => {
                 tracing::warn!(%url, release_id, attempt, %why, "webhook failed; retrying");
@@ -240,11 +282,12 @@ async fn deliver(agent: ureq::Agent, url: String, body: Vec<u8>, release_id: i64
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
             Attempt::Retry(why) => {
-                tracing::error!(%url, release_id, attempts = MAX_ATTEMPTS, %why, "webhook failed; decision change dropped");
+                tracing::error!(%url, release_id, attempts = MAX_ATTEMPTS, %why, "webhook failed at every attempt");
                 crate::metrics::global().webhook_failed();
             }
         }
     }
+    Posted::Failed
 }
 
 fn post(agent: &ureq::Agent, url: &str, body: &[u8]) -> Attempt {

@@ -18,7 +18,7 @@ use vigil_proto::v1::Report;
 
 use crate::judge::{Batch, Decision, Feedback, Reason};
 
-pub use postgres::PostgresStore;
+pub use postgres::{PostgresStore, session_options};
 pub use sqlite::{
     FIRST_PASS_SECS, MAX_EXCEPTION_ROWS_PER_TRANSACTION, MAX_ROWS_PER_TRANSACTION,
     PASS_INTERVAL_SECS, REPORT_KEYS_SECS, RetentionPass, SqliteStore,
@@ -360,6 +360,18 @@ pub enum LockKey {
     AppMemory,
 }
 
+/// A decision change queued for the webhooks ([`Store::queues_webhooks`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedWebhook {
+    pub id: i64,
+    /// The JSON body posted.
+    pub body: String,
+    /// When it was queued (Unix seconds).
+    pub queued_at: i64,
+    /// The webhook URLs that have it already.
+    pub delivered_to: Vec<String>,
+}
+
 /// Held until dropped: see [`Store::lock`].
 pub type StoreLock = Box<dyn std::any::Any + Send + Sync>;
 
@@ -526,20 +538,33 @@ pub trait Store: Send + Sync + 'static {
         false
     }
 
-    /// The queued decision changes not yet posted, oldest first, at most `limit`, with
-    /// their ids.
+    /// The queued decision changes not yet posted to every webhook, oldest first, at most
+    /// `limit`.
     ///
     /// # Errors
     /// [`StoreError`] when the store cannot be read.
     fn queued_webhooks(
         &self,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<(i64, String)>, StoreError>> + Send {
+    ) -> impl Future<Output = Result<Vec<QueuedWebhook>, StoreError>> + Send {
         let _ = limit;
         async { Ok(Vec::new()) }
     }
 
-    /// Marks queued change `id` as posted (or given up) at `at`.
+    /// Records that webhook `url` has queued change `id` (or refused it for good).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be written.
+    fn webhook_delivered(
+        &self,
+        id: i64,
+        url: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let _ = (id, url);
+        async { Ok(()) }
+    }
+
+    /// Marks queued change `id` as posted to every webhook (or given up) at `at`.
     ///
     /// # Errors
     /// [`StoreError`] when the store cannot be written.

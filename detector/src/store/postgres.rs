@@ -34,8 +34,8 @@ use super::shared::rows::{
 };
 use super::{
     AlertRow, AppRow, DecisionEntry, FingerprintRow, HostRow, HourRow, IngestOutcome, LockKey,
-    MinuteRow, NewRelease, QueuedAlert, ReleaseFilter, ReleaseState, ReleaseUpdate, SeriesQuery,
-    Store, StoreError, StoreLock, StoredRelease,
+    MinuteRow, NewRelease, QueuedAlert, QueuedWebhook, ReleaseFilter, ReleaseState, ReleaseUpdate,
+    SeriesQuery, Store, StoreError, StoreLock, StoredRelease,
 };
 use crate::judge::Definition;
 
@@ -93,6 +93,7 @@ impl PostgresStore {
     /// # Errors
     /// As [`PostgresStore::connect`].
     pub async fn connect_with(options: PgConnectOptions) -> Result<Self, StoreError> {
+        let options = session_options(options);
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -116,6 +117,25 @@ impl PostgresStore {
         self.pool.close().await;
     }
 }
+
+/// `options` with the session settings every connection of a detector uses:
+/// - the server probes an idle connection after 10 s and drops it after three unanswered
+///   probes 5 s apart, so the locks of a detector whose host died (not only its process)
+///   go within about 25 s, not the hours of the system's default;
+/// - a lock is waited for at most [`LOCK_WAIT`]; past it the change fails (and is retried
+///   by the next round, or answered with an error), rather than queueing behind a stuck
+///   session.
+pub fn session_options(options: PgConnectOptions) -> PgConnectOptions {
+    options.options([
+        ("tcp_keepalives_idle", "10"),
+        ("tcp_keepalives_interval", "5"),
+        ("tcp_keepalives_count", "3"),
+        ("lock_timeout", LOCK_WAIT),
+    ])
+}
+
+/// The longest a statement waits for a lock (`lock_timeout`).
+pub const LOCK_WAIT: &str = "60s";
 
 /// Whether `e` is the server aborting a transaction that may succeed when run again: a
 /// serialization failure (`40001`) or a deadlock (`40P01`).
@@ -375,13 +395,35 @@ impl Store for PostgresStore {
         true
     }
 
-    async fn queued_webhooks(&self, limit: usize) -> Result<Vec<(i64, String)>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT id, body FROM webhook_queue WHERE posted_at IS NULL ORDER BY id LIMIT $1",
+    async fn queued_webhooks(&self, limit: usize) -> Result<Vec<QueuedWebhook>, StoreError> {
+        let rows: Vec<(i64, String, i64, String)> = sqlx::query_as(
+            "SELECT id, body, queued_at, delivered_to FROM webhook_queue \
+             WHERE posted_at IS NULL ORDER BY id LIMIT $1",
         )
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, body, queued_at, delivered_to)| QueuedWebhook {
+                id,
+                body,
+                queued_at,
+                delivered_to: serde_json::from_str(&delivered_to).unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    async fn webhook_delivered(&self, id: i64, url: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE webhook_queue SET delivered_to = \
+             (delivered_to::jsonb || to_jsonb($2::text))::text WHERE id = $1",
+        )
+        .bind(id)
+        .bind(url)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn webhook_posted(&self, id: i64, at: i64) -> Result<(), StoreError> {
