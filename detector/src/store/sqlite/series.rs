@@ -60,13 +60,17 @@ impl SqliteStore {
             "SELECT h.host, h.{time}, h.metrics FROM {hosts} h WHERE 1 = 1"
         ));
         if let Some(app) = &query.app {
-            q.push(format!(
-                " AND EXISTS (SELECT 1 FROM {apps} a WHERE a.app = "
-            ))
-            .push_bind(app.clone())
-            .push(format!(" AND a.host = h.host AND a.{time} = h.{time})"));
+            // Driven from the app's own rows (its key's prefix), each joined to its host's
+            // row by key: a test of every host's rows in the window against the app would
+            // read the whole fleet's, and a round of each of a thousand releases did.
+            q = QueryBuilder::<Sqlite>::new(format!(
+                "SELECT h.host, h.{time}, h.metrics FROM {apps} a \
+                 JOIN {hosts} h ON h.host = a.host AND h.{time} = a.{time} WHERE a.app = "
+            ));
+            q.push_bind(app.clone());
         }
-        push_conditions(&mut q, query, "h", time);
+        let alias = if query.app.is_some() { "a" } else { "h" };
+        push_conditions(&mut q, query, alias, time);
         q.push(format!(" ORDER BY h.host, h.{time}"));
         push_limit(&mut q, query);
         let host_rows: Vec<(String, i64, String)> =
