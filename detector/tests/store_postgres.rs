@@ -89,6 +89,22 @@ impl TestDb {
     }
 }
 
+/// A failing test does not reach its `drop(self).await`: its database is dropped here
+/// (with `psql`, since no runtime may be left), so the cluster does not fill up.
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = std::process::Command::new("psql")
+                .args(["-X", "-q", &self.server, "-c"])
+                .arg(format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ))
+                .output();
+        }
+    }
+}
+
 fn requests(ok: u64, failed: u64, ms: f64) -> RequestCounters {
     RequestCounters {
         count: ok + failed,
