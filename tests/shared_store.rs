@@ -284,18 +284,46 @@ fn two_detectors_share_a_store_and_the_survivor_of_a_sigkill_blocks_the_release(
 struct OwnCluster {
     dir: PathBuf,
     port: u16,
+    /// More environment for `.ci/postgres` (its TLS files).
+    env: Vec<(&'static str, PathBuf)>,
 }
 
 impl OwnCluster {
+    /// A cluster to start on a free port, in a directory of its own.
+    fn new(env: Vec<(&'static str, PathBuf)>) -> Self {
+        let [port] = common::free_ports();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        // Not under a private temporary directory: the server may run as another user.
+        Self {
+            dir: PathBuf::from(format!("/tmp/vigil-pg-{}-{nanos}", std::process::id())),
+            port,
+            env,
+        }
+    }
+
     fn script(&self, verb: &str) -> std::process::Output {
-        common::output_within(
-            std::process::Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/postgres"))
-                .arg(verb)
-                .env("VIGIL_PG_DIR", &self.dir)
-                .env("VIGIL_PG_PORT", self.port.to_string()),
-            None,
-            Duration::from_secs(90),
-        )
+        let mut command =
+            std::process::Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/postgres"));
+        command
+            .arg(verb)
+            .env("VIGIL_PG_DIR", &self.dir)
+            .env("VIGIL_PG_PORT", self.port.to_string());
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        common::output_within(&mut command, None, Duration::from_secs(90))
+    }
+
+    fn start(&self) {
+        let started = self.script("start");
+        assert!(
+            started.status.success(),
+            "cannot start a PostgreSQL cluster: {}",
+            String::from_utf8_lossy(&started.stderr)
+        );
     }
 
     fn url(&self) -> String {
@@ -316,25 +344,8 @@ fn a_database_crash_during_ingest_loses_no_line_and_counts_none_twice() {
     let Some(_probe) = TestDatabase::create("probe") else {
         return;
     };
-    let [port] = common::free_ports();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    // Not under a private temporary directory: the server may run as another user.
-    let cluster = OwnCluster {
-        dir: PathBuf::from(format!(
-            "/tmp/vigil-pg-crash-{}-{nanos}",
-            std::process::id()
-        )),
-        port,
-    };
-    let started = cluster.script("start");
-    assert!(
-        started.status.success(),
-        "cannot start a PostgreSQL cluster: {}",
-        String::from_utf8_lossy(&started.stderr)
-    );
+    let cluster = OwnCluster::new(Vec::new());
+    cluster.start();
     let dir = tempfile::tempdir().expect("tempdir");
     let detector =
         DetectorProcess::start_with(dir.path(), &format!("store = \"{}\"\n", cluster.url()));
@@ -385,4 +396,107 @@ fn a_database_crash_during_ingest_loses_no_line_and_counts_none_twice() {
         expected,
         "counted exactly once"
     );
+}
+
+#[test]
+fn a_detector_reaches_a_tls_only_database_and_checks_its_certificate() {
+    let Some(_probe) = TestDatabase::create("probe") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = common::TestPki::create(dir.path());
+    let other_dir = dir.path().join("other-ca");
+    std::fs::create_dir(&other_dir).expect("dir");
+    let other = common::TestPki::create(&other_dir);
+    let cluster = OwnCluster::new(vec![
+        ("VIGIL_PG_TLS_CERT", pki.server_cert.clone()),
+        ("VIGIL_PG_TLS_KEY", pki.server_key.clone()),
+    ]);
+    cluster.start();
+    let base = cluster.url();
+    // Verified against the right CA: it starts, stores and counts.
+    let good = dir.path().join("good");
+    std::fs::create_dir(&good).expect("dir");
+    let detector = DetectorProcess::start_with(
+        &good,
+        &format!(
+            "store = \"{base}?sslmode=verify-full&sslrootcert={}\"\n",
+            pki.ca.display()
+        ),
+    );
+    let logs_dir = dir.path().join("logs");
+    std::fs::create_dir(&logs_dir).expect("logs dir");
+    common::append_lines(&logs_dir.join("shop.log"), 1, 25);
+    let config = AgentSetup::new(
+        &detector.grpc,
+        "tls-1",
+        "shop",
+        &format!("{}/*.log", logs_dir.display()),
+    )
+    .write(dir.path());
+    let _agent = spawn("vigil-agent", &config, &dir.path().join("agent.log"));
+    assert!(
+        eventually(Duration::from_secs(30), || detector.lines("shop", "tls-1")
+            == 25),
+        "the lines were not stored over TLS"
+    );
+    // The server says the leader's session is encrypted.
+    let tls_url = format!("{base}?sslmode=require");
+    let encrypted = common::output_within(
+        std::process::Command::new("psql").args([
+            "-X",
+            "-A",
+            "-t",
+            &tls_url,
+            "-c",
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = 'vigil-detector leader' AND s.ssl",
+        ]),
+        None,
+        Duration::from_secs(30),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&encrypted.stdout).trim(),
+        "1",
+        "the leader's session is not over TLS: {}",
+        String::from_utf8_lossy(&encrypted.stderr)
+    );
+    // Without TLS, or against another CA, the detector refuses to start, saying why.
+    for (name, query, says) in [
+        ("plain", "sslmode=disable".to_owned(), "no encryption"),
+        (
+            "wrong-ca",
+            format!("sslmode=verify-full&sslrootcert={}", other.ca.display()),
+            "invalid peer certificate",
+        ),
+    ] {
+        let config = dir.path().join(format!("{name}.toml"));
+        common::write(
+            &config,
+            &format!(
+                "grpc_listen = \"127.0.0.1:0\"\nhttp_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nstore = \"{base}?{query}\"\n",
+                dir.path().join(name).display()
+            ),
+        );
+        let out = common::output_within(
+            std::process::Command::new(common::binary("vigil-detector"))
+                .args(["run", "--config"])
+                .arg(&config),
+            None,
+            Duration::from_secs(60),
+        );
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !out.status.success(),
+            "{name}: the detector started: {text}"
+        );
+        assert!(
+            text.contains(says),
+            "{name}: the error does not say {says:?}: {text}"
+        );
+    }
 }
