@@ -12,10 +12,10 @@ use std::time::Instant;
 
 use vigil_detector::release::{CreateRelease, Releases};
 use vigil_detector::store::{SqliteStore, Store};
-use vigil_proto::PROTOCOL_VERSION;
-use vigil_proto::v1::{
-    AppCounters, ExceptionCount, HostMetrics, MinuteReport, Report, report::Body,
-};
+#[path = "support/minute_report.rs"]
+mod minute_report;
+
+use vigil_proto::v1::Report;
 
 fn env_or(name: &str, default: i64) -> i64 {
     std::env::var(name)
@@ -25,41 +25,13 @@ fn env_or(name: &str, default: i64) -> i64 {
 }
 
 fn report(host: i64, seq: u64, minute: i64) -> Report {
-    Report {
-        protocol_version: PROTOCOL_VERSION,
-        host: format!("host-{host:04}"),
-        instance: format!("instance-{host:04}"),
-        agent_version: "bench".into(),
-        fingerprint_version: 2,
+    minute_report::minute_report(
+        &format!("host-{host:04}"),
+        &format!("instance-{host:04}"),
+        "shop",
         seq,
-        sent_at: minute + 61,
-        body: Some(Body::Minute(MinuteReport {
-            minute,
-            apps: vec![AppCounters {
-                app: "shop".into(),
-                lines: 1_200,
-                events: 1_100,
-                error_lines: 3,
-                warn_lines: 5,
-                exceptions: (0..5u64)
-                    .map(|i| ExceptionCount {
-                        fingerprint: 0x51ee_0000 + i,
-                        count: 1 + (seq + i) % 3,
-                    })
-                    .collect(),
-                ..Default::default()
-            }],
-            host_metrics: Some(HostMetrics {
-                cpu_pct: Some(30.0),
-                cpu_pct_max: Some(50.0),
-                mem_used_pct: Some(60.0),
-                load1: Some(1.0),
-                disk_busy_pct: Some(2.0),
-                samples: 6,
-                ..Default::default()
-            }),
-        })),
-    }
+        minute,
+    )
 }
 
 fn status_kib(key: &str) -> u64 {

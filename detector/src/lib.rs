@@ -160,27 +160,12 @@ impl Detector {
         match self.store {
             OpenStore::Embedded(ref store) => {
                 let store = Arc::clone(store);
-                let lead = Leadership::alone();
                 metrics::global().set_leader(true);
-                tokio::spawn(retention::run(
-                    Arc::clone(&store),
-                    self.retention()?,
-                    Arc::clone(&self.clock),
-                    lead.clone(),
-                    stop_rx.clone(),
-                ));
-                self.serve_on(store, lead, stop_rx).await
+                self.serve_on(store, Leadership::alone(), stop_rx).await
             }
             OpenStore::Shared(ref store, ref options) => {
                 let store = Arc::clone(store);
                 let lead = Leadership::compete((**options).clone(), stop_rx.clone());
-                tokio::spawn(retention::run(
-                    Arc::clone(&store),
-                    self.retention()?,
-                    Arc::clone(&self.clock),
-                    lead.clone(),
-                    stop_rx.clone(),
-                ));
                 let served = self.serve_on(Arc::clone(&store), lead, stop_rx).await;
                 store.close().await;
                 served
@@ -188,14 +173,8 @@ impl Detector {
         }
     }
 
-    fn retention(&self) -> Result<config::Retention, DetectorError> {
-        self.config
-            .retention()
-            .map_err(|(key, reason)| DetectorError::Config(format!("{key}: {reason}")))
-    }
-
     /// Serves both ports from `store` until `stop_rx` turns true; judges while `lead` says.
-    async fn serve_on<S: Store>(
+    async fn serve_on<S: Store + retention::Retain>(
         self,
         store: Arc<S>,
         lead: Leadership,
@@ -221,6 +200,17 @@ impl Detector {
             .config
             .judge_params()
             .map_err(|(key, reason)| DetectorError::Config(format!("{key}: {reason}")))?;
+        let retention = self
+            .config
+            .retention()
+            .map_err(|(key, reason)| DetectorError::Config(format!("{key}: {reason}")))?;
+        tokio::spawn(retention::run(
+            Arc::clone(&store),
+            retention,
+            Arc::clone(&self.clock),
+            lead.clone(),
+            stop_rx.clone(),
+        ));
         let releases = Arc::new(
             release::Releases::new(Arc::clone(&store), Some(decisions))
                 .with_limits(limits)

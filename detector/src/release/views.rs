@@ -17,8 +17,9 @@ pub fn parse_release_id(text: &str) -> Option<i64> {
     text.parse().ok()
 }
 
-/// A decision change, as posted to the webhooks.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A decision change, as posted to the webhooks (and read back from a shared store's
+/// queue of them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DecisionChange {
     /// Release id.
     pub release_id: i64,

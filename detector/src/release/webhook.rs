@@ -145,13 +145,10 @@ async fn post_queued<S: Store>(
     posting: Arc<Mutex<HashSet<i64>>>,
     change: QueuedWebhook,
 ) {
-    let fields: serde_json::Value = serde_json::from_str(&change.body).unwrap_or_default();
-    let event = if fields.get("outcome").is_some_and(|o| !o.is_null()) {
-        "finished"
-    } else {
-        fields["decision"].as_str().unwrap_or_default()
-    };
-    let release_id = fields["release_id"].as_i64().unwrap_or(0);
+    // A body that cannot be read back goes only to the webhooks that take every event.
+    let read = serde_json::from_str::<DecisionChange>(&change.body).ok();
+    let event = read.as_ref().map_or("", event);
+    let release_id = read.as_ref().map_or(0, |c| c.release_id);
     let mut lacking = 0;
     for hook in webhooks.iter() {
         if !wants(hook, event) || change.delivered_to.contains(&hook.url) {

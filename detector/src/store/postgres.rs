@@ -30,7 +30,7 @@ use vigil_proto::v1::Report;
 
 use super::shared::rows::{
     DecisionRow, FINGERPRINT_COLUMNS, FingerprintDbRow, RELEASE_COLUMNS, ReleaseRow,
-    StoredAlertRow, created_release,
+    StoredAlertRow, created_release, group_apps,
 };
 use super::{
     AlertRow, AppRow, DecisionEntry, FingerprintRow, HostRow, HourRow, IngestOutcome, LockKey,
@@ -259,22 +259,18 @@ impl Store for PostgresStore {
         )
         .fetch_all(&self.pool)
         .await?;
-        let mut apps: Vec<AppRow> = Vec::new();
-        for (app, host, last_minute, agent_version) in rows {
-            let host = HostRow {
-                host,
-                last_minute,
-                agent_version,
-            };
-            match apps.last_mut() {
-                Some(last) if last.app == app => last.hosts.push(host),
-                _ => apps.push(AppRow {
+        Ok(group_apps(rows.into_iter().map(
+            |(app, host, last_minute, agent_version)| {
+                (
                     app,
-                    hosts: vec![host],
-                }),
-            }
-        }
-        Ok(apps)
+                    HostRow {
+                        host,
+                        last_minute,
+                        agent_version,
+                    },
+                )
+            },
+        )))
     }
 
     async fn exceptions(&self, app: &str) -> Result<Vec<FingerprintRow>, StoreError> {

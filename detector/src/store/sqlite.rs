@@ -12,7 +12,7 @@ use vigil_proto::v1::Report;
 
 use super::shared::rows::{
     BatchRow, DecisionRow, FINGERPRINT_COLUMNS, FeedbackRow, FingerprintDbRow, RELEASE_COLUMNS,
-    ReleaseRow, StoredAlertRow, created_release,
+    ReleaseRow, StoredAlertRow, created_release, group_apps,
 };
 use super::shared::to_json;
 use super::{
@@ -263,23 +263,18 @@ impl SqliteStore {
         )
         .fetch_all(&self.readers)
         .await?;
-        let mut apps: Vec<AppRow> = Vec::new();
-        for row in rows {
-            let app: String = row.try_get(0)?;
-            let host = HostRow {
-                host: row.try_get(1)?,
-                last_minute: row.try_get(2)?,
-                agent_version: row.try_get(3)?,
-            };
-            match apps.last_mut() {
-                Some(last) if last.app == app => last.hosts.push(host),
-                _ => apps.push(AppRow {
-                    app,
-                    hosts: vec![host],
-                }),
-            }
-        }
-        Ok(apps)
+        let rows = rows
+            .iter()
+            .map(|row| {
+                let host = HostRow {
+                    host: row.try_get(1)?,
+                    last_minute: row.try_get(2)?,
+                    agent_version: row.try_get(3)?,
+                };
+                Ok((row.try_get(0)?, host))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        Ok(group_apps(rows))
     }
 
     async fn exceptions_impl(&self, app: &str) -> Result<Vec<FingerprintRow>, StoreError> {

@@ -149,35 +149,30 @@ impl PostgresStore {
                 )
                 .await?;
         }
-        pass.report_rows_deleted += self
-            .delete_bounded(
+        // Report keys; alerts as long as minutes; decision changes posted to the webhooks as
+        // long as report keys.
+        for (sql, cutoff) in [
+            (
                 "DELETE FROM reports WHERE (instance, seq) IN \
                  (SELECT instance, seq FROM reports WHERE received_at < $1 \
                  ORDER BY received_at LIMIT $2)",
-                &[],
                 now - REPORT_KEYS_SECS.max(policy.minutes_secs),
-                &mut pass.transactions,
-            )
-            .await?;
-        pass.report_rows_deleted += self
-            .delete_bounded(
+            ),
+            (
                 "DELETE FROM alerts WHERE id IN \
                  (SELECT id FROM alerts WHERE at < $1 ORDER BY id LIMIT $2)",
-                &[],
                 minute_cutoff,
-                &mut pass.transactions,
-            )
-            .await?;
-        // Decision changes posted to the webhooks, kept as long as report keys.
-        pass.report_rows_deleted += self
-            .delete_bounded(
+            ),
+            (
                 "DELETE FROM webhook_queue WHERE id IN \
                  (SELECT id FROM webhook_queue WHERE posted_at < $1 ORDER BY id LIMIT $2)",
-                &[],
                 now - REPORT_KEYS_SECS,
-                &mut pass.transactions,
-            )
-            .await?;
+            ),
+        ] {
+            pass.report_rows_deleted += self
+                .delete_bounded(sql, &[], cutoff, &mut pass.transactions)
+                .await?;
+        }
         Ok(pass)
     }
 

@@ -10,7 +10,7 @@ use sqlx::{Postgres, QueryBuilder};
 use super::PostgresStore;
 use crate::store::shared::rows::{
     Counters, CountersRow, HOURS, MINUTES, Tables, attach_host_metrics, check_limit,
-    push_conditions, push_limit,
+    host_metrics_query, push_conditions, push_limit,
 };
 use crate::store::{HourRow, MinuteRow, SeriesQuery, StoreError};
 
@@ -23,7 +23,7 @@ impl PostgresStore {
         let Tables {
             apps,
             exceptions,
-            hosts,
+            hosts: _,
             time,
         } = tables;
         let minutes = if *time == "hour" {
@@ -56,21 +56,7 @@ impl PostgresStore {
             .map(Counters::try_from)
             .collect::<Result<Vec<_>, _>>()?;
 
-        // The host metrics of those hosts and times only (of the app's hosts when an app
-        // is asked for, never of the whole fleet).
-        let mut q = QueryBuilder::<Postgres>::new(format!(
-            "SELECT h.host, h.{time}, h.metrics FROM {hosts} h WHERE h.metrics IS NOT NULL"
-        ));
-        if let Some(app) = &query.app {
-            q.push(format!(
-                " AND EXISTS (SELECT 1 FROM {apps} a WHERE a.app = "
-            ))
-            .push_bind(app.clone())
-            .push(format!(" AND a.host = h.host AND a.{time} = h.{time})"));
-        }
-        push_conditions(&mut q, query, "h", time);
-        q.push(format!(" ORDER BY h.host, h.{time}"));
-        push_limit(&mut q, query);
+        let mut q = host_metrics_query::<Postgres>(query, tables);
         let host_rows: Vec<(String, i64, String)> =
             q.build_query_as().fetch_all(&self.pool).await?;
         check_limit(host_rows.len(), query)?;

@@ -12,8 +12,9 @@ use super::scraped::Scraped;
 use super::{from_json, parse_counts, parse_enum, stored_count};
 use crate::judge::{Batch, Decision, Requests};
 use crate::store::{
-    AlertRow, DecisionEntry, FeedbackEntry, FingerprintRow, HostMetricsRow, HourRow, MinuteRow,
-    NewRelease, ReleaseState, ScrapedRow, SeriesQuery, StoreError, StoredRelease, fingerprint_hex,
+    AlertRow, AppRow, DecisionEntry, FeedbackEntry, FingerprintRow, HostMetricsRow, HostRow,
+    HourRow, MinuteRow, NewRelease, ReleaseState, ScrapedRow, SeriesQuery, StoreError,
+    StoredRelease, fingerprint_hex,
 };
 
 /// The columns of `releases` that [`ReleaseRow`] reads, in a `SELECT` of the table.
@@ -330,6 +331,61 @@ pub(in crate::store) fn push_conditions<DB: Database>(
     if let Some(to) = query.to {
         q.push(format!(" AND {alias}.{time} <= ")).push_bind(to);
     }
+}
+
+/// The query of the host metrics that go with the counters `query` asks for, for either
+/// database: of the app's hosts and times when an app is asked for (driven from the
+/// app's own rows, each joined to its host's row by key: a test of every host's rows in
+/// the window against the app would read the whole fleet's), never of the whole fleet.
+pub(in crate::store) fn host_metrics_query<DB: Database>(
+    query: &SeriesQuery,
+    tables: &Tables,
+) -> QueryBuilder<DB>
+where
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+{
+    let Tables {
+        apps, hosts, time, ..
+    } = tables;
+    let (mut q, alias) = match &query.app {
+        Some(app) => {
+            let mut q = QueryBuilder::<DB>::new(format!(
+                "SELECT h.host, h.{time}, h.metrics FROM {apps} a \
+                 JOIN {hosts} h ON h.host = a.host AND h.{time} = a.{time} \
+                 WHERE h.metrics IS NOT NULL AND a.app = "
+            ));
+            q.push_bind(app.clone());
+            (q, "a")
+        }
+        None => (
+            QueryBuilder::<DB>::new(format!(
+                "SELECT h.host, h.{time}, h.metrics FROM {hosts} h WHERE h.metrics IS NOT NULL"
+            )),
+            "h",
+        ),
+    };
+    push_conditions(&mut q, query, alias, time);
+    q.push(format!(" ORDER BY h.host, h.{time}"));
+    push_limit(&mut q, query);
+    q
+}
+
+/// Apps with their hosts, from `(app, host)` rows ordered by app.
+pub(in crate::store) fn group_apps(
+    rows: impl IntoIterator<Item = (String, HostRow)>,
+) -> Vec<AppRow> {
+    let mut apps: Vec<AppRow> = Vec::new();
+    for (app, host) in rows {
+        match apps.last_mut() {
+            Some(last) if last.app == app => last.hosts.push(host),
+            _ => apps.push(AppRow {
+                app,
+                hosts: vec![host],
+            }),
+        }
+    }
+    apps
 }
 
 /// The `LIMIT` of a bounded query: one row more than allowed, to notice an excess.

@@ -12,7 +12,7 @@ use sqlx::{QueryBuilder, Sqlite};
 use super::SqliteStore;
 use crate::store::shared::rows::{
     Counters, CountersRow, HOURS, MINUTES, Tables, attach_host_metrics, check_limit,
-    push_conditions, push_limit,
+    host_metrics_query, push_conditions, push_limit,
 };
 use crate::store::{HourRow, MinuteRow, SeriesQuery, StoreError};
 
@@ -25,7 +25,7 @@ impl SqliteStore {
         let Tables {
             apps,
             exceptions,
-            hosts,
+            hosts: _,
             time,
         } = tables;
         let minutes = if *time == "hour" { "a.minutes" } else { "1" };
@@ -54,25 +54,7 @@ impl SqliteStore {
             .map(Counters::try_from)
             .collect::<Result<Vec<_>, _>>()?;
 
-        // The host metrics of those hosts and times only (of the app's hosts when an app
-        // is asked for, never of the whole fleet).
-        let mut q = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT h.host, h.{time}, h.metrics FROM {hosts} h WHERE 1 = 1"
-        ));
-        if let Some(app) = &query.app {
-            // Driven from the app's own rows (its key's prefix), each joined to its host's
-            // row by key: a test of every host's rows in the window against the app would
-            // read the whole fleet's, and a round of each of a thousand releases did.
-            q = QueryBuilder::<Sqlite>::new(format!(
-                "SELECT h.host, h.{time}, h.metrics FROM {apps} a \
-                 JOIN {hosts} h ON h.host = a.host AND h.{time} = a.{time} WHERE a.app = "
-            ));
-            q.push_bind(app.clone());
-        }
-        let alias = if query.app.is_some() { "a" } else { "h" };
-        push_conditions(&mut q, query, alias, time);
-        q.push(format!(" ORDER BY h.host, h.{time}"));
-        push_limit(&mut q, query);
+        let mut q = host_metrics_query::<Sqlite>(query, tables);
         let host_rows: Vec<(String, i64, String)> =
             q.build_query_as().fetch_all(&self.readers).await?;
         check_limit(host_rows.len(), query)?;
