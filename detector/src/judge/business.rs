@@ -37,7 +37,7 @@
 
 use vigil_proto::latency;
 
-use super::sequential::{self, RATIOS, binomial_upper_bound};
+use super::sequential::{self, RATIOS, binomial_upper_bound, hit_mixture, mix};
 use super::signal::{Candidate, HostView, candidate};
 use super::stats::poisson_upper_tail;
 use super::{AppMemory, Evidence, JudgeParams, Latency, Reason, Rule, Severity, Tally};
@@ -428,16 +428,6 @@ fn against_own_baseline(
     })
 }
 
-/// ln of the equal-weight mixture of the likelihood ratios whose logs are `log_lr`.
-fn mix(log_lr: &[f64]) -> f64 {
-    let top = log_lr.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if !top.is_finite() {
-        return top;
-    }
-    let sum: f64 = log_lr.iter().map(|l| (l - top).exp()).sum();
-    top + (sum / log_lr.len() as f64).ln()
-}
-
 /// The `q` quantile of `h` in ms, interpolated within its bucket (log-linearly by rank), so
 /// that ratios of quantiles move smoothly rather than by the layout's ×1.19 steps.
 fn quantile_ms(h: &Latency, q: f64) -> Option<f64> {
@@ -652,17 +642,9 @@ fn latency_signal(
             0.2
         }
         .clamp(0.01, 0.99);
-        let mut log_lr = Vec::with_capacity(LATENCY_HIT_RATES.len());
-        for p1 in LATENCY_HIT_RATES.into_iter().filter(|&p1| p1 > p0) {
-            log_lr.push(
-                f64::from(x) * (p1 / p0).ln() + f64::from(n - x) * ((1.0 - p1) / (1.0 - p0)).ln(),
-            );
-        }
-        if log_lr.is_empty() {
+        let Some(log_e) = hit_mixture(f64::from(x), f64::from(n), p0, &LATENCY_HIT_RATES) else {
             continue;
-        }
-        // Mixed with the weight of every rate, the ones not above p0 counting as 0.
-        let log_e = mix(&log_lr) + (log_lr.len() as f64 / LATENCY_HIT_RATES.len() as f64).ln();
+        };
         let (Some(released_q), Some(comparison_q)) =
             (quantile_ms(&lm.released, q), quantile_ms(&lm.comparison, q))
         else {

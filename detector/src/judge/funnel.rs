@@ -13,7 +13,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::business;
 use super::family::{self, Grouping};
-use super::host_rules::{memory_slope_signal, metric_signal, volume_signal};
+use super::signals::host_metric::{self, memory_slope_signal, metric_signal};
+use super::signals::volume::volume_signal;
 use super::sequential::{self, RATE_SHARE};
 use super::signal::{Candidate, HostView, Role, candidate};
 use super::stats::{binomial_upper_tail, student_t_upper_tail};
@@ -543,8 +544,11 @@ pub(crate) fn evaluate(
         let dispersion = dispersion(per_host, &hosts, params);
         let sequential = sequential_signal(
             &inputs,
-            &label,
-            key,
+            RateSignal {
+                rule: Rule::ExceptionRate,
+                label: &label,
+                fingerprint: Some(key),
+            },
             per_host,
             dispersion.0,
             &hosts,
@@ -579,6 +583,9 @@ pub(crate) fn evaluate(
             out.candidates.push(c);
         }
     }
+    // Error lines: the classic test only. Their counts are far more overdispersed in a
+    // fleet-wide surge than in the baseline, which the sequential test's dispersion (read
+    // from the baseline) does not know; the classic test's per-minute guard does.
     if let Some(c) = rate_signal(
         RateSignal {
             rule: Rule::ErrorRate,
@@ -599,18 +606,8 @@ pub(crate) fn evaluate(
     }
 
     // Rule 4: host metrics.
-    let recent_from = m - (params.metric_recent_minutes - 1) * 60;
-    for metric in ["cpu_pct", "load1", "disk_busy_pct"] {
-        if let Some(c) = metric_signal(
-            &mut out.levels,
-            metric,
-            &hosts,
-            first,
-            recent_from,
-            m,
-            params,
-            memory,
-        ) {
+    for metric in host_metric::METRICS {
+        if let Some(c) = metric_signal(&mut out.levels, metric, &hosts, first, m, params, memory) {
             out.candidates.push(c);
         }
     }
@@ -1053,8 +1050,7 @@ fn rate_signal(
 #[allow(clippy::too_many_arguments)] // the round's views, passed as they are
 fn sequential_signal(
     inputs: &sequential::Inputs<'_>,
-    label: &str,
-    key: Fingerprint,
+    signal: RateSignal<'_>,
     per_host: &[SigHost],
     phi: f64,
     hosts: &[HostView<'_>],
@@ -1123,6 +1119,7 @@ fn sequential_signal(
         lines: work as u64,
         minutes,
     };
+    let label = signal.label;
     let summary = format!(
         "{label} ×{ratio:.1} on released host(s) {}: {:.0} seen vs {:.1} expected in {} minutes; {:.2} per 10k events vs {:.2} on reference hosts in the same minutes (before the release: released {:.2}, reference {:.2}); sequential test e={:.3e} past 1/α={:.3e} (valid however often it is looked at, dispersion {phi:.1})",
         hit.join(", "),
@@ -1150,21 +1147,21 @@ fn sequential_signal(
         ..Evidence::default()
     };
     let reason = Reason {
-        rule: Rule::ExceptionRate,
+        rule: signal.rule,
         summary,
         severity: Severity::Critical,
         hosts: hit,
-        fingerprint: Some(fingerprint_hex(key)),
+        fingerprint: signal.fingerprint.map(fingerprint_hex),
         metric: None,
         evidence,
     };
     let mut c = candidate(
-        Rule::ExceptionRate.as_str(),
+        signal.rule.as_str(),
         reason,
         ratio,
         params.rate_min_ratio,
         memory,
-        Some(key),
+        signal.fingerprint,
     );
     c.immediate = c.suspicious;
     Some(c)

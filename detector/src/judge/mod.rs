@@ -47,17 +47,21 @@
 //!    `(observed+1)/(expected+1)` ≥ 1.5 and an excess ≥ 6 events. Without reference hosts:
 //!    after vs before plus Welch's t-test on per-minute rates. Aggregated over released
 //!    hosts, then per released host (α divided by their number) for partial faults.
-//! 4. `host_metric` — CPU, load and disk busy: a released host's upper-quartile level of
-//!    the last 10 minutes minus its baseline median (for CPU and load, times the growth of
-//!    its work — median events, or lines, a minute — when it does more than before, up to
-//!    ×4: more CPU for more work is not a regression, more CPU per unit of work is), minus the reference hosts' median
-//!    change, must exceed a minimum (12 points CPU/disk; load 0.8 and 60% of its baseline),
-//!    4× the host's robust noise (MAD), and the 99.5th percentile of how far this fleet's
-//!    hosts wander from their level in normal minutes (bursty workloads wander far).
+//! 4. `host_metric` (`signals::host_metric`) — CPU, load and disk busy, host-minute by
+//!    host-minute: a minute *hits* when the host's value exceeds what its level before its
+//!    release predicts for the work it did that minute (CPU and load grow with work, up to
+//!    ×4: more CPU for more work is not a regression, more CPU per unit of work is), after
+//!    the reference hosts' median change in the same minute, by the metric's minimum
+//!    effect (12 points CPU/disk; load 0.8 and 60 % of its level) and 3× the host's robust
+//!    noise. Released host-minutes past the warm-up are tested against how often minutes
+//!    hit before the release (bounded above), by a sequential binomial mixture whose
+//!    chance of ever passing its bar with no effect is within the rule's 20 % of
+//!    [`JudgeParams::false_block_budget`]; runs of hits count about once. With reference
+//!    hosts it **blocks at once** past its bar; without, the window decides.
 //!    Memory: the after-release slope above the reference hosts' median slope (≥ 0.12
-//!    points/min and ≥ 3 points in all). A metric alone is weak evidence: it must be
-//!    suspicious for [`JudgeParams::metric_rounds_needed`] consecutive rounds before it
-//!    counts in the window.
+//!    points/min and ≥ 3 points in all); not calibrated, it must be suspicious for
+//!    [`JudgeParams::metric_rounds_needed`] consecutive rounds before it counts in the
+//!    window.
 //! 5. `log_volume` — a released host still reporting whose mean lines over the last 5
 //!    minutes fell below 30% of its baseline, after the reference group's own change.
 //! 6. Business signals (`business`), where hosts report HTTP requests (access logs or a
@@ -107,10 +111,10 @@
 mod business;
 mod family;
 mod funnel;
-mod host_rules;
 mod requests;
 mod sequential;
 mod signal;
+mod signals;
 pub mod stats;
 
 pub use requests::{Latency, Requests, StatusClasses};
@@ -496,15 +500,14 @@ pub struct JudgeParams {
     pub default_dispersion: f64,
     /// Rule 3: largest dispersion factor used.
     pub max_dispersion: f64,
-    /// Rule 4: consecutive suspicious rounds a host metric alone needs before it counts
+    /// Rule 4: consecutive suspicious rounds memory's slope alone needs before it counts
     /// in the window.
     pub metric_rounds_needed: usize,
-    /// Rule 4: minutes of recent data a metric needs.
+    /// Rule 4: minutes before its release a host needs to have a level.
     pub metric_min_minutes: usize,
-    /// Rule 4: recent minutes whose median is compared with the baseline.
+    /// Rule 4: recent minutes whose upper quartile is shown as a host's effect (and
+    /// learned from).
     pub metric_recent_minutes: i64,
-    /// Rule 4: minimum change / robust noise.
-    pub metric_min_z: f64,
     /// Rule 4: minimum CPU change (points).
     pub cpu_min_points: f64,
     /// Rule 4: minimum disk busy change (points).
@@ -562,7 +565,6 @@ impl Default for JudgeParams {
             metric_rounds_needed: 5,
             metric_min_minutes: 5,
             metric_recent_minutes: 10,
-            metric_min_z: 4.0,
             cpu_min_points: 12.0,
             disk_min_points: 12.0,
             load_min_abs: 0.8,
@@ -943,12 +945,13 @@ impl ReleaseJudge {
         if !immediate.is_empty() {
             return self.block(decided_at, immediate, &outcome.candidates);
         }
-        // A host metric on its own is weak evidence (workloads have bursts of their own):
-        // it needs a longer run of suspicious rounds; with any log signal it counts at once.
+        // Memory's slope is not a calibrated test: on its own it needs a longer run of
+        // suspicious rounds; with any other signal it counts at once.
+        let slope = |c: &signal::Candidate| c.kind == signals::host_metric::MEMORY_KIND;
         let metric_suspicious = outcome
             .candidates
             .iter()
-            .any(|c| c.suspicious && c.reason.rule == Rule::HostMetric);
+            .any(|c| c.suspicious && slope(c));
         self.metric_streak = if metric_suspicious {
             self.metric_streak + 1
         } else {
@@ -957,7 +960,7 @@ impl ReleaseJudge {
         let log_suspicious = outcome
             .candidates
             .iter()
-            .any(|c| c.suspicious && c.reason.rule != Rule::HostMetric);
+            .any(|c| c.suspicious && !slope(c));
         let suspicious =
             log_suspicious || self.metric_streak >= self.params.metric_rounds_needed.max(1);
         self.window.push_back(suspicious);

@@ -108,6 +108,31 @@ impl Sequential {
     }
 }
 
+/// ln of the equal-weight mixture of the likelihood ratios whose logs are `log_lr`.
+pub(crate) fn mix(log_lr: &[f64]) -> f64 {
+    let top = log_lr.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !top.is_finite() {
+        return top;
+    }
+    let sum: f64 = log_lr.iter().map(|l| (l - top).exp()).sum();
+    top + (sum / log_lr.len() as f64).ln()
+}
+
+/// ln of the e-value of `x` hits in `n` trials against a hit rate of at most `p0`, the
+/// binomial likelihood ratio mixed with equal weights over `rates` (a rate not above `p0`
+/// counts as 0, which only lowers the mixture). `None` when no rate is above `p0`.
+pub(crate) fn hit_mixture(x: f64, n: f64, p0: f64, rates: &[f64]) -> Option<f64> {
+    let log_lr: Vec<f64> = rates
+        .iter()
+        .filter(|&&p1| p1 > p0)
+        .map(|&p1| x * (p1 / p0).ln() + (n - x) * ((1.0 - p1) / (1.0 - p0)).ln())
+        .collect();
+    if log_lr.is_empty() {
+        return None;
+    }
+    Some(mix(&log_lr) + (log_lr.len() as f64 / rates.len() as f64).ln())
+}
+
 /// Upper end of the one-sided Clopper–Pearson interval of a binomial proportion with `k`
 /// successes in `n` trials, at level `delta`: the `q` at which seeing `k` or fewer has
 /// chance `delta`. 1 when `k = n`.

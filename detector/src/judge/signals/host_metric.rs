@@ -1,0 +1,493 @@
+//! `host_metric`: CPU, load and disk busy by a calibrated sequential test, host-minute by
+//! host-minute; memory by its slope.
+//!
+//! **CPU, load, disk busy.** Every host-minute of the window gets a *residual*: its value
+//! minus what its own level before its release (the median of its baseline minutes)
+//! predicts for the work it did in that minute, minus the reference hosts' median residual
+//! in the same minute (difference in differences; a reference host is compared with the
+//! others). For CPU and load the prediction grows with the work: a host answering 60 % more
+//! requests (or logging 60 % more events, or lines, where it has no access log) than its
+//! baseline median is expected to use 60 % more, up to ×4, never less for less work. So a
+//! traffic shift between the groups, or a fleet-wide surge, is not a fault; more CPU per
+//! unit of work is.
+//!
+//! A host-minute *hits* when its residual reaches the metric's minimum effect (12 points
+//! of CPU or disk busy; load: 0.8 and 60 % of the host's level) and three times the host's
+//! own robust noise before its release. With no release effect, released host-minutes hit
+//! as often as host-minutes did where nothing changed: released hosts before their release
+//! and reference hosts throughout. That rate `p₀` is bounded above (one-sided
+//! Clopper–Pearson at level `δ`), and the released host-minutes after their warm-up are
+//! tested against it by a likelihood ratio mixed over hit rates of 25 % to 95 % (a partial
+//! fault hits some hosts only). With independent host-minutes that ratio is a martingale
+//! under no effect, and by Ville's inequality the chance that it *ever* reaches `1/α` is at
+//! most `α`, however many rounds look; `α + δ` bounds the metric's false blocks.
+//!
+//! Where that is approximate: a workload's bursts last several minutes, so hits come in
+//! runs. Counts are divided by `2L − 1`, the variance inflation of a two-state Markov
+//! chain whose runs of hits last `L` minutes on average where nothing changed (a run of
+//! hits is evidence about once, as a burst of one failure's traces is for the rate test). The level is estimated from the baseline and rounds recompute the test from the
+//! stored minutes, as the rate test does.
+//!
+//! The three metrics share [`HOST_METRIC_SHARE`] of the release's false-block budget
+//! equally, each half for `α` and half for `δ`. With reference hosts a pass of the bar
+//! blocks at once; without them nothing controls for a change of the whole fleet, and the
+//! window's rounds decide.
+//!
+//! **Memory** is judged by its slope after the release above the reference hosts' median
+//! slope (at least [`JudgeParams::mem_min_slope`] a minute and
+//! [`JudgeParams::mem_min_rise`] in all), over
+//! [`JudgeParams::metric_rounds_needed`] consecutive rounds: not a calibrated test.
+
+use crate::judge::sequential::{binomial_upper_bound, hit_mixture};
+use crate::judge::signal::{Candidate, HostView, Role, candidate};
+use crate::judge::stats::{mad_sd, median, ols_slope, quantile};
+use crate::judge::{AppMemory, Evidence, HostMinute, JudgeParams, Reason, Rule, Severity, Tally};
+
+/// Share of the release's false-block budget spent by CPU, load and disk busy together.
+pub(crate) const HOST_METRIC_SHARE: f64 = 0.2;
+
+/// The learnable kind of memory's slope.
+pub(crate) const MEMORY_KIND: &str = "host_metric:mem_slope";
+
+/// The metrics of the calibrated test.
+pub(crate) const METRICS: [&str; 3] = ["cpu_pct", "load1", "disk_busy_pct"];
+
+/// Largest growth of a host's work credited to its CPU or load.
+const MAX_WORK_SCALE: f64 = 4.0;
+
+/// Hit rates of released host-minutes mixed under a regression.
+const HIT_RATES: [f64; 4] = [0.25, 0.5, 0.8, 0.95];
+
+/// A hit is at least this many times the host's robust noise before its release.
+const HIT_NOISE: f64 = 3.0;
+
+/// Fewest host-minutes where nothing changed that tell how often they hit; below, `p₀`
+/// is taken as one in five.
+const MIN_NULL_MINUTES: usize = 30;
+
+/// Quantile of a host's recent residuals shown as its effect (a fault that comes and goes
+/// still shows).
+const RECENT_QUANTILE: f64 = 0.75;
+
+/// Minimum robust noise per metric, so a flat baseline does not make every wiggle huge.
+fn noise_floor(metric: &str, level: f64) -> f64 {
+    match metric {
+        "cpu_pct" | "disk_busy_pct" => 2.0,
+        "load1" => (0.1 * level).max(0.1),
+        _ => 1.0,
+    }
+}
+
+/// The metric's minimum effect for a host whose level before its release is `level`.
+fn min_effect(metric: &str, level: f64, params: &JudgeParams) -> f64 {
+    match metric {
+        "cpu_pct" => params.cpu_min_points,
+        "disk_busy_pct" => params.disk_min_points,
+        _ => params.load_min_abs.max(params.load_min_rel * level),
+    }
+}
+
+/// One host's minutes of one metric: `(minute, value less what its level predicts)`.
+struct Track<'a> {
+    name: &'a str,
+    released: bool,
+    /// First minute of its after window, and past its warm-up.
+    start: i64,
+    settled: i64,
+    level: f64,
+    /// `(minute, raw residual, work scale)`, in minute order.
+    minutes: Vec<(i64, f64, f64)>,
+}
+
+/// The unit of work of a host's rows for CPU and load: requests where its access log
+/// covers both windows, else log events where its agent counts them, else lines.
+fn work_of<'r>(rows: &[&'r HostMinute], start: i64) -> impl Fn(&HostMinute) -> Option<f64> + 'r {
+    let has_requests = |before: bool| {
+        rows.iter().any(|r| {
+            (r.minute < start) == before && r.requests.as_ref().is_some_and(|q| q.count > 0)
+        })
+    };
+    let requests = has_requests(true) && has_requests(false);
+    let events = rows.iter().any(|r| r.events > 0);
+    move |r: &HostMinute| {
+        if requests {
+            r.requests.as_ref().map(|q| q.count as f64)
+        } else {
+            Some(if events { r.events } else { r.lines } as f64)
+        }
+    }
+}
+
+fn track<'a>(
+    h: &HostView<'a>,
+    metric: &str,
+    first: i64,
+    m: i64,
+    params: &JudgeParams,
+) -> Option<Track<'a>> {
+    let base_from = first - params.baseline_minutes * 60;
+    let start = match h.role {
+        Role::Released(r) => r,
+        Role::Reference => first,
+    };
+    let rows: Vec<&HostMinute> = h
+        .rows
+        .iter()
+        .copied()
+        .filter(|r| r.minute >= base_from && r.minute <= m)
+        .collect();
+    let mut before: Vec<f64> = rows
+        .iter()
+        .filter(|r| r.minute < start)
+        .filter_map(|r| r.host_metrics.get(metric))
+        .collect();
+    if before.len() < params.metric_min_minutes {
+        return None;
+    }
+    let level = median(&mut before)?;
+    let scales = matches!(metric, "cpu_pct" | "load1");
+    let work = work_of(&rows, start);
+    let mut base_work: Vec<f64> = rows
+        .iter()
+        .filter(|r| r.minute < start)
+        .filter_map(|r| work(r))
+        .collect();
+    let base_work = median(&mut base_work).filter(|w| *w > 0.0);
+    let mut minutes: Vec<(i64, f64, f64)> = rows
+        .iter()
+        .filter_map(|r| {
+            let v = r.host_metrics.get(metric)?;
+            let scale = match (scales, base_work, work(r)) {
+                (true, Some(b), Some(w)) => (w / b).clamp(1.0, MAX_WORK_SCALE),
+                _ => 1.0,
+            };
+            Some((r.minute, v - level * scale, scale))
+        })
+        .collect();
+    minutes.sort_by_key(|x| x.0);
+    minutes.dedup_by_key(|x| x.0);
+    Some(Track {
+        name: h.name,
+        released: matches!(h.role, Role::Released(_)),
+        start,
+        settled: start + params.warmup_minutes * 60,
+        level,
+        minutes,
+    })
+}
+
+/// The median of `sorted` without one occurrence of `own` (when given and present).
+fn median_without(sorted: &[f64], own: Option<f64>) -> Option<f64> {
+    let skip = own.and_then(|v| sorted.iter().position(|&x| x == v));
+    let n = sorted.len() - usize::from(skip.is_some());
+    if n == 0 {
+        return None;
+    }
+    let at = |i: usize| match skip {
+        Some(p) if i >= p => sorted[i + 1],
+        _ => sorted[i],
+    };
+    Some(if n % 2 == 1 {
+        at(n / 2)
+    } else {
+        0.5 * (at(n / 2 - 1) + at(n / 2))
+    })
+}
+
+/// The calibrated test of one metric (CPU, load or disk busy). Pushes the metric's level
+/// of the round to `levels` (the largest recent effect of a released host, and of a
+/// reference host), for learning.
+pub(crate) fn metric_signal(
+    levels: &mut Vec<(String, f64, f64)>,
+    metric: &str,
+    hosts: &[HostView<'_>],
+    first: i64,
+    m: i64,
+    params: &JudgeParams,
+    memory: &AppMemory,
+) -> Option<Candidate> {
+    let tracks: Vec<Track<'_>> = hosts
+        .iter()
+        .filter_map(|h| track(h, metric, first, m, params))
+        .collect();
+    if !tracks.iter().any(|t| t.released) {
+        return None;
+    }
+    let with_reference = tracks.iter().any(|t| !t.released);
+    // The reference hosts' residuals per minute, sorted.
+    let base_from = first - params.baseline_minutes * 60;
+    let t_len = ((m - base_from) / 60 + 1).max(1) as usize;
+    let mut by_minute: Vec<Vec<f64>> = vec![Vec::new(); t_len];
+    for t in tracks.iter().filter(|t| !t.released) {
+        for &(minute, r, _) in &t.minutes {
+            if let Some(cell) = by_minute.get_mut(((minute - base_from) / 60) as usize) {
+                cell.push(r);
+            }
+        }
+    }
+    for cell in &mut by_minute {
+        cell.sort_by(f64::total_cmp);
+    }
+    let shift = |minute: i64, own: Option<f64>| -> f64 {
+        by_minute
+            .get(((minute - base_from) / 60) as usize)
+            .and_then(|cell| median_without(cell, own))
+            .unwrap_or(0.0)
+    };
+    let alpha = params.false_block_budget * HOST_METRIC_SHARE / (2.0 * METRICS.len() as f64);
+    let bar = (1.0 / alpha).ln();
+    // Hits where nothing changed, their runs, and the released hosts' hits after warm-up.
+    let (mut kb, mut nb, mut runs) = (0usize, 0usize, 0usize);
+    let (mut x, mut n) = (0usize, 0usize);
+    let mut hit_hosts: Vec<&str> = Vec::new();
+    let mut released_effect = f64::NEG_INFINITY;
+    let mut reference_effect = f64::NEG_INFINITY;
+    let mut top: Option<(f64, usize)> = None; // (effect, track)
+    let recent_from = m - (params.metric_recent_minutes - 1) * 60;
+    let mut min_abs_top = min_effect(metric, 0.0, params);
+    for (i, t) in tracks.iter().enumerate() {
+        let adjusted: Vec<(i64, f64)> = t
+            .minutes
+            .iter()
+            .map(|&(minute, r, _)| (minute, r - shift(minute, (!t.released).then_some(r))))
+            .collect();
+        let before: Vec<f64> = adjusted
+            .iter()
+            .filter(|a| a.0 < t.start)
+            .map(|a| a.1)
+            .collect();
+        let min_abs = min_effect(metric, t.level, params);
+        let noise = mad_sd(&before)
+            .unwrap_or(0.0)
+            .max(noise_floor(metric, t.level));
+        let hit_at = min_abs.max(HIT_NOISE * noise);
+        let mut previous_hit: Option<i64> = None;
+        let mut host_hit = false;
+        for &(minute, r) in &adjusted {
+            let hit = r >= hit_at;
+            let null = minute < t.start;
+            if null {
+                nb += 1;
+                if hit {
+                    kb += 1;
+                    if previous_hit != Some(minute - 60) {
+                        runs += 1;
+                    }
+                }
+            } else if t.released && minute >= t.settled {
+                n += 1;
+                if hit {
+                    x += 1;
+                    host_hit = true;
+                }
+            }
+            previous_hit = if hit { Some(minute) } else { previous_hit };
+        }
+        let mut recent: Vec<f64> = adjusted
+            .iter()
+            .filter(|a| a.0 >= recent_from.max(t.settled))
+            .map(|a| a.1)
+            .collect();
+        let Some(effect) = quantile(&mut recent, RECENT_QUANTILE) else {
+            continue;
+        };
+        if t.released {
+            released_effect = released_effect.max(effect);
+            if host_hit {
+                hit_hosts.push(t.name);
+            }
+            if top.is_none_or(|(e, _)| effect > e) {
+                top = Some((effect, i));
+                min_abs_top = min_abs;
+            }
+        } else {
+            reference_effect = reference_effect.max(effect);
+        }
+    }
+    let kind = format!("host_metric:{metric}");
+    levels.push((kind.clone(), released_effect, reference_effect));
+    let (effect, i) = top?;
+    if x == 0 {
+        return None;
+    }
+    // Hits come in runs: counts are divided by the variance inflation of a two-state
+    // Markov chain whose runs of hits last `L` minutes on average where nothing changed,
+    // `(1 + ρ) / (1 − ρ)` with `ρ = 1 − 1/L`, that is `2L − 1`.
+    let run = if runs > 0 {
+        2.0 * (kb as f64 / runs as f64).max(1.0) - 1.0
+    } else {
+        1.0
+    };
+    let p0 = if nb >= MIN_NULL_MINUTES {
+        binomial_upper_bound(kb as f64, nb as f64, alpha)
+    } else {
+        0.2
+    }
+    .clamp(0.002, 0.99);
+    let log_e = hit_mixture(x as f64 / run, n as f64 / run, p0, &HIT_RATES)?;
+    if log_e < 0.5 * bar {
+        return None;
+    }
+    let t = &tracks[i];
+    let mut scales: Vec<f64> = t
+        .minutes
+        .iter()
+        .filter(|x| x.0 >= recent_from.max(t.settled))
+        .map(|x| x.2)
+        .collect();
+    let scale = median(&mut scales).unwrap_or(1.0);
+    let work_note = if scale > 1.0 {
+        format!(", {:.2} expected for {scale:.2}× the work", t.level * scale)
+    } else {
+        String::new()
+    };
+    let reference_note = if with_reference {
+        "the reference hosts' change in the same minutes"
+    } else {
+        "no reference hosts"
+    };
+    let summary = format!(
+        "{metric} on released hosts: {x} of {n} host-minutes past their warm-up above what their level before the release, their work and {reference_note} predict (at least {min_abs_top:.2} and 3× their noise), where {kb} of {nb} host-minutes were with nothing released (in {runs} runs: counts divided by {run:.1}); {} recently {effect:+.2} beyond its level {:.2}{work_note}; sequential test e={:.3e} against 1/α={:.3e}",
+        t.name,
+        t.level,
+        log_e.min(700.0).exp(),
+        1.0 / alpha,
+    );
+    let reason = Reason {
+        rule: Rule::HostMetric,
+        summary,
+        severity: Severity::Critical,
+        hosts: hit_hosts.iter().map(|h| h.to_string()).collect(),
+        fingerprint: None,
+        metric: Some(metric.to_string()),
+        evidence: Evidence {
+            released_before: Some(Tally {
+                value: t.level,
+                lines: 0,
+                minutes: nb as u32,
+            }),
+            released_after: Some(Tally {
+                value: t.level + effect,
+                lines: 0,
+                minutes: n as u32,
+            }),
+            expected: Some(t.level),
+            observed: t.level + effect,
+            effect,
+            p_value: Some((-log_e).exp().min(1.0)),
+            dispersion: Some(run),
+            ..Evidence::default()
+        },
+    };
+    let mut c = candidate(&kind, reason, effect, min_abs_top, memory, None);
+    if log_e < bar {
+        c.suspicious = false;
+        c.reason.severity = Severity::Warning;
+    }
+    c.immediate = c.suspicious && with_reference;
+    Some(c)
+}
+
+/// Memory: the slope after the release above the reference hosts' (or its own baseline's).
+pub(crate) fn memory_slope_signal(
+    hosts: &[HostView<'_>],
+    first: i64,
+    m: i64,
+    params: &JudgeParams,
+    memory: &AppMemory,
+) -> Option<Candidate> {
+    const MIN_POINTS: usize = 8;
+    let warm = params.warmup_minutes * 60;
+    let base_from = first - params.baseline_minutes * 60;
+    let points = |h: &HostView<'_>, from: i64, to: i64| -> Vec<(f64, f64)> {
+        h.rows
+            .iter()
+            .filter(|r| r.minute >= from && r.minute <= to)
+            .filter_map(|r| {
+                r.host_metrics
+                    .get("mem_used_pct")
+                    .map(|v| ((r.minute - from) as f64 / 60.0, v))
+            })
+            .collect()
+    };
+    let mut reference_slopes = Vec::new();
+    let mut released = Vec::new();
+    for h in hosts {
+        match h.role {
+            Role::Reference => {
+                let p = points(h, first + warm, m);
+                if p.len() >= MIN_POINTS
+                    && let Some(s) = ols_slope(&p)
+                {
+                    reference_slopes.push(s);
+                }
+            }
+            Role::Released(r) => {
+                let p = points(h, r + warm, m);
+                if p.len() < MIN_POINTS {
+                    continue;
+                }
+                let Some(s) = ols_slope(&p) else { continue };
+                let base = points(h, base_from, r - 60);
+                let base_slope = if base.len() >= MIN_POINTS {
+                    ols_slope(&base)
+                } else {
+                    None
+                };
+                let span = p.last().map_or(0.0, |l| l.0) - p.first().map_or(0.0, |f| f.0);
+                let first_v = p.first().map_or(0.0, |f| f.1);
+                let last_v = p.last().map_or(0.0, |l| l.1);
+                released.push((h.name, s, base_slope, span, first_v, last_v, p.len()));
+            }
+        }
+    }
+    let reference = median(&mut reference_slopes.clone());
+    let mut hit = Vec::new();
+    let mut best: Option<(f64, usize, f64)> = None;
+    for (idx, &(name, s, base_slope, span, ..)) in released.iter().enumerate() {
+        let against = reference.or(base_slope).unwrap_or(0.0).max(0.0);
+        let score = s - against;
+        if score >= params.mem_min_slope && score * span >= params.mem_min_rise {
+            hit.push(name.to_string());
+            if best.is_none_or(|(b, _, _)| score > b) {
+                best = Some((score, idx, against));
+            }
+        }
+    }
+    let (score, idx, against) = best?;
+    let (name, s, _, span, first_v, last_v, n) = released[idx];
+    let reason = Reason {
+        rule: Rule::HostMetric,
+        summary: format!(
+            "memory on {name} climbs {s:.2} points/minute since the release ({first_v:.1}% → {last_v:.1}% over {span:.0} minutes) against {against:.2} on {}",
+            if reference.is_some() {
+                "reference hosts"
+            } else {
+                "its own baseline"
+            }
+        ),
+        severity: Severity::Critical,
+        hosts: hit,
+        fingerprint: None,
+        metric: Some("mem_used_pct".into()),
+        evidence: Evidence {
+            released_after: Some(Tally {
+                value: last_v,
+                lines: 0,
+                minutes: n as u32,
+            }),
+            expected: Some(against),
+            observed: s,
+            effect: score,
+            ..Evidence::default()
+        },
+    };
+    Some(candidate(
+        MEMORY_KIND,
+        reason,
+        score,
+        params.mem_min_slope,
+        memory,
+        None,
+    ))
+}

@@ -1,0 +1,4 @@
+//! The funnel's signals, a module each (see the module docs of `judge`).
+
+pub(crate) mod host_metric;
+pub(crate) mod volume;

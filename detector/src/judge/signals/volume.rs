@@ -1,0 +1,104 @@
+//! `log_volume`: a released host still reporting whose mean lines over the last minutes fell
+//! below [`JudgeParams::volume_max_ratio`] of its baseline, after the reference group's own
+//! change (not a calibrated test; the window's rounds decide).
+
+use crate::judge::signal::{Candidate, HostView, Role, candidate};
+use crate::judge::{AppMemory, Evidence, JudgeParams, Reason, Rule, Severity, Tally};
+
+pub(crate) fn volume_signal(
+    hosts: &[HostView<'_>],
+    first: i64,
+    m: i64,
+    params: &JudgeParams,
+    memory: &AppMemory,
+) -> Option<Candidate> {
+    const MIN_RECENT: usize = 3;
+    const MIN_BASELINE: usize = 5;
+    let warm = params.warmup_minutes * 60;
+    let recent_from = m - (params.volume_recent_minutes - 1) * 60;
+    let base_from = first - params.baseline_minutes * 60;
+    let mean_lines = |h: &HostView<'_>, from: i64, to: i64| -> Option<(f64, usize)> {
+        let v: Vec<f64> = h
+            .rows
+            .iter()
+            .filter(|r| r.minute >= from && r.minute <= to)
+            .map(|r| r.lines as f64)
+            .collect();
+        (!v.is_empty()).then(|| (v.iter().sum::<f64>() / v.len() as f64, v.len()))
+    };
+    let (mut ref_after, mut ref_before) = (0.0, 0.0);
+    for h in hosts.iter().filter(|h| h.role == Role::Reference) {
+        if let (Some((a, na)), Some((b, nb))) = (
+            mean_lines(h, recent_from.max(first + warm), m),
+            mean_lines(h, base_from, first - 60),
+        ) && na >= MIN_RECENT
+            && nb >= MIN_BASELINE
+        {
+            ref_after += a;
+            ref_before += b;
+        }
+    }
+    let fleet = if ref_before > 0.0 {
+        (ref_after / ref_before).clamp(0.2, 5.0)
+    } else {
+        1.0
+    };
+    let mut hit = Vec::new();
+    let mut best: Option<(f64, &str, f64, f64, usize, usize)> = None;
+    for h in hosts {
+        let Role::Released(r) = h.role else { continue };
+        let (Some((a, na)), Some((b, nb))) = (
+            mean_lines(h, recent_from.max(r + warm), m),
+            mean_lines(h, base_from, r - 60),
+        ) else {
+            continue;
+        };
+        if na < MIN_RECENT || nb < MIN_BASELINE || b < 10.0 {
+            continue;
+        }
+        let relative = a / b / fleet;
+        if relative < params.volume_max_ratio {
+            hit.push(h.name.to_string());
+            let drop = 1.0 - relative;
+            if best.is_none_or(|x| drop > x.0) {
+                best = Some((drop, h.name, a, b, na, nb));
+            }
+        }
+    }
+    let (drop, name, a, b, na, nb) = best?;
+    let reason = Reason {
+        rule: Rule::LogVolume,
+        summary: format!(
+            "log volume on {name} fell to {a:.0} lines/minute from {b:.0} before the release ({:.0}% of normal after the fleet's change ×{fleet:.2}) while its agent still reports",
+            (1.0 - drop) * 100.0
+        ),
+        severity: Severity::Critical,
+        hosts: hit,
+        fingerprint: None,
+        metric: Some("lines".into()),
+        evidence: Evidence {
+            released_before: Some(Tally {
+                value: b,
+                lines: 0,
+                minutes: nb as u32,
+            }),
+            released_after: Some(Tally {
+                value: a,
+                lines: 0,
+                minutes: na as u32,
+            }),
+            expected: Some(b * fleet),
+            observed: a,
+            effect: drop,
+            ..Evidence::default()
+        },
+    };
+    Some(candidate(
+        "log_volume",
+        reason,
+        drop,
+        1.0 - params.volume_max_ratio,
+        memory,
+        None,
+    ))
+}
