@@ -174,6 +174,7 @@ fn replay_command_prints_one_line_per_case_and_the_json_summary() {
         "precision",
         "recall",
         "median_seconds_to_block",
+        "rules",
     ];
     expected.sort_unstable();
     let mut keys_sorted = keys.clone();
@@ -185,6 +186,21 @@ fn replay_command_prints_one_line_per_case_and_the_json_summary() {
         "{}",
         lines[60]
     );
+    // Every block's rules, right and wrong by label, add up to at least the blocks.
+    let rules = summary["rules"].as_object().expect("rules");
+    let right: u64 = rules
+        .values()
+        .map(|r| r["right"].as_u64().unwrap_or(0))
+        .sum();
+    let wrong: u64 = rules
+        .values()
+        .map(|r| r["wrong"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(
+        right >= summary["tp"].as_u64().unwrap_or(0) && right > 0,
+        "{rules:?}"
+    );
+    assert!(wrong >= summary["fp"].as_u64().unwrap_or(0), "{rules:?}");
 
     // Text mode (on the design's example) and a bad file.
     let small = dir.path().join("one.jsonl");
@@ -192,13 +208,17 @@ fn replay_command_prints_one_line_per_case_and_the_json_summary() {
     let output = replay(&["replay", small.to_str().expect("utf-8")]);
     let text = String::from_utf8_lossy(&output.stdout);
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines.len(), 3, "{text}");
     assert!(
         lines[0].starts_with("case-17\texpected=block\tdecision=block\tseconds_to_block=60\treasons=dangerous_exception: "),
         "{text}"
     );
     assert!(
         lines[1].starts_with("summary: cases=1 tp=1 fp=0 tn=0 fn=0 precision=1.000"),
+        "{text}"
+    );
+    assert_eq!(
+        lines[2], "rule: dangerous_exception blocks right=1 wrong=0 unlabelled=0",
         "{text}"
     );
     let bad = dir.path().join("bad.jsonl");
@@ -222,6 +242,6 @@ fn precision_is_null_when_nothing_blocked() {
     let last = last.lines().last().expect("summary");
     assert_eq!(
         last,
-        r#"{"cases":1,"tp":0,"fp":0,"tn":1,"fn":0,"precision":null,"recall":null,"median_seconds_to_block":null}"#
+        r#"{"cases":1,"tp":0,"fp":0,"tn":1,"fn":0,"precision":null,"recall":null,"median_seconds_to_block":null,"rules":{}}"#
     );
 }

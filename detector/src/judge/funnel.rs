@@ -13,10 +13,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::business;
 use super::family::{self, Grouping};
-use super::signals::host_metric::{self, memory_slope_signal, metric_signal};
-use super::signals::volume::volume_signal;
 use super::sequential::{self, RATE_SHARE};
 use super::signal::{Candidate, HostView, Role, candidate};
+use super::signals::host_metric::{self, memory_slope_signal, metric_signal};
+use super::signals::volume::volume_signal;
 use super::stats::{binomial_upper_tail, student_t_upper_tail};
 use super::{
     AppMemory, Definition, Evidence, Fingerprint, HostMinute, Reason, ReleaseJudge, Rule, Severity,

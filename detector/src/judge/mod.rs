@@ -948,19 +948,13 @@ impl ReleaseJudge {
         // Memory's slope is not a calibrated test: on its own it needs a longer run of
         // suspicious rounds; with any other signal it counts at once.
         let slope = |c: &signal::Candidate| c.kind == signals::host_metric::MEMORY_KIND;
-        let metric_suspicious = outcome
-            .candidates
-            .iter()
-            .any(|c| c.suspicious && slope(c));
+        let metric_suspicious = outcome.candidates.iter().any(|c| c.suspicious && slope(c));
         self.metric_streak = if metric_suspicious {
             self.metric_streak + 1
         } else {
             0
         };
-        let log_suspicious = outcome
-            .candidates
-            .iter()
-            .any(|c| c.suspicious && !slope(c));
+        let log_suspicious = outcome.candidates.iter().any(|c| c.suspicious && !slope(c));
         let suspicious =
             log_suspicious || self.metric_streak >= self.params.metric_rounds_needed.max(1);
         self.window.push_back(suspicious);

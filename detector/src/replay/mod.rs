@@ -333,6 +333,20 @@ pub struct Summary {
     pub recall: Option<f64>,
     /// Median seconds to block over the true positives.
     pub median_seconds_to_block: Option<f64>,
+    /// Per rule (by its API name): the blocks it took part in (a block's critical reasons
+    /// name one or more rules), right and wrong by the cases' labels.
+    pub rules: BTreeMap<String, RuleBlocks>,
+}
+
+/// The blocks one rule took part in over a replay.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RuleBlocks {
+    /// Of cases labelled `block`.
+    pub right: usize,
+    /// Of cases labelled `pass`.
+    pub wrong: usize,
+    /// Of unlabelled cases.
+    pub unlabelled: usize,
 }
 
 impl Summary {
@@ -345,6 +359,19 @@ impl Summary {
         let mut seconds = Vec::new();
         for r in results {
             let blocked = r.decision == Decision::Block;
+            if blocked {
+                let mut rules: Vec<&str> = r.reasons.iter().map(|x| x.rule.as_str()).collect();
+                rules.sort_unstable();
+                rules.dedup();
+                for rule in rules {
+                    let slot = s.rules.entry(rule.to_string()).or_default();
+                    match r.expected {
+                        Some(Expected::Block) => slot.right += 1,
+                        Some(Expected::Pass) => slot.wrong += 1,
+                        None => slot.unlabelled += 1,
+                    }
+                }
+            }
             match (r.expected, blocked) {
                 (Some(Expected::Block), true) => {
                     s.tp += 1;
@@ -493,7 +520,7 @@ pub fn run(
     let summary = Summary::of(&results);
     if json {
         // Field order is the contract: cases, tp, fp, tn, fn, precision, recall,
-        // median_seconds_to_block.
+        // median_seconds_to_block, then rules (added later, last).
         let line = serde_json::to_string(&summary).map_err(std::io::Error::from)?;
         writeln!(out, "{line}")?;
     } else {
@@ -510,6 +537,13 @@ pub fn run(
             fmt(summary.recall),
             fmt(summary.median_seconds_to_block)
         )?;
+        for (rule, b) in &summary.rules {
+            writeln!(
+                out,
+                "rule: {rule} blocks right={} wrong={} unlabelled={}",
+                b.right, b.wrong, b.unlabelled
+            )?;
+        }
     }
     Ok(summary)
 }
