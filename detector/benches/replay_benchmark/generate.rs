@@ -5,9 +5,11 @@
 //! a fixed catalogue of known exceptions (rates per 1,000 log lines, negative-binomial
 //! overdispersion, sometimes a dangerous class that shows up rarely and harmlessly), an
 //! error-line rate and hosts of unequal size. Every minute the whole fleet follows a
-//! traffic rhythm; host CPU follows the real EC2 CPU series of the Numenta Anomaly
-//! Benchmark (`../shared/corpus/nab`, 5-minute steps interpolated to minutes), with
-//! memory, load and disk derived around it.
+//! traffic rhythm; a host's usual CPU follows the real EC2 CPU series of the Numenta
+//! Anomaly Benchmark (`../shared/corpus/nab`, 5-minute steps interpolated to minutes), 70 %
+//! of it growing and shrinking with the host's traffic (the rhythm, surges, traffic moved
+//! between hosts), with memory, load and disk derived around it. In three cases of ten one
+//! host runs an hourly cron job (2 to 8 minutes, +15 to +40 points of CPU).
 //!
 //! Seven apps in ten have an access log: requests follow the log lines (traffic), response
 //! times are log-normal around a median every request of a minute shares (and a GC pause
@@ -450,6 +452,16 @@ enum Topology {
     AllAtOnce,
 }
 
+/// An hourly job on one host: `minutes` long from `phase` past each hour of the case, `cpu`
+/// points of CPU (and half as many of disk busy) on top of the service.
+#[derive(Clone, Copy)]
+struct Cron {
+    host: usize,
+    phase: i64,
+    minutes: i64,
+    cpu: f64,
+}
+
 /// Per host and minute, the levers a scenario pulls.
 #[derive(Debug, Clone)]
 struct Levers {
@@ -460,6 +472,9 @@ struct Levers {
     known: Vec<f64>,
     /// Extra fingerprints: (index into `extras`, mean events this minute).
     extra: Vec<(usize, f64)>,
+    /// The host's work relative to its usual (the daily rhythm, surges, traffic moved
+    /// between hosts): CPU follows it.
+    traffic: f64,
     cpu_add: f64,
     load_mult: f64,
     load_add: f64,
@@ -479,7 +494,7 @@ const OBSERVABLE_EXTRA: f64 = 50.0;
 fn host_slot_of(app: &App, host: &str) -> usize {
     app.hosts.iter().position(|x| x == host).unwrap_or(0)
 }
-const BASELINE_MINUTES: i64 = 30;
+const BASELINE_MINUTES: i64 = 60;
 const WATCH_MINUTES: i64 = 60;
 
 /// Generates case `index` of the set `seed` with the given share of bad releases.
@@ -799,6 +814,15 @@ fn generate_case(
         .collect();
     let mut mem_walk: Vec<f64> = host_slot.iter().map(|&s| app.host_mem[s]).collect();
 
+    // A cron job on one host in three cases of ten (its own stream, so that the other
+    // draws of a case do not depend on it).
+    let mut cron_rng = Rand::new(mix(seed ^ 0xc407, index as u64 + 1));
+    let cron = cron_rng.chance(0.3).then(|| Cron {
+        host: cron_rng.range(0, n - 1),
+        phase: cron_rng.range(0, 59) as i64,
+        minutes: cron_rng.range(2, 8) as i64,
+        cpu: cron_rng.uniform(15.0, 40.0),
+    });
     let mut minutes = Vec::new();
     // The requests' own stream, so that the log and metric draws of a case do not depend
     // on whether its app has an access log.
@@ -818,6 +842,7 @@ fn generate_case(
                 errors: 1.0,
                 known: vec![1.0; app.exceptions.len()],
                 extra: Vec::new(),
+                traffic: rhythm,
                 cpu_add: 0.0,
                 load_mult: 1.0,
                 load_add: 0.0,
@@ -847,6 +872,7 @@ fn generate_case(
             match benign {
                 Benign::Surge if t >= surge_from && t < surge_from + surge_len => {
                     lv.lines *= surge_lines;
+                    lv.traffic *= surge_lines;
                     lv.errors *= surge_errors;
                     lv.known[surge_known] *= surge_known_mult;
                     lv.cpu_add += 10.0;
@@ -866,10 +892,12 @@ fn generate_case(
                 Benign::Imbalance if t >= t_first_minute => {
                     if is_released {
                         lv.lines *= imbalance;
+                        lv.traffic *= imbalance;
                     } else {
                         let shift = (1.0 - imbalance) * released.len() as f64
                             / (n - released.len()).max(1) as f64;
                         lv.lines *= (1.0 + shift).clamp(0.8, 1.25);
+                        lv.traffic *= (1.0 + shift).clamp(0.8, 1.25);
                     }
                 }
                 Benign::RareNew if h == rare_host && rare_minutes.contains(&t) => {
@@ -905,6 +933,7 @@ fn generate_case(
                     Fault::ServerErrors if on => lv.server_errors_add += intensity,
                     Fault::TrafficCollapse if on => {
                         lv.requests *= intensity;
+                        lv.traffic *= intensity;
                         lv.lines *= 0.5;
                     }
                     _ => {}
@@ -961,7 +990,19 @@ fn generate_case(
             let series = &corpus.series[s];
             let base_cpu =
                 scale * series[(off + ((t - start_minute) / 60) as usize) % series.len()];
-            let cpu = (base_cpu + lv.cpu_add + 0.8 * rng.normal()).clamp(0.0, 100.0);
+            // A cron job on one host, hourly, whatever the release.
+            if let Some(c) = cron
+                && c.host == h
+                && (((t - start_minute) / 60 - c.phase).rem_euclid(60)) < c.minutes
+            {
+                lv.cpu_add += c.cpu;
+                lv.disk_add += 0.5 * c.cpu;
+            }
+            // CPU follows the work: the series is the host's usual busy level, of which
+            // 70 % grows and shrinks with its traffic.
+            let cpu =
+                (base_cpu * (0.3 + 0.7 * lv.traffic.max(0.0)) + lv.cpu_add + 0.8 * rng.normal())
+                    .clamp(0.0, 100.0);
             let cores = app.host_cores[slot];
             let load1 = ((cpu / 100.0 * cores * lv.load_mult + lv.load_add)
                 * (1.0 + 0.1 * rng.normal()))
