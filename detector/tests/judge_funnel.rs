@@ -600,3 +600,74 @@ fn a_false_alarm_teaches_only_the_signals_that_blocked_and_a_rate_is_never_taugh
     let (_, v) = first_block(&verdicts).expect("a ×8 rise still blocks");
     assert_eq!(v.reasons[0].rule.as_str(), "exception_rate", "{v:?}");
 }
+
+#[test]
+fn an_app_learns_its_start_up_from_normal_releases() {
+    // This app's restarted hosts log ×10 the known exception and ×8 the error lines for
+    // five minutes, then settle: normal for it, longer than the default 3-minute warm-up.
+    let slow_start = |h: &str, m: i64, r: &mut HostMinute| {
+        if (h == "h1" || h == "h2") && (0..5).contains(&m) {
+            r.exceptions.insert(KNOWN, 10 * (1 + m.rem_euclid(2) as u64));
+            r.error_lines *= 8;
+        }
+    };
+    let rows = fleet(&HOSTS, slow_start);
+    let release_of = || judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+    // Untaught, the start-up is taken for a regression.
+    let mut memory = AppMemory::default();
+    let mut j = release_of();
+    assert!(first_block(&run(&mut j, &rows, &memory)).is_some());
+    memory.learn(&j, Feedback::FalseAlarm);
+    // Four more normal releases: the app now has a profile of 5 minutes, its warm-up 6.
+    for _ in 0..4 {
+        let mut j = release_of();
+        run(&mut j, &rows, &memory);
+        memory.learn(&j, Feedback::ConfirmedNormal);
+    }
+    assert_eq!(memory.startup_profiles, [5, 5, 5, 5, 5]);
+    let mut j = release_of();
+    let verdicts = run(&mut j, &rows, &memory);
+    assert!(
+        first_block(&verdicts).is_none(),
+        "{:?}",
+        verdicts.iter().find(|v| v.decision == Decision::Block)
+    );
+    // A real regression after the start-up is still blocked.
+    let regression = fleet(&HOSTS, |h, m, r| {
+        slow_start(h, m, r);
+        if (h == "h1" || h == "h2") && m >= 5 {
+            r.exceptions.insert(KNOWN, 30);
+        }
+    });
+    let mut j = release_of();
+    let (at, _) = first_block(&run(&mut j, &regression, &memory)).expect("blocked");
+    assert!((6..=8).contains(&at), "blocked at +{at}");
+}
+
+#[test]
+fn an_app_that_settles_at_once_gets_a_shorter_warm_up_and_an_earlier_block() {
+    let spike = fleet(&HOSTS, |h, m, r| {
+        if (h == "h1" || h == "h2") && m >= 0 {
+            r.exceptions.insert(KNOWN, 30);
+        }
+    });
+    let calm = fleet(&HOSTS, |_, _, _| {});
+    let release_of = || judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+    let untaught = first_block(&run(&mut release_of(), &spike, &AppMemory::default()))
+        .expect("blocked")
+        .0;
+    let mut memory = AppMemory::default();
+    for _ in 0..5 {
+        let mut j = release_of();
+        run(&mut j, &calm, &memory);
+        memory.learn(&j, Feedback::ConfirmedNormal);
+    }
+    assert_eq!(memory.startup_profiles, [0; 5]);
+    let taught = first_block(&run(&mut release_of(), &spike, &memory))
+        .expect("blocked")
+        .0;
+    assert!(
+        taught + 2 <= untaught,
+        "a warm-up of 1 minute instead of 3: blocked at +{taught}, untaught at +{untaught}"
+    );
+}

@@ -9,7 +9,9 @@
 //! Anomaly Benchmark (`../shared/corpus/nab`, 5-minute steps interpolated to minutes), 70 %
 //! of it growing and shrinking with the host's traffic (the rhythm, surges, traffic moved
 //! between hosts), with memory, load and disk derived around it. In three cases of ten one
-//! host runs an hourly cron job (2 to 8 minutes, +15 to +40 points of CPU).
+//! host runs an hourly cron job (2 to 8 minutes, +15 to +40 points of CPU). A restarted
+//! host is noisy (more errors, +12 points of CPU) for its app's start-up, 1 to 5 minutes
+//! depending on the app.
 //!
 //! Seven apps in ten have an access log: requests follow the log lines (traffic), response
 //! times are log-normal around a median every request of a minute shares (and a GC pause
@@ -26,7 +28,8 @@
 //! steady or intermittent. A fault is made *observable*: a small multiplier is only
 //! applied to an exception frequent enough that the harm would be noticed (at least ~25
 //! extra events over the watch), as a user labelling releases would only call such a
-//! release bad. Benign releases: A/A re-deploys, restart warm-up noise, fleet-wide surges
+//! release bad. Benign releases: A/A re-deploys, start-up storms (×5 to ×15 errors and a
+//! known exception, +30 points of CPU, up to two minutes longer than usual), fleet-wide surges
 //! and dependency outages hitting both groups, line-number-only code moves, a host noisy
 //! before the release, traffic imbalance, rare benign new exceptions and data gaps; in
 //! any topology: canary with a reference group, staggered batches, tiny fleets (1
@@ -280,6 +283,8 @@ struct App {
     warn_rate: f64,
     /// Its HTTP traffic, for the apps whose hosts have an access log.
     web: Option<Web>,
+    /// Minutes a restarted host of it stays noisy (class loading, JIT, cold caches).
+    startup: i64,
 }
 
 /// An app's HTTP traffic: requests follow its log lines (traffic is what makes it log),
@@ -363,6 +368,8 @@ fn app(seed: u64, index: usize) -> App {
             error_share: rng.log_uniform(0.0003, 0.004),
             error_shape: rng.uniform(0.5, 2.0),
         }),
+        // Its own stream, so that the app's other draws do not depend on it.
+        startup: *Rand::new(mix(seed ^ 0x57a7, index as u64)).pick(&[1, 1, 1, 2, 2, 3, 4, 5]),
     }
 }
 
@@ -759,10 +766,13 @@ fn generate_case(
             1.0,
         ));
     }
+    // A restart is noisy for the app's usual start-up; a start-up storm is stronger and
+    // may last up to two minutes longer.
+    let storm_extra = rng.range(1, 3) as i64 - 1;
     let warmup_len = if benign == Benign::Warmup {
-        rng.range(1, 3) as i64
+        app.startup + storm_extra
     } else {
-        1
+        app.startup
     };
     let warmup_mult = if benign == Benign::Warmup {
         rng.uniform(5.0, 15.0)

@@ -17,6 +17,7 @@ use super::sequential::{self, RATE_SHARE};
 use super::signal::{Candidate, HostView, Role, candidate};
 use super::signals::host_metric::{self, memory_slope_signal, metric_signal};
 use super::signals::volume::volume_signal;
+use super::startup;
 use super::stats::{binomial_upper_tail, student_t_upper_tail};
 use super::{
     AppMemory, Definition, Evidence, Fingerprint, HostMinute, Reason, ReleaseJudge, Rule, Severity,
@@ -34,6 +35,9 @@ pub(crate) struct Outcome {
     /// Per learnable metric kind: the largest change of a released host beyond the fleet,
     /// and the largest of a reference host (normal by definition), significant or not.
     pub levels: Vec<(String, f64, f64)>,
+    /// The longest run of elevated minutes from their release among the released hosts
+    /// (`startup`).
+    pub startup: Option<u32>,
 }
 
 /// Per host counters of one signal.
@@ -604,6 +608,8 @@ pub(crate) fn evaluate(
     ) {
         out.candidates.push(c);
     }
+
+    out.startup = startup::longest_run(&hosts, first, m, params);
 
     // Rule 4: host metrics.
     for metric in host_metric::METRICS {

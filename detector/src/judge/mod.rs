@@ -115,6 +115,7 @@ mod requests;
 mod sequential;
 mod signal;
 mod signals;
+pub mod startup;
 pub mod stats;
 
 pub use requests::{Latency, Requests, StatusClasses};
@@ -582,6 +583,10 @@ impl Default for JudgeParams {
     }
 }
 
+fn chosen() -> bool {
+    true
+}
+
 fn default_false_block_budget() -> f64 {
     0.01
 }
@@ -661,6 +666,10 @@ pub struct AppMemory {
     pub benign_fingerprints: BTreeSet<Fingerprint>,
     /// Releases learned from.
     pub releases_learned: u64,
+    /// The start-up runs of the last normal releases, oldest first (at most
+    /// [`startup::PROFILES_KEPT`]): what the app's warm-up is learned from.
+    #[serde(default)]
+    pub startup_profiles: Vec<u32>,
 }
 
 impl Default for AppMemory {
@@ -671,6 +680,7 @@ impl Default for AppMemory {
             known_fingerprints: BTreeMap::new(),
             benign_fingerprints: BTreeSet::new(),
             releases_learned: 0,
+            startup_profiles: Vec::new(),
         }
     }
 }
@@ -708,6 +718,17 @@ impl AppMemory {
     pub fn learn(&mut self, judge: &ReleaseJudge, label: Feedback) {
         self.releases_learned += 1;
         let record = judge.record();
+        // What a normal release's hosts did after their restart is the app's start-up.
+        if matches!(label, Feedback::ConfirmedNormal | Feedback::FalseAlarm)
+            && let Some(run) = record.startup
+        {
+            self.startup_profiles.push(run);
+            let excess = self
+                .startup_profiles
+                .len()
+                .saturating_sub(startup::PROFILES_KEPT);
+            self.startup_profiles.drain(..excess);
+        }
         match label {
             Feedback::ConfirmedNormal => {
                 let peaks = record
@@ -803,6 +824,10 @@ pub(crate) struct ReleaseRecord {
     pub released_levels: BTreeMap<String, f64>,
     /// Largest change of a reference host per metric kind (normal by definition).
     pub normal_levels: BTreeMap<String, f64>,
+    /// The longest run of elevated minutes from their release on released hosts
+    /// (`startup`), when measured.
+    #[serde(default)]
+    pub startup: Option<u32>,
 }
 
 /// The state of one release across rounds: the sliding window, the sticky block and what
@@ -816,6 +841,10 @@ pub struct ReleaseJudge {
     window: VecDeque<bool>,
     /// Consecutive rounds with a suspicious host metric.
     metric_streak: usize,
+    /// Whether the warm-up was chosen (at the first round, from the app's learned start-up
+    /// profile); a state stored before there were profiles keeps its warm-up.
+    #[serde(default = "chosen")]
+    warmup_chosen: bool,
     verdict: Verdict,
     record: ReleaseRecord,
     /// Fingerprints seen in baselines or on reference hosts at the last round (for alerts).
@@ -853,6 +882,7 @@ impl ReleaseJudge {
             params,
             window: VecDeque::new(),
             metric_streak: 0,
+            warmup_chosen: false,
             verdict: Verdict {
                 decision: Decision::Pass,
                 decided_at: start,
@@ -903,6 +933,12 @@ impl ReleaseJudge {
     /// unchanged (sticky).
     pub fn round(&mut self, minute: i64, data: &[HostMinute], memory: &AppMemory) -> Verdict {
         let minute = minute_of(minute);
+        if !self.warmup_chosen {
+            if let Some(w) = startup::learned_warmup(&memory.startup_profiles) {
+                self.params.warmup_minutes = w;
+            }
+            self.warmup_chosen = true;
+        }
         let outcome = funnel::evaluate(self, minute, data, memory);
         self.outside_last_round = outcome.outside.iter().copied().collect();
         for (&fp, &seen) in &outcome.seen {
@@ -923,6 +959,9 @@ impl ReleaseJudge {
                     *slot = slot.max(v);
                 }
             }
+        }
+        if let Some(run) = outcome.startup {
+            self.record.startup = Some(self.record.startup.map_or(run, |r| r.max(run)));
         }
         for c in &outcome.candidates {
             if c.significant {

@@ -1,0 +1,177 @@
+//! The app's start-up profile: how many minutes after a restart its hosts stay noisy.
+//!
+//! A restarted JVM logs more errors and exceptions and burns more CPU for a while (class
+//! loading, JIT compilation, cold caches, connection pools filling). The rate and metric
+//! tests leave those minutes out of a released host's *settled* window. How long that is
+//! depends on the app: a small service settles within a minute, a large one may take five.
+//! So the warm-up is learned: every round measures, on each released host, the run of
+//! minutes from its release that were *elevated* against its own baseline, beyond the
+//! reference hosts' own change in the same minute (error lines or exceptions per line at
+//! least ×2 and 5 more, or CPU above its level by 6 points and 3× its noise), and a release users call normal (or a false alarm) teaches the app its
+//! longest run. The app's warm-up is then the longest run of its last
+//! [`PROFILES_KEPT`] such releases plus a minute, once it has [`PROFILES_NEEDED`] of
+//! them (so a start-up storm seen recently stays covered, and an old one is forgotten);
+//! before that, [`JudgeParams::warmup_minutes`].
+
+use super::signal::{HostView, Role};
+use super::stats::{mad_sd, median};
+use super::{HostMinute, JudgeParams};
+
+/// Longest run measured, in minutes (and longest warm-up learned).
+pub const MAX_STARTUP_MINUTES: u32 = 10;
+
+/// Releases whose start-up runs an app keeps.
+pub const PROFILES_KEPT: usize = 20;
+
+/// Releases an app needs before its own profile replaces the default warm-up.
+pub const PROFILES_NEEDED: usize = 5;
+
+/// A minute's error lines or exceptions are elevated at this many times what its
+/// baseline rate predicts for its lines (after the reference hosts' change) and this many
+/// more: a clear rise, not a burst of overdispersed counts.
+const COUNT_RATIO: f64 = 2.0;
+const COUNT_EXCESS: f64 = 5.0;
+
+/// Fewest baseline minutes a host needs for its run to be measured.
+const MIN_BASELINE: usize = 10;
+
+/// The warm-up learned from `profiles` (the longest start-up runs of recent normal
+/// releases), when there are enough of them.
+pub fn learned_warmup(profiles: &[u32]) -> Option<i64> {
+    if profiles.len() < PROFILES_NEEDED {
+        return None;
+    }
+    let longest = profiles.iter().copied().max()?;
+    Some(i64::from(longest.min(MAX_STARTUP_MINUTES)) + 1)
+}
+
+/// The longest run of elevated minutes from their release among the released hosts known
+/// at minute `m` (`None` when no released host could be measured).
+pub(super) fn longest_run(
+    hosts: &[HostView<'_>],
+    first: i64,
+    m: i64,
+    params: &JudgeParams,
+) -> Option<u32> {
+    let base_from = first - params.baseline_minutes * 60;
+    let profiles: Vec<(&HostView<'_>, Baseline)> = hosts
+        .iter()
+        .filter_map(|h| {
+            let until = match h.role {
+                Role::Released(r) => r,
+                Role::Reference => first,
+            };
+            Some((h, Baseline::of(h, base_from, until)?))
+        })
+        .collect();
+    // The reference hosts' own change per minute (a surge on every host is not start-up):
+    // their counts against what their baselines predict, and their median CPU change.
+    let reference = |minute: i64| -> (f64, f64, f64) {
+        let (mut errors, mut expected_errors) = (0.0, 0.0);
+        let (mut exceptions, mut expected_exceptions) = (0.0, 0.0);
+        let mut cpu: Vec<f64> = Vec::new();
+        for (h, b) in profiles.iter().filter(|p| p.0.role == Role::Reference) {
+            if let Some(x) = h.rows.iter().find(|x| x.minute == minute) {
+                let n = x.lines as f64;
+                errors += x.error_lines as f64;
+                expected_errors += b.error_rate * n;
+                exceptions += exception_count(x);
+                expected_exceptions += b.exception_rate * n;
+                if let (Some(c), Some(level)) = (x.host_metrics.get("cpu_pct"), b.cpu_level) {
+                    cpu.push(c - level);
+                }
+            }
+        }
+        let ratio = |k: f64, e: f64| if e > 3.0 { (k / e).max(1.0) } else { 1.0 };
+        (
+            ratio(errors, expected_errors),
+            ratio(exceptions, expected_exceptions),
+            median(&mut cpu).unwrap_or(0.0).max(0.0),
+        )
+    };
+    let mut longest: Option<u32> = None;
+    for (h, b) in &profiles {
+        let Role::Released(r) = h.role else { continue };
+        let mut run = 0u32;
+        let mut measured = false;
+        while run < MAX_STARTUP_MINUTES {
+            let minute = r + i64::from(run) * 60;
+            if minute > m {
+                break;
+            }
+            let Some(x) = h.rows.iter().find(|x| x.minute == minute) else {
+                break;
+            };
+            measured = true;
+            let (error_change, exception_change, cpu_change) = reference(minute);
+            let n = x.lines as f64;
+            let elevated = x.error_lines as f64
+                >= COUNT_RATIO * error_change * b.error_rate * n + COUNT_EXCESS
+                || exception_count(x)
+                    >= COUNT_RATIO * exception_change * b.exception_rate * n + COUNT_EXCESS
+                || b.cpu_level
+                    .zip(x.host_metrics.get("cpu_pct"))
+                    .is_some_and(|(level, c)| c - level - cpu_change > b.cpu_margin);
+            if !elevated {
+                break;
+            }
+            run += 1;
+        }
+        if measured {
+            longest = Some(longest.map_or(run, |l| l.max(run)));
+        }
+    }
+    longest
+}
+
+fn exception_count(x: &HostMinute) -> f64 {
+    x.exceptions.values().sum::<u64>() as f64
+}
+
+/// A host's rates and CPU level before its release.
+struct Baseline {
+    error_rate: f64,
+    exception_rate: f64,
+    cpu_level: Option<f64>,
+    /// How far above its level a minute's CPU must be to count as elevated.
+    cpu_margin: f64,
+}
+
+impl Baseline {
+    fn of(h: &HostView<'_>, from: i64, until: i64) -> Option<Self> {
+        let before: Vec<&HostMinute> = h
+            .rows
+            .iter()
+            .copied()
+            .filter(|x| x.minute >= from && x.minute < until)
+            .collect();
+        if before.len() < MIN_BASELINE {
+            return None;
+        }
+        let lines: f64 = before.iter().map(|x| x.lines as f64).sum::<f64>().max(1.0);
+        let cpu: Vec<f64> = before
+            .iter()
+            .filter_map(|x| x.host_metrics.get("cpu_pct"))
+            .collect();
+        Some(Self {
+            error_rate: before.iter().map(|x| x.error_lines as f64).sum::<f64>() / lines,
+            exception_rate: before.iter().map(|x| exception_count(x)).sum::<f64>() / lines,
+            cpu_level: median(&mut cpu.clone()),
+            cpu_margin: (3.0 * mad_sd(&cpu).unwrap_or(0.0)).max(6.0),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_warm_up_covers_the_longest_recent_run_once_enough_releases_taught_it() {
+        assert_eq!(learned_warmup(&[0, 1, 0]), None);
+        assert_eq!(learned_warmup(&[0, 0, 0, 0, 0]), Some(1));
+        assert_eq!(learned_warmup(&[0, 1, 0, 0, 0]), Some(2));
+        assert_eq!(learned_warmup(&[4, 1, 0, 0, 0, 2]), Some(5));
+        assert_eq!(learned_warmup(&[30; 6]), Some(11));
+    }
+}
