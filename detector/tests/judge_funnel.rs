@@ -607,7 +607,8 @@ fn an_app_learns_its_start_up_from_normal_releases() {
     // five minutes, then settle: normal for it, longer than the default 3-minute warm-up.
     let slow_start = |h: &str, m: i64, r: &mut HostMinute| {
         if (h == "h1" || h == "h2") && (0..5).contains(&m) {
-            r.exceptions.insert(KNOWN, 10 * (1 + m.rem_euclid(2) as u64));
+            r.exceptions
+                .insert(KNOWN, 10 * (1 + m.rem_euclid(2) as u64));
             r.error_lines *= 8;
         }
     };

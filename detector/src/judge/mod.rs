@@ -12,7 +12,8 @@
 //! Windows: a released host's *baseline* is its minutes before its own release (up to
 //! [`JudgeParams::baseline_minutes`] before the first batch); its *after* window starts at
 //! its release; rate and metric tests skip the first [`JudgeParams::warmup_minutes`]
-//! (restart noise). Reference hosts (`reference_hosts` plus hosts of batches not reached
+//! (restart noise): 3, or the app's learned start-up profile (`startup`) once five normal
+//! releases taught it. Reference hosts (`reference_hosts` plus hosts of batches not reached
 //! yet) have the first batch as their boundary. Missing rows are absent from every sum.
 //!
 //! 1. `dangerous_exception` — a fingerprint whose definition is dangerous, seen on a
@@ -57,7 +58,8 @@
 //!    hit before the release (bounded above), by a sequential binomial mixture whose
 //!    chance of ever passing its bar with no effect is within the rule's 20 % of
 //!    [`JudgeParams::false_block_budget`]; runs of hits count about once. With reference
-//!    hosts it **blocks at once** past its bar; without, the window decides.
+//!    hosts it **blocks at once** past its bar; without, it needs a run of rounds as
+//!    memory does.
 //!    Memory: the after-release slope above the reference hosts' median slope (≥ 0.12
 //!    points/min and ≥ 3 points in all); not calibrated, it must be suspicious for
 //!    [`JudgeParams::metric_rounds_needed`] consecutive rounds before it counts in the
@@ -87,10 +89,13 @@
 //! the shapes depends on its JIT's warm-up, not on the release). A family's reasons name its
 //! frameless fingerprint; one definition's, its smallest fingerprint seen.
 //!
-//! Signals 2–5 must pass the app's learned threshold ([`AppMemory::learn`]) and make
-//! [`JudgeParams::window_needed`] (2) of the last [`JudgeParams::window_rounds`] (3) rounds
-//! suspicious before a block; in between the decision is `watch` with warning reasons. A
-//! block is sticky and keeps its time and reasons.
+//! Every signal must pass the app's learned threshold ([`AppMemory::learn`]). Those that do
+//! not block at once (new exceptions, the classic rate test, log volume, traffic, host
+//! metrics without reference hosts, memory) must make [`JudgeParams::window_needed`] (2)
+//! of the last [`JudgeParams::window_rounds`] (3) rounds suspicious before a block — a
+//! host metric on its own only after [`JudgeParams::metric_rounds_needed`] consecutive
+//! suspicious rounds; in between the decision is `watch` with warning reasons. A block is
+//! sticky and keeps its time and reasons.
 //!
 //! ```
 //! use std::collections::{BTreeMap, HashMap, HashSet};
@@ -476,7 +481,9 @@ impl Feedback {
 pub struct JudgeParams {
     /// Minutes of baseline before the first batch.
     pub baseline_minutes: i64,
-    /// Minutes after a host's release left out of rate and metric tests (restart noise).
+    /// Minutes after a host's release left out of rate and metric tests (restart noise):
+    /// the default until the app has a learned start-up profile ([`startup`]), which
+    /// replaces it at the release's first round.
     pub warmup_minutes: i64,
     /// Rounds in the sliding window.
     pub window_rounds: usize,
@@ -501,8 +508,9 @@ pub struct JudgeParams {
     pub default_dispersion: f64,
     /// Rule 3: largest dispersion factor used.
     pub max_dispersion: f64,
-    /// Rule 4: consecutive suspicious rounds memory's slope alone needs before it counts
-    /// in the window.
+    /// Rule 4: consecutive suspicious rounds a host metric alone needs before it counts in
+    /// the window, when it did not block at once (memory's slope; CPU, load and disk
+    /// without reference hosts).
     pub metric_rounds_needed: usize,
     /// Rule 4: minutes before its release a host needs to have a level.
     pub metric_min_minutes: usize,
@@ -839,7 +847,7 @@ pub struct ReleaseJudge {
     definitions: HashMap<Fingerprint, Definition>,
     params: JudgeParams,
     window: VecDeque<bool>,
-    /// Consecutive rounds with a suspicious host metric.
+    /// Consecutive rounds with a suspicious host metric that did not block at once.
     metric_streak: usize,
     /// Whether the warm-up was chosen (at the first round, from the app's learned start-up
     /// profile); a state stored before there were profiles keeps its warm-up.
@@ -984,9 +992,11 @@ impl ReleaseJudge {
         if !immediate.is_empty() {
             return self.block(decided_at, immediate, &outcome.candidates);
         }
-        // Memory's slope is not a calibrated test: on its own it needs a longer run of
-        // suspicious rounds; with any other signal it counts at once.
-        let slope = |c: &signal::Candidate| c.kind == signals::host_metric::MEMORY_KIND;
+        // A host metric that did not block at once (memory's slope, which is not a
+        // calibrated test, or CPU, load and disk without reference hosts to control for a
+        // change of the whole fleet) needs a longer run of suspicious rounds on its own;
+        // with any other signal it counts at once.
+        let slope = |c: &signal::Candidate| c.reason.rule == Rule::HostMetric;
         let metric_suspicious = outcome.candidates.iter().any(|c| c.suspicious && slope(c));
         self.metric_streak = if metric_suspicious {
             self.metric_streak + 1

@@ -7,8 +7,10 @@
 //! So the warm-up is learned: every round measures, on each released host, the run of
 //! minutes from its release that were *elevated* against its own baseline, beyond the
 //! reference hosts' own change in the same minute (error lines or exceptions per line at
-//! least ×2 and 5 more, or CPU above its level by 6 points and 3× its noise), and a release users call normal (or a false alarm) teaches the app its
-//! longest run. The app's warm-up is then the longest run of its last
+//! least ×2 and 5 more, or CPU above its level by 6 points and 3× its noise), and a
+//! release users call normal (or a false alarm) teaches the app its longest run. A run
+//! counts once a measured minute ended it: one still going, cut by a missing minute or
+//! lasting all of [`MAX_STARTUP_MINUTES`] is not a start-up. The app's warm-up is then the longest run of its last
 //! [`PROFILES_KEPT`] such releases plus a minute, once it has [`PROFILES_NEEDED`] of
 //! them (so a start-up storm seen recently stays covered, and an old one is forgotten);
 //! before that, [`JudgeParams::warmup_minutes`].
@@ -64,46 +66,70 @@ pub(super) fn longest_run(
             Some((h, Baseline::of(h, base_from, until)?))
         })
         .collect();
-    // The reference hosts' own change per minute (a surge on every host is not start-up):
-    // their counts against what their baselines predict, and their median CPU change.
-    let reference = |minute: i64| -> (f64, f64, f64) {
-        let (mut errors, mut expected_errors) = (0.0, 0.0);
-        let (mut exceptions, mut expected_exceptions) = (0.0, 0.0);
-        let mut cpu: Vec<f64> = Vec::new();
-        for (h, b) in profiles.iter().filter(|p| p.0.role == Role::Reference) {
-            if let Some(x) = h.rows.iter().find(|x| x.minute == minute) {
-                let n = x.lines as f64;
-                errors += x.error_lines as f64;
-                expected_errors += b.error_rate * n;
-                exceptions += exception_count(x);
-                expected_exceptions += b.exception_rate * n;
-                if let (Some(c), Some(level)) = (x.host_metrics.get("cpu_pct"), b.cpu_level) {
-                    cpu.push(c - level);
-                }
+    // The reference hosts' own change per minute of the measured span (a surge on every
+    // host is not start-up): their counts against what their baselines predict, and their
+    // median CPU change. Read once per round, in one pass over their rows.
+    let span_end = m.min(
+        profiles
+            .iter()
+            .filter_map(|(h, _)| match h.role {
+                Role::Released(r) => Some(r + i64::from(MAX_STARTUP_MINUTES) * 60),
+                Role::Reference => None,
+            })
+            .max()?,
+    );
+    let span = |minute: i64| -> Option<usize> {
+        (minute >= first && minute <= span_end).then(|| ((minute - first) / 60) as usize)
+    };
+    let slots = span(span_end).map_or(0, |s| s + 1);
+    // Per minute: errors, expected errors, exceptions, expected exceptions, CPU changes.
+    let mut sums = vec![(0.0, 0.0, 0.0, 0.0, Vec::new()); slots];
+    for (h, b) in profiles.iter().filter(|p| p.0.role == Role::Reference) {
+        for x in &h.rows {
+            let Some(slot) = span(x.minute).and_then(|i| sums.get_mut(i)) else {
+                continue;
+            };
+            let n = x.lines as f64;
+            slot.0 += x.error_lines as f64;
+            slot.1 += b.error_rate * n;
+            slot.2 += exception_count(x);
+            slot.3 += b.exception_rate * n;
+            if let (Some(c), Some(level)) = (x.host_metrics.get("cpu_pct"), b.cpu_level) {
+                slot.4.push(c - level);
             }
         }
-        let ratio = |k: f64, e: f64| if e > 3.0 { (k / e).max(1.0) } else { 1.0 };
-        (
-            ratio(errors, expected_errors),
-            ratio(exceptions, expected_exceptions),
-            median(&mut cpu).unwrap_or(0.0).max(0.0),
-        )
-    };
+    }
+    let ratio = |k: f64, e: f64| if e > 3.0 { (k / e).max(1.0) } else { 1.0 };
+    let reference: Vec<(f64, f64, f64)> = sums
+        .into_iter()
+        .map(|(k, e, x, ex, mut cpu)| {
+            (
+                ratio(k, e),
+                ratio(x, ex),
+                median(&mut cpu).unwrap_or(0.0).max(0.0),
+            )
+        })
+        .collect();
     let mut longest: Option<u32> = None;
     for (h, b) in &profiles {
         let Role::Released(r) = h.role else { continue };
-        let mut run = 0u32;
-        let mut measured = false;
-        while run < MAX_STARTUP_MINUTES {
-            let minute = r + i64::from(run) * 60;
-            if minute > m {
+        let end = r + i64::from(MAX_STARTUP_MINUTES) * 60;
+        let mut rows: Vec<&HostMinute> = h
+            .rows
+            .iter()
+            .copied()
+            .filter(|x| x.minute >= r && x.minute < end && x.minute <= m)
+            .collect();
+        rows.sort_by_key(|x| x.minute);
+        // The run counts once it has ended on a measured, settled minute: a run still
+        // going, cut by a missing minute or lasting the whole span is not a start-up.
+        for (run, x) in (0u32..).zip(rows) {
+            if x.minute != r + i64::from(run) * 60 {
                 break;
             }
-            let Some(x) = h.rows.iter().find(|x| x.minute == minute) else {
-                break;
-            };
-            measured = true;
-            let (error_change, exception_change, cpu_change) = reference(minute);
+            let (error_change, exception_change, cpu_change) = span(x.minute)
+                .and_then(|i| reference.get(i).copied())
+                .unwrap_or((1.0, 1.0, 0.0));
             let n = x.lines as f64;
             let elevated = x.error_lines as f64
                 >= COUNT_RATIO * error_change * b.error_rate * n + COUNT_EXCESS
@@ -113,12 +139,9 @@ pub(super) fn longest_run(
                     .zip(x.host_metrics.get("cpu_pct"))
                     .is_some_and(|(level, c)| c - level - cpu_change > b.cpu_margin);
             if !elevated {
+                longest = Some(longest.map_or(run, |l| l.max(run)));
                 break;
             }
-            run += 1;
-        }
-        if measured {
-            longest = Some(longest.map_or(run, |l| l.max(run)));
         }
     }
     longest

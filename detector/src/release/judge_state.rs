@@ -181,6 +181,21 @@ mod tests {
     }
 
     #[test]
+    fn a_state_stored_before_learned_warm_ups_keeps_its_warm_up() {
+        // A release judged by a detector before start-up profiles: its warm-up was chosen
+        // then (the default), and a profile the app learns now must not change it midway.
+        let text = encode(&judge(), None).expect("encode");
+        assert!(text.contains(",\"warmup_chosen\":false"), "{text}");
+        let older = text
+            .replace(",\"warmup_chosen\":false", "")
+            .replace(",\"startup\":null", "");
+        assert_ne!(older, text);
+        let state = decode(&older).expect("an older state decodes");
+        let again = encode(&state.judge, None).expect("encode");
+        assert!(again.contains(",\"warmup_chosen\":true"), "{again}");
+    }
+
+    #[test]
     fn newer_corrupt_and_garbled_states_are_unreadable_with_a_reason() {
         let newer = format!(
             "{{\"version\":3,\"judge\":{}}}",

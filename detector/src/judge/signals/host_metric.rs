@@ -14,8 +14,8 @@
 //! A host-minute *hits* when its residual reaches the metric's minimum effect (12 points
 //! of CPU or disk busy; load: 0.8 and 60 % of the host's level) and three times the host's
 //! own robust noise before its release. With no release effect, released host-minutes hit
-//! as often as host-minutes did where nothing changed: released hosts before their release
-//! and reference hosts throughout. That rate `p₀` is bounded above (one-sided
+//! as often as host-minutes did where nothing changed: every host's minutes before its own
+//! release (a reference host's, before the first batch). That rate `p₀` is bounded above (one-sided
 //! Clopper–Pearson at level `δ`), and the released host-minutes after their warm-up are
 //! tested against it by a likelihood ratio mixed over hit rates of 25 % to 95 % (a partial
 //! fault hits some hosts only). With independent host-minutes that ratio is a martingale
@@ -30,8 +30,8 @@
 //!
 //! The three metrics share [`HOST_METRIC_SHARE`] of the release's false-block budget
 //! equally, each half for `α` and half for `δ`. With reference hosts a pass of the bar
-//! blocks at once; without them nothing controls for a change of the whole fleet, and the
-//! window's rounds decide.
+//! blocks at once; without them nothing controls for a change of the whole fleet, and a
+//! pass must last [`JudgeParams::metric_rounds_needed`] rounds, then the window's.
 //!
 //! **Memory** is judged by its slope after the release above the reference hosts' median
 //! slope (at least [`JudgeParams::mem_min_slope`] a minute and
@@ -47,7 +47,7 @@ use crate::judge::{AppMemory, Evidence, HostMinute, JudgeParams, Reason, Rule, S
 pub(crate) const HOST_METRIC_SHARE: f64 = 0.2;
 
 /// The learnable kind of memory's slope.
-pub(crate) const MEMORY_KIND: &str = "host_metric:mem_slope";
+const MEMORY_KIND: &str = "host_metric:mem_slope";
 
 /// The metrics of the calibrated test.
 pub(crate) const METRICS: [&str; 3] = ["cpu_pct", "load1", "disk_busy_pct"];
@@ -310,16 +310,17 @@ pub(crate) fn metric_signal(
     if x == 0 {
         return None;
     }
-    // Hits come in runs: counts are divided by the variance inflation of a two-state
-    // Markov chain whose runs of hits last `L` minutes on average where nothing changed,
-    // `(1 + ρ) / (1 − ρ)` with `ρ = 1 − 1/L`, that is `2L − 1`.
+    // Hits come in runs: counts (of the null sample and of the test alike) are divided by
+    // the variance inflation of a two-state Markov chain whose runs of hits last `L`
+    // minutes on average where nothing changed, `(1 + ρ) / (1 − ρ)` with `ρ = 1 − 1/L`,
+    // that is `2L − 1`.
     let run = if runs > 0 {
         2.0 * (kb as f64 / runs as f64).max(1.0) - 1.0
     } else {
         1.0
     };
-    let p0 = if nb >= MIN_NULL_MINUTES {
-        binomial_upper_bound(kb as f64, nb as f64, alpha)
+    let p0 = if nb as f64 / run >= MIN_NULL_MINUTES as f64 {
+        binomial_upper_bound(kb as f64 / run, nb as f64 / run, alpha)
     } else {
         0.2
     }
