@@ -297,6 +297,8 @@ fn server_errors(
             effect: ratio,
             p_value: Some((-log_e).exp().min(1.0)),
             dispersion: Some(phi),
+            e_value: Some(log_e.min(700.0).exp()),
+            e_bar: Some(1.0 / alpha),
             ..Evidence::default()
         },
     };
@@ -699,6 +701,8 @@ fn latency_signal(
                 observed: released_q,
                 effect,
                 p_value: Some((-log_e).exp().min(1.0)),
+                e_value: Some(log_e.min(700.0).exp()),
+                e_bar: Some(1.0 / alpha),
                 ..Evidence::default()
             },
         };

@@ -1150,6 +1150,8 @@ fn sequential_signal(
         // An anytime-valid p-value: 1/e.
         p_value: Some((-s.log_e).exp().min(1.0)),
         dispersion: Some(phi),
+        e_value: Some(s.log_e.min(700.0).exp()),
+        e_bar: Some(1.0 / alpha),
         ..Evidence::default()
     };
     let reason = Reason {

@@ -352,6 +352,13 @@ pub struct Evidence {
     /// Dispersion factor the counts were scaled by.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dispersion: Option<f64>,
+    /// For a sequential test: the evidence so far (its e-value, the likelihood ratio mixed
+    /// over the effects it looks for)...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e_value: Option<f64>,
+    /// ...and the evidence that blocks (`1/α` of its share of the false-block budget).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub e_bar: Option<f64>,
     /// Rounds of the window that were suspicious (at decision time).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rounds_suspicious: Option<u32>,

@@ -57,6 +57,15 @@ pub fn number(v: f64) -> String {
     }
 }
 
+/// A positive figure that may span many orders of magnitude (an e-value), in scientific
+/// notation with three digits: `4.82e4`.
+pub fn sci(x: f64) -> String {
+    if !x.is_finite() {
+        return "∞".to_string();
+    }
+    format!("{x:.2e}")
+}
+
 /// A p-value: `< 0.0001` below that, three significant digits otherwise.
 pub fn p_value(p: f64) -> String {
     if p < 1e-4 {

@@ -5,7 +5,7 @@
 use maud::{DOCTYPE, Markup, html};
 
 use super::chart::Chart;
-use super::format::{ago, iso, number, p_value, time};
+use super::format::{ago, iso, number, p_value, sci, time};
 use crate::judge::{Decision, Evidence, Feedback, Reason, Rule, Severity, Tally};
 use crate::store::{
     AppRow, DecisionEntry, FingerprintRow, HostRow, Outcome, ReleaseState, StoredRelease,
@@ -729,7 +729,9 @@ fn evidence_table(rule: Rule, e: &Evidence) -> Markup {
             dt { "observed" } dd { (number(e.observed)) }
             dt { "effect" } dd { (number(e.effect)) " (threshold " (number(e.threshold)) ")" }
             @if let Some(x) = e.learned_threshold { dt { "learned normal" } dd { (number(x)) } }
-            @if let Some(x) = e.p_value { dt { "p-value" } dd { (p_value(x)) } }
+            @if let (Some(x), Some(bar)) = (e.e_value, e.e_bar) {
+                dt { "evidence so far" } dd { (sci(x)) " of the " (sci(bar)) " that blocks (sequential test)" }
+            } @else if let Some(x) = e.p_value { dt { "p-value" } dd { (p_value(x)) } }
             @if let Some(x) = e.dispersion { dt { "dispersion" } dd { (number(x)) } }
             @if let (Some(s), Some(w)) = (e.rounds_suspicious, e.window_rounds) { dt { "suspicious rounds" } dd { (s) " of " (w) } }
         }
@@ -980,6 +982,8 @@ mod tests {
             learned_threshold: Some(2.5),
             p_value: Some(0.000_02),
             dispersion: None,
+            e_value: None,
+            e_bar: None,
             rounds_suspicious: Some(3),
             window_rounds: Some(5),
         };
@@ -997,6 +1001,18 @@ mod tests {
         assert!(html.contains("<dd>3 of 5</dd>"), "{html}");
         let html = evidence_table(Rule::HostMetric, &evidence).into_string();
         assert!(html.contains(r#"<th scope="col">median</th>"#), "{html}");
+        // A sequential test's reason shows its evidence against the bar, not a p-value.
+        let sequential = Evidence {
+            e_value: Some(48_210.0),
+            e_bar: Some(3_000.0),
+            ..evidence
+        };
+        let html = evidence_table(Rule::HostMetric, &sequential).into_string();
+        assert!(
+            html.contains("<dd>4.82e4 of the 3.00e3 that blocks (sequential test)</dd>"),
+            "{html}"
+        );
+        assert!(!html.contains("p-value"), "{html}");
     }
 
     #[test]

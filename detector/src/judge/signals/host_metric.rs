@@ -377,6 +377,8 @@ pub(crate) fn metric_signal(
             effect,
             p_value: Some((-log_e).exp().min(1.0)),
             dispersion: Some(run),
+            e_value: Some(log_e.min(700.0).exp()),
+            e_bar: Some(1.0 / alpha),
             ..Evidence::default()
         },
     };
@@ -398,7 +400,12 @@ pub(crate) fn memory_slope_signal(
     memory: &AppMemory,
 ) -> Option<Candidate> {
     const MIN_POINTS: usize = 8;
-    let warm = params.warmup_minutes * 60;
+    // A restarted JVM's heap fills for minutes whatever its logs and CPU say: memory's
+    // slope skips at least the default warm-up, even when the app learned a shorter one.
+    let warm = params
+        .warmup_minutes
+        .max(JudgeParams::default().warmup_minutes)
+        * 60;
     let base_from = first - params.baseline_minutes * 60;
     let points = |h: &HostView<'_>, from: i64, to: i64| -> Vec<(f64, f64)> {
         h.rows
