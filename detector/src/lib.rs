@@ -183,15 +183,6 @@ impl Detector {
         let token = self.config.token().map_err(DetectorError::Token)?;
         let (grpc_addr, http_addr) = (self.grpc_addr(), self.http_addr());
 
-        let (alert_tx, alert_rx) = tokio::sync::mpsc::channel(release::ALERT_QUEUE);
-        let ingest = ingest::Ingest::start_notifying(Arc::clone(&store), Some(alert_tx));
-        let decisions = release::webhook::start(self.config.webhooks.clone());
-        tokio::spawn(release::webhook::run_queue(
-            Arc::clone(&store),
-            self.config.webhooks.clone(),
-            lead.clone(),
-            stop_rx.clone(),
-        ));
         let limits = self
             .config
             .limits()
@@ -204,6 +195,22 @@ impl Detector {
             .config
             .retention()
             .map_err(|(key, reason)| DetectorError::Config(format!("{key}: {reason}")))?;
+
+        let (alert_tx, alert_rx) = tokio::sync::mpsc::channel(release::ALERT_QUEUE);
+        let ingest = ingest::Ingest::start_notifying(Arc::clone(&store), Some(alert_tx));
+        // Webhooks are posted from memory, or, with a store that queues them, by the
+        // leader from the queue.
+        let decisions = if store.queues_webhooks() {
+            tokio::spawn(release::webhook::run_queue(
+                Arc::clone(&store),
+                self.config.webhooks.clone(),
+                lead.clone(),
+                stop_rx.clone(),
+            ));
+            None
+        } else {
+            Some(release::webhook::start(self.config.webhooks.clone()))
+        };
         tokio::spawn(retention::run(
             Arc::clone(&store),
             retention,
@@ -212,7 +219,7 @@ impl Detector {
             stop_rx.clone(),
         ));
         let releases = Arc::new(
-            release::Releases::new(Arc::clone(&store), Some(decisions))
+            release::Releases::new(Arc::clone(&store), decisions)
                 .with_limits(limits)
                 .with_params(judge_params)
                 .with_clock(self.clock)

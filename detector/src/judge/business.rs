@@ -39,6 +39,7 @@ use vigil_proto::latency;
 
 use super::sequential::{self, RATIOS, binomial_upper_bound, hit_mixture, mix};
 use super::signal::{Candidate, HostView, candidate};
+use super::signals::volume::{MIN_BASELINE, MIN_RECENT, fleet_change};
 use super::stats::poisson_upper_tail;
 use super::{AppMemory, Evidence, JudgeParams, Latency, Reason, Rule, Severity, Tally};
 
@@ -295,12 +296,10 @@ fn server_errors(
             expected: Some(expected),
             observed,
             effect: ratio,
-            p_value: Some((-log_e).exp().min(1.0)),
             dispersion: Some(phi),
-            e_value: Some(log_e.min(700.0).exp()),
-            e_bar: Some(1.0 / alpha),
             ..Evidence::default()
-        },
+        }
+        .sequential(log_e, alpha),
     };
     let mut c = candidate(
         Rule::ServerErrors.as_str(),
@@ -700,11 +699,9 @@ fn latency_signal(
                 expected: Some(comparison_q),
                 observed: released_q,
                 effect,
-                p_value: Some((-log_e).exp().min(1.0)),
-                e_value: Some(log_e.min(700.0).exp()),
-                e_bar: Some(1.0 / alpha),
                 ..Evidence::default()
-            },
+            }
+            .sequential(log_e, alpha),
         };
         let mut c = candidate(
             Rule::Latency.as_str(),
@@ -741,8 +738,6 @@ fn traffic_drop(
     params: &JudgeParams,
     memory: &AppMemory,
 ) -> Option<Candidate> {
-    const MIN_BASELINE: usize = 5;
-    const MIN_RECENT: usize = 3;
     let t_len = w.t_len;
     let recent = usize::try_from(params.volume_recent_minutes.max(1)).unwrap_or(5);
     let recent_from = t_len.saturating_sub(recent);
@@ -754,23 +749,12 @@ fn traffic_drop(
             .collect();
         (!v.is_empty()).then(|| (v.iter().sum::<f64>() / v.len() as f64, v.len()))
     };
-    let (mut ref_after, mut ref_before) = (0.0, 0.0);
-    for &h in w.reference {
-        if let (Some((a, na)), Some((b, nb))) = (
+    let fleet = fleet_change(w.reference.iter().map(|&h| {
+        (
             mean(h, recent_from.max(w.settled[h]), t_len),
             mean(h, 0, w.first),
-        ) && na >= MIN_RECENT
-            && nb >= MIN_BASELINE
-        {
-            ref_after += a;
-            ref_before += b;
-        }
-    }
-    let fleet = if ref_before > 0.0 {
-        (ref_after / ref_before).clamp(0.2, 5.0)
-    } else {
-        1.0
-    };
+        )
+    }));
     let min_drop = params.traffic_min_drop;
     let mut hit = Vec::new();
     let mut best: Option<(f64, usize, f64, f64, usize, usize)> = None;

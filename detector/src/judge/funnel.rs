@@ -1147,13 +1147,10 @@ fn sequential_signal(
         expected: Some(s.expected),
         observed: s.observed,
         effect: ratio,
-        // An anytime-valid p-value: 1/e.
-        p_value: Some((-s.log_e).exp().min(1.0)),
         dispersion: Some(phi),
-        e_value: Some(s.log_e.min(700.0).exp()),
-        e_bar: Some(1.0 / alpha),
         ..Evidence::default()
-    };
+    }
+    .sequential(s.log_e, alpha);
     let reason = Reason {
         rule: signal.rule,
         summary,

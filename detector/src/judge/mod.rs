@@ -367,6 +367,19 @@ pub struct Evidence {
     pub window_rounds: Option<u32>,
 }
 
+impl Evidence {
+    /// The figures of a sequential test whose log e-value is `log_e` against a bar of
+    /// `1/alpha`: the anytime-valid p-value `1/e`, the e-value and the bar.
+    pub(crate) fn sequential(self, log_e: f64, alpha: f64) -> Self {
+        Self {
+            p_value: Some((-log_e).exp().min(1.0)),
+            e_value: Some(log_e.min(700.0).exp()),
+            e_bar: Some(1.0 / alpha),
+            ..self
+        }
+    }
+}
+
 /// The rule of the funnel a reason comes from (DESIGN §5 "Judgement"), named in the API
 /// and on the pages as `dangerous_exception`, `new_exception`, `exception_rate`,
 /// `error_rate`, `host_metric`, `log_volume`, or one of the business signals

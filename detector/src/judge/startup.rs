@@ -55,6 +55,18 @@ pub(super) fn longest_run(
     m: i64,
     params: &JudgeParams,
 ) -> Option<u32> {
+    // Runs end within MAX_STARTUP_MINUTES of a host's release: past that (and a margin for
+    // late reports) this round has nothing to add to what the record keeps.
+    let latest = hosts
+        .iter()
+        .filter_map(|h| match h.role {
+            Role::Released(r) => Some(r),
+            Role::Reference => None,
+        })
+        .max()?;
+    if m > latest + 2 * i64::from(MAX_STARTUP_MINUTES) * 60 {
+        return None;
+    }
     let base_from = first - params.baseline_minutes * 60;
     let profiles: Vec<(&HostView<'_>, Baseline)> = hosts
         .iter()

@@ -431,14 +431,8 @@ impl<S: Store> Releases<S> {
         release.outcome = Some(outcome);
         release.finished_at = Some(now);
         let change = DecisionChange {
-            release_id: release.id,
-            app: release.app.clone(),
-            version: release.version.clone(),
-            decision: release.decision,
-            previous_decision: release.decision,
-            decided_at: release.decided_at.unwrap_or(now),
-            reasons: release.reasons.clone(),
             outcome: Some(outcome),
+            ..decision_change(release, release.decision, now)
         };
         let queued = self.queued(Some(&change))?;
         self.store
@@ -649,16 +643,7 @@ impl<S: Store> Releases<S> {
 
     /// The decision change `release` holds since `previous`, if any, for the webhooks.
     fn change_of(&self, release: &StoredRelease, previous: Decision) -> Option<DecisionChange> {
-        (release.decision != previous).then(|| DecisionChange {
-            release_id: release.id,
-            app: release.app.clone(),
-            version: release.version.clone(),
-            decision: release.decision,
-            previous_decision: previous,
-            decided_at: release.decided_at.unwrap_or_else(|| self.clock.now()),
-            reasons: release.reasons.clone(),
-            outcome: None,
-        })
+        (release.decision != previous).then(|| decision_change(release, previous, self.clock.now()))
     }
 
     /// `change` as the store queues it with the update that makes it, when it keeps the
@@ -683,19 +668,32 @@ impl<S: Store> Releases<S> {
         self.post(change);
     }
 
-    /// Hands `change` to the webhooks without waiting (a full queue drops it, warned),
-    /// unless the store queued it with the change.
+    /// Hands `change` to the webhooks without waiting (a full queue drops it, warned).
+    /// Without a channel (a store that queues changes with them, or no webhooks wired),
+    /// there is nothing to do here.
     fn post(&self, change: DecisionChange) {
         let Some(tx) = &self.decisions else {
             return;
         };
-        if self.store.queues_webhooks() {
-            return;
-        }
         let id = change.release_id;
         if let Err(e) = tx.try_send(change) {
             tracing::warn!(id, error = %e, "webhook queue full; decision change not posted");
         }
+    }
+}
+
+/// `release`'s decision as a change from `previous` (decided at `now` when the release has
+/// no decision time), without an outcome.
+fn decision_change(release: &StoredRelease, previous: Decision, now: i64) -> DecisionChange {
+    DecisionChange {
+        release_id: release.id,
+        app: release.app.clone(),
+        version: release.version.clone(),
+        decision: release.decision,
+        previous_decision: previous,
+        decided_at: release.decided_at.unwrap_or(now),
+        reasons: release.reasons.clone(),
+        outcome: None,
     }
 }
 

@@ -375,12 +375,10 @@ pub(crate) fn metric_signal(
             expected: Some(t.level),
             observed: t.level + effect,
             effect,
-            p_value: Some((-log_e).exp().min(1.0)),
             dispersion: Some(run),
-            e_value: Some(log_e.min(700.0).exp()),
-            e_bar: Some(1.0 / alpha),
             ..Evidence::default()
-        },
+        }
+        .sequential(log_e, alpha),
     };
     let mut c = candidate(&kind, reason, effect, min_abs_top, memory, None);
     if log_e < bar {

@@ -5,6 +5,34 @@
 use crate::judge::signal::{Candidate, HostView, Role, candidate};
 use crate::judge::{AppMemory, Evidence, JudgeParams, Reason, Rule, Severity, Tally};
 
+/// Fewest recent and baseline minutes a host's mean volume needs to be compared.
+pub(crate) const MIN_RECENT: usize = 3;
+pub(crate) const MIN_BASELINE: usize = 5;
+
+/// The reference group's own change of volume (log lines, or requests): the sum of its
+/// hosts' recent means over the sum of their baseline means, from `(recent, baseline)`
+/// `(mean, minutes)` pairs, counting the hosts with enough minutes in both; ×0.2 to ×5,
+/// 1 without any.
+pub(crate) fn fleet_change(
+    means: impl IntoIterator<Item = (Option<(f64, usize)>, Option<(f64, usize)>)>,
+) -> f64 {
+    let (mut after, mut before) = (0.0, 0.0);
+    for pair in means {
+        if let (Some((a, na)), Some((b, nb))) = pair
+            && na >= MIN_RECENT
+            && nb >= MIN_BASELINE
+        {
+            after += a;
+            before += b;
+        }
+    }
+    if before > 0.0 {
+        (after / before).clamp(0.2, 5.0)
+    } else {
+        1.0
+    }
+}
+
 pub(crate) fn volume_signal(
     hosts: &[HostView<'_>],
     first: i64,
@@ -12,8 +40,6 @@ pub(crate) fn volume_signal(
     params: &JudgeParams,
     memory: &AppMemory,
 ) -> Option<Candidate> {
-    const MIN_RECENT: usize = 3;
-    const MIN_BASELINE: usize = 5;
     let warm = params.warmup_minutes * 60;
     let recent_from = m - (params.volume_recent_minutes - 1) * 60;
     let base_from = first - params.baseline_minutes * 60;
@@ -26,23 +52,12 @@ pub(crate) fn volume_signal(
             .collect();
         (!v.is_empty()).then(|| (v.iter().sum::<f64>() / v.len() as f64, v.len()))
     };
-    let (mut ref_after, mut ref_before) = (0.0, 0.0);
-    for h in hosts.iter().filter(|h| h.role == Role::Reference) {
-        if let (Some((a, na)), Some((b, nb))) = (
+    let fleet = fleet_change(hosts.iter().filter(|h| h.role == Role::Reference).map(|h| {
+        (
             mean_lines(h, recent_from.max(first + warm), m),
             mean_lines(h, base_from, first - 60),
-        ) && na >= MIN_RECENT
-            && nb >= MIN_BASELINE
-        {
-            ref_after += a;
-            ref_before += b;
-        }
-    }
-    let fleet = if ref_before > 0.0 {
-        (ref_after / ref_before).clamp(0.2, 5.0)
-    } else {
-        1.0
-    };
+        )
+    }));
     let mut hit = Vec::new();
     let mut best: Option<(f64, &str, f64, f64, usize, usize)> = None;
     for h in hosts {
