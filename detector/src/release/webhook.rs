@@ -68,6 +68,9 @@ pub fn start(webhooks: Vec<Webhook>) -> mpsc::Sender<DecisionChange> {
 pub const QUEUE_POLL: Duration = Duration::from_millis(500);
 /// Most queued changes taken at once.
 const QUEUE_BATCH: usize = 64;
+/// Most queued changes being posted at once (a webhook that is down keeps its changes
+/// retrying for a day; the next ones are still taken, up to this many).
+const QUEUE_IN_FLIGHT: usize = 1024;
 
 /// Queued changes older than this that a webhook still has not taken are given up (and
 /// counted in `vigil_detector_webhook_failures`).
@@ -102,7 +105,21 @@ pub async fn run_queue<S: Store>(
         let posting_ids: Arc<Mutex<HashSet<i64>>> = Arc::default();
         while lead.leads() {
             while posting.try_join_next().is_some() {}
-            match store.queued_webhooks(QUEUE_BATCH).await {
+            // Changes being posted are not read again, so a webhook that keeps failing
+            // does not hold back the changes queued after them.
+            let in_flight: Vec<i64> = posting_ids
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .copied()
+                .collect();
+            let room = QUEUE_BATCH.min(QUEUE_IN_FLIGHT.saturating_sub(in_flight.len()));
+            let queued = if room == 0 {
+                Ok(Vec::new())
+            } else {
+                store.queued_webhooks(room, &in_flight).await
+            };
+            match queued {
                 Ok(queued) => {
                     for change in queued {
                         if !posting_ids

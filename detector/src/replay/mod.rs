@@ -525,9 +525,16 @@ pub fn run(
         writeln!(out, "{line}")?;
     } else {
         let fmt = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
+        // The summary stays the last line (DESIGN §5): the rules go on it, each as
+        // `name:right/wrong/unlabelled`.
+        let rules: Vec<String> = summary
+            .rules
+            .iter()
+            .map(|(rule, b)| format!("{rule}:{}/{}/{}", b.right, b.wrong, b.unlabelled))
+            .collect();
         writeln!(
             out,
-            "summary: cases={} tp={} fp={} tn={} fn={} precision={} recall={} median_seconds_to_block={}",
+            "summary: cases={} tp={} fp={} tn={} fn={} precision={} recall={} median_seconds_to_block={} rules={}",
             summary.cases,
             summary.tp,
             summary.fp,
@@ -535,15 +542,13 @@ pub fn run(
             summary.fn_,
             fmt(summary.precision),
             fmt(summary.recall),
-            fmt(summary.median_seconds_to_block)
+            fmt(summary.median_seconds_to_block),
+            if rules.is_empty() {
+                "-".to_string()
+            } else {
+                rules.join(",")
+            }
         )?;
-        for (rule, b) in &summary.rules {
-            writeln!(
-                out,
-                "rule: {rule} blocks right={} wrong={} unlabelled={}",
-                b.right, b.wrong, b.unlabelled
-            )?;
-        }
     }
     Ok(summary)
 }

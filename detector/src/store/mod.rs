@@ -539,15 +539,16 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// The queued decision changes not yet posted to every webhook, oldest first, at most
-    /// `limit`.
+    /// `limit`, leaving out the ids in `skip` (those being posted).
     ///
     /// # Errors
     /// [`StoreError`] when the store cannot be read.
     fn queued_webhooks(
         &self,
         limit: usize,
+        skip: &[i64],
     ) -> impl Future<Output = Result<Vec<QueuedWebhook>, StoreError>> + Send {
-        let _ = limit;
+        let _ = (limit, skip);
         async { Ok(Vec::new()) }
     }
 

@@ -391,12 +391,17 @@ impl Store for PostgresStore {
         true
     }
 
-    async fn queued_webhooks(&self, limit: usize) -> Result<Vec<QueuedWebhook>, StoreError> {
+    async fn queued_webhooks(
+        &self,
+        limit: usize,
+        skip: &[i64],
+    ) -> Result<Vec<QueuedWebhook>, StoreError> {
         let rows: Vec<(i64, String, i64, String)> = sqlx::query_as(
             "SELECT id, body, queued_at, delivered_to FROM webhook_queue \
-             WHERE posted_at IS NULL ORDER BY id LIMIT $1",
+             WHERE posted_at IS NULL AND NOT (id = ANY($2)) ORDER BY id LIMIT $1",
         )
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(skip)
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
