@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use vigil_detector::judge::{
-    AppMemory, Batch, Decision, Definition, Feedback, HostMetrics, HostMinute, Release,
-    ReleaseJudge, Verdict,
+    AppMemory, Batch, Decision, Definition, Feedback, HostMetrics, HostMinute, LEARNED_HALF_LIFE,
+    Release, ReleaseJudge, Verdict, fingerprint_hex,
 };
 
 /// Minute of the first batch.
@@ -368,7 +368,8 @@ fn a_false_alarm_teaches_the_app_its_normal_and_a_miss_undoes_it() {
     let verdicts = run(&mut j, &rows, &memory);
     assert!(first_block(&verdicts).is_some());
     memory.learn(&j, Feedback::FalseAlarm);
-    let learned = memory.threshold("exception_rate").expect("learned");
+    let kind = format!("exception_rate:{}", fingerprint_hex(KNOWN));
+    let learned = memory.threshold(&kind, T0).expect("learned");
     assert!(learned > 1.5, "{learned}");
     assert!(memory.knows(KNOWN, T0));
 
@@ -386,11 +387,71 @@ fn a_false_alarm_teaches_the_app_its_normal_and_a_miss_undoes_it() {
 
     // Users say it was a real problem after all: the threshold comes back down.
     memory.learn(&j, Feedback::MissedProblem);
-    assert!(memory.threshold("exception_rate").unwrap_or(f64::MAX) < learned);
+    assert!(memory.threshold(&kind, T0).unwrap_or(f64::MAX) < learned);
 
     let json = serde_json::to_string(&memory).expect("serialize");
     let back: AppMemory = serde_json::from_str(&json).expect("deserialize");
     assert_eq!(back, memory);
+}
+
+#[test]
+fn a_learned_threshold_belongs_to_one_exception_and_fades_with_time() {
+    const OTHER: u64 = 0x5eed_0f0f_1234_abcd;
+    // Both exceptions at a steady rate on every host; `times` multiplies one of them on the
+    // released hosts from minute 3.
+    let rise = |fp: u64, times: u64| {
+        fleet(&HOSTS, move |h, m, r| {
+            r.exceptions.insert(OTHER, 4 + (m.rem_euclid(3)) as u64);
+            if (h == "h1" || h == "h2") && m >= 3 {
+                *r.exceptions.entry(fp).or_default() *= times;
+            }
+        })
+    };
+    let release_of = || judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+    let mut memory = AppMemory::default();
+    let mut j = release_of();
+    assert!(first_block(&run(&mut j, &rise(KNOWN, 3), &memory)).is_some());
+    memory.learn(&j, Feedback::FalseAlarm);
+    let known = format!("exception_rate:{}", fingerprint_hex(KNOWN));
+    let other = format!("exception_rate:{}", fingerprint_hex(OTHER));
+    let learned = memory.threshold(&known, T0).expect("learned");
+    assert!(learned > 3.0, "{learned}");
+    assert_eq!(memory.threshold(&other, T0), None);
+
+    // The same ×3 of the other exception is not hidden by what the first one taught.
+    let mut j = release_of();
+    let verdicts = run(&mut j, &rise(OTHER, 3), &memory);
+    let (_, v) = first_block(&verdicts).expect("the other exception still blocks");
+    assert_eq!(
+        v.reasons[0].fingerprint.as_deref(),
+        Some(fingerprint_hex(OTHER).as_str()),
+        "{v:?}"
+    );
+
+    // The learned excess over the default (×1.5) halves every 14 days...
+    let half = memory
+        .threshold(&known, T0 + LEARNED_HALF_LIFE)
+        .expect("still learned");
+    assert!(
+        (half - (1.5 + (learned - 1.5) / 2.0)).abs() < 1e-9,
+        "{half} vs {learned}"
+    );
+    // ...and a normal release a year later forgets it.
+    let year = 365 * 24 * 3600;
+    let later = Release {
+        app: "shop".into(),
+        batches: vec![Batch {
+            at: T0 + year,
+            hosts: vec!["h1".into()],
+        }],
+        reference_hosts: vec!["h3".into()],
+        until: Some(T0 + year + 3600),
+    };
+    let mut j = judge(later);
+    j.round(T0 + year + 600, &[], &memory);
+    memory.learn(&j, Feedback::ConfirmedNormal);
+    assert!(memory.thresholds.is_empty(), "{:?}", memory.thresholds);
+    assert!(memory.learned_at.is_empty(), "{:?}", memory.learned_at);
 }
 
 #[test]
@@ -571,12 +632,16 @@ fn a_false_alarm_teaches_only_the_signals_that_blocked_and_a_rate_is_never_taugh
     let verdicts = run(&mut j, &more_cpu, &memory);
     assert!(first_block(&verdicts).is_some());
     memory.learn(&j, Feedback::FalseAlarm);
-    assert!(
-        memory
-            .threshold("host_metric:cpu_pct")
-            .is_some_and(|t| t > 45.0)
+    assert_eq!(
+        memory.threshold("host_metric:cpu_pct", T0),
+        Some(40.0),
+        "raised to its cap, 40 points, not to 1.5 × 45"
     );
     assert_eq!(memory.thresholds.len(), 1, "{:?}", memory.thresholds);
+    // CPU is never taught off: 45 points more than the work explains still blocks.
+    let mut j = release_of();
+    let verdicts = run(&mut j, &more_cpu, &memory);
+    assert!(first_block(&verdicts).is_some(), "{:?}", verdicts.last());
 
     // Three blocks for more of a known exception called false alarms: the rate's
     // threshold stops at ×4, so a ×8 rise still blocks.
@@ -594,7 +659,8 @@ fn a_false_alarm_teaches_only_the_signals_that_blocked_and_a_rate_is_never_taugh
             memory.learn(&j, Feedback::FalseAlarm);
         }
     }
-    assert!(memory.threshold("exception_rate").is_some_and(|t| t <= 4.0));
+    let kind = format!("exception_rate:{}", fingerprint_hex(KNOWN));
+    assert!(memory.threshold(&kind, T0).is_some_and(|t| t <= 4.0));
     let mut j = release_of();
     let verdicts = run(&mut j, &more_of(8), &memory);
     let (_, v) = first_block(&verdicts).expect("a ×8 rise still blocks");

@@ -414,7 +414,10 @@ fn trace(cases: &[ParsedCase], id: &str) {
             .entry(case.release.app.clone())
             .or_default()
             .clone();
-        println!("{} memory thresholds {:?}", case.id, memory.thresholds);
+        println!(
+            "{} memory thresholds {:?} learned at {:?}",
+            case.id, memory.thresholds, memory.learned_at
+        );
         let mut judge = vigil_detector::judge::ReleaseJudge::new(
             case.release.clone(),
             case.known.clone(),

@@ -41,7 +41,7 @@ use super::sequential::{self, RATIOS, binomial_upper_bound, hit_mixture, mix};
 use super::signal::{Candidate, HostView, candidate};
 use super::signals::volume::{MIN_BASELINE, MIN_RECENT, fleet_change};
 use super::stats::poisson_upper_tail;
-use super::{AppMemory, Evidence, JudgeParams, Latency, Reason, Rule, Severity, Tally};
+use super::{Evidence, JudgeParams, Latency, Learned, Reason, Rule, Severity, Tally};
 
 /// Share of the release's false-block budget spent by the business signals.
 pub(crate) const BUSINESS_SHARE: f64 = 0.3;
@@ -108,7 +108,7 @@ pub(super) fn signals(
     traffic: &Traffic<'_>,
     w: &Windows<'_>,
     params: &JudgeParams,
-    memory: &AppMemory,
+    memory: &Learned<'_>,
 ) -> Vec<Candidate> {
     let alpha = params.false_block_budget * BUSINESS_SHARE / 3.0;
     let mut out = Vec::new();
@@ -175,7 +175,7 @@ fn server_errors(
     w: &Windows<'_>,
     alpha: f64,
     params: &JudgeParams,
-    memory: &AppMemory,
+    memory: &Learned<'_>,
 ) -> Option<Candidate> {
     let phi = dispersion(
         &traffic.server_errors,
@@ -609,7 +609,7 @@ fn latency_signal(
     w: &Windows<'_>,
     alpha: f64,
     params: &JudgeParams,
-    memory: &AppMemory,
+    memory: &Learned<'_>,
 ) -> Option<Candidate> {
     // Per quantile, half for the test and half for the bound on the baseline's hit rate.
     let alpha = alpha / (2.0 * LATENCY_QUANTILES.len() as f64);
@@ -736,7 +736,7 @@ fn traffic_drop(
     w: &Windows<'_>,
     alpha: f64,
     params: &JudgeParams,
-    memory: &AppMemory,
+    memory: &Learned<'_>,
 ) -> Option<Candidate> {
     let t_len = w.t_len;
     let recent = usize::try_from(params.volume_recent_minutes.max(1)).unwrap_or(5);

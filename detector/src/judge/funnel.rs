@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::business;
 use super::family::{self, Grouping};
+use super::memory::{exception_kind, kind_default};
 use super::sequential::{self, RATE_SHARE};
 use super::signal::{Candidate, HostView, Role, candidate};
 use super::signals::host_metric::{self, memory_slope_signal, metric_signal};
@@ -20,8 +21,8 @@ use super::signals::volume::volume_signal;
 use super::startup;
 use super::stats::{binomial_upper_tail, student_t_upper_tail};
 use super::{
-    AppMemory, Definition, Evidence, Fingerprint, HostMinute, Reason, ReleaseJudge, Rule, Severity,
-    Tally, fingerprint_hex, kind_default, minute_of,
+    AppMemory, Definition, Evidence, Fingerprint, HostMinute, Learned, Reason, ReleaseJudge, Rule,
+    Severity, Tally, fingerprint_hex, minute_of,
 };
 
 /// Result of a round.
@@ -235,6 +236,11 @@ pub(crate) fn evaluate(
 ) -> Outcome {
     let params = &judge.params;
     let release = &judge.release;
+    // Thresholds and history as they stood at the release's start.
+    let memory = &Learned {
+        memory,
+        at: release.first_minute().unwrap_or(0),
+    };
     let mut out = Outcome::default();
 
     // Roles.
@@ -411,7 +417,6 @@ pub(crate) fn evaluate(
         group_minutes(&reference, false),
         group_minutes(&reference, true),
     ];
-    let start_minute = release.first_minute().unwrap_or(first);
 
     // Rules 1–3 over exceptions, then error lines. Fingerprints of one failure (the same
     // definition, or one family whose frameless shape is in the windows: `family`) are
@@ -448,7 +453,7 @@ pub(crate) fn evaluate(
         .collect();
     let after_of =
         |per_host: &[SigHost]| -> f64 { released.iter().map(|&i| per_host[i].ka_all).sum() };
-    let known_by_id = |fp: Fingerprint| judge.known.contains(&fp) || memory.knows(fp, start_minute);
+    let known_by_id = |fp: Fingerprint| judge.known.contains(&fp) || memory.knows(fp);
     // A shape is known when one of its fingerprints is in a baseline, on a reference host
     // or in the app's history; one seen on released hosts that is not may still be known
     // by definition or family.
@@ -654,7 +659,7 @@ fn new_or_dangerous(
     released: &[usize],
     group_lines: [f64; 4],
     minutes: [u32; 4],
-    memory: &AppMemory,
+    memory: &Learned<'_>,
 ) -> Option<Candidate> {
     let params = &judge.params;
     let after_all: f64 = released.iter().map(|&i| per_host[i].ka_all).sum();
@@ -742,6 +747,15 @@ struct RateSignal<'a> {
     rule: Rule,
     label: &'a str,
     fingerprint: Option<Fingerprint>,
+}
+
+impl RateSignal<'_> {
+    /// What the app learns this signal's normal under: one threshold per exception, one
+    /// for error lines.
+    fn kind(&self) -> String {
+        self.fingerprint
+            .map_or_else(|| self.rule.as_str().to_string(), exception_kind)
+    }
 }
 
 /// Dispersion of a signal over the baseline: per host, Pearson χ²/df against the host's
@@ -841,7 +855,7 @@ fn rate_signal(
     reference: &[usize],
     (phi, host_phi): &(f64, Vec<f64>),
     params: &super::JudgeParams,
-    memory: &AppMemory,
+    memory: &Learned<'_>,
 ) -> Option<Candidate> {
     let (phi, host_phi) = (*phi, host_phi.as_slice());
     let t_len = grid.t_len;
@@ -1040,7 +1054,7 @@ fn rate_signal(
         evidence,
     };
     Some(candidate(
-        signal.rule.as_str(),
+        &signal.kind(),
         reason,
         r.ratio,
         params.rate_min_ratio,
@@ -1062,7 +1076,7 @@ fn sequential_signal(
     hosts: &[HostView<'_>],
     tests: usize,
     params: &super::JudgeParams,
-    memory: &AppMemory,
+    memory: &Learned<'_>,
 ) -> Option<Candidate> {
     if inputs.reference.is_empty() {
         return None;
@@ -1161,7 +1175,7 @@ fn sequential_signal(
         evidence,
     };
     let mut c = candidate(
-        signal.rule.as_str(),
+        &signal.kind(),
         reason,
         ratio,
         params.rate_min_ratio,

@@ -89,7 +89,10 @@
 //! the shapes depends on its JIT's warm-up, not on the release). A family's reasons name its
 //! frameless fingerprint; one definition's, its smallest fingerprint seen.
 //!
-//! Every signal must pass the app's learned threshold ([`AppMemory::learn`]). Those that do
+//! Every signal must pass the app's learned threshold ([`AppMemory::learn`]): the largest
+//! value it reached in the app's releases users called normal, one per exception, decaying
+//! back to the default with a half-life of 14 days and capped where the signal still sees a
+//! clear regression (`memory`). Those that do
 //! not block at once (new exceptions, the classic rate test, log volume, traffic, host
 //! metrics without reference hosts, memory) must make [`JudgeParams::window_needed`] (2)
 //! of the last [`JudgeParams::window_rounds`] (3) rounds suspicious before a block — a
@@ -116,6 +119,7 @@
 mod business;
 mod family;
 mod funnel;
+mod memory;
 mod requests;
 mod sequential;
 mod signal;
@@ -123,6 +127,10 @@ mod signals;
 pub mod startup;
 pub mod stats;
 
+pub(crate) use memory::Learned;
+pub use memory::{
+    APP_MEMORY_VERSION, AppMemory, FALSE_ALARM_MARGIN, KNOWN_FINGERPRINT_TTL, LEARNED_HALF_LIFE,
+};
 pub use requests::{Latency, Requests, StatusClasses};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -633,205 +641,6 @@ fn default_latency_min_ratio() -> f64 {
 
 fn default_traffic_min_drop() -> f64 {
     0.8
-}
-
-/// Kinds of learnable signals, with the default threshold and the cap on learning: what no
-/// feedback can raise a threshold past. For exceptions, errors and memory the cap keeps the
-/// rule on (a ×4 rise of a known exception always counts); for CPU and disk (100 points)
-/// and load (64) it does not: an app whose hosts normally jump from idle to full CPU can be taught
-/// that CPU says nothing about its releases. (Caps of 50 points took the replay
-/// benchmark's precision from 0.926 to 0.72: its apps with such bursts kept blocking.)
-pub(crate) const SIGNAL_KINDS: &[(&str, f64, f64)] = &[
-    ("new_exception", 5.0, 40.0),
-    ("exception_rate", 1.5, 4.0),
-    ("error_rate", 1.5, 3.0),
-    ("host_metric:cpu_pct", 12.0, 100.0),
-    ("host_metric:load1", 0.8, 64.0),
-    ("host_metric:disk_busy_pct", 12.0, 100.0),
-    ("host_metric:mem_slope", 0.12, 0.5),
-    ("log_volume", 0.7, 0.92),
-    ("server_errors", 2.0, 8.0),
-    ("latency", 1.25, 3.0),
-    ("traffic", 0.8, 0.95),
-];
-
-fn kind_cap(kind: &str) -> f64 {
-    SIGNAL_KINDS
-        .iter()
-        .find(|k| k.0 == kind)
-        .map_or(f64::INFINITY, |k| k.2)
-}
-
-fn kind_default(kind: &str) -> f64 {
-    SIGNAL_KINDS
-        .iter()
-        .find(|k| k.0 == kind)
-        .map_or(0.0, |k| k.1)
-}
-
-/// After a false alarm, the blocking signal's threshold is raised to its peak times this.
-pub const FALSE_ALARM_MARGIN: f64 = 1.5;
-
-/// Format version of [`AppMemory`].
-pub const APP_MEMORY_VERSION: u32 = 1;
-
-/// What Vigil learned about one application from users' feedback. Serializable; the
-/// detector persists it per app.
-///
-/// Invariants: every learned threshold lies between the signal's default and its cap;
-/// fingerprints in `benign_fingerprints` were shown in releases users called normal or a
-/// false alarm.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AppMemory {
-    /// Format version ([`APP_MEMORY_VERSION`]).
-    pub version: u32,
-    /// Learned normal threshold per signal kind (`exception_rate`, `host_metric:cpu_pct`, ..).
-    pub thresholds: BTreeMap<String, f64>,
-    /// Fingerprints shown by the app in releases judged normal (or in baselines and
-    /// reference groups), with the last minute seen.
-    pub known_fingerprints: BTreeMap<Fingerprint, i64>,
-    /// Fingerprints that caused a false alarm: never new, never dangerous-at-once again.
-    pub benign_fingerprints: BTreeSet<Fingerprint>,
-    /// Releases learned from.
-    pub releases_learned: u64,
-    /// The start-up runs of the last normal releases, oldest first (at most
-    /// [`startup::PROFILES_KEPT`]): what the app's warm-up is learned from.
-    #[serde(default)]
-    pub startup_profiles: Vec<u32>,
-}
-
-impl Default for AppMemory {
-    fn default() -> Self {
-        Self {
-            version: APP_MEMORY_VERSION,
-            thresholds: BTreeMap::new(),
-            known_fingerprints: BTreeMap::new(),
-            benign_fingerprints: BTreeSet::new(),
-            releases_learned: 0,
-            startup_profiles: Vec::new(),
-        }
-    }
-}
-
-/// How long a fingerprint stays in the app's recent history.
-pub const KNOWN_FINGERPRINT_TTL: i64 = 30 * 24 * 3600;
-
-impl AppMemory {
-    /// The learned threshold of a signal kind, if any.
-    pub fn threshold(&self, kind: &str) -> Option<f64> {
-        self.thresholds.get(kind).copied()
-    }
-
-    /// Whether the app has shown `fingerprint` recently (before `at`) or users called it
-    /// benign.
-    pub fn knows(&self, fingerprint: Fingerprint, at: i64) -> bool {
-        self.benign_fingerprints.contains(&fingerprint)
-            || self
-                .known_fingerprints
-                .get(&fingerprint)
-                .is_some_and(|&seen| seen >= at - KNOWN_FINGERPRINT_TTL)
-    }
-
-    /// Learns from a user's feedback on a judged release.
-    ///
-    /// - `confirmed_normal`: each signal's peak in the release becomes its normal
-    ///   threshold when larger (capped); every fingerprint shown becomes known.
-    /// - `false_alarm`: only the blocking signals learn: their thresholds go to
-    ///   [`FALSE_ALARM_MARGIN`] × their peak (capped); every fingerprint shown becomes
-    ///   known and the ones behind the block benign.
-    /// - `missed_problem`: thresholds that suppressed a signal of this release fall back
-    ///   below its peak (never under the default).
-    /// - `valid_block`: fingerprints of the baselines and reference group become known
-    ///   (the blocked ones do not).
-    pub fn learn(&mut self, judge: &ReleaseJudge, label: Feedback) {
-        self.releases_learned += 1;
-        let record = judge.record();
-        // What a normal release's hosts did after their restart is the app's start-up.
-        if matches!(label, Feedback::ConfirmedNormal | Feedback::FalseAlarm)
-            && let Some(run) = record.startup
-        {
-            self.startup_profiles.push(run);
-            let excess = self
-                .startup_profiles
-                .len()
-                .saturating_sub(startup::PROFILES_KEPT);
-            self.startup_profiles.drain(..excess);
-        }
-        match label {
-            Feedback::ConfirmedNormal => {
-                let peaks = record
-                    .peaks
-                    .iter()
-                    .chain(&record.released_levels)
-                    .chain(&record.normal_levels);
-                for (kind, &peak) in peaks {
-                    self.raise(kind, peak);
-                }
-                for (&fp, &seen) in &record.seen {
-                    self.remember(fp, seen);
-                }
-            }
-            Feedback::FalseAlarm => {
-                // Only the signals that blocked learn: a false alarm on CPU says nothing
-                // about how many exceptions are normal.
-                for (&fp, &seen) in &record.seen {
-                    self.remember(fp, seen);
-                }
-                self.benign_fingerprints
-                    .extend(record.flagged_fingerprints.iter().copied());
-                // A signal that raised a false alarm can go further still in this app:
-                // leave it half as much room again above what it reached.
-                for kind in &record.blocking_kinds {
-                    if let Some(&peak) = record.peaks.get(kind) {
-                        self.raise(kind, peak * FALSE_ALARM_MARGIN);
-                    }
-                }
-            }
-            Feedback::MissedProblem => {
-                for (kind, &peak) in &record.peaks {
-                    if let Some(slot) = self.thresholds.get_mut(kind)
-                        && peak <= *slot
-                    {
-                        *slot = (peak * 0.95).max(kind_default(kind));
-                    }
-                }
-                for (&fp, &seen) in &record.seen_outside {
-                    self.remember(fp, seen);
-                }
-            }
-            Feedback::ValidBlock => {
-                for (&fp, &seen) in &record.seen_outside {
-                    self.remember(fp, seen);
-                }
-            }
-        }
-        if matches!(label, Feedback::ValidBlock | Feedback::MissedProblem) {
-            // Reference hosts kept the old version: what they did is normal whatever the
-            // release turned out to be.
-            for (kind, &level) in &record.normal_levels {
-                self.raise(kind, level);
-            }
-        }
-    }
-
-    /// Raises a learned threshold to `value` (capped); never below the kind's default.
-    fn raise(&mut self, kind: &str, value: f64) {
-        let value = value.min(kind_cap(kind));
-        if value <= kind_default(kind) {
-            return;
-        }
-        let slot = self.thresholds.entry(kind.to_string()).or_insert(value);
-        if value > *slot {
-            *slot = value;
-        }
-    }
-
-    fn remember(&mut self, fp: Fingerprint, seen: i64) {
-        let slot = self.known_fingerprints.entry(fp).or_insert(seen);
-        if seen > *slot {
-            *slot = seen;
-        }
-    }
 }
 
 /// What a judge remembers of its release for learning.

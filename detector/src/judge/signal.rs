@@ -2,7 +2,7 @@
 //! what a rule finds ([`Candidate`]), with the app's learned threshold applied
 //! ([`candidate`]).
 
-use super::{AppMemory, Fingerprint, HostMinute, Reason, Severity};
+use super::{Fingerprint, HostMinute, Learned, Reason, Severity};
 
 /// A signal found in a round.
 #[derive(Debug, Clone)]
@@ -45,7 +45,7 @@ pub(super) fn candidate(
     mut reason: Reason,
     effect: f64,
     default_threshold: f64,
-    memory: &AppMemory,
+    memory: &Learned<'_>,
     fingerprint: Option<Fingerprint>,
 ) -> Candidate {
     let learned = memory.threshold(kind);

@@ -41,7 +41,7 @@
 use crate::judge::sequential::{binomial_upper_bound, hit_mixture};
 use crate::judge::signal::{Candidate, HostView, Role, candidate};
 use crate::judge::stats::{mad_sd, median, ols_slope, quantile};
-use crate::judge::{AppMemory, Evidence, HostMinute, JudgeParams, Reason, Rule, Severity, Tally};
+use crate::judge::{Evidence, HostMinute, JudgeParams, Learned, Reason, Rule, Severity, Tally};
 
 /// Share of the release's false-block budget spent by CPU, load and disk busy together.
 pub(crate) const HOST_METRIC_SHARE: f64 = 0.2;
@@ -204,7 +204,7 @@ pub(crate) fn metric_signal(
     first: i64,
     m: i64,
     params: &JudgeParams,
-    memory: &AppMemory,
+    memory: &Learned<'_>,
 ) -> Option<Candidate> {
     let tracks: Vec<Track<'_>> = hosts
         .iter()
@@ -395,7 +395,7 @@ pub(crate) fn memory_slope_signal(
     first: i64,
     m: i64,
     params: &JudgeParams,
-    memory: &AppMemory,
+    memory: &Learned<'_>,
 ) -> Option<Candidate> {
     const MIN_POINTS: usize = 8;
     // A restarted JVM's heap fills for minutes whatever its logs and CPU say: memory's

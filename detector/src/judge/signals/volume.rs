@@ -3,7 +3,7 @@
 //! change (not a calibrated test; the window's rounds decide).
 
 use crate::judge::signal::{Candidate, HostView, Role, candidate};
-use crate::judge::{AppMemory, Evidence, JudgeParams, Reason, Rule, Severity, Tally};
+use crate::judge::{Evidence, JudgeParams, Learned, Reason, Rule, Severity, Tally};
 
 /// Fewest recent and baseline minutes a host's mean volume needs to be compared.
 pub(crate) const MIN_RECENT: usize = 3;
@@ -38,7 +38,7 @@ pub(crate) fn volume_signal(
     first: i64,
     m: i64,
     params: &JudgeParams,
-    memory: &AppMemory,
+    memory: &Learned<'_>,
 ) -> Option<Candidate> {
     let warm = params.warmup_minutes * 60;
     let recent_from = m - (params.volume_recent_minutes - 1) * 60;
