@@ -175,6 +175,7 @@ fn replay_command_prints_one_line_per_case_and_the_json_summary() {
         "recall",
         "median_seconds_to_block",
         "rules",
+        "kinds",
     ];
     expected.sort_unstable();
     let mut keys_sorted = keys.clone();
@@ -204,7 +205,11 @@ fn replay_command_prints_one_line_per_case_and_the_json_summary() {
 
     // Text mode (on the design's example) and a bad file.
     let small = dir.path().join("one.jsonl");
-    std::fs::write(&small, one_line(GOOD)).expect("write");
+    let kinded = one_line(GOOD).replace(
+        "\"expect\": \"block\",",
+        "\"expect\": \"block\", \"kind\": \"bad-Dangerous class\",",
+    );
+    std::fs::write(&small, kinded).expect("write");
     let output = replay(&["replay", small.to_str().expect("utf-8")]);
     let text = String::from_utf8_lossy(&output.stdout);
     let lines: Vec<&str> = text.lines().collect();
@@ -218,7 +223,8 @@ fn replay_command_prints_one_line_per_case_and_the_json_summary() {
         "{text}"
     );
     assert!(
-        lines[1].ends_with(" rules=dangerous_exception:1/0/0"),
+        lines[1]
+            .ends_with(" rules=dangerous_exception:1/0/0 kinds=bad-Dangerous_class:1/0/0/0/0/60"),
         "{text}"
     );
     let bad = dir.path().join("bad.jsonl");
@@ -242,6 +248,18 @@ fn precision_is_null_when_nothing_blocked() {
     let last = last.lines().last().expect("summary");
     assert_eq!(
         last,
-        r#"{"cases":1,"tp":0,"fp":0,"tn":1,"fn":0,"precision":null,"recall":null,"median_seconds_to_block":null,"rules":{}}"#
+        r#"{"cases":1,"tp":0,"fp":0,"tn":1,"fn":0,"precision":null,"recall":null,"median_seconds_to_block":null,"rules":{},"kinds":{}}"#
     );
+}
+
+#[test]
+fn a_case_kind_must_be_a_short_name() {
+    for kind in ["", "   ", &"k".repeat(101)] {
+        let text = one_line(GOOD).replace(
+            "\"expect\": \"block\",",
+            &format!("\"expect\": \"block\", \"kind\": \"{kind}\","),
+        );
+        let err = parse_cases(text.as_bytes()).expect_err("refused");
+        assert!(err.to_string().contains("line 1: `kind`"), "{err}");
+    }
 }

@@ -1102,6 +1102,11 @@ fn generate_case(
         app: app.name.clone(),
         expect: Some(if bad { Expected::Block } else { Expected::Pass }),
         fault_at: bad.then_some(fault_at),
+        kind: Some(format!(
+            "{}-{}",
+            if bad { "bad" } else { "ok" },
+            name.split(' ').next().unwrap_or_default()
+        )),
         release: CaseRelease {
             version: Some(format!("1.{}.{}", index % 97, index % 13)),
             batches,

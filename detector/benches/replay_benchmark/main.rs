@@ -414,10 +414,7 @@ fn trace(cases: &[ParsedCase], id: &str) {
             .entry(case.release.app.clone())
             .or_default()
             .clone();
-        println!(
-            "{} memory thresholds {:?} learned at {:?}",
-            case.id, memory.thresholds, memory.learned_at
-        );
+        println!("{} memory thresholds {:?}", case.id, memory.thresholds);
         let mut judge = vigil_detector::judge::ReleaseJudge::new(
             case.release.clone(),
             case.known.clone(),

@@ -225,6 +225,7 @@ fn server_errors(
             before: s.before,
             reference_after: Some((s.reference_events, s.reference_work)),
             own: false,
+            interval: s.ratio_interval(phi),
         });
     let against_own = against_own_baseline(&inputs, phi, alpha).filter(|f| {
         let Some((k, n)) = f.reference_after else {
@@ -249,6 +250,7 @@ fn server_errors(
         before,
         reference_after,
         own,
+        interval,
     } = finding;
     if requests <= 0.0 {
         return None;
@@ -299,7 +301,8 @@ fn server_errors(
             dispersion: Some(phi),
             ..Evidence::default()
         }
-        .sequential(log_e, alpha),
+        .sequential(log_e, alpha)
+        .with_interval(interval),
     };
     let mut c = candidate(
         Rule::ServerErrors.as_str(),
@@ -338,6 +341,8 @@ struct ErrorFinding {
     reference_after: Option<(f64, f64)>,
     /// Against the released hosts' own past.
     own: bool,
+    /// The 95 % interval of the ratio observed / expected.
+    interval: [f64; 2],
 }
 
 /// The released hosts' settled minutes after their release against an upper bound (level
@@ -426,6 +431,7 @@ fn against_own_baseline(
         before: [kb, nb, yb, fb],
         reference_after: (!inputs.reference.is_empty()).then_some((y, f)),
         own: true,
+        interval: sequential::ratio_interval(observed, kb, nb / (work * fleet), phi),
     })
 }
 

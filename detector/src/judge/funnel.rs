@@ -1164,7 +1164,8 @@ fn sequential_signal(
         dispersion: Some(phi),
         ..Evidence::default()
     }
-    .sequential(s.log_e, alpha);
+    .sequential(s.log_e, alpha)
+    .with_interval(s.ratio_interval(phi));
     let reason = Reason {
         rule: signal.rule,
         summary,

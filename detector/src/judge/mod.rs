@@ -90,9 +90,9 @@
 //! frameless fingerprint; one definition's, its smallest fingerprint seen.
 //!
 //! Every signal must pass the app's learned threshold ([`AppMemory::learn`]): the largest
-//! value it reached in the app's releases users called normal, one per exception, decaying
-//! back to the default with a half-life of 14 days and capped where the signal still sees a
-//! clear regression (`memory`). Those that do
+//! value it reached in the app's releases users called normal, one per exception, fading
+//! back to the default over the normal releases that do not reach it again (half of its
+//! excess over 50), and capped (`memory`). Those that do
 //! not block at once (new exceptions, the classic rate test, log volume, traffic, host
 //! metrics without reference hosts, memory) must make [`JudgeParams::window_needed`] (2)
 //! of the last [`JudgeParams::window_rounds`] (3) rounds suspicious before a block — a
@@ -349,6 +349,12 @@ pub struct Evidence {
     pub observed: f64,
     /// The effect measured (ratio, count, change in metric units, drop fraction).
     pub effect: f64,
+    /// For a rate ratio (`exception_rate` and `server_errors` by their sequential test): its
+    /// 95 % interval, low and high (high is `null` when unbounded). It describes the
+    /// minutes compared as one sample, so unlike the test it is not valid however often it
+    /// is looked at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect_interval: Option<[Option<f64>; 2]>,
     /// The threshold the effect had to pass (the larger of the default and the learned).
     pub threshold: f64,
     /// The app's learned normal threshold, when there is one.
@@ -376,6 +382,15 @@ pub struct Evidence {
 }
 
 impl Evidence {
+    /// With the 95 % interval `[low, high]` of its effect (an infinite end as `None`).
+    pub(crate) fn with_interval(self, [low, high]: [f64; 2]) -> Self {
+        let end = |x: f64| x.is_finite().then_some(x);
+        Self {
+            effect_interval: Some([end(low), end(high)]),
+            ..self
+        }
+    }
+
     /// The figures of a sequential test whose log e-value is `log_e` against a bar of
     /// `1/alpha`: the anytime-valid p-value `1/e`, the e-value and the bar.
     pub(crate) fn sequential(self, log_e: f64, alpha: f64) -> Self {

@@ -108,6 +108,43 @@ impl Sequential {
     }
 }
 
+impl Sequential {
+    /// The 95 % interval of [`Sequential::ratio`], counts divided by `dispersion` (see
+    /// [`ratio_interval`]).
+    pub fn ratio_interval(&self, dispersion: f64) -> [f64; 2] {
+        ratio_interval(
+            self.observed,
+            self.reference_events,
+            self.reference_work / self.expected_work.max(f64::MIN_POSITIVE),
+            dispersion,
+        )
+    }
+}
+
+/// The 95 % interval of a rate ratio `(x / y) · scale` — `x` events for one group's work
+/// against `y` for another's, `scale` the second's work over the first's — from the
+/// Clopper–Pearson interval of the first group's share of the `x + y` events (given their
+/// sum, that share is binomial), counts divided by `dispersion` (≥ 1). It describes the
+/// minutes compared as one sample: it is not, like the sequential test, valid however
+/// often it is looked at. The upper end is infinite when `y` is 0.
+pub(crate) fn ratio_interval(x: f64, y: f64, scale: f64, dispersion: f64) -> [f64; 2] {
+    let d = dispersion.max(1.0);
+    let (k, n) = (x / d, (x + y) / d);
+    if n <= 0.0 {
+        return [0.0, f64::INFINITY];
+    }
+    let hi = binomial_upper_bound(k, n, 0.025);
+    let lo = 1.0 - binomial_upper_bound(n - k, n, 0.025);
+    let as_ratio = |p: f64| {
+        if p >= 1.0 {
+            f64::INFINITY
+        } else {
+            (p / (1.0 - p)) * scale
+        }
+    };
+    [as_ratio(lo.max(0.0)), as_ratio(hi)]
+}
+
 /// ln of the equal-weight mixture of the likelihood ratios whose logs are `log_lr`.
 pub(crate) fn mix(log_lr: &[f64]) -> f64 {
     let top = log_lr.iter().copied().fold(f64::NEG_INFINITY, f64::max);

@@ -727,7 +727,13 @@ fn evidence_table(rule: Rule, e: &Evidence) -> Markup {
         dl.figures {
             @if let Some(x) = e.expected { dt { "expected" } dd { (number(x)) } }
             dt { "observed" } dd { (number(e.observed)) }
-            dt { "effect" } dd { (number(e.effect)) " (threshold " (number(e.threshold)) ")" }
+            dt { "effect" } dd {
+                (number(e.effect))
+                @if let Some([low, high]) = e.effect_interval {
+                    " (95 % interval " (low.map_or("0".to_string(), number)) "–" (high.map_or("∞".to_string(), number)) ")"
+                }
+                " (threshold " (number(e.threshold)) ")"
+            }
             @if let Some(x) = e.learned_threshold { dt { "learned normal" } dd { (number(x)) } }
             @if let (Some(x), Some(bar)) = (e.e_value, e.e_bar) {
                 dt { "evidence so far" } dd { (sci(x)) " of the " (sci(bar)) " that blocks (sequential test)" }
@@ -982,6 +988,7 @@ mod tests {
             learned_threshold: Some(2.5),
             p_value: Some(0.000_02),
             dispersion: None,
+            effect_interval: None,
             e_value: None,
             e_bar: None,
             rounds_suspicious: Some(3),
@@ -1005,11 +1012,16 @@ mod tests {
         let sequential = Evidence {
             e_value: Some(48_210.0),
             e_bar: Some(3_000.0),
+            effect_interval: Some([Some(4.5), None]),
             ..evidence
         };
         let html = evidence_table(Rule::HostMetric, &sequential).into_string();
         assert!(
             html.contains("<dd>4.82e4 of the 3.00e3 that blocks (sequential test)</dd>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<dd>9 (95 % interval 4.5–∞) (threshold 3)</dd>"),
             "{html}"
         );
         assert!(!html.contains("p-value"), "{html}");

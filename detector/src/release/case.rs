@@ -72,6 +72,7 @@ impl<S: Store> Releases<S> {
             app: release.app.clone(),
             expect,
             fault_at: None,
+            kind: None,
             release: CaseRelease {
                 version: Some(release.version.clone()),
                 batches: release.batches.clone(),

@@ -115,6 +115,10 @@ pub struct Case {
     /// When the fault started (label).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault_at: Option<i64>,
+    /// What kind of release it is (label, e.g. `bad-KnownMore`, `ok-Surge`): the summary
+    /// counts outcomes per kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     /// The release.
     pub release: CaseRelease,
     /// Fingerprints the app had shown when the release started.
@@ -137,6 +141,8 @@ pub struct ParsedCase {
     pub expect: Option<Expected>,
     /// Fault start (label).
     pub fault_at: Option<i64>,
+    /// Kind (label).
+    pub kind: Option<String>,
     /// The release (with `until` resolved).
     pub release: Release,
     /// Known fingerprints at the start.
@@ -146,6 +152,9 @@ pub struct ParsedCase {
     /// Rows sorted by minute, then host.
     pub rows: Vec<HostMinute>,
 }
+
+/// The longest `kind` a case may have.
+pub const MAX_KIND_LEN: usize = 100;
 
 /// Why a replay file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -187,6 +196,14 @@ impl Case {
         }
         if self.app.trim().is_empty() {
             return Err("`app` is empty".into());
+        }
+        if let Some(kind) = &self.kind
+            && (kind.trim().is_empty() || kind.len() > MAX_KIND_LEN)
+        {
+            return Err(format!(
+                "`kind` must be 1 to {MAX_KIND_LEN} characters, not {}",
+                kind.len()
+            ));
         }
         if self.release.batches.is_empty() {
             return Err("`release.batches` is empty: a case needs at least one batch".into());
@@ -259,6 +276,7 @@ impl Case {
             id: self.id,
             expect: self.expect,
             fault_at: self.fault_at,
+            kind: self.kind,
             release: Release {
                 app: self.app,
                 batches: self.release.batches,
@@ -301,6 +319,9 @@ pub struct CaseResult {
     pub id: String,
     /// Label.
     pub expected: Option<Expected>,
+    /// Kind (label), when the case has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     /// Final decision.
     pub decision: Decision,
     /// When the final decision was taken.
@@ -336,6 +357,26 @@ pub struct Summary {
     /// Per rule (by its API name): the blocks it took part in (a block's critical reasons
     /// name one or more rules), right and wrong by the cases' labels.
     pub rules: BTreeMap<String, RuleBlocks>,
+    /// Per kind of case (cases with a `kind`): how they ended.
+    pub kinds: BTreeMap<String, KindOutcomes>,
+}
+
+/// How the cases of one kind ended over a replay.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct KindOutcomes {
+    /// Cases of the kind.
+    pub cases: usize,
+    /// Labelled block, blocked; labelled pass, blocked; labelled pass, not blocked;
+    /// labelled block, not blocked.
+    pub tp: usize,
+    pub fp: usize,
+    pub tn: usize,
+    #[serde(rename = "fn")]
+    pub fn_: usize,
+    /// Ended on `watch`.
+    pub watch: usize,
+    /// Median seconds to block over the kind's true positives.
+    pub median_seconds_to_block: Option<f64>,
 }
 
 /// The blocks one rule took part in over a replay.
@@ -357,8 +398,26 @@ impl Summary {
             ..Summary::default()
         };
         let mut seconds = Vec::new();
+        let mut kind_seconds: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
         for r in results {
             let blocked = r.decision == Decision::Block;
+            if let Some(kind) = &r.kind {
+                let k = s.kinds.entry(kind.clone()).or_default();
+                k.cases += 1;
+                k.watch += usize::from(r.decision == Decision::Watch);
+                match (r.expected, blocked) {
+                    (Some(Expected::Block), true) => {
+                        k.tp += 1;
+                        if let Some(t) = r.seconds_to_block {
+                            kind_seconds.entry(kind).or_default().push(t as f64);
+                        }
+                    }
+                    (Some(Expected::Pass), true) => k.fp += 1,
+                    (Some(Expected::Pass), false) => k.tn += 1,
+                    (Some(Expected::Block), false) => k.fn_ += 1,
+                    (None, _) => {}
+                }
+            }
             if blocked {
                 let mut rules: Vec<&str> = r.reasons.iter().map(|x| x.rule.as_str()).collect();
                 rules.sort_unstable();
@@ -388,6 +447,11 @@ impl Summary {
         s.precision = (s.tp + s.fp > 0).then(|| s.tp as f64 / (s.tp + s.fp) as f64);
         s.recall = (s.tp + s.fn_ > 0).then(|| s.tp as f64 / (s.tp + s.fn_) as f64);
         s.median_seconds_to_block = crate::judge::stats::median(&mut seconds);
+        for (kind, mut t) in kind_seconds {
+            if let Some(k) = s.kinds.get_mut(kind) {
+                k.median_seconds_to_block = crate::judge::stats::median(&mut t);
+            }
+        }
         s
     }
 
@@ -470,6 +534,7 @@ impl Replayer {
         CaseResult {
             id: case.id.clone(),
             expected: case.expect,
+            kind: case.kind.clone(),
             decision: verdict.decision,
             decided_at: verdict.decided_at,
             seconds_to_block: blocked
@@ -520,21 +585,46 @@ pub fn run(
     let summary = Summary::of(&results);
     if json {
         // Field order is the contract: cases, tp, fp, tn, fn, precision, recall,
-        // median_seconds_to_block, then rules (added later, last).
+        // median_seconds_to_block, then what was added later, last: rules, kinds.
         let line = serde_json::to_string(&summary).map_err(std::io::Error::from)?;
         writeln!(out, "{line}")?;
     } else {
         let fmt = |x: Option<f64>| x.map_or_else(|| "-".to_string(), |v| format!("{v:.3}"));
         // The summary stays the last line (DESIGN §5): the rules go on it, each as
-        // `name:right/wrong/unlabelled`.
+        // `name:right/wrong/unlabelled`, then the kinds, each as
+        // `name:tp/fp/tn/fn/watch/median seconds to block`.
         let rules: Vec<String> = summary
             .rules
             .iter()
             .map(|(rule, b)| format!("{rule}:{}/{}/{}", b.right, b.wrong, b.unlabelled))
             .collect();
+        let kinds: Vec<String> = summary
+            .kinds
+            .iter()
+            .map(|(kind, k)| {
+                format!(
+                    "{}:{}/{}/{}/{}/{}/{}",
+                    kind.replace([',', ' ', ':'], "_"),
+                    k.tp,
+                    k.fp,
+                    k.tn,
+                    k.fn_,
+                    k.watch,
+                    k.median_seconds_to_block
+                        .map_or_else(|| "-".to_string(), |v| format!("{v:.0}"))
+                )
+            })
+            .collect();
+        let list = |items: Vec<String>| {
+            if items.is_empty() {
+                "-".to_string()
+            } else {
+                items.join(",")
+            }
+        };
         writeln!(
             out,
-            "summary: cases={} tp={} fp={} tn={} fn={} precision={} recall={} median_seconds_to_block={} rules={}",
+            "summary: cases={} tp={} fp={} tn={} fn={} precision={} recall={} median_seconds_to_block={} rules={} kinds={}",
             summary.cases,
             summary.tp,
             summary.fp,
@@ -543,11 +633,8 @@ pub fn run(
             fmt(summary.precision),
             fmt(summary.recall),
             fmt(summary.median_seconds_to_block),
-            if rules.is_empty() {
-                "-".to_string()
-            } else {
-                rules.join(",")
-            }
+            list(rules),
+            list(kinds),
         )?;
     }
     Ok(summary)
