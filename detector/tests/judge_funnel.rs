@@ -451,6 +451,64 @@ fn a_learned_threshold_belongs_to_one_exception_and_fades_over_normal_releases()
 }
 
 #[test]
+fn what_one_fingerprint_of_a_failure_taught_holds_for_its_other_fingerprints() {
+    // One failure under two fingerprints (one definition: an agent's fingerprint upgrade
+    // renamed it). The first release shows both, the second only the larger one.
+    const RENAMED: u64 = KNOWN + 1;
+    let with_renamed = || {
+        let mut d = definitions();
+        d.insert(RENAMED, d[&KNOWN].clone());
+        ReleaseJudge::new(
+            release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]),
+            HashSet::from([KNOWN, RENAMED]),
+            d,
+        )
+    };
+    let both = fleet(&HOSTS, |h, m, r| {
+        let k = r.exceptions.remove(&KNOWN).unwrap_or(0);
+        let k = if (h == "h1" || h == "h2") && m >= 3 {
+            k * 3
+        } else {
+            k
+        };
+        r.exceptions.insert(KNOWN, k / 2);
+        r.exceptions.insert(RENAMED, k - k / 2);
+    });
+    let mut memory = AppMemory::default();
+    let mut j = with_renamed();
+    let verdicts = run(&mut j, &both, &memory);
+    let (_, v) = first_block(&verdicts).expect("blocked");
+    assert_eq!(
+        v.reasons[0].fingerprint.as_deref(),
+        Some(fingerprint_hex(KNOWN).as_str()),
+        "counted under the smaller fingerprint: {v:?}"
+    );
+    memory.learn(&j, Feedback::FalseAlarm);
+    assert!(
+        memory
+            .threshold(&format!("exception_rate:{}", fingerprint_hex(RENAMED)))
+            .is_some(),
+        "{:?}",
+        memory.thresholds
+    );
+
+    // Only the renamed fingerprint now, three times as often on released hosts: what
+    // users taught still holds.
+    let renamed_only = fleet(&HOSTS, |h, m, r| {
+        let k = r.exceptions.remove(&KNOWN).unwrap_or(0);
+        let k = if (h == "h1" || h == "h2") && m >= 3 {
+            k * 3
+        } else {
+            k
+        };
+        r.exceptions.insert(RENAMED, k);
+    });
+    let mut j = with_renamed();
+    let verdicts = run(&mut j, &renamed_only, &memory);
+    assert!(first_block(&verdicts).is_none(), "{:?}", verdicts.last());
+}
+
+#[test]
 fn late_data_for_earlier_minutes_is_taken_into_account() {
     let rows = fleet(&HOSTS, |h, m, r| {
         if h == "h1" && m == 2 {

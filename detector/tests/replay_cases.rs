@@ -224,7 +224,7 @@ fn replay_command_prints_one_line_per_case_and_the_json_summary() {
     );
     assert!(
         lines[1]
-            .ends_with(" rules=dangerous_exception:1/0/0 kinds=bad-Dangerous_class:1/0/0/0/0/60"),
+            .ends_with(" rules=dangerous_exception:1/0/0 kinds=bad-Dangerous%20class:1/0/0/0/0/60"),
         "{text}"
     );
     let bad = dir.path().join("bad.jsonl");
@@ -254,12 +254,15 @@ fn precision_is_null_when_nothing_blocked() {
 
 #[test]
 fn a_case_kind_must_be_a_short_name() {
-    for kind in ["", "   ", &"k".repeat(101)] {
+    for kind in ["", "   ", &"k".repeat(101), "a\\nb"] {
         let text = one_line(GOOD).replace(
             "\"expect\": \"block\",",
             &format!("\"expect\": \"block\", \"kind\": \"{kind}\","),
         );
         let err = parse_cases(text.as_bytes()).expect_err("refused");
-        assert!(err.to_string().contains("line 1: `kind`"), "{err}");
+        assert!(
+            err.to_string().contains("line 1: `kind`"),
+            "{kind:?}: {err}"
+        );
     }
 }

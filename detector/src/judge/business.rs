@@ -431,7 +431,8 @@ fn against_own_baseline(
         before: [kb, nb, yb, fb],
         reference_after: (!inputs.reference.is_empty()).then_some((y, f)),
         own: true,
-        interval: sequential::ratio_interval(observed, kb, nb / (work * fleet), phi),
+        // Around the shown ratio, which expects the baseline rate's upper bound.
+        interval: sequential::ratio_interval(observed, kb, kb / (rate * fleet * work), phi),
     })
 }
 

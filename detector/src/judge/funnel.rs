@@ -15,7 +15,7 @@ use super::business;
 use super::family::{self, Grouping};
 use super::memory::{exception_kind, kind_default};
 use super::sequential::{self, RATE_SHARE};
-use super::signal::{Candidate, HostView, Role, candidate};
+use super::signal::{Candidate, HostView, Role, candidate, learned_candidate};
 use super::signals::host_metric::{self, memory_slope_signal, metric_signal};
 use super::signals::volume::volume_signal;
 use super::startup;
@@ -557,6 +557,7 @@ pub(crate) fn evaluate(
                 rule: Rule::ExceptionRate,
                 label: &label,
                 fingerprint: Some(key),
+                members,
             },
             per_host,
             dispersion.0,
@@ -576,6 +577,7 @@ pub(crate) fn evaluate(
                 rule: Rule::ExceptionRate,
                 label: &label,
                 fingerprint: Some(key),
+                members,
             },
             values,
             per_host,
@@ -600,6 +602,7 @@ pub(crate) fn evaluate(
             rule: Rule::ErrorRate,
             label: "error lines",
             fingerprint: None,
+            members: &[],
         },
         &error_grid,
         &errors,
@@ -695,6 +698,7 @@ fn new_or_dangerous(
     if definition.is_some_and(|d| d.dangerous) {
         return Some(Candidate {
             kind: "dangerous_exception".into(),
+            aliases: Vec::new(),
             reason: Reason {
                 rule: Rule::DangerousException,
                 summary: format!(
@@ -747,6 +751,8 @@ struct RateSignal<'a> {
     rule: Rule,
     label: &'a str,
     fingerprint: Option<Fingerprint>,
+    /// The fingerprints counted under `fingerprint` (its counting key) this round.
+    members: &'a [Fingerprint],
 }
 
 impl RateSignal<'_> {
@@ -755,6 +761,17 @@ impl RateSignal<'_> {
     fn kind(&self) -> String {
         self.fingerprint
             .map_or_else(|| self.rule.as_str().to_string(), exception_kind)
+    }
+
+    /// The exception's other fingerprints' kinds: which of a failure's shapes a round sees
+    /// (and so its counting key) depends on the JIT's warm-up, not on the release, so what
+    /// one release taught under one of them holds for all.
+    fn aliases(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|&&m| Some(m) != self.fingerprint)
+            .map(|&m| exception_kind(m))
+            .collect()
     }
 }
 
@@ -1053,8 +1070,9 @@ fn rate_signal(
             .then(|| "error_lines".to_string()),
         evidence,
     };
-    Some(candidate(
+    Some(learned_candidate(
         &signal.kind(),
+        signal.aliases(),
         reason,
         r.ratio,
         params.rate_min_ratio,
@@ -1175,8 +1193,9 @@ fn sequential_signal(
         metric: None,
         evidence,
     };
-    let mut c = candidate(
+    let mut c = learned_candidate(
         &signal.kind(),
+        signal.aliases(),
         reason,
         ratio,
         params.rate_min_ratio,

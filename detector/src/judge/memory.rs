@@ -11,8 +11,10 @@
 //! nothing fades: time alone says nothing about what is normal. A threshold never goes
 //! past the signal's cap (see [`SIGNAL_KINDS`]).
 //!
-//! Exceptions learn one threshold per counting key (`exception_rate:<fingerprint>`): a
-//! noisy exception that doubled in a normal release says nothing about the others.
+//! Exceptions learn one threshold each (`exception_rate:<fingerprint>`): a noisy exception
+//! that doubled in a normal release says nothing about the others. Fingerprints counted
+//! together as one failure (one definition, or a family with its fast-throw shape) learn
+//! and are judged under all of theirs, whichever of them a round sees.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -55,9 +57,14 @@ pub(crate) fn kind_default(kind: &str) -> f64 {
     spec(kind).map_or(0.0, |s| s.0)
 }
 
-/// The learnable kind of an exception's rate: one per counting key.
-pub(crate) fn exception_kind(key: Fingerprint) -> String {
-    format!("exception_rate:{}", fingerprint_hex(key))
+const EXCEPTION_RATE_PREFIX: &str = "exception_rate:";
+
+/// The one threshold all of an app's exceptions shared before they learned one each.
+const LEGACY_EXCEPTION_RATE: &str = "exception_rate";
+
+/// The learnable kind of an exception's rate: one per fingerprint.
+pub(crate) fn exception_kind(fingerprint: Fingerprint) -> String {
+    format!("{EXCEPTION_RATE_PREFIX}{}", fingerprint_hex(fingerprint))
 }
 
 /// After a false alarm, the blocking signal's threshold is raised to its peak times this.
@@ -83,6 +90,10 @@ pub const APP_MEMORY_VERSION: u32 = 1;
 
 /// How long a fingerprint stays in the app's recent history.
 pub const KNOWN_FINGERPRINT_TTL: i64 = 30 * 24 * 3600;
+
+/// How much longer than [`KNOWN_FINGERPRINT_TTL`] a fingerprint is kept in the memory, for
+/// releases that started before the one learned from and are still watched.
+const PRUNE_MARGIN: i64 = 7 * 24 * 3600;
 
 /// What Vigil learned about one application from users' feedback. Serializable; the
 /// detector persists it per app.
@@ -124,14 +135,25 @@ impl Default for AppMemory {
 }
 
 impl AppMemory {
-    /// The learned threshold of a signal kind; `None` when the app has none.
+    /// The learned threshold of a signal kind; `None` when the app has none. An
+    /// exception's (`exception_rate:<fingerprint>`) is at least what the app learned for
+    /// all its exceptions at once before they learned one each (`exception_rate`, which
+    /// fades like the others and is no longer raised).
     pub fn threshold(&self, kind: &str) -> Option<f64> {
-        let &stored = self.thresholds.get(kind)?;
+        let own = self.thresholds.get(kind).copied();
+        let legacy = kind
+            .starts_with(EXCEPTION_RATE_PREFIX)
+            .then(|| self.thresholds.get(LEGACY_EXCEPTION_RATE).copied())
+            .flatten();
+        let stored = match (own, legacy) {
+            (Some(a), Some(b)) => a.max(b),
+            (a, b) => a.or(b)?,
+        };
         Some(spec(kind).map_or(stored, |(_, cap)| stored.min(cap)))
     }
 
-    /// Whether the app has shown `fingerprint` recently (before `at`) or users called it
-    /// benign.
+    /// Whether the app has shown `fingerprint` in the history's 30 days before `at` (or
+    /// since) or users called it benign.
     pub fn knows(&self, fingerprint: Fingerprint, at: i64) -> bool {
         self.benign_fingerprints.contains(&fingerprint)
             || self
@@ -156,7 +178,8 @@ impl AppMemory {
         self.releases_learned += 1;
         let record = judge.record();
         let now = judge.release().first_minute().unwrap_or(0);
-        if matches!(label, Feedback::ConfirmedNormal | Feedback::FalseAlarm) {
+        // A release never judged says nothing about what is normal now.
+        if matches!(label, Feedback::ConfirmedNormal | Feedback::FalseAlarm) && record.rounds > 0 {
             self.fade();
         }
         // What a normal release's hosts did after their restart is the app's start-up.
@@ -234,7 +257,7 @@ impl AppMemory {
             return;
         };
         let value = value.min(cap);
-        if value <= default {
+        if value <= default || kind == LEGACY_EXCEPTION_RATE {
             return;
         }
         let slot = self.thresholds.entry(kind.to_string()).or_insert(value);
@@ -251,9 +274,12 @@ impl AppMemory {
         }
     }
 
-    /// Drops the thresholds that faded back to their default, the ones closest to it past
-    /// [`MAX_THRESHOLDS`], and the fingerprints older than the history (at `now`).
+    /// Drops the thresholds of kinds no longer learned, the ones that faded back to their
+    /// default, the ones closest to it (relative to it) past [`MAX_THRESHOLDS`], and the
+    /// fingerprints older than the history (at `now`, less a week: a release started
+    /// earlier may still be watched and judge by them).
     fn forget(&mut self, now: i64) {
+        self.thresholds.retain(|kind, _| spec(kind).is_some());
         let mut excess: Vec<(f64, String)> = self
             .thresholds
             .iter()
@@ -273,7 +299,7 @@ impl AppMemory {
         }
         // Fingerprints past their time in the history are no longer known by it.
         self.known_fingerprints
-            .retain(|_, &mut seen| seen >= now - KNOWN_FINGERPRINT_TTL);
+            .retain(|_, &mut seen| seen >= now - KNOWN_FINGERPRINT_TTL - PRUNE_MARGIN);
     }
 
     fn remember(&mut self, fp: Fingerprint, seen: i64) {

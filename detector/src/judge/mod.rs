@@ -384,6 +384,9 @@ pub struct Evidence {
 impl Evidence {
     /// With the 95 % interval `[low, high]` of its effect (an infinite end as `None`).
     pub(crate) fn with_interval(self, [low, high]: [f64; 2]) -> Self {
+        if low.is_nan() || high.is_nan() {
+            return self;
+        }
         let end = |x: f64| x.is_finite().then_some(x);
         Self {
             effect_interval: Some([end(low), end(high)]),
@@ -680,6 +683,9 @@ pub(crate) struct ReleaseRecord {
     /// (`startup`), when measured.
     #[serde(default)]
     pub startup: Option<u32>,
+    /// Rounds judged (0 in states stored before it was counted).
+    #[serde(default)]
+    pub rounds: u32,
 }
 
 /// The state of one release across rounds: the sliding window, the sticky block and what
@@ -815,11 +821,14 @@ impl ReleaseJudge {
         if let Some(run) = outcome.startup {
             self.record.startup = Some(self.record.startup.map_or(run, |r| r.max(run)));
         }
+        self.record.rounds += 1;
         for c in &outcome.candidates {
             if c.significant {
-                let slot = self.record.peaks.entry(c.kind.clone()).or_insert(c.effect);
-                if c.effect > *slot {
-                    *slot = c.effect;
+                for kind in std::iter::once(&c.kind).chain(&c.aliases) {
+                    let slot = self.record.peaks.entry(kind.clone()).or_insert(c.effect);
+                    if c.effect > *slot {
+                        *slot = c.effect;
+                    }
                 }
             }
         }
@@ -901,6 +910,7 @@ impl ReleaseJudge {
         for c in candidates {
             if c.immediate || c.suspicious {
                 self.record.blocking_kinds.insert(c.kind.clone());
+                self.record.blocking_kinds.extend(c.aliases.iter().cloned());
                 if let Some(fp) = c.fingerprint {
                     self.record.flagged_fingerprints.insert(fp);
                 }

@@ -42,7 +42,7 @@
 //! divided equally between `α` and `δ` and between the exceptions tested in the round (a
 //! Bonferroni split, valid whatever their dependence).
 
-use super::stats::binomial_upper_tail;
+use super::stats::{binomial_upper_tail, clopper_pearson};
 
 /// Rate ratios mixed (equal weights): from a modest rise to a flood.
 pub(crate) const RATIOS: [f64; 8] = [1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 40.0];
@@ -126,15 +126,14 @@ impl Sequential {
 /// Clopper–Pearson interval of the first group's share of the `x + y` events (given their
 /// sum, that share is binomial), counts divided by `dispersion` (≥ 1). It describes the
 /// minutes compared as one sample: it is not, like the sequential test, valid however
-/// often it is looked at. The upper end is infinite when `y` is 0.
+/// often it is looked at. The upper end is infinite when `y` is 0, the lower 0 when `x` is.
 pub(crate) fn ratio_interval(x: f64, y: f64, scale: f64, dispersion: f64) -> [f64; 2] {
     let d = dispersion.max(1.0);
     let (k, n) = (x / d, (x + y) / d);
     if n <= 0.0 {
         return [0.0, f64::INFINITY];
     }
-    let hi = binomial_upper_bound(k, n, 0.025);
-    let lo = 1.0 - binomial_upper_bound(n - k, n, 0.025);
+    let (lo, hi) = clopper_pearson(k, n, 0.025);
     let as_ratio = |p: f64| {
         if p >= 1.0 {
             f64::INFINITY

@@ -7,9 +7,12 @@ use super::{Fingerprint, HostMinute, Learned, Reason, Severity};
 /// A signal found in a round.
 #[derive(Debug, Clone)]
 pub(crate) struct Candidate {
-    /// Learnable kind (`exception_rate`, `host_metric:cpu_pct`, ..); `dangerous_exception`
-    /// is not learnable.
+    /// Learnable kind (`exception_rate:<fingerprint>`, `host_metric:cpu_pct`, ..);
+    /// `dangerous_exception` is not learnable.
     pub kind: String,
+    /// Other kinds the same signal is learned under: an exception's other fingerprints
+    /// (one failure's counting key depends on which of its shapes a round sees).
+    pub aliases: Vec<String>,
     pub reason: Reason,
     pub effect: f64,
     pub fingerprint: Option<Fingerprint>,
@@ -42,13 +45,38 @@ pub(super) struct HostView<'a> {
 
 pub(super) fn candidate(
     kind: &str,
+    reason: Reason,
+    effect: f64,
+    default_threshold: f64,
+    memory: &Learned<'_>,
+    fingerprint: Option<Fingerprint>,
+) -> Candidate {
+    learned_candidate(
+        kind,
+        Vec::new(),
+        reason,
+        effect,
+        default_threshold,
+        memory,
+        fingerprint,
+    )
+}
+
+/// [`candidate`] for a signal learned under several kinds: the largest of their learned
+/// thresholds applies.
+pub(super) fn learned_candidate(
+    kind: &str,
+    aliases: Vec<String>,
     mut reason: Reason,
     effect: f64,
     default_threshold: f64,
     memory: &Learned<'_>,
     fingerprint: Option<Fingerprint>,
 ) -> Candidate {
-    let learned = memory.threshold(kind);
+    let learned = std::iter::once(kind)
+        .chain(aliases.iter().map(String::as_str))
+        .filter_map(|k| memory.threshold(k))
+        .reduce(f64::max);
     let threshold = learned.map_or(default_threshold, |l| l.max(default_threshold));
     let suspicious = learned.is_none_or(|l| effect > l) && effect >= default_threshold;
     reason.evidence.threshold = threshold;
@@ -60,6 +88,7 @@ pub(super) fn candidate(
     };
     Candidate {
         kind: kind.to_string(),
+        aliases,
         reason,
         effect,
         fingerprint,

@@ -43,6 +43,63 @@ pub fn binomial_upper_tail(k: f64, n: f64, p: f64) -> f64 {
     incomplete_beta(k, n - k + 1.0, p).clamp(0.0, 1.0)
 }
 
+/// The two-sided Clopper–Pearson interval of a binomial proportion at level `1 - 2·delta`
+/// (`delta` on each side), for `k` successes in `n` trials, both real-valued
+/// (`0 <= k <= n`): the beta quantiles `B(delta; k, n-k+1)` and `B(1-delta; k+1, n-k)`,
+/// found by bisection; 0 and 1 at the ends. Past [`LARGE_BINOMIAL`] counts, the normal
+/// approximation.
+pub fn clopper_pearson(k: f64, n: f64, delta: f64) -> (f64, f64) {
+    if n <= 0.0 || k.is_nan() || n.is_nan() {
+        return (0.0, 1.0);
+    }
+    let k = k.clamp(0.0, n);
+    if k.min(n - k) > LARGE_BINOMIAL {
+        let p = k / n;
+        let z = normal_quantile_upper(delta);
+        let half = z * (p * (1.0 - p) / n).sqrt();
+        return ((p - half).max(0.0), (p + half).min(1.0));
+    }
+    // The q where I_q(a, b) = target (I_q rises with q).
+    let quantile = |a: f64, b: f64, target: f64| {
+        let (mut lo, mut hi) = (0.0, 1.0);
+        for _ in 0..60 {
+            let mid = 0.5 * (lo + hi);
+            if incomplete_beta(a, b, mid) < target {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        0.5 * (lo + hi)
+    };
+    let low = if k > 0.0 {
+        quantile(k, n - k + 1.0, delta)
+    } else {
+        0.0
+    };
+    let high = if n - k > 0.0 {
+        quantile(k + 1.0, n - k, 1.0 - delta)
+    } else {
+        1.0
+    };
+    (low, high)
+}
+
+/// The `z` with `P(Z > z) = tail` for a standard normal `Z` (bisection on
+/// [`normal_upper_tail`]).
+fn normal_quantile_upper(tail: f64) -> f64 {
+    let (mut lo, mut hi) = (-40.0, 40.0);
+    for _ in 0..100 {
+        let mid = 0.5 * (lo + hi);
+        if normal_upper_tail(mid) > tail {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    0.5 * (lo + hi)
+}
+
 /// Counts past which [`binomial_upper_tail`] uses the normal approximation.
 const LARGE_BINOMIAL: f64 = 2e5;
 
@@ -309,5 +366,28 @@ mod tests {
         let same = mann_whitney_greater(&b, &b);
         assert!(same > 0.4 && same < 0.6, "{same}");
         assert_eq!(mann_whitney_greater(&[], &b), 1.0);
+    }
+
+    #[test]
+    fn clopper_pearson_matches_known_intervals_and_takes_fractional_counts() {
+        // 5 of 20 at 95 %: 0.0866–0.4910 (the standard table).
+        let (lo, hi) = clopper_pearson(5.0, 20.0, 0.025);
+        assert!(
+            (lo - 0.0866).abs() < 1e-3 && (hi - 0.4910).abs() < 1e-3,
+            "{lo} {hi}"
+        );
+        // 0 of 10: upper end 0.3085; 10 of 10: lower end 0.6915.
+        assert_eq!(clopper_pearson(0.0, 10.0, 0.025).0, 0.0);
+        assert!((clopper_pearson(0.0, 10.0, 0.025).1 - 0.3085).abs() < 1e-3);
+        assert!((clopper_pearson(10.0, 10.0, 0.025).0 - 0.6915).abs() < 1e-3);
+        // Less than one failure (counts divided by a dispersion): still bounded below 1.
+        let (_, hi) = clopper_pearson(12.0, 12.5, 0.025);
+        assert!(hi < 1.0 && hi > 12.0 / 12.5, "{hi}");
+        // Large counts: the normal approximation, centred.
+        let (lo, hi) = clopper_pearson(5e5, 1e6, 0.025);
+        assert!(
+            (0.5 - lo - (hi - 0.5)).abs() < 1e-9 && hi - lo < 0.0021,
+            "{lo} {hi}"
+        );
     }
 }

@@ -197,13 +197,16 @@ impl Case {
         if self.app.trim().is_empty() {
             return Err("`app` is empty".into());
         }
-        if let Some(kind) = &self.kind
-            && (kind.trim().is_empty() || kind.len() > MAX_KIND_LEN)
-        {
-            return Err(format!(
-                "`kind` must be 1 to {MAX_KIND_LEN} characters, not {}",
-                kind.len()
-            ));
+        if let Some(kind) = &self.kind {
+            let chars = kind.chars().count();
+            if kind.trim().is_empty() || chars > MAX_KIND_LEN {
+                return Err(format!(
+                    "`kind` must be 1 to {MAX_KIND_LEN} characters, not {chars}"
+                ));
+            }
+            if kind.chars().any(char::is_control) {
+                return Err("`kind` holds a control character".into());
+            }
         }
         if self.release.batches.is_empty() {
             return Err("`release.batches` is empty: a case needs at least one batch".into());
@@ -319,9 +322,6 @@ pub struct CaseResult {
     pub id: String,
     /// Label.
     pub expected: Option<Expected>,
-    /// Kind (label), when the case has one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
     /// Final decision.
     pub decision: Decision,
     /// When the final decision was taken.
@@ -332,6 +332,9 @@ pub struct CaseResult {
     pub hosts_released_at_block: Option<usize>,
     /// Why.
     pub reasons: Vec<Reason>,
+    /// Kind (label), when the case has one (added last).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
 }
 
 /// Counts over a replay.
@@ -534,13 +537,13 @@ impl Replayer {
         CaseResult {
             id: case.id.clone(),
             expected: case.expect,
-            kind: case.kind.clone(),
             decision: verdict.decision,
             decided_at: verdict.decided_at,
             seconds_to_block: blocked
                 .then(|| verdict.decided_at - case.fault_at.unwrap_or(first_at)),
             hosts_released_at_block: blocked.then(|| released_at(verdict.decided_at - 60)),
             reasons: verdict.reasons,
+            kind: case.kind.clone(),
         }
     }
 }
@@ -604,7 +607,7 @@ pub fn run(
             .map(|(kind, k)| {
                 format!(
                     "{}:{}/{}/{}/{}/{}/{}",
-                    kind.replace([',', ' ', ':'], "_"),
+                    escape_kind(kind),
                     k.tp,
                     k.fp,
                     k.tn,
@@ -638,6 +641,23 @@ pub fn run(
         )?;
     }
     Ok(summary)
+}
+
+/// A kind as one token of the text summary: `%`, `,`, `:`, `=` and whitespace
+/// percent-encoded (UTF-8 bytes), so that distinct kinds stay distinct.
+fn escape_kind(kind: &str) -> String {
+    let mut out = String::with_capacity(kind.len());
+    for c in kind.chars() {
+        if c.is_whitespace() || matches!(c, '%' | ',' | ':' | '=') {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Reads, validates and replays a file: the `vigil-detector replay` command.
