@@ -9,7 +9,13 @@
 //!   the release (2 → 30 a minute): blocked for its rate by the first round that has a
 //!   minute past the released hosts' warm-up (4 min 5 s after the switch; before the
 //!   sequential rate test it was not blocked within 6 minutes), never as a new exception;
-//! - `cart`: the same service and release without the spike: passes.
+//! - `cart`: the same service and release without the spike: passes;
+//! - `search`: the released hosts run the service recompiled with its code three lines
+//!   lower, so every frame of the same failure has another line number: passes;
+//! - `pay`: the spike on every host at once, released or not (a fleet-wide surge): passes;
+//! - `mail`: the released hosts also fail to parse the id they were given, a
+//!   `NumberFormatException` the app never threw: blocked as a new exception, as of the
+//!   third minute after the switch.
 //!
 //! The service stamps its records with the minute it simulates (the history is written in
 //! a second, not twelve minutes); everything else — the exceptions, their traces, the
@@ -48,7 +54,8 @@ public class Service {
     }
 
     // Args: log file, first minute (epoch seconds), minutes, release minute index
-    // (-1: never), requests per minute, failing requests per minute before and after.
+    // (-1: never), requests per minute, failing requests per minute before and after, and
+    // optionally "new": after the release, failing requests also parse their id.
     public static void main(String[] args) throws Exception {
         PrintStream out = new PrintStream(new FileOutputStream(args[0], true), true, "UTF-8");
         long first = Long.parseLong(args[1]);
@@ -57,6 +64,7 @@ public class Service {
         int perMinute = Integer.parseInt(args[4]);
         int failingBefore = Integer.parseInt(args[5]);
         int failingAfter = Integer.parseInt(args[6]);
+        boolean parses = args.length > 7 && args[7].equals("new");
         for (int t = 0; t < minutes; t++) {
             int failing = release >= 0 && t >= release ? failingAfter : failingBefore;
             for (int i = 0; i < perMinute; i++) {
@@ -73,6 +81,14 @@ public class Service {
                     out.println(stamp + " ERROR [exec-" + (i % 8) + "] shop.Service - request " + request + " failed");
                     e.printStackTrace(out);
                 }
+                if (fails && parses && release >= 0 && t >= release) {
+                    try {
+                        Integer.parseInt(name);
+                    } catch (NumberFormatException e) {
+                        out.println(stamp + " ERROR [exec-" + (i % 8) + "] shop.Service - request " + request + " has a bad id");
+                        e.printStackTrace(out);
+                    }
+                }
             }
         }
         out.close();
@@ -81,7 +97,7 @@ public class Service {
 "#;
 
 const HOSTS: [&str; 4] = ["jvm-rel-1", "jvm-rel-2", "jvm-ref-1", "jvm-ref-2"];
-const APPS: [&str; 2] = ["shop", "cart"];
+const APPS: [&str; 5] = ["shop", "cart", "search", "pay", "mail"];
 /// Requests a minute per host, and failing ones before and (shop, released hosts) after.
 const PER_MINUTE: u32 = 240;
 const FAILING: u32 = 2;
@@ -98,8 +114,8 @@ fn java(tool: &Path, dir: &Path) -> Command {
 }
 
 #[test]
-fn a_fifteen_fold_exception_spike_on_real_jvms_is_blocked_after_the_warm_up() {
-    const TEST: &str = "a_fifteen_fold_exception_spike_on_real_jvms_is_blocked_after_the_warm_up";
+fn releases_of_a_real_jvm_service_are_judged_for_what_they_changed() {
+    const TEST: &str = "releases_of_a_real_jvm_service_are_judged_for_what_they_changed";
     let (Some(javac), Some(java_bin)) = (
         ops_common::require_tool(TEST, "javac", "default-jdk-headless"),
         ops_common::require_tool(TEST, "java", "default-jdk-headless"),
@@ -107,17 +123,26 @@ fn a_fifteen_fold_exception_spike_on_real_jvms_is_blocked_after_the_warm_up() {
         return;
     };
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("Service.java"), SERVICE).expect("write Service.java");
-    let out = output_within(
-        java(&javac, dir.path()).args(["-d", ".", "Service.java"]),
-        None,
-        Duration::from_secs(120),
+    // The service, and the same service with its code three lines lower (`moved/`).
+    let moved = SERVICE.replace(
+        "    static int greet(String name) {",
+        "\n\n\n    static int greet(String name) {",
     );
-    assert!(
-        out.status.success(),
-        "javac: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for (sub, source) in [(".", SERVICE), ("moved", moved.as_str())] {
+        let src = dir.path().join(sub);
+        std::fs::create_dir_all(&src).expect("source dir");
+        std::fs::write(src.join("Service.java"), source).expect("write Service.java");
+        let out = output_within(
+            java(&javac, &src).args(["-d", ".", "Service.java"]),
+            None,
+            Duration::from_secs(120),
+        );
+        assert!(
+            out.status.success(),
+            "javac: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     let now = now_ms() / 1000;
     let this_minute = now - now.rem_euclid(60);
@@ -134,14 +159,25 @@ fn a_fifteen_fold_exception_spike_on_real_jvms_is_blocked_after_the_warm_up() {
             let logs = dir.path().join(host).join(app);
             std::fs::create_dir_all(&logs).expect("log dir");
             let log = logs.join("app.log");
-            let spiked = app == "shop" && host.starts_with("jvm-rel");
+            let released = host.starts_with("jvm-rel");
+            let spiked = (app == "shop" && released) || app == "pay";
             let after = if spiked { SPIKE } else { FAILING };
+            let classes = if app == "search" && released {
+                "moved"
+            } else {
+                "."
+            };
+            let mode = if app == "mail" && released {
+                "new"
+            } else {
+                "same"
+            };
             let out = output_within(
                 java(&java_bin, dir.path()).args([
                     "-XX:+OmitStackTraceInFastThrow", // HotSpot's default, said out loud
                     "-XX:-UsePerfData",
                     "-cp",
-                    ".",
+                    classes,
                     "Service",
                     &log.display().to_string(),
                     &first.to_string(),
@@ -150,6 +186,7 @@ fn a_fifteen_fold_exception_spike_on_real_jvms_is_blocked_after_the_warm_up() {
                     &PER_MINUTE.to_string(),
                     &FAILING.to_string(),
                     &after.to_string(),
+                    mode,
                 ]),
                 None,
                 Duration::from_secs(120),
@@ -170,12 +207,18 @@ fn a_fifteen_fold_exception_spike_on_real_jvms_is_blocked_after_the_warm_up() {
     let mut agents = Vec::new();
     for host in HOSTS {
         let glob = |app: &str| format!("{}/*.log", dir.path().join(host).join(app).display());
+        let tables: String = APPS[1..]
+            .iter()
+            .map(|app| {
+                format!(
+                    "[[logs]]\napp = \"{app}\"\npaths = [\"{}\"]\nstart_at = \"beginning\"\ntimezone = \"UTC\"\napp_packages = [\"shop\"]\n",
+                    glob(app)
+                )
+            })
+            .collect();
         let config = AgentSetup {
             logs_extra: "timezone = \"UTC\"\napp_packages = [\"shop\"]\n",
-            tables: &format!(
-                "[[logs]]\napp = \"cart\"\npaths = [\"{}\"]\nstart_at = \"beginning\"\ntimezone = \"UTC\"\napp_packages = [\"shop\"]\n",
-                glob("cart")
-            ),
+            tables: &tables,
             ..AgentSetup::new(&detector.grpc, host, "shop", &glob("shop"))
         }
         .write(dir.path());
@@ -258,6 +301,28 @@ fn a_fifteen_fold_exception_spike_on_real_jvms_is_blocked_after_the_warm_up() {
             .is_some_and(|r| r.iter().all(|r| r["rule"] != "new_exception")),
         "{shop}"
     );
-    assert_eq!(releases[1]["decision"], "pass", "{}", releases[1]);
+    // No change, a line-number-only change, a fleet-wide surge: not the release's doing.
+    for (app, r) in APPS.iter().zip(&releases).skip(1).take(3) {
+        assert_eq!(r["decision"], "pass", "{app}: {r}");
+    }
+    // A new exception must show in two rounds of three; the detector's first rounds
+    // judge every minute since the release in turn, so it is blocked as of the third
+    // minute after the switch.
+    let mail = &releases[4];
+    assert_eq!(mail["decision"], "block", "{mail}");
+    let decided = mail["decided_at"].as_i64().unwrap_or(i64::MAX);
+    assert!(
+        decided <= release_at + 4 * 60,
+        "blocked {} s after the release: {mail}",
+        decided - release_at
+    );
+    let reason = &mail["reasons"][0];
+    assert_eq!(reason["rule"], "new_exception", "{mail}");
+    assert!(
+        reason["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("java.lang.NumberFormatException")),
+        "{mail}"
+    );
     drop(agents);
 }
