@@ -13,6 +13,8 @@
 //! - `search`: the released hosts run the service recompiled with its code three lines
 //!   lower, so every frame of the same failure has another line number: passes;
 //! - `pay`: the spike on every host at once, released or not (a fleet-wide surge): passes;
+//! - `auth`: the released hosts also look for a class their classpath lacks, a
+//!   `ClassNotFoundException` (dangerous): blocked at once, by the minute it shows;
 //! - `mail`: the released hosts also fail to parse the id they were given, a
 //!   `NumberFormatException` the app never threw: blocked as a new exception, as of the
 //!   third minute after the switch.
@@ -55,7 +57,8 @@ public class Service {
 
     // Args: log file, first minute (epoch seconds), minutes, release minute index
     // (-1: never), requests per minute, failing requests per minute before and after, and
-    // optionally "new": after the release, failing requests also parse their id.
+    // optionally "new": after the release, failing requests also parse their id, or
+    // "missing": they also load a class that is not there.
     public static void main(String[] args) throws Exception {
         PrintStream out = new PrintStream(new FileOutputStream(args[0], true), true, "UTF-8");
         long first = Long.parseLong(args[1]);
@@ -65,6 +68,7 @@ public class Service {
         int failingBefore = Integer.parseInt(args[5]);
         int failingAfter = Integer.parseInt(args[6]);
         boolean parses = args.length > 7 && args[7].equals("new");
+        boolean loads = args.length > 7 && args[7].equals("missing");
         for (int t = 0; t < minutes; t++) {
             int failing = release >= 0 && t >= release ? failingAfter : failingBefore;
             for (int i = 0; i < perMinute; i++) {
@@ -80,6 +84,14 @@ public class Service {
                 } catch (NullPointerException e) {
                     out.println(stamp + " ERROR [exec-" + (i % 8) + "] shop.Service - request " + request + " failed");
                     e.printStackTrace(out);
+                }
+                if (fails && loads && release >= 0 && t >= release) {
+                    try {
+                        Class.forName("shop.PromoEngineV2");
+                    } catch (ClassNotFoundException e) {
+                        out.println(stamp + " ERROR [exec-" + (i % 8) + "] shop.Service - request " + request + " has no promotions");
+                        e.printStackTrace(out);
+                    }
                 }
                 if (fails && parses && release >= 0 && t >= release) {
                     try {
@@ -97,7 +109,7 @@ public class Service {
 "#;
 
 const HOSTS: [&str; 4] = ["jvm-rel-1", "jvm-rel-2", "jvm-ref-1", "jvm-ref-2"];
-const APPS: [&str; 5] = ["shop", "cart", "search", "pay", "mail"];
+const APPS: [&str; 6] = ["shop", "cart", "search", "pay", "mail", "auth"];
 /// Requests a minute per host, and failing ones before and (shop, released hosts) after.
 const PER_MINUTE: u32 = 240;
 const FAILING: u32 = 2;
@@ -167,10 +179,10 @@ fn releases_of_a_real_jvm_service_are_judged_for_what_they_changed() {
             } else {
                 "."
             };
-            let mode = if app == "mail" && released {
-                "new"
-            } else {
-                "same"
+            let mode = match app {
+                "mail" if released => "new",
+                "auth" if released => "missing",
+                _ => "same",
             };
             let out = output_within(
                 java(&java_bin, dir.path()).args([
@@ -323,6 +335,22 @@ fn releases_of_a_real_jvm_service_are_judged_for_what_they_changed() {
             .as_str()
             .is_some_and(|s| s.contains("java.lang.NumberFormatException")),
         "{mail}"
+    );
+    let auth = &releases[5];
+    assert_eq!(auth["decision"], "block", "{auth}");
+    let reason = &auth["reasons"][0];
+    assert_eq!(reason["rule"], "dangerous_exception", "{auth}");
+    assert!(
+        reason["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("java.lang.ClassNotFoundException")),
+        "{auth}"
+    );
+    let decided = auth["decided_at"].as_i64().unwrap_or(i64::MAX);
+    assert!(
+        decided <= release_at + 60,
+        "blocked {} s after the release: {auth}",
+        decided - release_at
     );
     drop(agents);
 }
