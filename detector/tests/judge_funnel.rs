@@ -630,6 +630,32 @@ fn a_fifteen_fold_spike_of_a_known_exception_on_two_of_four_hosts_blocks_in_the_
 }
 
 #[test]
+fn a_surge_that_saturates_every_host_passes() {
+    // 60 % more work on every host at once; CPU follows it up to 100 %: the released hosts
+    // (usually at 60 %) and the reference hosts (usually at 85 %) all saturate. What the
+    // work predicts stops at 100 %: above it, every host would look far below its due, the
+    // busier reference hosts most, and the released ones above them.
+    let rows = fleet(&HOSTS, |h, m, r| {
+        let wobble = r.host_metrics.cpu_pct.unwrap_or(20.0) - 20.0;
+        let level = if h == "h1" || h == "h2" { 60.0 } else { 85.0 };
+        r.events = 1000;
+        if m >= 0 {
+            r.events = 1600;
+            r.lines = 1600;
+        }
+        let work = r.events as f64 / 1000.0;
+        r.host_metrics.cpu_pct = Some((level * (0.3 + 0.7 * work) + wobble).min(100.0));
+    });
+    let mut j = judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+    let verdicts = run(&mut j, &rows, &AppMemory::default());
+    assert!(
+        first_block(&verdicts).is_none(),
+        "{:?}",
+        verdicts.iter().find(|v| v.decision != Decision::Pass)
+    );
+}
+
+#[test]
 fn more_cpu_for_more_work_passes_and_more_cpu_per_unit_of_work_blocks() {
     // After the release the released hosts get 60 % more requests (a load balancer's
     // weights): their events and CPU rise in proportion, 40 % → 64 %.

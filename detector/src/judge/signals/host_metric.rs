@@ -87,6 +87,15 @@ fn min_effect(metric: &str, level: f64, params: &JudgeParams) -> f64 {
     }
 }
 
+/// The most a metric can read: 100 for a share of time (CPU, disk busy), none for load.
+fn ceiling(metric: &str) -> f64 {
+    if metric.ends_with("_pct") {
+        100.0
+    } else {
+        f64::INFINITY
+    }
+}
+
 /// One host's minutes of one metric: `(minute, value less what its level predicts)`.
 struct Track<'a> {
     name: &'a str,
@@ -146,6 +155,7 @@ fn track<'a>(
     }
     let level = median(&mut before)?;
     let scales = matches!(metric, "cpu_pct" | "load1");
+    let ceiling = ceiling(metric);
     let work = work_of(&rows, start);
     let mut base_work: Vec<f64> = rows
         .iter()
@@ -161,7 +171,10 @@ fn track<'a>(
                 (true, Some(b), Some(w)) => (w / b).clamp(1.0, MAX_WORK_SCALE),
                 _ => 1.0,
             };
-            Some((r.minute, v - level * scale, scale))
+            // A share of time cannot pass 100 %: more work than that is not expected of
+            // it (else a saturated host's residual sinks, and so does the reference
+            // hosts' median, whose differences are then noise).
+            Some((r.minute, v - (level * scale).min(ceiling), scale))
         })
         .collect();
     minutes.sort_by_key(|x| x.0);
@@ -338,7 +351,10 @@ pub(crate) fn metric_signal(
         .collect();
     let scale = median(&mut scales).unwrap_or(1.0);
     let work_note = if scale > 1.0 {
-        format!(", {:.2} expected for {scale:.2}× the work", t.level * scale)
+        format!(
+            ", {:.2} expected for {scale:.2}× the work",
+            (t.level * scale).min(ceiling(metric))
+        )
     } else {
         String::new()
     };
