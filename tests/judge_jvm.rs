@@ -287,25 +287,16 @@ fn releases_of_a_real_jvm_service_are_judged_for_what_they_changed() {
             r["decision"], r["decided_at"], r["reasons"]
         );
     }
-    let shop = &releases[0];
-    assert_eq!(shop["decision"], "block", "{shop}");
-    let reason = &shop["reasons"][0];
-    assert_eq!(reason["rule"], "exception_rate", "{shop}");
-    assert!(
-        reason["summary"]
-            .as_str()
-            .is_some_and(|s| s.contains("java.lang.NullPointerException")),
-        "{shop}"
-    );
     // Blocked by the round that ends the first minute past the three-minute warm-up
     // (minutes 0–2 after the switch are left out): decided at the switch + 4 min, the
     // round running 5 s later. One minute of data is enough; no second round is waited
     // for.
-    let decided = shop["decided_at"].as_i64().unwrap_or(i64::MAX);
-    assert!(
-        decided <= release_at + 4 * 60,
-        "blocked {} s after the release: {shop}",
-        decided - release_at
+    let shop = &releases[0];
+    assert_blocked(
+        shop,
+        "exception_rate",
+        "java.lang.NullPointerException",
+        release_at + 4 * 60,
     );
     assert!(
         shop["reasons"]
@@ -320,37 +311,32 @@ fn releases_of_a_real_jvm_service_are_judged_for_what_they_changed() {
     // A new exception must show in two rounds of three; the detector's first rounds
     // judge every minute since the release in turn, so it is blocked as of the third
     // minute after the switch.
-    let mail = &releases[4];
-    assert_eq!(mail["decision"], "block", "{mail}");
-    let decided = mail["decided_at"].as_i64().unwrap_or(i64::MAX);
-    assert!(
-        decided <= release_at + 4 * 60,
-        "blocked {} s after the release: {mail}",
-        decided - release_at
+    assert_blocked(
+        &releases[4],
+        "new_exception",
+        "java.lang.NumberFormatException",
+        release_at + 4 * 60,
     );
-    let reason = &mail["reasons"][0];
-    assert_eq!(reason["rule"], "new_exception", "{mail}");
-    assert!(
-        reason["summary"]
-            .as_str()
-            .is_some_and(|s| s.contains("java.lang.NumberFormatException")),
-        "{mail}"
-    );
-    let auth = &releases[5];
-    assert_eq!(auth["decision"], "block", "{auth}");
-    let reason = &auth["reasons"][0];
-    assert_eq!(reason["rule"], "dangerous_exception", "{auth}");
-    assert!(
-        reason["summary"]
-            .as_str()
-            .is_some_and(|s| s.contains("java.lang.ClassNotFoundException")),
-        "{auth}"
-    );
-    let decided = auth["decided_at"].as_i64().unwrap_or(i64::MAX);
-    assert!(
-        decided <= release_at + 60,
-        "blocked {} s after the release: {auth}",
-        decided - release_at
+    assert_blocked(
+        &releases[5],
+        "dangerous_exception",
+        "java.lang.ClassNotFoundException",
+        release_at + 60,
     );
     drop(agents);
+}
+
+/// `release` is blocked by `rule` for `class` (its first reason), decided by `by`.
+fn assert_blocked(release: &serde_json::Value, rule: &str, class: &str, by: i64) {
+    assert_eq!(release["decision"], "block", "{release}");
+    let reason = &release["reasons"][0];
+    assert_eq!(reason["rule"], rule, "{release}");
+    assert!(
+        reason["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains(class)),
+        "{release}"
+    );
+    let decided = release["decided_at"].as_i64().unwrap_or(i64::MAX);
+    assert!(decided <= by, "blocked {} s late: {release}", decided - by);
 }

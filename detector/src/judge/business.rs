@@ -37,10 +37,10 @@
 
 use vigil_proto::latency;
 
-use super::sequential::{self, RATIOS, binomial_upper_bound, hit_mixture, mix};
+use super::sequential::{self, RATIOS, hit_mixture, mix};
 use super::signal::{Candidate, HostView, candidate};
 use super::signals::volume::{MIN_BASELINE, MIN_RECENT, fleet_change};
-use super::stats::poisson_upper_tail;
+use super::stats::{binomial_upper_bound, poisson_upper_tail};
 use super::{Evidence, JudgeParams, Latency, Learned, Reason, Rule, Severity, Tally};
 
 /// Share of the release's false-block budget spent by the business signals.

@@ -42,7 +42,7 @@
 //! divided equally between `α` and `δ` and between the exceptions tested in the round (a
 //! Bonferroni split, valid whatever their dependence).
 
-use super::stats::{binomial_upper_tail, clopper_pearson};
+use super::stats::{binomial_upper_bound, clopper_pearson};
 
 /// Rate ratios mixed (equal weights): from a modest rise to a flood.
 pub(crate) const RATIOS: [f64; 8] = [1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 40.0];
@@ -106,9 +106,7 @@ impl Sequential {
             f64::INFINITY
         }
     }
-}
 
-impl Sequential {
     /// The 95 % interval of [`Sequential::ratio`], counts divided by `dispersion` (see
     /// [`ratio_interval`]).
     pub fn ratio_interval(&self, dispersion: f64) -> [f64; 2] {
@@ -167,27 +165,6 @@ pub(crate) fn hit_mixture(x: f64, n: f64, p0: f64, rates: &[f64]) -> Option<f64>
         return None;
     }
     Some(mix(&log_lr) + (log_lr.len() as f64 / rates.len() as f64).ln())
-}
-
-/// Upper end of the one-sided Clopper–Pearson interval of a binomial proportion with `k`
-/// successes in `n` trials, at level `delta`: the `q` at which seeing `k` or fewer has
-/// chance `delta`. 1 when `k = n`.
-pub(crate) fn binomial_upper_bound(k: f64, n: f64, delta: f64) -> f64 {
-    if k >= n {
-        return 1.0;
-    }
-    // P(X ≤ k; q) falls as q grows: bisect for the q where it is delta.
-    let at_most = |q: f64| 1.0 - binomial_upper_tail(k + 1.0, n, q);
-    let (mut lo, mut hi) = (k / n, 1.0);
-    for _ in 0..60 {
-        let mid = 0.5 * (lo + hi);
-        if at_most(mid) > delta {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    hi
 }
 
 /// The test over `inputs`, counts divided by `dispersion` (≥ 1), `θ` bounded at level

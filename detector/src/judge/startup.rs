@@ -184,15 +184,15 @@ impl Baseline {
             return None;
         }
         let lines: f64 = before.iter().map(|x| x.lines as f64).sum::<f64>().max(1.0);
-        let cpu: Vec<f64> = before
+        let mut cpu: Vec<f64> = before
             .iter()
             .filter_map(|x| x.host_metrics.get("cpu_pct"))
             .collect();
         Some(Self {
             error_rate: before.iter().map(|x| x.error_lines as f64).sum::<f64>() / lines,
             exception_rate: before.iter().map(|x| exception_count(x)).sum::<f64>() / lines,
-            cpu_level: median(&mut cpu.clone()),
             cpu_margin: (3.0 * mad_sd(&cpu).unwrap_or(0.0)).max(6.0),
+            cpu_level: median(&mut cpu),
         })
     }
 }

@@ -43,6 +43,34 @@ pub fn binomial_upper_tail(k: f64, n: f64, p: f64) -> f64 {
     incomplete_beta(k, n - k + 1.0, p).clamp(0.0, 1.0)
 }
 
+/// Upper end of the one-sided Clopper–Pearson interval of a binomial proportion with `k`
+/// successes in `n` trials, at level `delta`: the `q` at which seeing `k` or fewer has
+/// chance `delta`. 1 when `k = n`.
+pub fn binomial_upper_bound(k: f64, n: f64, delta: f64) -> f64 {
+    if k >= n {
+        return 1.0;
+    }
+    // P(X ≤ k; q) falls as q grows: the q where it is delta.
+    bisect(k / n, 1.0, |q| {
+        1.0 - binomial_upper_tail(k + 1.0, n, q) > delta
+    })
+    .1
+}
+
+/// Bisects `[lo, hi]` 60 times for where `below` turns false (it holds from `lo` up to a
+/// point, and not past it); returns the last bracket.
+fn bisect(mut lo: f64, mut hi: f64, below: impl Fn(f64) -> bool) -> (f64, f64) {
+    for _ in 0..60 {
+        let mid = 0.5 * (lo + hi);
+        if below(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    (lo, hi)
+}
+
 /// The two-sided Clopper–Pearson interval of a binomial proportion at level `1 - 2·delta`
 /// (`delta` on each side), for `k` successes in `n` trials, both real-valued
 /// (`0 <= k <= n`): the beta quantiles `B(delta; k, n-k+1)` and `B(1-delta; k+1, n-k)`,
@@ -55,21 +83,14 @@ pub fn clopper_pearson(k: f64, n: f64, delta: f64) -> (f64, f64) {
     let k = k.clamp(0.0, n);
     if k.min(n - k) > LARGE_BINOMIAL {
         let p = k / n;
-        let z = normal_quantile_upper(delta);
+        // The standard normal's upper `delta` quantile.
+        let z = std::f64::consts::SQRT_2 * statrs::function::erf::erfc_inv(2.0 * delta);
         let half = z * (p * (1.0 - p) / n).sqrt();
         return ((p - half).max(0.0), (p + half).min(1.0));
     }
     // The q where I_q(a, b) = target (I_q rises with q).
     let quantile = |a: f64, b: f64, target: f64| {
-        let (mut lo, mut hi) = (0.0, 1.0);
-        for _ in 0..60 {
-            let mid = 0.5 * (lo + hi);
-            if incomplete_beta(a, b, mid) < target {
-                lo = mid;
-            } else {
-                hi = mid;
-            }
-        }
+        let (lo, hi) = bisect(0.0, 1.0, |q| incomplete_beta(a, b, q) < target);
         0.5 * (lo + hi)
     };
     let low = if k > 0.0 {
@@ -83,21 +104,6 @@ pub fn clopper_pearson(k: f64, n: f64, delta: f64) -> (f64, f64) {
         1.0
     };
     (low, high)
-}
-
-/// The `z` with `P(Z > z) = tail` for a standard normal `Z` (bisection on
-/// [`normal_upper_tail`]).
-fn normal_quantile_upper(tail: f64) -> f64 {
-    let (mut lo, mut hi) = (-40.0, 40.0);
-    for _ in 0..100 {
-        let mid = 0.5 * (lo + hi);
-        if normal_upper_tail(mid) > tail {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
-    0.5 * (lo + hi)
 }
 
 /// Counts past which [`binomial_upper_tail`] uses the normal approximation.

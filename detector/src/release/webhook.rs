@@ -166,23 +166,29 @@ async fn post_queued<S: Store>(
     let read = serde_json::from_str::<DecisionChange>(&change.body).ok();
     let event = read.as_ref().map_or("", event);
     let release_id = read.as_ref().map_or(0, |c| c.release_id);
-    let mut lacking = 0;
+    // Every webhook at once: one that is down and retrying does not hold back the others.
+    let mut deliveries = tokio::task::JoinSet::new();
     for hook in webhooks.iter() {
         if !wants(hook, event) || change.delivered_to.contains(&hook.url) {
             continue;
         }
-        let posted = deliver(
-            agent.clone(),
-            hook.url.clone(),
-            change.body.clone().into_bytes(),
-            release_id,
-        )
-        .await;
+        let (agent, url, body) = (agent.clone(), hook.url.clone(), change.body.clone());
+        deliveries.spawn(async move {
+            let posted = deliver(agent, url.clone(), body.into_bytes(), release_id).await;
+            (url, posted)
+        });
+    }
+    let mut lacking = 0;
+    while let Some(joined) = deliveries.join_next().await {
+        let Ok((url, posted)) = joined else {
+            lacking += 1;
+            continue;
+        };
         if posted == Posted::Failed {
             lacking += 1;
             continue;
         }
-        if let Err(e) = store.webhook_delivered(change.id, &hook.url).await {
+        if let Err(e) = store.webhook_delivered(change.id, &url).await {
             tracing::warn!(error = %e, id = change.id, "cannot record a webhook delivery; it may be posted again");
             lacking += 1;
         }

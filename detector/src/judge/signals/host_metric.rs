@@ -38,9 +38,9 @@
 //! [`JudgeParams::mem_min_rise`] in all), over
 //! [`JudgeParams::metric_rounds_needed`] consecutive rounds: not a calibrated test.
 
-use crate::judge::sequential::{binomial_upper_bound, hit_mixture};
+use crate::judge::sequential::hit_mixture;
 use crate::judge::signal::{Candidate, HostView, Role, candidate};
-use crate::judge::stats::{mad_sd, median, ols_slope, quantile};
+use crate::judge::stats::{binomial_upper_bound, mad_sd, median, ols_slope, quantile};
 use crate::judge::{Evidence, HostMinute, JudgeParams, Learned, Reason, Rule, Severity, Tally};
 
 /// Share of the release's false-block budget spent by CPU, load and disk busy together.
