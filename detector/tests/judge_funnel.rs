@@ -802,6 +802,35 @@ fn an_app_learns_its_start_up_from_normal_releases() {
 }
 
 #[test]
+fn a_start_up_storm_of_stack_traces_is_measured_per_event_not_diluted_by_its_frames() {
+    // The agent counts events: 200 records a minute, the frame lines of the known
+    // exception's traces making up the rest of the 1,000 lines. For five minutes after a
+    // restart the released hosts throw it 10 times a minute with 100-frame traces: ×7 its
+    // rate per event (elevated), but per physical line (2,000 lines) under ×2 of its
+    // baseline, which would take the storm for calm.
+    let storm = fleet(&HOSTS, |h, m, r| {
+        r.events = 200;
+        if (h == "h1" || h == "h2") && (0..5).contains(&m) {
+            r.exceptions.insert(KNOWN, 10);
+            r.lines += 1000;
+        }
+    });
+    let release_of = || judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+    let mut memory = AppMemory::default();
+    for _ in 0..5 {
+        let mut j = release_of();
+        let verdicts = run(&mut j, &storm, &memory);
+        let feedback = if first_block(&verdicts).is_some() {
+            Feedback::FalseAlarm
+        } else {
+            Feedback::ConfirmedNormal
+        };
+        memory.learn(&j, feedback);
+    }
+    assert_eq!(memory.startup_profiles, [5; 5]);
+}
+
+#[test]
 fn an_app_that_settles_at_once_gets_a_shorter_warm_up_and_an_earlier_block() {
     let spike = fleet(&HOSTS, |h, m, r| {
         if (h == "h1" || h == "h2") && m >= 0 {

@@ -6,7 +6,8 @@
 //! depends on the app: a small service settles within a minute, a large one may take five.
 //! So the warm-up is learned: every round measures, on each released host, the run of
 //! minutes from its release that were *elevated* against its own baseline, beyond the
-//! reference hosts' own change in the same minute (error lines or exceptions per line at
+//! reference hosts' own change in the same minute (error lines or exceptions per unit of
+//! work — log events where the host's agent counts them, else lines, as the rate tests —
 //! least ×2 and 5 more, or CPU above its level by 6 points and 3× its noise), and a
 //! release users call normal (or a false alarm) teaches the app its longest run. A run
 //! counts once a measured minute ended it: one still going, cut by a missing minute or
@@ -29,7 +30,7 @@ pub const PROFILES_KEPT: usize = 20;
 pub const PROFILES_NEEDED: usize = 5;
 
 /// A minute's error lines or exceptions are elevated at this many times what its
-/// baseline rate predicts for its lines (after the reference hosts' change) and this many
+/// baseline rate predicts for its work (after the reference hosts' change) and this many
 /// more: a clear rise, not a burst of overdispersed counts.
 const COUNT_RATIO: f64 = 2.0;
 const COUNT_EXCESS: f64 = 5.0;
@@ -75,7 +76,7 @@ pub(super) fn longest_run(
                 Role::Released(r) => r,
                 Role::Reference => first,
             };
-            Some((h, Baseline::of(h, base_from, until)?))
+            Some((h, Baseline::of(h, base_from, until, m)?))
         })
         .collect();
     // The reference hosts' own change per minute of the measured span (a surge on every
@@ -101,7 +102,7 @@ pub(super) fn longest_run(
             let Some(slot) = span(x.minute).and_then(|i| sums.get_mut(i)) else {
                 continue;
             };
-            let n = x.lines as f64;
+            let n = b.work(x);
             slot.0 += x.error_lines as f64;
             slot.1 += b.error_rate * n;
             slot.2 += exception_count(x);
@@ -142,7 +143,7 @@ pub(super) fn longest_run(
             let (error_change, exception_change, cpu_change) = span(x.minute)
                 .and_then(|i| reference.get(i).copied())
                 .unwrap_or((1.0, 1.0, 0.0));
-            let n = x.lines as f64;
+            let n = b.work(x);
             let elevated = x.error_lines as f64
                 >= COUNT_RATIO * error_change * b.error_rate * n + COUNT_EXCESS
                 || exception_count(x)
@@ -165,6 +166,9 @@ fn exception_count(x: &HostMinute) -> f64 {
 
 /// A host's rates and CPU level before its release.
 struct Baseline {
+    /// The host's agent counts log events (records): rates are per event, so a burst of
+    /// stack traces does not dilute its own rate with its frame lines.
+    counts_events: bool,
     error_rate: f64,
     exception_rate: f64,
     cpu_level: Option<f64>,
@@ -173,7 +177,12 @@ struct Baseline {
 }
 
 impl Baseline {
-    fn of(h: &HostView<'_>, from: i64, until: i64) -> Option<Self> {
+    /// `h`'s baseline over `[from, until)`, its unit of work read from its rows up to `m`.
+    fn of(h: &HostView<'_>, from: i64, until: i64, m: i64) -> Option<Self> {
+        let counts_events = h
+            .rows
+            .iter()
+            .any(|x| x.events > 0 && x.minute >= from && x.minute <= m);
         let before: Vec<&HostMinute> = h
             .rows
             .iter()
@@ -183,18 +192,32 @@ impl Baseline {
         if before.len() < MIN_BASELINE {
             return None;
         }
-        let lines: f64 = before.iter().map(|x| x.lines as f64).sum::<f64>().max(1.0);
+        let work: f64 = before
+            .iter()
+            .map(|x| work_of(counts_events, x))
+            .sum::<f64>()
+            .max(1.0);
         let mut cpu: Vec<f64> = before
             .iter()
             .filter_map(|x| x.host_metrics.get("cpu_pct"))
             .collect();
         Some(Self {
-            error_rate: before.iter().map(|x| x.error_lines as f64).sum::<f64>() / lines,
-            exception_rate: before.iter().map(|x| exception_count(x)).sum::<f64>() / lines,
+            counts_events,
+            error_rate: before.iter().map(|x| x.error_lines as f64).sum::<f64>() / work,
+            exception_rate: before.iter().map(|x| exception_count(x)).sum::<f64>() / work,
             cpu_margin: (3.0 * mad_sd(&cpu).unwrap_or(0.0)).max(6.0),
             cpu_level: median(&mut cpu),
         })
     }
+
+    /// A minute's work: its events or its lines.
+    fn work(&self, x: &HostMinute) -> f64 {
+        work_of(self.counts_events, x)
+    }
+}
+
+fn work_of(counts_events: bool, x: &HostMinute) -> f64 {
+    (if counts_events { x.events } else { x.lines }) as f64
 }
 
 #[cfg(test)]
