@@ -100,7 +100,7 @@ fn slow_failing_and_drained_releases_are_blocked_and_a_traffic_shift_passes() {
     // to this minute's round, judges the minutes before this one, all of them complete.
     let detector = ClockedDetector::start(dir.path(), now / 1000 - 60);
     let start = this_minute - 20 * 60_000;
-    // Released 9 minutes ago: 3 minutes of restart warm-up, then 6 judged minutes.
+    // Released 9 minutes ago: 2 minutes of restart warm-up, then 7 judged minutes.
     let release_ms = this_minute - 9 * 60_000 + 10_000;
     let mut logs = Vec::new();
     let mut agents = Vec::new();

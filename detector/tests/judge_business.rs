@@ -170,7 +170,7 @@ fn a_release_that_only_slows_responses_is_blocked_for_latency() {
     let verdicts = run(&rows, 4, 2);
     let (at, rules) = first_block(&verdicts).expect("blocked");
     assert!(rules.contains(&Rule::Latency), "{rules:?}");
-    // Past the 3-minute warm-up, the first settled minute or two decide.
+    // Past the 2-minute warm-up, the first settled minute or two decide.
     assert!(at <= 5, "blocked {at} minutes after the switch");
     let reason = verdicts[at]
         .reasons

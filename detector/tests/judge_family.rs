@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use vigil_detector::judge::{
-    AppMemory, Batch, Decision, Definition, HostMetrics, HostMinute, Release, ReleaseJudge,
-    Verdict, fingerprint_hex,
+    AppMemory, Batch, Decision, Definition, HostMetrics, HostMinute, JudgeParams, Release,
+    ReleaseJudge, Verdict, fingerprint_hex,
 };
 
 /// Minute of the first batch.
@@ -455,11 +455,13 @@ fn a_spike_of_a_family_split_across_both_shapes_is_more_of_a_known_exception() {
         "the family is named by its frameless fingerprint"
     );
     assert!(r.summary.contains("frameless and full traces"), "{r:?}");
-    // Observed: both shapes on the released hosts over the settled minutes judged.
+    // Observed: both shapes on the released hosts over the settled minutes judged (past
+    // the logs' warm-up).
     let at_minute = T0 + at as i64 * 60;
+    let settled = T0 + JudgeParams::default().warmup_minutes * 60;
     let both: u64 = rows
         .iter()
-        .filter(|x| released(&x.host) && x.minute >= T0 + 3 * 60 && x.minute <= at_minute)
+        .filter(|x| released(&x.host) && x.minute >= settled && x.minute <= at_minute)
         .map(|x| {
             x.exceptions.get(&NPE_FULL).unwrap_or(&0) + x.exceptions.get(&NPE_BARE).unwrap_or(&0)
         })

@@ -34,7 +34,7 @@ struct Args {
     #[arg(long, default_value_t = 60)]
     rate: u64,
     /// Skip release 2.0.3 (slow and failing requests, blocked after its hosts' restart
-    /// warm-up: it makes the demo about four minutes longer).
+    /// warm-up: it makes the demo about three minutes longer).
     #[arg(long)]
     no_business: bool,
     /// Seconds of normal running before the first release.
@@ -398,7 +398,8 @@ fn slow_release(
         released.join(", ")
     );
     println!(
-        "  the released hosts' first 3 minutes are their restart warm-up; the judge compares the minutes after it..."
+        "  the released hosts' first {} minutes are their restart warm-up; the judge compares the minutes after it...",
+        vigil_detector::judge::JudgeParams::default().warmup_minutes
     );
     let deadline = Instant::now() + Duration::from_secs(480);
     let blocked = loop {

@@ -297,6 +297,15 @@ pub(crate) fn evaluate(
         .map(|r| r.host.as_str())
         .collect();
 
+    // What the rates are per, in the summaries.
+    let unit = if counts_events.is_empty() {
+        "lines"
+    } else if counts_events.len() == hosts.len() {
+        "events"
+    } else {
+        "events (lines where not counted)"
+    };
+
     // One pass over the rows.
     let n_hosts = hosts.len();
     let mut signals: HashMap<Fingerprint, Vec<SigHost>> = HashMap::new();
@@ -558,6 +567,7 @@ pub(crate) fn evaluate(
                 label: &label,
                 fingerprint: Some(key),
                 members,
+                unit,
             },
             per_host,
             dispersion.0,
@@ -578,6 +588,7 @@ pub(crate) fn evaluate(
                 label: &label,
                 fingerprint: Some(key),
                 members,
+                unit,
             },
             values,
             per_host,
@@ -603,6 +614,7 @@ pub(crate) fn evaluate(
             label: "error lines",
             fingerprint: None,
             members: &[],
+            unit,
         },
         &error_grid,
         &errors,
@@ -753,6 +765,8 @@ struct RateSignal<'a> {
     fingerprint: Option<Fingerprint>,
     /// The fingerprints counted under `fingerprint` (its counting key) this round.
     members: &'a [Fingerprint],
+    /// What its rates are per: events, lines, or both (hosts whose agents differ).
+    unit: &'a str,
 }
 
 impl RateSignal<'_> {
@@ -1048,13 +1062,14 @@ fn rate_signal(
         format!("{:.2} before the release", per_10k(x.kr_b, x.nr_b))
     };
     let summary = format!(
-        "{} ×{:.1} on released host(s) {}: {:.0} seen vs {:.1} expected; {:.2} per 10k lines vs {comparison} (p={:.1e}, dispersion {:.1})",
+        "{} ×{:.1} on released host(s) {}: {:.0} seen vs {:.1} expected; {:.2} per 10k {} vs {comparison} (p={:.1e}, dispersion {:.1})",
         signal.label,
         r.ratio,
         hit.join(", "),
         r.observed,
         r.expected,
         per_10k(x.kr_a, x.nr_a),
+        signal.unit,
         r.p,
         phi
     );
@@ -1159,12 +1174,13 @@ fn sequential_signal(
     };
     let label = signal.label;
     let summary = format!(
-        "{label} ×{ratio:.1} on released host(s) {}: {:.0} seen vs {:.1} expected in {} minutes; {:.2} per 10k events vs {:.2} on reference hosts in the same minutes (before the release: released {:.2}, reference {:.2}); sequential test e={:.3e} past 1/α={:.3e} (valid however often it is looked at, dispersion {phi:.1})",
+        "{label} ×{ratio:.1} on released host(s) {}: {:.0} seen vs {:.1} expected in {} minutes; {:.2} per 10k {} vs {:.2} on reference hosts in the same minutes (before the release: released {:.2}, reference {:.2}); sequential test e={:.3e} past 1/α={:.3e} (valid however often it is looked at, dispersion {phi:.1})",
         hit.join(", "),
         s.observed,
         s.expected,
         s.minutes,
         per_10k(s.observed, s.released_work),
+        signal.unit,
         per_10k(s.reference_events, s.reference_work),
         per_10k(xb, eb),
         per_10k(yb, fb),

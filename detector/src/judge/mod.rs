@@ -527,10 +527,19 @@ impl Feedback {
 pub struct JudgeParams {
     /// Minutes of baseline before the first batch.
     pub baseline_minutes: i64,
-    /// Minutes after a host's release left out of rate and metric tests (restart noise):
-    /// the default until the app has a learned start-up profile ([`startup`]), which
-    /// replaces it at the release's first round.
+    /// Minutes after a host's release left out of the tests of what its logs and access
+    /// log count (restart noise): the default until the app has a learned start-up
+    /// profile ([`startup`]), which replaces it at the release's first round. Two minutes
+    /// by default: a persistent ×15 rise of a known exception is blocked by the round
+    /// after the third minute, while a start-up that stays noisy longer blocks an app's
+    /// first releases until feedback teaches it.
     pub warmup_minutes: i64,
+    /// The same for host metrics (CPU, load, disk busy; memory's slope never skips less):
+    /// a restarted JVM keeps burning CPU on compilation and cold caches after its logs
+    /// have settled, so three minutes by default. A learned start-up profile (which
+    /// measures CPU too) replaces both.
+    #[serde(default = "default_metric_warmup_minutes")]
+    pub metric_warmup_minutes: i64,
     /// Rounds in the sliding window.
     pub window_rounds: usize,
     /// Suspicious rounds in the window needed to block.
@@ -606,7 +615,8 @@ impl Default for JudgeParams {
     fn default() -> Self {
         Self {
             baseline_minutes: 60,
-            warmup_minutes: 3,
+            warmup_minutes: 2,
+            metric_warmup_minutes: default_metric_warmup_minutes(),
             window_rounds: 3,
             window_needed: 2,
             new_min_count: 5.0,
@@ -655,6 +665,10 @@ fn default_server_error_min_share() -> f64 {
 
 fn default_latency_min_ratio() -> f64 {
     1.25
+}
+
+fn default_metric_warmup_minutes() -> i64 {
+    3
 }
 
 fn default_traffic_min_drop() -> f64 {
@@ -794,6 +808,7 @@ impl ReleaseJudge {
         if !self.warmup_chosen {
             if let Some(w) = startup::learned_warmup(&memory.startup_profiles) {
                 self.params.warmup_minutes = w;
+                self.params.metric_warmup_minutes = w;
             }
             self.warmup_chosen = true;
         }
