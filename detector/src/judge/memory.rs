@@ -81,6 +81,11 @@ pub const LEARNED_HALF_LIFE: f64 = 50.0;
 /// default go first.
 pub const MAX_THRESHOLDS: usize = 512;
 
+/// At most this many fingerprints called benign per app; past it, the ones the history no
+/// longer knows go first (a benign fingerprint that comes back after that is judged as any
+/// other unknown one).
+pub const MAX_BENIGN_FINGERPRINTS: usize = 4096;
+
 /// A learned threshold whose excess over its default has faded below this share of the
 /// default is forgotten.
 const FORGOTTEN: f64 = 0.01;
@@ -111,7 +116,8 @@ pub struct AppMemory {
     /// Fingerprints shown by the app in releases judged normal (or in baselines and
     /// reference groups), with the last minute seen.
     pub known_fingerprints: BTreeMap<Fingerprint, i64>,
-    /// Fingerprints that caused a false alarm: never new, never dangerous-at-once again.
+    /// Fingerprints that caused a false alarm: never new, never dangerous-at-once again
+    /// (at most [`MAX_BENIGN_FINGERPRINTS`]).
     pub benign_fingerprints: BTreeSet<Fingerprint>,
     /// Releases learned from.
     pub releases_learned: u64,
@@ -300,6 +306,27 @@ impl AppMemory {
         // Fingerprints past their time in the history are no longer known by it.
         self.known_fingerprints
             .retain(|_, &mut seen| seen >= now - KNOWN_FINGERPRINT_TTL - PRUNE_MARGIN);
+        if self.benign_fingerprints.len() > MAX_BENIGN_FINGERPRINTS {
+            let known = &self.known_fingerprints;
+            let mut gone: Vec<Fingerprint> = self
+                .benign_fingerprints
+                .iter()
+                .copied()
+                .filter(|fp| !known.contains_key(fp))
+                .collect();
+            // Still too many known ones: the oldest seen go next.
+            let mut old: Vec<(i64, Fingerprint)> = self
+                .benign_fingerprints
+                .iter()
+                .filter_map(|fp| known.get(fp).map(|&seen| (seen, *fp)))
+                .collect();
+            old.sort_unstable();
+            gone.extend(old.into_iter().map(|(_, fp)| fp));
+            let excess = self.benign_fingerprints.len() - MAX_BENIGN_FINGERPRINTS;
+            for fp in gone.into_iter().take(excess) {
+                self.benign_fingerprints.remove(&fp);
+            }
+        }
     }
 
     fn remember(&mut self, fp: Fingerprint, seen: i64) {
@@ -327,5 +354,32 @@ impl Learned<'_> {
     /// Whether the app knew `fingerprint` at the release's start.
     pub fn knows(&self, fingerprint: Fingerprint) -> bool {
         self.memory.knows(fingerprint, self.at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn benign_fingerprints_are_bounded_and_the_ones_no_longer_seen_go_first() {
+        let now = 100 * 24 * 3600;
+        let mut memory = AppMemory::default();
+        let total = MAX_BENIGN_FINGERPRINTS as u64 + 10;
+        // Every benign fingerprint but the first 5 is in the history, seen in turn.
+        for fp in 0..total {
+            memory.benign_fingerprints.insert(fp);
+            if fp >= 5 {
+                memory.remember(fp, now - 1000 + fp as i64);
+            }
+        }
+        memory.forget(now);
+        assert_eq!(memory.benign_fingerprints.len(), MAX_BENIGN_FINGERPRINTS);
+        // The 5 the history forgot went, then the 5 seen longest ago.
+        assert!((0..10).all(|fp| !memory.benign_fingerprints.contains(&fp)));
+        assert!((10..total).all(|fp| memory.benign_fingerprints.contains(&fp)));
+        // Under the bound, nothing goes.
+        memory.forget(now);
+        assert_eq!(memory.benign_fingerprints.len(), MAX_BENIGN_FINGERPRINTS);
     }
 }

@@ -44,17 +44,23 @@ pub fn binomial_upper_tail(k: f64, n: f64, p: f64) -> f64 {
 }
 
 /// Upper end of the one-sided Clopper–Pearson interval of a binomial proportion with `k`
-/// successes in `n` trials, at level `delta`: the `q` at which seeing `k` or fewer has
-/// chance `delta`. 1 when `k = n`.
+/// successes in `n` trials (both real-valued, as counts divided by a dispersion are), at
+/// level `delta`: the `q` at which seeing `k` or fewer has chance `delta`. 1 when `k = n`.
 pub fn binomial_upper_bound(k: f64, n: f64, delta: f64) -> f64 {
     if k >= n {
         return 1.0;
     }
-    // P(X ≤ k; q) falls as q grows: the q where it is delta.
-    bisect(k / n, 1.0, |q| {
-        1.0 - binomial_upper_tail(k + 1.0, n, q) > delta
-    })
-    .1
+    // P(X ≤ k; q) = 1 − I_q(k + 1, n − k) = I_{1−q}(n − k, k + 1) falls as q grows: the q
+    // where it is delta. Written as the second form where k + 1 passes n (a fractional
+    // count within one of n), which the upper tail's `k ≤ n` domain leaves out.
+    let at_most_k = |q: f64| {
+        if k + 1.0 <= n {
+            1.0 - binomial_upper_tail(k + 1.0, n, q)
+        } else {
+            incomplete_beta(n - k, k + 1.0, 1.0 - q)
+        }
+    };
+    bisect(k / n, 1.0, |q| at_most_k(q) > delta).1
 }
 
 /// Bisects `[lo, hi]` 60 times for where `below` turns false (it holds from `lo` up to a
@@ -244,6 +250,28 @@ mod tests {
 
     fn close(a: f64, b: f64, tol: f64) -> bool {
         (a - b).abs() <= tol * b.abs().max(1e-300)
+    }
+
+    #[test]
+    fn the_upper_bound_stays_below_1_for_fractional_counts_within_one_of_n() {
+        // Counts divided by a dispersion: 2.6 of 3.5 lies within one of n, where the bound
+        // once jumped to 1. It grows with k, without a jump at k = n − 1, and stays below
+        // 1 until k = n.
+        let n = 3.5;
+        let at = |k: f64| binomial_upper_bound(k, n, 0.01);
+        let ks = [2.0, 2.4, 2.5 - 1e-9, 2.5 + 1e-9, 2.6, 3.0, 3.4, 3.499];
+        for pair in ks.windows(2) {
+            assert!(at(pair[0]) <= at(pair[1]) + 1e-9, "{pair:?}");
+        }
+        assert!((at(2.5 - 1e-9) - at(2.5 + 1e-9)).abs() < 1e-6);
+        assert!(at(2.6) < 0.999, "{}", at(2.6));
+        // The bound of k = 2.6 is where seeing at most 2.6 has chance δ:
+        // I_{1−q}(n − k, k + 1) = 0.01.
+        let q = at(2.6);
+        assert!(
+            (incomplete_beta(0.9, 3.6, 1.0 - q) - 0.01).abs() < 1e-6,
+            "{q}"
+        );
     }
 
     #[test]
