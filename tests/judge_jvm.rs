@@ -305,6 +305,13 @@ fn releases_of_a_real_jvm_service_are_judged_for_what_they_changed() {
             .is_some_and(|r| r.iter().all(|r| r["rule"] != "new_exception")),
         "{shop}"
     );
+    // The agents count log events, and the rate is per event, as the summary says.
+    assert!(
+        shop["reasons"][0]["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains(" per 10k events vs ")),
+        "{shop}"
+    );
     // No change, a line-number-only change, a fleet-wide surge: not the release's doing.
     for (app, r) in APPS.iter().zip(&releases).skip(1).take(3) {
         assert_eq!(r["decision"], "pass", "{app}: {r}");

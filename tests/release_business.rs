@@ -236,7 +236,8 @@ fn slow_failing_and_drained_releases_are_blocked_and_a_traffic_shift_passes() {
     let failing = blocked_for(&releases[1], "server_errors");
     let drained = blocked_for(&releases[2], "traffic");
     eprintln!("blocked after {slow} s (latency), {failing} s (5xx), {drained} s (traffic)");
-    // The warm-up's three minutes, then the first settled minutes decide.
+    // The warm-up (three minutes for latency, two for 5xx and traffic), then the first
+    // settled minutes decide.
     assert!(slow <= 7 * 60, "latency blocked after {slow} s");
     assert!(failing <= 5 * 60, "5xx blocked after {failing} s");
     assert!(drained <= 8 * 60, "traffic blocked after {drained} s");

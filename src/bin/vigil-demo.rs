@@ -397,9 +397,11 @@ fn slow_release(
         "\nRelease 2.0.3 (id {id}) goes to {}: its requests take three times as long and one in twenty gets a 503; its log shows nothing unusual",
         released.join(", ")
     );
+    let params = vigil_detector::judge::JudgeParams::default();
     println!(
-        "  the released hosts' first {} minutes are their restart warm-up; the judge compares the minutes after it...",
-        vigil_detector::judge::JudgeParams::default().warmup_minutes
+        "  the released hosts' first {} minutes ({} for response times) are their restart warm-up; the judge compares the minutes after it...",
+        params.warmup_minutes,
+        params.metric_warmup()
     );
     let deadline = Instant::now() + Duration::from_secs(480);
     let blocked = loop {

@@ -102,18 +102,26 @@ pub(super) struct Windows<'a> {
     pub reference: &'a [usize],
 }
 
-/// The business signals of a round.
+/// The business signals of a round; `slow_settled` is where each host's minutes past the
+/// host metrics' warm-up start (for latency).
 pub(super) fn signals(
     hosts: &[HostView<'_>],
     traffic: &Traffic<'_>,
     w: &Windows<'_>,
+    slow_settled: &[usize],
     params: &JudgeParams,
     memory: &Learned<'_>,
 ) -> Vec<Candidate> {
     let alpha = params.false_block_budget * BUSINESS_SHARE / 3.0;
     let mut out = Vec::new();
     out.extend(server_errors(hosts, traffic, w, alpha, params, memory));
-    out.extend(latency_signal(hosts, traffic, w, alpha, params, memory));
+    // A restarted JVM answers slower while it compiles and fills its caches: latency
+    // skips the host metrics' warm-up.
+    let slow = Windows {
+        settled: slow_settled,
+        ..*w
+    };
+    out.extend(latency_signal(hosts, traffic, &slow, alpha, params, memory));
     out.extend(traffic_drop(hosts, traffic, w, alpha, params, memory));
     out
 }

@@ -297,15 +297,6 @@ pub(crate) fn evaluate(
         .map(|r| r.host.as_str())
         .collect();
 
-    // What the rates are per, in the summaries.
-    let unit = if counts_events.is_empty() {
-        "lines"
-    } else if counts_events.len() == hosts.len() {
-        "events"
-    } else {
-        "events (lines where not counted)"
-    };
-
     // One pass over the rows.
     let n_hosts = hosts.len();
     let mut signals: HashMap<Fingerprint, Vec<SigHost>> = HashMap::new();
@@ -495,6 +486,20 @@ pub(crate) fn evaluate(
     let is_known = |shape: &Fingerprint| shape_known.get(shape).copied().unwrap_or(false);
     // The exceptions the sequential rate test looks at this round share its budget.
     let tests = key_members.len().max(1);
+    // What the rates are per, in the summaries: over the hosts with rows this round.
+    let (with_events, with_rows) = hosts
+        .iter()
+        .filter(|h| !h.rows.is_empty())
+        .fold((0, 0), |(e, r), h| {
+            (e + usize::from(counts_events.contains(h.name)), r + 1)
+        });
+    let unit = if with_events == 0 {
+        "lines"
+    } else if with_events == with_rows {
+        "events"
+    } else {
+        "events (lines where not counted)"
+    };
     for (&key, members) in &key_members {
         let mut shapes: Vec<Fingerprint> = members.iter().map(|&f| grouping.shape_of(f)).collect();
         shapes.sort_unstable();
@@ -654,8 +659,18 @@ pub(crate) fn evaluate(
             released: &released,
             reference: &reference,
         };
+        let slow_settled: Vec<usize> = grid
+            .start
+            .iter()
+            .map(|&s| s + params.metric_warmup().max(0) as usize)
+            .collect();
         out.candidates.extend(business::signals(
-            &hosts, &traffic, &windows, params, memory,
+            &hosts,
+            &traffic,
+            &windows,
+            &slow_settled,
+            params,
+            memory,
         ));
     }
     out

@@ -366,18 +366,20 @@ mod tests {
         let now = 100 * 24 * 3600;
         let mut memory = AppMemory::default();
         let total = MAX_BENIGN_FINGERPRINTS as u64 + 10;
-        // Every benign fingerprint but the first 5 is in the history, seen in turn.
+        // The 5 highest fingerprints are no longer in the history; the others are, the
+        // higher the longer ago (so neither the set's order nor the history's alone gives
+        // the right ones).
         for fp in 0..total {
             memory.benign_fingerprints.insert(fp);
-            if fp >= 5 {
-                memory.remember(fp, now - 1000 + fp as i64);
+            if fp < total - 5 {
+                memory.remember(fp, now - 1000 - fp as i64);
             }
         }
         memory.forget(now);
         assert_eq!(memory.benign_fingerprints.len(), MAX_BENIGN_FINGERPRINTS);
         // The 5 the history forgot went, then the 5 seen longest ago.
-        assert!((0..10).all(|fp| !memory.benign_fingerprints.contains(&fp)));
-        assert!((10..total).all(|fp| memory.benign_fingerprints.contains(&fp)));
+        assert!((total - 10..total).all(|fp| !memory.benign_fingerprints.contains(&fp)));
+        assert!((0..total - 10).all(|fp| memory.benign_fingerprints.contains(&fp)));
         // Under the bound, nothing goes.
         memory.forget(now);
         assert_eq!(memory.benign_fingerprints.len(), MAX_BENIGN_FINGERPRINTS);

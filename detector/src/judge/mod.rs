@@ -11,9 +11,11 @@
 //! # The funnel (cheapest first)
 //! Windows: a released host's *baseline* is its minutes before its own release (up to
 //! [`JudgeParams::baseline_minutes`] before the first batch); its *after* window starts at
-//! its release; rate and metric tests skip the first [`JudgeParams::warmup_minutes`]
-//! (restart noise): 3, or the app's learned start-up profile (`startup`) once five normal
-//! releases taught it. Reference hosts (`reference_hosts` plus hosts of batches not reached
+//! its release; the tests of what the logs and access log count skip the first
+//! [`JudgeParams::warmup_minutes`] (restart noise, 2), host metrics and latency the first
+//! [`JudgeParams::metric_warmup_minutes`] (3: CPU and response times stay up longer after
+//! a restart), both replaced by the app's learned start-up profile (`startup`) once five
+//! normal releases taught it. Reference hosts (`reference_hosts` plus hosts of batches not reached
 //! yet) have the first batch as their boundary. Missing rows are absent from every sum.
 //!
 //! 1. `dangerous_exception` — a fingerprint whose definition is dangerous, seen on a
@@ -534,12 +536,15 @@ pub struct JudgeParams {
     /// after the third minute, while a start-up that stays noisy longer blocks an app's
     /// first releases until feedback teaches it.
     pub warmup_minutes: i64,
-    /// The same for host metrics (CPU, load, disk busy; memory's slope never skips less):
-    /// a restarted JVM keeps burning CPU on compilation and cold caches after its logs
-    /// have settled, so three minutes by default. A learned start-up profile (which
-    /// measures CPU too) replaces both.
-    #[serde(default = "default_metric_warmup_minutes")]
-    pub metric_warmup_minutes: i64,
+    /// The same for host metrics and latency (CPU, load, disk busy, response times;
+    /// memory's slope never skips less): a restarted JVM keeps burning CPU on compilation
+    /// and cold caches, and answers slower, after its logs have settled, so three minutes
+    /// by default. A learned start-up profile (which measures CPU too) replaces both.
+    /// `None` in judge states stored before it existed, whose one warm-up
+    /// (`warmup_minutes`, maybe learned) then holds for both: see
+    /// [`JudgeParams::metric_warmup`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric_warmup_minutes: Option<i64>,
     /// Rounds in the sliding window.
     pub window_rounds: usize,
     /// Suspicious rounds in the window needed to block.
@@ -611,12 +616,19 @@ pub struct JudgeParams {
     pub traffic_min_drop: f64,
 }
 
+impl JudgeParams {
+    /// Minutes after a host's release left out of its host metrics' and latency's tests.
+    pub fn metric_warmup(&self) -> i64 {
+        self.metric_warmup_minutes.unwrap_or(self.warmup_minutes)
+    }
+}
+
 impl Default for JudgeParams {
     fn default() -> Self {
         Self {
             baseline_minutes: 60,
             warmup_minutes: 2,
-            metric_warmup_minutes: default_metric_warmup_minutes(),
+            metric_warmup_minutes: Some(3),
             window_rounds: 3,
             window_needed: 2,
             new_min_count: 5.0,
@@ -665,10 +677,6 @@ fn default_server_error_min_share() -> f64 {
 
 fn default_latency_min_ratio() -> f64 {
     1.25
-}
-
-fn default_metric_warmup_minutes() -> i64 {
-    3
 }
 
 fn default_traffic_min_drop() -> f64 {
@@ -808,7 +816,7 @@ impl ReleaseJudge {
         if !self.warmup_chosen {
             if let Some(w) = startup::learned_warmup(&memory.startup_profiles) {
                 self.params.warmup_minutes = w;
-                self.params.metric_warmup_minutes = w;
+                self.params.metric_warmup_minutes = Some(w);
             }
             self.warmup_chosen = true;
         }

@@ -14,7 +14,8 @@
 //! lasting all of [`MAX_STARTUP_MINUTES`] is not a start-up. The app's warm-up is then the longest run of its last
 //! [`PROFILES_KEPT`] such releases plus a minute, once it has [`PROFILES_NEEDED`] of
 //! them (so a start-up storm seen recently stays covered, and an old one is forgotten);
-//! before that, [`JudgeParams::warmup_minutes`].
+//! before that, the defaults [`JudgeParams::warmup_minutes`] and
+//! [`JudgeParams::metric_warmup_minutes`].
 
 use super::signal::{HostView, Role};
 use super::stats::{mad_sd, median};

@@ -127,7 +127,7 @@ mod tests {
     use std::collections::{HashMap, HashSet};
 
     use super::*;
-    use crate::judge::{Batch, Release};
+    use crate::judge::{Batch, JudgeParams, Release};
 
     fn judge() -> ReleaseJudge {
         ReleaseJudge::new(
@@ -193,6 +193,31 @@ mod tests {
         let state = decode(&older).expect("an older state decodes");
         let again = encode(&state.judge, None).expect("encode");
         assert!(again.contains(",\"warmup_chosen\":true"), "{again}");
+    }
+
+    #[test]
+    fn a_state_stored_before_the_host_metrics_had_their_own_warm_up_keeps_one_for_both() {
+        // Before `metric_warmup_minutes`, one warm-up (the default or the app's learned
+        // one, here 6) held for every test: a release judged then keeps it for its host
+        // metrics too, not today's default of 3.
+        let text = encode(&judge(), None).expect("encode");
+        assert!(text.contains("\"metric_warmup_minutes\":3"), "{text}");
+        let older = text
+            .replace(",\"metric_warmup_minutes\":3", "")
+            .replace("\"warmup_minutes\":2", "\"warmup_minutes\":6");
+        assert!(!older.contains("metric_warmup_minutes") && older.contains("\"warmup_minutes\":6"));
+        let state = decode(&older).expect("an older state decodes");
+        let again = encode(&state.judge, None).expect("encode");
+        assert!(!again.contains("metric_warmup_minutes"), "{again}");
+        let mut params = serde_json::to_value(JudgeParams::default()).expect("params");
+        params["warmup_minutes"] = 6.into();
+        params
+            .as_object_mut()
+            .and_then(|p| p.remove("metric_warmup_minutes"))
+            .expect("the field is in today's params");
+        let older: JudgeParams = serde_json::from_value(params).expect("older params");
+        assert_eq!(older.metric_warmup(), 6);
+        assert_eq!(JudgeParams::default().metric_warmup(), 3);
     }
 
     #[test]

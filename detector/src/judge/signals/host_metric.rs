@@ -183,7 +183,7 @@ fn track<'a>(
         name: h.name,
         released: matches!(h.role, Role::Released(_)),
         start,
-        settled: start + params.metric_warmup_minutes * 60,
+        settled: start + params.metric_warmup() * 60,
         level,
         minutes,
     })
@@ -417,8 +417,8 @@ pub(crate) fn memory_slope_signal(
     // A restarted JVM's heap fills for minutes whatever its logs and CPU say: memory's
     // slope skips at least the default warm-up, even when the app learned a shorter one.
     let warm = params
-        .metric_warmup_minutes
-        .max(JudgeParams::default().metric_warmup_minutes)
+        .metric_warmup()
+        .max(JudgeParams::default().metric_warmup())
         * 60;
     let base_from = first - params.baseline_minutes * 60;
     let points = |h: &HostView<'_>, from: i64, to: i64| -> Vec<(f64, f64)> {
