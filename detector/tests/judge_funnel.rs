@@ -831,6 +831,41 @@ fn a_start_up_storm_of_stack_traces_is_measured_per_event_not_diluted_by_its_fra
 }
 
 #[test]
+fn a_restart_a_little_after_the_batch_time_is_learned_as_part_of_the_start_up() {
+    // A rolling restart: the released hosts restart two minutes after the batch's time,
+    // then log ×10 the known exception and ×8 the error lines for four minutes. Their
+    // start-up is six minutes from the batch's time, not the zero its two calm first
+    // minutes would say (which would leave the app a one-minute warm-up and block it for
+    // every start-up, whatever users said).
+    let lagged = fleet(&HOSTS, |h, m, r| {
+        if (h == "h1" || h == "h2") && (2..6).contains(&m) {
+            r.exceptions.insert(KNOWN, 10);
+            r.error_lines *= 8;
+        }
+    });
+    let release_of = || judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+    let mut memory = AppMemory::default();
+    for _ in 0..5 {
+        let mut j = release_of();
+        let verdicts = run(&mut j, &lagged, &memory);
+        let feedback = if first_block(&verdicts).is_some() {
+            Feedback::FalseAlarm
+        } else {
+            Feedback::ConfirmedNormal
+        };
+        memory.learn(&j, feedback);
+    }
+    assert_eq!(memory.startup_profiles, [6; 5]);
+    let mut j = release_of();
+    let verdicts = run(&mut j, &lagged, &memory);
+    assert!(
+        first_block(&verdicts).is_none(),
+        "{:?}",
+        verdicts.iter().find(|v| v.decision == Decision::Block)
+    );
+}
+
+#[test]
 fn an_app_that_settles_at_once_gets_a_shorter_warm_up_and_an_earlier_block() {
     let spike = fleet(&HOSTS, |h, m, r| {
         if (h == "h1" || h == "h2") && m >= 0 {

@@ -132,6 +132,7 @@ pub mod stats;
 pub(crate) use memory::Learned;
 pub use memory::{
     APP_MEMORY_VERSION, AppMemory, FALSE_ALARM_MARGIN, KNOWN_FINGERPRINT_TTL, LEARNED_HALF_LIFE,
+    MAX_BENIGN_FINGERPRINTS,
 };
 pub use requests::{Latency, Requests, StatusClasses};
 

@@ -4,16 +4,19 @@
 //! loading, JIT compilation, cold caches, connection pools filling). The rate and metric
 //! tests leave those minutes out of a released host's *settled* window. How long that is
 //! depends on the app: a small service settles within a minute, a large one may take five.
-//! So the warm-up is learned: every round measures, on each released host, the run of
-//! minutes from its release that were *elevated* against its own baseline, beyond the
-//! reference hosts' own change in the same minute (error lines or exceptions per unit of
-//! work — log events where the host's agent counts them, else lines, as the rate tests —
-//! least ×2 and 5 more, or CPU above its level by 6 points and 3× its noise), and a
-//! release users call normal (or a false alarm) teaches the app its longest run. A run
-//! counts once a measured minute ended it: one still going, cut by a missing minute or
-//! lasting all of [`MAX_STARTUP_MINUTES`] is not a start-up. The app's warm-up is then the longest run of its last
-//! [`PROFILES_KEPT`] such releases plus a minute, once it has [`PROFILES_NEEDED`] of
-//! them (so a start-up storm seen recently stays covered, and an old one is forgotten);
+//! So the warm-up is learned: every round measures, on each released host, the minutes
+//! from its release to the end of its first stretch of minutes *elevated* against its
+//! own baseline, beyond the reference hosts' own change in the same minute (error lines or
+//! exceptions per unit of work — log events where the host's agent counts them, else
+//! lines, as the rate tests — at least ×2 and 5 more, or CPU above its level by 6 points
+//! and 3× its noise). The stretch may start up to [`MAX_RESTART_LAG`] calm minutes after
+//! the release (a host of a batch restarting a little after the batch's time); a host calm
+//! for longer has a start-up of 0. A release users call normal (or a false alarm) teaches
+//! the app its longest such start-up. One counts once a measured minute ended it: one
+//! still going, cut by a missing minute or lasting all of [`MAX_STARTUP_MINUTES`] is not a
+//! start-up. The app's warm-up is then the longest start-up of its last [`PROFILES_KEPT`]
+//! such releases plus a minute, once it has [`PROFILES_NEEDED`] of them (so a start-up
+//! storm seen recently stays covered, and an old one is forgotten);
 //! before that, the defaults [`JudgeParams::warmup_minutes`] and
 //! [`JudgeParams::metric_warmup_minutes`].
 
@@ -26,6 +29,10 @@ pub const MAX_STARTUP_MINUTES: u32 = 10;
 
 /// Releases whose start-up runs an app keeps.
 pub const PROFILES_KEPT: usize = 20;
+
+/// Calm minutes after a host's release that may come before its start-up (a restart a
+/// little after the batch's time).
+pub const MAX_RESTART_LAG: u32 = 2;
 
 /// Releases an app needs before its own profile replaces the default warm-up.
 pub const PROFILES_NEEDED: usize = 5;
@@ -136,7 +143,11 @@ pub(super) fn longest_run(
             .collect();
         rows.sort_by_key(|x| x.minute);
         // The run counts once it has ended on a measured, settled minute: a run still
-        // going, cut by a missing minute or lasting the whole span is not a start-up.
+        // going, cut by a missing minute or lasting the whole span is not a start-up. A
+        // host of a batch may restart a little after the batch's time (a rolling restart):
+        // calm minutes before its first elevated one, up to MAX_RESTART_LAG of them, count
+        // in its start-up, which ends with its first elevated stretch.
+        let mut stretch_from: Option<u32> = None;
         for (run, x) in (0u32..).zip(rows) {
             if x.minute != r + i64::from(run) * 60 {
                 break;
@@ -152,8 +163,13 @@ pub(super) fn longest_run(
                 || b.cpu_level
                     .zip(x.host_metrics.get("cpu_pct"))
                     .is_some_and(|(level, c)| c - level - cpu_change > b.cpu_margin);
-            if !elevated {
-                longest = Some(longest.map_or(run, |l| l.max(run)));
+            if elevated {
+                stretch_from.get_or_insert(run);
+            } else if stretch_from.is_some() || run >= MAX_RESTART_LAG {
+                // The stretch ended here, or the host stayed calm past the lag: no
+                // start-up beyond these minutes (0 when it was calm from its release).
+                let measured = if stretch_from.is_some() { run } else { 0 };
+                longest = Some(longest.map_or(measured, |l| l.max(measured)));
                 break;
             }
         }
