@@ -801,6 +801,23 @@ fn an_app_learns_its_start_up_from_normal_releases() {
     assert!((6..=8).contains(&at), "blocked at +{at}");
 }
 
+/// What an app learns from `releases` releases of h1 and h2 that all show `rows`, each
+/// called normal by its users (a false alarm when it was blocked).
+fn taught_normal(rows: &[HostMinute], releases: usize) -> AppMemory {
+    let mut memory = AppMemory::default();
+    for _ in 0..releases {
+        let mut j = judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+        let verdicts = run(&mut j, rows, &memory);
+        let feedback = if first_block(&verdicts).is_some() {
+            Feedback::FalseAlarm
+        } else {
+            Feedback::ConfirmedNormal
+        };
+        memory.learn(&j, feedback);
+    }
+    memory
+}
+
 #[test]
 fn a_start_up_storm_of_stack_traces_is_measured_per_event_not_diluted_by_its_frames() {
     // The agent counts events: 200 records a minute, the frame lines of the known
@@ -815,18 +832,7 @@ fn a_start_up_storm_of_stack_traces_is_measured_per_event_not_diluted_by_its_fra
             r.lines += 1000;
         }
     });
-    let release_of = || judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
-    let mut memory = AppMemory::default();
-    for _ in 0..5 {
-        let mut j = release_of();
-        let verdicts = run(&mut j, &storm, &memory);
-        let feedback = if first_block(&verdicts).is_some() {
-            Feedback::FalseAlarm
-        } else {
-            Feedback::ConfirmedNormal
-        };
-        memory.learn(&j, feedback);
-    }
+    let memory = taught_normal(&storm, 5);
     assert_eq!(memory.startup_profiles, [5; 5]);
 }
 
@@ -843,20 +849,9 @@ fn a_restart_a_little_after_the_batch_time_is_learned_as_part_of_the_start_up() 
             r.error_lines *= 8;
         }
     });
-    let release_of = || judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
-    let mut memory = AppMemory::default();
-    for _ in 0..5 {
-        let mut j = release_of();
-        let verdicts = run(&mut j, &lagged, &memory);
-        let feedback = if first_block(&verdicts).is_some() {
-            Feedback::FalseAlarm
-        } else {
-            Feedback::ConfirmedNormal
-        };
-        memory.learn(&j, feedback);
-    }
+    let memory = taught_normal(&lagged, 5);
     assert_eq!(memory.startup_profiles, [6; 5]);
-    let mut j = release_of();
+    let mut j = judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
     let verdicts = run(&mut j, &lagged, &memory);
     assert!(
         first_block(&verdicts).is_none(),
