@@ -133,7 +133,7 @@ fn fixed_set_meets_precision_and_recall_floors() {
     let results: Vec<_> = cases.iter().map(|c| replayer.judge_case(c)).collect();
     let s = Summary::of(&results);
     assert!(
-        s.tp + s.fn_ >= 10,
+        s.counts.tp + s.counts.fn_ >= 10,
         "enough bad releases to measure recall: {s:?}"
     );
     assert!(s.precision.unwrap_or(0.0) >= 0.9, "{s:?}");
@@ -243,7 +243,7 @@ fn precision_is_null_when_nothing_blocked() {
     let cases = parse_cases(text.as_bytes()).expect("valid");
     let mut out = Vec::new();
     let s = vigil_detector::replay::run(&cases, Default::default(), true, &mut out).expect("run");
-    assert_eq!(s.tn, 1);
+    assert_eq!(s.counts.tn, 1);
     let last = String::from_utf8(out).expect("utf-8");
     let last = last.lines().last().expect("summary");
     assert_eq!(

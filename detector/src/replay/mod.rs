@@ -342,15 +342,9 @@ pub struct CaseResult {
 pub struct Summary {
     /// Cases judged.
     pub cases: usize,
-    /// Labelled block, blocked.
-    pub tp: usize,
-    /// Labelled pass, blocked.
-    pub fp: usize,
-    /// Labelled pass, not blocked.
-    pub tn: usize,
-    /// Labelled block, not blocked.
-    #[serde(rename = "fn")]
-    pub fn_: usize,
+    /// The labelled ones by how they ended (`tp`, `fp`, `tn`, `fn` in the JSON).
+    #[serde(flatten)]
+    pub counts: Confusion,
     /// tp / (tp + fp); `None` when nothing was blocked.
     pub precision: Option<f64>,
     /// tp / (tp + fn); `None` without labelled bad cases.
@@ -364,18 +358,43 @@ pub struct Summary {
     pub kinds: BTreeMap<String, KindOutcomes>,
 }
 
+/// Labelled cases by how they ended: blocked or not, against their label.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Confusion {
+    /// Labelled block, blocked.
+    pub tp: usize,
+    /// Labelled pass, blocked.
+    pub fp: usize,
+    /// Labelled pass, not blocked.
+    pub tn: usize,
+    /// Labelled block, not blocked.
+    #[serde(rename = "fn")]
+    pub fn_: usize,
+}
+
+impl Confusion {
+    /// Counts a case labelled `expected` (nothing when unlabelled); true for a true
+    /// positive.
+    fn add(&mut self, expected: Option<Expected>, blocked: bool) -> bool {
+        match (expected, blocked) {
+            (Some(Expected::Block), true) => self.tp += 1,
+            (Some(Expected::Pass), true) => self.fp += 1,
+            (Some(Expected::Pass), false) => self.tn += 1,
+            (Some(Expected::Block), false) => self.fn_ += 1,
+            (None, _) => {}
+        }
+        expected == Some(Expected::Block) && blocked
+    }
+}
+
 /// How the cases of one kind ended over a replay.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct KindOutcomes {
     /// Cases of the kind.
     pub cases: usize,
-    /// Labelled block, blocked; labelled pass, blocked; labelled pass, not blocked;
-    /// labelled block, not blocked.
-    pub tp: usize,
-    pub fp: usize,
-    pub tn: usize,
-    #[serde(rename = "fn")]
-    pub fn_: usize,
+    /// The labelled ones by how they ended (`tp`, `fp`, `tn`, `fn` in the JSON).
+    #[serde(flatten)]
+    pub counts: Confusion,
     /// Ended on `watch`.
     pub watch: usize,
     /// Median seconds to block over the kind's true positives.
@@ -408,17 +427,10 @@ impl Summary {
                 let k = s.kinds.entry(kind.clone()).or_default();
                 k.cases += 1;
                 k.watch += usize::from(r.decision == Decision::Watch);
-                match (r.expected, blocked) {
-                    (Some(Expected::Block), true) => {
-                        k.tp += 1;
-                        if let Some(t) = r.seconds_to_block {
-                            kind_seconds.entry(kind).or_default().push(t as f64);
-                        }
-                    }
-                    (Some(Expected::Pass), true) => k.fp += 1,
-                    (Some(Expected::Pass), false) => k.tn += 1,
-                    (Some(Expected::Block), false) => k.fn_ += 1,
-                    (None, _) => {}
+                if k.counts.add(r.expected, blocked)
+                    && let Some(t) = r.seconds_to_block
+                {
+                    kind_seconds.entry(kind).or_default().push(t as f64);
                 }
             }
             if blocked {
@@ -434,21 +446,15 @@ impl Summary {
                     }
                 }
             }
-            match (r.expected, blocked) {
-                (Some(Expected::Block), true) => {
-                    s.tp += 1;
-                    if let Some(t) = r.seconds_to_block {
-                        seconds.push(t as f64);
-                    }
-                }
-                (Some(Expected::Pass), true) => s.fp += 1,
-                (Some(Expected::Pass), false) => s.tn += 1,
-                (Some(Expected::Block), false) => s.fn_ += 1,
-                (None, _) => {}
+            if s.counts.add(r.expected, blocked)
+                && let Some(t) = r.seconds_to_block
+            {
+                seconds.push(t as f64);
             }
         }
-        s.precision = (s.tp + s.fp > 0).then(|| s.tp as f64 / (s.tp + s.fp) as f64);
-        s.recall = (s.tp + s.fn_ > 0).then(|| s.tp as f64 / (s.tp + s.fn_) as f64);
+        let c = s.counts;
+        s.precision = (c.tp + c.fp > 0).then(|| c.tp as f64 / (c.tp + c.fp) as f64);
+        s.recall = (c.tp + c.fn_ > 0).then(|| c.tp as f64 / (c.tp + c.fn_) as f64);
         s.median_seconds_to_block = crate::judge::stats::median(&mut seconds);
         for (kind, mut t) in kind_seconds {
             if let Some(k) = s.kinds.get_mut(kind) {
@@ -608,10 +614,10 @@ pub fn run(
                 format!(
                     "{}:{}/{}/{}/{}/{}/{}",
                     escape_kind(kind),
-                    k.tp,
-                    k.fp,
-                    k.tn,
-                    k.fn_,
+                    k.counts.tp,
+                    k.counts.fp,
+                    k.counts.tn,
+                    k.counts.fn_,
                     k.watch,
                     k.median_seconds_to_block
                         .map_or_else(|| "-".to_string(), |v| format!("{v:.0}"))
@@ -629,10 +635,10 @@ pub fn run(
             out,
             "summary: cases={} tp={} fp={} tn={} fn={} precision={} recall={} median_seconds_to_block={} rules={} kinds={}",
             summary.cases,
-            summary.tp,
-            summary.fp,
-            summary.tn,
-            summary.fn_,
+            summary.counts.tp,
+            summary.counts.fp,
+            summary.counts.tn,
+            summary.counts.fn_,
             fmt(summary.precision),
             fmt(summary.recall),
             fmt(summary.median_seconds_to_block),
