@@ -203,26 +203,33 @@ fn server_errors(
         released: w.released,
         reference: w.reference,
     };
-    // Two tests, each with half the rule's share (and each half of that for its test, half
-    // for its bound on the baseline): against the reference hosts in the same minutes, and
-    // against the released hosts' own rate before the release — which decides when the
-    // baseline has too few 5xx to bound the groups' ratio, and which, with reference
-    // hosts, also needs the released share to be the threshold's times theirs in the same
-    // minutes (a fleet-wide outage is not the release's).
-    let alpha = if w.reference.is_empty() {
-        alpha / 2.0
+    // Two tests, each with half the rule's share: against the reference hosts in the same
+    // minutes (which allows for the groups' unknown ratio itself), and against the
+    // released hosts' own rate before the release (half of its half for the test, half
+    // for its bound on that rate) — which decides when the baseline has too few 5xx to
+    // tell the groups' ratio, and which, with reference hosts, also needs the released
+    // share to be the threshold's times theirs in the same minutes (a fleet-wide outage is
+    // not the release's).
+    let (alpha_reference, alpha) = if w.reference.is_empty() {
+        (alpha, alpha / 2.0)
     } else {
-        alpha / 4.0
+        (alpha / 2.0, alpha / 4.0)
     };
-    let bar = (1.0 / alpha).ln();
+    let alpha_of = |f: &ErrorFinding| if f.own { alpha } else { alpha_reference };
     let passes = |f: &ErrorFinding| {
         let excess = f.observed - f.expected;
-        f.log_e >= bar
+        f.log_e >= (1.0 / alpha_of(f)).ln()
             && excess >= params.rate_min_excess
             && excess >= params.server_error_min_share * f.requests
     };
     let against_reference = (!w.reference.is_empty())
-        .then(|| sequential::test(&inputs, phi, alpha, Some(1.0)))
+        .then(|| {
+            sequential::test(
+                &inputs,
+                sequential::Overdispersion::constant(phi),
+                Some(1.0),
+            )
+        })
         .flatten()
         .map(|s| ErrorFinding {
             log_e: s.log_e,
@@ -264,6 +271,7 @@ fn server_errors(
         return None;
     }
     let passed = passes(&finding);
+    let finding_alpha = alpha_of(&finding);
     let ratio = if expected > 0.0 {
         observed / expected
     } else {
@@ -289,7 +297,7 @@ fn server_errors(
         share(before[0], before[1]),
         share(before[2], before[3]),
         log_e.min(700.0).exp(),
-        1.0 / alpha,
+        1.0 / finding_alpha,
     );
     let reason = Reason {
         rule: Rule::ServerErrors,
@@ -309,7 +317,7 @@ fn server_errors(
             dispersion: Some(phi),
             ..Evidence::default()
         }
-        .sequential(log_e, alpha)
+        .sequential(log_e, finding_alpha)
         .with_interval(interval),
     };
     let mut c = candidate(

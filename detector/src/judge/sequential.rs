@@ -18,19 +18,23 @@
 //! 2022, test count data this way). A strong effect crosses the bar within a minute or two
 //! of data; there is no "2 of 3 rounds" to wait for.
 //!
-//! `θ` is not known: it is estimated from the before window, and the test uses the upper
-//! end of its one-sided Clopper–Pearson interval at level `δ` (a higher `θ` expects more on
-//! the released hosts, so the test only gets more careful). Each released host's work is
-//! weighed by its own ratio before the release where that is higher (a host noisier
-//! before stays expected so), never below the group's bound. For one set of released
-//! hosts and Poisson counts, the false-alarm chance of one exception is then at most
-//! `α + δ`. What makes that approximate, and how: counts are divided by the exception's
-//! dispersion (its variance over its mean in the baseline minutes, at least 1; bursts of
-//! one failure logged several times are evidence once, not several times), which makes the
-//! ratio a quasi-likelihood; and each round recomputes the product from the stored minutes
-//! (a later batch moves hosts from the reference group to the released one, late rows
-//! change past minutes, the number of exceptions tested changes), so with several batches
-//! the guarantee holds per batch rather than for the whole release.
+//! `θ` is not known. The test does not bound it (spending budget on the bound); it
+//! allows for it by universal inference ([`universal`]): the likelihood of the baseline
+//! and the compared minutes under the alternative over the null's *largest* likelihood,
+//! whatever `θ`. A baseline of many events pins `θ` down and the test is as sharp as if it
+//! were known; one of a dozen leaves it loose, and the test asks for more minutes. Each
+//! released host's work is weighed by its own ratio before the release where that is
+//! higher (a host noisier before stays expected so). For one set of released hosts and
+//! Poisson counts, the false-alarm chance of one exception is then at most `α`. What makes
+//! that approximate, and how: counts are divided by the exception's dispersion (its
+//! variance over its mean in the baseline minutes, at least 1; bursts of one failure
+//! logged several times are evidence once, not several times), and by more in a minute of
+//! many events where the exception's rate wanders from minute to minute ([`Overdispersion`]:
+//! a fleet-wide surge is no evidence), which makes the ratio a quasi-likelihood; and each
+//! round recomputes the test from the stored minutes (a later batch moves hosts from the
+//! reference group to the released one, late rows change past minutes, the number of
+//! exceptions tested changes), so with several batches the guarantee holds per batch
+//! rather than for the whole release.
 //!
 //! The test assumes counts that, given their rates, are independent from minute to minute;
 //! a host whose exception comes in bursts lasting many minutes breaks that. So the rule
@@ -39,10 +43,10 @@
 //! calibrated test.
 //!
 //! The release's false-block budget is split: this rule spends [`RATE_SHARE`] of it,
-//! divided equally between `α` and `δ` and between the exceptions tested in the round (a
-//! Bonferroni split, valid whatever their dependence).
+//! divided equally between the exceptions tested in the round (a Bonferroni split, valid
+//! whatever their dependence).
 
-use super::stats::{binomial_upper_bound, clopper_pearson};
+use super::stats::{clopper_pearson, ln_gamma};
 
 /// Rate ratios mixed (equal weights): from a modest rise to a flood.
 pub(crate) const RATIOS: [f64; 8] = [1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 40.0];
@@ -78,18 +82,19 @@ pub(crate) struct Sequential {
     /// ln of the mixture e-value.
     pub log_e: f64,
     /// Events on the released hosts in the compared minutes, and as many as the reference
-    /// hosts' rate in those minutes predicts for their work (at `θ`'s upper bound).
+    /// hosts' rate in those minutes predicts for their work (at the baseline's `θ`).
     pub observed: f64,
     pub expected: f64,
     /// Compared minutes.
     pub minutes: u32,
-    /// Upper bound of the released hosts' relative rate before the release.
+    /// The released hosts' rate relative to the reference hosts' before the release, as
+    /// the baseline estimates it (a Jeffreys prior on their share of its events).
     pub theta: f64,
     /// Work (events or lines) of the released hosts in the compared minutes, and the
     /// reference hosts' events and work there.
     pub released_work: f64,
-    /// That work weighted by each released host's ratio before the release (at `θ`'s
-    /// upper bound as a whole): what it should log at the reference hosts' rate.
+    /// That work weighted by each released host's ratio before the release (at `θ` as a
+    /// whole): what it should log at the reference hosts' rate.
     pub expected_work: f64,
     pub reference_events: f64,
     pub reference_work: f64,
@@ -167,15 +172,43 @@ pub(crate) fn hit_mixture(x: f64, n: f64, p0: f64, rates: &[f64]) -> Option<f64>
     Some(mix(&log_lr) + (log_lr.len() as f64 / rates.len() as f64).ln())
 }
 
-/// The test over `inputs`, counts divided by `dispersion` (≥ 1), `θ` bounded at level
-/// `delta`. With no event before the release on any host, `θ` is `unseen` when given (the
-/// groups were alike: neither had any); without it, `None` (then the exception is new, or
-/// known only from history: rule 2 and the classic rule 3 judge it). `None` too when no
-/// minute had both groups working.
+/// How much more variable than Poisson counts are (see [`test`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Overdispersion {
+    /// Variance over mean of a host's count in the baseline minutes (≥ 1).
+    pub factor: f64,
+    /// Negative-binomial shape of one host-minute's count, `mean² / (variance − mean)`
+    /// in the baseline; `None` where counts were no more variable than Poisson.
+    pub shape: Option<f64>,
+}
+
+impl Overdispersion {
+    /// Counts divided by `factor`, nothing more.
+    pub fn constant(factor: f64) -> Self {
+        Self {
+            factor,
+            shape: None,
+        }
+    }
+}
+
+/// The test over `inputs`. With no event before the release on any host, `θ` is `unseen`
+/// when given (the groups were alike: neither had any); without it, `None` (then the
+/// exception is new, or known only from history: rule 2 and the classic rule 3 judge it).
+/// `None` too when no minute had both groups working.
+///
+/// Counts are divided by the dispersion. That of the baseline's sum is its `factor`. A
+/// compared minute's is at least that, and more where its events are many: with a
+/// negative-binomial count of shape `k` on each of its `h` hosts, the released hosts'
+/// share of the minute's `n` events is, given `n`, beta-binomial: `(hk + n) / (hk + 1)`
+/// times as variable as a binomial one. So a fleet-wide surge, whose counts in a minute
+/// are many times the baseline's, weighs each of its events less, as it should: the more
+/// an exception's rate wanders, the less one busy minute says. A rise on the released
+/// hosts alone is weighed so too, which costs a strong rise of a wandering exception a
+/// minute or so.
 pub(crate) fn test(
     inputs: &Inputs<'_>,
-    dispersion: f64,
-    delta: f64,
+    dispersion: Overdispersion,
     unseen: Option<f64>,
 ) -> Option<Sequential> {
     let Inputs {
@@ -191,7 +224,7 @@ pub(crate) fn test(
     } = *inputs;
     let until = until.min(t_len);
     let cell = |h: usize, t: usize| h * t_len + t;
-    let d = dispersion.max(1.0);
+    let d = dispersion.factor.max(1.0);
     let (mut xb, mut eb, mut yb, mut fb) = (0.0, 0.0, 0.0, 0.0);
     // Per released host: its baseline events and work.
     let mut own = vec![(0.0, 0.0); released.len()];
@@ -216,19 +249,17 @@ pub(crate) fn test(
     if eb <= 0.0 || fb <= 0.0 {
         return None;
     }
-    let theta = if xb + yb >= 1.0 {
-        // The released share of the baseline's events, bounded above, as a rate ratio.
-        let q = binomial_upper_bound(xb / d, (xb + yb) / d, delta).min(1.0 - 1e-9);
-        (q / (1.0 - q)) * (fb / eb)
-    } else {
-        unseen?
-    };
-    // Each released host weighs its work by its own ratio before the release (shrunk
-    // towards the group's by two pseudo-events), so that a host that was noisier before
-    // is expected to stay so whichever hosts have been released by a minute; the weights
-    // are scaled so that the baseline's work weighs `θ` as a whole.
-    let mut weight = vec![theta; start.len()];
-    if xb + yb >= 1.0 {
+    // With events before the release, `θ` is a nuisance the test allows for (universal
+    // inference, below); without any, it is `unseen` (fixed) or there is no test.
+    let fixed = if xb + yb >= 1.0 { None } else { Some(unseen?) };
+    // Each released host weighs its work by its own ratio before the release relative to
+    // the group's (shrunk towards 1 by two pseudo-events), so that a host that was noisier
+    // before is expected to stay so whichever hosts have been released by a minute; never
+    // below 1 (a host that only looked quiet by chance must not make ordinary counts look
+    // like a rise once it is released alone). The weights are scaled so that the
+    // baseline's work weighs as it is.
+    let mut weight = vec![1.0; start.len()];
+    if fixed.is_none() {
         let reference_rate = yb / fb;
         let group = xb / (reference_rate * eb).max(1e-12);
         let mut weighted = 0.0;
@@ -239,21 +270,21 @@ pub(crate) fn test(
             weighted += w * n;
         }
         // `weighted` > 0: every weight is, and the released hosts did work before (`eb`).
-        let scale = theta * eb / weighted;
+        let scale = eb / weighted;
         for &h in released {
-            // Never below the group's bound: a host that only looked quiet by chance must
-            // not make ordinary counts look like a rise once it is released alone.
-            weight[h] = (weight[h] * scale).max(theta);
+            weight[h] = (weight[h] * scale).max(1.0);
         }
     }
 
-    let mut log_lr = [0.0; RATIOS.len()];
+    // The compared minutes: events on the released hosts and in all (counts divided by
+    // the dispersion), the released hosts' weighted work, the reference hosts' work.
+    let mut compared: Vec<Binomial> = Vec::new();
     let mut seq = Sequential {
         log_e: 0.0,
         observed: 0.0,
         expected: 0.0,
         minutes: 0,
-        theta,
+        theta: 1.0,
         released_work: 0.0,
         expected_work: 0.0,
         reference_events: 0.0,
@@ -263,17 +294,20 @@ pub(crate) fn test(
     for t in first..until {
         // `e` is the released work as it is, `we` weighted by each host's own ratio.
         let (mut x, mut e, mut we, mut y, mut f) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        let mut counted = 0.0;
         for &h in released {
             if t >= settled[h] && work[cell(h, t)] >= 0.0 {
                 x += values[cell(h, t)];
                 e += work[cell(h, t)];
                 we += weight[h] * work[cell(h, t)];
+                counted += 1.0;
             }
         }
         for &h in reference {
             if work[cell(h, t)] >= 0.0 {
                 y += values[cell(h, t)];
                 f += work[cell(h, t)];
+                counted += 1.0;
             }
         }
         if e <= 0.0 || f <= 0.0 {
@@ -285,21 +319,115 @@ pub(crate) fn test(
         seq.expected_work += we;
         seq.reference_events += y;
         seq.reference_work += f;
-        let (x, n) = (x / d, (x + y) / d);
-        for (l, phi) in log_lr.iter_mut().zip(RATIOS) {
-            *l += x * phi.ln() - n * ((phi * we + f) / (we + f)).ln();
-        }
+        let d = dispersion.shape.map_or(d, |k| {
+            let shape = k * counted;
+            d.max((shape + x + y) / (shape + 1.0))
+        });
+        compared.push(Binomial {
+            k: x / d,
+            n: (x + y) / d,
+            a: we,
+            b: f,
+        });
     }
     if seq.minutes == 0 {
         return None;
     }
+    let (theta, log_e) = match fixed {
+        Some(theta) => {
+            // `θ` known: the likelihood ratio of `θφ` against `θ`, mixed over `φ`.
+            let s0 = theta.ln();
+            let at = |s: f64| compared.iter().map(|c| c.log_lik(s)).sum::<f64>();
+            let null = at(s0);
+            let log_lr: Vec<f64> = RATIOS.iter().map(|phi| at(s0 + phi.ln()) - null).collect();
+            (theta, mix(&log_lr))
+        }
+        None => {
+            let before = Binomial {
+                k: xb / d,
+                n: (xb + yb) / d,
+                a: eb,
+                b: fb,
+            };
+            universal(&before, &compared)
+        }
+    };
+    seq.theta = theta;
+    seq.expected_work *= theta;
     // What the reference hosts' rate in the same minutes predicts for the released hosts'
     // work (half an event added, so that a quiet reference group does not predict 0).
     seq.expected = seq.expected_work * (seq.reference_events + 0.5) / seq.reference_work;
-    let top = log_lr.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let sum: f64 = log_lr.iter().map(|l| (l - top).exp()).sum();
-    seq.log_e = top + (sum / RATIOS.len() as f64).ln();
+    seq.log_e = log_e;
     Some(seq)
+}
+
+/// `k` of `n` events on the released hosts, whose share is `θa / (θa + b)`: their work `a`
+/// (weighted) against the reference hosts' `b`.
+#[derive(Debug, Clone, Copy)]
+struct Binomial {
+    k: f64,
+    n: f64,
+    a: f64,
+    b: f64,
+}
+
+impl Binomial {
+    /// The log-likelihood at `θ = e^s`, binomial coefficient left out.
+    fn log_lik(&self, s: f64) -> f64 {
+        let odds = s + self.a.ln() - self.b.ln();
+        // ln p = −ln(1 + e^−odds), ln(1 − p) = −ln(1 + e^odds).
+        -self.k * softplus(-odds) - (self.n - self.k) * softplus(odds)
+    }
+
+    /// Its derivative in `s`: `k − n·p`.
+    fn score(&self, s: f64) -> f64 {
+        let odds = s + self.a.ln() - self.b.ln();
+        self.k - self.n / (1.0 + (-odds).exp())
+    }
+}
+
+/// `ln(1 + e^x)`, without overflow.
+fn softplus(x: f64) -> f64 {
+    if x > 30.0 { x } else { x.exp().ln_1p() }
+}
+
+/// `θ` unknown: the released hosts' rate relative to the reference hosts' before the
+/// release, `before`, and, with no release effect, in every compared minute. The e-value
+/// is universal inference's (Wasserman, Ramdas and Balakrishnan, "Universal inference",
+/// PNAS 2020): a likelihood of all the data under the alternative — the baseline's under
+/// a Jeffreys prior on the released share, each compared minute's at `θ̃φ` mixed over `φ`,
+/// `θ̃` the baseline's estimate — over the null's *largest* likelihood, whatever `θ`. For
+/// each `θ` the first over the null's likelihood at that `θ` is a martingale of mean 1, and
+/// the e-value is below it; so by Ville's inequality the chance that it *ever* reaches
+/// `1/α` is at most `α`, with no bound on `θ` to spend budget on. A baseline of few events
+/// leaves `θ` loose, and the null fits the compared minutes by raising it: the test asks
+/// for more evidence exactly when the baseline says little. Returns `(θ̃, ln e)`.
+fn universal(before: &Binomial, compared: &[Binomial]) -> (f64, f64) {
+    // The baseline under a Beta(½, ½) prior on the released share: B(k + ½, n − k + ½) / π.
+    let (k, n) = (before.k, before.n);
+    let log_marginal =
+        ln_gamma(k + 0.5) + ln_gamma(n - k + 0.5) - ln_gamma(n + 1.0) - std::f64::consts::PI.ln();
+    let theta = ((k + 0.5) / (n - k + 0.5)) * (before.b / before.a);
+    let s0 = theta.ln();
+    let after = |s: f64| compared.iter().map(|c| c.log_lik(s)).sum::<f64>();
+    let log_lr: Vec<f64> = RATIOS.iter().map(|phi| after(s0 + phi.ln())).collect();
+    let alternative = log_marginal + mix(&log_lr);
+    // The null's largest likelihood: its log is concave in s = ln θ, so the score (which
+    // falls as s grows) is bisected for its root within ±50 of the estimate.
+    let all = || std::iter::once(before).chain(compared);
+    let score = |s: f64| all().map(|c| c.score(s)).sum::<f64>();
+    let (mut lo, mut hi) = (s0 - 50.0, s0 + 50.0);
+    for _ in 0..100 {
+        let mid = 0.5 * (lo + hi);
+        if score(mid) > 0.0 {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    let s = 0.5 * (lo + hi);
+    let null = all().map(|c| c.log_lik(s)).sum::<f64>();
+    (theta, alternative - null)
 }
 
 /// The released hosts' highest rate (events per unit of work, all released hosts summed)
@@ -408,16 +536,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_upper_bound_covers_the_proportion() {
-        let q = binomial_upper_bound(5.0, 10.0, 0.01);
-        assert!(q > 0.5 && q < 0.95, "{q}");
-        assert_eq!(binomial_upper_bound(10.0, 10.0, 0.01), 1.0);
-        // 0 of 100: the bound is about ln(1/δ)/n.
-        let q = binomial_upper_bound(0.0, 100.0, 0.01);
-        assert!((q - 0.045).abs() < 0.005, "{q}");
-    }
-
     /// 2 a minute per host for an hour, then ×15 on the released hosts for the minutes
     /// after `first` up to `t_len`.
     fn spike(t_len: usize) -> Fleet {
@@ -432,20 +550,116 @@ mod tests {
 
     #[test]
     fn a_fifteen_fold_spike_on_two_of_four_hosts_crosses_the_bar_in_its_first_minute() {
-        let one = test(&spike(61).inputs(), 1.0, 1e-4, None).expect("a test");
-        // 20 exceptions tested, a 1 % budget: the bar is ln(20 · 4 / 0.01).
-        let bar = (20.0 * 4.0 / 0.01_f64).ln();
+        let one = test(&spike(61).inputs(), Overdispersion::constant(1.0), None).expect("a test");
+        // 20 exceptions tested, half of a 1 % budget: the bar is ln(20 · 2 / 0.01).
+        let bar = (20.0_f64 * 2.0 / 0.01).ln();
         assert!(one.log_e > bar, "{one:?} bar {bar}");
         assert!(one.ratio() > 8.0, "{one:?}");
         assert_eq!(one.minutes, 1);
-        let two = test(&spike(62).inputs(), 1.0, 1e-4, None).expect("a test");
+        let two = test(&spike(62).inputs(), Overdispersion::constant(1.0), None).expect("a test");
         assert!(two.log_e > one.log_e);
         // Each failure logged in bursts of 5: a fifth of the evidence a minute, and a
-        // baseline worth a fifth as much (a higher bound on θ): past the bar after five.
-        let bursty = test(&spike(61).inputs(), 5.0, 1e-4, None).expect("a test");
+        // baseline worth a fifth as much (a looser θ): past the bar after five.
+        let bursty =
+            test(&spike(61).inputs(), Overdispersion::constant(5.0), None).expect("a test");
         assert!(bursty.log_e < bar, "{bursty:?}");
-        let bursty = test(&spike(65).inputs(), 5.0, 1e-4, None).expect("a test");
+        let bursty =
+            test(&spike(65).inputs(), Overdispersion::constant(5.0), None).expect("a test");
         assert!(bursty.log_e > bar, "{bursty:?}");
+    }
+
+    #[test]
+    fn a_rise_of_a_rare_exception_is_judged_by_what_its_few_baseline_events_allow() {
+        // One event every ten minutes on each host for an hour (twelve on the released
+        // hosts), then 1 or 2 a minute on the two released ones (×15), one exception
+        // tested: θ is loose (the null may set it higher, at a cost the baseline's
+        // likelihood says), so the first minute is not enough, and twelve are.
+        let crossed_at = |extra: usize| {
+            let t_len = 60 + extra;
+            let mut fleet = Fleet::new(4, 2, t_len, 60, 0);
+            for h in 0..4 {
+                for t in 0..t_len {
+                    fleet.values[h * t_len + t] = match (h < 2, t >= 60) {
+                        (true, true) => 1.0 + (t % 2) as f64,
+                        _ => f64::from(u8::from(t % 10 == h)),
+                    };
+                }
+            }
+            test(&fleet.inputs(), Overdispersion::constant(1.0), None).expect("a test")
+        };
+        let bar = (2.0_f64 / 0.01).ln();
+        let one = crossed_at(1);
+        assert!(one.log_e < bar, "{one:?}");
+        let twelve = crossed_at(12);
+        assert!(twelve.log_e > bar, "{twelve:?}");
+        assert!(twelve.theta > 0.5 && twelve.theta < 2.0, "{twelve:?}");
+    }
+
+    /// A negative-binomial count of shape 1 (geometric) with the given mean.
+    fn geometric(rng: &mut fastrand::Rng, mean: f64) -> f64 {
+        let u = 1.0 - rng.f64(); // (0, 1]
+        (u.ln() / (mean / (1.0 + mean)).ln()).floor()
+    }
+
+    #[test]
+    fn a_fleet_wide_surge_of_a_wandering_rate_is_not_evidence_once_its_shape_is_known() {
+        // 300 releases of 4 hosts whose exception wanders (negative binomial, shape 1,
+        // mean 1 a minute: twice as variable as Poisson at that mean), then a surge ×8 on
+        // every host for 30 minutes. At the baseline's variance the surge's minutes are
+        // more variable than the test assumes; with the shape, the share ever crossing
+        // 1/α stays below α, and below the share without it.
+        let alpha: f64 = 0.05;
+        let mut rng = fastrand::Rng::with_seed(20_261_201);
+        let (runs, t_len, first) = (300, 90, 60);
+        let (mut with_shape, mut constant) = (0, 0);
+        for _ in 0..runs {
+            let mut fleet = Fleet::new(4, 2, t_len, first, 0);
+            for h in 0..4 {
+                for t in 0..t_len {
+                    let mean = if t >= first { 8.0 } else { 1.0 };
+                    fleet.values[h * t_len + t] = geometric(&mut rng, mean);
+                }
+            }
+            let ever = |dispersion: Overdispersion| {
+                (first + 1..=t_len).any(|until| {
+                    let inputs = Inputs {
+                        until,
+                        ..fleet.inputs()
+                    };
+                    test(&inputs, dispersion, None).is_some_and(|s| s.log_e >= (1.0 / alpha).ln())
+                })
+            };
+            with_shape += usize::from(ever(Overdispersion {
+                factor: 2.0,
+                shape: Some(1.0),
+            }));
+            constant += usize::from(ever(Overdispersion::constant(2.0)));
+        }
+        let share = |k: usize| k as f64 / f64::from(runs);
+        assert!(share(with_shape) <= alpha, "{with_shape} of {runs} crossed");
+        // Measured: 0 with the shape, 15 (α itself) at the baseline's variance.
+        assert!(
+            constant > with_shape,
+            "{constant} of {runs} crossed without the shape"
+        );
+    }
+
+    #[test]
+    fn a_spike_of_a_wandering_exception_needs_more_minutes_than_one_of_a_steady_one() {
+        let shaped = Overdispersion {
+            factor: 1.0,
+            shape: Some(2.0),
+        };
+        let bar = (20.0_f64 * 2.0 / 0.01).ln();
+        // Twice as variable as Poisson at 2 a minute (shape 2): one minute of ×15 is what
+        // such an exception may do now and then, four are not.
+        let one = test(&spike(61).inputs(), shaped, None).expect("a test");
+        assert!(one.log_e < bar, "{one:?}");
+        let four = test(&spike(64).inputs(), shaped, None).expect("a test");
+        assert!(four.log_e > bar, "{four:?}");
+        // Poisson counts (no shape): the first minute is enough.
+        let poisson = test(&spike(61).inputs(), Overdispersion::constant(1.0), None);
+        assert!(poisson.is_some_and(|s| s.log_e > bar));
     }
 
     #[test]
@@ -461,21 +675,22 @@ mod tests {
                 fleet.values[h * 90 + t] = poisson(&mut rng, 3.0 * work / 1000.0);
             }
         }
-        let s = test(&fleet.inputs(), 1.0, 1e-4, None).expect("a test");
+        let s = test(&fleet.inputs(), Overdispersion::constant(1.0), None).expect("a test");
         assert!(s.log_e < 2.0, "{s:?}");
         assert!(s.ratio() < 1.2, "{s:?}");
     }
 
     #[test]
     fn with_no_effect_the_bar_is_crossed_less_often_than_alpha_however_often_one_looks() {
-        // 600 A/A releases of 4 hosts, Poisson counts at 0.5 to 5 a minute, looked at
-        // every minute for 60 minutes: the share ever crossing 1/α stays below α.
-        let alpha = 0.05;
+        // 600 A/A releases of 4 hosts, Poisson counts at 0.02 to 5 a minute (a baseline of
+        // a single event up to hundreds), looked at every minute for 60 minutes: the
+        // share ever crossing 1/α stays below α.
+        let alpha: f64 = 0.05;
         let mut rng = fastrand::Rng::with_seed(20_261_130);
         let mut crossed = 0;
         let runs = 600;
         for _ in 0..runs {
-            let rate = 0.5 + 4.5 * rng.f64();
+            let rate = 0.02 * 250f64.powf(rng.f64());
             let (t_len, first) = (120, 60);
             let mut fleet = Fleet::new(4, 2, t_len, first, 0);
             for h in 0..4 {
@@ -489,8 +704,8 @@ mod tests {
                     until,
                     ..fleet.inputs()
                 };
-                if let Some(s) = test(&inputs, 1.0, alpha / 2.0, None)
-                    && s.log_e >= (2.0 / alpha).ln()
+                if let Some(s) = test(&inputs, Overdispersion::constant(1.0), None)
+                    && s.log_e >= (1.0 / alpha).ln()
                 {
                     ever = true;
                     break;

@@ -248,6 +248,16 @@ pub fn mann_whitney_greater(a: &[f64], b: &[f64]) -> f64 {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_upper_bound_covers_the_proportion() {
+        let q = binomial_upper_bound(5.0, 10.0, 0.01);
+        assert!(q > 0.5 && q < 0.95, "{q}");
+        assert_eq!(binomial_upper_bound(10.0, 10.0, 0.01), 1.0);
+        // 0 of 100: the bound is about ln(1/δ)/n.
+        let q = binomial_upper_bound(0.0, 100.0, 0.01);
+        assert!((q - 0.045).abs() < 0.005, "{q}");
+    }
+
     fn close(a: f64, b: f64, tol: f64) -> bool {
         (a - b).abs() <= tol * b.abs().max(1e-300)
     }
