@@ -30,8 +30,9 @@
 //!   of the share) only keeps a few requests from passing for a drop.
 //!
 //! `server_errors` and `latency` spend [`BUSINESS_SHARE`] of the release's false-block
-//! budget, a third each (`server_errors` splits its third between its two tests, latency
-//! between its two quantiles, each between its test and its bound on the baseline). Counts only come from
+//! budget, a third each (`server_errors` splits its third between its two tests, the one
+//! against its own baseline half for the test and half for its bound on that baseline;
+//! latency between its two quantiles, each between its test and its bound). Counts only come from
 //! minutes a host reported requests in: a host without an access log, or whose agent is
 //! down, is *missing*, never zero.
 
@@ -206,8 +207,8 @@ fn server_errors(
     // Two tests, each with half the rule's share: against the reference hosts in the same
     // minutes (which allows for the groups' unknown ratio itself), and against the
     // released hosts' own rate before the release (half of its half for the test, half
-    // for its bound on that rate) — which decides when the baseline has too few 5xx to
-    // tell the groups' ratio, and which, with reference hosts, also needs the released
+    // for its bound on that rate) — which decides when the baseline has too few 5xx for
+    // the first to tell the groups' ratio, and which, with reference hosts, also needs the released
     // share to be the threshold's times theirs in the same minutes (a fleet-wide outage is
     // not the release's).
     let (alpha_reference, alpha) = if w.reference.is_empty() {

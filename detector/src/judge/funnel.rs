@@ -564,7 +564,8 @@ pub(crate) fn evaluate(
             per_host,
             &hosts,
             &grid,
-            (&released, &reference),
+            &released,
+            &reference,
             tests,
             params,
             memory,
@@ -775,15 +776,11 @@ fn dispersion(
     hosts: &[HostView<'_>],
     params: &super::JudgeParams,
 ) -> (f64, Vec<f64>) {
-    const MIN_EVENTS: f64 = 10.0;
     let mut host_phi = vec![f64::NAN; per_host.len()];
     let (mut weighted, mut events, mut total) = (0.0, 0.0, 0.0);
     for (i, (s, h)) in per_host.iter().zip(hosts).enumerate() {
         total += s.kb;
-        if s.kb > 0.0 && h.nb > 0.0 && h.tb >= 2 {
-            let rate = s.kb / h.nb;
-            let phi = ((s.kb_sq / rate - s.kb).max(0.0) / f64::from(h.tb - 1))
-                .clamp(1.0, params.max_dispersion);
+        if let Some(phi) = pearson(s, h, params).map(|p| p.max(1.0)) {
             weighted += phi * s.kb;
             events += s.kb;
             if s.kb >= MIN_EVENTS {
@@ -803,23 +800,41 @@ fn dispersion(
     (group, per_host)
 }
 
+/// Fewest baseline events on a host for its own dispersion to be read.
+const MIN_EVENTS: f64 = 10.0;
+
+/// A host's Pearson χ²/df over its baseline minutes against its own rate (at most the
+/// largest dispersion used; about 1, above or below, for Poisson counts); `None` without
+/// events or two minutes.
+fn pearson(s: &SigHost, h: &HostView<'_>, params: &super::JudgeParams) -> Option<f64> {
+    (s.kb > 0.0 && h.nb > 0.0 && h.tb >= 2).then(|| {
+        let rate = s.kb / h.nb;
+        ((s.kb_sq / rate - s.kb).max(0.0) / f64::from(h.tb - 1)).min(params.max_dispersion)
+    })
+}
+
 /// The negative-binomial shape of a signal's count in one host-minute, from the baseline:
 /// a host whose counts are `φ` times as variable as Poisson ones at a mean of `μ` a minute
 /// has `k = μ / (φ − 1)`; the hosts' estimates are pooled weighted by their events (their
-/// `μ` over their `φ − 1`, each weighted so). `None` with fewer than 10 events in the
-/// baseline, or counts no more variable than Poisson.
-fn nb_shape(per_host: &[SigHost], hosts: &[HostView<'_>]) -> Option<f64> {
-    let (mut mean, mut excess, mut events) = (0.0, 0.0, 0.0);
+/// `μ` over their `φ − 1`, each weighted so). `None` with fewer than [`MIN_EVENTS`] in
+/// the baseline, or counts not clearly more variable than Poisson: the weighted `φ − 1`
+/// must pass twice its standard error for Poisson counts, `√(2 / df)`.
+fn nb_shape(
+    per_host: &[SigHost],
+    hosts: &[HostView<'_>],
+    params: &super::JudgeParams,
+) -> Option<f64> {
+    let (mut mean, mut excess, mut events, mut df) = (0.0, 0.0, 0.0, 0.0);
     for (s, h) in per_host.iter().zip(hosts) {
-        if s.kb > 0.0 && h.nb > 0.0 && h.tb >= 2 {
-            let rate = s.kb / h.nb;
-            let phi = (s.kb_sq / rate - s.kb) / f64::from(h.tb - 1);
+        if let Some(phi) = pearson(s, h, params) {
             mean += s.kb * s.kb / f64::from(h.tb);
             excess += s.kb * (phi - 1.0);
             events += s.kb;
+            df += f64::from(h.tb - 1);
         }
     }
-    (events >= 10.0 && excess > 0.0).then(|| mean / excess)
+    let clear = events >= MIN_EVENTS && excess / events > 2.0 * (2.0 / df).sqrt();
+    clear.then(|| mean / excess)
 }
 
 /// The per-minute grid of one round: `value[host * t_len + t]`, lines `< 0` when the
@@ -881,7 +896,8 @@ fn rate_rule(
     per_host: &[SigHost],
     hosts: &[HostView<'_>],
     grid: &Grid,
-    (released, reference): (&[usize], &[usize]),
+    released: &[usize],
+    reference: &[usize],
     tests: usize,
     params: &super::JudgeParams,
     memory: &Learned<'_>,
@@ -905,7 +921,7 @@ fn rate_rule(
         per_host,
         sequential::Overdispersion {
             factor: dispersion.0,
-            shape: nb_shape(per_host, hosts),
+            shape: nb_shape(per_host, hosts, params),
         },
         hosts,
         tests,
@@ -1173,7 +1189,7 @@ fn sequential_signal(
     // The rule's share, split between the exceptions tested.
     let alpha = params.false_block_budget * RATE_SHARE / tests as f64;
     // The events compared are some of the settled ones: without enough of those there can
-    // be no excess, so the bound's bisection is not worth running.
+    // be no excess, so the test is not worth running.
     let settled: f64 = inputs.released.iter().map(|&h| per_host[h].ka).sum();
     if settled < params.rate_min_excess {
         return None;
@@ -1261,10 +1277,7 @@ fn sequential_signal(
         severity: Severity::Critical,
         hosts: hit,
         fingerprint: signal.fingerprint.map(fingerprint_hex),
-        metric: signal
-            .fingerprint
-            .is_none()
-            .then(|| "error_lines".to_string()),
+        metric: None,
         evidence,
     };
     let mut c = learned_candidate(
