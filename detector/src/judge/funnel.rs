@@ -484,6 +484,12 @@ pub(crate) fn evaluate(
         }
     }
     let is_known = |shape: &Fingerprint| shape_known.get(shape).copied().unwrap_or(false);
+    let groups = Groups {
+        hosts: &hosts,
+        grid: &grid,
+        released: &released,
+        reference: &reference,
+    };
     // The exceptions the sequential rate test looks at this round share its budget.
     let tests = key_members.len().max(1);
     // What the rates are per, in the summaries: over the hosts with rows this round.
@@ -560,12 +566,8 @@ pub(crate) fn evaluate(
                 members,
                 unit,
             },
-            values,
-            per_host,
-            &hosts,
-            &grid,
-            &released,
-            &reference,
+            (values, per_host),
+            groups,
             tests,
             params,
             memory,
@@ -585,12 +587,8 @@ pub(crate) fn evaluate(
             members: &[],
             unit,
         },
-        &error_grid,
-        &errors,
-        &hosts,
-        &grid,
-        &released,
-        &reference,
+        (&error_grid, &errors),
+        groups,
         &dispersion(&errors, &hosts, params),
         params,
         memory,
@@ -886,22 +884,33 @@ impl Grid {
     }
 }
 
-/// Rule 3 for one exception. The sequential test blocks at once when
-/// its evidence is past the bar and the rise above the (learned) threshold; otherwise the
-/// classic test judges, and a sequential finding is shown when it has none.
-#[allow(clippy::too_many_arguments)] // the round's views, passed as they are
+/// The round's hosts as rule 3 sees them: their views, the per-minute grid of their work,
+/// and which are released and which the reference.
+#[derive(Clone, Copy)]
+struct Groups<'g, 'h> {
+    hosts: &'g [HostView<'h>],
+    grid: &'g Grid,
+    released: &'g [usize],
+    reference: &'g [usize],
+}
+
+/// Rule 3 for one exception. The sequential test blocks at once when its evidence is past
+/// the bar and the rise above the (learned) threshold; otherwise the classic test judges,
+/// and a sequential finding is shown when it has none.
 fn rate_rule(
     signal: RateSignal<'_>,
-    values: &[f64],
-    per_host: &[SigHost],
-    hosts: &[HostView<'_>],
-    grid: &Grid,
-    released: &[usize],
-    reference: &[usize],
+    (values, per_host): (&[f64], &[SigHost]),
+    groups: Groups<'_, '_>,
     tests: usize,
     params: &super::JudgeParams,
     memory: &Learned<'_>,
 ) -> Option<Candidate> {
+    let Groups {
+        hosts,
+        grid,
+        released,
+        reference,
+    } = groups;
     let inputs = sequential::Inputs {
         values,
         work: &grid.lines,
@@ -933,12 +942,8 @@ fn rate_rule(
     }
     rate_signal(
         signal,
-        values,
-        per_host,
-        hosts,
-        grid,
-        released,
-        reference,
+        (values, per_host),
+        groups,
         &dispersion,
         params,
         memory,
@@ -946,19 +951,21 @@ fn rate_rule(
     .or(sequential)
 }
 
-#[allow(clippy::too_many_arguments)] // the round's views, passed as they are
+/// Rule 3's classic test (see [`rate_test`]) of one exception or of error lines.
 fn rate_signal(
     signal: RateSignal<'_>,
-    values: &[f64],
-    per_host: &[SigHost],
-    hosts: &[HostView<'_>],
-    grid: &Grid,
-    released: &[usize],
-    reference: &[usize],
+    (values, per_host): (&[f64], &[SigHost]),
+    groups: Groups<'_, '_>,
     (phi, host_phi): &(f64, Vec<f64>),
     params: &super::JudgeParams,
     memory: &Learned<'_>,
 ) -> Option<Candidate> {
+    let Groups {
+        hosts,
+        grid,
+        released,
+        reference,
+    } = groups;
     let (phi, host_phi) = (*phi, host_phi.as_slice());
     let t_len = grid.t_len;
     // Reference per minute and before the release.
