@@ -47,7 +47,7 @@
 //! divided equally between the exceptions tested in the round (a Bonferroni split, valid
 //! whatever their dependence).
 
-use super::stats::{clopper_pearson, ln_gamma};
+use super::stats::{bisect, clopper_pearson, ln_beta};
 
 /// Rate ratios mixed (equal weights): from a modest rise to a flood.
 pub(crate) const RATIOS: [f64; 8] = [1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 40.0];
@@ -344,9 +344,11 @@ pub(crate) fn test(
         Some(theta) => {
             // `θ` known: the likelihood ratio of `θφ` against `θ`, mixed over `φ`.
             let s0 = theta.ln();
-            let at = |s: f64| compared.iter().map(|c| c.log_lik(s)).sum::<f64>();
-            let null = at(s0);
-            let log_lr: Vec<f64> = RATIOS.iter().map(|phi| at(s0 + phi.ln()) - null).collect();
+            let null = log_lik(&compared, s0);
+            let log_lr: Vec<f64> = RATIOS
+                .iter()
+                .map(|phi| log_lik(&compared, s0 + phi.ln()) - null)
+                .collect();
             (theta, mix(&log_lr))
         }
         None => {
@@ -393,6 +395,11 @@ impl Binomial {
     }
 }
 
+/// The log-likelihood of all of `minutes` at `θ = e^s`.
+fn log_lik(minutes: &[Binomial], s: f64) -> f64 {
+    minutes.iter().map(|c| c.log_lik(s)).sum()
+}
+
 /// `ln(1 + e^x)`, without overflow.
 fn softplus(x: f64) -> f64 {
     if x > 30.0 { x } else { x.exp().ln_1p() }
@@ -413,26 +420,20 @@ fn softplus(x: f64) -> f64 {
 fn universal(before: &Binomial, compared: &[Binomial]) -> (f64, f64) {
     // The baseline under a Beta(½, ½) prior on the released share: B(k + ½, n − k + ½) / π.
     let (k, n) = (before.k, before.n);
-    let log_marginal =
-        ln_gamma(k + 0.5) + ln_gamma(n - k + 0.5) - ln_gamma(n + 1.0) - std::f64::consts::PI.ln();
+    let log_marginal = ln_beta(k + 0.5, n - k + 0.5) - ln_beta(0.5, 0.5);
     let theta = ((k + 0.5) / (n - k + 0.5)) * (before.b / before.a);
     let s0 = theta.ln();
-    let after = |s: f64| compared.iter().map(|c| c.log_lik(s)).sum::<f64>();
-    let log_lr: Vec<f64> = RATIOS.iter().map(|phi| after(s0 + phi.ln())).collect();
+    let log_lr: Vec<f64> = RATIOS
+        .iter()
+        .map(|phi| log_lik(compared, s0 + phi.ln()))
+        .collect();
     let alternative = log_marginal + mix(&log_lr);
     // The null's largest likelihood: its log is concave in s = ln θ, so the score (which
     // falls as s grows) is bisected for its root within ±50 of the estimate.
     let all = || std::iter::once(before).chain(compared);
-    let score = |s: f64| all().map(|c| c.score(s)).sum::<f64>();
-    let (mut lo, mut hi) = (s0 - 50.0, s0 + 50.0);
-    for _ in 0..60 {
-        let mid = 0.5 * (lo + hi);
-        if score(mid) > 0.0 {
-            lo = mid;
-        } else {
-            hi = mid;
-        }
-    }
+    let (lo, hi) = bisect(s0 - 50.0, s0 + 50.0, |s| {
+        all().map(|c| c.score(s)).sum::<f64>() > 0.0
+    });
     let s = 0.5 * (lo + hi);
     let null = all().map(|c| c.log_lik(s)).sum::<f64>();
     (theta, alternative - null)

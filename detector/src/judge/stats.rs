@@ -12,6 +12,11 @@ pub fn ln_gamma(x: f64) -> f64 {
     statrs::function::gamma::ln_gamma(x)
 }
 
+/// Natural logarithm of the beta function for `a, b > 0` (`statrs`); NaN outside.
+pub fn ln_beta(a: f64, b: f64) -> f64 {
+    statrs::function::beta::checked_ln_beta(a, b).unwrap_or(f64::NAN)
+}
+
 /// Regularized incomplete beta function `I_x(a, b)` for `a, b > 0`, `0 <= x <= 1`
 /// (`statrs`); NaN outside that domain.
 pub fn incomplete_beta(a: f64, b: f64, x: f64) -> f64 {
@@ -65,7 +70,7 @@ pub fn binomial_upper_bound(k: f64, n: f64, delta: f64) -> f64 {
 
 /// Bisects `[lo, hi]` 60 times for where `below` turns false (it holds from `lo` up to a
 /// point, and not past it); returns the last bracket.
-fn bisect(mut lo: f64, mut hi: f64, below: impl Fn(f64) -> bool) -> (f64, f64) {
+pub(crate) fn bisect(mut lo: f64, mut hi: f64, below: impl Fn(f64) -> bool) -> (f64, f64) {
     for _ in 0..60 {
         let mid = 0.5 * (lo + hi);
         if below(mid) {
