@@ -18,8 +18,9 @@
 //!   (jitter, GC pauses, a host slower by nature) is bounded above; the hits after it are
 //!   tested against that rate by a sequential mixture of higher hit rates. So one slow
 //!   minute never blocks, and a regression blocks after a few host-minutes. It blocks at
-//!   once past its bar when the median compared host-minute is also that much slower
-//!   than usual (without reference hosts: past the bar in the window's rounds). A host
+//!   once past its bar when the slowest released host's median compared minute is also
+//!   that much slower than usual (a fault on one released host of three is not diluted
+//!   by the other two; without reference hosts: past the bar in the window's rounds). A host
 //!   with fewer than five compared minutes before its release is not judged.
 //! - `traffic` — a released host still reporting whose requests over the last minutes
 //!   fell by 80 % or more from before its release, after the reference group's own change
@@ -35,6 +36,8 @@
 //! latency between its two quantiles, each between its test and its bound). Counts only come from
 //! minutes a host reported requests in: a host without an access log, or whose agent is
 //! down, is *missing*, never zero.
+
+use std::collections::BTreeMap;
 
 use vigil_proto::latency;
 
@@ -627,6 +630,22 @@ fn latency_minutes(traffic: &Traffic<'_>, w: &Windows<'_>, q: f64) -> LatencyMin
     out
 }
 
+/// The largest median ratio of a host's compared minutes, among hosts compared in at least
+/// [`MIN_HOST_MINUTES`] minutes (all host-minutes together when none is).
+fn slowest_host(after: &[(usize, f64)]) -> Option<f64> {
+    const MIN_HOST_MINUTES: usize = 3;
+    let mut by_host: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+    for &(host, ratio) in after {
+        by_host.entry(host).or_default().push(ratio);
+    }
+    by_host
+        .into_values()
+        .filter(|r| r.len() >= MIN_HOST_MINUTES)
+        .filter_map(|mut r| super::stats::median(&mut r))
+        .reduce(f64::max)
+        .or_else(|| super::stats::median(&mut after.iter().map(|a| a.1).collect::<Vec<_>>()))
+}
+
 fn latency_signal(
     hosts: &[HostView<'_>],
     traffic: &Traffic<'_>,
@@ -675,10 +694,10 @@ fn latency_signal(
         else {
             continue;
         };
-        // The typical compared host-minute's slow-down, each host against its own usual
-        // ratio to the comparison.
-        let mut effects: Vec<f64> = lm.after.iter().map(|a| a.1).collect();
-        let effect = super::stats::median(&mut effects).unwrap_or(1.0);
+        // The slow-down of the slowest released host's typical compared minute, each host
+        // against its own usual ratio to the comparison: a fault on some released hosts
+        // is not diluted by the others.
+        let effect = slowest_host(&lm.after).unwrap_or(1.0);
         let mut hit_hosts: Vec<usize> = lm
             .after
             .iter()
@@ -697,7 +716,7 @@ fn latency_signal(
         };
         let pct = (q * 100.0).round();
         let summary = format!(
-            "latency p{pct} on released hosts {released_q:.1} ms vs {comparison_q:.1} ms on {against} over {} minutes, ×{effect:.2} their usual ratio (median host-minute); {x} of {n} released host-minutes at least ×{hit_at:.2} slower than usual, where {kb} of {nb} host-minutes were before the release; sequential test e={:.3e} against 1/α={:.3e}",
+            "latency p{pct} on released hosts {released_q:.1} ms vs {comparison_q:.1} ms on {against} over {} minutes, ×{effect:.2} their usual ratio (the slowest host's median minute); {x} of {n} released host-minutes at least ×{hit_at:.2} slower than usual, where {kb} of {nb} host-minutes were before the release; sequential test e={:.3e} against 1/α={:.3e}",
             lm.minutes,
             log_e.min(700.0).exp(),
             1.0 / alpha,
