@@ -86,6 +86,26 @@ pub const MAX_THRESHOLDS: usize = 512;
 /// other unknown one).
 pub const MAX_BENIGN_FINGERPRINTS: usize = 4096;
 
+/// At most this many fingerprints in an app's recent history, and in what one release
+/// records as seen; past it, the ones seen longest ago go first. A real app shows a few
+/// thousand distinct fingerprints in a month; the bound is for one that mints them without
+/// end (a message-dependent stack, a generated class per request), whose memory and judge
+/// state would otherwise grow with every release. A fingerprint dropped so and seen again
+/// is judged as new.
+pub const MAX_KNOWN_FINGERPRINTS: usize = 16_384;
+
+/// Keeps the `cap` fingerprints of `seen` seen last (ties: the larger fingerprint goes).
+pub(crate) fn keep_latest(seen: &mut BTreeMap<Fingerprint, i64>, cap: usize) {
+    let Some(excess) = seen.len().checked_sub(cap).filter(|&e| e > 0) else {
+        return;
+    };
+    let mut by_age: Vec<(i64, Fingerprint)> = seen.iter().map(|(&fp, &at)| (at, fp)).collect();
+    by_age.select_nth_unstable(excess - 1);
+    for &(_, fp) in &by_age[..excess] {
+        seen.remove(&fp);
+    }
+}
+
 /// A learned threshold whose excess over its default has faded below this share of the
 /// default is forgotten.
 const FORGOTTEN: f64 = 0.01;
@@ -306,6 +326,7 @@ impl AppMemory {
         // Fingerprints past their time in the history are no longer known by it.
         self.known_fingerprints
             .retain(|_, &mut seen| seen >= now - KNOWN_FINGERPRINT_TTL - PRUNE_MARGIN);
+        keep_latest(&mut self.known_fingerprints, MAX_KNOWN_FINGERPRINTS);
         if self.benign_fingerprints.len() > MAX_BENIGN_FINGERPRINTS {
             let known = &self.known_fingerprints;
             let mut gone: Vec<Fingerprint> = self
@@ -360,6 +381,29 @@ impl Learned<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn known_fingerprints_are_bounded_and_the_ones_seen_longest_ago_go_first() {
+        let now = 100 * 24 * 3600;
+        let mut memory = AppMemory::default();
+        let total = MAX_KNOWN_FINGERPRINTS as u64 + 10;
+        // All within the history; fingerprint `fp` last seen `fp` seconds ago, so the
+        // highest ten are the oldest.
+        for fp in 0..total {
+            memory.remember(fp, now - fp as i64);
+        }
+        memory.forget(now);
+        assert_eq!(memory.known_fingerprints.len(), MAX_KNOWN_FINGERPRINTS);
+        assert!((total - 10..total).all(|fp| !memory.known_fingerprints.contains_key(&fp)));
+        assert!((0..total - 10).all(|fp| memory.known_fingerprints.contains_key(&fp)));
+        // A judge's own record of what it saw is bounded the same way.
+        let mut seen: BTreeMap<Fingerprint, i64> = (0..total).map(|fp| (fp, fp as i64)).collect();
+        keep_latest(&mut seen, MAX_KNOWN_FINGERPRINTS);
+        assert_eq!(seen.len(), MAX_KNOWN_FINGERPRINTS);
+        assert_eq!(seen.keys().next(), Some(&10));
+        keep_latest(&mut seen, MAX_KNOWN_FINGERPRINTS);
+        assert_eq!(seen.len(), MAX_KNOWN_FINGERPRINTS);
+    }
 
     #[test]
     fn benign_fingerprints_are_bounded_and_the_ones_no_longer_seen_go_first() {

@@ -129,11 +129,11 @@ mod signals;
 pub mod startup;
 pub mod stats;
 
-pub(crate) use memory::Learned;
 pub use memory::{
     APP_MEMORY_VERSION, AppMemory, FALSE_ALARM_MARGIN, KNOWN_FINGERPRINT_TTL, LEARNED_HALF_LIFE,
-    MAX_BENIGN_FINGERPRINTS,
+    MAX_BENIGN_FINGERPRINTS, MAX_KNOWN_FINGERPRINTS,
 };
+pub(crate) use memory::{Learned, keep_latest};
 pub use requests::{Latency, Requests, StatusClasses};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
@@ -831,6 +831,9 @@ impl ReleaseJudge {
             let seen = outcome.seen.get(&fp).copied().unwrap_or(minute);
             self.record.seen_outside.insert(fp, seen);
         }
+        // A release showing fingerprints without end keeps the ones it saw last.
+        keep_latest(&mut self.record.seen, MAX_KNOWN_FINGERPRINTS);
+        keep_latest(&mut self.record.seen_outside, MAX_KNOWN_FINGERPRINTS);
         for (kind, released, reference) in &outcome.levels {
             for (map, v) in [
                 (&mut self.record.released_levels, *released),
