@@ -797,11 +797,6 @@ impl ReleaseJudge {
         self.release.batches.push(batch);
     }
 
-    /// Replaces the fingerprint definitions known (the store's, as of this round).
-    pub fn set_definitions(&mut self, definitions: HashMap<Fingerprint, Definition>) {
-        self.definitions = definitions;
-    }
-
     /// Adds or updates a fingerprint definition (agents send it the first time).
     pub fn define(&mut self, fingerprint: Fingerprint, definition: Definition) {
         self.definitions.insert(fingerprint, definition);

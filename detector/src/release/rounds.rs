@@ -66,17 +66,13 @@ impl<S: Store> Releases<S> {
             return Ok(release.into());
         };
         let (mut judge, recovered) = (loaded.judge, loaded.recovered);
-        // The definitions as the store has them now (the most recently seen, bounded), in
-        // place of the last round's: a judge state does not grow with the app's history.
-        let definitions = self
-            .store
-            .exceptions(&release.app)
-            .await?
-            .iter()
-            .filter(|f| !f.class.is_empty())
-            .filter_map(|f| Some((parse_fingerprint(&f.fingerprint).ok()?, definition_of(f))))
-            .collect();
-        judge.set_definitions(definitions);
+        for f in self.store.exceptions(&release.app).await? {
+            if !f.class.is_empty()
+                && let Ok(fp) = parse_fingerprint(&f.fingerprint)
+            {
+                judge.define(fp, definition_of(&f));
+            }
+        }
         // A bounded window whatever the release's age (see `window`).
         let batch_minutes: Vec<i64> = release.batches.iter().map(|b| minute_of(b.at)).collect();
         let mut rows: Vec<HostMinute> = Vec::new();

@@ -393,12 +393,6 @@ pub struct QueuedAlert {
 /// Formats a fingerprint as the 16 lowercase hex digits used in the API and replay cases.
 pub use crate::judge::fingerprint_hex;
 
-/// At most this many of an app's fingerprints are read at once (the most recently seen):
-/// by a round, a page, the API. An app that mints fingerprints without end (up to 10,000
-/// new ones a report are accepted) keeps them in the store, but no reader loads them all:
-/// each definition may hold 64 KiB.
-pub const MAX_FINGERPRINTS_READ: usize = 4096;
-
 /// The detector's storage. Implementations must make [`Store::ingest`] atomic per call:
 /// when it returns `Ok`, every report of the batch is durably committed.
 pub trait Store: Send + Sync + 'static {
@@ -439,8 +433,7 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError`] when the store cannot be read.
     fn apps(&self) -> impl Future<Output = Result<Vec<AppRow>, StoreError>> + Send;
 
-    /// The fingerprints `app` has shown, most recently seen first: at most
-    /// [`MAX_FINGERPRINTS_READ`] of them.
+    /// The fingerprints `app` has shown, most recently seen first.
     ///
     /// # Errors
     /// [`StoreError`] when the store cannot be read.

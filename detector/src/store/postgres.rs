@@ -34,8 +34,8 @@ use super::shared::rows::{
 };
 use super::{
     AlertRow, AppRow, DecisionEntry, FingerprintRow, HostRow, HourRow, IngestOutcome, LockKey,
-    MAX_FINGERPRINTS_READ, MinuteRow, NewRelease, QueuedAlert, QueuedWebhook, ReleaseFilter,
-    ReleaseState, ReleaseUpdate, SeriesQuery, Store, StoreError, StoreLock, StoredRelease,
+    MinuteRow, NewRelease, QueuedAlert, QueuedWebhook, ReleaseFilter, ReleaseState, ReleaseUpdate,
+    SeriesQuery, Store, StoreError, StoreLock, StoredRelease,
 };
 use crate::judge::Definition;
 
@@ -276,7 +276,7 @@ impl Store for PostgresStore {
     async fn exceptions(&self, app: &str) -> Result<Vec<FingerprintRow>, StoreError> {
         let rows: Vec<FingerprintDbRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {FINGERPRINT_COLUMNS} FROM fingerprints WHERE app = $1 \
-             ORDER BY coalesce(last_seen, 0) DESC, fingerprint LIMIT {MAX_FINGERPRINTS_READ}"
+             ORDER BY coalesce(last_seen, 0) DESC, fingerprint"
         )))
         .bind(app)
         .fetch_all(&self.pool)

@@ -16,9 +16,9 @@ use super::shared::rows::{
 };
 use super::shared::to_json;
 use super::{
-    AlertRow, AppRow, DecisionEntry, FingerprintRow, HostRow, HourRow, IngestOutcome,
-    MAX_FINGERPRINTS_READ, MinuteRow, NewRelease, ReleaseFilter, ReleaseState, ReleaseUpdate,
-    SeriesQuery, Store, StoreError, StoredRelease,
+    AlertRow, AppRow, DecisionEntry, FingerprintRow, HostRow, HourRow, IngestOutcome, MinuteRow,
+    NewRelease, ReleaseFilter, ReleaseState, ReleaseUpdate, SeriesQuery, Store, StoreError,
+    StoredRelease,
 };
 use crate::judge::Batch;
 
@@ -280,7 +280,7 @@ impl SqliteStore {
     async fn exceptions_impl(&self, app: &str) -> Result<Vec<FingerprintRow>, StoreError> {
         let rows: Vec<FingerprintDbRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT {FINGERPRINT_COLUMNS} FROM fingerprints WHERE app = ? \
-             ORDER BY coalesce(last_seen, 0) DESC, fingerprint LIMIT {MAX_FINGERPRINTS_READ}"
+             ORDER BY coalesce(last_seen, 0) DESC, fingerprint"
         )))
         .bind(app)
         .fetch_all(&self.readers)
@@ -392,41 +392,6 @@ mod tests {
         );
         let known = store.exceptions("shop").await.expect("exceptions");
         assert_eq!(known[0].count, i64::MAX as u64);
-    }
-
-    #[tokio::test]
-    async fn an_apps_fingerprints_are_read_most_recent_first_and_bounded() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(dir.path()).await.expect("open");
-        // One report minting more fingerprints than are ever read at once, then a later
-        // one showing the five highest of them again.
-        let total = MAX_FINGERPRINTS_READ as u64 + 5;
-        let with = |seq, minute, fps: std::ops::Range<u64>| {
-            let mut r = minute_report("i1", seq, minute, 10);
-            if let Some(Body::Minute(m)) = &mut r.body {
-                m.apps[0].exceptions = fps
-                    .map(|fp| ExceptionCount {
-                        fingerprint: fp + 1,
-                        count: 1,
-                    })
-                    .collect();
-            }
-            r
-        };
-        store
-            .ingest(&[with(1, 600, 0..total)], 700)
-            .await
-            .expect("ingest");
-        store
-            .ingest(&[with(2, 660, total - 5..total)], 760)
-            .await
-            .expect("ingest");
-        let read = store.exceptions("shop").await.expect("exceptions");
-        assert_eq!(read.len(), MAX_FINGERPRINTS_READ);
-        // The five seen last come first, although they sort last.
-        let first: Vec<&str> = read[..5].iter().map(|f| f.fingerprint.as_str()).collect();
-        let expected: Vec<String> = (total - 4..=total).map(|fp| format!("{fp:016x}")).collect();
-        assert_eq!(first, expected);
     }
 
     #[tokio::test]
