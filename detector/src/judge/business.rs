@@ -631,9 +631,10 @@ fn latency_minutes(traffic: &Traffic<'_>, w: &Windows<'_>, q: f64) -> LatencyMin
 }
 
 /// The largest median ratio of a host's compared minutes, among hosts compared in at least
-/// [`MIN_HOST_MINUTES`] minutes (all host-minutes together when none is).
+/// [`MIN_HOST_MINUTES`] minutes (all host-minutes together when none is). The median of
+/// five minutes or more: the slowest of many hosts is not one host's passing noise.
 fn slowest_host(after: &[(usize, f64)]) -> Option<f64> {
-    const MIN_HOST_MINUTES: usize = 3;
+    const MIN_HOST_MINUTES: usize = 5;
     let mut by_host: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
     for &(host, ratio) in after {
         by_host.entry(host).or_default().push(ratio);

@@ -90,11 +90,11 @@ pub const MAX_BENIGN_FINGERPRINTS: usize = 4096;
 /// records as seen; past it, the ones seen longest ago go first. A real app shows a few
 /// thousand distinct fingerprints in a month; the bound is for one that mints them without
 /// end (a message-dependent stack, a generated class per request), whose memory and judge
-/// state would otherwise grow with every release. A fingerprint dropped so and seen again
-/// is judged as new.
+/// state would otherwise grow with every release. A fingerprint dropped so is still known
+/// to a later release from the store's record of the app's fingerprints.
 pub const MAX_KNOWN_FINGERPRINTS: usize = 16_384;
 
-/// Keeps the `cap` fingerprints of `seen` seen last (ties: the larger fingerprint goes).
+/// Keeps the `cap` fingerprints of `seen` seen last (ties: the smaller fingerprint goes).
 pub(crate) fn keep_latest(seen: &mut BTreeMap<Fingerprint, i64>, cap: usize) {
     let Some(excess) = seen.len().checked_sub(cap).filter(|&e| e > 0) else {
         return;
@@ -403,6 +403,10 @@ mod tests {
         assert_eq!(seen.keys().next(), Some(&10));
         keep_latest(&mut seen, MAX_KNOWN_FINGERPRINTS);
         assert_eq!(seen.len(), MAX_KNOWN_FINGERPRINTS);
+        // Seen in the same minute: the smaller fingerprints go.
+        let mut tied: BTreeMap<Fingerprint, i64> = (0..10).map(|fp| (fp, 600)).collect();
+        keep_latest(&mut tied, 7);
+        assert_eq!(tied.keys().copied().collect::<Vec<_>>(), (3..10).collect::<Vec<_>>());
     }
 
     #[test]
