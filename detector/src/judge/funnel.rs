@@ -798,6 +798,25 @@ fn dispersion(
     (group, per_host)
 }
 
+/// The event-weighted dispersion of `group`'s hosts over their baseline minutes (as the
+/// pooled one of [`dispersion`]); `None` with fewer than [`MIN_EVENTS`] events in it.
+fn group_dispersion(
+    per_host: &[SigHost],
+    hosts: &[HostView<'_>],
+    group: &[usize],
+    params: &super::JudgeParams,
+) -> Option<f64> {
+    let (mut weighted, mut events) = (0.0, 0.0);
+    for &h in group {
+        let s = &per_host[h];
+        if let Some(phi) = pearson(s, &hosts[h], params) {
+            weighted += phi.max(1.0) * s.kb;
+            events += s.kb;
+        }
+    }
+    (events >= MIN_EVENTS).then(|| (weighted / events).clamp(1.0, params.max_dispersion))
+}
+
 /// Fewest baseline events on a host for its own dispersion to be read.
 const MIN_EVENTS: f64 = 10.0;
 
@@ -931,6 +950,10 @@ fn rate_rule(
         sequential::Overdispersion {
             factor: dispersion.0,
             shape: nb_shape(per_host, hosts, params),
+            groups: Some((
+                group_dispersion(per_host, hosts, released, params).unwrap_or(dispersion.0),
+                group_dispersion(per_host, hosts, reference, params).unwrap_or(dispersion.0),
+            )),
         },
         hosts,
         tests,

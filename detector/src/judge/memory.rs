@@ -406,7 +406,10 @@ mod tests {
         // Seen in the same minute: the smaller fingerprints go.
         let mut tied: BTreeMap<Fingerprint, i64> = (0..10).map(|fp| (fp, 600)).collect();
         keep_latest(&mut tied, 7);
-        assert_eq!(tied.keys().copied().collect::<Vec<_>>(), (3..10).collect::<Vec<_>>());
+        assert_eq!(
+            tied.keys().copied().collect::<Vec<_>>(),
+            (3..10).collect::<Vec<_>>()
+        );
     }
 
     #[test]

@@ -182,6 +182,26 @@ pub(crate) struct Overdispersion {
     /// Negative-binomial shape of one host-minute's count, `mean² / (variance − mean)`
     /// in the baseline; `None` where counts were no more variable than Poisson.
     pub shape: Option<f64>,
+    /// The released hosts' and the reference hosts' own factors, where each group's
+    /// baseline tells it (else `factor` for both).
+    pub groups: Option<(f64, f64)>,
+}
+
+impl Overdispersion {
+    /// The factor of a binomial count whose released share is `p`: the released count
+    /// weighs `1 − p` of its variance, the reference count `p` (by the delta method, for
+    /// two independent overdispersed counts), so a canary's share is as variable as the
+    /// canary's own counts, not as the big reference hosts' are.
+    fn of_share(&self, p: f64) -> f64 {
+        let p = if p.is_finite() {
+            p.clamp(0.0, 1.0)
+        } else {
+            0.5
+        };
+        self.groups
+            .map_or(self.factor, |(r, f)| (1.0 - p) * r + p * f)
+            .max(1.0)
+    }
 }
 
 impl Overdispersion {
@@ -190,6 +210,7 @@ impl Overdispersion {
         Self {
             factor,
             shape: None,
+            groups: None,
         }
     }
 }
@@ -199,8 +220,11 @@ impl Overdispersion {
 /// exception is new, or known only from history: rule 2 and the classic rule 3 judge it).
 /// `None` too when no minute had both groups working.
 ///
-/// Counts are divided by the dispersion. That of the baseline's sum is its `factor`. A
-/// compared minute's is at least that, and more where its events are many: with a
+/// Counts are divided by the dispersion. That of a share of events is each group's own
+/// factor weighted by the other group's share (where the groups' are known; else the
+/// pooled `factor`): a canary's share of the events varies as the canary's counts do, not
+/// as the big reference hosts' do. A compared minute's (at the baseline's ratio) is at
+/// least that, and more where its events are many: with a
 /// negative-binomial count of shape `k` on each of its `h` hosts, the released hosts'
 /// share of the minute's `n` events is, given `n`, beta-binomial: `(hk + n) / (hk + 1)`
 /// times as variable as a binomial one. So a fleet-wide surge, whose counts in a minute
@@ -226,7 +250,6 @@ pub(crate) fn test(
     } = *inputs;
     let until = until.min(t_len);
     let cell = |h: usize, t: usize| h * t_len + t;
-    let d = dispersion.factor.max(1.0);
     let (mut xb, mut eb, mut yb, mut fb) = (0.0, 0.0, 0.0, 0.0);
     // Per released host: its baseline events and work.
     let mut own = vec![(0.0, 0.0); released.len()];
@@ -282,6 +305,9 @@ pub(crate) fn test(
         }
     }
 
+    // The baseline's ratio, half an event added to each side (for the dispersion's
+    // weights only), or the one assumed.
+    let theta_b = fixed.unwrap_or((xb + 0.5) / (yb + 0.5) * fb / eb);
     // The compared minutes: events on the released hosts and in all (counts divided by
     // the dispersion), the released hosts' weighted work, the reference hosts' work.
     let mut compared: Vec<Binomial> = Vec::new();
@@ -326,6 +352,9 @@ pub(crate) fn test(
         seq.reference_events += y;
         seq.reference_work += f;
         let shape = dispersion.shape.filter(|k| k.is_finite() && *k > 0.0);
+        // The released share with no release effect, at the baseline's ratio.
+        let share = theta_b * we / (theta_b * we + f);
+        let d = dispersion.of_share(share);
         let d = shape.map_or(d, |k| {
             let shape = k * counted;
             d.max((shape + x + y) / (shape + 1.0))
@@ -352,6 +381,7 @@ pub(crate) fn test(
             (theta, mix(&log_lr))
         }
         None => {
+            let d = dispersion.of_share(xb / (xb + yb));
             let before = Binomial {
                 k: xb / d,
                 n: (xb + yb) / d,
@@ -641,6 +671,7 @@ mod tests {
             with_shape += usize::from(ever(Overdispersion {
                 factor: 2.0,
                 shape: Some(1.0),
+                groups: None,
             }));
             constant += usize::from(ever(Overdispersion::constant(2.0)));
         }
@@ -653,11 +684,83 @@ mod tests {
         );
     }
 
+    /// A canary logging an exception steadily (Poisson, 0.5 a minute) beside four big
+    /// reference hosts whose counts wander (geometric, 3 a minute: 4 times as variable as
+    /// Poisson), for an hour, then the canary's rate times `rise` for `after` minutes.
+    fn canary(rng: &mut fastrand::Rng, rise: f64, after: usize) -> Fleet {
+        let (first, t_len) = (60, 60 + after);
+        let mut fleet = Fleet::new(5, 1, t_len, first, 0);
+        for h in 0..5 {
+            for t in 0..t_len {
+                fleet.values[h * t_len + t] = match (h, t >= first) {
+                    (0, true) => poisson(rng, 0.5 * rise),
+                    (0, false) => poisson(rng, 0.5),
+                    _ => geometric(rng, 3.0),
+                };
+            }
+        }
+        fleet
+    }
+
+    /// Each group's own dispersion: the steady canary's and the wandering reference's.
+    const GROUPS: Overdispersion = Overdispersion {
+        factor: 3.9,
+        shape: None,
+        groups: Some((1.0, 4.0)),
+    };
+
+    #[test]
+    fn a_canarys_share_is_as_variable_as_its_own_counts_not_as_the_big_hosts_are() {
+        // With no effect, looked at every minute for an hour: the share of 300 releases
+        // ever crossing 1/α stays below α with each group's dispersion.
+        let alpha: f64 = 0.05;
+        let mut rng = fastrand::Rng::with_seed(20_261_201);
+        let runs = 300;
+        let mut crossed = 0;
+        for _ in 0..runs {
+            let fleet = canary(&mut rng, 1.0, 60);
+            crossed += usize::from((61..=120).any(|until| {
+                let inputs = Inputs {
+                    until,
+                    ..fleet.inputs()
+                };
+                test(&inputs, GROUPS, None).is_some_and(|s| s.log_e >= (1.0 / alpha).ln())
+            }));
+        }
+        assert!(
+            crossed as f64 / f64::from(runs) <= alpha,
+            "{crossed} of {runs} A/A releases crossed"
+        );
+        // The canary's rate ×4 for 30 minutes: its own steady counts say so, where the
+        // pooled dispersion (the big hosts' 3.9) hides it.
+        let bar = (20.0_f64 / 0.01).ln();
+        let (mut seen, mut pooled) = (0, 0);
+        for _ in 0..100 {
+            let fleet = canary(&mut rng, 4.0, 30);
+            seen += usize::from(test(&fleet.inputs(), GROUPS, None).is_some_and(|s| s.log_e > bar));
+            pooled += usize::from(
+                test(&fleet.inputs(), Overdispersion::constant(3.9), None)
+                    .is_some_and(|s| s.log_e > bar),
+            );
+        }
+        // Measured: 0 of 300 A/A releases crossed; 81 of 100 rises with the groups'
+        // dispersions, 0 at the pooled one.
+        assert!(
+            seen >= 70,
+            "{seen} of 100 crossed with each group's dispersion"
+        );
+        assert!(
+            pooled < seen / 2,
+            "{pooled} of 100 crossed at the pooled one"
+        );
+    }
+
     #[test]
     fn a_spike_of_a_wandering_exception_needs_more_minutes_than_one_of_a_steady_one() {
         let shaped = Overdispersion {
             factor: 1.0,
             shape: Some(2.0),
+            groups: None,
         };
         let bar = (20.0_f64 * 2.0 / 0.01).ln();
         // Twice as variable as Poisson at 2 a minute (shape 2): one minute of ×15 is what
