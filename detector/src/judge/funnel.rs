@@ -798,23 +798,33 @@ fn dispersion(
     (group, per_host)
 }
 
-/// The event-weighted dispersion of `group`'s hosts over their baseline minutes (as the
-/// pooled one of [`dispersion`]); `None` with fewer than [`MIN_EVENTS`] events in it.
+/// The dispersion of `group`'s hosts over their baseline minutes, event-weighted as the
+/// pooled one of [`dispersion`], `pooled`; `None` with fewer than [`MIN_EVENTS`] events in
+/// it. A few hosts' hour reads it loosely (and low more often than high: a wandering
+/// count's quiet hour looks steady), so it is taken at its one-sided 95 % upper bound,
+/// `φ̂·(1 + 1.645·√(2/df + 1/events))`, where that stays under the pooled value: a group
+/// is called steadier than the fleet only as far as its own minutes show it.
 fn group_dispersion(
     per_host: &[SigHost],
     hosts: &[HostView<'_>],
     group: &[usize],
+    pooled: f64,
     params: &super::JudgeParams,
 ) -> Option<f64> {
-    let (mut weighted, mut events) = (0.0, 0.0);
+    let (mut weighted, mut events, mut df) = (0.0, 0.0, 0.0);
     for &h in group {
         let s = &per_host[h];
         if let Some(phi) = pearson(s, &hosts[h], params) {
             weighted += phi.max(1.0) * s.kb;
             events += s.kb;
+            df += f64::from(hosts[h].tb - 1);
         }
     }
-    (events >= MIN_EVENTS).then(|| (weighted / events).clamp(1.0, params.max_dispersion))
+    (events >= MIN_EVENTS).then(|| {
+        let estimate = (weighted / events).clamp(1.0, params.max_dispersion);
+        let upper = estimate * (1.0 + 1.645 * (2.0 / df + 1.0 / events).sqrt());
+        estimate.max(upper.min(pooled))
+    })
 }
 
 /// Fewest baseline events on a host for its own dispersion to be read.
@@ -951,8 +961,10 @@ fn rate_rule(
             factor: dispersion.0,
             shape: nb_shape(per_host, hosts, params),
             groups: Some((
-                group_dispersion(per_host, hosts, released, params).unwrap_or(dispersion.0),
-                group_dispersion(per_host, hosts, reference, params).unwrap_or(dispersion.0),
+                group_dispersion(per_host, hosts, released, dispersion.0, params)
+                    .unwrap_or(dispersion.0),
+                group_dispersion(per_host, hosts, reference, dispersion.0, params)
+                    .unwrap_or(dispersion.0),
             )),
         },
         hosts,

@@ -28,8 +28,9 @@
 //! higher (a host noisier before stays expected so). For one set of released hosts and
 //! Poisson counts, the false-alarm chance of one exception is then at most `α`. What makes
 //! that approximate, and how: counts are divided by the exception's dispersion (its
-//! variance over its mean in the baseline minutes, at least 1; bursts of one failure
-//! logged several times are evidence once, not several times), and by more in a minute of
+//! variance over its mean in the baseline minutes, at least 1, each group's own weighted
+//! by the other's share; bursts of one failure logged several times are evidence once,
+//! not several times), and by more in a minute of
 //! many events where the exception's rate wanders from minute to minute ([`Overdispersion`]:
 //! a fleet-wide surge is no evidence), which makes the ratio a quasi-likelihood; and each
 //! round recomputes the test from the stored minutes (a later batch moves hosts from the
@@ -182,16 +183,16 @@ pub(crate) struct Overdispersion {
     /// Negative-binomial shape of one host-minute's count, `mean² / (variance − mean)`
     /// in the baseline; `None` where counts were no more variable than Poisson.
     pub shape: Option<f64>,
-    /// The released hosts' and the reference hosts' own factors, where each group's
-    /// baseline tells it (else `factor` for both).
+    /// The released hosts' and the reference hosts' own factors (each the pooled
+    /// `factor` where its group's baseline does not tell it); `None`: `factor` for both.
     pub groups: Option<(f64, f64)>,
 }
 
 impl Overdispersion {
-    /// The factor of a binomial count whose released share is `p`: the released count
-    /// weighs `1 − p` of its variance, the reference count `p` (by the delta method, for
-    /// two independent overdispersed counts), so a canary's share is as variable as the
-    /// canary's own counts, not as the big reference hosts' are.
+    /// The factor of a binomial count whose released share is `p`: by the delta method,
+    /// for two independent overdispersed counts, the share's variance over the binomial
+    /// one is `(1 − p)·φ_R + p·φ_F`, so a canary's share is as variable as the canary's
+    /// own counts, not as the big reference hosts' are.
     fn of_share(&self, p: f64) -> f64 {
         let p = if p.is_finite() {
             p.clamp(0.0, 1.0)
