@@ -589,7 +589,7 @@ pub(crate) fn evaluate(
         },
         (&error_grid, &errors),
         groups,
-        &dispersion(&errors, &hosts, params),
+        &dispersion(&errors, &pearsons(&errors, &hosts, params), params),
         params,
         memory,
     ));
@@ -771,14 +771,14 @@ impl RateSignal<'_> {
 /// variance of a sum). Returns (group, per host); thin baselines get the default.
 fn dispersion(
     per_host: &[SigHost],
-    hosts: &[HostView<'_>],
+    pearsons: &[Option<f64>],
     params: &super::JudgeParams,
 ) -> (f64, Vec<f64>) {
     let mut host_phi = vec![f64::NAN; per_host.len()];
     let (mut weighted, mut events, mut total) = (0.0, 0.0, 0.0);
-    for (i, (s, h)) in per_host.iter().zip(hosts).enumerate() {
+    for (i, (s, phi)) in per_host.iter().zip(pearsons).enumerate() {
         total += s.kb;
-        if let Some(phi) = pearson(s, h, params).map(|p| p.max(1.0)) {
+        if let Some(phi) = phi.map(|p| p.max(1.0)) {
             weighted += phi * s.kb;
             events += s.kb;
             if s.kb >= MIN_EVENTS {
@@ -799,32 +799,32 @@ fn dispersion(
 }
 
 /// The dispersion of `group`'s hosts over their baseline minutes, event-weighted as the
-/// pooled one of [`dispersion`], `pooled`; `None` with fewer than [`MIN_EVENTS`] events in
-/// it. A few hosts' hour reads it loosely (and low more often than high: a wandering
+/// pooled one of [`dispersion`], `pooled`; `pooled` itself with fewer than
+/// [`MIN_EVENTS`] events in it. A few hosts' hour reads it loosely (and low more often than high: a wandering
 /// count's quiet hour looks steady), so it is taken at its one-sided 95 % upper bound,
 /// `φ̂·(1 + 1.645·√(2/df + 1/events))`, where that stays under the pooled value: a group
 /// is called steadier than the fleet only as far as its own minutes show it.
 fn group_dispersion(
-    per_host: &[SigHost],
+    (per_host, pearsons): (&[SigHost], &[Option<f64>]),
     hosts: &[HostView<'_>],
     group: &[usize],
     pooled: f64,
     params: &super::JudgeParams,
-) -> Option<f64> {
+) -> f64 {
     let (mut weighted, mut events, mut df) = (0.0, 0.0, 0.0);
     for &h in group {
-        let s = &per_host[h];
-        if let Some(phi) = pearson(s, &hosts[h], params) {
-            weighted += phi.max(1.0) * s.kb;
-            events += s.kb;
+        if let Some(phi) = pearsons[h] {
+            weighted += phi.max(1.0) * per_host[h].kb;
+            events += per_host[h].kb;
             df += f64::from(hosts[h].tb - 1);
         }
     }
-    (events >= MIN_EVENTS).then(|| {
-        let estimate = (weighted / events).clamp(1.0, params.max_dispersion);
-        let upper = estimate * (1.0 + 1.645 * (2.0 / df + 1.0 / events).sqrt());
-        estimate.max(upper.min(pooled))
-    })
+    if events < MIN_EVENTS {
+        return pooled;
+    }
+    let estimate = (weighted / events).clamp(1.0, params.max_dispersion);
+    let upper = estimate * (1.0 + 1.645 * (2.0 / df + 1.0 / events).sqrt());
+    estimate.max(upper.min(pooled))
 }
 
 /// Fewest baseline events on a host for its own dispersion to be read.
@@ -840,20 +840,29 @@ fn pearson(s: &SigHost, h: &HostView<'_>, params: &super::JudgeParams) -> Option
     })
 }
 
+/// Every host's [`pearson`], read once for the dispersions of one signal.
+fn pearsons(
+    per_host: &[SigHost],
+    hosts: &[HostView<'_>],
+    params: &super::JudgeParams,
+) -> Vec<Option<f64>> {
+    per_host
+        .iter()
+        .zip(hosts)
+        .map(|(s, h)| pearson(s, h, params))
+        .collect()
+}
+
 /// The negative-binomial shape of a signal's count in one host-minute, from the baseline:
 /// a host whose counts are `φ` times as variable as Poisson ones at a mean of `μ` a minute
 /// has `k = μ / (φ − 1)`; the hosts' estimates are pooled weighted by their events (their
 /// `μ` over their `φ − 1`, each weighted so). `None` with fewer than [`MIN_EVENTS`] in
 /// the baseline, or counts not clearly more variable than Poisson: the weighted `φ − 1`
 /// must pass twice its standard error for Poisson counts, `√(2 / df)`.
-fn nb_shape(
-    per_host: &[SigHost],
-    hosts: &[HostView<'_>],
-    params: &super::JudgeParams,
-) -> Option<f64> {
+fn nb_shape(per_host: &[SigHost], hosts: &[HostView<'_>], pearsons: &[Option<f64>]) -> Option<f64> {
     let (mut mean, mut excess, mut events, mut df) = (0.0, 0.0, 0.0, 0.0);
-    for (s, h) in per_host.iter().zip(hosts) {
-        if let Some(phi) = pearson(s, h, params) {
+    for ((s, h), phi) in per_host.iter().zip(hosts).zip(pearsons) {
+        if let Some(phi) = *phi {
             mean += s.kb * s.kb / f64::from(h.tb);
             excess += s.kb * (phi - 1.0);
             events += s.kb;
@@ -934,12 +943,7 @@ fn rate_rule(
     params: &super::JudgeParams,
     memory: &Learned<'_>,
 ) -> Option<Candidate> {
-    let Groups {
-        hosts,
-        grid,
-        released,
-        reference,
-    } = groups;
+    let (hosts, grid) = (groups.hosts, groups.grid);
     let inputs = sequential::Inputs {
         values,
         work: &grid.lines,
@@ -948,25 +952,24 @@ fn rate_rule(
         start: &grid.start,
         settled: &grid.settled,
         first: grid.first,
-        released,
-        reference,
+        released: groups.released,
+        reference: groups.reference,
     };
-    // One dispersion estimate for both tests.
-    let dispersion = dispersion(per_host, hosts, params);
+    // One reading of the baseline's dispersions for both tests.
+    let pearsons = pearsons(per_host, hosts, params);
+    let dispersion = dispersion(per_host, &pearsons, params);
+    let group =
+        |g: &[usize]| group_dispersion((per_host, &pearsons), hosts, g, dispersion.0, params);
+    let overdispersion = sequential::Overdispersion {
+        factor: dispersion.0,
+        shape: nb_shape(per_host, hosts, &pearsons),
+        groups: Some((group(groups.released), group(groups.reference))),
+    };
     let sequential = sequential_signal(
         &inputs,
         signal,
         per_host,
-        sequential::Overdispersion {
-            factor: dispersion.0,
-            shape: nb_shape(per_host, hosts, params),
-            groups: Some((
-                group_dispersion(per_host, hosts, released, dispersion.0, params)
-                    .unwrap_or(dispersion.0),
-                group_dispersion(per_host, hosts, reference, dispersion.0, params)
-                    .unwrap_or(dispersion.0),
-            )),
-        },
+        overdispersion,
         hosts,
         tests,
         params,
