@@ -189,7 +189,17 @@ fn main() {
         let read_counters = started.elapsed();
         let rows = history.rows.len();
         let started = Instant::now();
-        let fingerprints = store.exceptions("shop").await.expect("exceptions");
+        let named: Vec<u64> = history
+            .release
+            .reasons
+            .iter()
+            .filter_map(|r| r.fingerprint.as_deref())
+            .filter_map(|f| u64::from_str_radix(f, 16).ok())
+            .collect();
+        let fingerprints = store
+            .fingerprints("shop", &named)
+            .await
+            .expect("fingerprints");
         let read_fingerprints = started.elapsed();
         let started = Instant::now();
         let page = vigil_detector::pages::view::release_page(&vigil_detector::pages::assemble(

@@ -16,7 +16,7 @@ use serde_json::json;
 
 pub use crate::http_state::ApiState;
 use crate::release::{AddBatch, CreateRelease, FinishRelease, GiveFeedback, ReleaseError};
-use crate::store::{ReleaseFilter, ReleaseState, SeriesQuery, Store};
+use crate::store::{ExceptionQuery, ReleaseFilter, ReleaseState, SeriesQuery, Store};
 
 /// An API error: a status and a message for the caller.
 #[derive(Debug)]
@@ -177,18 +177,44 @@ async fn apps<S: Store>(State(state): State<Arc<ApiState<S>>>) -> Result<Respons
     Ok(Json(json!({ "apps": apps })).into_response())
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExceptionParams {
+    limit: Option<usize>,
+}
+
+/// Most fingerprints one `GET /api/v1/apps/{app}/exceptions` answers, the most recently
+/// seen (a definition holds up to 64 KiB); `truncated` says there are more.
+pub const MAX_EXCEPTIONS: usize = 1_000;
+
 async fn exceptions<S: Store>(
     State(state): State<Arc<ApiState<S>>>,
     Path(app): Path<String>,
+    params: Result<Query<ExceptionParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let exceptions = state.store.exceptions(&app).await?;
+    let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let limit = params.limit.unwrap_or(MAX_EXCEPTIONS);
+    if !(1..=MAX_EXCEPTIONS).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit {limit} is not between 1 and {MAX_EXCEPTIONS}"
+        )));
+    }
+    let mut exceptions = state
+        .store
+        .exceptions(&app, &ExceptionQuery::latest(limit + 1))
+        .await?;
     if exceptions.is_empty() && !state.store.apps().await?.iter().any(|a| a.app == app) {
         return Err(ApiError {
             status: StatusCode::NOT_FOUND,
             message: format!("no app {app:?} has reported"),
         });
     }
-    Ok(Json(json!({ "app": app, "exceptions": exceptions })).into_response())
+    let truncated = exceptions.len() > limit;
+    exceptions.truncate(limit);
+    Ok(
+        Json(json!({ "app": app, "exceptions": exceptions, "truncated": truncated }))
+            .into_response(),
+    )
 }
 
 impl From<ReleaseError> for ApiError {

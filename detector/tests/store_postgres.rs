@@ -19,8 +19,9 @@ use sqlx::postgres::PgConnection;
 use vigil_detector::config::Retention;
 use vigil_detector::judge::{Batch, Decision, Feedback};
 use vigil_detector::store::{
-    FeedbackEntry, IngestOutcome, NewRelease, Outcome, PostgresStore, ReleaseFilter, ReleaseState,
-    ReleaseUpdate, RetentionPass, SeriesQuery, SqliteStore, Store, StoreError,
+    ExceptionQuery, FeedbackEntry, IngestOutcome, NewRelease, Outcome, PostgresStore,
+    ReleaseFilter, ReleaseState, ReleaseUpdate, RetentionPass, SeriesQuery, SqliteStore, Store,
+    StoreError,
 };
 use vigil_proto::latency::bucket_of;
 use vigil_proto::v1::report::Body;
@@ -289,8 +290,51 @@ async fn everything<S: Store>(store: &S) -> String {
         .unwrap();
     out += &serde_json::to_string_pretty(&store.apps().await.unwrap()).unwrap();
     for app in ["shop", "Zeta", "none"] {
-        out += &serde_json::to_string_pretty(&store.exceptions(app).await.unwrap()).unwrap();
+        out += &serde_json::to_string_pretty(
+            &store
+                .exceptions(app, &ExceptionQuery::latest(10_000))
+                .await
+                .unwrap(),
+        )
+        .unwrap();
         out += &serde_json::to_string(&store.alerts(app, 0, 1000).await.unwrap()).unwrap();
+        // The bounded reads of a round, a page and the board.
+        let board = ExceptionQuery {
+            since: Some(NOW - 2 * 3600),
+            new_or_dangerous: true,
+            limit: 5,
+        };
+        out += &serde_json::to_string(&store.exceptions(app, &board).await.unwrap()).unwrap();
+        let all = store
+            .exceptions(app, &ExceptionQuery::latest(10_000))
+            .await
+            .unwrap();
+        let mut ids: Vec<u64> = all
+            .iter()
+            .filter_map(|f| u64::from_str_radix(&f.fingerprint, 16).ok())
+            .collect();
+        ids.push(0x0bad_0000_0000_0001);
+        let mut by_id = store.fingerprints(app, &ids).await.unwrap();
+        by_id.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
+        assert_eq!(
+            by_id.len(),
+            all.len(),
+            "{app}: an id it never showed is left out"
+        );
+        out += &serde_json::to_string(&by_id).unwrap();
+        let chains: Vec<(String, Vec<String>)> = all
+            .iter()
+            .map(|f| (f.class.clone(), f.causes.clone()))
+            .collect();
+        for before in [NOW - 3600, NOW + 60] {
+            out += &serde_json::to_string(
+                &store
+                    .shapes_before(app, &chains, before, 100)
+                    .await
+                    .unwrap(),
+            )
+            .unwrap();
+        }
     }
     out
 }
@@ -448,8 +492,17 @@ async fn two_detectors_ingesting_the_same_minutes_at_once_count_each_report_once
             .collect::<Vec<_>>()
     };
     assert_eq!(
-        seen(detectors[1].exceptions("shop").await.unwrap()),
-        seen(lite.exceptions("shop").await.unwrap())
+        seen(
+            detectors[1]
+                .exceptions("shop", &ExceptionQuery::latest(10_000))
+                .await
+                .unwrap()
+        ),
+        seen(
+            lite.exceptions("shop", &ExceptionQuery::latest(10_000))
+                .await
+                .unwrap()
+        )
     );
     // The alerts, in the order they were committed, each once.
     let queued = detectors[1].alerts_after(0, 0, 1000).await.unwrap();

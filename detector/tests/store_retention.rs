@@ -15,8 +15,8 @@ use serde_json::Value;
 use sqlx::Row;
 use vigil_detector::config::Retention;
 use vigil_detector::store::{
-    FIRST_PASS_SECS, IngestOutcome, MAX_EXCEPTION_ROWS_PER_TRANSACTION, MAX_ROWS_PER_TRANSACTION,
-    NewRelease, SqliteStore, Store,
+    ExceptionQuery, FIRST_PASS_SECS, IngestOutcome, MAX_EXCEPTION_ROWS_PER_TRANSACTION,
+    MAX_ROWS_PER_TRANSACTION, NewRelease, SqliteStore, Store,
 };
 use vigil_proto::v1::report::Body;
 use vigil_proto::v1::{
@@ -303,7 +303,10 @@ async fn old_minutes_roll_up_to_hours_and_old_hours_go() {
     assert_eq!(again, vec![IngestOutcome::Duplicate]);
 
     // Kept: the fingerprint's definition, the release.
-    let known = store.exceptions("shop").await.unwrap();
+    let known = store
+        .exceptions("shop", &ExceptionQuery::latest(10_000))
+        .await
+        .unwrap();
     assert_eq!(known.len(), 1);
     assert_eq!(known[0].class, "java.lang.IllegalStateException");
     assert!(store.release(release.id).await.unwrap().is_some());
@@ -346,7 +349,7 @@ async fn old_minutes_roll_up_to_hours_and_old_hours_go() {
     let store = SqliteStore::open(dir.path()).await.unwrap();
     store.retain(&policy, NOW + 3600).await.unwrap();
     store.close().await;
-    assert_eq!(scalar(dir.path(), "PRAGMA user_version").await, 6);
+    assert_eq!(scalar(dir.path(), "PRAGMA user_version").await, 7);
     assert!(scalar(dir.path(), "SELECT count(*) FROM app_hours").await > 0);
     eprintln!("retention test took {:?}", started.elapsed());
 }

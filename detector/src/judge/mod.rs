@@ -716,7 +716,14 @@ pub(crate) struct ReleaseRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReleaseJudge {
     release: Release,
+    /// The app's fingerprints known before the release and the definitions the judge
+    /// relates fingerprints by: given whole to a judge built in memory (replay), given
+    /// afresh for each round or alert by the detector, which reads from its store only
+    /// what that round looks at ([`ReleaseJudge::set_fingerprints`]). Not kept in the
+    /// stored state (a state stored with them still reads).
+    #[serde(default, skip_serializing)]
     known: HashSet<Fingerprint>,
+    #[serde(default, skip_serializing)]
     definitions: HashMap<Fingerprint, Definition>,
     params: JudgeParams,
     window: VecDeque<bool>,
@@ -795,6 +802,18 @@ impl ReleaseJudge {
     /// next round treats those hosts as released from the batch's minute.
     pub fn add_batch(&mut self, batch: Batch) {
         self.release.batches.push(batch);
+    }
+
+    /// Replaces the fingerprints known before the release and the definitions with
+    /// those the next round or alert needs: the definitions of the fingerprints it looks
+    /// at, which of them were known, and known fingerprints of their class chains.
+    pub fn set_fingerprints(
+        &mut self,
+        known: HashSet<Fingerprint>,
+        definitions: HashMap<Fingerprint, Definition>,
+    ) {
+        self.known = known;
+        self.definitions = definitions;
     }
 
     /// Adds or updates a fingerprint definition (agents send it the first time).

@@ -37,7 +37,8 @@ use crate::http_state::ApiState;
 use crate::judge::Decision;
 use crate::release::{ReleaseError, ReleaseHistory};
 use crate::store::{
-    AlertRow, AppRow, DecisionEntry, FingerprintRow, MinuteRow, ReleaseFilter, ReleaseState, Store,
+    AlertRow, AppRow, DecisionEntry, ExceptionQuery, FingerprintRow, MinuteRow, ReleaseFilter,
+    ReleaseState, Store,
 };
 use chart::{Chart, Group, Line, Marker};
 use view::{AppBoard, Board, ExceptionPanel, HostLine, ListFilter, ReleasePage};
@@ -279,25 +280,17 @@ async fn gather_board<S: Store>(store: &S, now: i64) -> Result<Board, crate::sto
     }
     let mut cards = Vec::with_capacity(apps.len());
     for app in apps {
-        let mut exceptions: Vec<FingerprintRow> = store
-            .exceptions(&app.app)
-            .await?
-            .into_iter()
-            .filter(|f| {
-                let new = f.first_seen.is_some_and(|s| s >= now - NEW_WITHIN_SECS);
-                let recent_danger =
-                    f.dangerous && f.last_seen.is_some_and(|s| s >= now - NEW_WITHIN_SECS);
-                new || recent_danger
-            })
-            .collect();
         // Dangerous first, then the most recently seen.
-        exceptions.sort_by_key(|f| {
-            (
-                std::cmp::Reverse(f.dangerous),
-                std::cmp::Reverse(f.last_seen),
+        let exceptions: Vec<FingerprintRow> = store
+            .exceptions(
+                &app.app,
+                &ExceptionQuery {
+                    since: Some(now - NEW_WITHIN_SECS),
+                    new_or_dangerous: true,
+                    limit: BOARD_EXCEPTIONS,
+                },
             )
-        });
-        exceptions.truncate(BOARD_EXCEPTIONS);
+            .await?;
         let app_watching = watching
             .iter()
             .filter(|r| r.app == app.app)
@@ -445,8 +438,16 @@ async fn release_page<S: Store>(
         }
         Err(e) => return store_problem(&e),
     };
+    // The definitions of the fingerprints the release's reasons name.
+    let named: Vec<u64> = history
+        .release
+        .reasons
+        .iter()
+        .filter_map(|r| r.fingerprint.as_deref())
+        .filter_map(|f| crate::replay::parse_fingerprint(f).ok())
+        .collect();
     let found = tokio::try_join!(
-        state.store.exceptions(&history.release.app),
+        state.store.fingerprints(&history.release.app, &named),
         state.store.apps(),
         state.store.decisions(Some(id), RELEASE_DECISIONS),
         state.store.alerts(

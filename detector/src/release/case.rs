@@ -1,19 +1,20 @@
 //! A release recorded as a replay case (`GET /api/v1/releases/{id}/case`, DESIGN §5
 //! "Replay case"): what `vigil-detector replay` judges again as the live detector did.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::BTreeMap;
 
-use super::{ReleaseError, Releases, definition_of, first_minute};
-use crate::judge::{Definition, Feedback, minute_of};
+use super::{ReleaseError, Releases, first_minute};
+use crate::judge::{Definition, Feedback, fingerprint_hex, minute_of};
+use crate::replay::parse_fingerprint;
 use crate::replay::{Case, CaseMinute, CaseRelease, Expected};
 use crate::store::{MinuteRow, Store};
 
 impl<S: Store> Releases<S> {
     /// The release recorded as a replay case (`GET /api/v1/releases/{id}/case`): counters
     /// of its hosts from the baseline to its end (finish, or the last judged minute),
-    /// definitions of the fingerprints they show (and of the app's other fingerprints of
-    /// the same class chains, which the judge relates), fingerprints known at its start, and
-    /// the label its feedback implies.
+    /// definitions of the fingerprints they show, which of those were known at its start,
+    /// one known fingerprint of each stack shape of the class chains of the others (which
+    /// the judge relates), and the label its feedback implies.
     ///
     /// # Errors
     /// [`ReleaseError::Conflict`] without a batch, [`ReleaseError::NotFound`],
@@ -36,32 +37,28 @@ impl<S: Store> Releases<S> {
                 until - 60,
             )
             .await?;
-        let fingerprints = self.store.exceptions(&release.app).await?;
-        let shown: BTreeSet<&str> = rows
-            .iter()
-            .flat_map(|r| r.exceptions.keys().map(String::as_str))
-            .collect();
-        let known_fingerprints = fingerprints
-            .iter()
-            .filter(|f| f.first_seen.is_some_and(|s| s < first))
-            .map(|f| f.fingerprint.clone())
-            .collect();
         // The judge relates fingerprints of one class chain by their definitions (a
-        // fast-throw family, another fingerprint version): the case carries the
-        // definitions of those the app has too, so it replays as the live judge judged.
-        let chains: HashSet<(&str, &[String])> = fingerprints
+        // fast-throw family, another fingerprint version): the case carries what a round
+        // over its minutes reads of the app's fingerprints, so it replays as the live
+        // judge judged.
+        let catalog = self
+            .catalog(
+                &release.app,
+                first,
+                rows.iter()
+                    .flat_map(|r| r.exceptions.keys())
+                    .filter_map(|f| parse_fingerprint(f).ok()),
+            )
+            .await?;
+        let known_fingerprints = catalog
+            .known
             .iter()
-            .filter(|f| shown.contains(f.fingerprint.as_str()))
-            .map(|f| (f.class.as_str(), f.causes.as_slice()))
+            .map(|&fp| fingerprint_hex(fp))
             .collect();
-        let exceptions: BTreeMap<String, Definition> = fingerprints
-            .iter()
-            .filter(|f| !f.class.is_empty())
-            .filter(|f| {
-                shown.contains(f.fingerprint.as_str())
-                    || chains.contains(&(f.class.as_str(), f.causes.as_slice()))
-            })
-            .map(|f| (f.fingerprint.clone(), definition_of(f)))
+        let exceptions: BTreeMap<String, Definition> = catalog
+            .definitions
+            .into_iter()
+            .map(|(fp, d)| (fingerprint_hex(fp), d))
             .collect();
         let expect = release.feedback.first().map(|f| match f.label {
             Feedback::ValidBlock | Feedback::MissedProblem => Expected::Block,

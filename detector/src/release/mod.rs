@@ -37,6 +37,7 @@
 //! (`jsonPath: "{$.ok}"` with `successCondition: result == true` works as well.)
 
 mod case;
+mod catalog;
 pub mod judge_state;
 mod locks;
 mod rounds;

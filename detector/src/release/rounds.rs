@@ -66,13 +66,6 @@ impl<S: Store> Releases<S> {
             return Ok(release.into());
         };
         let (mut judge, recovered) = (loaded.judge, loaded.recovered);
-        for f in self.store.exceptions(&release.app).await? {
-            if !f.class.is_empty()
-                && let Ok(fp) = parse_fingerprint(&f.fingerprint)
-            {
-                judge.define(fp, definition_of(&f));
-            }
-        }
         // A bounded window whatever the release's age (see `window`).
         let batch_minutes: Vec<i64> = release.batches.iter().map(|b| minute_of(b.at)).collect();
         let mut rows: Vec<HostMinute> = Vec::new();
@@ -86,6 +79,14 @@ impl<S: Store> Releases<S> {
                     .map(host_minute),
             );
         }
+        let catalog = self
+            .catalog(
+                &release.app,
+                first,
+                rows.iter().flat_map(|r| r.exceptions.keys().copied()),
+            )
+            .await?;
+        judge.set_fingerprints(catalog.known, catalog.definitions);
         let memory = self.memory(&release.app).await?;
         let previous = release.decision;
         // The funnel is plain CPU work: off the async workers, so ingest and the API keep
@@ -169,6 +170,12 @@ impl<S: Store> Releases<S> {
                 continue;
             };
             let (mut judge, recovered) = (loaded.judge, loaded.recovered);
+            if let Some(first) = first_minute(&release) {
+                let catalog = self
+                    .catalog(&release.app, first, [alert.fingerprint])
+                    .await?;
+                judge.set_fingerprints(catalog.known, catalog.definitions);
+            }
             let memory = self.memory(&release.app).await?;
             let previous = release.decision;
             let verdict = judge.alert(
@@ -365,22 +372,11 @@ impl<S: Store> Releases<S> {
         &self,
         release: &StoredRelease,
     ) -> Result<Option<ReleaseJudge>, ReleaseError> {
-        let Some(first) = first_minute(release) else {
+        if first_minute(release).is_none() {
             return Ok(None);
-        };
-        let mut known = HashSet::new();
-        let mut definitions = HashMap::new();
-        for f in self.store.exceptions(&release.app).await? {
-            let Ok(fp) = parse_fingerprint(&f.fingerprint) else {
-                continue;
-            };
-            if f.first_seen.is_some_and(|s| s < first) {
-                known.insert(fp);
-            }
-            if !f.class.is_empty() {
-                definitions.insert(fp, definition_of(&f));
-            }
         }
+        // The fingerprints each round needs are given to it (`catalog`).
+        let (known, definitions) = (HashSet::new(), HashMap::new());
         Ok(Some(ReleaseJudge::with_params(
             Release {
                 app: release.app.clone(),

@@ -72,6 +72,29 @@ pub struct SeriesQuery {
     pub limit: Option<usize>,
 }
 
+/// Which of an app's fingerprints [`Store::exceptions`] reads.
+#[derive(Debug, Clone, Copy)]
+pub struct ExceptionQuery {
+    /// Only those last seen at or after this time (Unix seconds).
+    pub since: Option<i64>,
+    /// Only those new since `since` (first seen at or after it) or dangerous, the
+    /// dangerous first: what the board lists.
+    pub new_or_dangerous: bool,
+    /// Most rows the answer holds (the most recently seen).
+    pub limit: usize,
+}
+
+impl ExceptionQuery {
+    /// The `limit` most recently seen.
+    pub fn latest(limit: usize) -> Self {
+        Self {
+            since: None,
+            new_or_dangerous: false,
+            limit,
+        }
+    }
+}
+
 /// Counters of one app on one host in one minute, summed over reports: the `minutes` shape
 /// of the replay case (DESIGN §5), with the app added.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -433,13 +456,40 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError`] when the store cannot be read.
     fn apps(&self) -> impl Future<Output = Result<Vec<AppRow>, StoreError>> + Send;
 
-    /// The fingerprints `app` has shown, most recently seen first.
+    /// The fingerprints `app` has shown, most recently seen first, as `query` bounds them.
     ///
     /// # Errors
     /// [`StoreError`] when the store cannot be read.
     fn exceptions(
         &self,
         app: &str,
+        query: &ExceptionQuery,
+    ) -> impl Future<Output = Result<Vec<FingerprintRow>, StoreError>> + Send;
+
+    /// The fingerprints of `app` among `ids`, in no order; an id the app never showed is
+    /// left out. Read by primary key, whatever the number of the app's fingerprints.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    fn fingerprints(
+        &self,
+        app: &str,
+        ids: &[u64],
+    ) -> impl Future<Output = Result<Vec<FingerprintRow>, StoreError>> + Send;
+
+    /// For the class chains `chains` (class, causes outermost first): one fingerprint of
+    /// `app` for each distinct stack shape (class, causes and top frames) of those chains
+    /// first seen before `before` (the smallest fingerprint of the shape, without message
+    /// or sample), at most `limit` in all, the shapes most recently seen first.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    fn shapes_before(
+        &self,
+        app: &str,
+        chains: &[(String, Vec<String>)],
+        before: i64,
+        limit: usize,
     ) -> impl Future<Output = Result<Vec<FingerprintRow>, StoreError>> + Send;
 
     /// The dangerous-exception alerts of `app` at or after `from`, oldest first, at most

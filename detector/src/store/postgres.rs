@@ -28,14 +28,15 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row};
 use vigil_proto::v1::Report;
 
+use super::shared::fingerprints;
 use super::shared::rows::{
-    DecisionRow, FINGERPRINT_COLUMNS, FingerprintDbRow, RELEASE_COLUMNS, ReleaseRow,
-    StoredAlertRow, created_release, group_apps,
+    DecisionRow, FingerprintDbRow, RELEASE_COLUMNS, ReleaseRow, StoredAlertRow, created_release,
+    group_apps,
 };
 use super::{
-    AlertRow, AppRow, DecisionEntry, FingerprintRow, HostRow, HourRow, IngestOutcome, LockKey,
-    MinuteRow, NewRelease, QueuedAlert, QueuedWebhook, ReleaseFilter, ReleaseState, ReleaseUpdate,
-    SeriesQuery, Store, StoreError, StoreLock, StoredRelease,
+    AlertRow, AppRow, DecisionEntry, ExceptionQuery, FingerprintRow, HostRow, HourRow,
+    IngestOutcome, LockKey, MinuteRow, NewRelease, QueuedAlert, QueuedWebhook, ReleaseFilter,
+    ReleaseState, ReleaseUpdate, SeriesQuery, Store, StoreError, StoreLock, StoredRelease,
 };
 use crate::judge::Definition;
 
@@ -273,15 +274,55 @@ impl Store for PostgresStore {
         )))
     }
 
-    async fn exceptions(&self, app: &str) -> Result<Vec<FingerprintRow>, StoreError> {
-        let rows: Vec<FingerprintDbRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {FINGERPRINT_COLUMNS} FROM fingerprints WHERE app = $1 \
-             ORDER BY coalesce(last_seen, 0) DESC, fingerprint"
-        )))
-        .bind(app)
-        .fetch_all(&self.pool)
-        .await?;
+    async fn exceptions(
+        &self,
+        app: &str,
+        query: &ExceptionQuery,
+    ) -> Result<Vec<FingerprintRow>, StoreError> {
+        let rows: Vec<FingerprintDbRow> = fingerprints::recent::<Postgres>(app, query)
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows.into_iter().map(FingerprintRow::from).collect())
+    }
+
+    async fn fingerprints(
+        &self,
+        app: &str,
+        ids: &[u64],
+    ) -> Result<Vec<FingerprintRow>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(fingerprints::IDS_PER_QUERY) {
+            let rows: Vec<FingerprintDbRow> = fingerprints::by_id::<Postgres>(app, chunk)
+                .build_query_as()
+                .fetch_all(&self.pool)
+                .await?;
+            out.extend(rows.into_iter().map(FingerprintRow::from));
+        }
+        Ok(out)
+    }
+
+    async fn shapes_before(
+        &self,
+        app: &str,
+        chains: &[(String, Vec<String>)],
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<FingerprintRow>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in chains.chunks(fingerprints::CHAINS_PER_QUERY) {
+            let left = limit.saturating_sub(out.len());
+            if left == 0 {
+                break;
+            }
+            let rows: Vec<FingerprintDbRow> =
+                fingerprints::shapes_before::<Postgres>(app, chunk, before, left)
+                    .build_query_as()
+                    .fetch_all(&self.pool)
+                    .await?;
+            out.extend(rows.into_iter().map(FingerprintRow::from));
+        }
+        Ok(out)
     }
 
     async fn alerts(

@@ -6,10 +6,12 @@
 //!   (two reports of one minute, minutes rolled into their hour), with [`merged`] the
 //!   trait they share;
 //! - [`rows`]: stored rows decoded into the store's types;
+//! - [`fingerprints`]: an app's fingerprints read back in bounded pieces;
 //! - [`retention`]: what a retention pass does and how often, whatever the database;
 //! - below: the encodings of counts, fingerprints, JSON and enums in columns.
 
 pub(super) mod accumulator;
+pub(super) mod fingerprints;
 pub(super) mod host_metrics;
 pub(super) mod merged;
 pub(super) mod requests;

@@ -10,15 +10,16 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 use vigil_proto::v1::Report;
 
+use super::shared::fingerprints;
 use super::shared::rows::{
-    BatchRow, DecisionRow, FINGERPRINT_COLUMNS, FeedbackRow, FingerprintDbRow, RELEASE_COLUMNS,
-    ReleaseRow, StoredAlertRow, created_release, group_apps,
+    BatchRow, DecisionRow, FeedbackRow, FingerprintDbRow, RELEASE_COLUMNS, ReleaseRow,
+    StoredAlertRow, created_release, group_apps,
 };
 use super::shared::to_json;
 use super::{
-    AlertRow, AppRow, DecisionEntry, FingerprintRow, HostRow, HourRow, IngestOutcome, MinuteRow,
-    NewRelease, ReleaseFilter, ReleaseState, ReleaseUpdate, SeriesQuery, Store, StoreError,
-    StoredRelease,
+    AlertRow, AppRow, DecisionEntry, ExceptionQuery, FingerprintRow, HostRow, HourRow,
+    IngestOutcome, MinuteRow, NewRelease, ReleaseFilter, ReleaseState, ReleaseUpdate, SeriesQuery,
+    Store, StoreError, StoredRelease,
 };
 use crate::judge::Batch;
 
@@ -124,8 +125,55 @@ impl Store for SqliteStore {
         self.apps_impl().await
     }
 
-    async fn exceptions(&self, app: &str) -> Result<Vec<FingerprintRow>, StoreError> {
-        self.exceptions_impl(app).await
+    async fn exceptions(
+        &self,
+        app: &str,
+        query: &ExceptionQuery,
+    ) -> Result<Vec<FingerprintRow>, StoreError> {
+        let rows: Vec<FingerprintDbRow> = fingerprints::recent::<Sqlite>(app, query)
+            .build_query_as()
+            .fetch_all(&self.readers)
+            .await?;
+        Ok(rows.into_iter().map(FingerprintRow::from).collect())
+    }
+
+    async fn fingerprints(
+        &self,
+        app: &str,
+        ids: &[u64],
+    ) -> Result<Vec<FingerprintRow>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(fingerprints::IDS_PER_QUERY) {
+            let rows: Vec<FingerprintDbRow> = fingerprints::by_id::<Sqlite>(app, chunk)
+                .build_query_as()
+                .fetch_all(&self.readers)
+                .await?;
+            out.extend(rows.into_iter().map(FingerprintRow::from));
+        }
+        Ok(out)
+    }
+
+    async fn shapes_before(
+        &self,
+        app: &str,
+        chains: &[(String, Vec<String>)],
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<FingerprintRow>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in chains.chunks(fingerprints::CHAINS_PER_QUERY) {
+            let left = limit.saturating_sub(out.len());
+            if left == 0 {
+                break;
+            }
+            let rows: Vec<FingerprintDbRow> =
+                fingerprints::shapes_before::<Sqlite>(app, chunk, before, left)
+                    .build_query_as()
+                    .fetch_all(&self.readers)
+                    .await?;
+            out.extend(rows.into_iter().map(FingerprintRow::from));
+        }
+        Ok(out)
     }
 
     async fn alerts(
@@ -276,23 +324,13 @@ impl SqliteStore {
             .collect::<Result<Vec<_>, sqlx::Error>>()?;
         Ok(group_apps(rows))
     }
-
-    async fn exceptions_impl(&self, app: &str) -> Result<Vec<FingerprintRow>, StoreError> {
-        let rows: Vec<FingerprintDbRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {FINGERPRINT_COLUMNS} FROM fingerprints WHERE app = ? \
-             ORDER BY coalesce(last_seen, 0) DESC, fingerprint"
-        )))
-        .bind(app)
-        .fetch_all(&self.readers)
-        .await?;
-        Ok(rows.into_iter().map(FingerprintRow::from).collect())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::judge::Decision;
+    use crate::store::ExceptionQuery;
     use vigil_proto::v1::{AppCounters, ExceptionCount, HostMetrics, MinuteReport, report::Body};
 
     fn minute_report(instance: &str, seq: u64, minute: i64, lines: u64) -> Report {
@@ -390,7 +428,10 @@ mod tests {
             rows[0].exceptions.get("feedbeef00000001"),
             Some(&(i64::MAX as u64))
         );
-        let known = store.exceptions("shop").await.expect("exceptions");
+        let known = store
+            .exceptions("shop", &ExceptionQuery::latest(10_000))
+            .await
+            .expect("exceptions");
         assert_eq!(known[0].count, i64::MAX as u64);
     }
 

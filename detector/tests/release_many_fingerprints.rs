@@ -1,0 +1,225 @@
+//! An app that has minted many fingerprints (a generated class or message inside its
+//! stacks), over a real SQLite store: a round reads only what its window needs of them, so
+//! its memory and the judge state it stores stay small, and it still knows the app's old
+//! failures — by id however long ago they were seen, and by family (a full trace of a
+//! fast-throw failure whose frameless shape the app has shown) — while a new one is new.
+//! The exceptions API answers the most recent of them and says it left some out.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::Request;
+use serde_json::Value;
+use tower::ServiceExt;
+use vigil_detector::api::{ApiState, MAX_EXCEPTIONS, router};
+use vigil_detector::judge::minute_of;
+use vigil_detector::release::{CreateRelease, Releases};
+use vigil_detector::store::{SqliteStore, Store};
+use vigil_proto::v1::report::Body as ReportBody;
+use vigil_proto::v1::{AppCounters, ExceptionCount, ExceptionDefinition, MinuteReport, Report};
+
+/// Fingerprints the app minted long before the release, each with a 1 KiB message.
+const MINTED: u64 = 12_000;
+/// Minted ids: `MINT + i`. The first one minted is the one seen longest ago.
+const MINT: u64 = 0x7000_0000_0000_0000;
+/// `NullPointerException` without frames (fast throw), shown long before the release.
+const NPE_BARE: u64 = 0x4e50_4500_0000_0001;
+/// The same failure printed in full, never seen before the release.
+const NPE_FULL: u64 = 0x4e50_4500_0000_0002;
+/// An exception of a class the app never showed.
+const NEW: u64 = 0x0e00_0000_0000_0003;
+
+const NPE: &str = "java.lang.NullPointerException";
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+fn definition(fingerprint: u64) -> ExceptionDefinition {
+    let (class, frames, message) = match fingerprint {
+        NPE_BARE => (NPE, vec![], String::new()),
+        NPE_FULL => (NPE, vec!["shop.Cart.total".to_string()], String::new()),
+        NEW => (
+            "java.lang.IllegalArgumentException",
+            vec!["shop.Checkout.run".to_string()],
+            "bad".to_string(),
+        ),
+        _ => (
+            "shop.GeneratedException",
+            vec![format!("shop.gen.Proxy{fingerprint:x}.call")],
+            format!("{fingerprint:x} ").repeat(60),
+        ),
+    };
+    ExceptionDefinition {
+        fingerprint,
+        class: class.into(),
+        message,
+        frames,
+        ..Default::default()
+    }
+}
+
+fn report(host: &str, seq: u64, minute: i64, exceptions: &[(u64, u64)]) -> Report {
+    Report {
+        protocol_version: vigil_proto::PROTOCOL_VERSION,
+        host: host.into(),
+        instance: format!("inst-{host}"),
+        agent_version: "0.1.0".into(),
+        fingerprint_version: 1,
+        seq,
+        sent_at: minute + 61,
+        body: Some(ReportBody::Minute(MinuteReport {
+            minute,
+            apps: vec![AppCounters {
+                app: "shop".into(),
+                lines: 1_000,
+                events: 1_000,
+                exceptions: exceptions
+                    .iter()
+                    .map(|&(fingerprint, count)| ExceptionCount { fingerprint, count })
+                    .collect(),
+                definitions: exceptions.iter().map(|&(f, _)| definition(f)).collect(),
+                ..Default::default()
+            }],
+            host_metrics: None,
+        })),
+    }
+}
+
+async fn get(router: &axum::Router, uri: &str) -> (u16, Value) {
+    let request = Request::builder()
+        .uri(uri)
+        .body(Body::empty())
+        .expect("request");
+    let response = router.clone().oneshot(request).await.expect("response");
+    let status = response.status().as_u16();
+    let bytes = axum::body::to_bytes(response.into_body(), 256 << 20)
+        .await
+        .expect("body");
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_with_many_fingerprints_is_judged_from_what_its_window_shows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(SqliteStore::open(dir.path()).await.expect("store"));
+    let releases = Arc::new(Releases::new(Arc::clone(&store), None));
+    let end = minute_of(now());
+    let release_at = end - 10 * 60;
+    // Six hours before the release, far outside its baseline: the minted fingerprints (the
+    // first minted an hour before the others) and the frameless NPE.
+    let long_ago = release_at - 6 * 3600;
+    let mut reports = Vec::new();
+    let mut seq = 0;
+    let ids: Vec<(u64, u64)> = (0..MINTED).map(|i| (MINT + i, 1)).collect();
+    for (i, chunk) in ids.chunks(5_000).enumerate() {
+        seq += 1;
+        let minute = if i == 0 { long_ago - 3600 } else { long_ago };
+        reports.push(report("h3", seq, minute, chunk));
+    }
+    seq += 1;
+    reports.push(report("h3", seq, long_ago, &[(NPE_BARE, 4)]));
+    // Seventy minutes of every host before the release, then ten after it, when the
+    // released host h1 shows the oldest minted fingerprint, the NPE in full and a new
+    // exception.
+    for m in (0..80).map(|i| release_at - 70 * 60 + i * 60) {
+        seq += 1;
+        for host in ["h1", "h2", "h3"] {
+            let shown: &[(u64, u64)] = if host == "h1" && m >= release_at {
+                &[(MINT, 6), (NPE_FULL, 6), (NEW, 6)]
+            } else {
+                &[]
+            };
+            reports.push(report(host, seq, m, shown));
+        }
+    }
+    for r in &reports {
+        store
+            .ingest(std::slice::from_ref(r), now())
+            .await
+            .expect("ingest");
+    }
+
+    let created = releases
+        .create(
+            CreateRelease {
+                app: "shop".into(),
+                version: "2.0".into(),
+                hosts: vec!["h1".into()],
+                reference_hosts: Some(vec!["h2".into(), "h3".into()]),
+                started_at: Some(release_at),
+            },
+            now(),
+        )
+        .await
+        .expect("create");
+    let judged = releases.round(created.id, end - 60).await.expect("round");
+
+    // The new exception is new; the old failures are not, by id or by family.
+    let new_ones: Vec<String> = judged
+        .reasons
+        .iter()
+        .filter(|r| r.rule.as_str() == "new_exception")
+        .filter_map(|r| r.fingerprint.clone())
+        .collect();
+    assert_eq!(
+        new_ones,
+        vec![format!("{NEW:016x}")],
+        "{:#?}",
+        judged.reasons
+    );
+    assert_eq!(judged.decision.as_str(), "block");
+
+    // The stored judge state holds no definitions of the app's fingerprints: a few KiB,
+    // where the app's definitions are 12 MiB.
+    let stored = store
+        .release(created.id)
+        .await
+        .expect("release")
+        .expect("stored");
+    let state = stored.judge.expect("a judge state");
+    assert!(
+        state.len() < 64 * 1024,
+        "judge state of {} bytes",
+        state.len()
+    );
+
+    // The API answers the most recently seen fingerprints and says it left some out.
+    let router = router(Arc::new(ApiState::new(
+        Arc::clone(&store),
+        Arc::clone(&releases),
+        None,
+    )));
+    let (status, page) = get(&router, "/api/v1/apps/shop/exceptions?limit=3").await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["truncated"], true);
+    let shown: Vec<&str> = page["exceptions"]
+        .as_array()
+        .expect("exceptions")
+        .iter()
+        .filter_map(|e| e["fingerprint"].as_str())
+        .collect();
+    let mut latest = vec![
+        format!("{MINT:016x}"),
+        format!("{NPE_FULL:016x}"),
+        format!("{NEW:016x}"),
+    ];
+    latest.sort();
+    assert_eq!(shown, latest);
+    let (status, page) = get(&router, "/api/v1/apps/shop/exceptions").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        page["exceptions"].as_array().map(Vec::len),
+        Some(MAX_EXCEPTIONS)
+    );
+    assert_eq!(page["truncated"], true);
+    for bad in ["limit=0", "limit=1001", "limit=many", "since=5"] {
+        let (status, body) = get(&router, &format!("/api/v1/apps/shop/exceptions?{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+}
