@@ -197,7 +197,7 @@ fn main() {
             .filter_map(|f| u64::from_str_radix(f, 16).ok())
             .collect();
         let fingerprints = store
-            .fingerprints("shop", &named)
+            .fingerprints("shop", &named, true)
             .await
             .expect("fingerprints");
         let read_fingerprints = started.elapsed();

@@ -187,13 +187,16 @@ struct ExceptionParams {
 /// seen (a definition holds up to 64 KiB); `truncated` says there are more.
 pub const MAX_EXCEPTIONS: usize = 1_000;
 
+/// Fingerprints answered without `?limit=`.
+pub const DEFAULT_EXCEPTIONS: usize = 100;
+
 async fn exceptions<S: Store>(
     State(state): State<Arc<ApiState<S>>>,
     Path(app): Path<String>,
     params: Result<Query<ExceptionParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let limit = params.limit.unwrap_or(MAX_EXCEPTIONS);
+    let limit = params.limit.unwrap_or(DEFAULT_EXCEPTIONS);
     if !(1..=MAX_EXCEPTIONS).contains(&limit) {
         return Err(ApiError::bad_request(format!(
             "limit {limit} is not between 1 and {MAX_EXCEPTIONS}"

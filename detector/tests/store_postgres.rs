@@ -19,9 +19,9 @@ use sqlx::postgres::PgConnection;
 use vigil_detector::config::Retention;
 use vigil_detector::judge::{Batch, Decision, Feedback};
 use vigil_detector::store::{
-    ExceptionQuery, FeedbackEntry, IngestOutcome, NewRelease, Outcome, PostgresStore,
-    ReleaseFilter, ReleaseState, ReleaseUpdate, RetentionPass, SeriesQuery, SqliteStore, Store,
-    StoreError,
+    ExceptionQuery, FeedbackEntry, FingerprintRow, IngestOutcome, NewRelease, Outcome,
+    PostgresStore, ReleaseFilter, ReleaseState, ReleaseUpdate, RetentionPass, SeriesQuery, Shape,
+    SqliteStore, Store, StoreError,
 };
 use vigil_proto::latency::bucket_of;
 use vigil_proto::v1::report::Body;
@@ -314,7 +314,7 @@ async fn everything<S: Store>(store: &S) -> String {
             .filter_map(|f| u64::from_str_radix(&f.fingerprint, 16).ok())
             .collect();
         ids.push(0x0bad_0000_0000_0001);
-        let mut by_id = store.fingerprints(app, &ids).await.unwrap();
+        let mut by_id = store.fingerprints(app, &ids, true).await.unwrap();
         by_id.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
         assert_eq!(
             by_id.len(),
@@ -322,18 +322,44 @@ async fn everything<S: Store>(store: &S) -> String {
             "{app}: an id it never showed is left out"
         );
         out += &serde_json::to_string(&by_id).unwrap();
-        let chains: Vec<(String, Vec<String>)> = all
-            .iter()
-            .map(|f| (f.class.clone(), f.causes.clone()))
-            .collect();
+        let mut asked: Vec<Shape<'_>> = Vec::new();
+        for f in &all {
+            asked.push((&f.class, &f.causes, None));
+            asked.push((&f.class, &f.causes, Some(&f.frames)));
+        }
         for before in [NOW - 3600, NOW + 60] {
-            out += &serde_json::to_string(
-                &store
-                    .shapes_before(app, &chains, before, 100)
-                    .await
-                    .unwrap(),
-            )
-            .unwrap();
+            let mut members = store.known_members(app, before, &asked).await.unwrap();
+            members.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
+            // What they answer, worked out from every fingerprint: the smallest known one
+            // of each chain, of each chain's frameless ones, and of each shape.
+            let known: Vec<&FingerprintRow> = all
+                .iter()
+                .filter(|f| f.first_seen.is_some_and(|s| s < before))
+                .collect();
+            // Smallest as stored: ids are signed 64-bit integers in both databases.
+            let smallest = |group: &dyn Fn(&FingerprintRow) -> bool| {
+                known
+                    .iter()
+                    .filter(|f| group(f))
+                    .min_by_key(|f| u64::from_str_radix(&f.fingerprint, 16).unwrap_or(0) as i64)
+                    .map(|f| f.fingerprint.clone())
+            };
+            let mut expected: Vec<String> = Vec::new();
+            for f in &known {
+                let chain = |g: &FingerprintRow| g.class == f.class && g.causes == f.causes;
+                expected.extend(smallest(&chain));
+                expected.extend(smallest(&|g| chain(g) && g.frames.is_empty()));
+                expected.extend(smallest(&|g| chain(g) && g.frames == f.frames));
+            }
+            expected.sort();
+            expected.dedup();
+            let found: Vec<String> = members.iter().map(|f| f.fingerprint.clone()).collect();
+            assert_eq!(found, expected, "{app} before {before}");
+            assert!(
+                app != "shop" || before < NOW || found.len() > 1,
+                "{members:?}"
+            );
+            out += &serde_json::to_string(&members).unwrap();
         }
     }
     out

@@ -349,7 +349,7 @@ async fn old_minutes_roll_up_to_hours_and_old_hours_go() {
     let store = SqliteStore::open(dir.path()).await.unwrap();
     store.retain(&policy, NOW + 3600).await.unwrap();
     store.close().await;
-    assert_eq!(scalar(dir.path(), "PRAGMA user_version").await, 7);
+    assert_eq!(scalar(dir.path(), "PRAGMA user_version").await, 6);
     assert!(scalar(dir.path(), "SELECT count(*) FROM app_hours").await > 0);
     eprintln!("retention test took {:?}", started.elapsed());
 }

@@ -816,9 +816,10 @@ impl ReleaseJudge {
         self.definitions = definitions;
     }
 
-    /// Adds or updates a fingerprint definition (agents send it the first time).
-    pub fn define(&mut self, fingerprint: Fingerprint, definition: Definition) {
-        self.definitions.insert(fingerprint, definition);
+    /// The fingerprints seen in a baseline or on a reference host at the last round,
+    /// which an alert between rounds counts as known.
+    pub fn outside_last_round(&self) -> impl Iterator<Item = Fingerprint> + '_ {
+        self.outside_last_round.iter().copied()
     }
 
     pub(crate) fn record(&self) -> &ReleaseRecord {

@@ -447,7 +447,7 @@ async fn release_page<S: Store>(
         .filter_map(|f| crate::replay::parse_fingerprint(f).ok())
         .collect();
     let found = tokio::try_join!(
-        state.store.fingerprints(&history.release.app, &named),
+        state.store.fingerprints(&history.release.app, &named, true),
         state.store.apps(),
         state.store.decisions(Some(id), RELEASE_DECISIONS),
         state.store.alerts(

@@ -1,28 +1,28 @@
 //! What a round, an alert or a replay case needs of an app's fingerprints, read from the
 //! store in pieces bounded by what it looks at, never all of the app's fingerprints (an
-//! app that mints fingerprints without end would otherwise grow every round's memory):
+//! app that mints fingerprints without end would otherwise grow every round's memory and
+//! the judge state stored after it):
 //!
-//! - the definitions of the fingerprints it looks at, read by id;
+//! - the definitions of the fingerprints it looks at, read by id, without sample traces;
 //! - which of those the app showed before the release (first seen before its first
-//!   batch): known by id;
-//! - for the class chains (class and causes) of those not known by id, one fingerprint
-//!   per stack shape of the chain first seen before the release, at most
-//!   [`MAX_KNOWN_SHAPES`]: what the judge needs to tell whether an unknown fingerprint
-//!   is a known failure under another name (the same shape, or its family's frameless
-//!   shape; see `judge::family`).
+//!   batch): known by id. Read afresh each round, so a late report of a minute before the
+//!   release makes a fingerprint known from the next round on;
+//! - for each of the others, the known members (first seen before the release) that tell
+//!   whether it is a known failure under another name (see `judge::family`): one of its
+//!   stack shape, one of its class chain, and one frameless one of its class chain. Those
+//!   three answer exactly what the judge asks of the app's history, with at most three
+//!   fingerprints each, however many the chain has.
+//!
+//! What it does not read: fingerprints the app's memory learned (from feedback) that are
+//! neither in the window nor first seen before the release, which count as known by id
+//! but no longer stand for their family.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use super::{ReleaseError, Releases, definition_of};
 use crate::judge::{Definition, Fingerprint};
 use crate::replay::parse_fingerprint;
-use crate::store::Store;
-
-/// Stack shapes of the class chains a round looks at, known before the release, that it
-/// reads at most (the most recently seen first). An app past it in one round has more
-/// distinct known stacks for its new exceptions' classes than anyone reads; a shape left
-/// unread makes a fingerprint of that shape look new.
-pub const MAX_KNOWN_SHAPES: usize = 4_096;
+use crate::store::{Shape, Store};
 
 /// Fingerprints known before a release and definitions, for one round or alert.
 #[derive(Debug, Default)]
@@ -49,8 +49,8 @@ impl<S: Store> Releases<S> {
         if ids.is_empty() {
             return Ok(catalog);
         }
-        let mut chains: BTreeSet<(String, Vec<String>)> = BTreeSet::new();
-        for f in self.store.fingerprints(app, &ids).await? {
+        let mut unknown: Vec<Definition> = Vec::new();
+        for f in self.store.fingerprints(app, &ids, false).await? {
             let Ok(fp) = parse_fingerprint(&f.fingerprint) else {
                 continue;
             };
@@ -61,27 +61,23 @@ impl<S: Store> Releases<S> {
             if f.class.is_empty() {
                 continue;
             }
+            let definition = definition_of(&f);
             if !known {
-                chains.insert((f.class.clone(), f.causes.clone()));
+                unknown.push(definition.clone());
             }
-            catalog.definitions.insert(fp, definition_of(&f));
+            catalog.definitions.insert(fp, definition);
         }
-        if chains.is_empty() {
+        if unknown.is_empty() {
             return Ok(catalog);
         }
-        let chains: Vec<(String, Vec<String>)> = chains.into_iter().collect();
-        let shapes = self
-            .store
-            .shapes_before(app, &chains, first, MAX_KNOWN_SHAPES)
-            .await?;
-        if shapes.len() >= MAX_KNOWN_SHAPES {
-            tracing::warn!(
-                app,
-                shapes = shapes.len(),
-                "known stack shapes of a round's class chains read up to their bound"
-            );
+        // Each unknown one's class chain, and its stack shape.
+        let mut asked: BTreeSet<Shape<'_>> = BTreeSet::new();
+        for d in &unknown {
+            asked.insert((&d.class, &d.causes, None));
+            asked.insert((&d.class, &d.causes, Some(&d.frames)));
         }
-        for f in shapes {
+        let asked: Vec<Shape<'_>> = asked.into_iter().collect();
+        for f in self.store.known_members(app, first, &asked).await? {
             if let Ok(fp) = parse_fingerprint(&f.fingerprint) {
                 catalog.known.insert(fp);
                 catalog

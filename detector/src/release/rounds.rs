@@ -171,9 +171,12 @@ impl<S: Store> Releases<S> {
             };
             let (mut judge, recovered) = (loaded.judge, loaded.recovered);
             if let Some(first) = first_minute(&release) {
-                let catalog = self
-                    .catalog(&release.app, first, [alert.fingerprint])
-                    .await?;
+                // The alert's fingerprint, and those its judge counts as known for having
+                // seen them outside the release at the last round (their families too).
+                let ids: Vec<Fingerprint> = std::iter::once(alert.fingerprint)
+                    .chain(judge.outside_last_round())
+                    .collect();
+                let catalog = self.catalog(&release.app, first, ids).await?;
                 judge.set_fingerprints(catalog.known, catalog.definitions);
             }
             let memory = self.memory(&release.app).await?;

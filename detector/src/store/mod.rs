@@ -72,6 +72,10 @@ pub struct SeriesQuery {
     pub limit: Option<usize>,
 }
 
+/// A class chain or stack shape asked about by [`Store::known_members`]: the class, the
+/// causes (outermost first) and, for a stack shape, the top frames.
+pub type Shape<'a> = (&'a str, &'a [String], Option<&'a [String]>);
+
 /// Which of an app's fingerprints [`Store::exceptions`] reads.
 #[derive(Debug, Clone, Copy)]
 pub struct ExceptionQuery {
@@ -467,7 +471,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<FingerprintRow>, StoreError>> + Send;
 
     /// The fingerprints of `app` among `ids`, in no order; an id the app never showed is
-    /// left out. Read by primary key, whatever the number of the app's fingerprints.
+    /// left out. Read by primary key, whatever the number of the app's fingerprints;
+    /// without their sample traces unless `samples`.
     ///
     /// # Errors
     /// [`StoreError`] when the store cannot be read.
@@ -475,21 +480,22 @@ pub trait Store: Send + Sync + 'static {
         &self,
         app: &str,
         ids: &[u64],
+        samples: bool,
     ) -> impl Future<Output = Result<Vec<FingerprintRow>, StoreError>> + Send;
 
-    /// For the class chains `chains` (class, causes outermost first): one fingerprint of
-    /// `app` for each distinct stack shape (class, causes and top frames) of those chains
-    /// first seen before `before` (the smallest fingerprint of the shape, without message
-    /// or sample), at most `limit` in all, the shapes most recently seen first.
+    /// Of the class chains and stack shapes `asked`: the members of `app` first seen
+    /// before `before` that tell whether an unknown fingerprint is a known failure under
+    /// another name (`judge::family`) — for each class chain its smallest fingerprint and
+    /// its smallest frameless one, for each stack shape its smallest one — without
+    /// message or sample. Exact, and never more rows than three per item asked.
     ///
     /// # Errors
     /// [`StoreError`] when the store cannot be read.
-    fn shapes_before(
+    fn known_members(
         &self,
         app: &str,
-        chains: &[(String, Vec<String>)],
         before: i64,
-        limit: usize,
+        asked: &[Shape<'_>],
     ) -> impl Future<Output = Result<Vec<FingerprintRow>, StoreError>> + Send;
 
     /// The dangerous-exception alerts of `app` at or after `from`, oldest first, at most

@@ -36,7 +36,7 @@ use super::shared::rows::{
 use super::{
     AlertRow, AppRow, DecisionEntry, ExceptionQuery, FingerprintRow, HostRow, HourRow,
     IngestOutcome, LockKey, MinuteRow, NewRelease, QueuedAlert, QueuedWebhook, ReleaseFilter,
-    ReleaseState, ReleaseUpdate, SeriesQuery, Store, StoreError, StoreLock, StoredRelease,
+    ReleaseState, ReleaseUpdate, SeriesQuery, Shape, Store, StoreError, StoreLock, StoredRelease,
 };
 use crate::judge::Definition;
 
@@ -290,39 +290,18 @@ impl Store for PostgresStore {
         &self,
         app: &str,
         ids: &[u64],
+        samples: bool,
     ) -> Result<Vec<FingerprintRow>, StoreError> {
-        let mut out = Vec::new();
-        for chunk in ids.chunks(fingerprints::IDS_PER_QUERY) {
-            let rows: Vec<FingerprintDbRow> = fingerprints::by_id::<Postgres>(app, chunk)
-                .build_query_as()
-                .fetch_all(&self.pool)
-                .await?;
-            out.extend(rows.into_iter().map(FingerprintRow::from));
-        }
-        Ok(out)
+        fingerprints::read_by_id(&self.pool, app, ids, samples).await
     }
 
-    async fn shapes_before(
+    async fn known_members(
         &self,
         app: &str,
-        chains: &[(String, Vec<String>)],
         before: i64,
-        limit: usize,
+        asked: &[Shape<'_>],
     ) -> Result<Vec<FingerprintRow>, StoreError> {
-        let mut out = Vec::new();
-        for chunk in chains.chunks(fingerprints::CHAINS_PER_QUERY) {
-            let left = limit.saturating_sub(out.len());
-            if left == 0 {
-                break;
-            }
-            let rows: Vec<FingerprintDbRow> =
-                fingerprints::shapes_before::<Postgres>(app, chunk, before, left)
-                    .build_query_as()
-                    .fetch_all(&self.pool)
-                    .await?;
-            out.extend(rows.into_iter().map(FingerprintRow::from));
-        }
-        Ok(out)
+        fingerprints::read_known_members(&self.pool, app, before, asked).await
     }
 
     async fn alerts(

@@ -19,7 +19,7 @@ use super::shared::to_json;
 use super::{
     AlertRow, AppRow, DecisionEntry, ExceptionQuery, FingerprintRow, HostRow, HourRow,
     IngestOutcome, MinuteRow, NewRelease, ReleaseFilter, ReleaseState, ReleaseUpdate, SeriesQuery,
-    Store, StoreError, StoredRelease,
+    Shape, Store, StoreError, StoredRelease,
 };
 use crate::judge::Batch;
 
@@ -141,39 +141,18 @@ impl Store for SqliteStore {
         &self,
         app: &str,
         ids: &[u64],
+        samples: bool,
     ) -> Result<Vec<FingerprintRow>, StoreError> {
-        let mut out = Vec::new();
-        for chunk in ids.chunks(fingerprints::IDS_PER_QUERY) {
-            let rows: Vec<FingerprintDbRow> = fingerprints::by_id::<Sqlite>(app, chunk)
-                .build_query_as()
-                .fetch_all(&self.readers)
-                .await?;
-            out.extend(rows.into_iter().map(FingerprintRow::from));
-        }
-        Ok(out)
+        fingerprints::read_by_id(&self.readers, app, ids, samples).await
     }
 
-    async fn shapes_before(
+    async fn known_members(
         &self,
         app: &str,
-        chains: &[(String, Vec<String>)],
         before: i64,
-        limit: usize,
+        asked: &[Shape<'_>],
     ) -> Result<Vec<FingerprintRow>, StoreError> {
-        let mut out = Vec::new();
-        for chunk in chains.chunks(fingerprints::CHAINS_PER_QUERY) {
-            let left = limit.saturating_sub(out.len());
-            if left == 0 {
-                break;
-            }
-            let rows: Vec<FingerprintDbRow> =
-                fingerprints::shapes_before::<Sqlite>(app, chunk, before, left)
-                    .build_query_as()
-                    .fetch_all(&self.readers)
-                    .await?;
-            out.extend(rows.into_iter().map(FingerprintRow::from));
-        }
-        Ok(out)
+        fingerprints::read_known_members(&self.readers, app, before, asked).await
     }
 
     async fn alerts(

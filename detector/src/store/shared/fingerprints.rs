@@ -1,19 +1,25 @@
 //! Reading an app's fingerprints back, for either database, in bounded pieces: the most
-//! recently seen (an index on `(app, last_seen)`), some by id (the primary key), and the
-//! stack shapes of some class chains known before a time (an index on `(app, class,
-//! causes)`). None of them reads all of an app's fingerprints, however many it has.
+//! recently seen (at most a limit of them, the app's rows walked by the primary key), some
+//! by id (the primary key), and the known members of some class chains and stack shapes
+//! (an index on `(app, substr(class, 1, 200))`). None of them holds all of an app's
+//! fingerprints in memory, however many it has.
 
-use sqlx::{Database, Encode, QueryBuilder, Type};
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, Pool, QueryBuilder, Type};
 
 use super::fp;
-use super::rows::FINGERPRINT_COLUMNS;
-use crate::store::ExceptionQuery;
+use super::rows::{FINGERPRINT_COLUMNS, FingerprintDbRow};
+use crate::store::{ExceptionQuery, FingerprintRow, Shape, StoreError};
 
 /// Ids asked for in one statement (well under either database's bound on parameters).
 pub(in crate::store) const IDS_PER_QUERY: usize = 500;
 
-/// Class chains asked for in one statement (two parameters each).
-pub(in crate::store) const CHAINS_PER_QUERY: usize = 250;
+/// Class chains and stack shapes asked about in one statement (up to nine parameters
+/// each, within SQLite's bound of 32,766).
+pub(in crate::store) const SHAPES_PER_QUERY: usize = 200;
+
+/// The columns [`FingerprintDbRow`] reads, without the sample trace.
+const LEAN_SELECT: &str = "SELECT fingerprint, class, causes, message, frames, dangerous, \
+     '' AS sample, first_seen, last_seen, count FROM fingerprints WHERE app = ";
 
 fn limit_of(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
@@ -46,15 +52,22 @@ where
     q
 }
 
-/// The fingerprints of `app` among `ids` (at most [`IDS_PER_QUERY`] of them).
-pub(in crate::store) fn by_id<DB: Database>(app: &str, ids: &[u64]) -> QueryBuilder<DB>
+/// The fingerprints of `app` among `ids` (at most [`IDS_PER_QUERY`] of them), without
+/// their samples unless `samples`.
+pub(in crate::store) fn by_id<DB: Database>(
+    app: &str,
+    ids: &[u64],
+    samples: bool,
+) -> QueryBuilder<DB>
 where
     for<'t> String: Encode<'t, DB> + Type<DB>,
     for<'t> i64: Encode<'t, DB> + Type<DB>,
 {
-    let mut q = QueryBuilder::<DB>::new(format!(
-        "SELECT {FINGERPRINT_COLUMNS} FROM fingerprints WHERE app = "
-    ));
+    let mut q = QueryBuilder::<DB>::new(if samples {
+        format!("SELECT {FINGERPRINT_COLUMNS} FROM fingerprints WHERE app = ")
+    } else {
+        LEAN_SELECT.to_string()
+    });
     q.push_bind(app.to_string()).push(" AND fingerprint IN (");
     let mut list = q.separated(", ");
     for &id in ids {
@@ -64,40 +77,144 @@ where
     q
 }
 
-/// One fingerprint of `app` per stack shape of `chains` (at most [`CHAINS_PER_QUERY`])
-/// first seen before `before`, the most recently seen shapes first, at most `limit`.
-/// Causes and frames are compared as stored: the JSON text every writer makes of them.
-pub(in crate::store) fn shapes_before<DB: Database>(
+/// Characters of a class an index entry holds: the class chain index is on
+/// `(app, substr(class, 1, CLASS_PREFIX))`, which keeps every entry within PostgreSQL's
+/// bound on an index row (about 2.7 KB) however long a class an agent sends.
+const CLASS_PREFIX: usize = 200;
+
+/// The known members asked about by [`known_members`]: for a class chain, its smallest
+/// fingerprint (as stored: a signed integer) and its smallest frameless one; for a stack
+/// shape, its smallest one.
+fn push_groups<DB: Database>(q: &mut QueryBuilder<DB>, app: &str, before: i64, asked: &[Shape<'_>])
+where
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+{
+    let json = |items: &[String]| serde_json::to_string(items).unwrap_or_default();
+    let mut first = true;
+    for frameless in [false, true] {
+        let (chains, shapes): (Vec<&Shape<'_>>, Vec<&Shape<'_>>) =
+            asked.iter().partition(|s| s.2.is_none());
+        for (list, by_frames) in [(chains, false), (shapes, true)] {
+            if list.is_empty() || (frameless && by_frames) {
+                continue;
+            }
+            if !first {
+                q.push(" UNION ");
+            }
+            first = false;
+            q.push("SELECT min(fingerprint) FROM fingerprints WHERE app = ")
+                .push_bind(app.to_string())
+                .push(" AND first_seen < ")
+                .push_bind(before);
+            if frameless {
+                q.push(" AND frames = '[]'");
+            }
+            q.push(format!(" AND substr(class, 1, {CLASS_PREFIX}) IN ("));
+            let mut prefixes = q.separated(", ");
+            for (class, _, _) in &list {
+                prefixes.push_bind(class.chars().take(CLASS_PREFIX).collect::<String>());
+            }
+            q.push(")");
+            if by_frames {
+                q.push(" AND (class, causes, frames) IN (VALUES ");
+            } else {
+                q.push(" AND (class, causes) IN (VALUES ");
+            }
+            let mut values = q.separated(", ");
+            for (class, causes, frames) in &list {
+                values
+                    .push("(")
+                    .push_bind_unseparated(class.to_string())
+                    .push_unseparated(", ")
+                    .push_bind_unseparated(json(causes));
+                if let Some(frames) = frames {
+                    values
+                        .push_unseparated(", ")
+                        .push_bind_unseparated(json(frames));
+                }
+                values.push_unseparated(")");
+            }
+            q.push(if by_frames {
+                ") GROUP BY class, causes, frames"
+            } else {
+                ") GROUP BY class, causes"
+            });
+        }
+    }
+}
+
+/// Of the class chains and stack shapes `asked` (at most [`SHAPES_PER_QUERY`]): the known
+/// members of `app` (first seen before `before`) the judge relates an unknown fingerprint
+/// to — for each chain its smallest fingerprint and its smallest frameless one, for each
+/// shape its smallest one — without message or sample. Exact, and as many rows as asked
+/// at most, however many fingerprints the chains have.
+pub(in crate::store) fn known_members<DB: Database>(
     app: &str,
-    chains: &[(String, Vec<String>)],
     before: i64,
-    limit: usize,
+    asked: &[Shape<'_>],
 ) -> QueryBuilder<DB>
 where
     for<'t> String: Encode<'t, DB> + Type<DB>,
     for<'t> i64: Encode<'t, DB> + Type<DB>,
 {
-    let mut q = QueryBuilder::<DB>::new(
-        "SELECT min(fingerprint) AS fingerprint, class, causes, '' AS message, frames, \
-         FALSE AS dangerous, '' AS sample, min(first_seen) AS first_seen, \
-         max(last_seen) AS last_seen, CAST(0 AS BIGINT) AS count FROM fingerprints WHERE app = ",
-    );
-    q.push_bind(app.to_string())
-        .push(" AND first_seen < ")
-        .push_bind(before)
-        .push(" AND (class, causes) IN (VALUES ");
-    let mut list = q.separated(", ");
-    for (class, causes) in chains {
-        list.push("(")
-            .push_bind_unseparated(class.clone())
-            .push_unseparated(", ")
-            .push_bind_unseparated(serde_json::to_string(causes).unwrap_or_default())
-            .push_unseparated(")");
-    }
-    q.push(
-        ") GROUP BY class, causes, frames \
-         ORDER BY max(coalesce(last_seen, 0)) DESC, min(fingerprint) LIMIT ",
-    )
-    .push_bind(limit_of(limit));
+    let mut q = QueryBuilder::<DB>::new(LEAN_SELECT);
+    q.push_bind(app.to_string()).push(" AND fingerprint IN (");
+    push_groups(&mut q, app, before, asked);
+    q.push(")");
     q
+}
+
+/// The fingerprints of `app` among `ids`, read from `pool` in pieces of [`IDS_PER_QUERY`].
+pub(in crate::store) async fn read_by_id<DB: Database>(
+    pool: &Pool<DB>,
+    app: &str,
+    ids: &[u64],
+    samples: bool,
+) -> Result<Vec<FingerprintRow>, StoreError>
+where
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'r> FingerprintDbRow: FromRow<'r, DB::Row>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> DB::Arguments: IntoArguments<DB>,
+{
+    let mut out = Vec::new();
+    for chunk in ids.chunks(IDS_PER_QUERY) {
+        let rows: Vec<FingerprintDbRow> = by_id::<DB>(app, chunk, samples)
+            .build_query_as()
+            .fetch_all(pool)
+            .await?;
+        out.extend(rows.into_iter().map(FingerprintRow::from));
+    }
+    Ok(out)
+}
+
+/// [`known_members`] of every chain and shape of `asked`, read from `pool` in pieces of
+/// [`SHAPES_PER_QUERY`].
+pub(in crate::store) async fn read_known_members<DB: Database>(
+    pool: &Pool<DB>,
+    app: &str,
+    before: i64,
+    asked: &[Shape<'_>],
+) -> Result<Vec<FingerprintRow>, StoreError>
+where
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'r> FingerprintDbRow: FromRow<'r, DB::Row>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> DB::Arguments: IntoArguments<DB>,
+{
+    let mut out = Vec::new();
+    for chunk in asked.chunks(SHAPES_PER_QUERY) {
+        let rows: Vec<FingerprintDbRow> = known_members::<DB>(app, before, chunk)
+            .build_query_as()
+            .fetch_all(pool)
+            .await?;
+        out.extend(rows.into_iter().map(FingerprintRow::from));
+    }
+    // A member of chains asked in two pieces is found twice.
+    out.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
+    out.dedup_by(|a, b| a.fingerprint == b.fingerprint);
+    Ok(out)
 }

@@ -7,7 +7,7 @@ use sqlx::SqlitePool;
 use crate::store::StoreError;
 
 /// Version of the schema below, kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 6;
 
 /// Name of the database file inside `data_dir`.
 pub const DB_FILE: &str = "vigil.db";
@@ -130,9 +130,10 @@ CREATE INDEX IF NOT EXISTS release_decisions_by_release ON release_decisions (re
 CREATE INDEX IF NOT EXISTS reports_by_received_at ON reports (received_at);
 -- Version 6: a release's page reads its app's alerts since its start.
 CREATE INDEX IF NOT EXISTS alerts_by_app ON alerts (app, at);
--- Version 7: a round reads the fingerprints of its window by id and those of their class
--- chains known before the release by chain, never all of an app's fingerprints.
-CREATE INDEX IF NOT EXISTS fingerprints_by_chain ON fingerprints (app, class, causes);
+-- A round reads the fingerprints of its window by id and the known members of their class
+-- chains by class, never all of an app's fingerprints (an index only: a store with it
+-- still opens in a Vigil of the same schema version without it).
+CREATE INDEX IF NOT EXISTS fingerprints_by_class ON fingerprints (app, substr(class, 1, 200));
 CREATE TABLE IF NOT EXISTS app_hours (
     app TEXT NOT NULL,
     host TEXT NOT NULL,
