@@ -13,8 +13,8 @@ impl<S: Store> Releases<S> {
     /// The release recorded as a replay case (`GET /api/v1/releases/{id}/case`): counters
     /// of its hosts from the baseline to its end (finish, or the last judged minute),
     /// definitions of the fingerprints they show, which of those were known at its start,
-    /// one known fingerprint of each stack shape of the class chains of the others (which
-    /// the judge relates), and the label its feedback implies.
+    /// the known members of the class chains of the others that the judge relates them to
+    /// (see `catalog`), and the label its feedback implies.
     ///
     /// # Errors
     /// [`ReleaseError::Conflict`] without a batch, [`ReleaseError::NotFound`],

@@ -13,9 +13,11 @@
 //!   three answer exactly what the judge asks of the app's history, with at most three
 //!   fingerprints each, however many the chain has.
 //!
-//! What it does not read: fingerprints the app's memory learned (from feedback) that are
-//! neither in the window nor first seen before the release, which count as known by id
-//! but no longer stand for their family.
+//! The caller adds the fingerprints the app's memory learned (from feedback on another
+//! release) since the release started, so that they stand for their families as well.
+//! What is not read: fingerprints users called benign that are neither in the window nor
+//! first seen before the release (up to 4,096 an app), which count as known by id but not
+//! for their families.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 

@@ -79,15 +79,17 @@ impl<S: Store> Releases<S> {
                     .map(host_minute),
             );
         }
+        let memory = self.memory(&release.app).await?;
         let catalog = self
             .catalog(
                 &release.app,
                 first,
-                rows.iter().flat_map(|r| r.exceptions.keys().copied()),
+                rows.iter()
+                    .flat_map(|r| r.exceptions.keys().copied())
+                    .chain(learned_since(&memory, first)),
             )
             .await?;
         judge.set_fingerprints(catalog.known, catalog.definitions);
-        let memory = self.memory(&release.app).await?;
         let previous = release.decision;
         // The funnel is plain CPU work: off the async workers, so ingest and the API keep
         // their threads whatever the number of releases and minutes.
@@ -170,16 +172,17 @@ impl<S: Store> Releases<S> {
                 continue;
             };
             let (mut judge, recovered) = (loaded.judge, loaded.recovered);
+            let memory = self.memory(&release.app).await?;
             if let Some(first) = first_minute(&release) {
                 // The alert's fingerprint, and those its judge counts as known for having
                 // seen them outside the release at the last round (their families too).
                 let ids: Vec<Fingerprint> = std::iter::once(alert.fingerprint)
                     .chain(judge.outside_last_round())
+                    .chain(learned_since(&memory, first))
                     .collect();
                 let catalog = self.catalog(&release.app, first, ids).await?;
                 judge.set_fingerprints(catalog.known, catalog.definitions);
             }
-            let memory = self.memory(&release.app).await?;
             let previous = release.decision;
             let verdict = judge.alert(
                 alert.at,
@@ -422,4 +425,16 @@ impl<S: Store> Releases<S> {
             .filter(|r| hosts.contains(r.host.as_str()))
             .collect())
     }
+}
+
+/// Fingerprints the app's memory learned as known (from feedback on another release) that
+/// were seen at or after `first`: first seen after this release started, so the store's
+/// record does not count them as known before it, and the catalog reads them by id to
+/// let them stand for their families as the memory has them stand for themselves.
+fn learned_since(memory: &AppMemory, first: i64) -> impl Iterator<Item = Fingerprint> + '_ {
+    memory
+        .known_fingerprints
+        .iter()
+        .filter(move |&(_, &seen)| seen >= first)
+        .map(|(&fp, _)| fp)
 }

@@ -301,7 +301,7 @@ impl Store for PostgresStore {
         before: i64,
         asked: &[Shape<'_>],
     ) -> Result<Vec<FingerprintRow>, StoreError> {
-        fingerprints::read_known_members(&self.pool, app, before, asked).await
+        fingerprints::read_known_members(&self.pool, app, before, asked, "").await
     }
 
     async fn alerts(

@@ -152,7 +152,14 @@ impl Store for SqliteStore {
         before: i64,
         asked: &[Shape<'_>],
     ) -> Result<Vec<FingerprintRow>, StoreError> {
-        fingerprints::read_known_members(&self.readers, app, before, asked).await
+        fingerprints::read_known_members(
+            &self.readers,
+            app,
+            before,
+            asked,
+            " INDEXED BY fingerprints_by_class",
+        )
+        .await
     }
 
     async fn alerts(

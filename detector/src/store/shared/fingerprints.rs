@@ -13,7 +13,7 @@ use crate::store::{ExceptionQuery, FingerprintRow, Shape, StoreError};
 /// Ids asked for in one statement (well under either database's bound on parameters).
 pub(in crate::store) const IDS_PER_QUERY: usize = 500;
 
-/// Class chains and stack shapes asked about in one statement (up to nine parameters
+/// Class chains and stack shapes asked about in one statement (up to six parameters
 /// each, within SQLite's bound of 32,766).
 pub(in crate::store) const SHAPES_PER_QUERY: usize = 200;
 
@@ -85,8 +85,13 @@ const CLASS_PREFIX: usize = 200;
 /// The known members asked about by [`known_members`]: for a class chain, its smallest
 /// fingerprint (as stored: a signed integer) and its smallest frameless one; for a stack
 /// shape, its smallest one.
-fn push_groups<DB: Database>(q: &mut QueryBuilder<DB>, app: &str, before: i64, asked: &[Shape<'_>])
-where
+fn push_groups<DB: Database>(
+    q: &mut QueryBuilder<DB>,
+    app: &str,
+    before: i64,
+    asked: &[Shape<'_>],
+    hint: &str,
+) where
     for<'t> String: Encode<'t, DB> + Type<DB>,
     for<'t> i64: Encode<'t, DB> + Type<DB>,
 {
@@ -103,17 +108,23 @@ where
                 q.push(" UNION ");
             }
             first = false;
-            q.push("SELECT min(fingerprint) FROM fingerprints WHERE app = ")
-                .push_bind(app.to_string())
-                .push(" AND first_seen < ")
-                .push_bind(before);
+            q.push(format!(
+                "SELECT min(fingerprint) FROM fingerprints{hint} WHERE app = "
+            ))
+            .push_bind(app.to_string())
+            .push(" AND first_seen < ")
+            .push_bind(before);
             if frameless {
                 q.push(" AND frames = '[]'");
             }
+            // The prefix is taken by the database, as the index takes it.
             q.push(format!(" AND substr(class, 1, {CLASS_PREFIX}) IN ("));
             let mut prefixes = q.separated(", ");
             for (class, _, _) in &list {
-                prefixes.push_bind(class.chars().take(CLASS_PREFIX).collect::<String>());
+                prefixes
+                    .push("substr(")
+                    .push_bind_unseparated(class.to_string())
+                    .push_unseparated(format!(", 1, {CLASS_PREFIX})"));
             }
             q.push(")");
             if by_frames {
@@ -149,10 +160,15 @@ where
 /// to — for each chain its smallest fingerprint and its smallest frameless one, for each
 /// shape its smallest one — without message or sample. Exact, and as many rows as asked
 /// at most, however many fingerprints the chains have.
+///
+/// `hint` follows the table's name in the subqueries: SQLite's `INDEXED BY`, since without
+/// statistics (Vigil never runs `ANALYZE`) SQLite prefers walking the app's rows by the
+/// primary key to the class index.
 pub(in crate::store) fn known_members<DB: Database>(
     app: &str,
     before: i64,
     asked: &[Shape<'_>],
+    hint: &str,
 ) -> QueryBuilder<DB>
 where
     for<'t> String: Encode<'t, DB> + Type<DB>,
@@ -160,7 +176,7 @@ where
 {
     let mut q = QueryBuilder::<DB>::new(LEAN_SELECT);
     q.push_bind(app.to_string()).push(" AND fingerprint IN (");
-    push_groups(&mut q, app, before, asked);
+    push_groups(&mut q, app, before, asked, hint);
     q.push(")");
     q
 }
@@ -197,6 +213,7 @@ pub(in crate::store) async fn read_known_members<DB: Database>(
     app: &str,
     before: i64,
     asked: &[Shape<'_>],
+    hint: &str,
 ) -> Result<Vec<FingerprintRow>, StoreError>
 where
     for<'t> String: Encode<'t, DB> + Type<DB>,
@@ -207,7 +224,7 @@ where
 {
     let mut out = Vec::new();
     for chunk in asked.chunks(SHAPES_PER_QUERY) {
-        let rows: Vec<FingerprintDbRow> = known_members::<DB>(app, before, chunk)
+        let rows: Vec<FingerprintDbRow> = known_members::<DB>(app, before, chunk, hint)
             .build_query_as()
             .fetch_all(pool)
             .await?;
