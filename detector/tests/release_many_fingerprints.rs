@@ -14,7 +14,7 @@ use tower::ServiceExt;
 use vigil_detector::api::{ApiState, DEFAULT_EXCEPTIONS, MAX_EXCEPTIONS, router};
 use vigil_detector::judge::Definition;
 use vigil_detector::judge::minute_of;
-use vigil_detector::release::{CreateRelease, Releases, StoredAlert};
+use vigil_detector::release::{CreateRelease, ReleaseView, Releases, StoredAlert};
 use vigil_detector::store::{SqliteStore, Store};
 use vigil_proto::v1::report::Body as ReportBody;
 use vigil_proto::v1::{
@@ -124,6 +124,38 @@ fn app_report(app: &str, host: &str, seq: u64, minute: i64, exceptions: &[(u64, 
     }
 }
 
+/// Stores `reports` one at a time, releases `app` on h1 ten minutes before `end` (h2 and h3
+/// the reference hosts) and judges it up to the minute before `end`.
+async fn store_and_release(
+    store: &SqliteStore,
+    releases: &Releases<SqliteStore>,
+    app: &str,
+    reports: &[Report],
+    end: i64,
+) -> (ReleaseView, ReleaseView) {
+    for r in reports {
+        store
+            .ingest(std::slice::from_ref(r), now())
+            .await
+            .expect("ingest");
+    }
+    let created = releases
+        .create(
+            CreateRelease {
+                app: app.into(),
+                version: "2.0".into(),
+                hosts: vec!["h1".into()],
+                reference_hosts: Some(vec!["h2".into(), "h3".into()]),
+                started_at: Some(end - 10 * 60),
+            },
+            now(),
+        )
+        .await
+        .expect("create");
+    let judged = releases.round(created.id, end - 60).await.expect("round");
+    (created, judged)
+}
+
 async fn get(router: &axum::Router, uri: &str) -> (u16, Value) {
     let request = Request::builder()
         .uri(uri)
@@ -176,27 +208,7 @@ async fn an_app_with_many_fingerprints_is_judged_from_what_its_window_shows() {
             reports.push(report(host, seq, m, shown));
         }
     }
-    for r in &reports {
-        store
-            .ingest(std::slice::from_ref(r), now())
-            .await
-            .expect("ingest");
-    }
-
-    let created = releases
-        .create(
-            CreateRelease {
-                app: "shop".into(),
-                version: "2.0".into(),
-                hosts: vec!["h1".into()],
-                reference_hosts: Some(vec!["h2".into(), "h3".into()]),
-                started_at: Some(release_at),
-            },
-            now(),
-        )
-        .await
-        .expect("create");
-    let judged = releases.round(created.id, end - 60).await.expect("round");
+    let (created, judged) = store_and_release(&store, &releases, "shop", &reports, end).await;
 
     // The new exception is new; the old failures are not, by id or by family (the
     // minted class's frameless shape is the oldest of its 12,001).
@@ -286,26 +298,7 @@ async fn an_alert_is_judged_with_the_fingerprints_its_last_round_saw_outside() {
             reports.push(app_report("cart", host, seq as u64 + 1, m, shown));
         }
     }
-    for r in &reports {
-        store
-            .ingest(std::slice::from_ref(r), now())
-            .await
-            .expect("ingest");
-    }
-    let created = releases
-        .create(
-            CreateRelease {
-                app: "cart".into(),
-                version: "2.0".into(),
-                hosts: vec!["h1".into()],
-                reference_hosts: Some(vec!["h2".into(), "h3".into()]),
-                started_at: Some(release_at),
-            },
-            now(),
-        )
-        .await
-        .expect("create");
-    let judged = releases.round(created.id, end - 60).await.expect("round");
+    let (created, judged) = store_and_release(&store, &releases, "cart", &reports, end).await;
     assert_eq!(judged.decision.as_str(), "pass", "{:#?}", judged.reasons);
 
     let alert = |fingerprint: u64, seq: u64| {
