@@ -5,6 +5,7 @@
 //! cargo bench -p vigil-detector --bench replay_benchmark                       # 1,000 cases
 //! cargo bench -p vigil-detector --bench replay_benchmark -- --cases 3000 --seed 7
 //! cargo bench -p vigil-detector --bench replay_benchmark -- --details         # misses and false alarms
+//! cargo bench -p vigil-detector --bench replay_benchmark -- --calibration 500 --details  # and why each benign release blocked
 //! cargo bench -p vigil-detector --bench replay_benchmark -- --write FILE --cases 60 --seed 7 --bad-fraction 0.3
 //! ```
 //! The default seed is the benchmark's; the judge was tuned on other seeds (1, 2, 3, 99).
@@ -451,7 +452,7 @@ fn main() {
         }
     };
     if args.calibration > 0 {
-        calibration(args.seed, args.calibration, &corpus);
+        calibration(args.seed, args.calibration, &corpus, args.details);
         return;
     }
     let t = Instant::now();
@@ -614,7 +615,7 @@ fn main() {
 /// The calibration run: `per_kind` benign releases of every kind (A/A twice as many), none
 /// with an effect, each kind replayed with its own learned memory; the share blocked and
 /// the share ending on `watch`, next to the false-block budget.
-fn calibration(seed: u64, per_kind: usize, corpus: &CpuCorpus) {
+fn calibration(seed: u64, per_kind: usize, corpus: &CpuCorpus, details: bool) {
     let budget = JudgeParams::default().false_block_budget;
     println!("Vigil calibration run (seed {seed}): benign releases only, budget {budget}");
     println!("machine: {}", machine());
@@ -660,6 +661,15 @@ fn calibration(seed: u64, per_kind: usize, corpus: &CpuCorpus) {
                     took_part.dedup();
                     for rule in took_part {
                         *rules.entry(rule).or_default() += 1;
+                    }
+                    if details {
+                        for x in r
+                            .reasons
+                            .iter()
+                            .filter(|x| x.severity == Severity::Critical)
+                        {
+                            eprintln!("{name} {}: {} {}", case.id, x.rule.as_str(), x.summary);
+                        }
                     }
                 }
                 Decision::Watch => watched += 1,
