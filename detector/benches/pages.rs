@@ -189,13 +189,7 @@ fn main() {
         let read_counters = started.elapsed();
         let rows = history.rows.len();
         let started = Instant::now();
-        let named: Vec<u64> = history
-            .release
-            .reasons
-            .iter()
-            .filter_map(|r| r.fingerprint.as_deref())
-            .filter_map(|f| u64::from_str_radix(f, 16).ok())
-            .collect();
+        let named = vigil_detector::pages::named_fingerprints(&history.release.reasons);
         let fingerprints = store
             .fingerprints("shop", &named, true)
             .await

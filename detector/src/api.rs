@@ -181,10 +181,12 @@ async fn apps<S: Store>(State(state): State<Arc<ApiState<S>>>) -> Result<Respons
 #[serde(deny_unknown_fields)]
 struct ExceptionParams {
     limit: Option<usize>,
+    offset: Option<usize>,
 }
 
 /// Most fingerprints one `GET /api/v1/apps/{app}/exceptions` answers, the most recently
-/// seen (a definition holds up to 64 KiB); `truncated` says there are more.
+/// seen (a definition holds up to 64 KiB); `truncated` says there are more, and
+/// `next_offset` is the `?offset=` of the next page.
 pub const MAX_EXCEPTIONS: usize = 1_000;
 
 /// Fingerprints answered without `?limit=`.
@@ -202,11 +204,16 @@ async fn exceptions<S: Store>(
             "limit {limit} is not between 1 and {MAX_EXCEPTIONS}"
         )));
     }
-    let mut exceptions = state
-        .store
-        .exceptions(&app, &ExceptionQuery::latest(limit + 1))
-        .await?;
-    if exceptions.is_empty() && !state.store.apps().await?.iter().any(|a| a.app == app) {
+    let offset = params.offset.unwrap_or(0);
+    let query = ExceptionQuery {
+        offset,
+        ..ExceptionQuery::latest(limit + 1)
+    };
+    let mut exceptions = state.store.exceptions(&app, &query).await?;
+    if exceptions.is_empty()
+        && offset == 0
+        && !state.store.apps().await?.iter().any(|a| a.app == app)
+    {
         return Err(ApiError {
             status: StatusCode::NOT_FOUND,
             message: format!("no app {app:?} has reported"),
@@ -214,10 +221,15 @@ async fn exceptions<S: Store>(
     }
     let truncated = exceptions.len() > limit;
     exceptions.truncate(limit);
-    Ok(
-        Json(json!({ "app": app, "exceptions": exceptions, "truncated": truncated }))
-            .into_response(),
-    )
+    // The next page, in the order of the last sighting (which reports move along).
+    let next_offset = truncated.then_some(offset + limit);
+    Ok(Json(json!({
+        "app": app,
+        "exceptions": exceptions,
+        "truncated": truncated,
+        "next_offset": next_offset,
+    }))
+    .into_response())
 }
 
 impl From<ReleaseError> for ApiError {

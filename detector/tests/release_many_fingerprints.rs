@@ -264,6 +264,11 @@ async fn an_app_with_many_fingerprints_is_judged_from_what_its_window_shows() {
             format!("{GEN_FULL:016x}")
         ]
     );
+    // The next page starts where that one ended.
+    assert_eq!(page["next_offset"], 3);
+    let (status, next) = get(&router, "/api/v1/apps/shop/exceptions?limit=3&offset=3").await;
+    assert_eq!(status, 200, "{next}");
+    assert_eq!(next["exceptions"][0]["fingerprint"], format!("{MINT:016x}"));
     for (query, expected) in [("", DEFAULT_EXCEPTIONS), ("?limit=1000", MAX_EXCEPTIONS)] {
         let (status, page) = get(&router, &format!("/api/v1/apps/shop/exceptions{query}")).await;
         assert_eq!(status, 200);

@@ -18,6 +18,7 @@ use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 use vigil_detector::config::Retention;
 use vigil_detector::judge::{Batch, Decision, Feedback};
+use vigil_detector::replay::parse_fingerprint;
 use vigil_detector::store::{
     ExceptionQuery, FeedbackEntry, FingerprintRow, IngestOutcome, NewRelease, Outcome,
     PostgresStore, ReleaseFilter, ReleaseState, ReleaseUpdate, RetentionPass, SeriesQuery, Shape,
@@ -303,6 +304,7 @@ async fn everything<S: Store>(store: &S) -> String {
             since: Some(NOW - 2 * 3600),
             new_or_dangerous: true,
             limit: 5,
+            offset: 0,
         };
         out += &serde_json::to_string(&store.exceptions(app, &board).await.unwrap()).unwrap();
         let all = store
@@ -311,7 +313,7 @@ async fn everything<S: Store>(store: &S) -> String {
             .unwrap();
         let mut ids: Vec<u64> = all
             .iter()
-            .filter_map(|f| u64::from_str_radix(&f.fingerprint, 16).ok())
+            .filter_map(|f| parse_fingerprint(&f.fingerprint).ok())
             .collect();
         ids.push(0x0bad_0000_0000_0001);
         let mut by_id = store.fingerprints(app, &ids, true).await.unwrap();
@@ -341,7 +343,7 @@ async fn everything<S: Store>(store: &S) -> String {
                 known
                     .iter()
                     .filter(|f| group(f))
-                    .min_by_key(|f| u64::from_str_radix(&f.fingerprint, 16).unwrap_or(0) as i64)
+                    .min_by_key(|f| parse_fingerprint(&f.fingerprint).unwrap_or(0) as i64)
                     .map(|f| f.fingerprint.clone())
             };
             let mut expected: Vec<String> = Vec::new();

@@ -486,6 +486,9 @@ fn interpolated(buckets: impl Iterator<Item = (i32, u64)> + Clone, q: f64) -> Op
 /// Fewest compared minutes before its release that tell a host's usual latency ratio.
 const MIN_USUAL_MINUTES: usize = 5;
 
+/// Fewest compared minutes after its release for a host to be the slowest one.
+const MIN_HOST_MINUTES: usize = 5;
+
 /// Fewest requests a host-minute needs for its quantile to be compared.
 const MIN_MINUTE_REQUESTS: u64 = 20;
 
@@ -634,7 +637,6 @@ fn latency_minutes(traffic: &Traffic<'_>, w: &Windows<'_>, q: f64) -> LatencyMin
 /// [`MIN_HOST_MINUTES`] minutes (all host-minutes together when none is). The median of
 /// five minutes or more: the slowest of many hosts is not one host's passing noise.
 fn slowest_host(after: &[(usize, f64)]) -> Option<f64> {
-    const MIN_HOST_MINUTES: usize = 5;
     let mut by_host: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
     for &(host, ratio) in after {
         by_host.entry(host).or_default().push(ratio);

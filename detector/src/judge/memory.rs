@@ -96,9 +96,10 @@ pub const MAX_KNOWN_FINGERPRINTS: usize = 16_384;
 
 /// Keeps the `cap` fingerprints of `seen` seen last (ties: the smaller fingerprint goes).
 pub(crate) fn keep_latest(seen: &mut BTreeMap<Fingerprint, i64>, cap: usize) {
-    let Some(excess) = seen.len().checked_sub(cap).filter(|&e| e > 0) else {
+    if seen.len() <= cap {
         return;
-    };
+    }
+    let excess = seen.len() - cap;
     let mut by_age: Vec<(i64, Fingerprint)> = seen.iter().map(|(&fp, &at)| (at, fp)).collect();
     by_age.select_nth_unstable(excess - 1);
     for &(_, fp) in &by_age[..excess] {

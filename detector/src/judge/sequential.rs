@@ -203,9 +203,7 @@ impl Overdispersion {
             .map_or(self.factor, |(r, f)| (1.0 - p) * r + p * f)
             .max(1.0)
     }
-}
 
-impl Overdispersion {
     /// Counts divided by `factor`, nothing more.
     pub fn constant(factor: f64) -> Self {
         Self {
@@ -324,6 +322,7 @@ pub(crate) fn test(
         reference_work: 0.0,
         before: [xb, eb, yb, fb],
     };
+    let shape = dispersion.shape.filter(|k| k.is_finite() && *k > 0.0);
     for t in first..until {
         // `e` is the released work as it is, `we` weighted by each host's own ratio.
         let (mut x, mut e, mut we, mut y, mut f) = (0.0, 0.0, 0.0, 0.0, 0.0);
@@ -352,7 +351,6 @@ pub(crate) fn test(
         seq.expected_work += we;
         seq.reference_events += y;
         seq.reference_work += f;
-        let shape = dispersion.shape.filter(|k| k.is_finite() && *k > 0.0);
         // The released share with no release effect, at the baseline's ratio.
         let share = theta_b * we / (theta_b * we + f);
         let d = dispersion.of_share(share);

@@ -287,6 +287,7 @@ async fn gather_board<S: Store>(store: &S, now: i64) -> Result<Board, crate::sto
                 &ExceptionQuery {
                     since: Some(now - NEW_WITHIN_SECS),
                     new_or_dangerous: true,
+                    offset: 0,
                     limit: BOARD_EXCEPTIONS,
                 },
             )
@@ -438,14 +439,7 @@ async fn release_page<S: Store>(
         }
         Err(e) => return store_problem(&e),
     };
-    // The definitions of the fingerprints the release's reasons name.
-    let named: Vec<u64> = history
-        .release
-        .reasons
-        .iter()
-        .filter_map(|r| r.fingerprint.as_deref())
-        .filter_map(|f| crate::replay::parse_fingerprint(f).ok())
-        .collect();
+    let named = named_fingerprints(&history.release.reasons);
     let found = tokio::try_join!(
         state.store.fingerprints(&history.release.app, &named, true),
         state.store.apps(),
@@ -594,6 +588,15 @@ const METRICS: [(&str, &str, &str); 4] = [
     ("load1", "Load", "1-minute load average, mean of hosts"),
     ("disk_busy_pct", "Disk", "% busy, mean of hosts"),
 ];
+
+/// The fingerprints `reasons` name, whose definitions the release page shows.
+pub fn named_fingerprints(reasons: &[crate::judge::Reason]) -> Vec<crate::judge::Fingerprint> {
+    reasons
+        .iter()
+        .filter_map(|r| r.fingerprint.as_deref())
+        .filter_map(|f| crate::replay::parse_fingerprint(f).ok())
+        .collect()
+}
 
 /// The release page's data from the release's history, the app's fingerprints and hosts,
 /// and the release's decision changes.

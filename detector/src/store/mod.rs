@@ -86,6 +86,8 @@ pub struct ExceptionQuery {
     pub new_or_dangerous: bool,
     /// Most rows the answer holds (the most recently seen).
     pub limit: usize,
+    /// Rows of that order left out before the answer's first: the next page of a listing.
+    pub offset: usize,
 }
 
 impl ExceptionQuery {
@@ -95,6 +97,7 @@ impl ExceptionQuery {
             since: None,
             new_or_dangerous: false,
             limit,
+            offset: 0,
         }
     }
 }

@@ -30,8 +30,7 @@ use vigil_proto::v1::Report;
 
 use super::shared::fingerprints;
 use super::shared::rows::{
-    DecisionRow, FingerprintDbRow, RELEASE_COLUMNS, ReleaseRow, StoredAlertRow, created_release,
-    group_apps,
+    DecisionRow, RELEASE_COLUMNS, ReleaseRow, StoredAlertRow, created_release, group_apps,
 };
 use super::{
     AlertRow, AppRow, DecisionEntry, ExceptionQuery, FingerprintRow, HostRow, HourRow,
@@ -279,11 +278,7 @@ impl Store for PostgresStore {
         app: &str,
         query: &ExceptionQuery,
     ) -> Result<Vec<FingerprintRow>, StoreError> {
-        let rows: Vec<FingerprintDbRow> = fingerprints::recent::<Postgres>(app, query)
-            .build_query_as()
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.into_iter().map(FingerprintRow::from).collect())
+        fingerprints::read_recent(&self.pool, app, query).await
     }
 
     async fn fingerprints(

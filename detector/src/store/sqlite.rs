@@ -12,8 +12,8 @@ use vigil_proto::v1::Report;
 
 use super::shared::fingerprints;
 use super::shared::rows::{
-    BatchRow, DecisionRow, FeedbackRow, FingerprintDbRow, RELEASE_COLUMNS, ReleaseRow,
-    StoredAlertRow, created_release, group_apps,
+    BatchRow, DecisionRow, FeedbackRow, RELEASE_COLUMNS, ReleaseRow, StoredAlertRow,
+    created_release, group_apps,
 };
 use super::shared::to_json;
 use super::{
@@ -130,11 +130,7 @@ impl Store for SqliteStore {
         app: &str,
         query: &ExceptionQuery,
     ) -> Result<Vec<FingerprintRow>, StoreError> {
-        let rows: Vec<FingerprintDbRow> = fingerprints::recent::<Sqlite>(app, query)
-            .build_query_as()
-            .fetch_all(&self.readers)
-            .await?;
-        Ok(rows.into_iter().map(FingerprintRow::from).collect())
+        fingerprints::read_recent(&self.readers, app, query).await
     }
 
     async fn fingerprints(

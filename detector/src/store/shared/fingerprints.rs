@@ -48,7 +48,9 @@ where
         q.push("dangerous DESC, ");
     }
     q.push("coalesce(last_seen, 0) DESC, fingerprint LIMIT ")
-        .push_bind(limit_of(query.limit));
+        .push_bind(limit_of(query.limit))
+        .push(" OFFSET ")
+        .push_bind(limit_of(query.offset));
     q
 }
 
@@ -181,6 +183,42 @@ where
     q
 }
 
+/// The rows of `queries`, run one after the other on `pool`.
+async fn fetch<DB: Database>(
+    pool: &Pool<DB>,
+    queries: impl IntoIterator<Item = QueryBuilder<DB>>,
+) -> Result<Vec<FingerprintRow>, StoreError>
+where
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'r> FingerprintDbRow: FromRow<'r, DB::Row>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> DB::Arguments: IntoArguments<DB>,
+{
+    let mut out = Vec::new();
+    for mut q in queries {
+        let rows: Vec<FingerprintDbRow> = q.build_query_as().fetch_all(pool).await?;
+        out.extend(rows.into_iter().map(FingerprintRow::from));
+    }
+    Ok(out)
+}
+
+/// [`recent`] from `pool`.
+pub(in crate::store) async fn read_recent<DB: Database>(
+    pool: &Pool<DB>,
+    app: &str,
+    query: &ExceptionQuery,
+) -> Result<Vec<FingerprintRow>, StoreError>
+where
+    for<'t> String: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'r> FingerprintDbRow: FromRow<'r, DB::Row>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'a> DB::Arguments: IntoArguments<DB>,
+{
+    fetch(pool, [recent::<DB>(app, query)]).await
+}
+
 /// The fingerprints of `app` among `ids`, read from `pool` in pieces of [`IDS_PER_QUERY`].
 pub(in crate::store) async fn read_by_id<DB: Database>(
     pool: &Pool<DB>,
@@ -195,15 +233,13 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'a> DB::Arguments: IntoArguments<DB>,
 {
-    let mut out = Vec::new();
-    for chunk in ids.chunks(IDS_PER_QUERY) {
-        let rows: Vec<FingerprintDbRow> = by_id::<DB>(app, chunk, samples)
-            .build_query_as()
-            .fetch_all(pool)
-            .await?;
-        out.extend(rows.into_iter().map(FingerprintRow::from));
-    }
-    Ok(out)
+    // Built before the first await: a lazy iterator over borrowed chunks would make the
+    // future's lifetimes too particular for the store's `Send` futures.
+    let queries: Vec<QueryBuilder<DB>> = ids
+        .chunks(IDS_PER_QUERY)
+        .map(|chunk| by_id::<DB>(app, chunk, samples))
+        .collect();
+    fetch(pool, queries).await
 }
 
 /// [`known_members`] of every chain and shape of `asked`, read from `pool` in pieces of
@@ -222,14 +258,11 @@ where
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     for<'a> DB::Arguments: IntoArguments<DB>,
 {
-    let mut out = Vec::new();
-    for chunk in asked.chunks(SHAPES_PER_QUERY) {
-        let rows: Vec<FingerprintDbRow> = known_members::<DB>(app, before, chunk, hint)
-            .build_query_as()
-            .fetch_all(pool)
-            .await?;
-        out.extend(rows.into_iter().map(FingerprintRow::from));
-    }
+    let queries: Vec<QueryBuilder<DB>> = asked
+        .chunks(SHAPES_PER_QUERY)
+        .map(|chunk| known_members::<DB>(app, before, chunk, hint))
+        .collect();
+    let mut out = fetch(pool, queries).await?;
     // A member of chains asked in two pieces is found twice.
     out.sort_by(|a, b| a.fingerprint.cmp(&b.fingerprint));
     out.dedup_by(|a, b| a.fingerprint == b.fingerprint);
