@@ -661,6 +661,46 @@ fn a_surge_that_saturates_every_host_passes() {
 }
 
 #[test]
+fn a_fleet_wide_rise_that_adds_as_much_to_a_near_idle_released_host_passes() {
+    // After the release every host does 60 % more work, and something fleet-wide (a
+    // sidecar, a batch job, a noisy neighbour) adds 40 points of CPU to every host. The
+    // released hosts were near idle (2 %), the reference hosts at 50 %: grown with the
+    // work, the released hosts' level predicts 3 %, they read 43 %, and the reference
+    // hosts (capped at 100 %) rose 20 points above their own prediction: +20 more on the
+    // released hosts than the reference hosts' change, a hit if all of a level grew with
+    // the work. Compared level to level, the reference hosts rose 50 points and the
+    // released ones 41: not a fault of the release.
+    let fleet_wide = |on_reference: bool| {
+        move |h: &str, m: i64, r: &mut HostMinute| {
+            let wobble = r.host_metrics.cpu_pct.unwrap_or(20.0) - 20.0;
+            let released = h == "h1" || h == "h2";
+            let level = if released { 2.0 } else { 50.0 };
+            r.events = 1000;
+            let (work, add) = if m >= 0 {
+                r.events = 1600;
+                r.lines = 1600;
+                (1.6, if released || on_reference { 40.0 } else { 0.0 })
+            } else {
+                (1.0, 0.0)
+            };
+            r.host_metrics.cpu_pct =
+                Some((level * (0.3 + 0.7 * work) + add + 0.25 * wobble).min(100.0));
+        }
+    };
+    assert_not_blocked(&fleet(&HOSTS, fleet_wide(true)));
+    // The same 40 points on the released hosts alone is a regression.
+    let rows = fleet(&HOSTS, fleet_wide(false));
+    let mut j = judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+    let verdicts = run(&mut j, &rows, &AppMemory::default());
+    let (_, v) = first_block(&verdicts).expect("blocked");
+    assert_eq!(
+        (v.reasons[0].rule.as_str(), v.reasons[0].metric.as_deref()),
+        ("host_metric", Some("cpu_pct")),
+        "{v:?}"
+    );
+}
+
+#[test]
 fn more_cpu_for_more_work_passes_and_more_cpu_per_unit_of_work_blocks() {
     // After the release the released hosts get 60 % more requests (a load balancer's
     // weights): their events and CPU rise in proportion, 40 % → 64 %.

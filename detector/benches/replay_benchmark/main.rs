@@ -4,7 +4,7 @@
 //! ```text
 //! cargo bench -p vigil-detector --bench replay_benchmark                       # 1,000 cases
 //! cargo bench -p vigil-detector --bench replay_benchmark -- --cases 3000 --seed 7
-//! cargo bench -p vigil-detector --bench replay_benchmark -- --details         # misses and false alarms
+//! cargo bench -p vigil-detector --bench replay_benchmark -- --details         # misses, false alarms, each block's time
 //! cargo bench -p vigil-detector --bench replay_benchmark -- --calibration 500 --details  # and why each benign release blocked
 //! cargo bench -p vigil-detector --bench replay_benchmark -- --write FILE --cases 60 --seed 7 --bad-fraction 0.3
 //! ```
@@ -508,6 +508,7 @@ fn main() {
     // right and wrong.
     let mut per_rule: BTreeMap<&'static str, (usize, usize)> = BTreeMap::new();
     let mut wrong = Vec::new();
+    let mut caught: Vec<(String, i64, String)> = Vec::new();
     for case in &parsed {
         let r = replayer.judge_case(case);
         if r.decision == Decision::Block {
@@ -535,6 +536,19 @@ fn main() {
         e.0 += 1;
         if let (Some(Expected::Block), Some(s)) = (case.expect, r.seconds_to_block) {
             e.2.push(s as f64);
+        }
+        if args.details
+            && case.expect == Some(Expected::Block)
+            && let Some(s) = r.seconds_to_block
+        {
+            let mut rules: Vec<&str> = r
+                .reasons
+                .iter()
+                .filter(|x| x.severity == Severity::Critical)
+                .map(|x| x.rule.as_str())
+                .collect();
+            rules.dedup();
+            caught.push((case.id.clone(), s, rules.join(",")));
         }
         if ok {
             e.1 += 1;
@@ -608,6 +622,12 @@ fn main() {
         println!("Vigil's misses and false alarms:");
         for w in &wrong {
             println!("  {w}");
+        }
+        println!();
+        println!("Vigil's blocks of bad releases (seconds from the fault to the block, rules):");
+        caught.sort_by(|a, b| scenario(&a.0).cmp(&scenario(&b.0)).then(a.1.cmp(&b.1)));
+        for (id, s, rules) in &caught {
+            println!("  {s:>6} s  {id}  {rules}");
         }
     }
 }

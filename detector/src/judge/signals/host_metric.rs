@@ -5,11 +5,17 @@
 //! minus what its own level before its release (the median of its baseline minutes)
 //! predicts for the work it did in that minute, minus the reference hosts' median residual
 //! in the same minute (difference in differences; a reference host is compared with the
-//! others). For CPU and load the prediction grows with the work: a host answering 60 % more
-//! requests (or logging 60 % more events, or lines, where it has no access log) than its
-//! baseline median is expected to use 60 % more, up to ×4, never less for less work. So a
-//! traffic shift between the groups, or a fleet-wide surge, is not a fault; more CPU per
-//! unit of work is.
+//! others). For CPU and load the prediction may grow with the work: a host answering 60 %
+//! more requests (or logging 60 % more events, or lines, where it has no access log) than
+//! its baseline median may use up to 60 % more (the work scale is taken up to ×4, never
+//! below 1). How much of a host's level grows with its work (its requests' cost, against
+//! what it spends whatever the traffic) is not known, and a baseline hour, whose work
+//! hardly varies, does not tell it; so the residual is taken under both ends, "all of the
+//! level grows with the work" and "none of it does", each with the reference hosts'
+//! residual of that model taken off, and the smaller counts. A traffic shift between the
+//! groups is no fault under the first; a fleet-wide rise that adds as much CPU to every
+//! host, a near-idle host too, is none under the second; more CPU per unit of work is one
+//! under both.
 //!
 //! A host-minute *hits* when its residual reaches the metric's minimum effect (12 points
 //! of CPU or disk busy; load: 0.8 and 60 % of the host's level) and three times the host's
@@ -104,8 +110,21 @@ struct Track<'a> {
     start: i64,
     settled: i64,
     level: f64,
-    /// `(minute, raw residual, work scale)`, in minute order.
-    minutes: Vec<(i64, f64, f64)>,
+    /// Per minute, in minute order: its residual with the level grown by the work, its
+    /// residual against the level as it was (no part of the level grows with the work),
+    /// and the work scale.
+    minutes: Vec<Minute>,
+}
+
+/// One host-minute of a [`Track`].
+#[derive(Debug, Clone, Copy)]
+struct Minute {
+    at: i64,
+    /// Value less the level times the work scale (every part of the level grows with the
+    /// work), and value less the level (no part does).
+    scaled: f64,
+    flat: f64,
+    scale: f64,
 }
 
 /// The unit of work of a host's rows for CPU and load: requests where its access log
@@ -163,7 +182,7 @@ fn track<'a>(
         .filter_map(|r| work(r))
         .collect();
     let base_work = median(&mut base_work).filter(|w| *w > 0.0);
-    let mut minutes: Vec<(i64, f64, f64)> = rows
+    let mut minutes: Vec<Minute> = rows
         .iter()
         .filter_map(|r| {
             let v = r.host_metrics.get(metric)?;
@@ -174,11 +193,16 @@ fn track<'a>(
             // A share of time cannot pass 100 %: more work than that is not expected of
             // it (else a saturated host's residual sinks, and so does the reference
             // hosts' median, whose differences are then noise).
-            Some((r.minute, v - (level * scale).min(ceiling), scale))
+            Some(Minute {
+                at: r.minute,
+                scaled: v - (level * scale).min(ceiling),
+                flat: v - level,
+                scale,
+            })
         })
         .collect();
-    minutes.sort_by_key(|x| x.0);
-    minutes.dedup_by_key(|x| x.0);
+    minutes.sort_by_key(|x| x.at);
+    minutes.dedup_by_key(|x| x.at);
     Some(Track {
         name: h.name,
         released: matches!(h.role, Role::Released(_)),
@@ -227,25 +251,42 @@ pub(crate) fn metric_signal(
         return None;
     }
     let with_reference = tracks.iter().any(|t| !t.released);
-    // The reference hosts' residuals per minute, sorted.
+    // The reference hosts' residuals per minute, sorted, under each of the two models.
     let base_from = first - params.baseline_minutes * 60;
     let t_len = ((m - base_from) / 60 + 1).max(1) as usize;
-    let mut by_minute: Vec<Vec<f64>> = vec![Vec::new(); t_len];
+    let mut scaled: Vec<Vec<f64>> = vec![Vec::new(); t_len];
+    let mut flat: Vec<Vec<f64>> = vec![Vec::new(); t_len];
     for t in tracks.iter().filter(|t| !t.released) {
-        for &(minute, r, _) in &t.minutes {
-            if let Some(cell) = by_minute.get_mut(((minute - base_from) / 60) as usize) {
-                cell.push(r);
+        for x in &t.minutes {
+            let at = ((x.at - base_from) / 60) as usize;
+            if let (Some(s), Some(f)) = (scaled.get_mut(at), flat.get_mut(at)) {
+                s.push(x.scaled);
+                f.push(x.flat);
             }
         }
     }
-    for cell in &mut by_minute {
+    for cell in scaled.iter_mut().chain(&mut flat) {
         cell.sort_by(f64::total_cmp);
     }
-    let shift = |minute: i64, own: Option<f64>| -> f64 {
-        by_minute
-            .get(((minute - base_from) / 60) as usize)
+    let shift = |grid: &[Vec<f64>], minute: i64, own: Option<f64>| -> f64 {
+        grid.get(((minute - base_from) / 60) as usize)
             .and_then(|cell| median_without(cell, own))
             .unwrap_or(0.0)
+    };
+    // A host-minute's residual beyond the reference hosts' in the same minute, under the
+    // model that calls it smaller: how much of a host's level grows with its work (its
+    // requests' cost, against what it spends whatever the traffic) is not known, and a
+    // baseline hour, whose work hardly varies, does not tell it. So more CPU or load is
+    // a hit only if it is more than both "all of the level grows with the work" and
+    // "none of it does" expect, each with the reference hosts' change of that model
+    // taken off. A fleet-wide surge that adds as much to every host (a near-idle host
+    // too) is none under the second; a traffic shift towards the released hosts is none
+    // under the first.
+    let adjusted = |x: &Minute, released: bool| -> f64 {
+        let own = |v: f64| (!released).then_some(v);
+        let a = x.scaled - shift(&scaled, x.at, own(x.scaled));
+        let b = x.flat - shift(&flat, x.at, own(x.flat));
+        a.min(b)
     };
     let alpha = params.false_block_budget * HOST_METRIC_SHARE / (2.0 * METRICS.len() as f64);
     let bar = (1.0 / alpha).ln();
@@ -262,7 +303,7 @@ pub(crate) fn metric_signal(
         let adjusted: Vec<(i64, f64)> = t
             .minutes
             .iter()
-            .map(|&(minute, r, _)| (minute, r - shift(minute, (!t.released).then_some(r))))
+            .map(|x| (x.at, adjusted(x, t.released)))
             .collect();
         let before: Vec<f64> = adjusted
             .iter()
@@ -346,8 +387,8 @@ pub(crate) fn metric_signal(
     let mut scales: Vec<f64> = t
         .minutes
         .iter()
-        .filter(|x| x.0 >= recent_from.max(t.settled))
-        .map(|x| x.2)
+        .filter(|x| x.at >= recent_from.max(t.settled))
+        .map(|x| x.scale)
         .collect();
     let scale = median(&mut scales).unwrap_or(1.0);
     let work_note = if scale > 1.0 {
