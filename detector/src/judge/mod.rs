@@ -121,6 +121,7 @@
 mod business;
 mod family;
 mod funnel;
+mod grid;
 mod memory;
 mod requests;
 mod sequential;

@@ -1,0 +1,74 @@
+//! The round's tallies, shared by the funnel and its signals: per host and signal, its
+//! counts before and after; per host and minute, its work.
+
+use super::signal::HostView;
+
+/// Per host counters of one signal.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SigHost {
+    pub(crate) kb: f64,
+    /// Σ k²/n over baseline minutes (for the dispersion estimate).
+    pub(crate) kb_sq: f64,
+    pub(crate) ka: f64,
+    pub(crate) ka_all: f64,
+    pub(crate) minutes_all: u32,
+}
+
+/// The per-minute grid of one round: `value[host * t_len + t]`, lines `< 0` when the
+/// host did not report that minute.
+#[derive(Debug)]
+pub(crate) struct Grid {
+    pub(crate) t_len: usize,
+    pub(crate) lines: Vec<f64>,
+    /// Minute index where each host's after-window starts (its release, or the first
+    /// batch for reference hosts), and where its settled window starts.
+    pub(crate) start: Vec<usize>,
+    pub(crate) settled: Vec<usize>,
+    /// First batch's minute index.
+    pub(crate) first: usize,
+}
+
+impl Grid {
+    /// A signal's per-host counters from its per-minute `values` (as the row pass tallies
+    /// them, one cell per host-minute): for fingerprints judged together.
+    pub(crate) fn tally(&self, values: &[f64]) -> Vec<SigHost> {
+        let t_len = self.t_len;
+        (0..self.start.len())
+            .map(|h| {
+                let mut s = SigHost::default();
+                for t in 0..t_len {
+                    let n = self.lines[h * t_len + t];
+                    if n < 0.0 {
+                        continue;
+                    }
+                    let k = values[h * t_len + t];
+                    if t < self.start[h] {
+                        s.kb += k;
+                        if n > 0.0 {
+                            s.kb_sq += k * k / n;
+                        }
+                    } else {
+                        s.ka_all += k;
+                        if k > 0.0 {
+                            s.minutes_all += 1;
+                        }
+                        if t >= self.settled[h] {
+                            s.ka += k;
+                        }
+                    }
+                }
+                s
+            })
+            .collect()
+    }
+}
+
+/// The round's hosts as rule 3 sees them: their views, the per-minute grid of their work,
+/// and which are released and which the reference.
+#[derive(Clone, Copy)]
+pub(crate) struct Groups<'g, 'h> {
+    pub(crate) hosts: &'g [HostView<'h>],
+    pub(crate) grid: &'g Grid,
+    pub(crate) released: &'g [usize],
+    pub(crate) reference: &'g [usize],
+}
