@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
 use vigil_detector::judge::stats::{binomial_upper_tail, mann_whitney_greater, median};
-use vigil_detector::judge::{Decision, HostMinute, JudgeParams, Severity, minute_of};
+use vigil_detector::judge::{Decision, HostMinute, JudgeParams, Reason, Severity, minute_of};
 mod generate;
 
 use generate::{
@@ -402,6 +402,18 @@ fn scenario(id: &str) -> String {
     }
 }
 
+/// The rules that took part in a verdict (its critical reasons), sorted, each once.
+fn critical_rules(reasons: &[Reason]) -> Vec<&'static str> {
+    let mut rules: Vec<&'static str> = reasons
+        .iter()
+        .filter(|x| x.severity == Severity::Critical)
+        .map(|x| x.rule.as_str())
+        .collect();
+    rules.sort_unstable();
+    rules.dedup();
+    rules
+}
+
 /// Prints every round of one case, with the memory the cases before it left.
 fn trace(cases: &[ParsedCase], id: &str) {
     let mut replayer = Replayer::default();
@@ -512,15 +524,7 @@ fn main() {
     for case in &parsed {
         let r = replayer.judge_case(case);
         if r.decision == Decision::Block {
-            let mut rules: Vec<&'static str> = r
-                .reasons
-                .iter()
-                .filter(|x| x.severity == Severity::Critical)
-                .map(|x| x.rule.as_str())
-                .collect();
-            rules.sort_unstable();
-            rules.dedup();
-            for rule in rules {
+            for rule in critical_rules(&r.reasons) {
                 let e = per_rule.entry(rule).or_default();
                 if case.expect == Some(Expected::Block) {
                     e.0 += 1;
@@ -541,14 +545,7 @@ fn main() {
             && case.expect == Some(Expected::Block)
             && let Some(s) = r.seconds_to_block
         {
-            let mut rules: Vec<&str> = r
-                .reasons
-                .iter()
-                .filter(|x| x.severity == Severity::Critical)
-                .map(|x| x.rule.as_str())
-                .collect();
-            rules.dedup();
-            caught.push((case.id.clone(), s, rules.join(",")));
+            caught.push((case.id.clone(), s, critical_rules(&r.reasons).join(",")));
         }
         if ok {
             e.1 += 1;
@@ -671,15 +668,7 @@ fn calibration(seed: u64, per_kind: usize, corpus: &CpuCorpus, details: bool) {
                 Decision::Block => {
                     blocked += 1;
                     // Every rule that took part (a critical reason), as in the main run.
-                    let mut took_part: Vec<&'static str> = r
-                        .reasons
-                        .iter()
-                        .filter(|x| x.severity == Severity::Critical)
-                        .map(|x| x.rule.as_str())
-                        .collect();
-                    took_part.sort_unstable();
-                    took_part.dedup();
-                    for rule in took_part {
+                    for rule in critical_rules(&r.reasons) {
                         *rules.entry(rule).or_default() += 1;
                     }
                     if details {

@@ -158,22 +158,7 @@ pub(crate) fn evaluate(
         let cell = i * t_len + idx(row.minute);
         grid.lines[cell] = grid.lines[cell].max(0.0) + n;
         error_grid[cell] += row.error_lines as f64;
-        let tally = |s: &mut SigHost, k: f64| {
-            if before {
-                s.kb += k;
-                if n > 0.0 {
-                    s.kb_sq += k * k / n;
-                }
-            } else {
-                s.ka_all += k;
-                if k > 0.0 {
-                    s.minutes_all += 1;
-                }
-                if settled {
-                    s.ka += k;
-                }
-            }
-        };
+        let tally = |s: &mut SigHost, k: f64| s.add(k, n, (before, settled));
         tally(&mut errors[i], row.error_lines as f64);
         for (&fp, &k) in &row.exceptions {
             if k == 0 {

@@ -28,6 +28,27 @@ pub(crate) struct Grid {
     pub(crate) first: usize,
 }
 
+impl SigHost {
+    /// Counts `k` events of a host-minute whose work was `n`, `(before, settled)`: in
+    /// its baseline, or after its release and past its warm-up or not.
+    pub(crate) fn add(&mut self, k: f64, n: f64, (before, settled): (bool, bool)) {
+        if before {
+            self.kb += k;
+            if n > 0.0 {
+                self.kb_sq += k * k / n;
+            }
+        } else {
+            self.ka_all += k;
+            if k > 0.0 {
+                self.minutes_all += 1;
+            }
+            if settled {
+                self.ka += k;
+            }
+        }
+    }
+}
+
 impl Grid {
     /// A signal's per-host counters from its per-minute `values` (as the row pass tallies
     /// them, one cell per host-minute): for fingerprints judged together.
@@ -38,23 +59,9 @@ impl Grid {
                 let mut s = SigHost::default();
                 for t in 0..t_len {
                     let n = self.lines[h * t_len + t];
-                    if n < 0.0 {
-                        continue;
-                    }
-                    let k = values[h * t_len + t];
-                    if t < self.start[h] {
-                        s.kb += k;
-                        if n > 0.0 {
-                            s.kb_sq += k * k / n;
-                        }
-                    } else {
-                        s.ka_all += k;
-                        if k > 0.0 {
-                            s.minutes_all += 1;
-                        }
-                        if t >= self.settled[h] {
-                            s.ka += k;
-                        }
+                    if n >= 0.0 {
+                        let when = (t < self.start[h], t >= self.settled[h]);
+                        s.add(values[h * t_len + t], n, when);
                     }
                 }
                 s

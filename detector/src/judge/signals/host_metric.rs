@@ -282,7 +282,7 @@ pub(crate) fn metric_signal(
     // taken off. A fleet-wide surge that adds as much to every host (a near-idle host
     // too) is none under the second; a traffic shift towards the released hosts is none
     // under the first.
-    let adjusted = |x: &Minute, released: bool| -> f64 {
+    let beyond_reference = |x: &Minute, released: bool| -> f64 {
         let own = |v: f64| (!released).then_some(v);
         let a = x.scaled - shift(&scaled, x.at, own(x.scaled));
         let b = x.flat - shift(&flat, x.at, own(x.flat));
@@ -303,7 +303,7 @@ pub(crate) fn metric_signal(
         let adjusted: Vec<(i64, f64)> = t
             .minutes
             .iter()
-            .map(|x| (x.at, adjusted(x, t.released)))
+            .map(|x| (x.at, beyond_reference(x, t.released)))
             .collect();
         let before: Vec<f64> = adjusted
             .iter()

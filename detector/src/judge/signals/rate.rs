@@ -16,42 +16,42 @@ use crate::judge::{
 #[derive(Debug, Clone, Default)]
 struct RateInput {
     /// Released hosts before their release: events, lines.
-    pub(crate) kr_b: f64,
-    pub(crate) nr_b: f64,
+    kr_b: f64,
+    nr_b: f64,
     /// Reference hosts before the first batch.
-    pub(crate) kf_b: f64,
-    pub(crate) nf_b: f64,
+    kf_b: f64,
+    nf_b: f64,
     /// Released hosts over their settled after-window (all minutes).
-    pub(crate) kr_a: f64,
-    pub(crate) nr_a: f64,
+    kr_a: f64,
+    nr_a: f64,
     /// Per minute where both groups have data: (released events, released lines each
     /// weighted by its host's before-release ratio to the reference group, reference
     /// events, reference lines).
-    pub(crate) matched: Vec<(f64, f64, f64, f64)>,
+    matched: Vec<(f64, f64, f64, f64)>,
     /// Released per-minute (events, lines) before and after (settled), for the
     /// per-minute test when there is no reference group.
-    pub(crate) before_minutes: Vec<(f64, f64)>,
-    pub(crate) after_minutes: Vec<(f64, f64)>,
+    before_minutes: Vec<(f64, f64)>,
+    after_minutes: Vec<(f64, f64)>,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct RateResult {
     /// Events observed on the released hosts (over matched minutes when there is a
     /// reference group).
-    pub(crate) observed: f64,
-    pub(crate) expected: f64,
-    pub(crate) ratio: f64,
+    observed: f64,
+    expected: f64,
+    ratio: f64,
     /// p-value of the main test (released vs reference when there is a reference group,
     /// after vs before otherwise).
-    pub(crate) p: f64,
+    p: f64,
     /// p-value of the guard test (after vs before on the released hosts, when there is
     /// both a reference group and a baseline; 0 otherwise).
-    pub(crate) p_guard: f64,
+    p_guard: f64,
     /// p-value of the per-minute test (variance from the minutes themselves).
-    pub(crate) p_minutes: f64,
+    p_minutes: f64,
     /// Reference events and lines over the matched minutes.
-    pub(crate) kf_a: f64,
-    pub(crate) nf_a: f64,
+    kf_a: f64,
+    nf_a: f64,
 }
 
 /// Pseudo-events shrinking the released/reference baseline ratio towards 1.
