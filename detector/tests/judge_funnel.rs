@@ -932,3 +932,67 @@ fn an_app_that_settles_at_once_gets_a_shorter_warm_up_and_an_earlier_block() {
         "a warm-up of 1 minute instead of 2: blocked at +{taught}, untaught at +{untaught}"
     );
 }
+
+#[test]
+fn a_calm_history_of_the_app_lets_a_host_metric_regression_block_sooner() {
+    // One released host's CPU 40 points up from minute 3. One release's baseline hour
+    // bounds how rare such a hit is only to a few in a hundred; five calm releases of the
+    // same app bound it far lower, and each hit then weighs more.
+    let rise = fleet(&HOSTS, |h, m, r| {
+        if h == "h1" && m >= 3 {
+            r.host_metrics.cpu_pct = r.host_metrics.cpu_pct.map(|c| c + 40.0);
+        }
+    });
+    let calm = fleet(&HOSTS, |_, _, _| {});
+    let release_of = || judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+    let untaught = first_block(&run(&mut release_of(), &rise, &AppMemory::default()))
+        .expect("blocked")
+        .0;
+    let memory = taught_normal(&calm, 5);
+    let learned = memory.null_hits["host_metric:cpu_pct"];
+    let one = {
+        let mut j = release_of();
+        run(&mut j, &calm, &AppMemory::default());
+        let mut m = AppMemory::default();
+        m.learn(&j, Feedback::ConfirmedNormal);
+        m.null_hits["host_metric:cpu_pct"]
+    };
+    assert!(one.minutes >= 30.0 && one.hits == 0.0, "{one:?}");
+    // Five releases' baselines, the older ones faded.
+    assert!(
+        learned.minutes > 4.0 * one.minutes && learned.minutes < 5.0 * one.minutes,
+        "{learned:?} from {one:?}"
+    );
+    let (taught, v) = {
+        let verdicts = run(&mut release_of(), &rise, &memory);
+        let (at, v) = first_block(&verdicts).expect("blocked");
+        (at, v.clone())
+    };
+    assert!(
+        taught < untaught,
+        "blocked at +{taught} with the app's history, +{untaught} without"
+    );
+    assert!(
+        v.reasons[0]
+            .summary
+            .contains("in the app's earlier releases"),
+        "{v:?}"
+    );
+
+    // A history where such minutes were common is no licence: an app whose hosts hit
+    // every few minutes (each at its own time) before every release learns that, and the
+    // same rise on one host
+    // no longer blocks sooner than the untaught judge would.
+    let restless = |h: &str, m: i64, r: &mut HostMinute| {
+        let i = i64::from(h.as_bytes()[1] - b'0');
+        if m < 0 && (m + i).rem_euclid(6) == 0 && h != "h1" {
+            r.host_metrics.cpu_pct = r.host_metrics.cpu_pct.map(|c| c + 40.0);
+        }
+    };
+    let noisy_memory = taught_normal(&fleet(&HOSTS, restless), 5);
+    let noisy = noisy_memory.null_hits["host_metric:cpu_pct"];
+    assert!(noisy.hits > 0.0, "{noisy:?}");
+    let verdicts = run(&mut release_of(), &rise, &noisy_memory);
+    let at = first_block(&verdicts).map_or(usize::MAX, |(at, _)| at);
+    assert!(at > taught, "blocked at +{at} after a restless history");
+}

@@ -20,7 +20,8 @@ use super::signals::rate::{RateSignal, dispersion, pearsons, rate_rule, rate_sig
 use super::signals::volume::volume_signal;
 use super::startup;
 use super::{
-    AppMemory, Definition, Fingerprint, HostMinute, Learned, ReleaseJudge, Rule, minute_of,
+    AppMemory, Definition, Fingerprint, HostMinute, Learned, NullSample, ReleaseJudge, Rule,
+    minute_of,
 };
 
 /// Result of a round.
@@ -34,6 +35,8 @@ pub(crate) struct Outcome {
     /// Per learnable metric kind: the largest change of a released host beyond the fleet,
     /// and the largest of a reference host (normal by definition), significant or not.
     pub levels: Vec<(String, f64, f64)>,
+    /// Per host metric: its host-minutes where nothing was released, and their hits.
+    pub nulls: Vec<(String, NullSample)>,
     /// The longest run of elevated minutes from their release among the released hosts
     /// (`startup`).
     pub startup: Option<u32>,
@@ -394,9 +397,10 @@ pub(crate) fn evaluate(
 
     // Rule 4: host metrics.
     for metric in host_metric::METRICS {
-        if let Some(c) = metric_signal(&mut out.levels, metric, &hosts, first, m, params, memory) {
-            out.candidates.push(c);
-        }
+        let seen = metric_signal(metric, &hosts, first, m, params, memory);
+        out.levels.extend(seen.level);
+        out.nulls.extend(seen.null);
+        out.candidates.extend(seen.candidate);
     }
     if let Some(c) = memory_slope_signal(&hosts, first, m, params, memory) {
         out.candidates.push(c);

@@ -146,6 +146,40 @@ pub struct AppMemory {
     /// [`startup::PROFILES_KEPT`]): what the app's warm-up is learned from.
     #[serde(default)]
     pub startup_profiles: Vec<u32>,
+    /// Per host metric (`host_metric:cpu_pct`, ..): how often its host-minutes hit where
+    /// nothing was released, over the baselines of the releases learned from, faded like
+    /// the thresholds. It tells the calibrated test how rare a hit is in this app far
+    /// better than one release's baseline hour can.
+    #[serde(default)]
+    pub null_hits: BTreeMap<String, NullSample>,
+}
+
+/// Host-minutes where nothing was released, of one host metric: how many, how many hit
+/// (the test's definition of a hit), and in how many runs of consecutive hits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct NullSample {
+    pub minutes: f64,
+    pub hits: f64,
+    pub runs: f64,
+}
+
+impl NullSample {
+    /// Both samples together.
+    pub(crate) fn plus(self, other: NullSample) -> NullSample {
+        NullSample {
+            minutes: self.minutes + other.minutes,
+            hits: self.hits + other.hits,
+            runs: self.runs + other.runs,
+        }
+    }
+
+    fn scaled(self, kept: f64) -> NullSample {
+        NullSample {
+            minutes: self.minutes * kept,
+            hits: self.hits * kept,
+            runs: self.runs * kept,
+        }
+    }
 }
 
 impl Default for AppMemory {
@@ -157,6 +191,7 @@ impl Default for AppMemory {
             benign_fingerprints: BTreeSet::new(),
             releases_learned: 0,
             startup_profiles: Vec::new(),
+            null_hits: BTreeMap::new(),
         }
     }
 }
@@ -208,6 +243,20 @@ impl AppMemory {
         // A release never judged says nothing about what is normal now.
         if matches!(label, Feedback::ConfirmedNormal | Feedback::FalseAlarm) && record.rounds > 0 {
             self.fade();
+        }
+        // Whatever the release turned out to be, its baselines were minutes with nothing
+        // released: every judged release teaches how often host metrics hit in them.
+        if record.rounds > 0 {
+            let kept = 0.5f64.powf(1.0 / LEARNED_HALF_LIFE);
+            for sample in self.null_hits.values_mut() {
+                *sample = sample.scaled(kept);
+            }
+            for (kind, &sample) in &record.null_hits {
+                if spec(kind).is_some() {
+                    let slot = self.null_hits.entry(kind.clone()).or_default();
+                    *slot = slot.plus(sample);
+                }
+            }
         }
         // What a normal release's hosts did after their restart is the app's start-up.
         if matches!(label, Feedback::ConfirmedNormal | Feedback::FalseAlarm)

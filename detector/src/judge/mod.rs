@@ -132,7 +132,7 @@ pub mod stats;
 
 pub use memory::{
     APP_MEMORY_VERSION, AppMemory, FALSE_ALARM_MARGIN, KNOWN_FINGERPRINT_TTL, LEARNED_HALF_LIFE,
-    MAX_BENIGN_FINGERPRINTS, MAX_KNOWN_FINGERPRINTS,
+    MAX_BENIGN_FINGERPRINTS, MAX_KNOWN_FINGERPRINTS, NullSample,
 };
 pub(crate) use memory::{Learned, keep_latest};
 pub use requests::{Latency, Requests, StatusClasses};
@@ -710,6 +710,10 @@ pub(crate) struct ReleaseRecord {
     /// Rounds judged (0 in states stored before it was counted).
     #[serde(default)]
     pub rounds: u32,
+    /// Per host metric, its host-minutes before the release as the last round counted
+    /// them (`memory::NullSample`).
+    #[serde(default)]
+    pub null_hits: BTreeMap<String, NullSample>,
 }
 
 /// The state of one release across rounds: the sliding window, the sticky block and what
@@ -865,6 +869,9 @@ impl ReleaseJudge {
                     *slot = slot.max(v);
                 }
             }
+        }
+        for (kind, sample) in &outcome.nulls {
+            self.record.null_hits.insert(kind.clone(), *sample);
         }
         if let Some(run) = outcome.startup {
             self.record.startup = Some(self.record.startup.map_or(run, |r| r.max(run)));

@@ -21,8 +21,11 @@
 //! of CPU or disk busy; load: 0.8 and 60 % of the host's level) and three times the host's
 //! own robust noise before its release. With no release effect, released host-minutes hit
 //! as often as host-minutes did where nothing changed: every host's minutes before its own
-//! release (a reference host's, before the first batch). That rate `p₀` is bounded above (one-sided
-//! Clopper–Pearson at level `δ`), and the released host-minutes after their warm-up are
+//! release (a reference host's, before the first batch), in this release and, faded, in
+//! the app's earlier ones (`AppMemory::null_hits`: one baseline hour bounds a rare hit
+//! only to a few in a hundred, which costs every regression minutes). That rate `p₀` is
+//! bounded above (one-sided Clopper–Pearson at level `δ`; never below the rate this
+//! release's own baselines show), and the released host-minutes after their warm-up are
 //! tested against it by a likelihood ratio mixed over hit rates of 25 % to 95 % (a partial
 //! fault hits some hosts only). With independent host-minutes that ratio is a martingale
 //! under no effect, and by Ville's inequality the chance that it *ever* reaches `1/α` is at
@@ -47,7 +50,9 @@
 use crate::judge::sequential::hit_mixture;
 use crate::judge::signal::{Candidate, HostView, Role, candidate};
 use crate::judge::stats::{binomial_upper_bound, mad_sd, median, ols_slope, quantile};
-use crate::judge::{Evidence, HostMinute, JudgeParams, Learned, Reason, Rule, Severity, Tally};
+use crate::judge::{
+    Evidence, HostMinute, JudgeParams, Learned, NullSample, Reason, Rule, Severity, Tally,
+};
 
 /// Share of the release's false-block budget spent by CPU, load and disk busy together.
 pub(crate) const HOST_METRIC_SHARE: f64 = 0.2;
@@ -231,11 +236,33 @@ fn median_without(sorted: &[f64], own: Option<f64>) -> Option<f64> {
     })
 }
 
-/// The calibrated test of one metric (CPU, load or disk busy). Pushes the metric's level
-/// of the round to `levels` (the largest recent effect of a released host, and of a
-/// reference host), for learning.
+/// What a round found of one metric.
+#[derive(Debug, Default)]
+pub(crate) struct MetricRound {
+    pub candidate: Option<Candidate>,
+    /// The metric's kind, the largest recent effect of a released host and of a reference
+    /// host, for learning.
+    pub level: Option<(String, f64, f64)>,
+    /// The metric's kind and its host-minutes where nothing was released, for learning.
+    pub null: Option<(String, NullSample)>,
+}
+
+/// The calibrated test of one metric (CPU, load or disk busy).
 pub(crate) fn metric_signal(
-    levels: &mut Vec<(String, f64, f64)>,
+    metric: &str,
+    hosts: &[HostView<'_>],
+    first: i64,
+    m: i64,
+    params: &JudgeParams,
+    memory: &Learned<'_>,
+) -> MetricRound {
+    let mut round = MetricRound::default();
+    round.candidate = metric_test(&mut round, metric, hosts, first, m, params, memory);
+    round
+}
+
+fn metric_test(
+    round: &mut MetricRound,
     metric: &str,
     hosts: &[HostView<'_>],
     first: i64,
@@ -359,22 +386,43 @@ pub(crate) fn metric_signal(
         }
     }
     let kind = format!("host_metric:{metric}");
-    levels.push((kind.clone(), released_effect, reference_effect));
+    round.level = Some((kind.clone(), released_effect, reference_effect));
+    let own = NullSample {
+        minutes: nb as f64,
+        hits: kb as f64,
+        runs: runs as f64,
+    };
+    round.null = Some((kind.clone(), own));
     let (effect, i) = top?;
     if x == 0 {
         return None;
     }
-    // Hits come in runs: counts (of the null sample and of the test alike) are divided by
-    // the variance inflation of a two-state Markov chain whose runs of hits last `L`
-    // minutes on average where nothing changed, `(1 + ρ) / (1 − ρ)` with `ρ = 1 − 1/L`,
-    // that is `2L − 1`.
-    let run = if runs > 0 {
-        2.0 * (kb as f64 / runs as f64).max(1.0) - 1.0
-    } else {
-        1.0
+    // Hits come in runs: counts are divided by the variance inflation of a two-state
+    // Markov chain whose runs of hits last `L` minutes on average where nothing changed,
+    // `(1 + ρ) / (1 − ρ)` with `ρ = 1 − 1/L`, that is `2L − 1`.
+    let inflation = |s: NullSample| {
+        if s.runs > 0.0 {
+            2.0 * (s.hits / s.runs).max(1.0) - 1.0
+        } else {
+            1.0
+        }
     };
-    let p0 = if nb as f64 / run >= MIN_NULL_MINUTES as f64 {
-        binomial_upper_bound(kb as f64 / run, nb as f64 / run, alpha)
+    let run = inflation(own);
+    // How often a host-minute hits where nothing changed: bounded above from this
+    // release's baselines and the app's earlier ones together (each release's hour alone
+    // bounds a rare hit only to a few in a hundred), never below the rate this release's
+    // own baselines show.
+    let history = memory
+        .memory
+        .null_hits
+        .get(&kind)
+        .copied()
+        .unwrap_or_default();
+    let pooled = own.plus(history);
+    let pooled_run = inflation(pooled);
+    let p0 = if pooled.minutes / pooled_run >= MIN_NULL_MINUTES as f64 {
+        binomial_upper_bound(pooled.hits / pooled_run, pooled.minutes / pooled_run, alpha)
+            .max(if nb > 0 { own.hits / own.minutes } else { 0.0 })
     } else {
         0.2
     }
@@ -399,13 +447,21 @@ pub(crate) fn metric_signal(
     } else {
         String::new()
     };
+    let history_note = if history.minutes >= 1.0 {
+        format!(
+            " and {:.0} of {:.0} in the app's earlier releases",
+            history.hits, history.minutes
+        )
+    } else {
+        String::new()
+    };
     let reference_note = if with_reference {
         "the reference hosts' change in the same minutes"
     } else {
         "no reference hosts"
     };
     let summary = format!(
-        "{metric} on released hosts: {x} of {n} host-minutes past their warm-up above what their level before the release, their work and {reference_note} predict (at least {min_abs_top:.2} and 3× their noise), where {kb} of {nb} host-minutes were with nothing released (in {runs} runs: counts divided by {run:.1}); {} recently {effect:+.2} beyond its level {:.2}{work_note}; sequential test e={:.3e} against 1/α={:.3e}",
+        "{metric} on released hosts: {x} of {n} host-minutes past their warm-up above what their level before the release, their work and {reference_note} predict (at least {min_abs_top:.2} and 3× their noise), where {kb} of {nb} host-minutes were with nothing released (in {runs} runs: counts divided by {run:.1}){history_note}, a hit rate of at most {p0:.4}; {} recently {effect:+.2} beyond its level {:.2}{work_note}; sequential test e={:.3e} against 1/α={:.3e}",
         t.name,
         t.level,
         log_e.min(700.0).exp(),
