@@ -948,16 +948,20 @@ fn a_calm_history_of_the_app_lets_a_host_metric_regression_block_sooner() {
     let untaught = first_block(&run(&mut release_of(), &rise, &AppMemory::default()))
         .expect("blocked")
         .0;
-    let memory = taught_normal(&calm, 5);
+    let memory = taught_apart(&calm, 5);
     let learned = memory.null_hits["host_metric:cpu_pct"];
-    let one = {
-        let mut j = release_of();
-        run(&mut j, &calm, &AppMemory::default());
-        let mut m = AppMemory::default();
-        m.learn(&j, Feedback::ConfirmedNormal);
-        m.null_hits["host_metric:cpu_pct"]
-    };
+    let mut once = AppMemory::default();
+    let mut j = release_of();
+    run(&mut j, &calm, &once);
+    once.learn(&j, Feedback::ConfirmedNormal);
+    let one = once.null_hits["host_metric:cpu_pct"];
     assert!(one.minutes >= 30.0 && one.hits == 0.0, "{one:?}");
+    // The same release learned again adds no minute twice: its baseline only fades.
+    let mut j = release_of();
+    run(&mut j, &calm, &once);
+    once.learn(&j, Feedback::ConfirmedNormal);
+    let again = once.null_hits["host_metric:cpu_pct"];
+    assert!(again.minutes < one.minutes, "{again:?} after {one:?}");
     // Five releases' baselines, the older ones faded.
     assert!(
         learned.minutes > 4.0 * one.minutes && learned.minutes < 5.0 * one.minutes,
@@ -989,10 +993,43 @@ fn a_calm_history_of_the_app_lets_a_host_metric_regression_block_sooner() {
             r.host_metrics.cpu_pct = r.host_metrics.cpu_pct.map(|c| c + 40.0);
         }
     };
-    let noisy_memory = taught_normal(&fleet(&HOSTS, restless), 5);
+    let noisy_memory = taught_apart(&fleet(&HOSTS, restless), 5);
     let noisy = noisy_memory.null_hits["host_metric:cpu_pct"];
     assert!(noisy.hits > 0.0, "{noisy:?}");
     let verdicts = run(&mut release_of(), &rise, &noisy_memory);
     let at = first_block(&verdicts).map_or(usize::MAX, |(at, _)| at);
     assert!(at > taught, "blocked at +{at} after a restless history");
+}
+
+/// What an app learns from `releases` normal releases of h1 and h2 that all show `rows`,
+/// each two hours after the one before (their baseline hours apart).
+fn taught_apart(rows: &[HostMinute], releases: i64) -> AppMemory {
+    let mut memory = AppMemory::default();
+    for k in 0..releases {
+        let shift = (k - releases) * 7200;
+        let shifted: Vec<HostMinute> = rows
+            .iter()
+            .map(|r| HostMinute {
+                minute: r.minute + shift,
+                ..r.clone()
+            })
+            .collect();
+        let mut plan = release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]);
+        for b in &mut plan.batches {
+            b.at += shift;
+        }
+        plan.until = plan.until.map(|u| u + shift);
+        let mut j = judge(plan);
+        for m in 0..60 {
+            let minute = T0 + shift + m * 60;
+            let known: Vec<HostMinute> = shifted
+                .iter()
+                .filter(|r| r.minute <= minute)
+                .cloned()
+                .collect();
+            j.round(minute, &known, &memory);
+        }
+        memory.learn(&j, Feedback::ConfirmedNormal);
+    }
+    memory
 }

@@ -152,6 +152,12 @@ pub struct AppMemory {
     /// better than one release's baseline hour can.
     #[serde(default)]
     pub null_hits: BTreeMap<String, NullSample>,
+    /// The minute (UTC Unix seconds) up to which `null_hits` has counted host-minutes: a
+    /// release whose baseline hour overlaps an earlier one's adds only its later minutes,
+    /// so no minute counts twice. A release learned after a later one adds none of its
+    /// earlier minutes (fewer minutes, never a rarer hit than seen).
+    #[serde(default)]
+    pub null_from: i64,
 }
 
 /// Host-minutes where nothing was released, of one host metric: how many, how many hit
@@ -192,6 +198,7 @@ impl Default for AppMemory {
             releases_learned: 0,
             startup_profiles: Vec::new(),
             null_hits: BTreeMap::new(),
+            null_from: 0,
         }
     }
 }
@@ -256,6 +263,11 @@ impl AppMemory {
                     let slot = self.null_hits.entry(kind.clone()).or_default();
                     *slot = slot.plus(sample);
                 }
+            }
+            // Released hosts' minutes count until their batch's minute (the next one at
+            // most); reference hosts' until the first batch.
+            if let Some(last) = judge.release().batches.iter().map(|b| b.at).max() {
+                self.null_from = self.null_from.max(super::minute_of(last) + 60);
             }
         }
         // What a normal release's hosts did after their restart is the app's start-up.

@@ -710,8 +710,8 @@ pub(crate) struct ReleaseRecord {
     /// Rounds judged (0 in states stored before it was counted).
     #[serde(default)]
     pub rounds: u32,
-    /// Per host metric, its host-minutes before the release as the last round counted
-    /// them (`memory::NullSample`).
+    /// Per host metric, its host-minutes before the release that the app's history had
+    /// not counted, as the last round counted them (`memory::NullSample`).
     #[serde(default)]
     pub null_hits: BTreeMap<String, NullSample>,
 }

@@ -243,7 +243,8 @@ pub(crate) struct MetricRound {
     /// The metric's kind, the largest recent effect of a released host and of a reference
     /// host, for learning.
     pub level: Option<(String, f64, f64)>,
-    /// The metric's kind and its host-minutes where nothing was released, for learning.
+    /// The metric's kind and its host-minutes where nothing was released that the app's
+    /// history has not counted yet (`AppMemory::null_from`), for learning.
     pub null: Option<(String, NullSample)>,
 }
 
@@ -319,6 +320,9 @@ fn metric_test(
     let bar = (1.0 / alpha).ln();
     // Hits where nothing changed, their runs, and the released hosts' hits after warm-up.
     let (mut kb, mut nb, mut runs) = (0usize, 0usize, 0usize);
+    // The same, of the minutes the app's history has not counted yet (for learning).
+    let mut fresh = NullSample::default();
+    let fresh_from = memory.memory.null_from;
     let (mut x, mut n) = (0usize, 0usize);
     let mut hit_hosts: Vec<&str> = Vec::new();
     let mut released_effect = f64::NEG_INFINITY;
@@ -348,12 +352,16 @@ fn metric_test(
             let hit = r >= hit_at;
             let null = minute < t.start;
             if null {
+                let starts_run = hit && previous_hit != Some(minute - 60);
                 nb += 1;
-                if hit {
-                    kb += 1;
-                    if previous_hit != Some(minute - 60) {
-                        runs += 1;
-                    }
+                kb += usize::from(hit);
+                runs += usize::from(starts_run);
+                if minute >= fresh_from {
+                    fresh = fresh.plus(NullSample {
+                        minutes: 1.0,
+                        hits: f64::from(u8::from(hit)),
+                        runs: f64::from(u8::from(starts_run)),
+                    });
                 }
             } else if t.released && minute >= t.settled {
                 n += 1;
@@ -392,7 +400,7 @@ fn metric_test(
         hits: kb as f64,
         runs: runs as f64,
     };
-    round.null = Some((kind.clone(), own));
+    round.null = Some((kind.clone(), fresh));
     let (effect, i) = top?;
     if x == 0 {
         return None;
@@ -407,7 +415,6 @@ fn metric_test(
             1.0
         }
     };
-    let run = inflation(own);
     // How often a host-minute hits where nothing changed: bounded above from this
     // release's baselines and the app's earlier ones together (each release's hour alone
     // bounds a rare hit only to a few in a hundred), never below the rate this release's
@@ -419,10 +426,15 @@ fn metric_test(
         .copied()
         .unwrap_or_default();
     let pooled = own.plus(history);
-    let pooled_run = inflation(pooled);
-    let p0 = if pooled.minutes / pooled_run >= MIN_NULL_MINUTES as f64 {
-        binomial_upper_bound(pooled.hits / pooled_run, pooled.minutes / pooled_run, alpha)
-            .max(if nb > 0 { own.hits / own.minutes } else { 0.0 })
+    // Runs as long as either sample shows them: a baseline hour that caught no hit says
+    // nothing of how long the app's hits last when they come.
+    let run = inflation(own).max(inflation(pooled));
+    let p0 = if pooled.minutes / run >= MIN_NULL_MINUTES as f64 {
+        binomial_upper_bound(pooled.hits / run, pooled.minutes / run, alpha).max(if nb > 0 {
+            own.hits / own.minutes
+        } else {
+            0.0
+        })
     } else {
         0.2
     }
@@ -449,8 +461,8 @@ fn metric_test(
     };
     let history_note = if history.minutes >= 1.0 {
         format!(
-            " and {:.0} of {:.0} in the app's earlier releases",
-            history.hits, history.minutes
+            " and {:.0} of {:.0} in {:.0} runs in the app's earlier releases",
+            history.hits, history.minutes, history.runs
         )
     } else {
         String::new()
@@ -461,7 +473,7 @@ fn metric_test(
         "no reference hosts"
     };
     let summary = format!(
-        "{metric} on released hosts: {x} of {n} host-minutes past their warm-up above what their level before the release, their work and {reference_note} predict (at least {min_abs_top:.2} and 3× their noise), where {kb} of {nb} host-minutes were with nothing released (in {runs} runs: counts divided by {run:.1}){history_note}, a hit rate of at most {p0:.4}; {} recently {effect:+.2} beyond its level {:.2}{work_note}; sequential test e={:.3e} against 1/α={:.3e}",
+        "{metric} on released hosts: {x} of {n} host-minutes past their warm-up above what their level before the release, their work and {reference_note} predict (at least {min_abs_top:.2} and 3× their noise), where {kb} of {nb} host-minutes were with nothing released (in {runs} runs){history_note}: a hit rate of at most {p0:.4}, counts divided by {run:.1} as hits come in runs; {} recently {effect:+.2} beyond its level {:.2}{work_note}; sequential test e={:.3e} against 1/α={:.3e}",
         t.name,
         t.level,
         log_e.min(700.0).exp(),
