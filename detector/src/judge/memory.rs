@@ -147,15 +147,15 @@ pub struct AppMemory {
     #[serde(default)]
     pub startup_profiles: Vec<u32>,
     /// Per host metric (`host_metric:cpu_pct`, ..): how often its host-minutes hit where
-    /// nothing was released, over the baselines of the releases learned from, faded like
-    /// the thresholds. It tells the calibrated test how rare a hit is in this app far
+    /// nothing was released, over the baselines of the releases learned from, each
+    /// release learned fading the sum by half over [`LEARNED_HALF_LIFE`] releases. It tells the calibrated test how rare a hit is in this app far
     /// better than one release's baseline hour can.
     #[serde(default)]
     pub null_hits: BTreeMap<String, NullSample>,
     /// The minute (UTC Unix seconds) up to which `null_hits` has counted host-minutes: a
-    /// release whose baseline hour overlaps an earlier one's adds only its later minutes,
-    /// so no minute counts twice. A release learned after a later one adds none of its
-    /// earlier minutes (fewer minutes, never a rarer hit than seen).
+    /// release whose baseline hour overlaps one learned before adds only the share of its
+    /// sample past it (its minutes taken as alike), so no minute counts twice; a release
+    /// learned after a later one adds none (fewer minutes, never a rarer hit than seen).
     #[serde(default)]
     pub null_from: i64,
 }
@@ -258,16 +258,16 @@ impl AppMemory {
             for sample in self.null_hits.values_mut() {
                 *sample = sample.scaled(kept);
             }
-            for (kind, &sample) in &record.null_hits {
-                if spec(kind).is_some() {
-                    let slot = self.null_hits.entry(kind.clone()).or_default();
-                    *slot = slot.plus(sample);
+            if let Some((from, to)) = judge.null_span() {
+                let new = (to - from.max(self.null_from)).max(0) as f64;
+                let share = (new / (to - from).max(1) as f64).min(1.0);
+                for (kind, &sample) in &record.null_hits {
+                    if spec(kind).is_some() {
+                        let slot = self.null_hits.entry(kind.clone()).or_default();
+                        *slot = slot.plus(sample.scaled(share));
+                    }
                 }
-            }
-            // Released hosts' minutes count until their batch's minute (the next one at
-            // most); reference hosts' until the first batch.
-            if let Some(last) = judge.release().batches.iter().map(|b| b.at).max() {
-                self.null_from = self.null_from.max(super::minute_of(last) + 60);
+                self.null_from = self.null_from.max(to);
             }
         }
         // What a normal release's hosts did after their restart is the app's start-up.

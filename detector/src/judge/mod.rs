@@ -710,8 +710,8 @@ pub(crate) struct ReleaseRecord {
     /// Rounds judged (0 in states stored before it was counted).
     #[serde(default)]
     pub rounds: u32,
-    /// Per host metric, its host-minutes before the release that the app's history had
-    /// not counted, as the last round counted them (`memory::NullSample`).
+    /// Per host metric, its host-minutes before the release as the last round counted
+    /// them (`memory::NullSample`), over [`ReleaseJudge::null_span`].
     #[serde(default)]
     pub null_hits: BTreeMap<String, NullSample>,
 }
@@ -789,6 +789,18 @@ impl ReleaseJudge {
     /// The release judged.
     pub fn release(&self) -> &Release {
         &self.release
+    }
+
+    /// The minutes (UTC Unix seconds, end excluded) its host metrics' baselines span: from
+    /// the baseline's start to the minute after the last batch's (a released host's
+    /// minutes count until its own batch, a reference host's until the first).
+    pub(crate) fn null_span(&self) -> Option<(i64, i64)> {
+        let first = self.release.first_minute()?;
+        let last = self.release.batches.iter().map(|b| b.at).max()?;
+        Some((
+            first - self.params.baseline_minutes * 60,
+            minute_of(last) + 60,
+        ))
     }
 
     /// The current verdict.

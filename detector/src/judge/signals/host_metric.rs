@@ -243,8 +243,7 @@ pub(crate) struct MetricRound {
     /// The metric's kind, the largest recent effect of a released host and of a reference
     /// host, for learning.
     pub level: Option<(String, f64, f64)>,
-    /// The metric's kind and its host-minutes where nothing was released that the app's
-    /// history has not counted yet (`AppMemory::null_from`), for learning.
+    /// The metric's kind and its host-minutes where nothing was released, for learning.
     pub null: Option<(String, NullSample)>,
 }
 
@@ -320,7 +319,9 @@ fn metric_test(
     let bar = (1.0 / alpha).ln();
     // Hits where nothing changed, their runs, and the released hosts' hits after warm-up.
     let (mut kb, mut nb, mut runs) = (0usize, 0usize, 0usize);
-    // The same, of the minutes the app's history has not counted yet (for learning).
+    // The same, of the minutes the app's history has not counted yet: with the history,
+    // every baseline minute once (this release's may be in it already, after feedback on
+    // it or on a release whose baseline hour overlaps).
     let mut fresh = NullSample::default();
     let fresh_from = memory.memory.null_from;
     let (mut x, mut n) = (0usize, 0usize);
@@ -360,7 +361,7 @@ fn metric_test(
                     fresh = fresh.plus(NullSample {
                         minutes: 1.0,
                         hits: f64::from(u8::from(hit)),
-                        runs: f64::from(u8::from(starts_run)),
+                        runs: f64::from(u8::from(starts_run || (hit && minute - 60 < fresh_from))),
                     });
                 }
             } else if t.released && minute >= t.settled {
@@ -400,7 +401,7 @@ fn metric_test(
         hits: kb as f64,
         runs: runs as f64,
     };
-    round.null = Some((kind.clone(), fresh));
+    round.null = Some((kind.clone(), own));
     let (effect, i) = top?;
     if x == 0 {
         return None;
@@ -425,7 +426,7 @@ fn metric_test(
         .get(&kind)
         .copied()
         .unwrap_or_default();
-    let pooled = own.plus(history);
+    let pooled = fresh.plus(history);
     // Runs as long as either sample shows them: a baseline hour that caught no hit says
     // nothing of how long the app's hits last when they come.
     let run = inflation(own).max(inflation(pooled));
