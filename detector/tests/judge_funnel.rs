@@ -101,9 +101,19 @@ fn definitions() -> HashMap<u64, Definition> {
 
 /// Runs rounds minute by minute over the rows known so far; returns every verdict.
 fn run(judge: &mut ReleaseJudge, rows: &[HostMinute], memory: &AppMemory) -> Vec<Verdict> {
+    run_from(T0, judge, rows, memory)
+}
+
+/// [`run`] for a release whose first batch is in the minute `start`.
+fn run_from(
+    start: i64,
+    judge: &mut ReleaseJudge,
+    rows: &[HostMinute],
+    memory: &AppMemory,
+) -> Vec<Verdict> {
     let mut out = Vec::new();
     for m in 0..60 {
-        let minute = T0 + m * 60;
+        let minute = start + m * 60;
         let known: Vec<HostMinute> = rows
             .iter()
             .filter(|r| r.minute <= minute)
@@ -1031,15 +1041,7 @@ fn judged_at(rows: &[HostMinute], shift: i64, memory: &AppMemory) -> ReleaseJudg
     }
     plan.until = plan.until.map(|u| u + shift);
     let mut j = judge(plan);
-    for m in 0..60 {
-        let minute = T0 + shift + m * 60;
-        let known: Vec<HostMinute> = shifted
-            .iter()
-            .filter(|r| r.minute <= minute)
-            .cloned()
-            .collect();
-        j.round(minute, &known, memory);
-    }
+    run_from(T0 + shift, &mut j, &shifted, memory);
     j
 }
 

@@ -77,6 +77,11 @@ pub const FALSE_ALARM_MARGIN: f64 = 1.5;
 /// to 9 on one of its seeds.)
 pub const LEARNED_HALF_LIFE: f64 = 50.0;
 
+/// What one release's worth of fading keeps: `2^(-1/LEARNED_HALF_LIFE)`.
+fn kept_per_release() -> f64 {
+    0.5f64.powf(1.0 / LEARNED_HALF_LIFE)
+}
+
 /// At most this many learned thresholds per app; past it, the ones closest to their
 /// default go first.
 pub const MAX_THRESHOLDS: usize = 512;
@@ -148,8 +153,9 @@ pub struct AppMemory {
     pub startup_profiles: Vec<u32>,
     /// Per host metric (`host_metric:cpu_pct`, ..): how often its host-minutes hit where
     /// nothing was released, over the baselines of the releases learned from, each
-    /// release learned fading the sum by half over [`LEARNED_HALF_LIFE`] releases. It tells the calibrated test how rare a hit is in this app far
-    /// better than one release's baseline hour can.
+    /// release learned fading the sum by half over [`LEARNED_HALF_LIFE`] releases. It
+    /// tells the calibrated test how rare a hit is in this app far better than one
+    /// release's baseline hour can.
     #[serde(default)]
     pub null_hits: BTreeMap<String, NullSample>,
     /// The minute (UTC Unix seconds) up to which `null_hits` has counted host-minutes: a
@@ -252,11 +258,11 @@ impl AppMemory {
             self.fade();
         }
         // Whatever the release turned out to be, its baselines were minutes with nothing
-        // released: every judged release teaches how often host metrics hit in them.
+        // released: every judged release learned from teaches how often host metrics hit
+        // in them.
         if record.rounds > 0 {
-            let kept = 0.5f64.powf(1.0 / LEARNED_HALF_LIFE);
             for sample in self.null_hits.values_mut() {
-                *sample = sample.scaled(kept);
+                *sample = sample.scaled(kept_per_release());
             }
             if let Some((from, to)) = judge.null_span() {
                 let new = (to - from.max(self.null_from)).max(0) as f64;
@@ -355,10 +361,9 @@ impl AppMemory {
     /// One normal release's worth of fading: every threshold keeps `2^(-1/50)` of its
     /// excess over its default.
     fn fade(&mut self) {
-        let kept = 0.5f64.powf(1.0 / LEARNED_HALF_LIFE);
         for (kind, value) in &mut self.thresholds {
             let default = kind_default(kind);
-            *value = default + (*value - default).max(0.0) * kept;
+            *value = default + (*value - default).max(0.0) * kept_per_release();
         }
     }
 

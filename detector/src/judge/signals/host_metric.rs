@@ -257,25 +257,12 @@ pub(crate) fn metric_signal(
     memory: &Learned<'_>,
 ) -> MetricRound {
     let mut round = MetricRound::default();
-    round.candidate = metric_test(&mut round, metric, hosts, first, m, params, memory);
-    round
-}
-
-fn metric_test(
-    round: &mut MetricRound,
-    metric: &str,
-    hosts: &[HostView<'_>],
-    first: i64,
-    m: i64,
-    params: &JudgeParams,
-    memory: &Learned<'_>,
-) -> Option<Candidate> {
     let tracks: Vec<Track<'_>> = hosts
         .iter()
         .filter_map(|h| track(h, metric, first, m, params))
         .collect();
     if !tracks.iter().any(|t| t.released) {
-        return None;
+        return round;
     }
     let with_reference = tracks.iter().any(|t| !t.released);
     // The reference hosts' residuals per minute, sorted, under each of the two models.
@@ -402,10 +389,9 @@ fn metric_test(
         runs: runs as f64,
     };
     round.null = Some((kind.clone(), own));
-    let (effect, i) = top?;
-    if x == 0 {
-        return None;
-    }
+    let Some((effect, i)) = top.filter(|_| x > 0) else {
+        return round;
+    };
     // Hits come in runs: counts are divided by the variance inflation of a two-state
     // Markov chain whose runs of hits last `L` minutes on average where nothing changed,
     // `(1 + ρ) / (1 − ρ)` with `ρ = 1 − 1/L`, that is `2L − 1`.
@@ -440,10 +426,11 @@ fn metric_test(
         0.2
     }
     .clamp(0.002, 0.99);
-    let log_e = hit_mixture(x as f64 / run, n as f64 / run, p0, &HIT_RATES)?;
-    if log_e < 0.5 * bar {
-        return None;
-    }
+    let Some(log_e) = hit_mixture(x as f64 / run, n as f64 / run, p0, &HIT_RATES)
+        .filter(|&log_e| log_e >= 0.5 * bar)
+    else {
+        return round;
+    };
     let t = &tracks[i];
     let mut scales: Vec<f64> = t
         .minutes
@@ -512,7 +499,8 @@ fn metric_test(
         c.reason.severity = Severity::Warning;
     }
     c.immediate = c.suspicious && with_reference;
-    Some(c)
+    round.candidate = Some(c);
+    round
 }
 
 /// Memory: the slope after the release above the reference hosts' (or its own baseline's).
