@@ -856,6 +856,51 @@ fn an_app_learns_its_start_up_from_normal_releases() {
     assert!((6..=8).contains(&at), "blocked at +{at}");
 }
 
+#[test]
+fn until_an_app_has_learned_its_start_up_each_hosts_own_holds_its_host_metrics() {
+    // A restart burns 30 more points of CPU for six minutes (compilation, cold caches),
+    // past the default three-minute warm-up of host metrics; the app has no start-up
+    // profile yet. Each released host's own start-up, measured as it goes, keeps its CPU
+    // out of the test until it ends.
+    let storm = |h: &str, m: i64, r: &mut HostMinute| {
+        if (h == "h1" || h == "h2") && (0..6).contains(&m) {
+            r.host_metrics.cpu_pct = r.host_metrics.cpu_pct.map(|c| c + 30.0);
+        }
+    };
+    let rows = fleet(&HOSTS, storm);
+    assert_not_blocked(&rows);
+    // An app that learned calm start-ups (a one-minute warm-up) is judged by what it
+    // learned: the same storm is more CPU than its restarts use.
+    let calm = fleet(&HOSTS, |_, _, _| {});
+    let release_of = || judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+    let mut memory = AppMemory::default();
+    for _ in 0..5 {
+        let mut j = release_of();
+        run(&mut j, &calm, &memory);
+        memory.learn(&j, Feedback::ConfirmedNormal);
+    }
+    assert_eq!(memory.startup_profiles, [0; 5]);
+    let verdicts = run(&mut release_of(), &rows, &memory);
+    let (at, v) = first_block(&verdicts).expect("a storm past the learned warm-up blocks");
+    assert_eq!(v.reasons[0].metric.as_deref(), Some("cpu_pct"), "{v:?}");
+    assert!(at < 6, "blocked during the storm, at +{at}");
+    // A CPU regression from the restart on is no start-up once it has lasted the longest
+    // a start-up is taken to (ten minutes): then it is judged from the default warm-up
+    // on, and blocks at once.
+    let regression = fleet(&HOSTS, |h, m, r| {
+        if (h == "h1" || h == "h2") && m >= 0 {
+            r.host_metrics.cpu_pct = r.host_metrics.cpu_pct.map(|c| c + 40.0);
+        }
+    });
+    let verdicts = run(&mut release_of(), &regression, &AppMemory::default());
+    let (at, v) = first_block(&verdicts).expect("blocked");
+    assert_eq!(v.reasons[0].metric.as_deref(), Some("cpu_pct"), "{v:?}");
+    assert_eq!(
+        at, 9,
+        "blocked by the round of the start-up span's last minute"
+    );
+}
+
 /// What an app learns from `releases` releases of h1 and h2 that all show `rows`, each
 /// called normal by its users (a false alarm when it was blocked).
 fn taught_normal(rows: &[HostMinute], releases: usize) -> AppMemory {

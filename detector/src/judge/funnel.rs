@@ -97,6 +97,7 @@ pub(crate) fn evaluate(
             na: 0.0,
             ta: 0,
             na_all: 0.0,
+            startup_until: None,
         });
     }
     let base_from = first - params.baseline_minutes * 60;
@@ -393,7 +394,21 @@ pub(crate) fn evaluate(
         memory,
     ));
 
-    out.startup = startup::longest_run(&hosts, first, m, params);
+    // Where each released host's start-up stands. The longest one that ended is what the
+    // release teaches the app. Until the app has learned its start-up, a host's own keeps
+    // its host metrics out of their settled window until it ends (a restart's CPU storm
+    // longer than the default warm-up is no regression), or until it has lasted longer
+    // than any start-up is taken to (a regression from the restart on is one, judged from
+    // the default warm-up on). Exceptions and error lines keep the default warm-up: a
+    // spike of a known exception from the restart on blocks in minutes, which a wait for
+    // the longest start-up would not allow.
+    let stretches = startup::stretches(&hosts, first, m, params);
+    out.startup = startup::longest(&stretches);
+    if !judge.warmup_learned {
+        for (h, stretch) in hosts.iter_mut().zip(stretches) {
+            h.startup_until = startup::settles_at(h.role, stretch);
+        }
+    }
 
     // Rule 4: host metrics.
     for metric in host_metric::METRICS {

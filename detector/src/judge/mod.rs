@@ -15,7 +15,9 @@
 //! [`JudgeParams::warmup_minutes`] (restart noise, 2), host metrics and latency the first
 //! [`JudgeParams::metric_warmup_minutes`] (3: CPU and response times stay up longer after
 //! a restart), both replaced by the app's learned start-up profile (`startup`) once five
-//! normal releases taught it. Reference hosts (`reference_hosts` plus hosts of batches not reached
+//! normal releases taught it. Until then, a released host's host metrics also wait for
+//! its own start-up in this release to end, as each round measures it (at most ten
+//! minutes). Reference hosts (`reference_hosts` plus hosts of batches not reached
 //! yet) have the first batch as their boundary. Missing rows are absent from every sum.
 //!
 //! 1. `dangerous_exception` — a fingerprint whose definition is dangerous, seen on a
@@ -738,6 +740,12 @@ pub struct ReleaseJudge {
     /// profile); a state stored before there were profiles keeps its warm-up.
     #[serde(default = "chosen")]
     warmup_chosen: bool,
+    /// Whether that warm-up is the app's learned one. Until the app has learned its
+    /// start-up, a released host's host metrics also wait for its own start-up in this
+    /// release to end, as measured round by round (see `funnel`); a state stored before
+    /// this reads as learned and keeps its warm-up alone.
+    #[serde(default = "chosen")]
+    warmup_learned: bool,
     verdict: Verdict,
     record: ReleaseRecord,
     /// Fingerprints seen in baselines or on reference hosts at the last round (for alerts).
@@ -776,6 +784,7 @@ impl ReleaseJudge {
             window: VecDeque::new(),
             metric_streak: 0,
             warmup_chosen: false,
+            warmup_learned: false,
             verdict: Verdict {
                 decision: Decision::Pass,
                 decided_at: start,
@@ -855,6 +864,7 @@ impl ReleaseJudge {
             if let Some(w) = startup::learned_warmup(&memory.startup_profiles) {
                 self.params.warmup_minutes = w;
                 self.params.metric_warmup_minutes = Some(w);
+                self.warmup_learned = true;
             }
             self.warmup_chosen = true;
         }

@@ -19,6 +19,16 @@
 //! storm seen recently stays covered, and an old one is forgotten);
 //! before that, the defaults [`JudgeParams::warmup_minutes`] and
 //! [`JudgeParams::metric_warmup_minutes`].
+//!
+//! Before that, too, a released host's host metrics wait for the host's own start-up in
+//! this release ([`stretches`], [`settles_at`]): while its first elevated stretch goes on
+//! (less than [`MAX_STARTUP_MINUTES`] from its release) none of its minutes is settled, and
+//! once the stretch ended they are settled from a minute past its end. An app's first
+//! releases are judged so without a start-up storm of CPU counted as a regression; the
+//! price is that a CPU regression from the restart on is judged only once it has lasted
+//! [`MAX_STARTUP_MINUTES`] (then from the default warm-up on). What the logs count keeps the
+//! default warm-up: a spike of a known exception from the restart on must block within
+//! minutes, and a wait for the longest start-up would not allow it.
 
 use super::signal::{HostView, Role};
 use super::stats::{mad_sd, median};
@@ -56,14 +66,71 @@ pub fn learned_warmup(profiles: &[u32]) -> Option<i64> {
     Some(i64::from(longest.min(MAX_STARTUP_MINUTES)) + 1)
 }
 
-/// The longest run of elevated minutes from their release among the released hosts known
-/// at minute `m` (`None` when no released host could be measured).
-pub(super) fn longest_run(
+/// The longest start-up that ended among `stretches` (`None` when none did).
+pub(super) fn longest(stretches: &[Stretch]) -> Option<u32> {
+    stretches
+        .iter()
+        .filter_map(|s| match *s {
+            Stretch::Ended(run) => Some(run),
+            _ => None,
+        })
+        .max()
+}
+
+/// The minute before which a released host's own start-up keeps its host metrics out of
+/// its settled window: a minute past the end of one that ended (as the learned warm-up
+/// adds one), the longest a start-up is taken to last while one is going; `None` when it
+/// was not measured.
+pub(super) fn settles_at(role: Role, stretch: Stretch) -> Option<i64> {
+    let Role::Released(r) = role else {
+        return None;
+    };
+    match stretch {
+        Stretch::Ended(run) => Some(r + i64::from(run + 1) * 60),
+        Stretch::Going => Some(r + i64::from(MAX_STARTUP_MINUTES) * 60),
+        Stretch::Unknown => None,
+    }
+}
+
+/// Where a released host's start-up stands at a round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stretch {
+    /// Not measured: a reference host, a thin baseline, a missing minute, calm so far
+    /// within [`MAX_RESTART_LAG`], or elevated for all of [`MAX_STARTUP_MINUTES`] (not a
+    /// start-up).
+    Unknown,
+    /// Its first elevated stretch ended this many minutes after its release (0: calm from
+    /// its release).
+    Ended(u32),
+    /// Elevated at the last minute known, less than [`MAX_STARTUP_MINUTES`] after its
+    /// release.
+    Going,
+}
+
+/// Where each host's start-up stands at minute `m` (in the order of `hosts`).
+pub(super) fn stretches(
     hosts: &[HostView<'_>],
     first: i64,
     m: i64,
     params: &JudgeParams,
-) -> Option<u32> {
+) -> Vec<Stretch> {
+    let mut out = vec![Stretch::Unknown; hosts.len()];
+    let Some(measured) = measure(hosts, first, m, params) else {
+        return out;
+    };
+    for (i, s) in measured {
+        out[i] = s;
+    }
+    out
+}
+
+/// [`stretches`] of the released hosts that could be measured, by host index.
+fn measure(
+    hosts: &[HostView<'_>],
+    first: i64,
+    m: i64,
+    params: &JudgeParams,
+) -> Option<Vec<(usize, Stretch)>> {
     // Runs end within MAX_STARTUP_MINUTES of a host's release: past that (and a margin for
     // late reports) this round has nothing to add to what the record keeps.
     let latest = hosts
@@ -77,14 +144,15 @@ pub(super) fn longest_run(
         return None;
     }
     let base_from = first - params.baseline_minutes * 60;
-    let profiles: Vec<(&HostView<'_>, Baseline)> = hosts
+    let profiles: Vec<(usize, &HostView<'_>, Baseline)> = hosts
         .iter()
-        .filter_map(|h| {
+        .enumerate()
+        .filter_map(|(i, h)| {
             let until = match h.role {
                 Role::Released(r) => r,
                 Role::Reference => first,
             };
-            Some((h, Baseline::of(h, base_from, until, m)?))
+            Some((i, h, Baseline::of(h, base_from, until, m)?))
         })
         .collect();
     // The reference hosts' own change per minute of the measured span (a surge on every
@@ -93,7 +161,7 @@ pub(super) fn longest_run(
     let span_end = m.min(
         profiles
             .iter()
-            .filter_map(|(h, _)| match h.role {
+            .filter_map(|(_, h, _)| match h.role {
                 Role::Released(r) => Some(r + i64::from(MAX_STARTUP_MINUTES) * 60),
                 Role::Reference => None,
             })
@@ -105,7 +173,7 @@ pub(super) fn longest_run(
     let slots = span(span_end).map_or(0, |s| s + 1);
     // Per minute: errors, expected errors, exceptions, expected exceptions, CPU changes.
     let mut sums = vec![(0.0, 0.0, 0.0, 0.0, Vec::new()); slots];
-    for (h, b) in profiles.iter().filter(|p| p.0.role == Role::Reference) {
+    for (_, h, b) in profiles.iter().filter(|p| p.1.role == Role::Reference) {
         for x in &h.rows {
             let Some(slot) = span(x.minute).and_then(|i| sums.get_mut(i)) else {
                 continue;
@@ -131,8 +199,8 @@ pub(super) fn longest_run(
             )
         })
         .collect();
-    let mut longest: Option<u32> = None;
-    for (h, b) in &profiles {
+    let mut out = Vec::new();
+    for &(i, h, ref b) in &profiles {
         let Role::Released(r) = h.role else { continue };
         let end = r + i64::from(MAX_STARTUP_MINUTES) * 60;
         let mut rows: Vec<&HostMinute> = h
@@ -148,8 +216,10 @@ pub(super) fn longest_run(
         // calm minutes before its first elevated one, up to MAX_RESTART_LAG of them, count
         // in its start-up, which ends with its first elevated stretch.
         let mut stretch_from: Option<u32> = None;
+        let mut stretch = Stretch::Unknown;
         for (run, x) in (0u32..).zip(rows) {
             if x.minute != r + i64::from(run) * 60 {
+                stretch = Stretch::Unknown;
                 break;
             }
             let (error_change, exception_change, cpu_change) = span(x.minute)
@@ -165,16 +235,23 @@ pub(super) fn longest_run(
                     .is_some_and(|(level, c)| c - level - cpu_change > b.cpu_margin);
             if elevated {
                 stretch_from.get_or_insert(run);
+                // Still going, unless this is the span's last minute (then it lasted all
+                // of it: no start-up).
+                stretch = if run + 1 < MAX_STARTUP_MINUTES {
+                    Stretch::Going
+                } else {
+                    Stretch::Unknown
+                };
             } else if stretch_from.is_some() || run >= MAX_RESTART_LAG {
                 // The stretch ended here, or the host stayed calm past the lag: no
                 // start-up beyond these minutes (0 when it was calm from its release).
-                let measured = if stretch_from.is_some() { run } else { 0 };
-                longest = Some(longest.map_or(measured, |l| l.max(measured)));
+                stretch = Stretch::Ended(if stretch_from.is_some() { run } else { 0 });
                 break;
             }
         }
+        out.push((i, stretch));
     }
-    longest
+    Some(out)
 }
 
 fn exception_count(x: &HostMinute) -> f64 {

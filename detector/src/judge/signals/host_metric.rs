@@ -212,7 +212,10 @@ fn track<'a>(
         name: h.name,
         released: matches!(h.role, Role::Released(_)),
         start,
-        settled: start + params.metric_warmup() * 60,
+        settled: h
+            .startup_until
+            .unwrap_or(i64::MIN)
+            .max(start + params.metric_warmup() * 60),
         level,
         minutes,
     })
