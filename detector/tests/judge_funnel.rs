@@ -901,6 +901,32 @@ fn until_an_app_has_learned_its_start_up_each_hosts_own_holds_its_host_metrics()
     );
 }
 
+#[test]
+fn until_an_app_has_learned_its_start_up_a_storm_of_errors_while_the_cpu_is_up_is_start_up() {
+    // For five minutes after the restart the released hosts log ×10 the known exception
+    // and ×8 the error lines while burning 30 more points of CPU: a JVM starting (its
+    // pools filling, its code compiling), longer than the default two-minute warm-up of
+    // what the logs count. The app has no start-up profile yet.
+    let storm = |cpu: f64| {
+        fleet(&HOSTS, move |h, m, r| {
+            if (h == "h1" || h == "h2") && (0..5).contains(&m) {
+                r.exceptions
+                    .insert(KNOWN, 10 * (1 + m.rem_euclid(2) as u64));
+                r.error_lines *= 8;
+                r.host_metrics.cpu_pct = r.host_metrics.cpu_pct.map(|c| c + cpu);
+            }
+        })
+    };
+    assert_not_blocked(&storm(30.0));
+    // The same counts on hosts whose CPU stayed calm are not a restart's: judged past the
+    // default warm-up, as a spike of a known exception from the restart on must be.
+    let release_of = || judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+    let verdicts = run(&mut release_of(), &storm(0.0), &AppMemory::default());
+    let (at, v) = first_block(&verdicts).expect("blocked");
+    assert_eq!(v.reasons[0].rule.as_str(), "exception_rate", "{v:?}");
+    assert!(at <= 3, "blocked at +{at}");
+}
+
 /// What an app learns from `releases` releases of h1 and h2 that all show `rows`, each
 /// called normal by its users (a false alarm when it was blocked).
 fn taught_normal(rows: &[HostMinute], releases: usize) -> AppMemory {

@@ -131,66 +131,90 @@ pub(crate) fn evaluate(
         settled: Vec::new(),
         first: idx(first),
     };
-    grid.settled = grid
-        .start
-        .iter()
-        .map(|&s| s + params.warmup_minutes.max(0) as usize)
-        .collect();
+    for row in data {
+        if row.minute <= m
+            && row.minute >= base_from
+            && let Some(&i) = index.get(row.host.as_str())
+        {
+            hosts[i].rows.push(row);
+        }
+    }
+    // Where each released host's start-up stands. The longest one that ended is what the
+    // release teaches the app. Until the app has learned its start-up, a host's own keeps
+    // its minutes out of their settled window until it ends, or until it has lasted
+    // longer than any start-up is taken to (a regression from the restart on is one,
+    // judged from the default warm-up on): its host metrics wait for its minutes elevated
+    // by any signal (a restart's CPU storm past the default warm-up is no regression),
+    // what its logs count for its minutes of elevated CPU (a restart's storm of errors
+    // comes while the JVM compiles and fills its caches; a spike of a known exception on a
+    // host whose CPU is calm is judged past the default warm-up, within minutes).
+    let stretches = startup::stretches(&hosts, first, m, params);
+    out.startup = startup::longest(&stretches);
+    let mut settled_from: Vec<i64> = Vec::with_capacity(n_hosts);
+    for (h, stretch) in hosts.iter_mut().zip(stretches) {
+        let start = match h.role {
+            Role::Released(r) => r,
+            Role::Reference => first,
+        };
+        let mut from = start + warm;
+        if !judge.warmup_learned {
+            h.startup_until = startup::settles_at(h.role, stretch.any);
+            from = from.max(startup::settles_at(h.role, stretch.cpu).unwrap_or(from));
+        }
+        settled_from.push(from);
+    }
+    grid.settled = settled_from.iter().map(|&s| idx(s)).collect();
     let mut error_grid = vec![0.0; n_hosts * t_len];
     let mut signal_grids: HashMap<Fingerprint, Vec<f64>> = HashMap::new();
-    for row in data {
-        if row.minute > m || row.minute < base_from {
-            continue;
-        }
-        let Some(&i) = index.get(row.host.as_str()) else {
-            continue;
-        };
-        let host = &mut hosts[i];
+    for (i, host) in hosts.iter_mut().enumerate() {
+        let rows = std::mem::take(&mut host.rows);
         let start = match host.role {
             Role::Released(r) => r,
             Role::Reference => first,
         };
-        let before = row.minute < start;
-        let settled = row.minute >= start + warm;
-        // A trace's frame lines are not work.
-        let n = if counts_events.contains(host.name) {
-            row.events
-        } else {
-            row.lines
-        } as f64;
-        host.rows.push(row);
-        let cell = i * t_len + idx(row.minute);
-        grid.lines[cell] = grid.lines[cell].max(0.0) + n;
-        error_grid[cell] += row.error_lines as f64;
-        let tally = |s: &mut SigHost, k: f64| s.add(k, n, (before, settled));
-        tally(&mut errors[i], row.error_lines as f64);
-        for (&fp, &k) in &row.exceptions {
-            if k == 0 {
-                continue;
+        for &row in &rows {
+            let before = row.minute < start;
+            let settled = row.minute >= settled_from[i];
+            // A trace's frame lines are not work.
+            let n = if counts_events.contains(host.name) {
+                row.events
+            } else {
+                row.lines
+            } as f64;
+            let cell = i * t_len + idx(row.minute);
+            grid.lines[cell] = grid.lines[cell].max(0.0) + n;
+            error_grid[cell] += row.error_lines as f64;
+            let tally = |s: &mut SigHost, k: f64| s.add(k, n, (before, settled));
+            tally(&mut errors[i], row.error_lines as f64);
+            for (&fp, &k) in &row.exceptions {
+                if k == 0 {
+                    continue;
+                }
+                let seen = out.seen.entry(fp).or_insert(row.minute);
+                *seen = (*seen).max(row.minute);
+                if before || host.role == Role::Reference {
+                    out.outside.insert(fp);
+                }
+                let per_host = signals
+                    .entry(fp)
+                    .or_insert_with(|| vec![SigHost::default(); n_hosts]);
+                tally(&mut per_host[i], k as f64);
+                signal_grids
+                    .entry(fp)
+                    .or_insert_with(|| vec![0.0; n_hosts * t_len])[cell] += k as f64;
             }
-            let seen = out.seen.entry(fp).or_insert(row.minute);
-            *seen = (*seen).max(row.minute);
-            if before || host.role == Role::Reference {
-                out.outside.insert(fp);
+            if before {
+                host.nb += n;
+                host.tb += 1;
+            } else {
+                host.na_all += n;
+                if settled {
+                    host.na += n;
+                    host.ta += 1;
+                }
             }
-            let per_host = signals
-                .entry(fp)
-                .or_insert_with(|| vec![SigHost::default(); n_hosts]);
-            tally(&mut per_host[i], k as f64);
-            signal_grids
-                .entry(fp)
-                .or_insert_with(|| vec![0.0; n_hosts * t_len])[cell] += k as f64;
         }
-        if before {
-            host.nb += n;
-            host.tb += 1;
-        } else {
-            host.na_all += n;
-            if settled {
-                host.na += n;
-                host.ta += 1;
-            }
-        }
+        host.rows = rows;
     }
 
     let released: Vec<usize> = (0..n_hosts)
@@ -393,22 +417,6 @@ pub(crate) fn evaluate(
         params,
         memory,
     ));
-
-    // Where each released host's start-up stands. The longest one that ended is what the
-    // release teaches the app. Until the app has learned its start-up, a host's own keeps
-    // its host metrics out of their settled window until it ends (a restart's CPU storm
-    // longer than the default warm-up is no regression), or until it has lasted longer
-    // than any start-up is taken to (a regression from the restart on is one, judged from
-    // the default warm-up on). Exceptions and error lines keep the default warm-up: a
-    // spike of a known exception from the restart on blocks in minutes, which a wait for
-    // the longest start-up would not allow.
-    let stretches = startup::stretches(&hosts, first, m, params);
-    out.startup = startup::longest(&stretches);
-    if !judge.warmup_learned {
-        for (h, stretch) in hosts.iter_mut().zip(stretches) {
-            h.startup_until = startup::settles_at(h.role, stretch);
-        }
-    }
 
     // Rule 4: host metrics.
     for metric in host_metric::METRICS {

@@ -15,9 +15,9 @@
 //! [`JudgeParams::warmup_minutes`] (restart noise, 2), host metrics and latency the first
 //! [`JudgeParams::metric_warmup_minutes`] (3: CPU and response times stay up longer after
 //! a restart), both replaced by the app's learned start-up profile (`startup`) once five
-//! normal releases taught it. Until then, a released host's host metrics also wait for
-//! its own start-up in this release to end, as each round measures it (at most ten
-//! minutes). Reference hosts (`reference_hosts` plus hosts of batches not reached
+//! normal releases taught it. Until then, a released host also waits for its own
+//! start-up in this release to end, as each round measures it (at most ten minutes; what
+//! the logs count only while its CPU is up). Reference hosts (`reference_hosts` plus hosts of batches not reached
 //! yet) have the first batch as their boundary. Missing rows are absent from every sum.
 //!
 //! 1. `dangerous_exception` — a fingerprint whose definition is dangerous, seen on a
@@ -741,9 +741,9 @@ pub struct ReleaseJudge {
     #[serde(default = "chosen")]
     warmup_chosen: bool,
     /// Whether that warm-up is the app's learned one. Until the app has learned its
-    /// start-up, a released host's host metrics also wait for its own start-up in this
-    /// release to end, as measured round by round (see `funnel`); a state stored before
-    /// this reads as learned and keeps its warm-up alone.
+    /// start-up, a released host also waits for its own start-up in this release to end,
+    /// as measured round by round (see `startup`); a state stored before this reads as
+    /// learned and keeps its warm-up alone.
     #[serde(default = "chosen")]
     warmup_learned: bool,
     verdict: Verdict,

@@ -42,8 +42,8 @@ pub(super) struct HostView<'a> {
     pub(super) ta: u32,
     pub(super) na_all: f64,
     /// A released host whose app has not learned its start-up yet: the minute its own
-    /// start-up in this release ends (or may still end), before which its host metrics are
-    /// not settled whatever the default warm-up says.
+    /// start-up in this release (minutes elevated by any signal) ends, or may still end,
+    /// before which its host metrics are not settled whatever the default warm-up says.
     pub(super) startup_until: Option<i64>,
 }
 

@@ -20,15 +20,16 @@
 //! before that, the defaults [`JudgeParams::warmup_minutes`] and
 //! [`JudgeParams::metric_warmup_minutes`].
 //!
-//! Before that, too, a released host's host metrics wait for the host's own start-up in
-//! this release ([`stretches`], [`settles_at`]): while its first elevated stretch goes on
-//! (less than [`MAX_STARTUP_MINUTES`] from its release) none of its minutes is settled, and
-//! once the stretch ended they are settled from a minute past its end. An app's first
-//! releases are judged so without a start-up storm of CPU counted as a regression; the
-//! price is that a CPU regression from the restart on is judged only once it has lasted
-//! [`MAX_STARTUP_MINUTES`] (then from the default warm-up on). What the logs count keeps the
-//! default warm-up: a spike of a known exception from the restart on must block within
-//! minutes, and a wait for the longest start-up would not allow it.
+//! Before that, too, a released host waits for its own start-up in this release
+//! ([`stretches`], [`settles_at`]): while a stretch of elevated minutes from its release
+//! goes on (less than [`MAX_STARTUP_MINUTES`]) none of its minutes is settled, and once the
+//! stretch ended they are settled from a minute past its end. Its host metrics wait for
+//! minutes elevated by any signal; what its logs count waits only for minutes of elevated
+//! CPU (a restart's storm of errors comes while the JVM compiles and fills its caches, and
+//! a spike of a known exception on hosts whose CPU is calm must block within minutes). An
+//! app's first releases are judged so without a start-up storm counted as a regression;
+//! the price is that a regression from the restart on that raises the CPU is judged only
+//! once it has lasted [`MAX_STARTUP_MINUTES`] (then from the default warm-up on).
 
 use super::signal::{HostView, Role};
 use super::stats::{mad_sd, median};
@@ -66,21 +67,22 @@ pub fn learned_warmup(profiles: &[u32]) -> Option<i64> {
     Some(i64::from(longest.min(MAX_STARTUP_MINUTES)) + 1)
 }
 
-/// The longest start-up that ended among `stretches` (`None` when none did).
-pub(super) fn longest(stretches: &[Stretch]) -> Option<u32> {
+/// The longest start-up (by any signal) that ended among `stretches` (`None` when none
+/// did).
+pub(super) fn longest(stretches: &[HostStartup]) -> Option<u32> {
     stretches
         .iter()
-        .filter_map(|s| match *s {
+        .filter_map(|s| match s.any {
             Stretch::Ended(run) => Some(run),
             _ => None,
         })
         .max()
 }
 
-/// The minute before which a released host's own start-up keeps its host metrics out of
-/// its settled window: a minute past the end of one that ended (as the learned warm-up
-/// adds one), the longest a start-up is taken to last while one is going; `None` when it
-/// was not measured.
+/// The minute before which a released host's own start-up (by one measure) keeps its
+/// minutes out of its settled window: a minute past the end of one that ended (as the
+/// learned warm-up adds one), the longest a start-up is taken to last while one is going;
+/// `None` when it was not measured.
 pub(super) fn settles_at(role: Role, stretch: Stretch) -> Option<i64> {
     let Role::Released(r) = role else {
         return None;
@@ -107,14 +109,29 @@ pub(super) enum Stretch {
     Going,
 }
 
+/// Where a released host's start-up stands at a round, by two measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct HostStartup {
+    /// Its minutes elevated by any signal: error lines, exceptions or CPU (what the app
+    /// learns, and what holds its host metrics).
+    pub any: Stretch,
+    /// Its minutes elevated by CPU alone: a restart's compilation and cold caches, which
+    /// hold what its logs count while they last.
+    pub cpu: Stretch,
+}
+
 /// Where each host's start-up stands at minute `m` (in the order of `hosts`).
 pub(super) fn stretches(
     hosts: &[HostView<'_>],
     first: i64,
     m: i64,
     params: &JudgeParams,
-) -> Vec<Stretch> {
-    let mut out = vec![Stretch::Unknown; hosts.len()];
+) -> Vec<HostStartup> {
+    let unknown = HostStartup {
+        any: Stretch::Unknown,
+        cpu: Stretch::Unknown,
+    };
+    let mut out = vec![unknown; hosts.len()];
     let Some(measured) = measure(hosts, first, m, params) else {
         return out;
     };
@@ -130,7 +147,7 @@ fn measure(
     first: i64,
     m: i64,
     params: &JudgeParams,
-) -> Option<Vec<(usize, Stretch)>> {
+) -> Option<Vec<(usize, HostStartup)>> {
     // Runs end within MAX_STARTUP_MINUTES of a host's release: past that (and a margin for
     // late reports) this round has nothing to add to what the record keeps.
     let latest = hosts
@@ -210,48 +227,68 @@ fn measure(
             .filter(|x| x.minute >= r && x.minute < end && x.minute <= m)
             .collect();
         rows.sort_by_key(|x| x.minute);
-        // The run counts once it has ended on a measured, settled minute: a run still
-        // going, cut by a missing minute or lasting the whole span is not a start-up. A
-        // host of a batch may restart a little after the batch's time (a rolling restart):
-        // calm minutes before its first elevated one, up to MAX_RESTART_LAG of them, count
-        // in its start-up, which ends with its first elevated stretch.
-        let mut stretch_from: Option<u32> = None;
-        let mut stretch = Stretch::Unknown;
+        // Per minute from the release while they follow on: elevated by any of the
+        // signals, and by CPU alone.
+        let mut elevated: Vec<(bool, bool)> = Vec::new();
+        let mut cut = false;
         for (run, x) in (0u32..).zip(rows) {
             if x.minute != r + i64::from(run) * 60 {
-                stretch = Stretch::Unknown;
+                cut = true;
                 break;
             }
             let (error_change, exception_change, cpu_change) = span(x.minute)
                 .and_then(|i| reference.get(i).copied())
                 .unwrap_or((1.0, 1.0, 0.0));
             let n = b.work(x);
-            let elevated = x.error_lines as f64
+            let cpu = b
+                .cpu_level
+                .zip(x.host_metrics.get("cpu_pct"))
+                .is_some_and(|(level, c)| c - level - cpu_change > b.cpu_margin);
+            let counts = x.error_lines as f64
                 >= COUNT_RATIO * error_change * b.error_rate * n + COUNT_EXCESS
                 || exception_count(x)
-                    >= COUNT_RATIO * exception_change * b.exception_rate * n + COUNT_EXCESS
-                || b.cpu_level
-                    .zip(x.host_metrics.get("cpu_pct"))
-                    .is_some_and(|(level, c)| c - level - cpu_change > b.cpu_margin);
-            if elevated {
-                stretch_from.get_or_insert(run);
-                // Still going, unless this is the span's last minute (then it lasted all
-                // of it: no start-up).
-                stretch = if run + 1 < MAX_STARTUP_MINUTES {
-                    Stretch::Going
-                } else {
-                    Stretch::Unknown
-                };
-            } else if stretch_from.is_some() || run >= MAX_RESTART_LAG {
-                // The stretch ended here, or the host stayed calm past the lag: no
-                // start-up beyond these minutes (0 when it was calm from its release).
-                stretch = Stretch::Ended(if stretch_from.is_some() { run } else { 0 });
-                break;
-            }
+                    >= COUNT_RATIO * exception_change * b.exception_rate * n + COUNT_EXCESS;
+            elevated.push((cpu || counts, cpu));
         }
-        out.push((i, stretch));
+        let any: Vec<bool> = elevated.iter().map(|e| e.0).collect();
+        let cpu: Vec<bool> = elevated.iter().map(|e| e.1).collect();
+        out.push((
+            i,
+            HostStartup {
+                any: classify(&any, cut),
+                cpu: classify(&cpu, cut),
+            },
+        ));
     }
     Some(out)
+}
+
+/// Where a start-up stands given whether each minute from the release, in order, was
+/// elevated; `cut`: a missing minute followed them. The run counts once it has ended on a
+/// measured minute: a run still going, cut by a missing minute or lasting the whole span
+/// is not a start-up. A host of a batch may restart a little after the batch's time (a
+/// rolling restart): calm minutes before its first elevated one, up to [`MAX_RESTART_LAG`]
+/// of them, count in its start-up, which ends with its first elevated stretch.
+fn classify(elevated: &[bool], cut: bool) -> Stretch {
+    let mut stretch_from: Option<u32> = None;
+    let mut stretch = Stretch::Unknown;
+    for (run, &e) in (0u32..).zip(elevated) {
+        if e {
+            stretch_from.get_or_insert(run);
+            // Still going, unless this is the span's last minute (then it lasted all of
+            // it: no start-up).
+            stretch = if run + 1 < MAX_STARTUP_MINUTES {
+                Stretch::Going
+            } else {
+                Stretch::Unknown
+            };
+        } else if stretch_from.is_some() || run >= MAX_RESTART_LAG {
+            // The stretch ended here, or the host stayed calm past the lag: no start-up
+            // beyond these minutes (0 when it was calm from its release).
+            return Stretch::Ended(if stretch_from.is_some() { run } else { 0 });
+        }
+    }
+    if cut { Stretch::Unknown } else { stretch }
 }
 
 fn exception_count(x: &HostMinute) -> f64 {
