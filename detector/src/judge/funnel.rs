@@ -2,7 +2,10 @@
 //!
 //! Windows (all minutes inclusive, never past the judged minute `m`):
 //! - a released host `h` (released at minute `r`): *before* is `[first - baseline, r)`,
-//!   *after* is `[r, m]`, *settled after* skips the first `warmup` minutes;
+//!   *after* is `[r, m]`, *settled after* skips the first `warmup` minutes, and, until
+//!   the app has learned its start-up, the host's own start-up in this release while its
+//!   CPU is up (host metrics have their own warm-up, and wait for its start-up by any
+//!   signal: see `startup`);
 //! - a reference host: *before* is `[first - baseline, first)`, *after* is `[first, m]`,
 //!   *settled after* skips the same warm-up.
 //!
@@ -37,8 +40,7 @@ pub(crate) struct Outcome {
     pub levels: Vec<(String, f64, f64)>,
     /// Per host metric: its host-minutes where nothing was released, and their hits.
     pub nulls: Vec<(String, NullSample)>,
-    /// The longest run of elevated minutes from their release among the released hosts
-    /// (`startup`).
+    /// The longest start-up that ended among the released hosts (`startup`).
     pub startup: Option<u32>,
 }
 
@@ -101,7 +103,15 @@ pub(crate) fn evaluate(
         });
     }
     let base_from = first - params.baseline_minutes * 60;
-    let warm = params.warmup_minutes * 60;
+    let warm = params.warmup_minutes.max(0) * 60;
+    // Per host: the first minute of its after window.
+    let starts: Vec<i64> = hosts
+        .iter()
+        .map(|h| match h.role {
+            Role::Released(r) => r,
+            Role::Reference => first,
+        })
+        .collect();
 
     // The unit of work per host: log events (records) when its agent counts them (any row
     // of it in the windows has some), else lines; one unit for all of a host's minutes,
@@ -112,7 +122,7 @@ pub(crate) fn evaluate(
         .map(|r| r.host.as_str())
         .collect();
 
-    // One pass over the rows.
+    // The rows to their hosts, then (once the settled windows are known) the counts.
     let n_hosts = hosts.len();
     let mut signals: HashMap<Fingerprint, Vec<SigHost>> = HashMap::new();
     let mut errors = vec![SigHost::default(); n_hosts];
@@ -121,13 +131,7 @@ pub(crate) fn evaluate(
     let mut grid = Grid {
         t_len,
         lines: vec![-1.0; n_hosts * t_len],
-        start: hosts
-            .iter()
-            .map(|h| match h.role {
-                Role::Released(r) => idx(r),
-                Role::Reference => idx(first),
-            })
-            .collect(),
+        start: starts.iter().map(|&s| idx(s)).collect(),
         settled: Vec::new(),
         first: idx(first),
     };
@@ -148,18 +152,15 @@ pub(crate) fn evaluate(
     // what its logs count for its minutes of elevated CPU (a restart's storm of errors
     // comes while the JVM compiles and fills its caches; a spike of a known exception on a
     // host whose CPU is calm is judged past the default warm-up, within minutes).
-    let stretches = startup::stretches(&hosts, first, m, params);
+    let holding = !judge.warmup_learned;
+    let stretches = startup::stretches(&hosts, first, m, params, holding);
     out.startup = startup::longest(&stretches);
     let mut settled_from: Vec<i64> = Vec::with_capacity(n_hosts);
-    for (h, stretch) in hosts.iter_mut().zip(stretches) {
-        let start = match h.role {
-            Role::Released(r) => r,
-            Role::Reference => first,
-        };
+    for ((h, stretch), &start) in hosts.iter_mut().zip(stretches).zip(&starts) {
         let mut from = start + warm;
-        if !judge.warmup_learned {
-            h.startup_until = startup::settles_at(h.role, stretch.any);
-            from = from.max(startup::settles_at(h.role, stretch.cpu).unwrap_or(from));
+        if let (true, Role::Released(r)) = (holding, h.role) {
+            h.startup_until = startup::settles_at(r, stretch.any);
+            from = from.max(startup::settles_at(r, stretch.cpu).unwrap_or(from));
         }
         settled_from.push(from);
     }
@@ -168,10 +169,7 @@ pub(crate) fn evaluate(
     let mut signal_grids: HashMap<Fingerprint, Vec<f64>> = HashMap::new();
     for (i, host) in hosts.iter_mut().enumerate() {
         let rows = std::mem::take(&mut host.rows);
-        let start = match host.role {
-            Role::Released(r) => r,
-            Role::Reference => first,
-        };
+        let start = starts[i];
         for &row in &rows {
             let before = row.minute < start;
             let settled = row.minute >= settled_from[i];

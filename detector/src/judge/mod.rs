@@ -16,8 +16,10 @@
 //! [`JudgeParams::metric_warmup_minutes`] (3: CPU and response times stay up longer after
 //! a restart), both replaced by the app's learned start-up profile (`startup`) once five
 //! normal releases taught it. Until then, a released host also waits for its own
-//! start-up in this release to end, as each round measures it (at most ten minutes; what
-//! the logs count only while its CPU is up). Reference hosts (`reference_hosts` plus hosts of batches not reached
+//! start-up in this release to end, as each round measures it (at most ten minutes): its
+//! host metrics for its minutes elevated by any signal, what the logs and access log count
+//! for its minutes of elevated CPU; latency and memory's slope keep their warm-up alone.
+//! Reference hosts (`reference_hosts` plus hosts of batches not reached
 //! yet) have the first batch as their boundary. Missing rows are absent from every sum.
 //!
 //! 1. `dangerous_exception` — a fingerprint whose definition is dangerous, seen on a
@@ -742,8 +744,9 @@ pub struct ReleaseJudge {
     warmup_chosen: bool,
     /// Whether that warm-up is the app's learned one. Until the app has learned its
     /// start-up, a released host also waits for its own start-up in this release to end,
-    /// as measured round by round (see `startup`); a state stored before this reads as
-    /// learned and keeps its warm-up alone.
+    /// as measured round by round (see `startup`). A state stored before this reads as
+    /// learned and keeps its warm-up alone (one stored before its first round has it set
+    /// when the warm-up is chosen).
     #[serde(default = "chosen")]
     warmup_learned: bool,
     verdict: Verdict,
@@ -861,11 +864,12 @@ impl ReleaseJudge {
     pub fn round(&mut self, minute: i64, data: &[HostMinute], memory: &AppMemory) -> Verdict {
         let minute = minute_of(minute);
         if !self.warmup_chosen {
-            if let Some(w) = startup::learned_warmup(&memory.startup_profiles) {
+            let learned = startup::learned_warmup(&memory.startup_profiles);
+            if let Some(w) = learned {
                 self.params.warmup_minutes = w;
                 self.params.metric_warmup_minutes = Some(w);
-                self.warmup_learned = true;
             }
+            self.warmup_learned = learned.is_some();
             self.warmup_chosen = true;
         }
         let outcome = funnel::evaluate(self, minute, data, memory);

@@ -79,14 +79,12 @@ pub(super) fn longest(stretches: &[HostStartup]) -> Option<u32> {
         .max()
 }
 
-/// The minute before which a released host's own start-up (by one measure) keeps its
-/// minutes out of its settled window: a minute past the end of one that ended (as the
-/// learned warm-up adds one), the longest a start-up is taken to last while one is going;
-/// `None` when it was not measured.
-pub(super) fn settles_at(role: Role, stretch: Stretch) -> Option<i64> {
-    let Role::Released(r) = role else {
-        return None;
-    };
+/// The minute before which a host released at `released` has its own start-up (by one
+/// measure) keep its minutes out of its settled window: a minute past the end of one that
+/// ended (past its first calm minute, as the learned warm-up adds one), the longest a
+/// start-up is taken to last while one is going; `None` when it was not measured.
+pub(super) fn settles_at(released: i64, stretch: Stretch) -> Option<i64> {
+    let r = released;
     match stretch {
         Stretch::Ended(run) => Some(r + i64::from(run + 1) * 60),
         Stretch::Going => Some(r + i64::from(MAX_STARTUP_MINUTES) * 60),
@@ -120,19 +118,22 @@ pub(super) struct HostStartup {
     pub cpu: Stretch,
 }
 
-/// Where each host's start-up stands at minute `m` (in the order of `hosts`).
+/// Where each host's start-up stands at minute `m` (in the order of `hosts`). `holding`:
+/// the round holds minutes by it, so it is measured however long ago the hosts were
+/// released (else only while a start-up may still end, which is all learning needs).
 pub(super) fn stretches(
     hosts: &[HostView<'_>],
     first: i64,
     m: i64,
     params: &JudgeParams,
+    holding: bool,
 ) -> Vec<HostStartup> {
     let unknown = HostStartup {
         any: Stretch::Unknown,
         cpu: Stretch::Unknown,
     };
     let mut out = vec![unknown; hosts.len()];
-    let Some(measured) = measure(hosts, first, m, params) else {
+    let Some(measured) = measure(hosts, first, m, params, holding) else {
         return out;
     };
     for (i, s) in measured {
@@ -147,9 +148,11 @@ fn measure(
     first: i64,
     m: i64,
     params: &JudgeParams,
+    holding: bool,
 ) -> Option<Vec<(usize, HostStartup)>> {
     // Runs end within MAX_STARTUP_MINUTES of a host's release: past that (and a margin for
-    // late reports) this round has nothing to add to what the record keeps.
+    // late reports) a round has nothing to add to what the record keeps; one that holds
+    // minutes by them measures them still (its work stays bounded by the span).
     let latest = hosts
         .iter()
         .filter_map(|h| match h.role {
@@ -157,7 +160,7 @@ fn measure(
             Role::Reference => None,
         })
         .max()?;
-    if m > latest + 2 * i64::from(MAX_STARTUP_MINUTES) * 60 {
+    if !holding && m > latest + 2 * i64::from(MAX_STARTUP_MINUTES) * 60 {
         return None;
     }
     let base_from = first - params.baseline_minutes * 60;
@@ -227,6 +230,7 @@ fn measure(
             .filter(|x| x.minute >= r && x.minute < end && x.minute <= m)
             .collect();
         rows.sort_by_key(|x| x.minute);
+        rows.dedup_by_key(|x| x.minute);
         // Per minute from the release while they follow on: elevated by any of the
         // signals, and by CPU alone.
         let mut elevated: Vec<(bool, bool)> = Vec::new();
@@ -265,8 +269,9 @@ fn measure(
 
 /// Where a start-up stands given whether each minute from the release, in order, was
 /// elevated; `cut`: a missing minute followed them. The run counts once it has ended on a
-/// measured minute: a run still going, cut by a missing minute or lasting the whole span
-/// is not a start-up. A host of a batch may restart a little after the batch's time (a
+/// measured minute: a run cut by a missing minute, still going or lasting the whole span
+/// is not a start-up (one cut while going is still going: it holds minutes, as long as
+/// any start-up may last, and teaches nothing). A host of a batch may restart a little after the batch's time (a
 /// rolling restart): calm minutes before its first elevated one, up to [`MAX_RESTART_LAG`]
 /// of them, count in its start-up, which ends with its first elevated stretch.
 fn classify(elevated: &[bool], cut: bool) -> Stretch {
@@ -288,7 +293,11 @@ fn classify(elevated: &[bool], cut: bool) -> Stretch {
             return Stretch::Ended(if stretch_from.is_some() { run } else { 0 });
         }
     }
-    if cut { Stretch::Unknown } else { stretch }
+    if cut && stretch != Stretch::Going {
+        Stretch::Unknown
+    } else {
+        stretch
+    }
 }
 
 fn exception_count(x: &HostMinute) -> f64 {
