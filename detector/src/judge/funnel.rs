@@ -158,7 +158,7 @@ pub(crate) fn evaluate(
     let mut settled_from: Vec<i64> = Vec::with_capacity(n_hosts);
     for ((h, stretch), &start) in hosts.iter_mut().zip(stretches).zip(&starts) {
         let mut from = start + warm;
-        if let (true, Role::Released(r)) = (holding, h.role) {
+        if holding && let Role::Released(r) = h.role {
             h.startup_until = startup::settles_at(r, stretch.any);
             from = from.max(startup::settles_at(r, stretch.cpu).unwrap_or(from));
         }

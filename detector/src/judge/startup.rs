@@ -84,12 +84,12 @@ pub(super) fn longest(stretches: &[HostStartup]) -> Option<u32> {
 /// ended (past its first calm minute, as the learned warm-up adds one), the longest a
 /// start-up is taken to last while one is going; `None` when it was not measured.
 pub(super) fn settles_at(released: i64, stretch: Stretch) -> Option<i64> {
-    let r = released;
-    match stretch {
-        Stretch::Ended(run) => Some(r + i64::from(run + 1) * 60),
-        Stretch::Going => Some(r + i64::from(MAX_STARTUP_MINUTES) * 60),
-        Stretch::Unknown => None,
-    }
+    let minutes = match stretch {
+        Stretch::Ended(run) => run + 1,
+        Stretch::Going => MAX_STARTUP_MINUTES,
+        Stretch::Unknown => return None,
+    };
+    Some(released + i64::from(minutes) * 60)
 }
 
 /// Where a released host's start-up stands at a round.
@@ -118,9 +118,10 @@ pub(super) struct HostStartup {
     pub cpu: Stretch,
 }
 
-/// Where each host's start-up stands at minute `m` (in the order of `hosts`). `holding`:
-/// the round holds minutes by it, so it is measured however long ago the hosts were
-/// released (else only while a start-up may still end, which is all learning needs).
+/// Where each host's start-up stands at minute `m` (in the order of `hosts`; `Unknown` for
+/// a host that could not be measured). `holding`: the round holds minutes by it, so it is
+/// measured however long ago the hosts were released (else only while a start-up may
+/// still end, which is all learning needs).
 pub(super) fn stretches(
     hosts: &[HostView<'_>],
     first: i64,
@@ -133,23 +134,6 @@ pub(super) fn stretches(
         cpu: Stretch::Unknown,
     };
     let mut out = vec![unknown; hosts.len()];
-    let Some(measured) = measure(hosts, first, m, params, holding) else {
-        return out;
-    };
-    for (i, s) in measured {
-        out[i] = s;
-    }
-    out
-}
-
-/// [`stretches`] of the released hosts that could be measured, by host index.
-fn measure(
-    hosts: &[HostView<'_>],
-    first: i64,
-    m: i64,
-    params: &JudgeParams,
-    holding: bool,
-) -> Option<Vec<(usize, HostStartup)>> {
     // Runs end within MAX_STARTUP_MINUTES of a host's release: past that (and a margin for
     // late reports) a round has nothing to add to what the record keeps; one that holds
     // minutes by them measures them still (its work stays bounded by the span).
@@ -159,9 +143,12 @@ fn measure(
             Role::Released(r) => Some(r),
             Role::Reference => None,
         })
-        .max()?;
+        .max();
+    let Some(latest) = latest else {
+        return out;
+    };
     if !holding && m > latest + 2 * i64::from(MAX_STARTUP_MINUTES) * 60 {
-        return None;
+        return out;
     }
     let base_from = first - params.baseline_minutes * 60;
     let profiles: Vec<(usize, &HostView<'_>, Baseline)> = hosts
@@ -178,15 +165,17 @@ fn measure(
     // The reference hosts' own change per minute of the measured span (a surge on every
     // host is not start-up): their counts against what their baselines predict, and their
     // median CPU change. Read once per round, in one pass over their rows.
-    let span_end = m.min(
-        profiles
-            .iter()
-            .filter_map(|(_, h, _)| match h.role {
-                Role::Released(r) => Some(r + i64::from(MAX_STARTUP_MINUTES) * 60),
-                Role::Reference => None,
-            })
-            .max()?,
-    );
+    let Some(span_end) = profiles
+        .iter()
+        .filter_map(|(_, h, _)| match h.role {
+            Role::Released(r) => Some(r + i64::from(MAX_STARTUP_MINUTES) * 60),
+            Role::Reference => None,
+        })
+        .max()
+    else {
+        return out;
+    };
+    let span_end = m.min(span_end);
     let span = |minute: i64| -> Option<usize> {
         (minute >= first && minute <= span_end).then(|| ((minute - first) / 60) as usize)
     };
@@ -219,7 +208,6 @@ fn measure(
             )
         })
         .collect();
-    let mut out = Vec::new();
     for &(i, h, ref b) in &profiles {
         let Role::Released(r) = h.role else { continue };
         let end = r + i64::from(MAX_STARTUP_MINUTES) * 60;
@@ -233,7 +221,7 @@ fn measure(
         rows.dedup_by_key(|x| x.minute);
         // Per minute from the release while they follow on: elevated by any of the
         // signals, and by CPU alone.
-        let mut elevated: Vec<(bool, bool)> = Vec::new();
+        let (mut any, mut cpu_up) = (Vec::new(), Vec::new());
         let mut cut = false;
         for (run, x) in (0u32..).zip(rows) {
             if x.minute != r + i64::from(run) * 60 {
@@ -252,28 +240,25 @@ fn measure(
                 >= COUNT_RATIO * error_change * b.error_rate * n + COUNT_EXCESS
                 || exception_count(x)
                     >= COUNT_RATIO * exception_change * b.exception_rate * n + COUNT_EXCESS;
-            elevated.push((cpu || counts, cpu));
+            any.push(cpu || counts);
+            cpu_up.push(cpu);
         }
-        let any: Vec<bool> = elevated.iter().map(|e| e.0).collect();
-        let cpu: Vec<bool> = elevated.iter().map(|e| e.1).collect();
-        out.push((
-            i,
-            HostStartup {
-                any: classify(&any, cut),
-                cpu: classify(&cpu, cut),
-            },
-        ));
+        out[i] = HostStartup {
+            any: classify(&any, cut),
+            cpu: classify(&cpu_up, cut),
+        };
     }
-    Some(out)
+    out
 }
 
 /// Where a start-up stands given whether each minute from the release, in order, was
 /// elevated; `cut`: a missing minute followed them. The run counts once it has ended on a
 /// measured minute: a run cut by a missing minute, still going or lasting the whole span
 /// is not a start-up (one cut while going is still going: it holds minutes, as long as
-/// any start-up may last, and teaches nothing). A host of a batch may restart a little after the batch's time (a
-/// rolling restart): calm minutes before its first elevated one, up to [`MAX_RESTART_LAG`]
-/// of them, count in its start-up, which ends with its first elevated stretch.
+/// any start-up may last, and teaches nothing). A host of a batch may restart a little
+/// after the batch's time (a rolling restart): calm minutes before its first elevated
+/// one, up to [`MAX_RESTART_LAG`] of them, count in its start-up, which ends with its
+/// first elevated stretch.
 fn classify(elevated: &[bool], cut: bool) -> Stretch {
     let mut stretch_from: Option<u32> = None;
     let mut stretch = Stretch::Unknown;
