@@ -939,6 +939,12 @@ fn until_an_app_has_learned_its_start_up_a_storm_of_errors_while_the_cpu_is_up_i
 /// called normal by its users (a false alarm when it was blocked).
 fn taught_normal(rows: &[HostMinute], releases: usize) -> AppMemory {
     let mut memory = AppMemory::default();
+    teach_normal(&mut memory, rows, releases);
+    memory
+}
+
+/// [`taught_normal`], teaching `memory` further.
+fn teach_normal(memory: &mut AppMemory, rows: &[HostMinute], releases: usize) {
     for _ in 0..releases {
         let mut j = judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
         let verdicts = run(&mut j, rows, &memory);
@@ -949,7 +955,6 @@ fn taught_normal(rows: &[HostMinute], releases: usize) -> AppMemory {
         };
         memory.learn(&j, feedback);
     }
-    memory
 }
 
 #[test]
@@ -992,6 +997,74 @@ fn a_restart_a_little_after_the_batch_time_is_learned_as_part_of_the_start_up() 
         "{:?}",
         verdicts.iter().find(|v| v.decision == Decision::Block)
     );
+}
+
+/// h1 and h2 restarted: their CPU 30 points up for `cpu` minutes, their error lines ×8 for
+/// `logs` minutes.
+fn restart(cpu: i64, logs: i64, tweak: impl Fn(&str, i64, &mut HostMinute)) -> Vec<HostMinute> {
+    fleet(&HOSTS, move |h, m, r| {
+        if h == "h1" || h == "h2" {
+            if (0..cpu).contains(&m) {
+                r.host_metrics.cpu_pct = r.host_metrics.cpu_pct.map(|c| c + 30.0);
+            }
+            if (0..logs).contains(&m) {
+                r.error_lines *= 8;
+            }
+        }
+        tweak(h, m, r);
+    })
+}
+
+#[test]
+fn once_an_app_learned_its_start_up_a_host_whose_cpu_settled_early_has_its_logs_judged_then() {
+    // Four releases whose restart lasts two minutes, then one that stormed for eight: the
+    // app's learned warm-up is nine minutes, and its logs never outlasted its CPU.
+    let mut memory = taught_normal(&restart(2, 2, |_, _, _| {}), 4);
+    teach_normal(&mut memory, &restart(8, 8, |_, _, _| {}), 1);
+    assert_eq!(memory.startup_profiles, [2, 2, 2, 2, 8]);
+    assert_eq!(memory.startup_lags, [0; 5]);
+    // A ×30 known exception from the restart on, which this time lasts two minutes: judged
+    // from the third minute, not after the stormy release's nine.
+    let spike = restart(2, 2, |h, m, r| {
+        if (h == "h1" || h == "h2") && m >= 0 {
+            r.exceptions.insert(KNOWN, 30);
+        }
+    });
+    let release_of = || judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+    let verdicts = run(&mut release_of(), &spike, &memory);
+    let (at, v) = first_block(&verdicts).expect("blocked");
+    assert_eq!(v.reasons[0].rule.as_str(), "exception_rate", "{v:?}");
+    assert!(at <= 5, "blocked at +{at}");
+    // Without the logs' lag learned (a memory from before it was), the learned warm-up
+    // holds.
+    let mut before = memory.clone();
+    before.startup_lags.clear();
+    let (at, _) = first_block(&run(&mut release_of(), &spike, &before)).expect("blocked");
+    assert!(at >= 9, "blocked at +{at}");
+}
+
+#[test]
+fn an_app_whose_logs_outlast_its_cpu_at_start_up_has_them_wait_as_long() {
+    // The app's restarts: two minutes of CPU, eight of error lines (pools reconnecting
+    // after the JIT is done), as the app learned it; so they pass. Taught that its logs
+    // calm with its CPU instead, the same restart's errors after the second minute block.
+    let storm = restart(2, 8, |_, _, _| {});
+    let taught = |lag: u32| {
+        let mut memory = taught_normal(&fleet(&HOSTS, |_, _, _| {}), 5);
+        memory.startup_profiles = vec![8; 5];
+        memory.startup_lags = vec![lag; 5];
+        memory
+    };
+    let release_of = || judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+    let verdicts = run(&mut release_of(), &storm, &taught(6));
+    assert!(
+        first_block(&verdicts).is_none(),
+        "{:?}",
+        verdicts.iter().find(|v| v.decision == Decision::Block)
+    );
+    let verdicts = run(&mut release_of(), &storm, &taught(0));
+    let (_, v) = first_block(&verdicts).expect("blocked");
+    assert_eq!(v.reasons[0].rule.as_str(), "error_rate", "{v:?}");
 }
 
 #[test]

@@ -42,6 +42,9 @@ pub(crate) struct Outcome {
     pub nulls: Vec<(String, NullSample)>,
     /// The longest start-up that ended among the released hosts (`startup`).
     pub startup: Option<u32>,
+    /// How long past its CPU's a released host's start-up lasted, the longest
+    /// (`startup::lag`).
+    pub startup_lag: Option<u32>,
 }
 
 pub(crate) fn evaluate(
@@ -152,15 +155,33 @@ pub(crate) fn evaluate(
     // what its logs count for its minutes of elevated CPU (a restart's storm of errors
     // comes while the JVM compiles and fills its caches; a spike of a known exception on a
     // host whose CPU is calm is judged past the default warm-up, within minutes).
+    //
+    // Once the app has learned its start-up (and how far its logs' restart noise outlasts
+    // its CPU's), a host whose CPU's start-up in this release ended has what its logs
+    // count settled that lag past its end, within the configured and the learned warm-up
+    // (`OwnStartup`): one stormy start-up in the app's last twenty does not keep a known
+    // exception's spike from being judged for the learned warm-up on every release. A CPU
+    // calm from the release tells nothing (a busy or jumpy host's CPU may not show a
+    // restart at all): the learned warm-up holds.
     let holding = !judge.warmup_learned;
-    let stretches = startup::stretches(&hosts, first, m, params, holding);
+    let own = judge.own_startup.filter(|_| !holding);
+    let stretches = startup::stretches(&hosts, first, m, params, holding || own.is_some());
     out.startup = startup::longest(&stretches);
+    out.startup_lag = startup::lag(&stretches);
     let mut settled_from: Vec<i64> = Vec::with_capacity(n_hosts);
     for ((h, stretch), &start) in hosts.iter_mut().zip(stretches).zip(&starts) {
         let mut from = start + warm;
-        if holding && let Role::Released(r) = h.role {
-            h.startup_until = startup::settles_at(r, stretch.any);
-            from = from.max(startup::settles_at(r, stretch.cpu).unwrap_or(from));
+        if let Role::Released(r) = h.role {
+            if holding {
+                h.startup_until = startup::settles_at(r, stretch.any);
+                from = from.max(startup::settles_at(r, stretch.cpu).unwrap_or(from));
+            } else if let Some(own) = own
+                && let startup::Stretch::Ended(1..) = stretch.cpu
+                && let Some(cpu_settled) = startup::settles_at(r, stretch.cpu)
+            {
+                let own_from = cpu_settled + own.lag_minutes * 60;
+                from = from.min(own_from.max(start + own.floor_minutes * 60));
+            }
         }
         settled_from.push(from);
     }

@@ -1,5 +1,6 @@
 //! What Vigil learns about one application from users' feedback ([`AppMemory`]): the
-//! normal threshold of each signal, the fingerprints it has shown, and its start-up runs.
+//! normal threshold of each signal, the fingerprints it has shown, its start-up runs and
+//! how far its logs' start-up noise outlasts its CPU's.
 //!
 //! A learned threshold is the effect a signal reached in a release users called normal
 //! (or half as much again above it after a false alarm). It says "this much is normal for
@@ -151,6 +152,12 @@ pub struct AppMemory {
     /// [`startup::PROFILES_KEPT`]): what the app's warm-up is learned from.
     #[serde(default)]
     pub startup_profiles: Vec<u32>,
+    /// How far past the end of their CPU's start-up the released hosts' logs stayed noisy
+    /// in the last normal releases (`startup::lag`), oldest first (at most
+    /// [`startup::PROFILES_KEPT`]): what lets a host's own short start-up end the learned
+    /// warm-up of what its logs count.
+    #[serde(default)]
+    pub startup_lags: Vec<u32>,
     /// Per host metric (`host_metric:cpu_pct`, ..): how often its host-minutes hit where
     /// nothing was released, over the baselines of the releases learned from, each
     /// release learned fading the sum by half over [`LEARNED_HALF_LIFE`] releases. It
@@ -203,6 +210,7 @@ impl Default for AppMemory {
             benign_fingerprints: BTreeSet::new(),
             releases_learned: 0,
             startup_profiles: Vec::new(),
+            startup_lags: Vec::new(),
             null_hits: BTreeMap::new(),
             null_from: 0,
         }
@@ -286,6 +294,16 @@ impl AppMemory {
                 .len()
                 .saturating_sub(startup::PROFILES_KEPT);
             self.startup_profiles.drain(..excess);
+        }
+        if matches!(label, Feedback::ConfirmedNormal | Feedback::FalseAlarm)
+            && let Some(lag) = record.startup_lag
+        {
+            self.startup_lags.push(lag);
+            let excess = self
+                .startup_lags
+                .len()
+                .saturating_sub(startup::PROFILES_KEPT);
+            self.startup_lags.drain(..excess);
         }
         match label {
             Feedback::ConfirmedNormal => {

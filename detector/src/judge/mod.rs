@@ -711,6 +711,10 @@ pub(crate) struct ReleaseRecord {
     /// (`startup`), when measured.
     #[serde(default)]
     pub startup: Option<u32>,
+    /// How long past the end of its CPU's start-up a released host's logs stayed noisy,
+    /// the longest (`startup::lag`), when measured.
+    #[serde(default)]
+    pub startup_lag: Option<u32>,
     /// Rounds judged (0 in states stored before it was counted).
     #[serde(default)]
     pub rounds: u32,
@@ -718,6 +722,18 @@ pub(crate) struct ReleaseRecord {
     /// them (`memory::NullSample`), over [`ReleaseJudge::null_span`].
     #[serde(default)]
     pub null_hits: BTreeMap<String, NullSample>,
+}
+
+/// How a released host's own start-up shortens an app's learned warm-up of what its logs
+/// count: they are settled from `lag_minutes` past the end of its CPU's start-up in this
+/// release (the longest its logs' restart noise outlasted its CPU's in recent normal
+/// releases), never before `floor_minutes` (the configured warm-up) nor after the learned
+/// warm-up. An app whose start-up stormed once keeps a long warm-up for the releases that
+/// follow; a host whose restart this time was short is judged once it is over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct OwnStartup {
+    pub lag_minutes: i64,
+    pub floor_minutes: i64,
 }
 
 /// The state of one release across rounds: the sliding window, the sticky block and what
@@ -749,6 +765,12 @@ pub struct ReleaseJudge {
     /// when the warm-up is chosen).
     #[serde(default = "chosen")]
     warmup_learned: bool,
+    /// Once the app has learned its start-up: what a released host's own start-up in this
+    /// release may shorten the learned warm-up of what its logs count to (see `startup`).
+    /// `None` before the app learned how far its logs' noise outlasts its CPU's, and in
+    /// states stored before it existed (their warm-up alone holds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    own_startup: Option<OwnStartup>,
     verdict: Verdict,
     record: ReleaseRecord,
     /// Fingerprints seen in baselines or on reference hosts at the last round (for alerts).
@@ -788,6 +810,7 @@ impl ReleaseJudge {
             metric_streak: 0,
             warmup_chosen: false,
             warmup_learned: false,
+            own_startup: None,
             verdict: Verdict {
                 decision: Decision::Pass,
                 decided_at: start,
@@ -865,6 +888,14 @@ impl ReleaseJudge {
         let minute = minute_of(minute);
         if !self.warmup_chosen {
             let learned = startup::learned_warmup(&memory.startup_profiles);
+            if learned.is_some()
+                && let Some(lag_minutes) = startup::learned_lag(&memory.startup_lags)
+            {
+                self.own_startup = Some(OwnStartup {
+                    lag_minutes,
+                    floor_minutes: self.params.warmup_minutes.max(0),
+                });
+            }
             if let Some(w) = learned {
                 self.params.warmup_minutes = w;
                 self.params.metric_warmup_minutes = Some(w);
@@ -901,6 +932,9 @@ impl ReleaseJudge {
         }
         if let Some(run) = outcome.startup {
             self.record.startup = Some(self.record.startup.map_or(run, |r| r.max(run)));
+        }
+        if let Some(lag) = outcome.startup_lag {
+            self.record.startup_lag = Some(self.record.startup_lag.map_or(lag, |l| l.max(lag)));
         }
         self.record.rounds += 1;
         for c in &outcome.candidates {

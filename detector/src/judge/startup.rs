@@ -30,6 +30,17 @@
 //! app's first releases are judged so without a start-up storm counted as a regression;
 //! the price is that a regression from the restart on that raises the CPU is judged only
 //! once it has lasted [`MAX_STARTUP_MINUTES`] (then from the default warm-up on).
+//!
+//! After that, a host's own start-up still shortens the learned warm-up of what its logs
+//! count ([`lag`], [`learned_lag`]): each normal release also teaches how many minutes
+//! past the end of their CPU's start-up its hosts' logs stayed noisy (all of their
+//! start-up where the CPU showed none). A released host whose CPU's start-up in this
+//! release ended has its logs settled that many minutes past a minute after its end,
+//! never before the configured warm-up nor after the learned one. The learned warm-up is
+//! the worst of twenty releases; this release's restart is often shorter, and a known
+//! exception's spike from the restart on is judged once it is over. A CPU calm from the
+//! release says nothing (a busy or jumpy host's CPU may not show a restart): the learned
+//! warm-up holds. Host metrics, latency and memory keep the learned warm-up.
 
 use super::signal::{HostView, Role};
 use super::stats::{mad_sd, median};
@@ -65,6 +76,33 @@ pub fn learned_warmup(profiles: &[u32]) -> Option<i64> {
     }
     let longest = profiles.iter().copied().max()?;
     Some(i64::from(longest.min(MAX_STARTUP_MINUTES)) + 1)
+}
+
+/// The minutes past the end of its CPU's start-up that a host's logs may stay noisy,
+/// learned from `lags` (the longest such lags of recent normal releases, see [`lag`]),
+/// when there are enough of them.
+pub fn learned_lag(lags: &[u32]) -> Option<i64> {
+    if lags.len() < PROFILES_NEEDED {
+        return None;
+    }
+    let longest = lags.iter().copied().max()?;
+    Some(i64::from(longest.min(MAX_STARTUP_MINUTES)))
+}
+
+/// How long past the end of its CPU's start-up a released host's start-up by any signal
+/// lasted, the longest among `stretches` (`None` when no start-up ended): what the app
+/// learns of how far its logs' restart noise outlasts its CPU's. A host whose CPU did not
+/// tell a start-up (unmeasured, or calm from its release while its logs were not) lends
+/// its whole start-up.
+pub(super) fn lag(stretches: &[HostStartup]) -> Option<u32> {
+    stretches
+        .iter()
+        .filter_map(|s| match (s.any, s.cpu) {
+            (Stretch::Ended(any), Stretch::Ended(cpu)) => Some(any.saturating_sub(cpu)),
+            (Stretch::Ended(any), _) => Some(any),
+            _ => None,
+        })
+        .max()
 }
 
 /// The longest start-up (by any signal) that ended among `stretches` (`None` when none
@@ -356,5 +394,24 @@ mod tests {
         assert_eq!(learned_warmup(&[0, 1, 0, 0, 0]), Some(2));
         assert_eq!(learned_warmup(&[4, 1, 0, 0, 0, 2]), Some(5));
         assert_eq!(learned_warmup(&[30; 6]), Some(11));
+    }
+
+    #[test]
+    fn the_logs_lag_is_what_a_start_up_lasted_past_its_cpus() {
+        let host = |any, cpu| HostStartup { any, cpu };
+        use Stretch::{Ended, Going, Unknown};
+        assert_eq!(lag(&[]), None);
+        assert_eq!(lag(&[host(Going, Going), host(Unknown, Unknown)]), None);
+        // Logs calm with the CPU, then one host's errors two minutes longer.
+        assert_eq!(lag(&[host(Ended(4), Ended(4))]), Some(0));
+        assert_eq!(
+            lag(&[host(Ended(4), Ended(4)), host(Ended(6), Ended(4))]),
+            Some(2)
+        );
+        // A CPU that told no start-up lends the logs' whole one.
+        assert_eq!(lag(&[host(Ended(5), Unknown)]), Some(5));
+        assert_eq!(learned_lag(&[0, 2, 0, 0]), None);
+        assert_eq!(learned_lag(&[0, 2, 0, 0, 1]), Some(2));
+        assert_eq!(learned_lag(&[30; 5]), Some(10));
     }
 }
