@@ -5,7 +5,8 @@
 //!   *after* is `[r, m]`, *settled after* skips the first `warmup` minutes, and, until
 //!   the app has learned its start-up, the host's own start-up in this release while its
 //!   CPU is up (host metrics have their own warm-up, and wait for its start-up by any
-//!   signal: see `startup`);
+//!   signal: see `startup`); once it has, fewer when the host's CPU's start-up in this
+//!   release ended early (`OwnStartup`);
 //! - a reference host: *before* is `[first - baseline, first)`, *after* is `[first, m]`,
 //!   *settled after* skips the same warm-up.
 //!

@@ -468,6 +468,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_memory_stored_before_the_logs_lag_was_learned_reads_with_none() {
+        let mut memory = AppMemory {
+            startup_profiles: vec![3; 5],
+            ..AppMemory::default()
+        };
+        let text = serde_json::to_string(&memory).expect("encode");
+        let older = text.replace(",\"startup_lags\":[]", "");
+        assert_ne!(older, text, "{text}");
+        let read: AppMemory = serde_json::from_str(&older).expect("an older memory reads");
+        assert_eq!(read, memory);
+        memory.startup_lags = vec![1; 5];
+        assert_eq!(startup::learned_lag(&memory.startup_lags), Some(1));
+        assert_eq!(startup::learned_lag(&read.startup_lags), None);
+    }
+
+    #[test]
     fn known_fingerprints_are_bounded_and_the_ones_seen_longest_ago_go_first() {
         let now = 100 * 24 * 3600;
         let mut memory = AppMemory::default();

@@ -99,7 +99,9 @@ pub(super) fn lag(stretches: &[HostStartup]) -> Option<u32> {
         .iter()
         .filter_map(|s| match (s.any, s.cpu) {
             (Stretch::Ended(any), Stretch::Ended(cpu)) => Some(any.saturating_sub(cpu)),
-            (Stretch::Ended(any), _) => Some(any),
+            // Not told yet: its CPU's start-up goes on.
+            (Stretch::Ended(_), Stretch::Going) => None,
+            (Stretch::Ended(any), Stretch::Unknown) => Some(any),
             _ => None,
         })
         .max()
@@ -258,14 +260,16 @@ pub(super) fn stretches(
         rows.sort_by_key(|x| x.minute);
         rows.dedup_by_key(|x| x.minute);
         // Per minute from the release while they follow on: elevated by any of the
-        // signals, and by CPU alone.
+        // signals, and by CPU alone (a minute without a CPU sample, which may come late,
+        // cuts the CPU's measure: it is no calm minute).
         let (mut any, mut cpu_up) = (Vec::new(), Vec::new());
-        let mut cut = false;
+        let (mut cut, mut cpu_cut) = (false, false);
         for (run, x) in (0u32..).zip(rows) {
             if x.minute != r + i64::from(run) * 60 {
                 cut = true;
                 break;
             }
+            cpu_cut |= b.cpu_level.is_some() && x.host_metrics.get("cpu_pct").is_none();
             let (error_change, exception_change, cpu_change) = span(x.minute)
                 .and_then(|i| reference.get(i).copied())
                 .unwrap_or((1.0, 1.0, 0.0));
@@ -279,11 +283,13 @@ pub(super) fn stretches(
                 || exception_count(x)
                     >= COUNT_RATIO * exception_change * b.exception_rate * n + COUNT_EXCESS;
             any.push(cpu || counts);
-            cpu_up.push(cpu);
+            if !cpu_cut {
+                cpu_up.push(cpu);
+            }
         }
         out[i] = HostStartup {
             any: classify(&any, cut),
-            cpu: classify(&cpu_up, cut),
+            cpu: classify(&cpu_up, cut || cpu_cut),
         };
     }
     out
@@ -410,6 +416,8 @@ mod tests {
         );
         // A CPU that told no start-up lends the logs' whole one.
         assert_eq!(lag(&[host(Ended(5), Unknown)]), Some(5));
+        // One whose CPU's start-up goes on has not told it yet.
+        assert_eq!(lag(&[host(Ended(1), Going)]), None);
         assert_eq!(learned_lag(&[0, 2, 0, 0]), None);
         assert_eq!(learned_lag(&[0, 2, 0, 0, 1]), Some(2));
         assert_eq!(learned_lag(&[30; 5]), Some(10));

@@ -196,6 +196,20 @@ mod tests {
     }
 
     #[test]
+    fn a_state_stored_before_the_logs_lag_was_learned_keeps_its_learned_warm_up() {
+        // Before a host's own start-up could shorten a learned warm-up, a judge stored no
+        // `own_startup` and its record no `startup_lag`: it reads with neither.
+        let mut j = judge();
+        j.round(1_763_880_000, &[], &crate::judge::AppMemory::default());
+        let text = encode(&j, None).expect("encode");
+        assert!(text.contains(",\"startup_lag\":null"), "{text}");
+        assert!(!text.contains("own_startup"), "{text}");
+        let older = text.replace(",\"startup_lag\":null", "");
+        let state = decode(&older).expect("an older state decodes");
+        assert_eq!(state.judge, j);
+    }
+
+    #[test]
     fn a_state_stored_before_the_host_metrics_had_their_own_warm_up_keeps_one_for_both() {
         // Before `metric_warmup_minutes`, one warm-up (the default or the app's learned
         // one, here 6) held for every test: a release judged then keeps it for its host
