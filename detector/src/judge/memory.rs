@@ -284,26 +284,19 @@ impl AppMemory {
                 self.null_from = self.null_from.max(to);
             }
         }
-        // What a normal release's hosts did after their restart is the app's start-up.
-        if matches!(label, Feedback::ConfirmedNormal | Feedback::FalseAlarm)
-            && let Some(run) = record.startup
-        {
-            self.startup_profiles.push(run);
-            let excess = self
-                .startup_profiles
-                .len()
-                .saturating_sub(startup::PROFILES_KEPT);
-            self.startup_profiles.drain(..excess);
-        }
-        if matches!(label, Feedback::ConfirmedNormal | Feedback::FalseAlarm)
-            && let Some(lag) = record.startup_lag
-        {
-            self.startup_lags.push(lag);
-            let excess = self
-                .startup_lags
-                .len()
-                .saturating_sub(startup::PROFILES_KEPT);
-            self.startup_lags.drain(..excess);
+        // What a normal release's hosts did after their restart is the app's start-up,
+        // and how far its logs' noise outlasted its CPU's.
+        if matches!(label, Feedback::ConfirmedNormal | Feedback::FalseAlarm) {
+            for (kept, measured) in [
+                (&mut self.startup_profiles, record.startup),
+                (&mut self.startup_lags, record.startup_lag),
+            ] {
+                if let Some(minutes) = measured {
+                    kept.push(minutes);
+                    let excess = kept.len().saturating_sub(startup::PROFILES_KEPT);
+                    kept.drain(..excess);
+                }
+            }
         }
         match label {
             Feedback::ConfirmedNormal => {

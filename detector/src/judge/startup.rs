@@ -99,9 +99,8 @@ pub(super) fn lag(stretches: &[HostStartup]) -> Option<u32> {
         .iter()
         .filter_map(|s| match (s.any, s.cpu) {
             (Stretch::Ended(any), Stretch::Ended(cpu)) => Some(any.saturating_sub(cpu)),
-            // Not told yet: its CPU's start-up goes on.
-            (Stretch::Ended(_), Stretch::Going) => None,
             (Stretch::Ended(any), Stretch::Unknown) => Some(any),
+            // A start-up still going, or one whose CPU's goes on (not told yet).
             _ => None,
         })
         .max()
