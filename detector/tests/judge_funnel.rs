@@ -754,6 +754,40 @@ fn more_cpu_for_more_work_passes_and_more_cpu_per_unit_of_work_blocks() {
 }
 
 #[test]
+fn traffic_moved_from_the_reference_hosts_to_the_released_ones_is_no_cpu_regression() {
+    // After the release the load balancer sends the released hosts 60 % more requests and
+    // the reference hosts 30 % fewer: every host's CPU follows its work, 40 % → 64 % and
+    // 40 % → 28 %. The reference hosts' drop is what their lighter work predicts, not a
+    // change of the fleet that makes the released hosts' CPU look high beside it.
+    let moved = |extra_cpu: f64| {
+        move |h: &str, m: i64, r: &mut HostMinute| {
+            let cpu = r.host_metrics.cpu_pct.unwrap_or(0.0) + 20.0;
+            let work = match (h == "h1" || h == "h2", m >= 0) {
+                (_, false) => 1.0,
+                (true, true) => 1.6,
+                (false, true) => 0.7,
+            };
+            let extra = if work > 1.0 { extra_cpu } else { 0.0 };
+            r.events = (1000.0 * work) as u64;
+            r.lines = 2 * r.events;
+            r.host_metrics.cpu_pct = Some(cpu * work + extra);
+        }
+    };
+    assert_not_blocked(&fleet(&HOSTS, moved(0.0)));
+    // The same shift with 30 points more CPU on the released hosts than their work
+    // explains: a regression.
+    let rows = fleet(&HOSTS, moved(30.0));
+    let mut j = judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+    let verdicts = run(&mut j, &rows, &AppMemory::default());
+    let (_, v) = first_block(&verdicts).expect("blocked");
+    assert_eq!(
+        (v.reasons[0].rule.as_str(), v.reasons[0].metric.as_deref()),
+        ("host_metric", Some("cpu_pct")),
+        "{v:?}"
+    );
+}
+
+#[test]
 fn a_false_alarm_teaches_only_the_signals_that_blocked_and_a_rate_is_never_taught_off() {
     let release_of = || judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
     // A CPU block users call a false alarm: CPU learns, nothing else does.
@@ -947,7 +981,7 @@ fn taught_normal(rows: &[HostMinute], releases: usize) -> AppMemory {
 fn teach_normal(memory: &mut AppMemory, rows: &[HostMinute], releases: usize) {
     for _ in 0..releases {
         let mut j = judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
-        let verdicts = run(&mut j, rows, &memory);
+        let verdicts = run(&mut j, rows, memory);
         let feedback = if first_block(&verdicts).is_some() {
             Feedback::FalseAlarm
         } else {

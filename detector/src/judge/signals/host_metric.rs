@@ -7,8 +7,10 @@
 //! in the same minute (difference in differences; a reference host is compared with the
 //! others). For CPU and load the prediction may grow with the work: a host answering 60 %
 //! more requests (or logging 60 % more events, or lines, where it has no access log) than
-//! its baseline median may use up to 60 % more (the work scale is taken up to ×4, never
-//! below 1). How much of a host's level grows with its work (its requests' cost, against
+//! its baseline median may use up to 60 % more, and one with 30 % less work 30 % less
+//! (the work scale is taken between ×¼ and ×4). A reference host that lost work to the
+//! released ones uses less for it: taken as a change of the whole fleet, its drop would
+//! make the released hosts' unchanged cost per unit of work look higher. How much of a host's level grows with its work (its requests' cost, against
 //! what it spends whatever the traffic) is not known, and a baseline hour, whose work
 //! hardly varies, does not tell it; so the residual is taken under both ends, "all of the
 //! level grows with the work" and "none of it does", each with the reference hosts'
@@ -63,7 +65,8 @@ const MEMORY_KIND: &str = "host_metric:mem_slope";
 /// The metrics of the calibrated test.
 pub(crate) const METRICS: [&str; 3] = ["cpu_pct", "load1", "disk_busy_pct"];
 
-/// Largest growth of a host's work credited to its CPU or load.
+/// Largest growth of a host's work credited to its CPU or load (and its inverse, the
+/// largest loss).
 const MAX_WORK_SCALE: f64 = 4.0;
 
 /// Hit rates of released host-minutes mixed under a regression.
@@ -192,7 +195,7 @@ fn track<'a>(
         .filter_map(|r| {
             let v = r.host_metrics.get(metric)?;
             let scale = match (scales, base_work, work(r)) {
-                (true, Some(b), Some(w)) => (w / b).clamp(1.0, MAX_WORK_SCALE),
+                (true, Some(b), Some(w)) => (w / b).clamp(1.0 / MAX_WORK_SCALE, MAX_WORK_SCALE),
                 _ => 1.0,
             };
             // A share of time cannot pass 100 %: more work than that is not expected of
