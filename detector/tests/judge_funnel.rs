@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use vigil_detector::judge::{
     AppMemory, Batch, Decision, Definition, Feedback, HostMetrics, HostMinute, LEARNED_HALF_LIFE,
-    Release, ReleaseJudge, Verdict, fingerprint_hex,
+    NullSample, Release, ReleaseJudge, Verdict, fingerprint_hex,
 };
 
 /// Minute of the first batch.
@@ -1258,4 +1258,84 @@ fn releases_whose_baseline_hours_overlap_teach_each_minute_once_whatever_the_fee
         (minutes(&ba) - mb * kept).abs() < 1e-9,
         "A, all of it before B's baseline ended, adds nothing after B"
     );
+}
+
+#[test]
+fn a_learned_host_metric_threshold_holds_back_modest_evidence_but_never_switches_the_metric_off() {
+    // An app whose hosts each go busy now and then (5 % of their minutes, in spells of
+    // six) and whose CPU jumped from idle to busy in its normal releases: it learned a CPU
+    // threshold at the cap, 100 points, more than any rise can reach.
+    let mut noisy = AppMemory::default();
+    noisy.null_hits.insert(
+        "host_metric:cpu_pct".into(),
+        NullSample {
+            minutes: 3000.0,
+            hits: 150.0,
+            runs: 25.0,
+        },
+    );
+    let mut taught = noisy.clone();
+    taught
+        .thresholds
+        .insert("host_metric:cpu_pct".into(), 100.0);
+    let release_of = || judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+    let up_40 = |from: i64, to: i64| {
+        fleet(&HOSTS, move |h, m, r| {
+            if (h == "h1" || h == "h2") && (from..to).contains(&m) {
+                r.host_metrics.cpu_pct = r.host_metrics.cpu_pct.map(|c| c + 40.0);
+            }
+        })
+    };
+    let block_at = |rows: &[HostMinute], memory: &AppMemory| {
+        let verdicts = run(&mut release_of(), rows, memory);
+        first_block(&verdicts).map(|(at, v)| (at, v.clone()))
+    };
+    // A busy spell of 30 minutes on both released hosts: evidence enough to block an app
+    // that learned no threshold, held back by the one this app learned.
+    let spell = up_40(3, 33);
+    assert!(block_at(&spell, &noisy).is_some());
+    assert_eq!(block_at(&spell, &taught).map(|b| b.0), None);
+    // CPU 40 points up for good: held back until the evidence is a hundred times the
+    // test's bar, then blocked, the learned threshold notwithstanding.
+    let for_good = up_40(3, 60);
+    let (untaught, _) = block_at(&for_good, &noisy).expect("blocked untaught");
+    let (at, v) = block_at(&for_good, &taught).expect("blocked after learning");
+    assert!(at > untaught, "+{at} taught, +{untaught} untaught");
+    let r = &v.reasons[0];
+    assert_eq!(r.metric.as_deref(), Some("cpu_pct"), "{v:?}");
+    assert_eq!(r.evidence.learned_threshold, Some(100.0), "{v:?}");
+    assert!(r.evidence.effect < 100.0, "{v:?}");
+    let e = r.evidence.e_value.expect("a sequential test");
+    let bar = r.evidence.e_bar.expect("its bar");
+    assert!(e >= 100.0 * bar, "e={e} against {bar}");
+}
+
+#[test]
+fn a_false_alarm_teaches_how_its_host_metric_behaves_after_a_release_once() {
+    // A CPU block users call a false alarm: the released hosts' minutes past their warm-up
+    // were minutes where nothing was wrong, and the app's hit rate learns them.
+    let more_cpu = fleet(&HOSTS, |h, m, r| {
+        if (h == "h1" || h == "h2") && m >= 3 {
+            r.host_metrics.cpu_pct = r.host_metrics.cpu_pct.map(|c| c + 45.0);
+        }
+    });
+    let release_of = || judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+    let hits = |m: &AppMemory| m.null_hits["host_metric:cpu_pct"];
+    let mut j = release_of();
+    assert!(first_block(&run(&mut j, &more_cpu, &AppMemory::default())).is_some());
+    let mut valid = AppMemory::default();
+    valid.learn(&j, Feedback::ValidBlock);
+    let mut false_alarm = AppMemory::default();
+    false_alarm.learn(&j, Feedback::FalseAlarm);
+    // A valid block teaches its baseline hour only, quiet; a false alarm its window too.
+    assert_eq!(hits(&valid).hits, 0.0, "{:?}", hits(&valid));
+    let taught = hits(&false_alarm);
+    assert!(
+        taught.hits >= 90.0 && taught.minutes > hits(&valid).minutes + 90.0,
+        "{taught:?}"
+    );
+    // The same release learned again adds none of its minutes twice: they only fade.
+    false_alarm.learn(&j, Feedback::FalseAlarm);
+    let again = hits(&false_alarm);
+    assert!(again.hits < taught.hits, "{again:?} after {taught:?}");
 }

@@ -41,6 +41,8 @@ pub(crate) struct Outcome {
     pub levels: Vec<(String, f64, f64)>,
     /// Per host metric: its host-minutes where nothing was released, and their hits.
     pub nulls: Vec<(String, NullSample)>,
+    /// Per host metric: its released host-minutes past their warm-up, and their hits.
+    pub released_hits: Vec<(String, NullSample)>,
     /// The longest start-up that ended among the released hosts (`startup`).
     pub startup: Option<u32>,
     /// How long past its CPU's a released host's start-up lasted, the longest
@@ -443,6 +445,7 @@ pub(crate) fn evaluate(
         let seen = metric_signal(metric, &hosts, first, m, params, memory);
         out.levels.extend(seen.level);
         out.nulls.extend(seen.null);
+        out.released_hits.extend(seen.released);
         out.candidates.extend(seen.candidate);
     }
     if let Some(c) = memory_slope_signal(&hosts, first, m, params, memory) {

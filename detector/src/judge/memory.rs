@@ -30,8 +30,10 @@ use super::{Feedback, Fingerprint, ReleaseJudge, fingerprint_hex, startup};
 /// gone. CPU, disk busy (100 points) and load (64) are the exception: real hosts' CPU jumps
 /// from idle to busy by 50 points and more on its own, and caps of 40 or 60 points blocked
 /// such apps' normal releases again and again whatever users said (the replay benchmark's
-/// false blocks went from 4 to 15–17 on a seed it was not tuned on). For those three it is
-/// the fading that brings a taught-away signal back.
+/// false blocks went from 4 to 15–17 on a seed it was not tuned on). For those three the
+/// learned threshold holds back modest evidence only: a sequential test
+/// [`LEARNED_YIELDS_AT`](crate::judge::signals::host_metric::LEARNED_YIELDS_AT) times
+/// past its bar blocks whatever it says.
 pub(crate) const SIGNAL_KINDS: &[(&str, f64, f64)] = &[
     ("new_exception", 5.0, 40.0),
     ("exception_rate", 1.5, 4.0),
@@ -159,15 +161,16 @@ pub struct AppMemory {
     #[serde(default)]
     pub startup_lags: Vec<u32>,
     /// Per host metric (`host_metric:cpu_pct`, ..): how often its host-minutes hit where
-    /// nothing was released, over the baselines of the releases learned from, each
+    /// nothing was released or wrong, over the baselines of the releases learned from and
+    /// the released hosts' minutes past their warm-up of those users called normal, each
     /// release learned fading the sum by half over [`LEARNED_HALF_LIFE`] releases. It
     /// tells the calibrated test how rare a hit is in this app far better than one
     /// release's baseline hour can.
     #[serde(default)]
     pub null_hits: BTreeMap<String, NullSample>,
     /// The minute (UTC Unix seconds) up to which `null_hits` has counted host-minutes: a
-    /// release whose baseline hour overlaps one learned before adds only the share of its
-    /// sample past it (its minutes taken as alike), so no minute counts twice; a release
+    /// release whose baseline hour (or window, for a normal one) overlaps one learned
+    /// before adds only the share of its sample past it (its minutes taken as alike), so no minute counts twice; a release
     /// learned after a later one adds none (fewer minutes, never a rarer hit than seen).
     #[serde(default)]
     pub null_from: i64,
@@ -252,7 +255,9 @@ impl AppMemory {
     ///   (capped); every fingerprint shown becomes known.
     /// - `false_alarm`: only the blocking signals learn: their thresholds go to
     ///   [`FALSE_ALARM_MARGIN`] × their peak (capped), the others fade; every fingerprint
-    ///   shown becomes known and the ones behind the block benign.
+    ///   shown becomes known and the ones behind the block benign; the host metrics'
+    ///   released minutes past their warm-up join `null_hits` (minutes where nothing was
+    ///   wrong, each once).
     /// - `missed_problem`: thresholds that suppressed a signal of this release fall back
     ///   below its peak (never under the default).
     /// - `valid_block`: fingerprints of the baselines and reference group become known
@@ -276,6 +281,23 @@ impl AppMemory {
                 let new = (to - from.max(self.null_from)).max(0) as f64;
                 let share = (new / (to - from).max(1) as f64).min(1.0);
                 for (kind, &sample) in &record.null_hits {
+                    if spec(kind).is_some() {
+                        let slot = self.null_hits.entry(kind.clone()).or_default();
+                        *slot = slot.plus(sample.scaled(share));
+                    }
+                }
+                self.null_from = self.null_from.max(to);
+            }
+            // A normal release's released host-minutes past their warm-up are minutes
+            // where nothing was wrong: what the app's host metrics do after a release.
+            // As a baseline's, only their share after the minutes already taught counts,
+            // and a later release's baseline that overlaps them adds nothing of it.
+            if label == Feedback::FalseAlarm
+                && let Some((from, to)) = record.released_span
+            {
+                let new = (to - from.max(self.null_from)).max(0) as f64;
+                let share = (new / (to - from).max(1) as f64).min(1.0);
+                for (kind, &sample) in &record.released_hits {
                     if spec(kind).is_some() {
                         let slot = self.null_hits.entry(kind.clone()).or_default();
                         *slot = slot.plus(sample.scaled(share));

@@ -722,6 +722,15 @@ pub(crate) struct ReleaseRecord {
     /// them (`memory::NullSample`), over [`ReleaseJudge::null_span`].
     #[serde(default)]
     pub null_hits: BTreeMap<String, NullSample>,
+    /// Per host metric, its released host-minutes past their warm-up as the last round
+    /// counted them, with their hits, over `released_span`: what the app's host metrics do
+    /// after a release, once users call it normal.
+    #[serde(default)]
+    pub released_hits: BTreeMap<String, NullSample>,
+    /// The minutes (UTC Unix seconds, end excluded) `released_hits` span: from the first
+    /// batch's minute to the minute after the last round's.
+    #[serde(default)]
+    pub released_span: Option<(i64, i64)>,
 }
 
 /// How a released host's own start-up shortens an app's learned warm-up of what its logs
@@ -929,6 +938,12 @@ impl ReleaseJudge {
         }
         for (kind, sample) in &outcome.nulls {
             self.record.null_hits.insert(kind.clone(), *sample);
+        }
+        for (kind, sample) in &outcome.released_hits {
+            self.record.released_hits.insert(kind.clone(), *sample);
+        }
+        if let Some(first) = self.release.first_minute() {
+            self.record.released_span = Some((first, minute + 60));
         }
         if let Some(run) = outcome.startup {
             self.record.startup = Some(self.record.startup.map_or(run, |r| r.max(run)));

@@ -210,6 +210,24 @@ mod tests {
     }
 
     #[test]
+    fn a_state_stored_before_false_alarms_taught_the_released_minutes_reads_with_none() {
+        // Before a false alarm taught the app how its host metrics behave after a release,
+        // a judge's record kept no `released_hits` nor `released_span`.
+        let mut j = judge();
+        j.round(1_763_880_000, &[], &crate::judge::AppMemory::default());
+        let text = encode(&j, None).expect("encode");
+        let span = ",\"released_span\":[1763880000,1763880060]";
+        assert!(
+            text.contains(",\"released_hits\":{}") && text.contains(span),
+            "{text}"
+        );
+        let older = text.replace(",\"released_hits\":{}", "").replace(span, "");
+        let state = decode(&older).expect("an older state decodes");
+        let again = encode(&state.judge, None).expect("encode");
+        assert!(again.contains(",\"released_span\":null"), "{again}");
+    }
+
+    #[test]
     fn a_state_stored_before_the_host_metrics_had_their_own_warm_up_keeps_one_for_both() {
         // Before `metric_warmup_minutes`, one warm-up (the default or the app's learned
         // one, here 6) held for every test: a release judged then keeps it for its host

@@ -44,6 +44,14 @@
 //! blocks at once; without them nothing controls for a change of the whole fleet, and a
 //! pass must last [`JudgeParams::metric_rounds_needed`] rounds, then the window's.
 //!
+//! What the app learned from feedback holds a pass of the bar back when the top released
+//! host's recent effect is below the app's learned threshold, but only while the evidence
+//! is modest: at [`LEARNED_YIELDS_AT`] times the bar (with no effect, a chance of a
+//! hundredth of `α` of ever getting there) it blocks whatever was learned, so no feedback
+//! switches a metric off. A false alarm teaches the metric's hit rate too: the released
+//! host-minutes of a release users called one join the app's history of minutes where
+//! nothing was wrong.
+//!
 //! **Memory** is judged by its slope after the release above the reference hosts' median
 //! slope (at least [`JudgeParams::mem_min_slope`] a minute and
 //! [`JudgeParams::mem_min_rise`] in all), over
@@ -78,6 +86,10 @@ const HIT_NOISE: f64 = 3.0;
 /// Fewest host-minutes where nothing changed that tell how often they hit; below, `p₀`
 /// is taken as one in five.
 const MIN_NULL_MINUTES: usize = 30;
+
+/// Evidence this many times the bar blocks whatever the app's learned threshold: with no
+/// effect, its chance of ever being reached is a hundredth of the metric's `α`.
+pub(crate) const LEARNED_YIELDS_AT: f64 = 100.0;
 
 /// Quantile of a host's recent residuals shown as its effect (a fault that comes and goes
 /// still shows).
@@ -251,6 +263,9 @@ pub(crate) struct MetricRound {
     pub level: Option<(String, f64, f64)>,
     /// The metric's kind and its host-minutes where nothing was released, for learning.
     pub null: Option<(String, NullSample)>,
+    /// The metric's kind and its released host-minutes past their warm-up, with their
+    /// hits and runs: minutes where nothing was wrong once users call the release normal.
+    pub released: Option<(String, NullSample)>,
 }
 
 /// The calibrated test of one metric (CPU, load or disk busy).
@@ -317,7 +332,7 @@ pub(crate) fn metric_signal(
     // it or on a release whose baseline hour overlaps).
     let mut fresh = NullSample::default();
     let fresh_from = memory.memory.null_from;
-    let (mut x, mut n) = (0usize, 0usize);
+    let (mut x, mut n, mut released_runs) = (0usize, 0usize, 0usize);
     let mut hit_hosts: Vec<&str> = Vec::new();
     let mut released_effect = f64::NEG_INFINITY;
     let mut reference_effect = f64::NEG_INFINITY;
@@ -345,8 +360,8 @@ pub(crate) fn metric_signal(
         for &(minute, r) in &adjusted {
             let hit = r >= hit_at;
             let null = minute < t.start;
+            let starts_run = hit && previous_hit != Some(minute - 60);
             if null {
-                let starts_run = hit && previous_hit != Some(minute - 60);
                 nb += 1;
                 kb += usize::from(hit);
                 runs += usize::from(starts_run);
@@ -361,6 +376,7 @@ pub(crate) fn metric_signal(
                 n += 1;
                 if hit {
                     x += 1;
+                    released_runs += usize::from(starts_run);
                     host_hit = true;
                 }
             }
@@ -395,6 +411,14 @@ pub(crate) fn metric_signal(
         runs: runs as f64,
     };
     round.null = Some((kind.clone(), own));
+    round.released = Some((
+        kind.clone(),
+        NullSample {
+            minutes: n as f64,
+            hits: x as f64,
+            runs: released_runs as f64,
+        },
+    ));
     let Some((effect, i)) = top.filter(|_| x > 0) else {
         return round;
     };
@@ -503,6 +527,10 @@ pub(crate) fn metric_signal(
     if log_e < bar {
         c.suspicious = false;
         c.reason.severity = Severity::Warning;
+    } else if log_e >= bar + LEARNED_YIELDS_AT.ln() && effect >= min_abs_top {
+        // Evidence a hundred times the bar: no learned threshold holds it back.
+        c.suspicious = true;
+        c.reason.severity = Severity::Critical;
     }
     c.immediate = c.suspicious && with_reference;
     round.candidate = Some(c);
