@@ -788,6 +788,28 @@ fn traffic_moved_from_the_reference_hosts_to_the_released_ones_is_no_cpu_regress
 }
 
 #[test]
+fn reference_hosts_whose_cpu_does_not_follow_their_lost_work_hide_no_regression() {
+    // After the release the reference hosts answer half their requests, but their CPU
+    // is a fixed cost and stays at 40 %: no rise of the fleet. The released hosts' work is
+    // unchanged and their CPU 30 points up: a regression.
+    let rows = fleet(&HOSTS, |h, m, r| {
+        let cpu = r.host_metrics.cpu_pct.unwrap_or(0.0) + 20.0;
+        let released = h == "h1" || h == "h2";
+        r.events = if !released && m >= 0 { 500 } else { 1000 };
+        r.lines = 2 * r.events;
+        r.host_metrics.cpu_pct = Some(if released && m >= 3 { cpu + 30.0 } else { cpu });
+    });
+    let mut j = judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+    let verdicts = run(&mut j, &rows, &AppMemory::default());
+    let (_, v) = first_block(&verdicts).expect("blocked");
+    assert_eq!(
+        (v.reasons[0].rule.as_str(), v.reasons[0].metric.as_deref()),
+        ("host_metric", Some("cpu_pct")),
+        "{v:?}"
+    );
+}
+
+#[test]
 fn a_false_alarm_teaches_only_the_signals_that_blocked_and_a_rate_is_never_taught_off() {
     let release_of = || judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
     // A CPU block users call a false alarm: CPU learns, nothing else does.
@@ -1334,6 +1356,9 @@ fn a_false_alarm_teaches_how_its_host_metric_behaves_after_a_release_once() {
         taught.hits >= 90.0 && taught.minutes > hits(&valid).minutes + 90.0,
         "{taught:?}"
     );
+    // Each released host's rise is one run, begun in its warm-up or not (the window's
+    // minute of its batch was taught with the baseline).
+    assert!((1.9..=2.0).contains(&taught.runs), "{taught:?}");
     // The same release learned again adds none of its minutes twice: they only fade.
     false_alarm.learn(&j, Feedback::FalseAlarm);
     let again = hits(&false_alarm);

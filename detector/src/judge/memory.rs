@@ -162,14 +162,15 @@ pub struct AppMemory {
     pub startup_lags: Vec<u32>,
     /// Per host metric (`host_metric:cpu_pct`, ..): how often its host-minutes hit where
     /// nothing was released or wrong, over the baselines of the releases learned from and
-    /// the released hosts' minutes past their warm-up of those users called normal, each
+    /// the released hosts' minutes past their warm-up of those users called a false alarm
+    /// on that metric, each
     /// release learned fading the sum by half over [`LEARNED_HALF_LIFE`] releases. It
     /// tells the calibrated test how rare a hit is in this app far better than one
     /// release's baseline hour can.
     #[serde(default)]
     pub null_hits: BTreeMap<String, NullSample>,
     /// The minute (UTC Unix seconds) up to which `null_hits` has counted host-minutes: a
-    /// release whose baseline hour (or window, for a normal one) overlaps one learned
+    /// release whose baseline hour (or window, for a false alarm) overlaps one learned
     /// before adds only the share of its sample past it (its minutes taken as alike), so no minute counts twice; a release
     /// learned after a later one adds none (fewer minutes, never a rarer hit than seen).
     #[serde(default)]
@@ -256,8 +257,8 @@ impl AppMemory {
     /// - `false_alarm`: only the blocking signals learn: their thresholds go to
     ///   [`FALSE_ALARM_MARGIN`] × their peak (capped), the others fade; every fingerprint
     ///   shown becomes known and the ones behind the block benign; the host metrics'
-    ///   released minutes past their warm-up join `null_hits` (minutes where nothing was
-    ///   wrong, each once).
+    ///   released minutes past their warm-up, of the ones that blocked, join `null_hits`
+    ///   (minutes where nothing was wrong, each once).
     /// - `missed_problem`: thresholds that suppressed a signal of this release fall back
     ///   below its peak (never under the default).
     /// - `valid_block`: fingerprints of the baselines and reference group become known
@@ -288,17 +289,18 @@ impl AppMemory {
                 }
                 self.null_from = self.null_from.max(to);
             }
-            // A normal release's released host-minutes past their warm-up are minutes
-            // where nothing was wrong: what the app's host metrics do after a release.
-            // As a baseline's, only their share after the minutes already taught counts,
-            // and a later release's baseline that overlaps them adds nothing of it.
+            // A false alarm's released host-minutes past their warm-up, of the metrics
+            // that blocked, were minutes where nothing was wrong: what the app's host
+            // metric does after a release. As a baseline's, only their share after the
+            // minutes already taught counts, and a later release's baseline that overlaps
+            // them adds nothing of it.
             if label == Feedback::FalseAlarm
                 && let Some((from, to)) = record.released_span
             {
                 let new = (to - from.max(self.null_from)).max(0) as f64;
                 let share = (new / (to - from).max(1) as f64).min(1.0);
                 for (kind, &sample) in &record.released_hits {
-                    if spec(kind).is_some() {
+                    if spec(kind).is_some() && record.blocking_kinds.contains(kind) {
                         let slot = self.null_hits.entry(kind.clone()).or_default();
                         *slot = slot.plus(sample.scaled(share));
                     }

@@ -46,11 +46,15 @@
 //!
 //! What the app learned from feedback holds a pass of the bar back when the top released
 //! host's recent effect is below the app's learned threshold, but only while the evidence
-//! is modest: at [`LEARNED_YIELDS_AT`] times the bar (with no effect, a chance of a
-//! hundredth of `α` of ever getting there) it blocks whatever was learned, so no feedback
-//! switches a metric off. A false alarm teaches the metric's hit rate too: the released
-//! host-minutes of a release users called one join the app's history of minutes where
-//! nothing was wrong.
+//! is modest: with reference hosts, at [`LEARNED_YIELDS_AT`] times the bar (with no
+//! effect, a chance of a hundredth of `α` of ever getting there) it blocks whatever was
+//! learned, so no feedback switches a metric off where the fleet has a control. (Without
+//! one, a change of the whole fleet, as an idle app going busy, is no regression, and the
+//! learned threshold stands.) A false alarm on a metric teaches its hit rate too: the
+//! released host-minutes of that release join the app's history of minutes where nothing
+//! was wrong, and their runs its run length, so the same behaviour needs that much more
+//! evidence again (and every later regression of that metric somewhat more, until
+//! normal releases dilute it).
 //!
 //! **Memory** is judged by its slope after the release above the reference hosts' median
 //! slope (at least [`JudgeParams::mem_min_slope`] a minute and
@@ -316,11 +320,15 @@ pub(crate) fn metric_signal(
     // "none of it does" expect, each with the reference hosts' change of that model
     // taken off. A fleet-wide surge that adds as much to every host (a near-idle host
     // too) is none under the second; a traffic shift towards the released hosts is none
-    // under the first.
+    // under the first. Reference hosts that lost work may use less under the first; but
+    // one whose CPU did not follow its lost work is no rise of the fleet (its change
+    // under the first is never taken above the second's, nor above 0), or a regression
+    // on the released hosts would hide behind it.
     let beyond_reference = |x: &Minute, released: bool| -> f64 {
         let own = |v: f64| (!released).then_some(v);
-        let a = x.scaled - shift(&scaled, x.at, own(x.scaled));
-        let b = x.flat - shift(&flat, x.at, own(x.flat));
+        let fleet_flat = shift(&flat, x.at, own(x.flat));
+        let a = x.scaled - shift(&scaled, x.at, own(x.scaled)).min(fleet_flat.max(0.0));
+        let b = x.flat - fleet_flat;
         a.min(b)
     };
     let alpha = params.false_block_budget * HOST_METRIC_SHARE / (2.0 * METRICS.len() as f64);
@@ -376,7 +384,8 @@ pub(crate) fn metric_signal(
                 n += 1;
                 if hit {
                     x += 1;
-                    released_runs += usize::from(starts_run);
+                    // A run that began in the warm-up starts one here.
+                    released_runs += usize::from(starts_run || minute - 60 < t.settled);
                     host_hit = true;
                 }
             }
@@ -527,10 +536,20 @@ pub(crate) fn metric_signal(
     if log_e < bar {
         c.suspicious = false;
         c.reason.severity = Severity::Warning;
-    } else if log_e >= bar + LEARNED_YIELDS_AT.ln() && effect >= min_abs_top {
-        // Evidence a hundred times the bar: no learned threshold holds it back.
+    } else if !c.suspicious
+        && with_reference
+        && log_e >= bar + LEARNED_YIELDS_AT.ln()
+        && effect >= min_abs_top
+    {
+        // Evidence a hundred times the bar, beyond what the reference hosts did: no
+        // learned threshold holds it back. (Without reference hosts nothing tells a
+        // change of the whole fleet, as an idle app going busy, from a regression, and
+        // the learned threshold stands.)
         c.suspicious = true;
         c.reason.severity = Severity::Critical;
+        c.reason.summary.push_str(&format!(
+            "; {LEARNED_YIELDS_AT:.0}× the bar: the app's learned threshold does not hold it back"
+        ));
     }
     c.immediate = c.suspicious && with_reference;
     round.candidate = Some(c);
