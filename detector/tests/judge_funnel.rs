@@ -60,6 +60,20 @@ fn assert_not_blocked(rows: &[HostMinute]) {
     );
 }
 
+/// A canary release of h1 and h2 (h3–h6 the reference) over `rows`, by an app with no
+/// memory, is blocked, first for its CPU.
+#[track_caller]
+fn assert_blocked_for_cpu(rows: &[HostMinute]) {
+    let mut j = judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+    let verdicts = run(&mut j, rows, &AppMemory::default());
+    let (_, v) = first_block(&verdicts).expect("blocked");
+    assert_eq!(
+        (v.reasons[0].rule.as_str(), v.reasons[0].metric.as_deref()),
+        ("host_metric", Some("cpu_pct")),
+        "{v:?}"
+    );
+}
+
 fn release(released: &[&str], reference: &[&str]) -> Release {
     Release {
         app: "shop".into(),
@@ -700,14 +714,7 @@ fn a_fleet_wide_rise_that_adds_as_much_to_a_near_idle_released_host_passes() {
     assert_not_blocked(&fleet(&HOSTS, fleet_wide(true)));
     // The same 40 points on the released hosts alone is a regression.
     let rows = fleet(&HOSTS, fleet_wide(false));
-    let mut j = judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
-    let verdicts = run(&mut j, &rows, &AppMemory::default());
-    let (_, v) = first_block(&verdicts).expect("blocked");
-    assert_eq!(
-        (v.reasons[0].rule.as_str(), v.reasons[0].metric.as_deref()),
-        ("host_metric", Some("cpu_pct")),
-        "{v:?}"
-    );
+    assert_blocked_for_cpu(&rows);
 }
 
 #[test]
@@ -777,14 +784,7 @@ fn traffic_moved_from_the_reference_hosts_to_the_released_ones_is_no_cpu_regress
     // The same shift with 30 points more CPU on the released hosts than their work
     // explains: a regression.
     let rows = fleet(&HOSTS, moved(30.0));
-    let mut j = judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
-    let verdicts = run(&mut j, &rows, &AppMemory::default());
-    let (_, v) = first_block(&verdicts).expect("blocked");
-    assert_eq!(
-        (v.reasons[0].rule.as_str(), v.reasons[0].metric.as_deref()),
-        ("host_metric", Some("cpu_pct")),
-        "{v:?}"
-    );
+    assert_blocked_for_cpu(&rows);
 }
 
 #[test]
@@ -799,14 +799,7 @@ fn reference_hosts_whose_cpu_does_not_follow_their_lost_work_hide_no_regression(
         r.lines = 2 * r.events;
         r.host_metrics.cpu_pct = Some(if released && m >= 3 { cpu + 30.0 } else { cpu });
     });
-    let mut j = judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
-    let verdicts = run(&mut j, &rows, &AppMemory::default());
-    let (_, v) = first_block(&verdicts).expect("blocked");
-    assert_eq!(
-        (v.reasons[0].rule.as_str(), v.reasons[0].metric.as_deref()),
-        ("host_metric", Some("cpu_pct")),
-        "{v:?}"
-    );
+    assert_blocked_for_cpu(&rows);
 }
 
 #[test]
