@@ -1278,17 +1278,20 @@ fn releases_whose_baseline_hours_overlap_teach_each_minute_once_whatever_the_fee
 #[test]
 fn a_learned_host_metric_threshold_holds_back_modest_evidence_but_never_switches_the_metric_off() {
     // An app whose hosts each go busy now and then (5 % of their minutes, in spells of
-    // six) and whose CPU jumped from idle to busy in its normal releases: it learned a CPU
-    // threshold at the cap, 100 points, more than any rise can reach.
+    // six, each well past twice the bar of a hit) and whose CPU jumped from idle to busy
+    // in its normal releases: it learned a CPU threshold at the cap, 100 points, more
+    // than any rise can reach.
     let mut noisy = AppMemory::default();
-    noisy.null_hits.insert(
-        "host_metric:cpu_pct".into(),
-        NullSample {
-            minutes: 3000.0,
-            hits: 150.0,
-            runs: 25.0,
-        },
-    );
+    for kind in ["host_metric:cpu_pct", "host_metric:cpu_pct:strong"] {
+        noisy.null_hits.insert(
+            kind.into(),
+            NullSample {
+                minutes: 3000.0,
+                hits: 150.0,
+                runs: 25.0,
+            },
+        );
+    }
     let mut taught = noisy.clone();
     taught
         .thresholds
@@ -1352,8 +1355,51 @@ fn a_false_alarm_teaches_how_its_host_metric_behaves_after_a_release_once() {
     // Each released host's rise is one run, begun in its warm-up or not (the window's
     // minute of its batch was taught with the baseline).
     assert!((1.9..=2.0).contains(&taught.runs), "{taught:?}");
+    // 45 points is past twice the bar of a hit: the second grade's history learns them
+    // too.
+    let strong = false_alarm.null_hits["host_metric:cpu_pct:strong"];
+    assert!(strong.hits >= 90.0, "{strong:?}");
     // The same release learned again adds none of its minutes twice: they only fade.
     false_alarm.learn(&j, Feedback::FalseAlarm);
     let again = hits(&false_alarm);
     assert!(again.hits < taught.hits, "{again:?} after {taught:?}");
+}
+
+#[test]
+fn a_rise_twice_the_bar_blocks_soon_on_an_app_whose_bursts_reach_the_bar_only() {
+    // An app whose hosts hit the CPU's bar in long bursts (10 % of their minutes, in runs
+    // of ten) but never twice it: a hit of the first grade is weak evidence there.
+    let mut bursty = AppMemory::default();
+    let sample = |hits: f64, runs: f64| NullSample {
+        minutes: 3000.0,
+        hits,
+        runs,
+    };
+    bursty
+        .null_hits
+        .insert("host_metric:cpu_pct".into(), sample(300.0, 30.0));
+    bursty
+        .null_hits
+        .insert("host_metric:cpu_pct:strong".into(), sample(0.0, 0.0));
+    let release_of = || judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+    let up = |points: f64| {
+        fleet(&HOSTS, move |h, m, r| {
+            if (h == "h1" || h == "h2") && m >= 3 {
+                r.host_metrics.cpu_pct = r.host_metrics.cpu_pct.map(|c| c + points);
+            }
+        })
+    };
+    // 40 points up on both released hosts: twice the bar (24 points), which the app's
+    // hosts never reached, so each such minute weighs as a rare one.
+    let verdicts = run(&mut release_of(), &up(40.0), &bursty);
+    let (at, v) = first_block(&verdicts).expect("blocked");
+    assert!(at <= 8, "blocked at +{at}: {v:?}");
+    let r = &v.reasons[0];
+    assert_eq!(r.metric.as_deref(), Some("cpu_pct"), "{v:?}");
+    assert!(r.summary.contains("twice above"), "{}", r.summary);
+    // 16 points up: past the bar only, as the app's bursts are. Their runs make each hit
+    // weigh a tenth as much, and the block, if any, comes much later.
+    let verdicts = run(&mut release_of(), &up(16.0), &bursty);
+    let later = first_block(&verdicts).map_or(usize::MAX, |(at, _)| at);
+    assert!(later > at + 10, "+16 blocked at +{later}, +40 at +{at}");
 }

@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::signals::host_metric::metric_kind_of;
 use super::{Feedback, Fingerprint, ReleaseJudge, fingerprint_hex, startup};
 
 /// Kinds of learnable signals, with the default threshold and the cap on learning: what no
@@ -300,7 +301,8 @@ impl AppMemory {
                 let new = (to - from.max(self.null_from)).max(0) as f64;
                 let share = (new / (to - from).max(1) as f64).min(1.0);
                 for (kind, &sample) in &record.released_hits {
-                    if spec(kind).is_some() && record.blocking_kinds.contains(kind) {
+                    if spec(kind).is_some() && record.blocking_kinds.contains(metric_kind_of(kind))
+                    {
                         let slot = self.null_hits.entry(kind.clone()).or_default();
                         *slot = slot.plus(sample.scaled(share));
                     }
