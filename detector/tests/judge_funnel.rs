@@ -1278,20 +1278,18 @@ fn releases_whose_baseline_hours_overlap_teach_each_minute_once_whatever_the_fee
 #[test]
 fn a_learned_host_metric_threshold_holds_back_modest_evidence_but_never_switches_the_metric_off() {
     // An app whose hosts each go busy now and then (5 % of their minutes, in spells of
-    // six, each well past twice the bar of a hit) and whose CPU jumped from idle to busy
-    // in its normal releases: it learned a CPU threshold at the cap, 100 points, more
-    // than any rise can reach.
+    // six) and whose CPU jumped from idle to busy in its normal releases: it learned a
+    // CPU threshold at the cap, 100 points, more than any rise can reach. It learned
+    // before hits had two grades: its history of the first bounds the second's.
     let mut noisy = AppMemory::default();
-    for kind in ["host_metric:cpu_pct", "host_metric:cpu_pct:strong"] {
-        noisy.null_hits.insert(
-            kind.into(),
-            NullSample {
-                minutes: 3000.0,
-                hits: 150.0,
-                runs: 25.0,
-            },
-        );
-    }
+    noisy.null_hits.insert(
+        "host_metric:cpu_pct".into(),
+        NullSample {
+            minutes: 3000.0,
+            hits: 150.0,
+            runs: 25.0,
+        },
+    );
     let mut taught = noisy.clone();
     taught
         .thresholds
@@ -1326,6 +1324,18 @@ fn a_learned_host_metric_threshold_holds_back_modest_evidence_but_never_switches
     let e = r.evidence.e_value.expect("a sequential test");
     let bar = r.evidence.e_bar.expect("its bar");
     assert!(e >= 100.0 * bar, "e={e} against {bar}");
+
+    // Its next normal release starts the second grade's history from the first's.
+    let calm = fleet(&HOSTS, |_, _, _| {});
+    let mut j = release_of();
+    run(&mut j, &calm, &noisy);
+    noisy.learn(&j, Feedback::ConfirmedNormal);
+    let strong = noisy.null_hits["host_metric:cpu_pct:strong"];
+    assert!(
+        strong.hits > 140.0 && strong.runs > 20.0,
+        "{strong:?} from {:?}",
+        noisy.null_hits["host_metric:cpu_pct"]
+    );
 }
 
 #[test]
@@ -1398,7 +1408,7 @@ fn a_rise_twice_the_bar_blocks_soon_on_an_app_whose_bursts_reach_the_bar_only() 
     assert_eq!(r.metric.as_deref(), Some("cpu_pct"), "{v:?}");
     assert!(r.summary.contains("twice above"), "{}", r.summary);
     // 16 points up: past the bar only, as the app's bursts are. Their runs make each hit
-    // weigh a tenth as much, and the block, if any, comes much later.
+    // weigh a nineteenth as much, and the block, if any, comes much later.
     let verdicts = run(&mut release_of(), &up(16.0), &bursty);
     let later = first_block(&verdicts).map_or(usize::MAX, |(at, _)| at);
     assert!(later > at + 10, "+16 blocked at +{later}, +40 at +{at}");

@@ -39,9 +39,11 @@ pub(crate) struct Outcome {
     /// Per learnable metric kind: the largest change of a released host beyond the fleet,
     /// and the largest of a reference host (normal by definition), significant or not.
     pub levels: Vec<(String, f64, f64)>,
-    /// Per host metric: its host-minutes where nothing was released, and their hits.
+    /// Per host metric and grade of hit: its host-minutes where nothing was released, and
+    /// their hits.
     pub nulls: Vec<(String, NullSample)>,
-    /// Per host metric: its released host-minutes past their warm-up, and their hits.
+    /// Per host metric and grade of hit: its released host-minutes past their warm-up,
+    /// and their hits.
     pub released_hits: Vec<(String, NullSample)>,
     /// The longest start-up that ended among the released hosts (`startup`).
     pub startup: Option<u32>,

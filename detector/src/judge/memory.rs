@@ -161,7 +161,8 @@ pub struct AppMemory {
     /// warm-up of what its logs count.
     #[serde(default)]
     pub startup_lags: Vec<u32>,
-    /// Per host metric (`host_metric:cpu_pct`, ..): how often its host-minutes hit where
+    /// Per host metric and grade of hit (`host_metric:cpu_pct`,
+    /// `host_metric:cpu_pct:strong` for twice the bar, ..): how often its host-minutes hit where
     /// nothing was released or wrong, over the baselines of the releases learned from and
     /// the released hosts' minutes past their warm-up of those users called a false alarm
     /// on that metric, each
@@ -278,6 +279,18 @@ impl AppMemory {
         if record.rounds > 0 {
             for sample in self.null_hits.values_mut() {
                 *sample = sample.scaled(kept_per_release());
+            }
+            // A second grade's history starts as its first grade's (a hit of twice the
+            // bar is a hit of the bar, so those hits and runs bound its own) where the
+            // app learned before it had one.
+            for kind in record.null_hits.keys() {
+                let first = metric_kind_of(kind);
+                if first != kind
+                    && !self.null_hits.contains_key(kind)
+                    && let Some(&sample) = self.null_hits.get(first)
+                {
+                    self.null_hits.insert(kind.clone(), sample);
+                }
             }
             if let Some((from, to)) = judge.null_span() {
                 let new = (to - from.max(self.null_from)).max(0) as f64;
