@@ -74,6 +74,15 @@ fn assert_blocked_for_cpu(rows: &[HostMinute]) {
     );
 }
 
+/// The fleet of [`fleet`] with h1 and h2's CPU `points` higher in the minutes `during`.
+fn released_cpu_up(points: f64, during: std::ops::Range<i64>) -> Vec<HostMinute> {
+    fleet(&HOSTS, move |h, m, r| {
+        if (h == "h1" || h == "h2") && during.contains(&m) {
+            r.host_metrics.cpu_pct = r.host_metrics.cpu_pct.map(|c| c + points);
+        }
+    })
+}
+
 fn release(released: &[&str], reference: &[&str]) -> Release {
     Release {
         app: "shop".into(),
@@ -1295,25 +1304,18 @@ fn a_learned_host_metric_threshold_holds_back_modest_evidence_but_never_switches
         .thresholds
         .insert("host_metric:cpu_pct".into(), 100.0);
     let release_of = || judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
-    let up_40 = |from: i64, to: i64| {
-        fleet(&HOSTS, move |h, m, r| {
-            if (h == "h1" || h == "h2") && (from..to).contains(&m) {
-                r.host_metrics.cpu_pct = r.host_metrics.cpu_pct.map(|c| c + 40.0);
-            }
-        })
-    };
     let block_at = |rows: &[HostMinute], memory: &AppMemory| {
         let verdicts = run(&mut release_of(), rows, memory);
         first_block(&verdicts).map(|(at, v)| (at, v.clone()))
     };
     // A busy spell of 30 minutes on both released hosts: evidence enough to block an app
     // that learned no threshold, held back by the one this app learned.
-    let spell = up_40(3, 33);
+    let spell = released_cpu_up(40.0, 3..33);
     assert!(block_at(&spell, &noisy).is_some());
     assert_eq!(block_at(&spell, &taught).map(|b| b.0), None);
     // CPU 40 points up for good: held back until the evidence is a hundred times the
     // test's bar, then blocked, the learned threshold notwithstanding.
-    let for_good = up_40(3, 60);
+    let for_good = released_cpu_up(40.0, 3..60);
     let (untaught, _) = block_at(&for_good, &noisy).expect("blocked untaught");
     let (at, v) = block_at(&for_good, &taught).expect("blocked after learning");
     assert!(at > untaught, "+{at} taught, +{untaught} untaught");
@@ -1342,11 +1344,7 @@ fn a_learned_host_metric_threshold_holds_back_modest_evidence_but_never_switches
 fn a_false_alarm_teaches_how_its_host_metric_behaves_after_a_release_once() {
     // A CPU block users call a false alarm: the released hosts' minutes past their warm-up
     // were minutes where nothing was wrong, and the app's hit rate learns them.
-    let more_cpu = fleet(&HOSTS, |h, m, r| {
-        if (h == "h1" || h == "h2") && m >= 3 {
-            r.host_metrics.cpu_pct = r.host_metrics.cpu_pct.map(|c| c + 45.0);
-        }
-    });
+    let more_cpu = released_cpu_up(45.0, 3..60);
     let release_of = || judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
     let hits = |m: &AppMemory| m.null_hits["host_metric:cpu_pct"];
     let mut j = release_of();
@@ -1392,13 +1390,7 @@ fn a_rise_twice_the_bar_blocks_soon_on_an_app_whose_bursts_reach_the_bar_only() 
         .null_hits
         .insert("host_metric:cpu_pct:strong".into(), sample(0.0, 0.0));
     let release_of = || judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
-    let up = |points: f64| {
-        fleet(&HOSTS, move |h, m, r| {
-            if (h == "h1" || h == "h2") && m >= 3 {
-                r.host_metrics.cpu_pct = r.host_metrics.cpu_pct.map(|c| c + points);
-            }
-        })
-    };
+    let up = |points: f64| released_cpu_up(points, 3..60);
     // 40 points up on both released hosts: twice the bar (24 points), which the app's
     // hosts never reached, so each such minute weighs as a rare one.
     let verdicts = run(&mut release_of(), &up(40.0), &bursty);

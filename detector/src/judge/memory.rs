@@ -162,13 +162,12 @@ pub struct AppMemory {
     #[serde(default)]
     pub startup_lags: Vec<u32>,
     /// Per host metric and grade of hit (`host_metric:cpu_pct`,
-    /// `host_metric:cpu_pct:strong` for twice the bar, ..): how often its host-minutes hit where
-    /// nothing was released or wrong, over the baselines of the releases learned from and
-    /// the released hosts' minutes past their warm-up of those users called a false alarm
-    /// on that metric, each
-    /// release learned fading the sum by half over [`LEARNED_HALF_LIFE`] releases. It
-    /// tells the calibrated test how rare a hit is in this app far better than one
-    /// release's baseline hour can.
+    /// `host_metric:cpu_pct:strong` for twice the bar, ..): how often its host-minutes hit
+    /// where nothing was released or wrong, over the baselines of the releases learned
+    /// from and the released hosts' minutes past their warm-up of those users called a
+    /// false alarm on that metric, each release learned fading the sum by half over
+    /// [`LEARNED_HALF_LIFE`] releases. It tells the calibrated test how rare a hit is in
+    /// this app far better than one release's baseline hour can.
     #[serde(default)]
     pub null_hits: BTreeMap<String, NullSample>,
     /// The minute (UTC Unix seconds) up to which `null_hits` has counted host-minutes: a

@@ -718,13 +718,13 @@ pub(crate) struct ReleaseRecord {
     /// Rounds judged (0 in states stored before it was counted).
     #[serde(default)]
     pub rounds: u32,
-    /// Per host metric and grade of hit, its host-minutes before the release as the last round counted
-    /// them (`memory::NullSample`), over [`ReleaseJudge::null_span`].
+    /// Per host metric and grade of hit, its host-minutes before the release as the last
+    /// round counted them (`memory::NullSample`), over [`ReleaseJudge::null_span`].
     #[serde(default)]
     pub null_hits: BTreeMap<String, NullSample>,
-    /// Per host metric and grade of hit, its released host-minutes past their warm-up as the last round
-    /// counted them, with their hits, over `released_span`: what the app's host metrics do
-    /// after a release, once users call it normal.
+    /// Per host metric and grade of hit, its released host-minutes past their warm-up as
+    /// the last round counted them, with their hits, over `released_span`: what the app's
+    /// host metrics do after a release, once users call it normal.
     #[serde(default)]
     pub released_hits: BTreeMap<String, NullSample>,
     /// The minutes (UTC Unix seconds, end excluded) `released_hits` span: from the first

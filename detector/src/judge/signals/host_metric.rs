@@ -38,10 +38,10 @@
 //! rate and runs where nothing changed (the app's history keeps both, the second as
 //! `host_metric:<metric>:strong`), at half the metric's `α` and `δ`; the stronger evidence
 //! of the two counts. (Load has no ceiling, and a near-idle host's bursts reach twice its
-//! bar as often as the bar: it keeps one grade.) An app whose bursts reach the bar in long runs makes each first-grade
-//! hit weak evidence; a regression of twice the bar, which those bursts rarely reach, is
-//! then judged on the second grade, whose hits are rare where nothing changed, and blocks
-//! in minutes rather than tens of minutes.
+//! bar as often as the bar: it keeps one grade.) An app whose bursts reach the bar in long
+//! runs makes each first-grade hit weak evidence; a regression of twice the bar, which
+//! those bursts rarely reach, is then judged on the second grade, whose hits are rare
+//! where nothing changed, and blocks in minutes rather than tens of minutes.
 //!
 //! Where that is approximate: a workload's bursts last several minutes, so hits come in
 //! runs. Counts are divided by `2L − 1`, the variance inflation of a two-state Markov
@@ -50,9 +50,10 @@
 //! stored minutes, as the rate test does.
 //!
 //! The three metrics share [`HOST_METRIC_SHARE`] of the release's false-block budget
-//! equally, each grade's part of it half for `α` and half for `δ`. With reference hosts a pass of the bar
-//! blocks at once; without them nothing controls for a change of the whole fleet, and a
-//! pass must last [`JudgeParams::metric_rounds_needed`] rounds, then the window's.
+//! equally, each grade's part of it half for `α` and half for `δ`. With reference hosts a
+//! pass of the bar blocks at once; without them nothing controls for a change of the
+//! whole fleet, and a pass must last [`JudgeParams::metric_rounds_needed`] rounds, then
+//! the window's.
 //!
 //! What the app learned from feedback holds a pass of the bar back when the top released
 //! host's recent effect is below the app's learned threshold, but only while the evidence
@@ -371,9 +372,12 @@ fn count_grade<'a>(hosts: &[Adjusted<'a>], grade: f64, fresh_from: i64) -> Grade
     c
 }
 
-/// One grade's sequential test.
-struct GradeTest {
-    /// Hits divided by the runs' inflation, the rate bound, the evidence (ln e).
+/// One grade's sequential test: its counts, the app's history it pooled with them, the
+/// runs' inflation the counts were divided by, the rate bound and the evidence (ln e).
+struct GradeTest<'a> {
+    grade: f64,
+    counts: GradeCounts<'a>,
+    history: NullSample,
     run: f64,
     p0: f64,
     log_e: f64,
@@ -504,7 +508,7 @@ pub(crate) fn metric_signal(
         }
     };
     let fresh_from = memory.memory.null_from;
-    let mut best: Option<(GradeTest, GradeCounts<'_>, NullSample, f64)> = None;
+    let mut best: Option<GradeTest<'_>> = None;
     for (g, &grade) in grades.iter().enumerate() {
         let counts = count_grade(&adjusted, grade, fresh_from);
         let grade_kind = format!("{kind}{}", GRADE_SUFFIX[g]);
@@ -552,18 +556,31 @@ pub(crate) fn metric_signal(
         let Some(log_e) = hit_mixture(x / run, n / run, p0, &HIT_RATES) else {
             continue;
         };
-        if best.as_ref().is_none_or(|b| log_e > b.0.log_e) {
-            let test = GradeTest { run, p0, log_e };
-            best = Some((test, counts, history, grade));
+        if best.as_ref().is_none_or(|b| log_e > b.log_e) {
+            best = Some(GradeTest {
+                grade,
+                counts,
+                history,
+                run,
+                p0,
+                log_e,
+            });
         }
     }
-    let Some((test, counts, history, grade)) = best.filter(|b| b.0.log_e >= 0.5 * bar) else {
+    let Some(GradeTest {
+        grade,
+        counts,
+        history,
+        run,
+        p0,
+        log_e,
+    }) = best.filter(|b| b.log_e >= 0.5 * bar)
+    else {
         return round;
     };
     let Some((effect, i)) = top else {
         return round;
     };
-    let GradeTest { run, p0, log_e } = test;
     let (x, n) = (counts.released.hits, counts.released.minutes);
     let (kb, nb, runs) = (counts.own.hits, counts.own.minutes, counts.own.runs);
     let hit_hosts = counts.hit_hosts;
