@@ -333,6 +333,70 @@ fn without_reference_hosts_error_growth_blocks_on_before_after() {
 }
 
 #[test]
+fn an_eightfold_rise_of_error_lines_blocks_once_its_evidence_has_risen_for_three_minutes() {
+    // Error lines ×8 on the two released hosts from their release on. Minutes 0–1 are
+    // their warm-up; the sequential test passes its bar on the first settled minute, and
+    // blocks once each of three minutes in a row has added to its evidence: minute 5's.
+    let rows = fleet(&HOSTS, |h, m, r| {
+        if (h == "h1" || h == "h2") && m >= 0 {
+            r.error_lines *= 8;
+        }
+    });
+    let mut j = judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+    let verdicts = run(&mut j, &rows, &AppMemory::default());
+    let (at, v) = first_block(&verdicts).expect("blocked");
+    let r = v
+        .reasons
+        .iter()
+        .find(|r| r.rule.as_str() == "error_rate")
+        .expect("error reason");
+    assert!(r.summary.contains("sequential test"), "{}", r.summary);
+    assert_eq!(r.metric.as_deref(), Some("error_lines"));
+    assert_eq!(r.hosts, ["h1", "h2"]);
+    // The classic test alone, with its per-minute guard and its window, blocks this at
+    // minute 6.
+    assert!(at <= 5, "blocked at minute {at}: {v:?}");
+
+    // As a live round sees it: agents send a minute a few seconds after it ends, after
+    // the round that judges it, so each round has every minute but its own. The empty
+    // minute adds nothing to the evidence and is stepped over: the block is a round later.
+    let mut j = judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
+    let verdicts: Vec<Verdict> = (0..60)
+        .map(|m| {
+            let arrived: Vec<HostMinute> = rows
+                .iter()
+                .filter(|r| r.minute < T0 + m * 60)
+                .cloned()
+                .collect();
+            j.round(T0 + m * 60, &arrived, &AppMemory::default())
+        })
+        .collect();
+    let (late, v) = first_block(&verdicts).expect("blocked");
+    assert!(
+        v.reasons
+            .iter()
+            .any(|r| r.summary.contains("sequential test")),
+        "{v:?}"
+    );
+    assert_eq!(late, at + 1, "{v:?}");
+}
+
+#[test]
+fn a_swell_of_error_lines_for_two_minutes_past_the_warm_up_does_not_block() {
+    // A restart's complaints past the warm-up: error lines ×8 on the released hosts for
+    // two minutes from their first settled minute, or from the one after, then as before.
+    // The sequential test's evidence passes the bar and then falls.
+    for from in [2, 3] {
+        let rows = fleet(&HOSTS, |h, m, r| {
+            if (h == "h1" || h == "h2") && (from..from + 2).contains(&m) {
+                r.error_lines *= 8;
+            }
+        });
+        assert_not_blocked(&rows);
+    }
+}
+
+#[test]
 fn log_volume_collapse_blocks_but_a_missing_agent_does_not() {
     let collapse = fleet(&HOSTS, |h, m, r| {
         if h == "h1" && m >= 3 {

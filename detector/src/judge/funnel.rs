@@ -20,7 +20,7 @@ use super::grid::{Grid, Groups, SigHost};
 use super::signal::{Candidate, HostView, Role};
 use super::signals::exceptions::new_or_dangerous;
 use super::signals::host_metric::{self, memory_slope_signal, metric_signal};
-use super::signals::rate::{RateSignal, dispersion, pearsons, rate_rule, rate_signal};
+use super::signals::rate::{RateSignal, rate_rule};
 use super::signals::volume::volume_signal;
 use super::startup;
 use super::{
@@ -338,8 +338,9 @@ pub(crate) fn evaluate(
         released: &released,
         reference: &reference,
     };
-    // The exceptions the sequential rate test looks at this round share its budget.
-    let tests = key_members.len().max(1);
+    // The exceptions the sequential rate test looks at this round, and error lines, share
+    // its budget.
+    let tests = key_members.len() + 1;
     // What the rates are per, in the summaries: over the hosts with rows this round.
     let (with_events, with_rows) = hosts
         .iter()
@@ -421,13 +422,11 @@ pub(crate) fn evaluate(
             memory,
         ));
     }
-    // Error lines: the classic test only. A restart's complaints (connection refused,
-    // timeouts while caches fill) swell them for a minute or two past an app's usual
-    // start-up now and then; the sequential test, which blocks on the first minute of
-    // strong evidence, blocked those start-ups (the replay benchmark's calibration run
-    // went from 17 to 45 false blocks in 5,000), where the classic test's per-minute
-    // guard and window wait them out.
-    out.candidates.extend(rate_signal(
+    // Error lines: the same two tests, the sequential one's evidence past the bar and
+    // risen with each of its last three minutes before it blocks (see
+    // `ERROR_PERSIST_MINUTES`: a restart's complaints swell error lines for a minute or
+    // two past an app's usual start-up now and then).
+    out.candidates.extend(rate_rule(
         RateSignal {
             rule: Rule::ErrorRate,
             label: "error lines",
@@ -437,7 +436,7 @@ pub(crate) fn evaluate(
         },
         (&error_grid, &errors),
         groups,
-        &dispersion(&errors, &pearsons(&errors, &hosts, params), params),
+        tests,
         params,
         memory,
     ));

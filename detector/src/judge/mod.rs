@@ -29,15 +29,17 @@
 //! 2. `new_exception` — a fingerprint unknown to the app (known list, [`AppMemory`]),
 //!    absent from baselines and reference hosts, reaching [`JudgeParams::new_min_count`]
 //!    events on released hosts in at least two host-minutes.
-//! 3. `exception_rate`, sequential (`sequential`) — with reference hosts, more of a known
-//!    exception per unit of work (log events, or lines where an agent does not count
-//!    events) on the released hosts than on the reference hosts in the same minutes,
-//!    calibrated by the groups' ratio before the release: an anytime-valid mixture
-//!    likelihood-ratio test whose chance of ever firing on a release with no effect is at
-//!    most its share of [`JudgeParams::false_block_budget`] (1 %; half of it for this
-//!    rule, split between the exceptions tested), however many rounds look. It **blocks
-//!    at once** when it fires (ratio ≥ 1.5, excess ≥ 6 events, above the learned
-//!    threshold); otherwise the classic test below still judges the exception.
+//! 3. `exception_rate` / `error_rate`, sequential (`sequential`) — with reference hosts,
+//!    more of a known exception, or of error lines, per unit of work (log events, or lines
+//!    where an agent does not count events) on the released hosts than on the reference
+//!    hosts in the same minutes, calibrated by the groups' ratio before the release: an
+//!    anytime-valid mixture likelihood-ratio test whose chance of ever firing on a release
+//!    with no effect is at most its share of [`JudgeParams::false_block_budget`] (1 %;
+//!    half of it for this rule, split between the exceptions tested and error lines),
+//!    however many rounds look. It **blocks at once** when it fires (ratio ≥ 1.5, excess
+//!    ≥ 6 events, above the learned threshold; for error lines, the evidence also rose in
+//!    each of the last three rounds, so a start-up's swell of complaints that ends does
+//!    not block); otherwise the classic test below still judges the signal.
 //! 3. `exception_rate` / `error_rate`, classic — more of a known exception or of error
 //!    lines, normalised by work (events, else lines). Per minute where both groups report, the released share of
 //!    the minute's events is expected to be `c·N_r / (c·N_r + N_f)`, where `c` is each

@@ -1,5 +1,6 @@
-//! Rule 3, sequential: more of a known exception on the released hosts than on the
-//! reference hosts in the same minutes, by a test that may be looked at every minute.
+//! Rule 3, sequential: more of a known exception (or of error lines) on the released hosts
+//! than on the reference hosts in the same minutes, by a test that may be looked at every
+//! minute.
 //!
 //! Each minute after a released host's warm-up where both groups did work, the exception's
 //! count on the released hosts `x` and on the reference hosts `y` are compared given their
@@ -45,8 +46,8 @@
 //! calibrated test.
 //!
 //! The release's false-block budget is split: this rule spends [`RATE_SHARE`] of it,
-//! divided equally between the exceptions tested in the round (a Bonferroni split, valid
-//! whatever their dependence).
+//! divided equally between the exceptions tested in the round and error lines (a
+//! Bonferroni split, valid whatever their dependence).
 
 use super::stats::{bisect, clopper_pearson, ln_beta};
 
@@ -89,6 +90,9 @@ pub(crate) struct Sequential {
     pub expected: f64,
     /// Compared minutes.
     pub minutes: u32,
+    /// The last compared minute (grid index) with an event on any host: the test over the
+    /// minutes before it is the one the evidence had before its last change.
+    pub last_events: Option<usize>,
     /// The released hosts' rate relative to the reference hosts' before the release, as
     /// the baseline estimates it (a Jeffreys prior on their share of its events); `unseen`
     /// where it had none.
@@ -315,6 +319,7 @@ pub(crate) fn test(
         observed: 0.0,
         expected: 0.0,
         minutes: 0,
+        last_events: None,
         theta: 1.0,
         released_work: 0.0,
         expected_work: 0.0,
@@ -346,6 +351,9 @@ pub(crate) fn test(
             continue;
         }
         seq.minutes += 1;
+        if x + y > 0.0 {
+            seq.last_events = Some(t);
+        }
         seq.observed += x;
         seq.released_work += e;
         seq.expected_work += we;

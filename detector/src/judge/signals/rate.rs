@@ -207,6 +207,16 @@ impl RateSignal<'_> {
             .map_or_else(|| self.rule.as_str().to_string(), exception_kind)
     }
 
+    /// Minutes with events in a row, up to the one judged, that must each have added to the
+    /// sequential evidence before it blocks: none for an exception,
+    /// [`ERROR_PERSIST_MINUTES`] for error lines.
+    fn persistence(&self) -> usize {
+        match self.rule {
+            Rule::ErrorRate => ERROR_PERSIST_MINUTES,
+            _ => 0,
+        }
+    }
+
     /// The exception's other fingerprints' kinds: which of a failure's shapes a round sees
     /// (and so its counting key) depends on the JIT's warm-up, not on the release, so what
     /// one release taught under one of them holds for all.
@@ -219,11 +229,21 @@ impl RateSignal<'_> {
     }
 }
 
+/// Error lines' sequential evidence past the bar blocks only if it rose with each of its
+/// last this many minutes that had events (the first of them on top of an earlier
+/// compared minute). A restart's complaints (connection refused, timeouts while caches
+/// fill) swell error lines for a minute or two past an app's usual start-up now and then:
+/// strong evidence at once, which the test keeps, but the minutes after the swell take
+/// from it. A rise that lasts keeps adding, and blocks as soon as the evidence is past
+/// the bar once four compared minutes show it. Asking more of the evidence than the bar
+/// only ever blocks less, so the test's false-alarm bound holds as it is.
+pub(crate) const ERROR_PERSIST_MINUTES: usize = 3;
+
 /// Dispersion of a signal over the baseline: per host, Pearson χ²/df against the host's
 /// own rate; for the group, the mean of the hosts' factors weighted by their events (the
 /// variance of negative-binomial counts grows with the mean, so busy hosts dominate the
 /// variance of a sum). Returns (group, per host); thin baselines get the default.
-pub(crate) fn dispersion(
+fn dispersion(
     per_host: &[SigHost],
     pearsons: &[Option<f64>],
     params: &JudgeParams,
@@ -295,7 +315,7 @@ fn pearson(s: &SigHost, h: &HostView<'_>, params: &JudgeParams) -> Option<f64> {
 }
 
 /// Every host's [`pearson`], read once for the dispersions of one signal.
-pub(crate) fn pearsons(
+fn pearsons(
     per_host: &[SigHost],
     hosts: &[HostView<'_>],
     params: &JudgeParams,
@@ -327,9 +347,10 @@ fn nb_shape(per_host: &[SigHost], hosts: &[HostView<'_>], pearsons: &[Option<f64
     clear.then(|| mean / excess)
 }
 
-/// Rule 3 for one exception. The sequential test blocks at once when its evidence is past
-/// the bar and the rise above the (learned) threshold; otherwise the classic test judges,
-/// and a sequential finding is shown when it has none.
+/// Rule 3 for one exception, or error lines. The sequential test blocks at once when its
+/// evidence is past the bar and the rise above the (learned) threshold (error lines: its
+/// evidence risen with each of its last minutes, [`ERROR_PERSIST_MINUTES`]); otherwise the
+/// classic test judges, and a sequential finding is shown when it has none.
 pub(crate) fn rate_rule(
     signal: RateSignal<'_>,
     (values, per_host): (&[f64], &[SigHost]),
@@ -385,7 +406,7 @@ pub(crate) fn rate_rule(
 }
 
 /// Rule 3's classic test (see [`rate_test`]) of one exception or of error lines.
-pub(crate) fn rate_signal(
+fn rate_signal(
     signal: RateSignal<'_>,
     (values, per_host): (&[f64], &[SigHost]),
     groups: Groups<'_, '_>,
@@ -608,9 +629,10 @@ pub(crate) fn rate_signal(
 }
 
 /// Rule 3, sequential (see [`sequential`]): blocks at once when the evidence that an
-/// exception's rate per unit of work rose on the released hosts, against the reference
-/// hosts in the same minutes, passes the bar its share of the release's false-block budget
-/// sets, and the rise is at least the (learned) minimum ratio.
+/// exception's rate (or error lines') per unit of work rose on the released hosts, against
+/// the reference hosts in the same minutes, passes the bar its share of the release's
+/// false-block budget sets, and the rise is at least the (learned) minimum ratio (error
+/// lines: and the evidence rose with each of its last minutes).
 #[allow(clippy::too_many_arguments)] // the round's views, passed as they are
 fn sequential_signal(
     inputs: &sequential::Inputs<'_>,
@@ -626,7 +648,7 @@ fn sequential_signal(
     if inputs.reference.is_empty() {
         return None;
     }
-    // The rule's share, split between the exceptions tested.
+    // The rule's share, split between the exceptions tested and error lines.
     let alpha = params.false_block_budget * RATE_SHARE / tests as f64;
     // The events compared are some of the settled ones: without enough of those there can
     // be no excess, so the test is not worth running.
@@ -644,6 +666,24 @@ fn sequential_signal(
         || s.observed <= sequential::baseline_peak(inputs, s.minutes as usize) * s.released_work
     {
         return None;
+    }
+    // The same test without its last minutes that had events, one at a time (as the
+    // rounds before saw it, from the minutes stored now), each below the next. Minutes
+    // without any (a minute whose reports have not arrived yet, as the one just ended
+    // usually has not when a round judges it) change nothing and are stepped over.
+    let mut later = s;
+    for _ in 0..signal.persistence() {
+        let Some(last) = later.last_events else {
+            return None;
+        };
+        let earlier = sequential::Inputs {
+            until: last,
+            ..*inputs
+        };
+        match sequential::test(&earlier, overdispersion, None) {
+            Some(e) if e.log_e < later.log_e => later = e,
+            _ => return None,
+        }
     }
     let ratio = s.ratio();
     // The released hosts whose own rate in those minutes is above the predicted one.
@@ -717,7 +757,10 @@ fn sequential_signal(
         severity: Severity::Critical,
         hosts: hit,
         fingerprint: signal.fingerprint.map(fingerprint_hex),
-        metric: None,
+        metric: signal
+            .fingerprint
+            .is_none()
+            .then(|| "error_lines".to_string()),
         evidence,
     };
     let mut c = learned_candidate(
