@@ -8,7 +8,7 @@
 //! - `shop`: the two released hosts throw the known exception fifteen times as often after
 //!   the release (2 → 30 a minute): blocked for its rate by the first round that has a
 //!   minute past the released hosts' two-minute warm-up, on the minutes up to the switch +
-//!   3 min (the round runs 5 s later; before the sequential rate test it was not blocked
+//!   3 min (the round runs 15 s later; before the sequential rate test it was not blocked
 //!   within 6 minutes, with a three-minute warm-up at + 4 min), never as a new exception;
 //! - `cart`: the same service and release without the spike: passes;
 //! - `search`: the released hosts run the service recompiled with its code three lines
@@ -290,7 +290,7 @@ fn releases_of_a_real_jvm_service_are_judged_for_what_they_changed() {
     }
     // Blocked by the round that ends the first minute past the two-minute warm-up
     // (minutes 0–1 after the switch are left out): decided on the minutes up to the
-    // switch + 3 min, the round running 5 s later. One minute of data is enough; no
+    // switch + 3 min, the round running 15 s later. One minute of data is enough; no
     // second round is waited for.
     let shop = &releases[0];
     assert_blocked(

@@ -205,7 +205,7 @@ async fn an_agent_upgrade_during_a_release_keeps_known_failures_known() {
     assert_eq!(ack.status(), AckStatus::Stored, "{}", ack.error);
 
     // The round after the boundary judges the release's minutes.
-    clock.set(t + 65);
+    clock.set(t + 60 + vigil_detector::release::ROUND_DELAY_SECS as i64);
     let mut judged = Vec::new();
     for url in &urls {
         judged.push(wait_for_json("the round", url, |r| r["last_round"] == t).await);

@@ -711,7 +711,7 @@ fn a_fifteen_fold_spike_of_a_known_exception_on_two_of_four_hosts_blocks_in_the_
     let mut j = judge(release(&["h1", "h2"], &["h3", "h4"]));
     let verdicts = run(&mut j, &rows, &AppMemory::default());
     let (at, v) = first_block(&verdicts).expect("blocked");
-    // Minutes 0–1 are the released hosts' warm-up; minute 2's round (at 3 min 05 s after
+    // Minutes 0–1 are the released hosts' warm-up; minute 2's round (at 3 min 15 s after
     // the switch) has the first settled minute, and that is enough: no second round.
     assert_eq!(at, 2, "{v:?}");
     let r = &v.reasons[0];

@@ -13,6 +13,7 @@ use support::{
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use vigil_detector::release::ROUND_DELAY_SECS;
 use vigil_proto::v1::collector_client::CollectorClient;
 use vigil_proto::v1::report::Body;
 use vigil_proto::v1::{AckStatus, ExceptionCount, ExceptionDefinition, Report};
@@ -103,7 +104,8 @@ async fn rounds_and_expiry_follow_the_detectors_clock() {
     let url = format!("{base}/api/v1/releases/{}", created["id"]);
 
     // Nothing is judged until the clock passes the next minute boundary (and its delay).
-    clock.set(t + 64);
+    let delay = ROUND_DELAY_SECS as i64;
+    clock.set(t + 60 + delay - 1);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let (_, text) = http("GET", url.clone(), None).await;
     let before: Value = serde_json::from_str(&text).unwrap();
@@ -111,22 +113,25 @@ async fn rounds_and_expiry_follow_the_detectors_clock() {
 
     // The round after the boundary catches up from the batch's minute to minute t and
     // blocks on the dangerous exception of minute t - 60.
-    clock.set(t + 65);
+    clock.set(t + 60 + delay);
     let judged = wait_for_json("the first round", &url, |r| r["last_round"] == t).await;
     assert_eq!(judged["decision"], "block", "{judged}");
     assert_eq!(judged["reasons"][0]["rule"], "dangerous_exception");
     assert_eq!(judged["decided_at"], t);
     assert_eq!(judged["state"], "watching");
 
-    clock.set(t + 125);
+    clock.set(t + 120 + delay);
     let judged = wait_for_json("the second round", &url, |r| r["last_round"] == t + 60).await;
-    assert_eq!(judged["state"], "watching", "4m05s old, younger than 5m");
+    assert_eq!(
+        judged["state"], "watching",
+        "4 minutes and the delay old, younger than 5m"
+    );
 
     // Five minutes after its start, the round of that boundary judges it, then it ends.
-    clock.set(t + 185);
+    clock.set(t + 180 + delay);
     let ended = wait_for_json("the expiry", &url, |r| r["state"] == "finished").await;
     assert_eq!(ended["outcome"], "expired");
-    assert_eq!(ended["finished_at"], t + 185);
+    assert_eq!(ended["finished_at"], t + 180 + delay);
     assert_eq!(ended["last_round"], t + 120);
     assert_eq!(ended["decision"], "block", "it ended blocked");
     // The webhook heard the block, then the finish: outcome expired, still a block.

@@ -71,9 +71,14 @@ use crate::store::{
 };
 use judge_state::Recovery;
 
-/// Seconds after a minute boundary before the minute is judged, so that reports flushed
-/// at the boundary are stored.
-pub const ROUND_DELAY_SECS: u64 = 5;
+/// Seconds after a minute boundary before the minute that ended at it is judged. An agent
+/// sends a closed minute once its last host sample is in, half its sampling interval plus
+/// 3 s after the boundary (8 s at the default 10 s; up to 13 s for one sampling every
+/// 20 s), so the round waits for that and the report's trip. (At 5 s, with agents at their
+/// defaults, every round judged a minute whose reports had not arrived, and the next round
+/// judged it a minute late.) An agent that samples more slowly sends later: the next round
+/// takes its minute into account.
+pub const ROUND_DELAY_SECS: u64 = 15;
 /// Hosts of the app that reported within this many seconds form the default reference
 /// group of a new release.
 pub const REFERENCE_RECENT_SECS: i64 = 15 * 60;
