@@ -351,15 +351,21 @@ fn an_eightfold_rise_of_error_lines_blocks_once_its_evidence_has_risen_for_three
         .find(|r| r.rule.as_str() == "error_rate")
         .expect("error reason");
     assert!(r.summary.contains("sequential test"), "{}", r.summary);
+    assert!(
+        r.summary.contains("risen with each of its last 3 minutes"),
+        "{}",
+        r.summary
+    );
     assert_eq!(r.metric.as_deref(), Some("error_lines"));
     assert_eq!(r.hosts, ["h1", "h2"]);
     // The classic test alone, with its per-minute guard and its window, blocks this at
     // minute 6.
     assert!(at <= 5, "blocked at minute {at}: {v:?}");
 
-    // As a live round sees it: agents send a minute a few seconds after it ends, after
-    // the round that judges it, so each round has every minute but its own. The empty
-    // minute adds nothing to the evidence and is stepped over: the block is a round later.
+    // As a live round sees it when agents send a minute after the round that judges it
+    // (agents sampling less often than every 20 s): each round has every minute but its
+    // own. The empty minute adds nothing to the evidence and is stepped over: the block
+    // is a round later.
     let mut j = judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
     let verdicts: Vec<Verdict> = (0..60)
         .map(|m| {

@@ -669,8 +669,8 @@ fn sequential_signal(
     }
     // The same test without its last minutes that had events, one at a time (as the
     // rounds before saw it, from the minutes stored now), each below the next. Minutes
-    // without any (a minute whose reports have not arrived yet, as the one just ended
-    // usually has not when a round judges it) change nothing and are stepped over.
+    // without any (as a minute whose reports have not arrived yet) change nothing and
+    // are stepped over.
     let mut later = s;
     for _ in 0..signal.persistence() {
         let Some(last) = later.last_events else {
@@ -724,8 +724,12 @@ fn sequential_signal(
         minutes,
     };
     let label = signal.label;
+    let persisted = match signal.persistence() {
+        0 => String::new(),
+        n => format!(", risen with each of its last {n} minutes with events"),
+    };
     let summary = format!(
-        "{label} ×{ratio:.1} on released host(s) {}: {:.0} seen vs {:.1} expected in {} minutes; {:.2} per 10k {} vs {:.2} on reference hosts in the same minutes (before the release: released {:.2}, reference {:.2}); sequential test e={:.3e} past 1/α={:.3e} (valid however often it is looked at, dispersion {phi:.1})",
+        "{label} ×{ratio:.1} on released host(s) {}: {:.0} seen vs {:.1} expected in {} minutes; {:.2} per 10k {} vs {:.2} on reference hosts in the same minutes (before the release: released {:.2}, reference {:.2}); sequential test e={:.3e} past 1/α={:.3e}{persisted} (valid however often it is looked at, dispersion {phi:.1})",
         hit.join(", "),
         s.observed,
         s.expected,
