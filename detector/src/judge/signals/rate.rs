@@ -673,11 +673,8 @@ fn sequential_signal(
     // are stepped over.
     let mut later = s;
     for _ in 0..signal.persistence() {
-        let Some(last) = later.last_events else {
-            return None;
-        };
         let earlier = sequential::Inputs {
-            until: last,
+            until: later.last_events?,
             ..*inputs
         };
         match sequential::test(&earlier, overdispersion, None) {
