@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use vigil_detector::judge::{
     AppMemory, Batch, Decision, Definition, Feedback, HostMetrics, HostMinute, LEARNED_HALF_LIFE,
-    NullSample, Release, ReleaseJudge, Verdict, fingerprint_hex,
+    NullSample, Reason, Release, ReleaseJudge, Verdict, fingerprint_hex,
 };
 
 /// Minute of the first batch.
@@ -158,6 +158,15 @@ fn first_block(verdicts: &[Verdict]) -> Option<(usize, &Verdict)> {
         .find(|(_, v)| v.decision == Decision::Block)
 }
 
+/// The verdict's reason of `rule`; panics naming the rule where it has none.
+#[track_caller]
+fn reason<'a>(v: &'a Verdict, rule: &str) -> &'a Reason {
+    v.reasons
+        .iter()
+        .find(|r| r.rule.as_str() == rule)
+        .unwrap_or_else(|| panic!("no {rule} reason: {v:?}"))
+}
+
 const HOSTS: [&str; 6] = ["h1", "h2", "h3", "h4", "h5", "h6"];
 
 #[test]
@@ -270,11 +279,7 @@ fn more_of_a_known_exception_blocks_with_checkable_evidence() {
     let mut j = judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
     let verdicts = run(&mut j, &rows, &AppMemory::default());
     let (_, v) = first_block(&verdicts).expect("blocked");
-    let r = v
-        .reasons
-        .iter()
-        .find(|r| r.rule.as_str() == "exception_rate")
-        .expect("rate reason");
+    let r = reason(v, "exception_rate");
     assert_eq!(r.fingerprint.as_deref(), Some("0b5e3c1d2a4f6e88"));
     let e = &r.evidence;
     assert!(e.observed > e.expected.unwrap_or(f64::MAX) * 3.0, "{e:?}");
@@ -320,11 +325,7 @@ fn without_reference_hosts_error_growth_blocks_on_before_after() {
     let mut j = judge(release(&HOSTS[..4], &[]));
     let verdicts = run(&mut j, &rows, &AppMemory::default());
     let (_, v) = first_block(&verdicts).expect("blocked");
-    let r = v
-        .reasons
-        .iter()
-        .find(|r| r.rule.as_str() == "error_rate")
-        .expect("error reason");
+    let r = reason(v, "error_rate");
     assert!(
         r.evidence.reference_after.is_none(),
         "no reference group: before/after only"
@@ -345,11 +346,7 @@ fn an_eightfold_rise_of_error_lines_blocks_once_its_evidence_has_risen_for_three
     let mut j = judge(release(&["h1", "h2"], &["h3", "h4", "h5", "h6"]));
     let verdicts = run(&mut j, &rows, &AppMemory::default());
     let (at, v) = first_block(&verdicts).expect("blocked");
-    let r = v
-        .reasons
-        .iter()
-        .find(|r| r.rule.as_str() == "error_rate")
-        .expect("error reason");
+    let r = reason(v, "error_rate");
     assert!(r.summary.contains("sequential test"), "{}", r.summary);
     assert!(
         r.summary.contains("risen with each of its last 3 minutes"),
