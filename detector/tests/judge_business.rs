@@ -247,7 +247,7 @@ fn a_release_whose_traffic_collapses_is_blocked() {
     let verdicts = run(&rows, 4, 2);
     let (at, rules) = first_block(&verdicts).expect("blocked");
     assert!(rules.contains(&Rule::Traffic), "{rules:?}");
-    assert!(at <= 8, "blocked {at} minutes after the switch");
+    assert!(at <= 3, "blocked {at} minutes after the switch");
 }
 
 #[test]
@@ -294,7 +294,8 @@ fn a_traffic_shift_between_the_groups_is_not_a_fault() {
 #[test]
 fn releases_with_no_effect_are_blocked_within_the_budget() {
     // 200 A/A releases (seeds fixed in advance): the budget is 1 %, of which the business
-    // signals spend 30 %; more than 2 blocks in 200 would be far outside it.
+    // signals spend 25 % (server_errors and latency 20 %, traffic 5 %); more than 2 blocks in
+    // 200 would be far outside it.
     let mut blocked = Vec::new();
     for seed in 0..200u64 {
         let mut rng = Rng(0x0aa0_0000 + seed * 7919);

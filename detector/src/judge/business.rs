@@ -22,33 +22,36 @@
 //!   that much slower than usual (a fault on one released host of three is not diluted
 //!   by the other two; without reference hosts: past the bar in the window's rounds). A host
 //!   with fewer than five compared minutes before its release is not judged.
-//! - `traffic` — a released host still reporting whose requests over the last minutes
-//!   fell by 80 % or more from before its release, after the reference group's own change
-//!   (requests leaving the released hosts while the others keep theirs). A weak signal on
-//!   its own (a load balancer draining a host looks the same): it needs the window's
-//!   rounds like the other non-immediate rules. It is not a calibrated test: the 80 %
-//!   drop and the window bound it; its Poisson check (each host, each round, at its third
-//!   of the share) only keeps a few requests from passing for a drop.
+//! - `traffic` — a released host still reporting whose requests all but stopped: its
+//!   minutes below a fifth of its usual requests after the reference hosts' own change
+//!   (requests leaving the released hosts while the others keep theirs), by the
+//!   calibrated collapse test of `signals::collapse`, host-minute by host-minute against
+//!   how often minutes fell so where nothing was released. Past its bar it blocks at once
+//!   with two reference hosts or more (unless the app's learned threshold of the drop,
+//!   at least [`JudgeParams::traffic_min_drop`], holds it back); with fewer (a load
+//!   balancer draining the whole group looks the same) the window's rounds decide.
 //!
 //! `server_errors` and `latency` spend [`BUSINESS_SHARE`] of the release's false-block
-//! budget, a third each (`server_errors` splits its third between its two tests, the one
+//! budget, half each (`server_errors` splits its half between its two tests, the one
 //! against its own baseline half for the test and half for its bound on that baseline;
-//! latency between its two quantiles, each between its test and its bound). Counts only come from
-//! minutes a host reported requests in: a host without an access log, or whose agent is
-//! down, is *missing*, never zero.
+//! latency between its two quantiles, each between its test and its bound); `traffic`
+//! half of the collapse tests' [`COLLAPSE_SHARE`], between its test and its bound. Counts only come from minutes a host reported requests in: a host
+//! without an access log, or whose agent is down, is *missing*, never zero.
 
 use std::collections::BTreeMap;
 
 use vigil_proto::latency;
 
-use super::sequential::{self, RATIOS, hit_mixture, mix};
+use super::grid::Windows;
+use super::sequential::{self, RATIOS, hit_mixture, hit_rate_bound, mix};
 use super::signal::{Candidate, HostView, candidate};
-use super::signals::volume::{MIN_BASELINE, MIN_RECENT, fleet_change};
-use super::stats::{binomial_upper_bound, poisson_upper_tail};
+use super::signals::collapse::{self, COLLAPSE_SHARE};
+use super::stats::binomial_upper_bound;
 use super::{Evidence, JudgeParams, Latency, Learned, Reason, Rule, Severity, Tally};
 
-/// Share of the release's false-block budget spent by the business signals.
-pub(crate) const BUSINESS_SHARE: f64 = 0.3;
+/// Share of the release's false-block budget spent by `server_errors` and `latency`
+/// (`traffic` spends half of the collapse tests' share).
+pub(crate) const BUSINESS_SHARE: f64 = 0.2;
 
 /// Quantiles compared by the latency test.
 const LATENCY_QUANTILES: [f64; 2] = [0.5, 0.9];
@@ -94,18 +97,6 @@ impl<'a> Traffic<'a> {
     }
 }
 
-/// Where the round's windows are, in grid minutes.
-pub(super) struct Windows<'a> {
-    pub t_len: usize,
-    /// Per host: first minute of its after window, and past its warm-up.
-    pub start: &'a [usize],
-    pub settled: &'a [usize],
-    /// Minute of the first batch.
-    pub first: usize,
-    pub released: &'a [usize],
-    pub reference: &'a [usize],
-}
-
 /// The business signals of a round; `slow_settled` is where each host's minutes past the
 /// host metrics' warm-up start (for latency).
 pub(super) fn signals(
@@ -116,7 +107,7 @@ pub(super) fn signals(
     params: &JudgeParams,
     memory: &Learned<'_>,
 ) -> Vec<Candidate> {
-    let alpha = params.false_block_budget * BUSINESS_SHARE / 3.0;
+    let alpha = params.false_block_budget * BUSINESS_SHARE / 2.0;
     let mut out = Vec::new();
     out.extend(server_errors(hosts, traffic, w, alpha, params, memory));
     // A restarted JVM answers slower while it compiles and fills its caches: latency
@@ -126,7 +117,15 @@ pub(super) fn signals(
         ..*w
     };
     out.extend(latency_signal(hosts, traffic, &slow, alpha, params, memory));
-    out.extend(traffic_drop(hosts, traffic, w, alpha, params, memory));
+    let collapse_alpha = params.false_block_budget * COLLAPSE_SHARE / 2.0;
+    out.extend(traffic_drop(
+        hosts,
+        traffic,
+        w,
+        collapse_alpha,
+        params,
+        memory,
+    ));
     out
 }
 
@@ -683,12 +682,7 @@ fn latency_signal(
         let n = lm.after.len() as u32;
         // How often host-minutes hit before the release, bounded above; without a
         // baseline, one in five.
-        let p0 = if nb >= 10 {
-            binomial_upper_bound(f64::from(kb), f64::from(nb), alpha)
-        } else {
-            0.2
-        }
-        .clamp(0.01, 0.99);
+        let p0 = hit_rate_bound(f64::from(kb), f64::from(nb), 1.0, alpha);
         let Some(log_e) = hit_mixture(f64::from(x), f64::from(n), p0, &LATENCY_HIT_RATES) else {
             continue;
         };
@@ -784,76 +778,13 @@ fn traffic_drop(
     params: &JudgeParams,
     memory: &Learned<'_>,
 ) -> Option<Candidate> {
-    let t_len = w.t_len;
-    let recent = usize::try_from(params.volume_recent_minutes.max(1)).unwrap_or(5);
-    let recent_from = t_len.saturating_sub(recent);
-    // Mean requests per reported minute of host `h` over `[from, to)`.
-    let mean = |h: usize, from: usize, to: usize| -> Option<(f64, usize)> {
-        let v: Vec<f64> = (from..to.min(t_len))
-            .map(|t| traffic.requests[h * t_len + t])
-            .filter(|&n| n >= 0.0)
-            .collect();
-        (!v.is_empty()).then(|| (v.iter().sum::<f64>() / v.len() as f64, v.len()))
-    };
-    let fleet = fleet_change(w.reference.iter().map(|&h| {
-        (
-            mean(h, recent_from.max(w.settled[h]), t_len),
-            mean(h, 0, w.first),
-        )
-    }));
     let min_drop = params.traffic_min_drop;
-    let mut hit = Vec::new();
-    let mut best: Option<(f64, usize, f64, f64, usize, usize)> = None;
-    for &h in w.released {
-        let (Some((a, na)), Some((b, nb))) = (
-            mean(h, recent_from.max(w.settled[h]), t_len),
-            mean(h, 0, w.start[h]),
-        ) else {
-            continue;
-        };
-        let expected = b * fleet * na as f64;
-        if na < MIN_RECENT || nb < MIN_BASELINE || expected < 20.0 {
-            continue;
-        }
-        // Fewer requests than even half the expected rate would plausibly give, at the
-        // rule's share of the budget.
-        let seen = a * na as f64;
-        let p = 1.0 - poisson_upper_tail(seen + 1.0, 0.5 * expected);
-        let drop = 1.0 - a / (b * fleet);
-        if drop >= min_drop && p < alpha {
-            hit.push(hosts[h].name.to_string());
-            if best.is_none_or(|x| drop > x.0) {
-                best = Some((drop, h, a, b, na, nb));
-            }
-        }
-    }
-    let (drop, h, a, b, na, nb) = best?;
-    let reason = Reason {
+    let c = collapse::test(&traffic.requests, w, 1.0 - min_drop, alpha)?;
+    let volume = collapse::Volume {
         rule: Rule::Traffic,
-        summary: format!(
-            "requests on {} fell to {a:.0}/minute from {b:.0} before the release ({:.0}% of normal after the reference hosts' change ×{fleet:.2}) while its agent still reports",
-            hosts[h].name,
-            (1.0 - drop) * 100.0
-        ),
-        severity: Severity::Critical,
-        hosts: hit,
-        fingerprint: None,
-        metric: Some("requests".into()),
-        evidence: Evidence {
-            released_before: Some(tally(b, b * nb as f64, nb as u32)),
-            released_after: Some(tally(a, a * na as f64, na as u32)),
-            expected: Some(b * fleet),
-            observed: a,
-            effect: drop,
-            ..Evidence::default()
-        },
-    };
-    Some(candidate(
-        Rule::Traffic.as_str(),
-        reason,
-        drop,
+        what: "requests",
+        metric: "requests",
         min_drop,
-        memory,
-        None,
-    ))
+    };
+    Some(collapse::candidate_of(&c, &volume, hosts, alpha, memory))
 }

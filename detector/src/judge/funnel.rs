@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::business;
 use super::family::{self, Grouping};
-use super::grid::{Grid, Groups, SigHost};
+use super::grid::{Grid, Groups, SigHost, Windows};
 use super::signal::{Candidate, HostView, Role};
 use super::signals::exceptions::new_or_dangerous;
 use super::signals::host_metric::{self, memory_slope_signal, metric_signal};
@@ -452,20 +452,20 @@ pub(crate) fn evaluate(
     if let Some(c) = memory_slope_signal(&hosts, first, m, params, memory) {
         out.candidates.push(c);
     }
+    let windows = Windows {
+        t_len,
+        start: &grid.start,
+        settled: &grid.settled,
+        first: grid.first,
+        released: &released,
+        reference: &reference,
+    };
     // Rule 5: log volume.
-    if let Some(c) = volume_signal(&hosts, first, m, params, memory) {
+    if let Some(c) = volume_signal(&hosts, &grid.lines, &windows, params, memory) {
         out.candidates.push(c);
     }
     // Business signals, where hosts report requests.
     if let Some(traffic) = business::Traffic::new(&hosts, base_from, t_len) {
-        let windows = business::Windows {
-            t_len,
-            start: &grid.start,
-            settled: &grid.settled,
-            first: grid.first,
-            released: &released,
-            reference: &reference,
-        };
         let slow_settled: Vec<usize> = grid
             .start
             .iter()

@@ -79,3 +79,17 @@ pub(crate) struct Groups<'g, 'h> {
     pub(crate) released: &'g [usize],
     pub(crate) reference: &'g [usize],
 }
+
+/// Where the round's windows are, in grid minutes, and which hosts are released and which
+/// the reference: what the signals judged host-minute by host-minute share.
+#[derive(Clone, Copy)]
+pub(crate) struct Windows<'a> {
+    pub t_len: usize,
+    /// Per host: first minute of its after window, and past its warm-up.
+    pub start: &'a [usize],
+    pub settled: &'a [usize],
+    /// Minute of the first batch.
+    pub first: usize,
+    pub released: &'a [usize],
+    pub reference: &'a [usize],
+}

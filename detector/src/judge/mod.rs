@@ -72,16 +72,21 @@
 //!    points/min and ≥ 3 points in all); not calibrated, it must be suspicious for
 //!    [`JudgeParams::metric_rounds_needed`] consecutive rounds before it counts in the
 //!    window.
-//! 5. `log_volume` — a released host still reporting whose mean lines over the last 5
-//!    minutes fell below 30% of its baseline, after the reference group's own change.
+//! 5. `log_volume` (`signals::collapse`) — a released host still reporting whose minutes
+//!    of log events (or lines) fell below 30 % of its usual volume, after the reference
+//!    hosts' own change in the same minute, tested host-minute by host-minute against how
+//!    often minutes fell so where nothing was released, within half of the collapse tests'
+//!    10 % of the false-block budget; past its bar it blocks at once with two reference
+//!    hosts or more (unless the app's learned threshold of the drop holds it back).
 //! 6. Business signals (`business`), where hosts report HTTP requests (access logs or a
 //!    metrics endpoint): `server_errors` (5xx per request: the sequential test of rule 3
 //!    with requests as the unit of work, and one against the released hosts' own rate
 //!    before the release), `latency` (host-minutes whose median or 90th percentile is
 //!    slower than usual against the reference hosts, in a sequential test of how often that
-//!    happened before the release) — both block at once past their bar, each within a
-//!    third of the business share (30 %) of the false-block budget — and `traffic` (a
-//!    released host's requests fell by 80 % or more; two of three rounds; not calibrated).
+//!    happened before the release) — both block at once past their bar, each within half
+//!    of the business share (20 %) of the false-block budget — and `traffic` (a released
+//!    host's requests all but stopped: the collapse test of rule 5 with requests as its
+//!    volume, within the other half of the collapse tests' 10 %).
 //!
 //! Where a host reports requests, they are its unit of work for CPU and load (rule 4).
 //!
@@ -532,7 +537,9 @@ impl Feedback {
     }
 }
 
-/// Tuning of the funnel. [`Default`] holds the values the benchmark was run with.
+/// The funnel's parameters, each documented by what it means to a user (a false-block
+/// budget, the smallest effect worth blocking, minutes a restart stays noisy); [`Default`]
+/// holds Vigil's defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JudgeParams {
     /// Minutes of baseline before the first batch.
@@ -597,11 +604,10 @@ pub struct JudgeParams {
     pub mem_min_slope: f64,
     /// Rule 4: minimum memory rise over the after window (points).
     pub mem_min_rise: f64,
-    /// Rule 5: a released host's volume relative to its baseline (and the reference
-    /// group's change) below this is a collapse.
+    /// Rule 5: a released host-minute's volume relative to its usual (and the reference
+    /// hosts' change in that minute) below this is a minute of collapse: the host all but
+    /// stopped logging.
     pub volume_max_ratio: f64,
-    /// Rule 5: recent minutes looked at.
-    pub volume_recent_minutes: i64,
     /// The chance a user accepts that a release with no effect on an exception's rate is
     /// blocked for it (the sequential rate test's share of it, see `sequential`). Absent
     /// from judge states stored before it existed: they read as the default.
@@ -657,7 +663,6 @@ impl Default for JudgeParams {
             mem_min_slope: 0.12,
             mem_min_rise: 3.0,
             volume_max_ratio: 0.3,
-            volume_recent_minutes: 5,
             false_block_budget: default_false_block_budget(),
             server_error_min_ratio: default_server_error_min_ratio(),
             server_error_min_share: default_server_error_min_share(),

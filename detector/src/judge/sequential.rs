@@ -49,7 +49,7 @@
 //! divided equally between the exceptions tested in the round and error lines (a
 //! Bonferroni split, valid whatever their dependence).
 
-use super::stats::{bisect, clopper_pearson, ln_beta};
+use super::stats::{binomial_upper_bound, bisect, clopper_pearson, ln_beta};
 
 /// Rate ratios mixed (equal weights): from a modest rise to a flood.
 pub(crate) const RATIOS: [f64; 8] = [1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0, 40.0];
@@ -162,6 +162,23 @@ pub(crate) fn mix(log_lr: &[f64]) -> f64 {
     }
     let sum: f64 = log_lr.iter().map(|l| (l - top).exp()).sum();
     top + (sum / log_lr.len() as f64).ln()
+}
+
+/// Hit rates mixed by the tests of host-minutes that hit (host metrics, collapses): from
+/// a regression on some released hosts, or on and off, to one on all of them.
+pub(crate) const HIT_RATES: [f64; 4] = [0.25, 0.5, 0.8, 0.95];
+
+/// The upper bound at level `alpha` of how often host-minutes hit where nothing was
+/// released, from `hits` of `minutes` that came in runs whose variance inflation is `run`
+/// (counts divided by it); one in five when fewer than ten minutes remain to tell.
+pub(crate) fn hit_rate_bound(hits: f64, minutes: f64, run: f64, alpha: f64) -> f64 {
+    let run = run.max(1.0);
+    if minutes / run >= 10.0 {
+        binomial_upper_bound(hits / run, minutes / run, alpha)
+    } else {
+        0.2
+    }
+    .clamp(0.01, 0.99)
 }
 
 /// ln of the e-value of `x` hits in `n` trials against a hit rate of at most `p0`, the

@@ -249,6 +249,24 @@ pub fn mann_whitney_greater(a: &[f64], b: &[f64]) -> f64 {
     normal_upper_tail((u - mean - 0.5) / var.sqrt())
 }
 
+/// The median of `sorted` without one occurrence of `own` (when given and present).
+pub(crate) fn median_without(sorted: &[f64], own: Option<f64>) -> Option<f64> {
+    let skip = own.and_then(|v| sorted.iter().position(|&x| x == v));
+    let n = sorted.len() - usize::from(skip.is_some());
+    if n == 0 {
+        return None;
+    }
+    let at = |i: usize| match skip {
+        Some(p) if i >= p => sorted[i + 1],
+        _ => sorted[i],
+    };
+    Some(if n % 2 == 1 {
+        at(n / 2)
+    } else {
+        0.5 * (at(n / 2 - 1) + at(n / 2))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -694,7 +694,7 @@ fn tally_cells(t: Option<&Tally>) -> Markup {
 fn tally_heading(rule: Rule) -> &'static str {
     match rule {
         Rule::HostMetric => "median",
-        Rule::LogVolume => "lines per minute",
+        Rule::LogVolume => "events (or lines) per minute",
         Rule::ServerErrors => "5xx",
         Rule::Latency => "ms",
         Rule::Traffic => "requests per minute",

@@ -72,9 +72,11 @@
 //! [`JudgeParams::mem_min_rise`] in all), over
 //! [`JudgeParams::metric_rounds_needed`] consecutive rounds: not a calibrated test.
 
-use crate::judge::sequential::hit_mixture;
+use crate::judge::sequential::{HIT_RATES, hit_mixture};
 use crate::judge::signal::{Candidate, HostView, Role, candidate};
-use crate::judge::stats::{binomial_upper_bound, mad_sd, median, ols_slope, quantile};
+use crate::judge::stats::{
+    binomial_upper_bound, mad_sd, median, median_without, ols_slope, quantile,
+};
 use crate::judge::{
     Evidence, HostMinute, JudgeParams, Learned, NullSample, Reason, Rule, Severity, Tally,
 };
@@ -91,9 +93,6 @@ pub(crate) const METRICS: [&str; 3] = ["cpu_pct", "load1", "disk_busy_pct"];
 /// Largest growth of a host's work credited to its CPU or load (and its inverse, the
 /// largest loss).
 const MAX_WORK_SCALE: f64 = 4.0;
-
-/// Hit rates of released host-minutes mixed under a regression.
-const HIT_RATES: [f64; 4] = [0.25, 0.5, 0.8, 0.95];
 
 /// A hit is at least this many times the host's robust noise before its release.
 const HIT_NOISE: f64 = 3.0;
@@ -279,24 +278,6 @@ fn track<'a>(
             .max(start + params.metric_warmup() * 60),
         level,
         minutes,
-    })
-}
-
-/// The median of `sorted` without one occurrence of `own` (when given and present).
-fn median_without(sorted: &[f64], own: Option<f64>) -> Option<f64> {
-    let skip = own.and_then(|v| sorted.iter().position(|&x| x == v));
-    let n = sorted.len() - usize::from(skip.is_some());
-    if n == 0 {
-        return None;
-    }
-    let at = |i: usize| match skip {
-        Some(p) if i >= p => sorted[i + 1],
-        _ => sorted[i],
-    };
-    Some(if n % 2 == 1 {
-        at(n / 2)
-    } else {
-        0.5 * (at(n / 2 - 1) + at(n / 2))
     })
 }
 
