@@ -35,8 +35,9 @@
 //! budget, half each (`server_errors` splits its half between its two tests, the one
 //! against its own baseline half for the test and half for its bound on that baseline;
 //! latency between its two quantiles, each between its test and its bound); `traffic`
-//! half of the collapse tests' [`COLLAPSE_SHARE`], between its test and its bound. Counts only come from minutes a host reported requests in: a host
-//! without an access log, or whose agent is down, is *missing*, never zero.
+//! half of the collapse tests' [`COLLAPSE_SHARE`], between its test and its bound.
+//! Counts only come from minutes a host reported requests in: a host without an access
+//! log, or whose agent is down, is *missing*, never zero.
 
 use std::collections::BTreeMap;
 

@@ -106,8 +106,9 @@
 //! value it reached in the app's releases users called normal, one per exception, fading
 //! back to the default over the normal releases that do not reach it again (half of its
 //! excess over 50), and capped (`memory`). Those that do
-//! not block at once (new exceptions, the classic rate test, log volume, traffic, host
-//! metrics without reference hosts, memory) must make [`JudgeParams::window_needed`] (2)
+//! not block at once (new exceptions, the classic rate test, log volume and traffic with
+//! fewer than two reference hosts, latency and host metrics without reference hosts,
+//! memory) must make [`JudgeParams::window_needed`] (2)
 //! of the last [`JudgeParams::window_rounds`] (3) rounds suspicious before a block — a
 //! host metric on its own only after [`JudgeParams::metric_rounds_needed`] consecutive
 //! suspicious rounds; in between the decision is `watch` with warning reasons. A block is
