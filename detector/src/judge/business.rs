@@ -199,13 +199,8 @@ fn server_errors(
     let inputs = sequential::Inputs {
         values: &traffic.server_errors,
         work: &traffic.requests,
-        t_len: w.t_len,
         until: w.t_len,
-        start: w.start,
-        settled: w.settled,
-        first: w.first,
-        released: w.released,
-        reference: w.reference,
+        w: *w,
     };
     // Two tests, each with half the rule's share: against the reference hosts in the same
     // minutes (which allows for the groups' unknown ratio itself), and against the
@@ -374,11 +369,11 @@ fn against_own_baseline(
     phi: f64,
     alpha: f64,
 ) -> Option<ErrorFinding> {
-    let t_len = inputs.t_len;
+    let t_len = inputs.w.t_len;
     let cell = |h: usize, t: usize| h * t_len + t;
     let (mut kb, mut nb) = (0.0, 0.0);
-    for &h in inputs.released {
-        for t in 0..inputs.start[h].min(t_len) {
+    for &h in inputs.w.released {
+        for t in 0..inputs.w.start[h].min(t_len) {
             let n = inputs.work[cell(h, t)];
             if n > 0.0 {
                 kb += inputs.values[cell(h, t)];
@@ -387,8 +382,8 @@ fn against_own_baseline(
         }
     }
     let (mut yb, mut fb) = (0.0, 0.0);
-    for &h in inputs.reference {
-        for t in 0..inputs.first.min(t_len) {
+    for &h in inputs.w.reference {
+        for t in 0..inputs.w.first.min(t_len) {
             let n = inputs.work[cell(h, t)];
             if n > 0.0 {
                 yb += inputs.values[cell(h, t)];
@@ -403,10 +398,10 @@ fn against_own_baseline(
     let mut per_minute: Vec<(f64, f64)> = Vec::new();
     let (mut observed, mut work, mut minutes) = (0.0, 0.0, 0u32);
     let (mut y, mut f) = (0.0, 0.0);
-    for t in inputs.first..inputs.until.min(t_len) {
+    for t in inputs.w.first..inputs.until.min(t_len) {
         let (mut k, mut n) = (0.0, 0.0);
-        for &h in inputs.released {
-            if t >= inputs.settled[h] && inputs.work[cell(h, t)] >= 0.0 {
+        for &h in inputs.w.released {
+            if t >= inputs.w.settled[h] && inputs.work[cell(h, t)] >= 0.0 {
                 k += inputs.values[cell(h, t)];
                 n += inputs.work[cell(h, t)];
             }
@@ -414,7 +409,7 @@ fn against_own_baseline(
         if n <= 0.0 {
             continue;
         }
-        for &h in inputs.reference {
+        for &h in inputs.w.reference {
             if inputs.work[cell(h, t)] >= 0.0 {
                 y += inputs.values[cell(h, t)];
                 f += inputs.work[cell(h, t)];
@@ -449,7 +444,7 @@ fn against_own_baseline(
         requests: work,
         minutes,
         before: [kb, nb, yb, fb],
-        reference_after: (!inputs.reference.is_empty()).then_some((y, f)),
+        reference_after: (!inputs.w.reference.is_empty()).then_some((y, f)),
         own: true,
         // Around the shown ratio, which expects the baseline rate's upper bound.
         interval: sequential::ratio_interval(observed, kb, kb / (rate * fleet * work), phi),

@@ -82,7 +82,7 @@ pub(crate) struct Groups<'g, 'h> {
 
 /// Where the round's windows are, in grid minutes, and which hosts are released and which
 /// the reference: what the signals judged host-minute by host-minute share.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Windows<'a> {
     pub t_len: usize,
     /// Per host: first minute of its after window, and past its warm-up.

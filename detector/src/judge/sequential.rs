@@ -49,6 +49,7 @@
 //! divided equally between the exceptions tested in the round and error lines (a
 //! Bonferroni split, valid whatever their dependence).
 
+use super::grid::Windows;
 use super::stats::{binomial_upper_bound, bisect, clopper_pearson, ln_beta};
 
 /// Rate ratios mixed (equal weights): from a modest rise to a flood.
@@ -64,19 +65,12 @@ pub(crate) const RATE_SHARE: f64 = 0.5;
 pub(crate) struct Inputs<'a> {
     pub values: &'a [f64],
     pub work: &'a [f64],
-    /// Minutes per host in the grid (its stride).
-    pub t_len: usize,
-    /// Minutes judged: indices below this (at most `t_len`).
+    /// Minutes judged: indices below this (at most the windows' `t_len`, the grid's
+    /// stride).
     pub until: usize,
-    /// Per host: the first minute index of its after window (its release, or the first
-    /// batch for a reference host).
-    pub start: &'a [usize],
-    /// Per host: the first minute index past its warm-up.
-    pub settled: &'a [usize],
-    /// Minute index of the first batch.
-    pub first: usize,
-    pub released: &'a [usize],
-    pub reference: &'a [usize],
+    /// Where each host's after window and settled minutes start, and which hosts are
+    /// released and which the reference.
+    pub w: Windows<'a>,
 }
 
 /// The test's state after the minutes judged so far.
@@ -260,13 +254,16 @@ pub(crate) fn test(
     let Inputs {
         values,
         work,
-        t_len,
         until,
-        start,
-        settled,
-        first,
-        released,
-        reference,
+        w:
+            Windows {
+                t_len,
+                start,
+                settled,
+                first,
+                released,
+                reference,
+            },
     } = *inputs;
     let until = until.min(t_len);
     let cell = |h: usize, t: usize| h * t_len + t;
@@ -497,18 +494,19 @@ fn universal(before: &Binomial, compared: &[Binomial]) -> (f64, f64) {
 /// over any run of `len` consecutive baseline minutes in which they did work (their own
 /// excursions before the release; 0 when the baseline is shorter).
 pub(crate) fn baseline_peak(inputs: &Inputs<'_>, len: usize) -> f64 {
-    let t_len = inputs.t_len;
+    let t_len = inputs.w.t_len;
     let end = inputs
+        .w
         .released
         .iter()
-        .map(|&h| inputs.start[h])
+        .map(|&h| inputs.w.start[h])
         .min()
         .unwrap_or(0)
         .min(t_len);
     let mut per_minute = Vec::with_capacity(end);
     for t in 0..end {
         let (mut k, mut n) = (0.0, 0.0);
-        for &h in inputs.released {
+        for &h in inputs.w.released {
             let w = inputs.work[h * t_len + t];
             if w >= 0.0 {
                 k += inputs.values[h * t_len + t];
@@ -575,13 +573,15 @@ mod tests {
             Inputs {
                 values: &self.values,
                 work: &self.work,
-                t_len: self.t_len,
                 until: self.t_len,
-                start: &self.start,
-                settled: &self.settled,
-                first: self.first,
-                released: &self.released,
-                reference: &self.reference,
+                w: Windows {
+                    t_len: self.t_len,
+                    start: &self.start,
+                    settled: &self.settled,
+                    first: self.first,
+                    released: &self.released,
+                    reference: &self.reference,
+                },
             }
         }
     }

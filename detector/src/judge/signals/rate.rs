@@ -3,7 +3,7 @@
 //! ([`crate::judge::sequential`]) blocks as soon as its evidence is past the bar; the
 //! classic test ([`rate_test`]) judges what it has not.
 
-use crate::judge::grid::{Groups, SigHost};
+use crate::judge::grid::{Groups, SigHost, Windows};
 use crate::judge::memory::exception_kind;
 use crate::judge::sequential::{self, RATE_SHARE};
 use crate::judge::signal::{Candidate, HostView, learned_candidate};
@@ -363,13 +363,15 @@ pub(crate) fn rate_rule(
     let inputs = sequential::Inputs {
         values,
         work: &grid.lines,
-        t_len: grid.t_len,
         until: grid.t_len,
-        start: &grid.start,
-        settled: &grid.settled,
-        first: grid.first,
-        released: groups.released,
-        reference: groups.reference,
+        w: Windows {
+            t_len: grid.t_len,
+            start: &grid.start,
+            settled: &grid.settled,
+            first: grid.first,
+            released: groups.released,
+            reference: groups.reference,
+        },
     };
     // One reading of the baseline's dispersions for both tests.
     let pearsons = pearsons(per_host, hosts, params);
@@ -645,14 +647,14 @@ fn sequential_signal(
     memory: &Learned<'_>,
 ) -> Option<Candidate> {
     let phi = overdispersion.factor;
-    if inputs.reference.is_empty() {
+    if inputs.w.reference.is_empty() {
         return None;
     }
     // The rule's share, split between the exceptions tested and error lines.
     let alpha = params.false_block_budget * RATE_SHARE / tests as f64;
     // The events compared are some of the settled ones: without enough of those there can
     // be no excess, so the test is not worth running.
-    let settled: f64 = inputs.released.iter().map(|&h| per_host[h].ka).sum();
+    let settled: f64 = inputs.w.released.iter().map(|&h| per_host[h].ka).sum();
     if settled < params.rate_min_excess {
         return None;
     }
@@ -684,14 +686,15 @@ fn sequential_signal(
     }
     let ratio = s.ratio();
     // The released hosts whose own rate in those minutes is above the predicted one.
-    let t_len = inputs.t_len;
+    let t_len = inputs.w.t_len;
     let reference_rate = (s.reference_events + 0.5) / s.reference_work;
     let hit: Vec<String> = inputs
+        .w
         .released
         .iter()
         .filter(|&&h| {
             let (mut k, mut n) = (0.0, 0.0);
-            for t in inputs.settled[h].max(inputs.first)..inputs.until.min(t_len) {
+            for t in inputs.w.settled[h].max(inputs.w.first)..inputs.until.min(t_len) {
                 let w = inputs.work[h * t_len + t];
                 if w >= 0.0 {
                     k += inputs.values[h * t_len + t];
@@ -705,6 +708,7 @@ fn sequential_signal(
     // None above on its own (the rise is spread thin): every released host that has it.
     let hit = if hit.is_empty() {
         inputs
+            .w
             .released
             .iter()
             .filter(|&&h| per_host[h].ka > 0.0)
