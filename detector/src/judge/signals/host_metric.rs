@@ -23,11 +23,13 @@
 //! of CPU or disk busy; load: 0.8 and 60 % of the host's level) and three times the host's
 //! own robust noise before its release. With no release effect, released host-minutes hit
 //! as often as host-minutes did where nothing changed: every host's minutes before its own
-//! release (a reference host's, before the first batch), in this release and, faded, in
-//! the app's earlier ones (`AppMemory::null_hits`: one baseline hour bounds a rare hit
+//! release, and a reference host's all through the window (the control's own minutes
+//! meanwhile: a restless hour of the whole fleet, whose hosts part from each other's
+//! median, shows on them as much as on the released hosts), in this release and, faded,
+//! in the app's earlier ones (`AppMemory::null_hits`: one baseline hour bounds a rare hit
 //! only to a few in a hundred, which costs every regression minutes). That rate `p₀` is
 //! bounded above (one-sided Clopper–Pearson at level `δ`; never below the rate this
-//! release's own baselines show), and the released host-minutes after their warm-up are
+//! release's own such minutes show), and the released host-minutes after their warm-up are
 //! tested against it by a likelihood ratio mixed over hit rates of 25 % to 95 % (a partial
 //! fault hits some hosts only). With independent host-minutes that ratio is a martingale
 //! under no effect, and by Ville's inequality the chance that it *ever* reaches `1/α` is at
@@ -305,9 +307,9 @@ struct Adjusted<'a> {
     minutes: Vec<(i64, f64)>,
 }
 
-/// What one grade's hits count: where nothing changed (this release's baselines, and
-/// their minutes the app's history has not counted yet) and on the released hosts past
-/// their warm-up.
+/// What one grade's hits count: where nothing changed (this release's baselines and
+/// reference hosts' windows, and their minutes the app's history has not counted yet) and
+/// on the released hosts past their warm-up.
 #[derive(Default)]
 struct GradeCounts<'a> {
     own: NullSample,
@@ -330,7 +332,9 @@ fn count_grade<'a>(hosts: &[Adjusted<'a>], grade: f64, fresh_from: i64) -> Grade
         for &(minute, r) in &t.minutes {
             let hit = r >= hit_at;
             let starts_run = hit && previous_hit != Some(minute - 60);
-            if minute < t.start {
+            // Nothing was released on a host before its release, nor on a reference host
+            // at all: its minutes in the release's window are the control's own.
+            if minute < t.start || !t.released {
                 c.own = c.own.plus(one(hit, starts_run));
                 if minute >= fresh_from {
                     c.fresh = c
@@ -496,9 +500,9 @@ pub(crate) fn metric_signal(
         round.null.push((grade_kind.clone(), counts.own));
         round.released.push((grade_kind.clone(), counts.released));
         // How often a host-minute hits where nothing changed: bounded above from this
-        // release's baselines and the app's earlier ones together (each release's hour
-        // alone bounds a rare hit only to a few in a hundred), never below the rate this
-        // release's own baselines show. An app that learned before the second grade
+        // release's minutes where nothing was released and the app's earlier ones
+        // together (each release's hour alone bounds a rare hit only to a few in a
+        // hundred), never below the rate this release's own show. An app that learned before the second grade
         // existed has its first grade's history only: its hits and runs bound the
         // second's (a hit of twice the bar is a hit of the bar).
         let history = memory
