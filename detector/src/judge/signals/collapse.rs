@@ -225,10 +225,9 @@ pub(crate) fn test(
         .collect();
     // The released hosts together are held to their own rate before their release too,
     // where that is higher.
-    let (k, m) = w
-        .released
-        .iter()
-        .fold((0.0, 0.0), |(k, m), &h| (k + own_null[h].0, m + own_null[h].1));
+    let (k, m) = w.released.iter().fold((0.0, 0.0), |(k, m), &h| {
+        (k + own_null[h].0, m + own_null[h].1)
+    });
     let together = if m > 0.0 { k / m } else { 0.0 };
     let log_e = Some(mix(&[
         e(hits, minutes, p0.max(together).min(0.99)),
