@@ -502,6 +502,10 @@ struct LatencyMinutes {
     /// release and reference hosts all through the window: how far a host-minute wanders
     /// from its usual level when nothing changed.
     before: Vec<f64>,
+    /// Those of the released hosts before their release, and of the reference hosts in
+    /// the window (each a part of `before`).
+    released_before: Vec<f64>,
+    meanwhile: Vec<f64>,
     /// Released hosts' settled host-minutes after their release: (host, normalised ratio).
     after: Vec<(usize, f64)>,
     released: Latency,
@@ -585,6 +589,8 @@ fn latency_minutes(traffic: &Traffic<'_>, w: &Windows<'_>, q: f64) -> LatencyMin
     };
     let mut out = LatencyMinutes {
         before: Vec::new(),
+        released_before: Vec::new(),
+        meanwhile: Vec::new(),
         after: Vec::new(),
         released: Latency::default(),
         comparison: Latency::default(),
@@ -605,8 +611,14 @@ fn latency_minutes(traffic: &Traffic<'_>, w: &Windows<'_>, q: f64) -> LatencyMin
         let level = super::stats::median(&mut ratios)?.max(1e-9);
         out.before.extend(ratios.iter().map(|r| r / level));
         if own {
-            let meanwhile = (end..t_len).filter_map(|t| raw(i, t, own));
-            out.before.extend(meanwhile.map(|r| r / level));
+            let meanwhile: Vec<f64> = (end..t_len)
+                .filter_map(|t| raw(i, t, own))
+                .map(|r| r / level)
+                .collect();
+            out.before.extend(&meanwhile);
+            out.meanwhile.extend(meanwhile);
+        } else {
+            out.released_before.extend(ratios.iter().map(|r| r / level));
         }
         Some(level)
     };
@@ -686,9 +698,17 @@ fn latency_signal(
         let nb = lm.before.len() as u32;
         let x = lm.after.iter().filter(|a| a.1 >= hit_at).count() as u32;
         let n = lm.after.len() as u32;
-        // How often host-minutes hit where nothing was released, bounded above; without
-        // a baseline, one in five.
-        let p0 = hit_rate_bound(f64::from(kb), f64::from(nb), 1.0, alpha);
+        // How often host-minutes hit where nothing was released, bounded above (without
+        // a baseline, one in five), and never below the released hosts' own rate before
+        // their release nor the reference hosts' meanwhile (a restless hour of the whole
+        // fleet is held as it is, not diluted by calm baselines).
+        let share = |v: &[f64]| {
+            let hits = v.iter().filter(|&&r| r >= hit_at).count();
+            hits as f64 / v.len().max(1) as f64
+        };
+        let p0 = hit_rate_bound(f64::from(kb), f64::from(nb), 1.0, alpha)
+            .max(share(&lm.released_before))
+            .max(share(&lm.meanwhile));
         let Some(log_e) = hit_mixture(f64::from(x), f64::from(n), p0, &LATENCY_HIT_RATES) else {
             continue;
         };

@@ -163,19 +163,17 @@ pub struct AppMemory {
     pub startup_lags: Vec<u32>,
     /// Per host metric and grade of hit (`host_metric:cpu_pct`,
     /// `host_metric:cpu_pct:strong` for twice the bar, ..): how often its host-minutes hit
-    /// where nothing was released or wrong, over the baselines and reference hosts'
-    /// windows of the releases learned from and the released hosts' minutes past their
-    /// warm-up of those users called a
+    /// where nothing was released or wrong, over the baselines of the releases learned
+    /// from and the released hosts' minutes past their warm-up of those users called a
     /// false alarm on that metric, each release learned fading the sum by half over
     /// [`LEARNED_HALF_LIFE`] releases. It tells the calibrated test how rare a hit is in
     /// this app far better than one release's baseline hour can.
     #[serde(default)]
     pub null_hits: BTreeMap<String, NullSample>,
     /// The minute (UTC Unix seconds) up to which `null_hits` has counted host-minutes: a
-    /// release whose span (its baseline hour and window) overlaps one learned before adds
-    /// only the share of its sample past it (its minutes taken as alike), so no minute
-    /// counts twice; a release learned after a later one adds none (fewer minutes, never a
-    /// rarer hit than seen).
+    /// release whose baseline hour (or window, for a false alarm) overlaps one learned
+    /// before adds only the share of its sample past it (its minutes taken as alike), so no minute counts twice; a release
+    /// learned after a later one adds none (fewer minutes, never a rarer hit than seen).
     #[serde(default)]
     pub null_from: i64,
 }
@@ -293,12 +291,8 @@ impl AppMemory {
                     self.null_hits.insert(kind.clone(), sample);
                 }
             }
-            // Both samples count past the minute the history had counted up to before
-            // this release: its reference hosts' minutes and its released hosts' span the
-            // same time on different hosts.
-            let counted_to = self.null_from;
             if let Some((from, to)) = judge.null_span() {
-                let new = (to - from.max(counted_to)).max(0) as f64;
+                let new = (to - from.max(self.null_from)).max(0) as f64;
                 let share = (new / (to - from).max(1) as f64).min(1.0);
                 for (kind, &sample) in &record.null_hits {
                     if spec(kind).is_some() {
@@ -316,7 +310,7 @@ impl AppMemory {
             if label == Feedback::FalseAlarm
                 && let Some((from, to)) = record.released_span
             {
-                let new = (to - from.max(counted_to)).max(0) as f64;
+                let new = (to - from.max(self.null_from)).max(0) as f64;
                 let share = (new / (to - from).max(1) as f64).min(1.0);
                 for (kind, &sample) in &record.released_hits {
                     if spec(kind).is_some() && record.blocking_kinds.contains(metric_kind_of(kind))

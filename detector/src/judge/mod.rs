@@ -726,9 +726,8 @@ pub(crate) struct ReleaseRecord {
     /// Rounds judged (0 in states stored before it was counted).
     #[serde(default)]
     pub rounds: u32,
-    /// Per host metric and grade of hit, its host-minutes where nothing was released as
-    /// the last round counted them (`memory::NullSample`), over
-    /// [`ReleaseJudge::null_span`].
+    /// Per host metric and grade of hit, its host-minutes before the release as the last
+    /// round counted them (`memory::NullSample`), over [`ReleaseJudge::null_span`].
     #[serde(default)]
     pub null_hits: BTreeMap<String, NullSample>,
     /// Per host metric and grade of hit, its released host-minutes past their warm-up as
@@ -844,17 +843,15 @@ impl ReleaseJudge {
         &self.release
     }
 
-    /// The minutes (UTC Unix seconds, end excluded) its host metrics' minutes where
-    /// nothing was released span: from the baseline's start to the minute after the last
-    /// batch's or the last round's, whichever is later (a released host's minutes count
-    /// until its own batch, a reference host's all through the window).
+    /// The minutes (UTC Unix seconds, end excluded) its host metrics' baselines span: from
+    /// the baseline's start to the minute after the last batch's (a released host's
+    /// minutes count until its own batch, a reference host's until the first).
     pub(crate) fn null_span(&self) -> Option<(i64, i64)> {
         let first = self.release.first_minute()?;
         let last = self.release.batches.iter().map(|b| b.at).max()?;
-        let judged = self.record.released_span.map_or(i64::MIN, |(_, to)| to);
         Some((
             first - self.params.baseline_minutes * 60,
-            (minute_of(last) + 60).max(judged),
+            minute_of(last) + 60,
         ))
     }
 

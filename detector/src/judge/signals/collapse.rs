@@ -148,6 +148,7 @@ pub(crate) fn test(
     // released host's own hits and minutes are kept too).
     let (mut null_minutes, mut null_hits, mut null_runs) = (0.0, 0.0, 0.0_f64);
     let mut own_null = vec![(0.0, 0.0); n_hosts];
+    let mut meanwhile = (0.0, 0.0);
     for &h in w.released.iter().chain(w.reference) {
         let mut in_run = false;
         let end = if is_reference[h] { t_len } else { w.start[h] };
@@ -155,11 +156,14 @@ pub(crate) fn test(
             let Some(c) = compared(h, t) else {
                 continue;
             };
+            let window = t >= w.start[h];
             null_minutes += 1.0;
             own_null[h].1 += 1.0;
+            meanwhile.1 += f64::from(u8::from(window));
             if hit(c) {
                 null_hits += 1.0;
                 own_null[h].0 += 1.0;
+                meanwhile.0 += f64::from(u8::from(window));
                 if !in_run {
                     null_runs += 1.0;
                 }
@@ -206,7 +210,13 @@ pub(crate) fn test(
     } else {
         1.0
     };
-    let p0 = hit_rate_bound(null_hits, null_minutes, run, alpha / 2.0);
+    // Never below the reference hosts' rate meanwhile: a restless hour of the whole fleet
+    // is held as it is, not diluted by calm baselines.
+    let p0 = hit_rate_bound(null_hits, null_minutes, run, alpha / 2.0).max(if meanwhile.1 > 0.0 {
+        meanwhile.0 / meanwhile.1
+    } else {
+        0.0
+    });
     // The evidence: half the released hosts' minutes together (a collapse on all of them),
     // half the mean of each released host's own test (one host of many that stopped is
     // not diluted by the others), against the bound or the hosts' own rate before their
