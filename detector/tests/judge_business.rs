@@ -59,9 +59,6 @@ struct Effect {
     traffic: f64,
     /// How many of the released hosts it hits (the first ones).
     hosts: usize,
-    /// How many hosts, released or not (the first ones), answer three times slower every
-    /// other minute from the switch on, not all at the same minutes.
-    restless: usize,
 }
 
 const NONE: Effect = Effect {
@@ -69,7 +66,6 @@ const NONE: Effect = Effect {
     server_errors: 1.0,
     traffic: 1.0,
     hosts: usize::MAX,
-    restless: 0,
 };
 
 /// Rows of `hosts` hosts (the first `released` of them released at `T0`), each minute's
@@ -95,13 +91,7 @@ fn fleet(rng: &mut Rng, hosts: usize, released: usize, effect: Effect) -> Vec<Ho
                 .min(count);
             // More load, a little slower (a fifth of the extra traffic), as real services.
             let load = 1.0 + 0.2 * (e.traffic - 1.0).max(0.0);
-            let slow = if h < effect.restless && m >= 0 && (m + h as i64) % 2 == 0 {
-                3.0
-            } else {
-                1.0
-            };
-            let minute_median =
-                median * drift * (0.1 * rng.normal()).exp() * e.latency * load * slow;
+            let minute_median = median * drift * (0.1 * rng.normal()).exp() * e.latency * load;
             let mut latency = Latency::default();
             for _ in 0..count {
                 let ms = minute_median * (0.6 * rng.normal()).exp();
@@ -222,29 +212,6 @@ fn a_release_that_slows_one_of_its_hosts_is_blocked_for_latency() {
         .expect("a latency reason");
     assert!(reason.evidence.effect > 1.4, "{}", reason.summary);
     assert_eq!(reason.hosts, ["h1"], "{}", reason.summary);
-}
-
-#[test]
-fn released_hosts_slow_no_more_often_than_the_reference_hosts_meanwhile_pass() {
-    // From the switch on, hosts answer three times slower every other minute, half of
-    // them at a time, where their hour before was steady.
-    let restless = |hosts: usize| {
-        let rows = fleet(
-            &mut Rng(0x5eed_0011),
-            6,
-            2,
-            Effect {
-                restless: hosts,
-                ..NONE
-            },
-        );
-        first_block(&run(&rows, 6, 2))
-    };
-    // Only the released hosts: a regression.
-    let (_, rules) = restless(2).expect("blocked");
-    assert!(rules.contains(&Rule::Latency), "{rules:?}");
-    // Every host: the reference hosts' minutes meanwhile show the rate.
-    assert_eq!(restless(6), None);
 }
 
 #[test]

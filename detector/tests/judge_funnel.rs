@@ -761,32 +761,6 @@ fn a_surge_that_saturates_every_host_passes() {
 }
 
 #[test]
-fn released_hosts_that_hit_no_more_often_than_the_reference_hosts_meanwhile_pass() {
-    // From the release on, hosts' CPU is 40 points up one minute in four, each host at
-    // its own time (a restless hour that the median of the others does not cancel). The
-    // baselines were calm: on their own they bound such hits far below one in four.
-    let restless = |hosts: &'static [&'static str]| {
-        fleet(&HOSTS, move |h, m, r| {
-            let i = i64::from(h.as_bytes()[1] - b'0');
-            if m >= 0 && hosts.contains(&h) && (m + i).rem_euclid(4) == 0 {
-                r.host_metrics.cpu_pct = r.host_metrics.cpu_pct.map(|c| c + 40.0);
-            }
-        })
-    };
-    // Only the released hosts are restless: a regression.
-    assert_blocked_for_cpu(&restless(&["h1", "h2"]));
-    // Every host is: the reference hosts' minutes meanwhile show the rate, and the
-    // released hosts hit no more often.
-    let everyone = restless(&["h1", "h2", "h3", "h4", "h5", "h6"]);
-    assert_not_blocked(&everyone);
-    // So with four hosts released and two for reference, whose few minutes the calm
-    // baselines must not dilute.
-    let mut j = judge(release(&["h1", "h2", "h3", "h4"], &["h5", "h6"]));
-    let verdicts = run(&mut j, &everyone, &AppMemory::default());
-    assert!(first_block(&verdicts).is_none(), "{:?}", verdicts.last());
-}
-
-#[test]
 fn a_fleet_wide_rise_that_adds_as_much_to_a_near_idle_released_host_passes() {
     // After the release every host does 60 % more work, and something fleet-wide (a
     // sidecar, a batch job, a noisy neighbour) adds 40 points of CPU to every host. The

@@ -14,9 +14,8 @@
 //!   independent draws, while minutes of a host are nearly so. A released host-minute
 //!   *hits* when its median (or 90th percentile) is at least ×1.25 (learned per app) the
 //!   reference hosts' in the same minute (without reference hosts: the released hosts'
-//!   own before the release). How often host-minutes hit where nothing was released
-//!   (before the release, and on the reference hosts all through the window: jitter, GC
-//!   pauses, a host slower by nature) is bounded above; the hits after it are
+//!   own before the release). How often released host-minutes hit before the release
+//!   (jitter, GC pauses, a host slower by nature) is bounded above; the hits after it are
 //!   tested against that rate by a sequential mixture of higher hit rates. So one slow
 //!   minute never blocks, and a regression blocks after a few host-minutes. It blocks at
 //!   once past its bar when the slowest released host's median compared minute is also
@@ -498,14 +497,9 @@ const LATENCY_HIT_RATES: [f64; 3] = [0.5, 0.8, 0.95];
 /// the released hosts' own before the release) and by the host's usual such ratio before
 /// the release (its median: a host slower by nature stays so).
 struct LatencyMinutes {
-    /// Normalised ratios where nothing was released, of released hosts before their
-    /// release and reference hosts all through the window: how far a host-minute wanders
-    /// from its usual level when nothing changed.
+    /// Normalised ratios before the release, of released and reference hosts: how far a
+    /// host-minute wanders from its usual level when nothing changed.
     before: Vec<f64>,
-    /// Those of the released hosts before their release, and of the reference hosts in
-    /// the window (each a part of `before`).
-    released_before: Vec<f64>,
-    meanwhile: Vec<f64>,
     /// Released hosts' settled host-minutes after their release: (host, normalised ratio).
     after: Vec<(usize, f64)>,
     released: Latency,
@@ -589,8 +583,6 @@ fn latency_minutes(traffic: &Traffic<'_>, w: &Windows<'_>, q: f64) -> LatencyMin
     };
     let mut out = LatencyMinutes {
         before: Vec::new(),
-        released_before: Vec::new(),
-        meanwhile: Vec::new(),
         after: Vec::new(),
         released: Latency::default(),
         comparison: Latency::default(),
@@ -599,9 +591,6 @@ fn latency_minutes(traffic: &Traffic<'_>, w: &Windows<'_>, q: f64) -> LatencyMin
     // The usual level of a host's ratio, and its ratios before the release normalised;
     // `None` with too few minutes to know it (a host new or quiet before the release is
     // not compared: slower by nature would look slower by the release).
-    // A reference host's minutes all through the window join them: nothing was released
-    // on it (a restless hour of the whole fleet shows on the control as on the released
-    // hosts).
     let usual = |i: usize, own: bool, out: &mut LatencyMinutes| -> Option<f64> {
         let end = w.start[i].min(t_len);
         let mut ratios: Vec<f64> = (0..end).filter_map(|t| raw(i, t, own)).collect();
@@ -610,16 +599,6 @@ fn latency_minutes(traffic: &Traffic<'_>, w: &Windows<'_>, q: f64) -> LatencyMin
         }
         let level = super::stats::median(&mut ratios)?.max(1e-9);
         out.before.extend(ratios.iter().map(|r| r / level));
-        if own {
-            let meanwhile: Vec<f64> = (end..t_len)
-                .filter_map(|t| raw(i, t, own))
-                .map(|r| r / level)
-                .collect();
-            out.before.extend(&meanwhile);
-            out.meanwhile.extend(meanwhile);
-        } else {
-            out.released_before.extend(ratios.iter().map(|r| r / level));
-        }
         Some(level)
     };
     if w.reference.len() >= 2 {
@@ -688,8 +667,7 @@ fn latency_signal(
             continue;
         }
         // A hit: a host-minute slower than its usual level by more than 19 in 20
-        // host-minutes were where nothing was released (at least ×1.1, at most the
-        // threshold).
+        // host-minutes were before the release (at least ×1.1, at most the threshold).
         let mut before = lm.before.clone();
         let hit_at = super::stats::quantile(&mut before, 0.95)
             .unwrap_or(ratio)
@@ -698,17 +676,9 @@ fn latency_signal(
         let nb = lm.before.len() as u32;
         let x = lm.after.iter().filter(|a| a.1 >= hit_at).count() as u32;
         let n = lm.after.len() as u32;
-        // How often host-minutes hit where nothing was released, bounded above (without
-        // a baseline, one in five), and never below the released hosts' own rate before
-        // their release nor the reference hosts' meanwhile (a restless hour of the whole
-        // fleet is held as it is, not diluted by calm baselines).
-        let share = |v: &[f64]| {
-            let hits = v.iter().filter(|&&r| r >= hit_at).count();
-            hits as f64 / v.len().max(1) as f64
-        };
-        let p0 = hit_rate_bound(f64::from(kb), f64::from(nb), 1.0, alpha)
-            .max(share(&lm.released_before))
-            .max(share(&lm.meanwhile));
+        // How often host-minutes hit before the release, bounded above; without a
+        // baseline, one in five.
+        let p0 = hit_rate_bound(f64::from(kb), f64::from(nb), 1.0, alpha);
         let Some(log_e) = hit_mixture(f64::from(x), f64::from(n), p0, &LATENCY_HIT_RATES) else {
             continue;
         };
@@ -739,7 +709,7 @@ fn latency_signal(
         };
         let pct = (q * 100.0).round();
         let summary = format!(
-            "latency p{pct} on released hosts {released_q:.1} ms vs {comparison_q:.1} ms on {against} over {} minutes, ×{effect:.2} their usual ratio (the slowest host's median minute); {x} of {n} released host-minutes at least ×{hit_at:.2} slower than usual, where {kb} of {nb} host-minutes were with nothing released; sequential test e={:.3e} against 1/α={:.3e}",
+            "latency p{pct} on released hosts {released_q:.1} ms vs {comparison_q:.1} ms on {against} over {} minutes, ×{effect:.2} their usual ratio (the slowest host's median minute); {x} of {n} released host-minutes at least ×{hit_at:.2} slower than usual, where {kb} of {nb} host-minutes were before the release; sequential test e={:.3e} against 1/α={:.3e}",
             lm.minutes,
             log_e.min(700.0).exp(),
             1.0 / alpha,

@@ -23,14 +23,11 @@
 //! of CPU or disk busy; load: 0.8 and 60 % of the host's level) and three times the host's
 //! own robust noise before its release. With no release effect, released host-minutes hit
 //! as often as host-minutes did where nothing changed: every host's minutes before its own
-//! release, in this release and, faded, in the app's earlier ones (`AppMemory::null_hits`:
-//! one baseline hour bounds a rare hit only to a few in a hundred, which costs every
-//! regression minutes), and, with two reference hosts or more, theirs in the window (the
-//! control's own minutes meanwhile: a restless hour of the whole fleet, whose hosts part
-//! from each other's median, shows on them as much as on the released hosts). That rate
-//! `p₀` is bounded above (one-sided Clopper–Pearson at level `δ`), and never below the
-//! rate this release's baselines show, the released hosts' own before their release, or
-//! the reference hosts' meanwhile. The released host-minutes after their warm-up are
+//! release (a reference host's, before the first batch), in this release and, faded, in
+//! the app's earlier ones (`AppMemory::null_hits`: one baseline hour bounds a rare hit
+//! only to a few in a hundred, which costs every regression minutes). That rate `p₀` is
+//! bounded above (one-sided Clopper–Pearson at level `δ`; never below the rate this
+//! release's own baselines show), and the released host-minutes after their warm-up are
 //! tested against it by a likelihood ratio mixed over hit rates of 25 % to 95 % (a partial
 //! fault hits some hosts only). With independent host-minutes that ratio is a martingale
 //! under no effect, and by Ville's inequality the chance that it *ever* reaches `1/α` is at
@@ -308,39 +305,18 @@ struct Adjusted<'a> {
     minutes: Vec<(i64, f64)>,
 }
 
-/// What one grade's hits count: where nothing changed — this release's baselines (`own`;
-/// the released hosts' part of them, `released_before`; the minutes of them the app's
-/// history has not counted yet, `fresh`) and the reference hosts' minutes in the window
-/// (`meanwhile`, which the history does not keep: a long release would outweigh the
-/// baselines it learns from) — and on the released hosts past their warm-up.
+/// What one grade's hits count: where nothing changed (this release's baselines, and
+/// their minutes the app's history has not counted yet) and on the released hosts past
+/// their warm-up.
 #[derive(Default)]
 struct GradeCounts<'a> {
     own: NullSample,
-    released_before: NullSample,
     fresh: NullSample,
-    meanwhile: NullSample,
     released: NullSample,
     hit_hosts: Vec<&'a str>,
 }
 
-/// Hits per minute of `s` (0 without minutes).
-fn rate(s: NullSample) -> f64 {
-    if s.minutes > 0.0 {
-        s.hits / s.minutes
-    } else {
-        0.0
-    }
-}
-
-/// One grade's counts over `hosts`; the reference hosts' minutes in the window count
-/// (`meanwhile`) only with two reference hosts or more: a lone one's residual has no other
-/// to be compared with, and hits less often than a released host's would.
-fn count_grade<'a>(
-    hosts: &[Adjusted<'a>],
-    grade: f64,
-    fresh_from: i64,
-    meanwhile: bool,
-) -> GradeCounts<'a> {
+fn count_grade<'a>(hosts: &[Adjusted<'a>], grade: f64, fresh_from: i64) -> GradeCounts<'a> {
     let mut c = GradeCounts::default();
     let one = |hit: bool, run: bool| NullSample {
         minutes: 1.0,
@@ -356,23 +332,12 @@ fn count_grade<'a>(
             let starts_run = hit && previous_hit != Some(minute - 60);
             if minute < t.start {
                 c.own = c.own.plus(one(hit, starts_run));
-                if t.released {
-                    c.released_before = c.released_before.plus(one(hit, starts_run));
-                }
                 if minute >= fresh_from {
                     c.fresh = c
                         .fresh
                         .plus(one(hit, starts_run || (hit && minute - 60 < fresh_from)));
                 }
-            } else if !t.released {
-                // Nothing was released on a reference host: its minutes in the window are
-                // the control's own (a run that began before starts one here).
-                if meanwhile {
-                    c.meanwhile = c
-                        .meanwhile
-                        .plus(one(hit, hit && (starts_run || minute - 60 < t.start)));
-                }
-            } else if minute >= t.settled {
+            } else if t.released && minute >= t.settled {
                 // A run that began in the warm-up starts one here.
                 c.released = c
                     .released
@@ -524,21 +489,16 @@ pub(crate) fn metric_signal(
         }
     };
     let fresh_from = memory.memory.null_from;
-    let meanwhile = tracks.iter().filter(|t| !t.released).count() >= 2;
     let mut best: Option<GradeTest<'_>> = None;
     for (g, &grade) in grades.iter().enumerate() {
-        let counts = count_grade(&adjusted, grade, fresh_from, meanwhile);
+        let counts = count_grade(&adjusted, grade, fresh_from);
         let grade_kind = format!("{kind}{}", GRADE_SUFFIX[g]);
         round.null.push((grade_kind.clone(), counts.own));
         round.released.push((grade_kind.clone(), counts.released));
         // How often a host-minute hits where nothing changed: bounded above from this
-        // release's minutes where nothing was released and the app's earlier baselines
-        // together (each release's hour alone bounds a rare hit only to a few in a
-        // hundred), never below the rate this release's baselines show, nor the
-        // released hosts' own before their release (a host that hit more often stays
-        // expected to, however calm the others), nor the reference hosts' meanwhile (a
-        // restless hour of the whole fleet is held as it is, not diluted by calm
-        // baselines). An app that learned before the second grade
+        // release's baselines and the app's earlier ones together (each release's hour
+        // alone bounds a rare hit only to a few in a hundred), never below the rate this
+        // release's own baselines show. An app that learned before the second grade
         // existed has its first grade's history only: its hits and runs bound the
         // second's (a hit of twice the bar is a hit of the bar).
         let history = memory
@@ -548,22 +508,26 @@ pub(crate) fn metric_signal(
             .or_else(|| memory.memory.null_hits.get(&kind))
             .copied()
             .unwrap_or_default();
-        let pooled = counts.fresh.plus(history).plus(counts.meanwhile);
+        let pooled = counts.fresh.plus(history);
         // Runs as long as either sample shows them: a baseline hour that caught no hit
         // says nothing of how long the app's hits last when they come. (Where a grade
         // never hit, its hits count as single minutes: taking the first grade's runs
         // instead, the same bursts at a lower bar, cost the second grade all of its
         // speed on the replay benchmark, whose calibration runs showed no false blocks
         // from it: 9 of 5,000 against 10 and 14 against 14.)
-        let run = inflation(counts.own.plus(counts.meanwhile)).max(inflation(pooled));
+        let run = inflation(counts.own).max(inflation(pooled));
         if counts.released.hits <= 0.0 {
             continue;
         }
-        let floor = rate(counts.own)
-            .max(rate(counts.released_before))
-            .max(rate(counts.meanwhile));
+        let own = counts.own;
         let p0 = if pooled.minutes / run >= MIN_NULL_MINUTES as f64 {
-            binomial_upper_bound(pooled.hits / run, pooled.minutes / run, alpha).max(floor)
+            binomial_upper_bound(pooled.hits / run, pooled.minutes / run, alpha).max(
+                if own.minutes > 0.0 {
+                    own.hits / own.minutes
+                } else {
+                    0.0
+                },
+            )
         } else {
             0.2
         }
@@ -599,8 +563,7 @@ pub(crate) fn metric_signal(
         return round;
     };
     let (x, n) = (counts.released.hits, counts.released.minutes);
-    let null = counts.own.plus(counts.meanwhile);
-    let (kb, nb, runs) = (null.hits, null.minutes, null.runs);
+    let (kb, nb, runs) = (counts.own.hits, counts.own.minutes, counts.own.runs);
     let hit_hosts = counts.hit_hosts;
     let t = &tracks[i];
     let mut scales: Vec<f64> = t
@@ -652,7 +615,7 @@ pub(crate) fn metric_signal(
             released_before: Some(Tally {
                 value: t.level,
                 lines: 0,
-                minutes: counts.own.minutes as u32,
+                minutes: nb as u32,
             }),
             released_after: Some(Tally {
                 value: t.level + effect,
