@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::business;
 use super::family::{self, Grouping};
-use super::grid::{Grid, Groups, SigHost, Windows};
+use super::grid::{Grid, Groups, SigHost};
 use super::signal::{Candidate, HostView, Role};
 use super::signals::exceptions::new_or_dangerous;
 use super::signals::host_metric::{self, memory_slope_signal, metric_signal};
@@ -452,14 +452,7 @@ pub(crate) fn evaluate(
     if let Some(c) = memory_slope_signal(&hosts, first, m, params, memory) {
         out.candidates.push(c);
     }
-    let windows = Windows {
-        t_len,
-        start: &grid.start,
-        settled: &grid.settled,
-        first: grid.first,
-        released: &released,
-        reference: &reference,
-    };
+    let windows = grid.windows(&released, &reference);
     // Rule 5: log volume.
     if let Some(c) = volume_signal(&hosts, &grid.lines, &windows, params, memory) {
         out.candidates.push(c);

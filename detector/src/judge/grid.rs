@@ -50,6 +50,22 @@ impl SigHost {
 }
 
 impl Grid {
+    /// The round's windows, with `released` and `reference` its two groups of hosts.
+    pub(crate) fn windows<'a>(
+        &'a self,
+        released: &'a [usize],
+        reference: &'a [usize],
+    ) -> Windows<'a> {
+        Windows {
+            t_len: self.t_len,
+            start: &self.start,
+            settled: &self.settled,
+            first: self.first,
+            released,
+            reference,
+        }
+    }
+
     /// A signal's per-host counters from its per-minute `values` (as the row pass tallies
     /// them, one cell per host-minute): for fingerprints judged together.
     pub(crate) fn tally(&self, values: &[f64]) -> Vec<SigHost> {

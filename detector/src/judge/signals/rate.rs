@@ -3,7 +3,7 @@
 //! ([`crate::judge::sequential`]) blocks as soon as its evidence is past the bar; the
 //! classic test ([`rate_test`]) judges what it has not.
 
-use crate::judge::grid::{Groups, SigHost, Windows};
+use crate::judge::grid::{Groups, SigHost};
 use crate::judge::memory::exception_kind;
 use crate::judge::sequential::{self, RATE_SHARE};
 use crate::judge::signal::{Candidate, HostView, learned_candidate};
@@ -364,14 +364,7 @@ pub(crate) fn rate_rule(
         values,
         work: &grid.lines,
         until: grid.t_len,
-        w: Windows {
-            t_len: grid.t_len,
-            start: &grid.start,
-            settled: &grid.settled,
-            first: grid.first,
-            released: groups.released,
-            reference: groups.reference,
-        },
+        w: grid.windows(groups.released, groups.reference),
     };
     // One reading of the baseline's dispersions for both tests.
     let pearsons = pearsons(per_host, hosts, params);
