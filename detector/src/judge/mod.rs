@@ -36,7 +36,8 @@
 //!    anytime-valid mixture likelihood-ratio test whose chance of ever firing on a release
 //!    with no effect is at most its share of [`JudgeParams::false_block_budget`] (1 %;
 //!    half of it for this rule, split between the exceptions tested and error lines),
-//!    however many rounds look. It **blocks at once** when it fires (ratio ≥ 1.5, excess
+//!    however many rounds look; half of its evidence from the released hosts together,
+//!    half from each one's own test, so a rise on one of several is not diluted. It **blocks at once** when it fires (ratio ≥ 1.5, excess
 //!    ≥ 6 events, above the learned threshold; for error lines, the evidence also rose in
 //!    each of the last three rounds, so a start-up's swell of complaints that ends does
 //!    not block); otherwise the classic test below still judges the signal.

@@ -39,11 +39,18 @@
 //! exceptions tested changes), so with several batches the guarantee holds per batch
 //! rather than for the whole release.
 //!
+//! A rise on one released host of several (a partial fault, one batch's) is diluted by
+//! the others' minutes in that test; so the rule takes half of its evidence from it and
+//! half from the mean of the same test on each released host alone against the reference
+//! hosts, at that host's own dispersion ([`with_each`]). Their bounding martingales are
+//! built on the same minutes, so their mean is one, and so is an equal mixture of it with
+//! the pooled one: the bound holds as it did.
+//!
 //! The test assumes counts that, given their rates, are independent from minute to minute;
 //! a host whose exception comes in bursts lasting many minutes breaks that. So the rule
 //! also asks that the released hosts never kept the rate seen for as long in their
-//! baseline ([`baseline_peak`]) — a guard against their own excursions, not a
-//! calibrated test.
+//! baseline ([`baseline_peak`]), or that the one with the strongest own test never did
+//! alone — a guard against their own excursions, not a calibrated test.
 //!
 //! The release's false-block budget is split: this rule spends [`RATE_SHARE`] of it,
 //! divided equally between the exceptions tested in the round and error lines (a
@@ -71,6 +78,19 @@ pub(crate) struct Inputs<'a> {
     /// Where each host's after window and settled minutes start, and which hosts are
     /// released and which the reference.
     pub w: Windows<'a>,
+}
+
+impl<'a> Inputs<'a> {
+    /// The same counts with `released` the released hosts (one of them, for its own test).
+    pub(crate) fn with_released<'b>(&self, released: &'b [usize]) -> Inputs<'b>
+    where
+        'a: 'b,
+    {
+        Inputs {
+            w: Windows { released, ..self.w },
+            ..*self
+        }
+    }
 }
 
 /// The test's state after the minutes judged so far.
@@ -490,6 +510,46 @@ fn universal(before: &Binomial, compared: &[Binomial]) -> (f64, f64) {
     (theta, alternative - null)
 }
 
+/// Released hosts whose own test joins the pooled one in [`with_each`], at most: past it,
+/// the ones with the most events past their warm-up (a round's cost grows with the hosts
+/// tested; the others count as no evidence, which only lowers the mean).
+pub(crate) const MAX_EACH: usize = 16;
+
+/// The pooled test `pooled` of `inputs` ([`test`], no `unseen` rate) with half of its
+/// evidence taken instead from the mean of each released host's own test against the
+/// reference hosts, at the dispersion `own` gives for that host (`None`: not tested, no
+/// evidence): a rise on one released host of several (a partial fault, one batch's) is
+/// not diluted by the others' minutes. Each test's bounding martingale is built on the
+/// same minutes, so their mean is one and so is an equal mixture of it with the pooled
+/// one: the bar keeps its meaning (a host left out, or a term left at 0, only lowers the
+/// evidence), and a rise on every released host pays at most `ln 2` of its evidence for
+/// it. With one released host, the pooled test alone. Returns the pooled test, its
+/// `log_e` the mixed evidence, and the released host whose own test was strongest, with
+/// that test.
+pub(crate) fn with_each(
+    inputs: &Inputs<'_>,
+    mut pooled: Sequential,
+    own: impl Fn(usize) -> Option<Overdispersion>,
+) -> (Sequential, Option<(usize, Sequential)>) {
+    let released = inputs.w.released;
+    if released.len() < 2 {
+        return (pooled, None);
+    }
+    let mut each = Vec::with_capacity(released.len());
+    let mut top: Option<(usize, Sequential)> = None;
+    for &h in released {
+        let one = own(h).and_then(|d| test(&inputs.with_released(&[h]), d, None));
+        if let Some(s) = one
+            && top.as_ref().is_none_or(|(_, best)| s.log_e > best.log_e)
+        {
+            top = Some((h, s));
+        }
+        each.push(one.map_or(f64::NEG_INFINITY, |s| s.log_e));
+    }
+    pooled.log_e = mix(&[pooled.log_e, mix(&each)]);
+    (pooled, top)
+}
+
 /// The released hosts' highest rate (events per unit of work, all released hosts summed)
 /// over any run of `len` consecutive baseline minutes in which they did work (their own
 /// excursions before the release; 0 when the baseline is shorter).
@@ -823,7 +883,7 @@ mod tests {
         // share ever crossing 1/α stays below α.
         let alpha: f64 = 0.05;
         let mut rng = fastrand::Rng::with_seed(20_261_130);
-        let mut crossed = 0;
+        let (mut crossed, mut crossed_each) = (0, 0);
         let runs = 600;
         for _ in 0..runs {
             let rate = 0.02 * 250f64.powf(rng.f64());
@@ -834,22 +894,142 @@ mod tests {
                     fleet.values[h * t_len + t] = poisson(&mut rng, rate);
                 }
             }
-            let mut ever = false;
+            let (mut ever, mut ever_each) = (false, false);
             for until in first + 1..=t_len {
                 let inputs = Inputs {
                     until,
                     ..fleet.inputs()
                 };
-                if let Some(s) = test(&inputs, Overdispersion::constant(1.0), None)
-                    && s.log_e >= (1.0 / alpha).ln()
-                {
-                    ever = true;
-                    break;
+                let bar = (1.0 / alpha).ln();
+                ever |= test(&inputs, Overdispersion::constant(1.0), None)
+                    .is_some_and(|s| s.log_e >= bar);
+                let d = Overdispersion::constant(1.0);
+                ever_each |= test(&inputs, d, None)
+                    .is_some_and(|p| with_each(&inputs, p, |_| Some(d)).0.log_e >= bar);
+            }
+            crossed += usize::from(ever);
+            crossed_each += usize::from(ever_each);
+        }
+        let share = crossed as f64 / f64::from(runs);
+        assert!(share <= alpha, "{crossed} of {runs} A/A releases crossed");
+        let share = crossed_each as f64 / f64::from(runs);
+        assert!(
+            share <= alpha,
+            "{crossed_each} of {runs} A/A releases crossed with each host's own test"
+        );
+    }
+
+    #[test]
+    fn with_no_effect_a_bursty_released_host_crosses_its_own_bar_less_often_than_alpha() {
+        // 300 A/A releases of 6 hosts, 4 released: one released host's count is geometric,
+        // at 3 a minute (four times as variable as Poisson), the others Poisson at 1 a
+        // minute; each host's own test at its own baseline dispersion, looked at every
+        // third minute for an hour: the share ever crossing 1/α stays below α (measured:
+        // none of 300; 1 with every host at the pooled dispersion, which the bound's
+        // conservatism at this α does not tell apart).
+        let alpha: f64 = 0.05;
+        let bar = (1.0 / alpha).ln();
+        let mut rng = fastrand::Rng::with_seed(20_261_203);
+        let (runs, t_len, first) = (300, 120, 60);
+        let mut crossed = 0;
+        for _ in 0..runs {
+            let mut fleet = Fleet::new(6, 4, t_len, first, 0);
+            for h in 0..6 {
+                for t in 0..t_len {
+                    fleet.values[h * t_len + t] = if h == 0 {
+                        geometric(&mut rng, 3.0)
+                    } else {
+                        poisson(&mut rng, 1.0)
+                    };
                 }
             }
+            // Each host's variance over its mean in the baseline, at least 1.
+            let own: Vec<f64> = (0..6)
+                .map(|h| {
+                    let v = &fleet.values[h * t_len..h * t_len + first];
+                    let mean = v.iter().sum::<f64>() / first as f64;
+                    let var =
+                        v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (first - 1) as f64;
+                    (var / mean.max(1e-9)).max(1.0)
+                })
+                .collect();
+            let pooled_factor = own.iter().sum::<f64>() / 6.0;
+            let d = Overdispersion {
+                factor: pooled_factor,
+                shape: None,
+                groups: None,
+            };
+            let ever = (first + 1..=t_len).step_by(3).any(|until| {
+                let inputs = Inputs {
+                    until,
+                    ..fleet.inputs()
+                };
+                test(&inputs, d, None).is_some_and(|p| {
+                    let own_d = |h: usize| {
+                        Some(Overdispersion {
+                            groups: Some((own[h].max(pooled_factor), pooled_factor)),
+                            ..d
+                        })
+                    };
+                    with_each(&inputs, p, own_d).0.log_e >= bar
+                })
+            });
             crossed += usize::from(ever);
         }
         let share = crossed as f64 / f64::from(runs);
         assert!(share <= alpha, "{crossed} of {runs} A/A releases crossed");
+    }
+
+    /// 2 a minute on each of 8 hosts for an hour; then, on the first `rising` of the 4
+    /// released ones, 8 a minute for `minutes` minutes.
+    fn rise_on(rising: usize, minutes: usize) -> Fleet {
+        let t_len = 60 + minutes;
+        let mut fleet = Fleet::new(8, 4, t_len, 60, 0);
+        for h in 0..8 {
+            for t in 0..t_len {
+                fleet.values[h * t_len + t] = if h < rising && t >= 60 { 8.0 } else { 2.0 };
+            }
+        }
+        fleet
+    }
+
+    /// The first minute whose evidence crosses `bar`, by the test `f`.
+    fn crossing(rising: usize, bar: f64, f: impl Fn(&Inputs<'_>) -> f64) -> Option<usize> {
+        (1..=60).find(|&m| f(&rise_on(rising, m).inputs()) >= bar)
+    }
+
+    #[test]
+    fn a_rise_on_one_released_host_of_four_is_not_diluted_by_the_other_three() {
+        // ×4 on one released host of four: pooled, its events are a quarter of the
+        // released hosts' and the rise looks like ×1.75; its own test sees ×4.
+        let bar = (20.0_f64 * 2.0 / 0.01).ln();
+        let d = Overdispersion::constant(1.0);
+        let pooled = |i: &Inputs<'_>| test(i, d, None).map_or(f64::NEG_INFINITY, |s| s.log_e);
+        let each = |i: &Inputs<'_>| {
+            test(i, d, None).map_or(f64::NEG_INFINITY, |p| with_each(i, p, |_| Some(d)).0.log_e)
+        };
+        let (alone, mixed) = (crossing(1, bar, pooled), crossing(1, bar, each));
+        assert!(
+            mixed.is_some_and(|m| alone.is_none_or(|a| m < a)),
+            "pooled {alone:?}, with each host's own {mixed:?}"
+        );
+        let inputs = rise_on(1, 10);
+        let alone = test(&inputs.inputs(), d, None).expect("a test");
+        let (_, top) = with_each(&inputs.inputs(), alone, |_| Some(d));
+        assert_eq!(top.map(|t| t.0), Some(0));
+        // A host left out of its own test is no evidence: with none tested, half the
+        // pooled test's.
+        let (only, _) = with_each(&inputs.inputs(), alone, |h| (h == 0).then_some(d));
+        let (none, _) = with_each(&inputs.inputs(), alone, |_| None);
+        assert!(none.log_e < only.log_e, "{none:?} {only:?}");
+        assert!((none.log_e - (alone.log_e - 2f64.ln())).abs() < 1e-9);
+        // On all four, the mixture pays at most ln 2 of the pooled evidence.
+        let all = rise_on(4, 3);
+        let (a, b) = (pooled(&all.inputs()), each(&all.inputs()));
+        assert!(b >= a - 2f64.ln() - 1e-9 && b < a, "pooled {a}, mixed {b}");
+        // One released host: the pooled test alone.
+        let mut canary = rise_on(1, 3);
+        canary.released = vec![0];
+        assert_eq!(pooled(&canary.inputs()), each(&canary.inputs()));
     }
 }

@@ -31,7 +31,12 @@
 //! tested against it by a likelihood ratio mixed over hit rates of 25 % to 95 % (a partial
 //! fault hits some hosts only). With independent host-minutes that ratio is a martingale
 //! under no effect, and by Ville's inequality the chance that it *ever* reaches `1/α` is at
-//! most `α`, however many rounds look; `α + δ` bounds the metric's false blocks.
+//! most `α`, however many rounds look; `α + δ` bounds the metric's false blocks. Half of
+//! the evidence is that ratio over the released hosts' minutes together, half the mean of
+//! the same ratio over each released host's own minutes (against `p₀`, or the host's own
+//! hit rate before its release where that is higher): a regression on one released host of
+//! four is not diluted by the other three's minutes, and a mean of martingales built on
+//! the same minutes is one, as is an equal mixture of it with the pooled one.
 //!
 //! A hit of CPU or disk busy has two grades: past the bar above, and past twice it (twice
 //! its minimum effect and six times its noise). Each grade is its own test, with its own
@@ -72,7 +77,7 @@
 //! [`JudgeParams::mem_min_rise`] in all), over
 //! [`JudgeParams::metric_rounds_needed`] consecutive rounds: not a calibrated test.
 
-use crate::judge::sequential::{HIT_RATES, hit_mixture};
+use crate::judge::sequential::{HIT_RATES, hit_mixture, mix};
 use crate::judge::signal::{Candidate, HostView, Role, candidate};
 use crate::judge::stats::{
     binomial_upper_bound, mad_sd, median, median_without, ols_slope, quantile,
@@ -313,6 +318,9 @@ struct GradeCounts<'a> {
     own: NullSample,
     fresh: NullSample,
     released: NullSample,
+    /// Per released host with minutes past its warm-up: its own hits and minutes there,
+    /// and its hit rate before its release.
+    each: Vec<(f64, f64, f64)>,
     hit_hosts: Vec<&'a str>,
 }
 
@@ -327,10 +335,12 @@ fn count_grade<'a>(hosts: &[Adjusted<'a>], grade: f64, fresh_from: i64) -> Grade
         let hit_at = grade * t.hit_at;
         let mut previous_hit: Option<i64> = None;
         let mut host_hit = false;
+        let (mut before, mut after) = (NullSample::default(), NullSample::default());
         for &(minute, r) in &t.minutes {
             let hit = r >= hit_at;
             let starts_run = hit && previous_hit != Some(minute - 60);
             if minute < t.start {
+                before = before.plus(one(hit, starts_run));
                 c.own = c.own.plus(one(hit, starts_run));
                 if minute >= fresh_from {
                     c.fresh = c
@@ -339,12 +349,20 @@ fn count_grade<'a>(hosts: &[Adjusted<'a>], grade: f64, fresh_from: i64) -> Grade
                 }
             } else if t.released && minute >= t.settled {
                 // A run that began in the warm-up starts one here.
-                c.released = c
-                    .released
-                    .plus(one(hit, hit && (starts_run || minute - 60 < t.settled)));
+                let counted = one(hit, hit && (starts_run || minute - 60 < t.settled));
+                c.released = c.released.plus(counted);
+                after = after.plus(counted);
                 host_hit |= hit;
             }
             previous_hit = if hit { Some(minute) } else { previous_hit };
+        }
+        if t.released && after.minutes > 0.0 {
+            let rate = if before.minutes > 0.0 {
+                before.hits / before.minutes
+            } else {
+                0.0
+            };
+            c.each.push((after.hits, after.minutes, rate));
         }
         if host_hit {
             c.hit_hosts.push(t.name);
@@ -534,8 +552,26 @@ pub(crate) fn metric_signal(
         .clamp(0.002, 0.99);
         let x = counts.released.hits;
         let n = counts.released.minutes;
-        let Some(log_e) = hit_mixture(x / run, n / run, p0, &HIT_RATES) else {
+        let Some(pooled) = hit_mixture(x / run, n / run, p0, &HIT_RATES) else {
             continue;
+        };
+        // Half of the evidence from the released hosts' minutes together, half from the
+        // mean of each one's own test against the bound, or its own rate before its
+        // release where that is higher: a regression on one released host of several is
+        // not diluted by the others' minutes (a mean of e-values is one, and so is an
+        // equal mixture of two).
+        let log_e = if counts.each.len() >= 2 {
+            let each: Vec<f64> = counts
+                .each
+                .iter()
+                .map(|&(xh, nh, own)| {
+                    hit_mixture(xh / run, nh / run, p0.max(own).min(0.99), &HIT_RATES)
+                        .unwrap_or(f64::NEG_INFINITY)
+                })
+                .collect();
+            mix(&[pooled, mix(&each)])
+        } else {
+            pooled
         };
         if best.as_ref().is_none_or(|b| log_e > b.log_e) {
             best = Some(GradeTest {

@@ -376,11 +376,30 @@ pub(crate) fn rate_rule(
         shape: nb_shape(per_host, hosts, &pearsons),
         groups: Some((group(groups.released), group(groups.reference))),
     };
+    // Each released host's own test (`sequential::with_each`), at its own dispersion
+    // before the release (never below the pooled one): those with the most events past
+    // their warm-up first, none with too few to show an excess on their own.
+    let reference_factor = group(groups.reference);
+    let mut tested: Vec<usize> = groups
+        .released
+        .iter()
+        .copied()
+        .filter(|&h| per_host[h].ka >= params.rate_min_excess * 0.75)
+        .collect();
+    tested.sort_by(|&a, &b| per_host[b].ka.total_cmp(&per_host[a].ka));
+    tested.truncate(sequential::MAX_EACH);
+    let mut own = vec![None; hosts.len()];
+    for h in tested {
+        own[h] = Some(sequential::Overdispersion {
+            groups: Some((dispersion.1[h], reference_factor)),
+            ..overdispersion
+        });
+    }
     let sequential = sequential_signal(
         &inputs,
         signal,
         per_host,
-        overdispersion,
+        (overdispersion, &own),
         hosts,
         tests,
         params,
@@ -633,7 +652,10 @@ fn sequential_signal(
     inputs: &sequential::Inputs<'_>,
     signal: RateSignal<'_>,
     per_host: &[SigHost],
-    overdispersion: sequential::Overdispersion,
+    (overdispersion, own): (
+        sequential::Overdispersion,
+        &[Option<sequential::Overdispersion>],
+    ),
     hosts: &[HostView<'_>],
     tests: usize,
     params: &JudgeParams,
@@ -651,33 +673,56 @@ fn sequential_signal(
     if settled < params.rate_min_excess {
         return None;
     }
-    let s = sequential::test(inputs, overdispersion, None)?;
+    let pooled = sequential::test(inputs, overdispersion, None)?;
+    // A real excess first (the pooled counts tell it), then the evidence.
+    if pooled.observed - pooled.expected < params.rate_min_excess {
+        return None;
+    }
+    let own_of = |h: usize| own.get(h).copied().flatten();
+    let (s, top) = sequential::with_each(inputs, pooled, own_of);
     let bar = (1.0 / alpha).ln();
-    // Evidence past the bar, a real excess, and a rate the released hosts never kept for
-    // as long before the release (a host that had such bursts before is judged by the
-    // classic test, whose per-minute guard knows them).
+    // The strongest released host speaks for itself where its own share of the evidence
+    // (its e-value over twice the released hosts) passes the bar on its own: then its
+    // effect and its own rate before the release are the rule's.
+    let alone = top.filter(|(_, own)| {
+        own.log_e - (2.0 * inputs.w.released.len() as f64).ln() >= bar
+            && own.observed - own.expected >= params.rate_min_excess
+    });
+    // Evidence past the bar, and a rate the released hosts never kept for as long before
+    // the release, or the host that passes alone never did (a host that had such bursts
+    // before is judged by the classic test, whose per-minute guard knows them).
+    let unlike_before = |inputs: &sequential::Inputs<'_>, s: &sequential::Sequential| {
+        s.observed > sequential::baseline_peak(inputs, s.minutes as usize) * s.released_work
+    };
     if s.log_e < bar
-        || s.observed - s.expected < params.rate_min_excess
-        || s.observed <= sequential::baseline_peak(inputs, s.minutes as usize) * s.released_work
+        || !(unlike_before(inputs, &s)
+            || alone
+                .as_ref()
+                .is_some_and(|(h, own)| unlike_before(&inputs.with_released(&[*h]), own)))
     {
         return None;
     }
     // The same test without its last minutes that had events, one at a time (as the
     // rounds before saw it, from the minutes stored now), each below the next. Minutes
     // without any (as a minute whose reports have not arrived yet) change nothing and
-    // are stepped over.
+    // are stepped over. (A host whose own test begins in the minutes added, once settled,
+    // adds its evidence as a rise would.)
     let mut later = s;
     for _ in 0..signal.persistence() {
         let earlier = sequential::Inputs {
             until: later.last_events?,
             ..*inputs
         };
-        match sequential::test(&earlier, overdispersion, None) {
+        match sequential::test(&earlier, overdispersion, None)
+            .map(|p| sequential::with_each(&earlier, p, own_of).0)
+        {
             Some(e) if e.log_e < later.log_e => later = e,
             _ => return None,
         }
     }
-    let ratio = s.ratio();
+    // The rise: the pooled one, or the host's that passes alone where that is larger.
+    let own_ratio = alone.map_or(0.0, |(_, own)| own.ratio());
+    let ratio = s.ratio().max(own_ratio);
     // The released hosts whose own rate in those minutes is above the predicted one.
     let t_len = inputs.w.t_len;
     let reference_rate = (s.reference_events + 0.5) / s.reference_work;
@@ -710,6 +755,12 @@ fn sequential_signal(
     } else {
         hit
     };
+    let mut hit = hit;
+    if let Some((h, _)) = alone
+        && !hit.iter().any(|name| name == hosts[h].name)
+    {
+        hit.push(hosts[h].name.to_string());
+    }
     let per_10k = |k: f64, n: f64| if n > 0.0 { k * 1e4 / n } else { 0.0 };
     let [xb, eb, yb, fb] = s.before;
     let tally = |value: f64, work: f64, minutes: u32| Tally {
@@ -722,8 +773,15 @@ fn sequential_signal(
         0 => String::new(),
         n => format!(", risen with each of its last {n} minutes with events"),
     };
+    let own_note = top.map_or(String::new(), |(h, own)| {
+        format!(
+            "; half of it from the released hosts together, half from each one's own test (strongest {}: e={:.3e})",
+            hosts[h].name,
+            own.log_e.min(700.0).exp()
+        )
+    });
     let summary = format!(
-        "{label} ×{ratio:.1} on released host(s) {}: {:.0} seen vs {:.1} expected in {} minutes; {:.2} per 10k {} vs {:.2} on reference hosts in the same minutes (before the release: released {:.2}, reference {:.2}); sequential test e={:.3e} past 1/α={:.3e}{persisted} (valid however often it is looked at, dispersion {phi:.1})",
+        "{label} ×{ratio:.1} on released host(s) {}: {:.0} seen vs {:.1} expected in {} minutes; {:.2} per 10k {} vs {:.2} on reference hosts in the same minutes (before the release: released {:.2}, reference {:.2}); sequential test e={:.3e} past 1/α={:.3e}{own_note}{persisted} (valid however often it is looked at, dispersion {phi:.1})",
         hit.join(", "),
         s.observed,
         s.expected,
