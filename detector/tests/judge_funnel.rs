@@ -1472,3 +1472,46 @@ fn a_rise_twice_the_bar_blocks_soon_on_an_app_whose_bursts_reach_the_bar_only() 
     let later = first_block(&verdicts).map_or(usize::MAX, |(at, _)| at);
     assert!(later > at + 10, "+16 blocked at +{later}, +40 at +{at}");
 }
+
+const EIGHT: [&str; 8] = ["h1", "h2", "h3", "h4", "h5", "h6", "h7", "h8"];
+
+/// The first block of a release of h1–h4 (h5–h8 the reference) over `rows`, by an app
+/// with no memory: its round and its first reason's rule and hosts.
+fn first_block_of_four(rows: &[HostMinute]) -> Option<(usize, String, Vec<String>)> {
+    let mut j = judge(release(
+        &["h1", "h2", "h3", "h4"],
+        &["h5", "h6", "h7", "h8"],
+    ));
+    let verdicts = run(&mut j, rows, &AppMemory::default());
+    let (at, v) = first_block(&verdicts)?;
+    let r = &v.reasons[0];
+    Some((at, r.rule.as_str().to_string(), r.hosts.clone()))
+}
+
+#[test]
+fn a_regression_on_one_released_host_of_four_is_not_diluted_by_the_other_three() {
+    // h1 alone, of four released hosts, 40 points of CPU up from +3 (its warm-up over):
+    // pooled, a quarter of the released minutes hit; its own test sees all of its own.
+    let cpu = fleet(&EIGHT, |h, m, r| {
+        if h == "h1" && m >= 3 {
+            r.host_metrics.cpu_pct = r.host_metrics.cpu_pct.map(|c| c + 40.0);
+        }
+    });
+    // Blocked at +6; with the released hosts' minutes pooled alone, at +11.
+    let (at, rule, hosts) = first_block_of_four(&cpu).expect("blocked");
+    assert_eq!(
+        (rule.as_str(), hosts),
+        ("host_metric", vec!["h1".to_string()])
+    );
+    assert!(at <= 7, "blocked at +{at}");
+    // The known exception ×6 on h1 alone: blocked at +6; pooled alone, at +9.
+    let exception = fleet(&EIGHT, |h, m, r| {
+        if h == "h1" && m >= 3 {
+            *r.exceptions.entry(KNOWN).or_default() *= 6;
+        }
+    });
+    let (at, rule, hosts) = first_block_of_four(&exception).expect("blocked");
+    assert_eq!(rule, "exception_rate");
+    assert!(hosts.contains(&"h1".to_string()), "{hosts:?}");
+    assert!(at <= 7, "blocked at +{at}");
+}
