@@ -188,6 +188,15 @@ pub struct NullSample {
 }
 
 impl NullSample {
+    /// Its hits over its minutes (0 with none).
+    pub(crate) fn rate(self) -> f64 {
+        if self.minutes > 0.0 {
+            self.hits / self.minutes
+        } else {
+            0.0
+        }
+    }
+
     /// Both samples together.
     pub(crate) fn plus(self, other: NullSample) -> NullSample {
         NullSample {

@@ -210,6 +210,30 @@ pub(crate) fn hit_mixture(x: f64, n: f64, p0: f64, rates: &[f64]) -> Option<f64>
     Some(mix(&log_lr) + (log_lr.len() as f64 / rates.len() as f64).ln())
 }
 
+/// ln of the e-value of host-minutes that hit, half of it from all the hosts' `x` hits of
+/// `n` minutes together against a hit rate of at most `p0`, half from the mean of each
+/// host's own `(x, n, rate before)` against `p0` or its own rate before where that is
+/// higher (a host that hit more often stays expected to; its rate is a point estimate,
+/// so that half is approximate where a host's baseline is short); counts divided by
+/// `run`, the runs' inflation. A host whose minutes are still to come, `(0, 0, _)`, is no
+/// evidence yet. The martingales averaged are built on the same minutes, so their mean is
+/// one, as is an equal mixture of it with the pooled one.
+pub(crate) fn hits_pooled_and_each(
+    (x, n): (f64, f64),
+    each: &[(f64, f64, f64)],
+    p0: f64,
+    run: f64,
+) -> f64 {
+    let e = |x: f64, n: f64, p: f64| {
+        hit_mixture(x / run, n / run, p, &HIT_RATES).unwrap_or(f64::NEG_INFINITY)
+    };
+    let own: Vec<f64> = each
+        .iter()
+        .map(|&(x, n, rate)| e(x, n, p0.max(rate).min(0.99)))
+        .collect();
+    mix(&[e(x, n, p0), mix(&own)])
+}
+
 /// How much more variable than Poisson counts are (see [`test`]).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Overdispersion {

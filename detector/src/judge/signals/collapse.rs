@@ -28,7 +28,7 @@
 //! the whole fleet all but stopped, what a released host should have done is not known.
 
 use super::super::grid::Windows;
-use super::super::sequential::{HIT_RATES, hit_mixture, hit_rate_bound, mix};
+use super::super::sequential::{hit_rate_bound, hits_pooled_and_each};
 use super::super::signal::{Candidate, HostView, candidate};
 use super::super::stats::median_without;
 use super::super::{Evidence, Learned, Reason, Rule, Severity, Tally};
@@ -207,19 +207,16 @@ pub(crate) fn test(
     // half the mean of each released host's own test (one host of many that stopped is
     // not diluted by the others), against the bound or the host's own rate before its
     // release where that is higher (a host that dipped more often than the others stays
-    // expected to). A mean of e-values is one, so is a mixture of two.
-    let e = |x: f64, n: f64, p: f64| {
-        hit_mixture(x / run, n / run, p, &HIT_RATES).unwrap_or(f64::NEG_INFINITY)
-    };
-    let each: Vec<f64> = per_host
+    // expected to).
+    let each: Vec<(f64, f64, f64)> = per_host
         .iter()
         .map(|&(h, x, n)| {
             let (k, m) = own_null[h];
-            let own = if m > 0.0 { k / m } else { 0.0 };
-            e(x, n, p0.max(own).min(0.99))
+            (x, n, if m > 0.0 { k / m } else { 0.0 })
         })
         .collect();
-    let log_e = Some(mix(&[e(hits, minutes, p0), mix(&each)])).filter(|l| l.is_finite());
+    let log_e =
+        Some(hits_pooled_and_each((hits, minutes), &each, p0, run)).filter(|l| l.is_finite());
     Some(Collapse {
         host,
         drop,

@@ -34,9 +34,11 @@
 //! most `α`, however many rounds look; `α + δ` bounds the metric's false blocks. Half of
 //! the evidence is that ratio over the released hosts' minutes together, half the mean of
 //! the same ratio over each released host's own minutes (against `p₀`, or the host's own
-//! hit rate before its release where that is higher): a regression on one released host of
-//! four is not diluted by the other three's minutes, and a mean of martingales built on
-//! the same minutes is one, as is an equal mixture of it with the pooled one.
+//! hit rate before its release where that is higher, a point estimate, so that half is
+//! approximate where a host's baseline is short): a regression on one released host of
+//! four is not diluted by the other three's minutes (a host still in its warm-up is no
+//! evidence yet), and a mean of martingales built on the same minutes is one, as is an
+//! equal mixture of it with the pooled one.
 //!
 //! A hit of CPU or disk busy has two grades: past the bar above, and past twice it (twice
 //! its minimum effect and six times its noise). Each grade is its own test, with its own
@@ -77,7 +79,7 @@
 //! [`JudgeParams::mem_min_rise`] in all), over
 //! [`JudgeParams::metric_rounds_needed`] consecutive rounds: not a calibrated test.
 
-use crate::judge::sequential::{HIT_RATES, hit_mixture, mix};
+use crate::judge::sequential::{HIT_RATES, hit_mixture, hits_pooled_and_each};
 use crate::judge::signal::{Candidate, HostView, Role, candidate};
 use crate::judge::stats::{
     binomial_upper_bound, mad_sd, median, median_without, ols_slope, quantile,
@@ -318,9 +320,10 @@ struct GradeCounts<'a> {
     own: NullSample,
     fresh: NullSample,
     released: NullSample,
-    /// Per released host with minutes past its warm-up: its own hits and minutes there,
-    /// and its hit rate before its release.
+    /// Per released host: its own hits and minutes past its warm-up, and its hit rate
+    /// before its release; and its name.
     each: Vec<(f64, f64, f64)>,
+    each_hosts: Vec<&'a str>,
     hit_hosts: Vec<&'a str>,
 }
 
@@ -356,13 +359,10 @@ fn count_grade<'a>(hosts: &[Adjusted<'a>], grade: f64, fresh_from: i64) -> Grade
             }
             previous_hit = if hit { Some(minute) } else { previous_hit };
         }
-        if t.released && after.minutes > 0.0 {
-            let rate = if before.minutes > 0.0 {
-                before.hits / before.minutes
-            } else {
-                0.0
-            };
-            c.each.push((after.hits, after.minutes, rate));
+        // Every released host, one not past its warm-up yet too: no evidence so far.
+        if t.released {
+            c.each.push((after.hits, after.minutes, before.rate()));
+            c.each_hosts.push(t.name);
         }
         if host_hit {
             c.hit_hosts.push(t.name);
@@ -539,13 +539,7 @@ pub(crate) fn metric_signal(
         }
         let own = counts.own;
         let p0 = if pooled.minutes / run >= MIN_NULL_MINUTES as f64 {
-            binomial_upper_bound(pooled.hits / run, pooled.minutes / run, alpha).max(
-                if own.minutes > 0.0 {
-                    own.hits / own.minutes
-                } else {
-                    0.0
-                },
-            )
+            binomial_upper_bound(pooled.hits / run, pooled.minutes / run, alpha).max(own.rate())
         } else {
             0.2
         }
@@ -556,20 +550,10 @@ pub(crate) fn metric_signal(
             continue;
         };
         // Half of the evidence from the released hosts' minutes together, half from the
-        // mean of each one's own test against the bound, or its own rate before its
-        // release where that is higher: a regression on one released host of several is
-        // not diluted by the others' minutes (a mean of e-values is one, and so is an
-        // equal mixture of two).
+        // mean of each one's own test (see `hits_pooled_and_each`): a regression on one
+        // released host of several is not diluted by the others' minutes.
         let log_e = if counts.each.len() >= 2 {
-            let each: Vec<f64> = counts
-                .each
-                .iter()
-                .map(|&(xh, nh, own)| {
-                    hit_mixture(xh / run, nh / run, p0.max(own).min(0.99), &HIT_RATES)
-                        .unwrap_or(f64::NEG_INFINITY)
-                })
-                .collect();
-            mix(&[pooled, mix(&each)])
+            hits_pooled_and_each((x, n), &counts.each, p0, run)
         } else {
             pooled
         };
@@ -601,6 +585,21 @@ pub(crate) fn metric_signal(
     let (x, n) = (counts.released.hits, counts.released.minutes);
     let (kb, nb, runs) = (counts.own.hits, counts.own.minutes, counts.own.runs);
     let hit_hosts = counts.hit_hosts;
+    let each_note = if counts.each.len() >= 2 {
+        counts
+            .each
+            .iter()
+            .zip(&counts.each_hosts)
+            .max_by(|a, b| a.0.0.total_cmp(&b.0.0))
+            .map_or(String::new(), |(&(xh, nh, own), name)| {
+                format!(
+                    "; half of the evidence from each released host's own minutes (most: {name}, {xh:.0} of {nh:.0}, held to a hit rate of {:.4})",
+                    p0.max(own).min(0.99)
+                )
+            })
+    } else {
+        String::new()
+    };
     let t = &tracks[i];
     let mut scales: Vec<f64> = t
         .minutes
@@ -634,7 +633,7 @@ pub(crate) fn metric_signal(
     let hit_noise = grade * HIT_NOISE;
     let at_least = grade * min_abs_top;
     let summary = format!(
-        "{metric} on released hosts: {x:.0} of {n:.0} host-minutes past their warm-up{grade_note} above what their level before the release, their work and {reference_note} predict (at least {at_least:.2} and {hit_noise:.0}× their noise), where {kb:.0} of {nb:.0} host-minutes were with nothing released (in {runs:.0} runs){history_note}: a hit rate of at most {p0:.4}, counts divided by {run:.1} as hits come in runs; {} recently {effect:+.2} beyond its level {:.2}{work_note}; sequential test e={:.3e} against 1/α={:.3e}",
+        "{metric} on released hosts: {x:.0} of {n:.0} host-minutes past their warm-up{grade_note} above what their level before the release, their work and {reference_note} predict (at least {at_least:.2} and {hit_noise:.0}× their noise), where {kb:.0} of {nb:.0} host-minutes were with nothing released (in {runs:.0} runs){history_note}: a hit rate of at most {p0:.4}, counts divided by {run:.1} as hits come in runs; {} recently {effect:+.2} beyond its level {:.2}{work_note}{each_note}; sequential test e={:.3e} against 1/α={:.3e}",
         t.name,
         t.level,
         log_e.min(700.0).exp(),

@@ -371,15 +371,15 @@ pub(crate) fn rate_rule(
     let dispersion = dispersion(per_host, &pearsons, params);
     let group =
         |g: &[usize]| group_dispersion((per_host, &pearsons), hosts, g, dispersion.0, params);
+    let reference_factor = group(groups.reference);
     let overdispersion = sequential::Overdispersion {
         factor: dispersion.0,
         shape: nb_shape(per_host, hosts, &pearsons),
-        groups: Some((group(groups.released), group(groups.reference))),
+        groups: Some((group(groups.released), reference_factor)),
     };
     // Each released host's own test (`sequential::with_each`), at its own dispersion
     // before the release (never below the pooled one): those with the most events past
     // their warm-up first, none with too few to show an excess on their own.
-    let reference_factor = group(groups.reference);
     let mut tested: Vec<usize> = groups
         .released
         .iter()
@@ -720,9 +720,22 @@ fn sequential_signal(
             _ => return None,
         }
     }
-    // The rise: the pooled one, or the host's that passes alone where that is larger.
-    let own_ratio = alone.map_or(0.0, |(_, own)| own.ratio());
-    let ratio = s.ratio().max(own_ratio);
+    // The rise: the released hosts' together, or that of the host that passes alone where
+    // it is the larger (then its own ratio, interval and dispersion are the effect's; the
+    // counts shown stay the released hosts').
+    let own_shown = alone.filter(|(_, own)| own.ratio() > s.ratio());
+    let (shown, shown_phi) = match own_shown {
+        Some((h, own_test)) => (
+            own_test,
+            own.get(h)
+                .copied()
+                .flatten()
+                .and_then(|d| d.groups)
+                .map_or(phi, |g| g.0),
+        ),
+        None => (s, phi),
+    };
+    let ratio = shown.ratio();
     // The released hosts whose own rate in those minutes is above the predicted one.
     let t_len = inputs.w.t_len;
     let reference_rate = (s.reference_events + 0.5) / s.reference_work;
@@ -775,9 +788,14 @@ fn sequential_signal(
     };
     let own_note = top.map_or(String::new(), |(h, own)| {
         format!(
-            "; half of it from the released hosts together, half from each one's own test (strongest {}: e={:.3e})",
+            "; half of it from the released hosts together, half from each one's own test (strongest {}: e={:.3e}{})",
             hosts[h].name,
-            own.log_e.min(700.0).exp()
+            own.log_e.min(700.0).exp(),
+            if own_shown.is_some() {
+                ", past the bar alone: the rise is its own"
+            } else {
+                ""
+            }
         )
     });
     let summary = format!(
@@ -806,7 +824,7 @@ fn sequential_signal(
         ..Evidence::default()
     }
     .sequential(s.log_e, alpha)
-    .with_interval(s.ratio_interval(phi));
+    .with_interval(shown.ratio_interval(shown_phi));
     let reason = Reason {
         rule: signal.rule,
         summary,
