@@ -721,17 +721,13 @@ fn sequential_signal(
         }
     }
     // The rise: the released hosts' together, or that of the host that passes alone where
-    // it is the larger (then its own ratio, interval and dispersion are the effect's; the
-    // counts shown stay the released hosts').
+    // it is the larger (then the effect and its interval, at that host's dispersion, are
+    // its own; the counts shown stay the released hosts').
     let own_shown = alone.filter(|(_, own)| own.ratio() > s.ratio());
     let (shown, shown_phi) = match own_shown {
         Some((h, own_test)) => (
             own_test,
-            own.get(h)
-                .copied()
-                .flatten()
-                .and_then(|d| d.groups)
-                .map_or(phi, |g| g.0),
+            own_of(h).and_then(|d| d.groups).map_or(phi, |g| g.0),
         ),
         None => (s, phi),
     };
